@@ -1,0 +1,39 @@
+"""What the load engine asks a client to send: the contract between bench.load and bench.clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.records import Endpoint, Phase, Surface
+
+# A keep_alive as Ollama accepts it: a duration string ("5m", "1h30m", "300ms"), a number of
+# seconds, 0 (unload when idle) or negative (never unload).
+KeepAlive = str | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request to send, fully resolved: the client adds nothing of its own."""
+
+    cell_id: str
+    request_index: int
+    surface: Surface
+    endpoint: Endpoint
+    model: str
+    prompt: str
+    repeat: int = 0
+    phase: Phase = "measure"
+    max_tokens: int | None = None  # num_predict (native) / max_tokens (openai)
+    num_ctx: int | None = None  # options.num_ctx; sent on the OpenAI surface too if asked (ignored there)
+    keep_alive: KeepAlive | None = None  # sent on the OpenAI surface too if asked (ignored there)
+    temperature: float | None = None
+    seed: int | None = None
+    format: str | dict[str, Any] | None = None  # None, "json", or a JSON schema
+    system: str | None = None
+    stream: bool = True
+    extra_options: dict[str, Any] = field(default_factory=dict)  # more native `options`
+    store_text: bool = False  # keep prompt and output text in the record (off: nothing leaks)
+    timeout_s: float = 300.0  # give up when no byte arrives for this long
+    scheduled_s: float | None = None  # when the schedule intended to send it (run-relative)
+    worker: int = 0

@@ -1,0 +1,216 @@
+"""The per-request record, the run directory layout, and loading a run back as DataFrames.
+
+A run directory (results/<run-id>/ or --out DIR) holds:
+
+    manifest.json        scenario as resolved, environment, target version, models, cells, status
+    requests.jsonl       one RequestRecord per line, appended and flushed as each request ends
+    requests.parquet     the same records, written at the end of the run (or by load_run on demand)
+    summary.csv/.json    one row per cell (bench.metrics.cell_summary)
+    gpu.parquet          NVML timeline (bench.telemetry.nvml), absent without a GPU
+    ps.parquet           /api/ps timeline (bench.telemetry.ollama_ps)
+    server-<n>.log       logs of managed servers (bench.server)
+    recommendation.json  bench recommend's verdict, when computed
+    kv.json              KV-cache analysis, when the run varied num_ctx / NUM_PARALLEL / cache type
+    report.html          bench report's page
+
+Every time in a record is in seconds on the monotonic clock, relative to the run's t0
+(manifest `t0_epoch_s` maps it to wall time). Telemetry timelines use the same t0, so plots align.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import orjson
+import pandas as pd
+
+from bench.errors import RunDirError
+
+MANIFEST_FILE = "manifest.json"
+REQUESTS_JSONL = "requests.jsonl"
+REQUESTS_PARQUET = "requests.parquet"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+GPU_PARQUET = "gpu.parquet"
+PS_PARQUET = "ps.parquet"
+RECOMMENDATION_JSON = "recommendation.json"
+KV_JSON = "kv.json"
+REPORT_HTML = "report.html"
+
+Surface = Literal["native", "openai"]
+Endpoint = Literal["chat", "generate", "completions", "embed"]
+Phase = Literal["warmup", "measure"]
+
+# error_class values. `rejected` is a 503 from a full scheduler queue; the rest follow the
+# HTTP status or the way the stream failed.
+ERROR_CLASSES = (
+    "rejected",  # 503 "server busy ... maximum pending requests exceeded"
+    "client_error",  # other 4xx (404 unknown model, 400 bad body)
+    "server_error",  # other 5xx, or {"error": ...} inside a 200 stream
+    "timeout",  # no byte for longer than the request timeout
+    "disconnected",  # connection refused / reset / closed before done
+    "bad_stream",  # a line or event that is not valid JSON, or a stream with no done/[DONE]
+)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What happened to one request. Written as one JSON line; None means 'did not happen'."""
+
+    cell_id: str
+    request_index: int  # dispatch order within the cell (0-based), unique per (cell, repeat)
+    surface: Surface
+    endpoint: Endpoint
+    model: str
+    repeat: int = 0
+    phase: Phase = "measure"
+    worker: int = 0  # load-generator process that sent it (issue 8's multi-process mode)
+    # Times: seconds since run t0 on the monotonic clock.
+    scheduled_s: float | None = None  # when the load schedule intended to send it
+    sent_s: float | None = None  # when the request was handed to the connection
+    headers_s: float | None = None  # response status line and headers received
+    first_token_s: float | None = None  # first chunk carrying generated text (thinking included)
+    first_content_s: float | None = None  # first chunk carrying answer content (not thinking)
+    end_s: float | None = None  # done line / [DONE] / error / give-up
+    # Arrival time of every chunk that carried generated text, in order (first_token_s included).
+    chunk_times_s: list[float] = field(default_factory=list)
+    # Outcome.
+    status: int | None = None  # HTTP status; None when no response arrived
+    error_class: str | None = None  # one of ERROR_CLASSES, None on success
+    error_message: str | None = None  # server's error text or exception summary, truncated
+    done_reason: str | None = None  # stop / length / load / unload (OpenAI finish_reason mapped)
+    # Server-reported counts and timings (native: final line; openai: usage).
+    prompt_tokens: int | None = None  # prompt_eval_count / usage.prompt_tokens
+    output_tokens: int | None = None  # eval_count / usage.completion_tokens
+    load_duration_ns: int | None = None
+    prompt_eval_duration_ns: int | None = None
+    eval_duration_ns: int | None = None
+    total_duration_ns: int | None = None
+    # What we sent and got, in characters (prompt calibration; no text is stored by default).
+    prompt_chars: int = 0
+    output_chars: int = 0
+    # Optional, only when the scenario asks to store bodies (issue 9: nothing leaks by default).
+    prompt_text: str | None = None
+    output_text: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+    def to_json_line(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self)) + b"\n"
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RequestRecord))
+
+
+class RecordWriter:
+    """Appends records to requests.jsonl, flushed per record so a crash keeps what was measured."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / REQUESTS_JSONL
+        self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
+
+    def append(self, record: RequestRecord) -> None:
+        # One write() per record on an unbuffered file: each line reaches the OS whole.
+        self._file.write(record.to_json_line())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records_jsonl(path: Path) -> pd.DataFrame:
+    """Read requests.jsonl, skipping a torn last line (a run killed mid-write)."""
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, "rb") as lines:
+            for raw_line in lines:
+                try:
+                    rows.append(orjson.loads(raw_line))
+                except orjson.JSONDecodeError:
+                    continue
+    frame = pd.DataFrame(rows, columns=list(RECORD_FIELDS)) if not rows else pd.DataFrame(rows)
+    for name in RECORD_FIELDS:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
+    temp_path = path.with_suffix(path.suffix + ".tmp")
+    temp_path.write_bytes(
+        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
+    )
+    os.replace(temp_path, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise RunDirError(f"{path}: not found") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{path}: not valid JSON ({error})") from error
+
+
+def write_requests_parquet(run_dir: Path) -> pd.DataFrame:
+    """Convert requests.jsonl to requests.parquet; returns the DataFrame."""
+    frame = read_records_jsonl(Path(run_dir) / REQUESTS_JSONL)
+    frame.to_parquet(Path(run_dir) / REQUESTS_PARQUET, index=False)
+    return frame
+
+
+@dataclass
+class Run:
+    """A run directory loaded back: everything the analysis and the report need."""
+
+    path: Path
+    manifest: dict[str, Any]
+    requests: pd.DataFrame  # one row per RequestRecord
+    cells: pd.DataFrame  # one row per cell: cell_id, cell_index, and one column per setting
+    gpu: pd.DataFrame | None = None
+    ps: pd.DataFrame | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # recommendation.json, kv.json, ...
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run directory; works on a partial run (killed, interrupted) as long as it has a manifest."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: not a run directory")
+    manifest = read_json(run_dir / MANIFEST_FILE)
+    jsonl_path = run_dir / REQUESTS_JSONL
+    parquet_path = run_dir / REQUESTS_PARQUET
+    # The JSONL is the source of truth; the parquet is a cache written at the end of a run.
+    if parquet_path.exists() and (
+        not jsonl_path.exists() or parquet_path.stat().st_mtime >= jsonl_path.stat().st_mtime
+    ):
+        requests = pd.read_parquet(parquet_path)
+    else:
+        requests = read_records_jsonl(jsonl_path)
+    cells = pd.DataFrame(
+        [{"cell_id": c["cell_id"], "cell_index": c["cell_index"], **c.get("settings", {})}
+         for c in manifest.get("cells", [])]
+    )
+    gpu = pd.read_parquet(run_dir / GPU_PARQUET) if (run_dir / GPU_PARQUET).exists() else None
+    ps = pd.read_parquet(run_dir / PS_PARQUET) if (run_dir / PS_PARQUET).exists() else None
+    extras = {
+        name: read_json(run_dir / name)
+        for name in (RECOMMENDATION_JSON, KV_JSON)
+        if (run_dir / name).exists()
+    }
+    return Run(run_dir, manifest, requests, cells, gpu, ps, extras)
