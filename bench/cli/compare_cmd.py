@@ -1,0 +1,82 @@
+"""`bench compare` and `bench baseline save`: parse, call bench.compare / bench.baseline, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bench.baseline import load_baseline, save_baseline
+from bench.compare import (
+    compare_paths,
+    headline,
+    render_table,
+    to_junit_xml,
+    to_markdown,
+)
+from bench.errors import UsageError
+
+EXIT_REGRESSED = 1
+
+
+def _write(path: Path, text: str, option: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write ({error.strerror})") from None
+
+
+@click.command("compare")
+@click.argument("baseline_path", metavar="BASELINE", type=click.Path(path_type=Path))
+@click.argument("current_path", metavar="CURRENT", type=click.Path(path_type=Path))
+@click.option("--max-regression", "max_regression", multiple=True, metavar="METRIC=PCT",
+              help="Allowed change, e.g. ttft_p95=10% or output_tps=-5% (repeatable; replaces "
+                   "the scenario's gates and the defaults).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write JUnit XML (one test case per cell x metric gate).")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a Markdown report (e.g. $GITHUB_STEP_SUMMARY).")
+def compare_command(baseline_path: Path, current_path: Path, max_regression: tuple[str, ...],
+                    junit_path: Path | None, markdown_path: Path | None) -> None:
+    """Gate CURRENT against BASELINE (run directories or baseline files): exit 1 if a gate regressed.
+
+    A gate fails only when the 95% bootstrap interval of the change lies wholly beyond the
+    allowed change. Exit 0: no regression; 1: regression; 2: usage error (unknown metric,
+    unmatched cell, unreadable input).
+    """
+    comparison = compare_paths(baseline_path, current_path, max_regression)
+    console = Console() if Console().is_terminal else Console(width=160)
+    console.print(render_table(comparison))
+    for note in comparison.environment_notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if junit_path is not None:
+        _write(junit_path, to_junit_xml(comparison), "--junit")
+    if markdown_path is not None:
+        _write(markdown_path, to_markdown(comparison), "--markdown")
+    console.print(headline(comparison), style="bold red" if comparison.regressed else "green",
+                  highlight=False, soft_wrap=True)
+    if comparison.regressed:
+        sys.exit(EXIT_REGRESSED)
+
+
+@click.group("baseline")
+def baseline_group() -> None:
+    """Baselines for `bench compare` (compact JSON, small enough to commit)."""
+
+
+@baseline_group.command("save")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def save_command(run_dir: Path, path: Path) -> None:
+    """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
+    written = save_baseline(run_dir, path)
+    baseline = load_baseline(written)
+    size_kb = written.stat().st_size / 1024
+    click.echo(f"baseline: {written} ({len(baseline.cells)} cells, {size_kb:.1f} kB)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(compare_command)
+    group.add_command(baseline_group)

@@ -1,0 +1,189 @@
+"""`bench kv` (KV-cache calculator) and `bench kv-analyze` (measured fit of a run): parse, call, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.errors import UsageError
+from bench.kv import (
+    CACHE_TYPES,
+    KvSizing,
+    ModelArch,
+    analyze_run,
+    describe_ratio,
+    format_bytes,
+    kv_bytes_per_token,
+    parse_bytes,
+    read_gguf,
+    rule_of_thumb_bytes_per_token,
+    size_model,
+)
+from bench.records import KV_JSON, load_run, write_json
+from bench.telemetry.server_info import default_base_url, list_models, show_model
+
+
+def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
+    wanted = name if ":" in name else f"{name}:latest"
+    for entry in models:
+        if wanted in (entry.get("name"), entry.get("model")) and entry.get("size") is not None:
+            return int(entry["size"])
+    return None
+
+
+def _print_sizing(name: str, sizing: KvSizing) -> None:
+    arch = sizing.arch
+    click.echo(
+        f"{name}: {arch.arch}, {arch.block_count} layers, hidden {arch.embedding_length}, "
+        f"{arch.head_count} heads / {arch.head_count_kv} KV heads, head_dim {arch.head_dim}"
+    )
+    click.echo(
+        f"num_ctx {sizing.num_ctx} x NUM_PARALLEL {sizing.num_parallel} = {sizing.ctx_total} tokens, "
+        f"cache {sizing.cache_type}"
+    )
+    weights = "unknown" if sizing.weights_bytes is None else format_bytes(sizing.weights_bytes)
+    rows = [
+        ("weights", weights),
+        ("KV, rule of thumb (ctx x layers x hidden x 2 B)", format_bytes(sizing.rule_of_thumb_bytes)),
+        ("KV, exact (2 x layers x ctx x kv_heads x head_dim x bpe)", format_bytes(sizing.exact_bytes)),
+    ]
+    if sizing.exact_stored_bytes != sizing.exact_bytes:
+        rows.append((f"KV, exact as stored ({sizing.cache_type} blocks)", format_bytes(sizing.exact_stored_bytes)))
+    rows += [
+        ("rule of thumb vs exact", f"{sizing.rule_to_exact:.2f}x ({describe_ratio(sizing.rule_to_exact)})"),
+        ("compute graph (Ollama's llama estimate)", format_bytes(sizing.graph_bytes)),
+    ]
+    if sizing.total_bytes is not None:
+        rows.append(("total (weights + stored KV + graph)", format_bytes(sizing.total_bytes)))
+    if sizing.gpu_memory_bytes is None:
+        rows.append(("largest NUM_PARALLEL that fits", "give --gpu-memory"))
+    elif sizing.max_parallel is None:
+        rows.append(("largest NUM_PARALLEL that fits", "unknown weights size"))
+    else:
+        where = f"in {format_bytes(sizing.gpu_memory_bytes)} at num_ctx {sizing.num_ctx}"
+        rows.append((f"largest NUM_PARALLEL that fits {where}", str(sizing.max_parallel)))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"  {label:<{width}}  {value}")
+
+
+def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
+    header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
+              "rule of thumb", "KV exact", "max parallel")  # fmt: skip
+    lines = [header]
+    for name, sizing in sizings:
+        arch = sizing.arch
+        lines.append(
+            (
+                name,
+                arch.arch,
+                str(arch.block_count),
+                str(arch.embedding_length),
+                f"{arch.head_count}/{arch.head_count_kv}",
+                str(rule_of_thumb_bytes_per_token(arch)),
+                f"{kv_bytes_per_token(arch, cache_type):g}",
+                describe_ratio(sizing.rule_to_exact),
+                format_bytes(sizing.exact_stored_bytes),
+                "-" if sizing.max_parallel is None else str(sizing.max_parallel),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    click.echo(
+        "rule of thumb = layers x hidden x 2 B per token; exact = 2 (K and V) x layers x kv_heads x\n"
+        "head_dim x bytes/element. With g query heads per KV head the rule counts g times too many\n"
+        "heads but forgets that K and V are two tensors, so at f16 it is g/2 times the exact figure."
+    )
+
+
+@click.command("kv")
+@click.argument("model", required=False)
+@click.option("--ctx", "num_ctx", type=int, default=8192, show_default=True, help="num_ctx per slot")
+@click.option("--parallel", "num_parallel", type=int, default=1, show_default=True, help="OLLAMA_NUM_PARALLEL")
+@click.option("--cache-type", type=click.Choice(CACHE_TYPES), default="f16", show_default=True)
+@click.option("--gpu-memory", default=None, help="GPU memory to fit in, e.g. 80GiB or 24GB")
+@click.option("--graph", "graph_size", default=None, help="fixed compute-graph allowance (default: estimate)")
+@click.option("--target", default=None, help="server URL (default: OLLAMA_HOST, else 127.0.0.1:11434)")
+@click.option("--gguf", "gguf_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="read the architecture from a local GGUF file instead of a server")  # fmt: skip
+@click.option("--all", "all_models", is_flag=True, help="a table over every model the server lists")
+def kv_command(
+    model: str | None,
+    num_ctx: int,
+    num_parallel: int,
+    cache_type: str,
+    gpu_memory: str | None,
+    graph_size: str | None,
+    target: str | None,
+    gguf_path: Path | None,
+    all_models: bool,
+) -> None:
+    """KV-cache calculator: rule of thumb vs exact GQA figure, weights, and the NUM_PARALLEL that fits."""
+    gpu_memory_bytes = parse_bytes(gpu_memory) if gpu_memory else None
+    graph_bytes = parse_bytes(graph_size) if graph_size else None
+    if gguf_path is not None:
+        if target or all_models:
+            raise UsageError("--gguf reads one local file: it cannot be combined with --target or --all")
+        gguf_model = read_gguf(gguf_path)
+        sizing = size_model(gguf_model.arch, gguf_model.weights_bytes, num_ctx, num_parallel, cache_type,
+                            gpu_memory_bytes, graph_bytes)  # fmt: skip
+        _print_sizing(model or gguf_path.name, sizing)
+        return
+    if not model and not all_models:
+        raise UsageError("bench kv: give a MODEL, --all, or --gguf FILE")
+    base_url = (target or default_base_url()).rstrip("/")
+    if "://" not in base_url:
+        base_url = f"http://{base_url}"
+    tags = list_models(base_url)
+    names = [str(entry.get("name") or entry.get("model")) for entry in tags] if all_models else [model or ""]
+    sizings: list[tuple[str, KvSizing]] = []
+    for name in names:
+        shown = show_model(base_url, name)
+        arch = ModelArch.from_model_info(shown["model_info"], source=f"{base_url} {name}")
+        sizings.append((name, size_model(arch, _weights_from_tags(tags, name), num_ctx, num_parallel,
+                                         cache_type, gpu_memory_bytes, graph_bytes)))  # fmt: skip
+    if all_models:
+        click.echo(f"num_ctx {num_ctx} x NUM_PARALLEL {num_parallel}, cache {cache_type}, {base_url}")
+        _print_table(sizings, cache_type)
+    else:
+        _print_sizing(*sizings[0])
+
+
+def _per_token(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+@click.command("kv-analyze")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def kv_analyze_command(run_dir: Path) -> None:
+    """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
+    payload = analyze_run(load_run(run_dir))
+    write_json(Path(run_dir) / KV_JSON, payload)
+    for group in payload["groups"]:
+        per_token = group["bytes_per_token"]
+        click.echo(f"{group['model']} (cache {group['cache_type']}, {len(group['points'])} cells)")
+        for label, key in (("rule of thumb", "rule_of_thumb"), ("exact (GQA)", "exact"),
+                           ("exact, stored blocks", "exact_stored"), ("Ollama /api/ps fit", "ollama_ps"),
+                           ("NVML fit (measured)", "nvml")):  # fmt: skip
+            ratio = group["ratio_to_measured"].get(key)
+            ratio_text = "" if ratio is None else f"  {ratio:.3f}x measured"
+            click.echo(f"  {label:<22} {_per_token(per_token[key]):>12} B/token{ratio_text}")
+        measured_fit = group["fits"]["nvml" if group["measured_source"] == "nvml" else "ollama_ps"]
+        if measured_fit is not None:
+            ci = measured_fit["bytes_per_token_ci95"]
+            ci_text = "" if ci is None else f", 95% CI [{ci[0]:,.0f}, {ci[1]:,.0f}]"
+            click.echo(
+                f"  measured ({group['measured_source']}): fixed {format_bytes(measured_fit['fixed_bytes'])}"
+                f"{ci_text}"
+            )
+    for note in payload["notes"]:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {Path(run_dir) / KV_JSON}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(kv_command)
+    group.add_command(kv_analyze_command)

@@ -1,0 +1,84 @@
+"""`bench perf`: benchmark bench's own client (throughput, CPU, memory, streams, timing accuracy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bench.records import write_json
+
+
+def register(group: click.Group) -> None:
+    group.add_command(perf)
+
+
+@click.command()
+@click.option("--surface", type=click.Choice(["native", "openai", "both"]), default="both",
+              show_default=True, help="Which client surface to measure.")
+@click.option("--quick", is_flag=True, help="Short steps and fewer levels (well under a minute).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Directory for perf.json.")
+@click.option("--accuracy-itl-ms", type=float, default=20.0, show_default=True,
+              help="Inter-token delay the emitter uses for the accuracy runs.")
+@click.option("--transport", type=click.Choice(["httpx", "fast", "both"]), default="both",
+              show_default=True,
+              help="httpx: bench's client as shipped; fast: the same on bench.perf.transport.")
+def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, transport: str) -> None:
+    """Benchmark bench's own client against a lean emitter pinned to another CPU."""
+    from bench.perf.suite import PerfOptions, run_perf
+
+    console = Console()
+    surfaces = ("native", "openai") if surface == "both" else (surface,)
+    options = PerfOptions(surfaces=surfaces, quick=quick,  # type: ignore[arg-type]
+                          accuracy_itl_ms=accuracy_itl_ms,
+                          transports=("httpx", "fast") if transport == "both" else (transport,))
+    result = run_perf(options, lambda line: console.print(f"[dim]…[/dim] {line}", highlight=False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "perf.json", result)
+    console.print(summary_table(result))
+    console.print(f"wrote {out_dir / 'perf.json'}")
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    machine = result["machine"]
+    table = Table(title=f"bench perf — {machine['cpu_model']}, {machine['cpu_count']} cores, "
+                        f"Python {machine['python']}, uvloop {'on' if machine['uvloop'] else 'off'}")
+    table.add_column("measure")
+    columns = [(transport, surface) for transport, by_surface in result["throughput"].items()
+               for surface in by_surface]
+    for transport, surface in columns:
+        table.add_column(f"{surface} ({transport})", justify="right")
+
+    def row(label: str, values: list[Any]) -> None:
+        table.add_row(label, *["—" if value is None else str(value) for value in values])
+
+    best = [result["throughput"][t][s]["best"] for t, s in columns]
+    row("best req/s (32-token streams)", [f"{b['rps']:.0f} @ c={b['concurrency']}" for b in best])
+    row("streamed tokens/s", [f"{b['tokens_per_s']:.0f}" for b in best])
+    row("client CPU µs / request", [b["cpu_us_per_request"] for b in best])
+    row("client CPU µs / token", [b["cpu_us_per_token"] for b in best])
+    row("memory KiB / held stream", [result["held_streams"][t][s]["kib_per_stream"] for t, s in columns])
+    row("max clean concurrent streams (tried)",
+        [f"{result['held_streams'][t][s]['max_clean_streams']} "
+         f"({max(r['streams'] for r in result['held_streams'][t][s]['levels'])})" for t, s in columns])
+    for level in ("1", "64", "256", "64-staggered", "256-staggered"):
+        cells = []
+        for transport, surface in columns:
+            errors = result["accuracy"][transport][surface]["levels"].get(level)
+            cells.append(None if errors is None else
+                         f"{errors['ttft_error']['p50_ms']:.3f} / {errors['ttft_error']['p99_ms']:.3f}"
+                         f" / {errors['ttft_error']['max_ms']:.3f}")
+        row(f"TTFT error ms p50/p99/max @ {level}", cells)
+    for level in ("1", "64", "256", "64-staggered", "256-staggered"):
+        cells = []
+        for transport, surface in columns:
+            errors = result["accuracy"][transport][surface]["levels"].get(level)
+            cells.append(None if errors is None else
+                         f"{errors['itl_abs_error']['p50_ms']:.3f} / {errors['itl_abs_error']['p99_ms']:.3f}"
+                         f" / {errors['itl_abs_error']['max_ms']:.3f}")
+        row(f"ITL |error| ms p50/p99/max @ {level}", cells)
+    return table

@@ -1,0 +1,68 @@
+"""`bench sim`: serve the simulated Ollama (parse flags, call bench.sim.server.serve, print)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from bench.errors import BenchError
+
+
+class SimError(BenchError):
+    """A bad simulator flag or OLLAMA_* value (shown as one line, exit 2)."""
+
+
+@click.command("sim")
+@click.option("--host", default=None, help="Address to bind (default from OLLAMA_HOST, else 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default from OLLAMA_HOST, else 11434).")
+@click.option("--gpu", "gpu", default=None, help="GPU profile: h100, a100-80gb, l40s, rtx4090 (default), l4, m2-ultra.")
+@click.option("--gpu-memory", default=None, help="Override the profile's memory, e.g. 24GiB.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for text, jitter and faults.")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None, help="YAML file extending the model/GPU catalog.")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Divide every simulated duration by this factor.")
+@click.option("--fault-error-rate", type=float, default=None, help="Fraction of requests answered 500.")
+@click.option("--fault-cut-rate", type=float, default=None, help="Fraction of streams cut mid-way (no done line).")
+@click.option("--fault-stall-rate", type=float, default=None, help="Fraction of streams that stall once.")
+@click.option("--fault-stall-s", type=float, default=None, help="Stall length in wall seconds (default 5).")
+@click.option("--fault-malformed-rate", type=float, default=None, help="Fraction of streams with one garbage line.")
+@click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
+def sim(
+    host: str | None, port: int | None, gpu: str | None, gpu_memory: str | None, seed: int, catalog_path: str | None,
+    speed: float, fault_error_rate: float | None, fault_cut_rate: float | None, fault_stall_rate: float | None,
+    fault_stall_s: float | None, fault_malformed_rate: float | None, emit_log: str | None, log_level: str,
+) -> None:
+    """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
+    from bench.sim.config import build_config
+    from bench.sim.errors import SimConfigError
+    from bench.sim.server import serve
+
+    try:
+        config = build_config(
+            os.environ, host=host, port=port, gpu=gpu, gpu_memory=gpu_memory, seed=seed, catalog_path=catalog_path,
+            speed=speed, emit_log_path=emit_log,
+            fault_rates={
+                "error_rate": fault_error_rate, "cut_rate": fault_cut_rate, "stall_rate": fault_stall_rate,
+                "stall_s": fault_stall_s, "malformed_rate": fault_malformed_rate,
+            },
+        )
+    except SimConfigError as error:
+        raise SimError(str(error)) from None
+
+    def announce(base_url: str) -> None:
+        assert config.gpu is not None
+        click.echo(
+            f"bench sim listening on {base_url} (gpu {config.gpu.label} {config.gpu.memory_bytes / 2**30:.0f} GiB, "
+            f"NUM_PARALLEL={config.num_parallel}, MAX_QUEUE={config.max_queue}, speed x{config.speed:g})",
+            err=True,
+        )
+
+    try:
+        serve(config, log_level=log_level, on_ready=announce)
+    except OSError as error:
+        raise SimError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+
+
+def register(group: click.Group) -> None:
+    group.add_command(sim)

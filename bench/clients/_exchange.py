@@ -1,0 +1,221 @@
+"""What both surfaces share: the record skeleton, the idle watchdog, and failure classification.
+
+`exchange()` sends one request and reads its headers; the surface module supplies the body
+reader. Every server or network failure ends up in record.error_class (records.ERROR_CLASSES),
+never as an exception, and whatever was timed before the failure is kept.
+
+How a stream that ends early is classified:
+- the connection dropped (reset, or closed mid-chunk so the HTTP body is incomplete):
+  `disconnected`;
+- the server finished the HTTP body cleanly but never sent `done: true` / `data: [DONE]`:
+  `bad_stream` (the server, not the network, broke the protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.clients.base import RequestSpec
+from bench.records import RequestRecord
+
+ERROR_MESSAGE_MAX_CHARS = 500
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+# A timer may fire up to one clock tick early; treat an idle time this close to the limit as over.
+_TIMER_SLACK_S = 0.002
+
+# After the final line only the end of the HTTP body should follow; reading it lets the connection
+# go back to the pool (httpcore closes a half-read connection). A server that holds the body open
+# after `done` is given this long, and the request still counts as a success.
+DRAIN_BUDGET_S = 1.0
+
+
+class StreamFailure(Exception):
+    """Raised by a body reader to end the exchange with a classified error."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+
+
+class IdleWatchdog:
+    """Ends the request when no byte has arrived for timeout_s (issue 3: 'no byte for longer').
+
+    One timer per request instead of one per chunk: the reader only stores the arrival time of
+    each chunk in `last_byte` (a float), and the timer, when it fires, re-arms itself for the
+    remaining idle budget. Firing moves the enclosing asyncio.timeout() deadline to now, so the
+    cancellation is asyncio's own and an outside cancel (Ctrl-C) is never mistaken for a timeout.
+    """
+
+    __slots__ = ("last_byte", "finished", "_deadline", "_timeout_s", "_loop", "_handle")
+
+    def __init__(self, deadline: asyncio.Timeout, timeout_s: float) -> None:
+        self.last_byte = time.monotonic()
+        self.finished = False  # the final line arrived: the measurement is complete
+        self._deadline = deadline
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        idle_s = time.monotonic() - self.last_byte
+        if idle_s >= self._timeout_s - _TIMER_SLACK_S:
+            self._handle = None
+            self._deadline.reschedule(self._loop.time())
+        else:
+            self._handle = self._loop.call_later(self._timeout_s - idle_s, self._check)
+
+    def finish(self) -> None:
+        """The final line arrived: what is left is draining, on a short budget."""
+        self.finished = True
+        self.last_byte = time.monotonic()
+        if self._timeout_s > DRAIN_BUDGET_S:
+            self._timeout_s = DRAIN_BUDGET_S
+            self.stop()
+            self._handle = self._loop.call_later(DRAIN_BUDGET_S, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+# (response, record, watchdog, t0, store_text): parse a 2xx body into the record, stamp end_s
+# at the final line, call watchdog.finish() there; raise StreamFailure for a protocol break.
+BodyReader = Callable[[httpx.Response, RequestRecord, IdleWatchdog, float, bool], Awaitable[None]]
+
+
+def new_record(spec: RequestSpec) -> RequestRecord:
+    prompt_chars = len(spec.prompt) + (len(spec.system) if spec.system else 0)
+    return RequestRecord(
+        cell_id=spec.cell_id,
+        request_index=spec.request_index,
+        surface=spec.surface,
+        endpoint=spec.endpoint,
+        model=spec.model,
+        repeat=spec.repeat,
+        phase=spec.phase,
+        worker=spec.worker,
+        scheduled_s=spec.scheduled_s,
+        prompt_chars=prompt_chars,
+        prompt_text=spec.prompt if spec.store_text else None,
+    )
+
+
+def truncate(text: str) -> str:
+    if len(text) <= ERROR_MESSAGE_MAX_CHARS:
+        return text
+    return text[: ERROR_MESSAGE_MAX_CHARS - 3] + "..."
+
+
+def error_text(error_value: Any) -> str:
+    """The message inside a native `{"error": "msg"}` or OpenAI `{"error": {"message": ...}}`."""
+    if isinstance(error_value, dict):
+        message = error_value.get("message")
+        if isinstance(message, str):
+            return truncate(message)
+        return truncate(orjson.dumps(error_value).decode())
+    if isinstance(error_value, str):
+        return truncate(error_value)
+    return truncate(repr(error_value))
+
+
+def error_text_from_body(body: bytes) -> str:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return truncate(body.decode("utf-8", "replace").strip())
+    if isinstance(parsed, dict) and "error" in parsed:
+        return error_text(parsed["error"])
+    return truncate(body.decode("utf-8", "replace").strip())
+
+
+def class_of_status(status: int) -> str:
+    """503 is Ollama's queue-full rejection (server/sched.go ErrMaxQueue); 4xx/5xx otherwise."""
+    if status == 503:
+        return "rejected"
+    if status >= 500:
+        return "server_error"
+    # 4xx, and 1xx/3xx too: a redirect is not followed, so the URL is wrong for bench's purpose.
+    return "client_error"
+
+
+def _class_of_exception(error: BaseException) -> str:
+    if isinstance(error, (TimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    if isinstance(error, httpx.DecodingError):
+        return "bad_stream"
+    return "disconnected"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+def int_or_none(value: Any) -> int | None:
+    # bool is an int subclass; a server sending `true` as a count is not a count.
+    return value if type(value) is int else None
+
+
+async def exchange(
+    http: httpx.AsyncClient,
+    spec: RequestSpec,
+    t0: float,
+    path: str,
+    body: dict[str, Any],
+    read_body: BodyReader,
+) -> RequestRecord:
+    """POST `body` to `path`, time it, let `read_body` parse a 2xx body; classify every failure."""
+    record = new_record(spec)
+    request = http.build_request(
+        "POST", path, content=orjson.dumps(body), headers=JSON_HEADERS, timeout=spec.timeout_s
+    )
+    watchdog: IdleWatchdog | None = None
+    try:
+        async with asyncio.timeout(None) as deadline:
+            watchdog = IdleWatchdog(deadline, spec.timeout_s)
+            try:
+                record.sent_s = watchdog.last_byte - t0
+                response = await http.send(request, stream=True)
+                try:
+                    now = time.monotonic()
+                    watchdog.last_byte = now
+                    record.headers_s = now - t0
+                    record.status = response.status_code
+                    if 200 <= response.status_code < 300:
+                        await read_body(response, record, watchdog, t0, spec.store_text)
+                    else:
+                        error_body = await response.aread()
+                        record.end_s = time.monotonic() - t0
+                        record.error_class = class_of_status(response.status_code)
+                        record.error_message = error_text_from_body(error_body) or (
+                            f"HTTP {response.status_code}"
+                        )
+                finally:
+                    await response.aclose()
+            finally:
+                watchdog.stop()
+    except StreamFailure as failure:
+        record.error_class = failure.error_class
+        record.error_message = truncate(failure.message)
+    except TimeoutError:
+        if not (watchdog is not None and watchdog.finished):
+            record.error_class = "timeout"
+            record.error_message = f"no byte received for {spec.timeout_s:g} s"
+    except (httpx.HTTPError, httpx.StreamError, OSError) as error:
+        # A connection dropped while draining after the final line loses no measurement.
+        if not (watchdog is not None and watchdog.finished):
+            record.error_class = _class_of_exception(error)
+            record.error_message = _describe(error)
+    if record.end_s is None:
+        # Readers stamp end_s at the final line; a failure ends the request when it is noticed.
+        record.end_s = time.monotonic() - t0
+    return record

@@ -1,0 +1,236 @@
+"""Ollama's native API: /api/chat, /api/generate (NDJSON streams) and /api/embed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.clients._exchange import IdleWatchdog, StreamFailure, error_text, exchange, int_or_none
+from bench.clients.base import RequestSpec
+from bench.records import RequestRecord
+
+PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
+
+
+def build_body(spec: RequestSpec) -> tuple[str, dict[str, Any]]:
+    """The (path, JSON body) Ollama's native API expects for this spec (api/types.go)."""
+    if spec.endpoint not in PATHS:
+        raise ValueError(f"native surface has no {spec.endpoint!r} endpoint")
+    options: dict[str, Any] = {}
+    if spec.max_tokens is not None and spec.endpoint != "embed":
+        options["num_predict"] = spec.max_tokens
+    if spec.num_ctx is not None:
+        options["num_ctx"] = spec.num_ctx
+    if spec.temperature is not None:
+        options["temperature"] = spec.temperature
+    if spec.seed is not None:
+        options["seed"] = spec.seed
+    options.update(spec.extra_options)
+
+    body: dict[str, Any] = {"model": spec.model}
+    if spec.endpoint == "chat":
+        messages = [{"role": "system", "content": spec.system}] if spec.system else []
+        messages.append({"role": "user", "content": spec.prompt})
+        body["messages"] = messages
+    elif spec.endpoint == "generate":
+        body["prompt"] = spec.prompt
+        if spec.system:
+            body["system"] = spec.system
+    else:
+        body["input"] = spec.prompt
+    if spec.endpoint != "embed":
+        # Ollama streams by default; send the field anyway so the body says what was measured.
+        body["stream"] = spec.stream
+        if spec.format is not None:
+            body["format"] = spec.format
+    if options:
+        body["options"] = options
+    if spec.keep_alive is not None:
+        body["keep_alive"] = spec.keep_alive
+    return PATHS[spec.endpoint], body
+
+
+async def send(http: httpx.AsyncClient, spec: RequestSpec, t0: float) -> RequestRecord:
+    """Send one native request and return its record; never raises for server/network failures."""
+    path, body = build_body(spec)
+    if spec.endpoint == "embed":
+        reader = _read_embed
+    elif spec.stream:
+        reader = _read_stream_chat if spec.endpoint == "chat" else _read_stream_generate
+    else:
+        reader = _read_whole_chat if spec.endpoint == "chat" else _read_whole_generate
+    return await exchange(http, spec, t0, path, body, reader)
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise StreamFailure("bad_stream", f"line is not JSON: {line[:200]!r}") from None
+    if type(parsed) is not dict:
+        raise StreamFailure("bad_stream", f"line is not a JSON object: {line[:200]!r}")
+    if "error" in parsed:
+        # An error after streaming began arrives inside the 200 stream (server/routes.go).
+        raise StreamFailure("server_error", error_text(parsed["error"]))
+    return parsed
+
+
+def _take_final_metrics(record: RequestRecord, final: dict[str, Any]) -> None:
+    done_reason = final.get("done_reason")
+    record.done_reason = done_reason if type(done_reason) is str else None
+    record.prompt_tokens = int_or_none(final.get("prompt_eval_count"))
+    record.output_tokens = int_or_none(final.get("eval_count"))
+    record.load_duration_ns = int_or_none(final.get("load_duration"))
+    record.prompt_eval_duration_ns = int_or_none(final.get("prompt_eval_duration"))
+    record.eval_duration_ns = int_or_none(final.get("eval_duration"))
+    record.total_duration_ns = int_or_none(final.get("total_duration"))
+
+
+async def _read_stream(
+    response: httpx.Response,
+    record: RequestRecord,
+    watchdog: IdleWatchdog,
+    t0: float,
+    store_text: bool,
+    chat: bool,
+) -> None:
+    """NDJSON: one object a line; every line with text is stamped with its read's arrival time."""
+    chunk_times = record.chunk_times_s
+    text_parts: list[str] | None = [] if store_text else None
+    output_chars = 0
+    pending = b""
+    finished = False
+    async for raw in response.aiter_bytes():
+        now = time.monotonic()
+        watchdog.last_byte = now
+        if finished:
+            continue  # draining the end of the HTTP body
+        if pending:
+            raw = pending + raw
+        lines = raw.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if not line or line.isspace():
+                continue
+            parsed = _parse_line(line)
+            if chat:
+                message = parsed.get("message")
+                if type(message) is dict:
+                    content = message.get("content")
+                    thinking = message.get("thinking")
+                else:
+                    content = thinking = None
+            else:
+                content = parsed.get("response")
+                thinking = parsed.get("thinking")
+            has_content = type(content) is str and content != ""
+            if has_content or (type(thinking) is str and thinking != ""):
+                stamp = now - t0
+                if record.first_token_s is None:
+                    record.first_token_s = stamp
+                chunk_times.append(stamp)
+                if has_content:
+                    if record.first_content_s is None:
+                        record.first_content_s = stamp
+                    output_chars += len(content)
+                    if text_parts is not None:
+                        text_parts.append(content)
+            if parsed.get("done") is True:
+                # Everything is recorded now: a server that then holds the body open is cut
+                # off by the watchdog's drain budget without losing the measurement.
+                record.end_s = now - t0
+                _take_final_metrics(record, parsed)
+                _take_text(record, output_chars, text_parts)
+                finished = True
+                watchdog.finish()
+                break
+    if finished:
+        return
+    _take_text(record, output_chars, text_parts)
+    if pending.strip():
+        # The last line lacked its newline; judge it like any other line.
+        parsed = _parse_line(pending)
+        if parsed.get("done") is True:
+            record.end_s = time.monotonic() - t0
+            _take_final_metrics(record, parsed)
+            return
+    # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
+    raise StreamFailure("bad_stream", "stream ended without a done line")
+
+
+def _take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | None) -> None:
+    record.output_chars = output_chars
+    if text_parts is not None:
+        record.output_text = "".join(text_parts)
+
+
+async def _read_stream_chat(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
+) -> None:
+    await _read_stream(response, record, watchdog, t0, store, chat=True)
+
+
+async def _read_stream_generate(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
+) -> None:
+    await _read_stream(response, record, watchdog, t0, store, chat=False)
+
+
+async def _read_whole(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
+) -> dict[str, Any]:
+    body = await response.aread()
+    now = time.monotonic()
+    watchdog.last_byte = now
+    record.end_s = now - t0
+    return _parse_line(body.strip())
+
+
+def _take_whole_text(
+    record: RequestRecord, content: Any, thinking: Any, store_text: bool
+) -> None:
+    """stream: false — all text arrives at once, so first token = end (one chunk time)."""
+    has_content = type(content) is str and content != ""
+    if has_content or (type(thinking) is str and thinking != ""):
+        record.first_token_s = record.end_s
+        record.chunk_times_s.append(record.end_s)  # type: ignore[arg-type]
+    if has_content:
+        record.first_content_s = record.end_s
+        record.output_chars = len(content)
+        if store_text:
+            record.output_text = content
+
+
+async def _read_whole_chat(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
+) -> None:
+    parsed = await _read_whole(response, record, watchdog, t0)
+    message = parsed.get("message")
+    if type(message) is not dict or parsed.get("done") is not True:
+        raise StreamFailure("bad_stream", "response has no message or no done: true")
+    _take_whole_text(record, message.get("content"), message.get("thinking"), store)
+    _take_final_metrics(record, parsed)
+
+
+async def _read_whole_generate(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
+) -> None:
+    parsed = await _read_whole(response, record, watchdog, t0)
+    if parsed.get("done") is not True:
+        raise StreamFailure("bad_stream", "response has no done: true")
+    _take_whole_text(record, parsed.get("response"), parsed.get("thinking"), store)
+    _take_final_metrics(record, parsed)
+
+
+async def _read_embed(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
+) -> None:
+    parsed = await _read_whole(response, record, watchdog, t0)
+    if type(parsed.get("embeddings")) is not list:
+        raise StreamFailure("bad_stream", "embed response has no embeddings list")
+    record.prompt_tokens = int_or_none(parsed.get("prompt_eval_count"))
+    record.load_duration_ns = int_or_none(parsed.get("load_duration"))
+    record.total_duration_ns = int_or_none(parsed.get("total_duration"))

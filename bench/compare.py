@@ -1,0 +1,610 @@
+"""The regression gate: compare a run with a baseline, cell by cell, noise-aware.
+
+Cells are matched by their settings (bench.baseline.settings_key). For every cell and gated
+metric the change from baseline to current gets a 95% bootstrap confidence interval computed
+from the per-request samples (both sides resampled independently, seeded, numpy):
+
+- latency percentiles (`ttft_p95`, `tpot_p50`, `itl_p99`, `e2e_p95`, `user_tps_p50`): the
+  requests are resampled and the percentile recomputed; the change is relative (cur/base - 1).
+  `itl_*` here are percentiles of each request's mean inter-token gap (the baseline stores one
+  number per request, not every gap), so they differ slightly from the run summary's pooled ITL.
+- throughput (`output_tps`, `rps`): the change is relative. Its interval resamples requests as
+  (output tokens, end-to-end time) pairs and scales the observed change by the resampled ratio
+  estimator sum(tokens)/sum(e2e). In a closed loop the throughput is concurrency x that ratio
+  (Little's law), so request-to-request variation is what moves it; per-repeat values would
+  give no interval at all with one or two repeats, which is what CI runs use.
+- rates (`error_rate`, `rejection_rate`): the change is absolute (percentage points); requests
+  are resampled as 0/1 outcomes.
+
+Decision rule, applied to every gate: REGRESSION when the whole confidence interval of the
+change lies beyond the allowed change in the bad direction (e.g. ttft_p95 allowed +10%: the
+interval's lower bound is above +10%). A change whose point estimate is beyond the threshold but
+whose interval reaches back inside it is reported as a warning, never a failure. The
+Mann-Whitney U (or Fisher exact, for rates) p-value is shown for information only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from bench.baseline import Baseline, BaselineCell, load_baseline
+from bench.errors import RunDirError, UsageError
+from bench.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
+from bench.progress import describe_cell, varying_settings
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 20240607  # fixed: the same two runs always give the same intervals and verdicts
+_MAX_RESAMPLED_VALUES = 2_000_000  # per batch, to bound memory on large cells
+
+# Per-request sample column behind each percentile family.
+_PERCENTILE_SAMPLES = {"ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_mean_s", "e2e": "e2e_s"}
+_THROUGHPUT = ("output_tps", "rps")
+_RATES = ("rejection_rate", "error_rate")
+
+
+def _gateable() -> tuple[str, ...]:
+    names = [f"{base}_p{p}" for base in _PERCENTILE_SAMPLES for p in PERCENTILES]
+    return (*names, "user_tps_p50", *_THROUGHPUT, *_RATES)
+
+
+GATEABLE_METRICS: tuple[str, ...] = _gateable()
+
+# Gates used when neither the command line nor the scenario (`gates:`) names any. Latency tails
+# and throughput are what a slower model, server or config moves; errors catch a broken one.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "ttft_p95": 0.10,
+    "tpot_p95": 0.10,
+    "e2e_p95": 0.10,
+    "output_tps": -0.05,
+    "error_rate": 0.01,
+}
+
+Verdict = Literal["pass", "warn", "fail", "skip"]
+VERDICT_MARKS: dict[str, str] = {"pass": "✓", "warn": "⚠", "fail": "✗", "skip": "–"}
+
+
+class CellMatchError(RunDirError):
+    """A cell of one side has no counterpart (same settings) on the other side."""
+
+
+# --- metric names and thresholds ---------------------------------------------------------------
+
+
+def gate_metric_name(name: str) -> str:
+    """The canonical gate name for `ttft_p95` (or its column `ttft_p95_s`); UsageError if unknown."""
+    key = name.strip()
+    if key not in METRIC_COLUMNS:
+        key = next((m for m, column in METRIC_COLUMNS.items() if column == key), key)
+    if key in GATEABLE_METRICS:
+        return key
+    if key in METRIC_COLUMNS:
+        raise UsageError(f"metric {name!r} cannot be gated (a baseline keeps no samples of it); "
+                         f"gateable: {', '.join(GATEABLE_METRICS)}")
+    raise UsageError(f"unknown metric {name!r}; valid: {', '.join(GATEABLE_METRICS)}")
+
+
+def is_rate(metric: str) -> bool:
+    return metric in _RATES
+
+
+def lower_is_better(metric: str) -> bool:
+    return METRIC_DIRECTIONS[metric] == "lower"
+
+
+_PCT_RE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_threshold(metric: str, text: str | float) -> float:
+    """`10%` -> 0.10 for `ttft_p95`; `-5%` -> -0.05 for `output_tps`.
+
+    The number is the change allowed in the bad direction, with that direction's sign: positive
+    for lower-is-better metrics (latency, rates), negative for higher-is-better ones
+    (throughput). The other sign is a UsageError, not a silent reinterpretation: `output_tps=5%`
+    would otherwise read as "fail unless it got 5% faster". For rates the percent is absolute
+    (`error_rate=1%`: at most one percentage point more errors).
+    """
+    canonical = gate_metric_name(metric)
+    match = _PCT_RE.match(str(text))
+    if match is None:
+        raise UsageError(f"{metric}={text}: expected a percentage like 10% or -5%")
+    value = float(match.group(1)) / 100.0
+    _check_sign(canonical, value, f"{metric}={text}")
+    return value
+
+
+def _check_sign(metric: str, value: float, written: str) -> None:
+    if lower_is_better(metric) and value < 0:
+        raise UsageError(f"{written}: lower {metric} is better, so the allowed regression "
+                         f"is an increase; write {metric}={abs(value) * 100:g}%")
+    if not lower_is_better(metric) and value > 0:
+        raise UsageError(f"{written}: higher {metric} is better, so the allowed regression "
+                         f"is a drop; write {metric}=-{value * 100:g}%")
+
+
+def parse_gate_options(options: Iterable[str]) -> dict[str, float]:
+    """`["ttft_p95=10%", "output_tps=-5%"]` -> {"ttft_p95": 0.10, "output_tps": -0.05}."""
+    thresholds: dict[str, float] = {}
+    for option in options:
+        metric, sep, value = option.partition("=")
+        if not sep or not metric.strip():
+            raise UsageError(f"--max-regression {option!r}: expected METRIC=PCT, e.g. ttft_p95=10%")
+        thresholds[gate_metric_name(metric)] = parse_threshold(metric, value)
+    return thresholds
+
+
+def parse_gates(gates: dict[str, str | float]) -> dict[str, float]:
+    """A scenario's `gates:` mapping ({ttft_p95: "10%"}) as thresholds."""
+    return {gate_metric_name(metric): parse_threshold(metric, value) for metric, value in gates.items()}
+
+
+def format_threshold(metric: str, threshold: float) -> str:
+    if is_rate(metric):
+        return f"{threshold * 100:+g} pt"
+    return f"{threshold * 100:+g}%"
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One cell x metric gate."""
+
+    cell_label: str
+    settings: dict[str, object]
+    metric: str
+    threshold: float  # allowed change, signed (relative, or absolute for rates)
+    baseline_value: float
+    current_value: float
+    change: float  # relative (cur/base - 1), or absolute (cur - base) for rates
+    ci_low: float
+    ci_high: float
+    p_value: float
+    baseline_n: int
+    current_n: int
+    verdict: Verdict
+    note: str = ""
+
+    @property
+    def relative(self) -> bool:
+        return not is_rate(self.metric)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline_source: str
+    current_source: str
+    thresholds: dict[str, float]
+    gates: list[GateResult]
+    confidence: float = CONFIDENCE
+    environment_notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[GateResult]:
+        return [gate for gate in self.gates if gate.verdict == "fail"]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions)
+
+
+# --- the statistics --------------------------------------------------------------------------
+
+
+def _resample_indices(rng: np.random.Generator, n: int, resamples: int) -> Iterable[np.ndarray]:
+    batch = max(1, min(resamples, _MAX_RESAMPLED_VALUES // max(n, 1)))
+    remaining = resamples
+    while remaining > 0:
+        size = min(batch, remaining)
+        yield rng.integers(0, n, size=(size, n))
+        remaining -= size
+
+
+def _bootstrap(statistic_base, statistic_current, n_base: int, n_current: int,  # noqa: ANN001
+               resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled statistics of both sides (independent resamples of request indices)."""
+    rng = np.random.default_rng(seed)
+    base = np.concatenate([statistic_base(idx) for idx in _resample_indices(rng, n_base, resamples)])
+    current = np.concatenate(
+        [statistic_current(idx) for idx in _resample_indices(rng, n_current, resamples)]
+    )
+    return base, current
+
+
+def _interval(changes: np.ndarray, confidence: float) -> tuple[float, float]:
+    changes = changes[np.isfinite(changes)]
+    if not len(changes):
+        return math.nan, math.nan
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(changes, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class _Estimate:
+    baseline_value: float
+    current_value: float
+    change: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    baseline_n: int
+    current_n: int
+    note: str = ""
+
+
+def _skip(note: str, base_n: int = 0, current_n: int = 0) -> _Estimate:
+    nan = math.nan
+    return _Estimate(nan, nan, nan, nan, nan, nan, base_n, current_n, note)
+
+
+def _percentile_change(base: np.ndarray, current: np.ndarray, percentile: float,
+                       confidence: float, resamples: int, seed: int) -> _Estimate:
+    base, current = base[np.isfinite(base)], current[np.isfinite(current)]
+    if len(base) < 2 or len(current) < 2:
+        return _skip("too few samples (needs 2 per side)", len(base), len(current))
+    base_value = float(np.percentile(base, percentile))
+    current_value = float(np.percentile(current, percentile))
+    if base_value <= 0:
+        return _skip("baseline value is 0: no relative change", len(base), len(current))
+    resampled_base, resampled_current = _bootstrap(
+        lambda idx: np.percentile(base[idx], percentile, axis=1),
+        lambda idx: np.percentile(current[idx], percentile, axis=1),
+        len(base), len(current), resamples, seed,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low, high = _interval(resampled_current / resampled_base - 1.0, confidence)
+    p_value = float(stats.mannwhitneyu(base, current, alternative="two-sided").pvalue)
+    return _Estimate(base_value, current_value, current_value / base_value - 1.0, low, high,
+                     p_value, len(base), len(current))
+
+
+def _throughput_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
+                       confidence: float, resamples: int, seed: int) -> _Estimate:
+    base_value = base_cell.aggregates[metric]
+    current_value = current_cell.aggregates[metric]
+
+    def pairs(cell: BaselineCell) -> tuple[np.ndarray, np.ndarray]:
+        e2e = cell.samples["e2e_s"]
+        tokens = cell.samples["output_tokens_used"] if metric == "output_tps" else np.ones(len(e2e))
+        keep = np.isfinite(e2e) & np.isfinite(tokens) & (e2e > 0)
+        return tokens[keep], e2e[keep]
+
+    base_tokens, base_e2e = pairs(base_cell)
+    current_tokens, current_e2e = pairs(current_cell)
+    n_base, n_current = len(base_e2e), len(current_e2e)
+    if n_base < 2 or n_current < 2 or not (np.isfinite(base_value) and np.isfinite(current_value)):
+        return _skip("too few successful requests", n_base, n_current)
+    if base_value <= 0:
+        return _skip("baseline value is 0: no relative change", n_base, n_current)
+    ratio_base = base_tokens.sum() / base_e2e.sum()
+    ratio_current = current_tokens.sum() / current_e2e.sum()
+    resampled_base, resampled_current = _bootstrap(
+        lambda idx: base_tokens[idx].sum(axis=1) / base_e2e[idx].sum(axis=1),
+        lambda idx: current_tokens[idx].sum(axis=1) / current_e2e[idx].sum(axis=1),
+        n_base, n_current, resamples, seed,
+    )
+    observed = current_value / base_value
+    # The resampled ratio estimators, relative to their observed values, scale the observed change.
+    factor = (resampled_current / ratio_current) / (resampled_base / ratio_base)
+    low, high = _interval(observed * factor - 1.0, confidence)
+    p_value = float(stats.mannwhitneyu(base_tokens / base_e2e, current_tokens / current_e2e,
+                                       alternative="two-sided").pvalue)
+    return _Estimate(base_value, current_value, observed - 1.0, low, high, p_value,
+                     n_base, n_current)
+
+
+def _rate_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
+                 confidence: float, resamples: int, seed: int) -> _Estimate:
+    def outcomes(cell: BaselineCell) -> np.ndarray:
+        hits = cell.rejected if metric == "rejection_rate" else cell.errors
+        return np.concatenate([np.ones(hits), np.zeros(cell.requests - hits)])
+
+    base, current = outcomes(base_cell), outcomes(current_cell)
+    if not len(base) or not len(current):
+        return _skip("no requests", len(base), len(current))
+    base_value, current_value = float(base.mean()), float(current.mean())
+    change = current_value - base_value
+    if base.min() == base.max() and current.min() == current.max():
+        low = high = change  # no failure on either side (or only failures): nothing to resample
+    else:
+        resampled_base, resampled_current = _bootstrap(
+            lambda idx: base[idx].mean(axis=1), lambda idx: current[idx].mean(axis=1),
+            len(base), len(current), resamples, seed,
+        )
+        low, high = _interval(resampled_current - resampled_base, confidence)
+    table = [[int(base.sum()), len(base) - int(base.sum())],
+             [int(current.sum()), len(current) - int(current.sum())]]
+    p_value = float(stats.fisher_exact(table).pvalue)
+    return _Estimate(base_value, current_value, change, low, high, p_value, len(base), len(current))
+
+
+def _estimate(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
+              confidence: float, resamples: int, seed: int) -> _Estimate:
+    if metric in _THROUGHPUT:
+        return _throughput_change(base_cell, current_cell, metric, confidence, resamples, seed)
+    if metric in _RATES:
+        return _rate_change(base_cell, current_cell, metric, confidence, resamples, seed)
+    family, _, percentile = metric.rpartition("_p")
+    column = "user_tps" if family == "user_tps" else _PERCENTILE_SAMPLES[family]
+    return _percentile_change(base_cell.samples[column], current_cell.samples[column],
+                              float(percentile), confidence, resamples, seed)
+
+
+def _verdict(metric: str, threshold: float, estimate: _Estimate) -> Verdict:
+    if not np.isfinite(estimate.change) or not np.isfinite(estimate.ci_low):
+        return "skip"
+    if lower_is_better(metric):
+        if estimate.ci_low > threshold:
+            return "fail"
+        return "warn" if estimate.change > threshold else "pass"
+    if estimate.ci_high < threshold:
+        return "fail"
+    return "warn" if estimate.change < threshold else "pass"
+
+
+# --- matching cells --------------------------------------------------------------------------
+
+
+def _describe_settings(settings: dict[str, object]) -> str:
+    shown = {k: v for k, v in settings.items() if v is not None}
+    return "{" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "}"
+
+
+def _index(baseline: Baseline, side: str) -> dict[str, BaselineCell]:
+    cells: dict[str, BaselineCell] = {}
+    for cell in baseline.cells:
+        if cell.match_key in cells:
+            raise CellMatchError(
+                f"{side} {baseline.source}: two cells have the same settings apart from the amount "
+                f"measured: {_describe_settings(cell.settings)}"
+            )
+        cells[cell.match_key] = cell
+    return cells
+
+
+def _closest_difference(cell: BaselineCell, others: Iterable[BaselineCell]) -> str:
+    """`concurrency 4 vs 8` for the other side's cell that differs in the fewest settings."""
+    best: list[str] | None = None
+    for other in others:
+        keys = sorted(set(cell.settings) | set(other.settings))
+        differing = [f"{k} {cell.settings.get(k)!r} vs {other.settings.get(k)!r}" for k in keys
+                     if cell.settings.get(k) != other.settings.get(k)]
+        if best is None or len(differing) < len(best):
+            best = differing
+    return f"; closest differs in {', '.join(best)}" if best else ""
+
+
+def _match(baseline: Baseline, current: Baseline) -> list[tuple[BaselineCell, BaselineCell]]:
+    base_cells, current_cells = _index(baseline, "baseline"), _index(current, "current")
+    # The likeliest counterpart of an unmatched cell is an unmatched cell of the other side.
+    spare_current = [c for k, c in current_cells.items() if k not in base_cells]
+    spare_base = [c for k, c in base_cells.items() if k not in current_cells]
+    for cell in spare_base:
+        raise CellMatchError(
+            f"baseline cell {_describe_settings(cell.settings)} has no match in "
+            f"{current.source}{_closest_difference(cell, spare_current or current_cells.values())}"
+        )
+    for cell in spare_current:
+        raise CellMatchError(
+            f"current cell {_describe_settings(cell.settings)} has no match in baseline "
+            f"{baseline.source}{_closest_difference(cell, base_cells.values())}"
+        )
+    return [(cell, current_cells[key]) for key, cell in base_cells.items()]
+
+
+def _environment_notes(baseline: Baseline, current: Baseline) -> list[str]:
+    notes = []
+    for key in ("target_kind", "target_version", "gpu", "bench_version"):
+        before, after = baseline.environment.get(key), current.environment.get(key)
+        if before != after:
+            notes.append(f"{key} differs: baseline {before}, current {after}")
+    return notes
+
+
+def compare(baseline: Baseline, current: Baseline, thresholds: dict[str, float] | None = None,
+            *, confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+            seed: int = SEED) -> Comparison:
+    """Gate `current` against `baseline`: every matched cell x every threshold's metric.
+
+    `thresholds` maps gate names to the allowed signed change (0.10 = +10%; -0.05 = -5% for a
+    higher-is-better metric; absolute for rates); None means DEFAULT_THRESHOLDS. Unknown metrics
+    raise UsageError, unmatched cells CellMatchError (both exit 2 in the CLI).
+    """
+    chosen = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    if not chosen:
+        raise UsageError("no gates to check: give --max-regression METRIC=PCT or scenario gates:")
+    normalized: dict[str, float] = {}
+    for metric, threshold in chosen.items():
+        name = gate_metric_name(metric)
+        _check_sign(name, float(threshold), f"{metric}={threshold * 100:g}%")
+        normalized[name] = float(threshold)
+    pairs = _match(baseline, current)
+    varying = varying_settings([base.settings for base, _ in pairs])
+    gates: list[GateResult] = []
+    for base_cell, current_cell in pairs:
+        label = describe_cell(base_cell.settings, varying)
+        for metric, threshold in normalized.items():
+            estimate = _estimate(base_cell, current_cell, metric, confidence, resamples, seed)
+            gates.append(GateResult(
+                cell_label=label, settings=base_cell.settings, metric=metric, threshold=threshold,
+                baseline_value=estimate.baseline_value, current_value=estimate.current_value,
+                change=estimate.change, ci_low=estimate.ci_low, ci_high=estimate.ci_high,
+                p_value=estimate.p_value, baseline_n=estimate.baseline_n,
+                current_n=estimate.current_n, verdict=_verdict(metric, threshold, estimate),
+                note=estimate.note,
+            ))
+    return Comparison(baseline.source, current.source, normalized, gates, confidence,
+                      _environment_notes(baseline, current))
+
+
+def thresholds_for(options: Iterable[str], current: Baseline, baseline: Baseline) -> dict[str, float] | None:
+    """--max-regression options, else the current run's scenario `gates:`, else the baseline's,
+    else None (DEFAULT_THRESHOLDS)."""
+    options = list(options)
+    if options:
+        return parse_gate_options(options)
+    for side in (current, baseline):
+        gates = side.environment.get("gates")
+        if gates:
+            return parse_gates(gates)
+    return None
+
+
+def compare_paths(baseline_path: str | Path, current_path: str | Path,
+                  max_regression: Iterable[str] = ()) -> Comparison:
+    """`bench compare` as a function (also for `bench run --baseline`): paths are run
+    directories or baseline files; thresholds as in thresholds_for."""
+    baseline, current = load_baseline(baseline_path), load_baseline(current_path)
+    return compare(baseline, current, thresholds_for(max_regression, current, baseline))
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def format_value(metric: str, value: float) -> str:
+    if not np.isfinite(value):
+        return "–"
+    if is_rate(metric):
+        return f"{value * 100:.1f}%"
+    if metric == "rps":
+        return f"{value:.2f} req/s"
+    if metric in ("output_tps", "user_tps_p50"):
+        return f"{value:.1f} tok/s"
+    return f"{value * 1000:.2f} ms"
+
+
+def format_change(gate: GateResult) -> str:
+    if not np.isfinite(gate.change):
+        return "–"
+    if gate.relative:
+        return f"{gate.change * 100:+.1f}%"
+    return f"{gate.change * 100:+.1f} pt"
+
+
+def format_interval(gate: GateResult) -> str:
+    if not np.isfinite(gate.ci_low):
+        return "–"
+    scale, unit = 100.0, ("%" if gate.relative else " pt")
+    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
+
+
+def _p_text(gate: GateResult) -> str:
+    return "–" if not np.isfinite(gate.p_value) else f"{gate.p_value:.2g}"
+
+
+def _verdict_text(gate: GateResult) -> str:
+    words = {"pass": "ok", "warn": "worse, not significant", "fail": "REGRESSED",
+             "skip": gate.note or "no data"}
+    return f"{VERDICT_MARKS[gate.verdict]} {words[gate.verdict]}"
+
+
+def headline(comparison: Comparison) -> str:
+    counted = {v: sum(g.verdict == v for g in comparison.gates) for v in VERDICT_MARKS}
+    if comparison.regressed:
+        names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
+        return f"REGRESSION: {counted['fail']} of {len(comparison.gates)} gates failed: {names}"
+    extra = f", {counted['warn']} worse but not significant" if counted["warn"] else ""
+    skipped = f", {counted['skip']} without data" if counted["skip"] else ""
+    return f"no regression: {counted['pass'] + counted['warn']} gates passed{extra}{skipped}"
+
+
+def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, imported lazily
+    """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate."""
+    from rich.table import Table
+
+    table = Table(title=f"bench compare: {comparison.baseline_source} → {comparison.current_source}",
+                  title_justify="left")
+    for column in ("cell", "metric", "baseline", "current", "change",
+                   f"{comparison.confidence:.0%} CI", "allowed", "p", "verdict"):
+        table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
+                         else "left")
+    styles = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    for gate in comparison.gates:
+        table.add_row(
+            gate.cell_label, gate.metric, format_value(gate.metric, gate.baseline_value),
+            format_value(gate.metric, gate.current_value), format_change(gate),
+            format_interval(gate), format_threshold(gate.metric, gate.threshold), _p_text(gate),
+            _verdict_text(gate), style=styles[gate.verdict],
+        )
+    return table
+
+
+def _rule_text(comparison: Comparison) -> str:
+    return (f"A gate fails only when the whole {comparison.confidence:.0%} bootstrap confidence "
+            "interval of the change is beyond the allowed change (cells matched by settings; "
+            "rates in percentage points).")
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """A GitHub-flavoured Markdown report (fits $GITHUB_STEP_SUMMARY)."""
+    status = "❌" if comparison.regressed else "✅"
+    lines = [
+        f"## {status} bench compare: {headline(comparison)}",
+        "",
+        f"Baseline `{comparison.baseline_source}` → current `{comparison.current_source}`. "
+        + _rule_text(comparison),
+        "",
+    ]
+    lines += [f"> note: {note}" for note in comparison.environment_notes]
+    if comparison.environment_notes:
+        lines.append("")
+    lines += [
+        f"| | cell | metric | baseline | current | change | {comparison.confidence:.0%} CI "
+        "| allowed | p |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for gate in comparison.gates:
+        metric = f"**{gate.metric}**" if gate.verdict == "fail" else gate.metric
+        lines.append(
+            f"| {VERDICT_MARKS[gate.verdict]} | {gate.cell_label} | {metric} "
+            f"| {format_value(gate.metric, gate.baseline_value)} "
+            f"| {format_value(gate.metric, gate.current_value)} | {format_change(gate)} "
+            f"| {format_interval(gate)} | {format_threshold(gate.metric, gate.threshold)} "
+            f"| {_p_text(gate)} |"
+        )
+    lines += ["", "✓ ok · ⚠ worse than allowed but not significant · ✗ regressed · – no data", ""]
+    return "\n".join(lines)
+
+
+def to_junit_xml(comparison: Comparison) -> str:
+    """JUnit XML: one testcase per cell x metric gate, a <failure> per regression."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", {
+        "name": "bench compare",
+        "tests": str(len(comparison.gates)),
+        "failures": str(len(comparison.regressions)),
+        "errors": "0",
+        "skipped": str(sum(g.verdict == "skip" for g in comparison.gates)),
+    })
+    ET.SubElement(ET.SubElement(suite, "properties"), "property",
+                  {"name": "baseline", "value": comparison.baseline_source})
+    for gate in comparison.gates:
+        case = ET.SubElement(suite, "testcase", {"classname": f"bench.{gate.cell_label}",
+                                                 "name": gate.metric})
+        detail = (f"{gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
+                  f"{format_value(gate.metric, gate.current_value)} ({format_change(gate)}, "
+                  f"{comparison.confidence:.0%} CI {format_interval(gate)}, allowed "
+                  f"{format_threshold(gate.metric, gate.threshold)}, p={_p_text(gate)})")
+        if gate.verdict == "fail":
+            ET.SubElement(case, "failure", {"message": f"regressed: {detail}",
+                                            "type": "regression"}).text = detail
+        elif gate.verdict == "skip":
+            ET.SubElement(case, "skipped", {"message": gate.note or "no data"})
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    testsuites = ET.Element("testsuites", {"name": "bench", "tests": suite.get("tests", "0"),
+                                           "failures": suite.get("failures", "0")})
+    testsuites.append(suite)
+    ET.indent(testsuites)
+    return ET.tostring(testsuites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,288 @@
+"""Load schedules: closed loop (N workers) and open loop (constant or Poisson arrivals).
+
+Owns the clock: every time is seconds since the run's t0 on time.monotonic(). Knows nothing of
+HTTP: it calls a `send(spec) -> record` function (bench.clients.send bound to a client, or a
+fake in tests) and hands each record to `on_record` the moment it completes.
+
+Self-checks: dispatch lag (sent_s − scheduled_s) and the client process's CPU time. The client
+is flagged `saturated` when lag p99 exceeds SATURATION_LAG_P99_S or its CPU time exceeds
+SATURATION_CPU_FRACTION of wall time: then the numbers describe the client, not the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.clients.base import RequestSpec
+from bench.records import Phase, RequestRecord
+
+SendFn = Callable[[RequestSpec], Awaitable[RequestRecord]]
+# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send
+SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
+RecordSink = Callable[[RequestRecord], None]
+
+SATURATION_LAG_P99_S = 0.05  # a loop this late means arrivals are no longer what was asked
+SATURATION_CPU_FRACTION = 0.8  # of one core: past this, the client competes for its own loop
+
+
+class Clock:
+    """Run-relative monotonic time."""
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.t0_epoch_s = time.time() - (time.monotonic() - self.t0)
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.t0
+
+
+@dataclass
+class StopControl:
+    """Interrupt state shared by the run: stop dispatching (graceful), or abort in-flight too."""
+
+    stop_dispatch: asyncio.Event = field(default_factory=asyncio.Event)
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop_dispatch.set()
+
+    def request_abort(self, reason: str) -> None:
+        self.request_stop(reason)
+        self.abort.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_dispatch.is_set()
+
+
+@dataclass(frozen=True)
+class CellLoad:
+    """The load settings of one cell."""
+
+    arrival: str = "closed"  # closed | constant | poisson
+    concurrency: int | None = 1  # closed: workers; open: cap on in-flight (None = no cap)
+    rate_rps: float | None = None
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    repeats: int = 1
+    seed: int | None = None
+    schedule_key: str = ""  # seeds the Poisson arrivals (the cell id), so runs repeat exactly
+
+
+@dataclass
+class CellOutcome:
+    """What the load engine observed for one cell (the records went to the sink)."""
+
+    complete: bool
+    dispatched: int = 0
+    completed: int = 0
+    dispatch_lags_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+
+@dataclass
+class AbortTracker:
+    """The scenario's abort_on limits, fed with measured records."""
+
+    error_rate: float | None = None
+    consecutive_failures: int | None = None
+    min_requests: int = 20
+    seen: int = 0
+    failed: int = 0
+    consecutive: int = 0
+
+    def observe(self, record: RequestRecord) -> str | None:
+        """Count one record; return why to abort, or None."""
+        if record.phase != "measure":
+            return None
+        self.seen += 1
+        if record.error_class is None:
+            self.consecutive = 0
+            return None
+        self.failed += 1
+        self.consecutive += 1
+        if self.consecutive_failures is not None and self.consecutive >= self.consecutive_failures:
+            return f"abort_on: {self.consecutive} consecutive failures (last: {record.error_class})"
+        if (
+            self.error_rate is not None
+            and self.seen >= self.min_requests
+            and self.failed / self.seen > self.error_rate
+        ):
+            return f"abort_on: error rate {self.failed / self.seen:.0%} > {self.error_rate:.0%}"
+        return None
+
+
+class _Dispatcher:
+    """Sends requests as tasks, records results, and tracks what is in flight."""
+
+    def __init__(self, send: SendFn, make_spec: SpecFactory, on_record: RecordSink,
+                 stop: StopControl) -> None:
+        self.send, self.make_spec, self.on_record, self.stop = send, make_spec, on_record, stop
+        self.outcome = CellOutcome(complete=True)
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def one(self, repeat: int, index: int, phase: Phase, scheduled_s: float) -> None:
+        spec = self.make_spec(repeat, index, phase, scheduled_s)
+        self.outcome.dispatched += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            record = await self.send(spec)
+        finally:
+            self.in_flight -= 1
+        if record.sent_s is not None and record.scheduled_s is not None:
+            self.outcome.dispatch_lags_s.append(record.sent_s - record.scheduled_s)
+        self.outcome.completed += 1
+        self.on_record(record)
+
+    async def wait_all(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for tasks; cancel them if the run is aborted (second Ctrl-C, grace over)."""
+        pending = {task for task in tasks if not task.done()}
+        abort_waiter = asyncio.ensure_future(self.stop.abort.wait())
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending | {abort_waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if abort_waiter in done:
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    self.outcome.complete = False
+                    return
+                pending.discard(abort_waiter)
+                for task in done:
+                    if task is not abort_waiter and not task.cancelled() and task.exception():
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            abort_waiter.cancel()
+
+
+async def _closed_loop(d: _Dispatcher, clock: Clock, workers: int, total: int | None,
+                       deadline_s: float | None, repeat: int, phase: Phase,
+                       indexes: itertools.count[int]) -> None:
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while not d.stop.stopped:
+            if total is not None and issued >= total:
+                return
+            if deadline_s is not None and clock.now_s() >= deadline_s:
+                return
+            issued += 1
+            await d.one(repeat, next(indexes), phase, clock.now_s())
+
+    await d.wait_all([asyncio.ensure_future(worker()) for _ in range(workers)])
+
+
+def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iterator[float]:
+    """Endless arrival times (seconds from the start): constant spacing, or Poisson (exponential gaps)."""
+    offset = 0.0
+    while True:
+        yield offset
+        offset += 1.0 / rate_rps if arrival == "constant" else rng.expovariate(rate_rps)
+
+
+async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int,
+                     indexes: itertools.count[int]) -> None:
+    assert load.rate_rps is not None
+    rng = random.Random(f"{load.seed}:{load.schedule_key}:{repeat}:arrivals")
+    cap = asyncio.Semaphore(load.concurrency) if load.concurrency else None
+    start_s = clock.now_s()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def capped(index: int, scheduled_s: float) -> None:
+        try:
+            await d.one(repeat, index, "measure", scheduled_s)
+        finally:
+            if cap is not None:
+                cap.release()
+
+    for count, offset_s in enumerate(arrival_offsets_s(load.arrival, load.rate_rps, rng)):
+        if load.requests is not None and count >= load.requests:
+            break
+        if load.duration_s is not None and offset_s >= load.duration_s:
+            break
+        scheduled_s = start_s + offset_s
+        delay_s = scheduled_s - clock.now_s()
+        if delay_s > 0 and await _stopped_within(d.stop, delay_s):
+            break
+        if d.stop.stopped:
+            break
+        if cap is not None:
+            # Over the cap the request waits here; its lateness shows as dispatch lag.
+            await cap.acquire()
+        tasks.append(asyncio.ensure_future(capped(next(indexes), scheduled_s)))
+        # Drop finished tasks so an hour-long run keeps a short list; failures stay to raise.
+        tasks = [t for t in tasks if not t.done() or t.cancelled() or t.exception() is not None]
+    await d.wait_all(tasks)
+
+
+async def _stopped_within(stop: StopControl, delay_s: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.stop_dispatch.wait(), timeout=delay_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
+                        on_record: RecordSink, clock: Clock, stop: StopControl) -> CellOutcome:
+    """Drive one cell: for each repeat, warmup (closed loop) then the measured schedule."""
+    d = _Dispatcher(send, make_spec, on_record, stop)
+    cpu_start_s, wall_start_s = time.process_time(), clock.now_s()
+    for repeat in range(load.repeats):
+        indexes = itertools.count()
+        if load.warmup_requests and not stop.stopped:
+            workers = min(load.concurrency or 1, load.warmup_requests)
+            await _closed_loop(d, clock, workers, load.warmup_requests, None, repeat, "warmup", indexes)
+        if stop.stopped:
+            break
+        if load.arrival == "closed":
+            deadline_s = clock.now_s() + load.duration_s if load.duration_s is not None else None
+            await _closed_loop(d, clock, load.concurrency or 1, load.requests, deadline_s, repeat,
+                               "measure", indexes)
+        else:
+            await _open_loop(d, clock, load, repeat, indexes)
+        if stop.stopped:
+            break
+    d.outcome.cpu_s = time.process_time() - cpu_start_s
+    d.outcome.wall_s = clock.now_s() - wall_start_s
+    if stop.stopped:
+        d.outcome.complete = False
+    return d.outcome
+
+
+@dataclass(frozen=True)
+class ClientHealth:
+    cpu_s: float
+    wall_s: float
+    dispatch_lag_p99_s: float | None
+    saturated: bool
+
+
+def client_health(outcomes: list[CellOutcome]) -> ClientHealth:
+    """Was the load generator itself the bottleneck? (see SATURATION_* above)"""
+    lags = [lag for outcome in outcomes for lag in outcome.dispatch_lags_s]
+    cpu_s = sum(outcome.cpu_s for outcome in outcomes)
+    wall_s = sum(outcome.wall_s for outcome in outcomes)
+    lag_p99_s = float(np.percentile(lags, 99)) if lags else None
+    saturated = (lag_p99_s is not None and lag_p99_s > SATURATION_LAG_P99_S) or (
+        wall_s > 1.0 and cpu_s / wall_s > SATURATION_CPU_FRACTION
+    )
+    return ClientHealth(cpu_s=round(cpu_s, 3), wall_s=round(wall_s, 3),
+                        dispatch_lag_p99_s=lag_p99_s, saturated=saturated)

@@ -1,0 +1,343 @@
+"""Per-request and per-cell statistics from request records (pure functions on DataFrames).
+
+Inputs are `Run.requests` frames (one row per RequestRecord, bench.records). Nothing here does
+I/O. The definitions are in README_SECTION (the README's "Metrics: definitions").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import UsageError
+
+PERCENTILES = (50, 90, 95, 99)
+LATENCY_BASES = ("ttft", "tpot", "itl", "e2e", "queue_wait")
+CI_BASES = ("ttft", "tpot")  # metrics whose p50 and p95 carry bootstrap intervals
+CI_PERCENTILES = (50, 95)
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20240601  # fixed: the same records always give the same intervals
+_BOOTSTRAP_MAX_CELLS = 4_000_000  # values resampled per batch, to bound memory
+
+# Ollama's load_duration is the time scheduleRunner took (server/routes.go): on a warm runner a
+# scheduler hand-off of well under a few tens of ms (often ~1-30 ms on real servers, ~0 on the
+# simulator); an actual load reads GBs of weights and takes hundreds of ms or more. 100 ms sits
+# between the two, so scheduler jitter is not called a cold start and a real load always is.
+COLD_LOAD_THRESHOLD_NS = 100_000_000
+
+Direction = Literal["lower", "higher"]
+
+
+def _metric_table() -> dict[str, tuple[str, Direction]]:
+    table: dict[str, tuple[str, Direction]] = {}
+    for base in LATENCY_BASES:
+        for p in PERCENTILES:
+            table[f"{base}_p{p}"] = (f"{base}_p{p}_s", "lower")
+    table.update({
+        "output_tps": ("output_tps", "higher"),
+        "user_tps_p50": ("user_tps_p50", "higher"),
+        "rps": ("rps", "higher"),
+        "goodput_rps": ("goodput_rps", "higher"),
+        "rejection_rate": ("rejection_rate", "lower"),
+        "error_rate": ("error_rate", "lower"),
+        "load_mean": ("load_s_mean", "lower"),
+        "prefill_mean": ("prefill_s_mean", "lower"),
+    })
+    return table
+
+
+_METRICS = _metric_table()
+# User-facing metric name (what gates and SLOs are written with) -> cell_summary column.
+METRIC_COLUMNS: dict[str, str] = {name: column for name, (column, _) in _METRICS.items()}
+# User-facing metric name -> "lower" (lower is better) or "higher" (higher is better).
+METRIC_DIRECTIONS: dict[str, Direction] = {name: d for name, (_, d) in _METRICS.items()}
+
+# Per-request columns that SLO names map to for goodput (`ttft_p95` -> ttft_s, ...).
+_GOODPUT_REQUEST_COLUMNS = {
+    "ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_mean_s", "e2e": "e2e_s",
+    "queue_wait": "queue_wait_s",
+}
+
+
+def parse_metric_name(name: str) -> str:
+    """The summary column for a user-facing metric name (`ttft_p95` -> `ttft_p95_s`).
+
+    The column name itself is accepted too. Raises UsageError listing the valid names.
+    """
+    key = name.strip()
+    if key in METRIC_COLUMNS:
+        return METRIC_COLUMNS[key]
+    if key in METRIC_COLUMNS.values():
+        return key
+    raise UsageError(f"unknown metric {name!r}; valid: {', '.join(METRIC_COLUMNS)}")
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of this metric (name or column) is an improvement."""
+    column = parse_metric_name(name)
+    for metric, metric_column in METRIC_COLUMNS.items():
+        if metric_column == column:
+            return METRIC_DIRECTIONS[metric] == "higher"
+    raise AssertionError(column)  # parse_metric_name only returns known columns
+
+
+def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def _chunk_times(value: Any) -> np.ndarray:
+    # JSONL gives lists, parquet gives numpy arrays, a missing value is None/NaN.
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.empty(0)
+    return np.asarray(value, dtype=float)
+
+
+def request_metrics(requests: pd.DataFrame) -> pd.DataFrame:
+    """The records with derived per-request columns added (a copy; see README_SECTION).
+
+    Added: ttft_s, tpot_s, itl_mean_s, e2e_s, user_tps, load_s, prefill_s, queue_wait_s,
+    dispatch_lag_s, cold, output_tokens_used. Values that cannot be measured are NaN (e.g. TPOT
+    of a request with fewer than two text chunks, queue wait on the OpenAI surface).
+    """
+    frame = requests.copy()
+    sent = _float_column(frame, "sent_s")
+    first = _float_column(frame, "first_token_s")
+    end = _float_column(frame, "end_s")
+    scheduled = _float_column(frame, "scheduled_s")
+    server_tokens = _float_column(frame, "output_tokens")
+    chunk_series = frame["chunk_times_s"] if "chunk_times_s" in frame.columns else [None] * len(frame)
+    chunks = [_chunk_times(v) for v in chunk_series]
+    chunk_count = np.array([len(c) for c in chunks], dtype=float)
+    last_chunk = np.array([c[-1] if len(c) else np.nan for c in chunks])
+    first_chunk = np.array([c[0] if len(c) else np.nan for c in chunks])
+
+    # Server counts beat chunk counts (a chunk usually, not always, carries one token).
+    tokens = np.where(np.isnan(server_tokens), chunk_count, server_tokens)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decode_span = last_chunk - first
+        measurable = (chunk_count >= 2) & (tokens >= 2)
+        tpot = np.where(measurable, decode_span / (tokens - 1), np.nan)
+        itl_mean = np.where(chunk_count >= 2, (last_chunk - first_chunk) / (chunk_count - 1),
+                            np.nan)
+        generating = end - first
+        user_tps = np.where((generating > 0) & (tokens > 0), tokens / generating, np.nan)
+
+    ttft = first - sent
+    load = _float_column(frame, "load_duration_ns") / 1e9
+    prefill = _float_column(frame, "prompt_eval_duration_ns") / 1e9
+    native = (frame["surface"] == "native").to_numpy() if "surface" in frame.columns else False
+    queue_wait = np.where(native, np.clip(ttft - load - prefill, 0.0, None), np.nan)
+
+    frame["output_tokens_used"] = tokens
+    frame["ttft_s"] = ttft
+    frame["tpot_s"] = tpot
+    frame["itl_mean_s"] = itl_mean
+    frame["e2e_s"] = end - sent
+    frame["user_tps"] = user_tps
+    frame["load_s"] = load
+    frame["prefill_s"] = prefill
+    frame["queue_wait_s"] = queue_wait
+    frame["dispatch_lag_s"] = sent - scheduled
+    frame["cold"] = _float_column(frame, "load_duration_ns") > COLD_LOAD_THRESHOLD_NS
+    return frame
+
+
+def _ok_mask(frame: pd.DataFrame) -> np.ndarray:
+    if "error_class" not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    return frame["error_class"].isna().to_numpy()
+
+
+def itl_gaps(requests: pd.DataFrame) -> np.ndarray:
+    """Every gap between consecutive text chunks of every successful request, pooled."""
+    if "chunk_times_s" not in requests.columns or requests.empty:
+        return np.empty(0)
+    ok = _ok_mask(requests)
+    gaps = [np.diff(_chunk_times(v)) for v, good in zip(requests["chunk_times_s"], ok) if good]
+    gaps = [g for g in gaps if len(g)]
+    return np.concatenate(gaps) if gaps else np.empty(0)
+
+
+def _percentiles(values: np.ndarray) -> list[float]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return [float("nan")] * len(PERCENTILES)
+    return [float(v) for v in np.percentile(values, PERCENTILES)]
+
+
+def bootstrap_ci(values: Iterable[float], percentile: float,
+                 resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a percentile (seeded numpy resampling).
+
+    Fewer than two values give (nan, nan): there is no spread to estimate.
+    """
+    data = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, float)
+    data = data[~np.isnan(data)]
+    if len(data) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    batch = max(1, min(resamples, _BOOTSTRAP_MAX_CELLS // len(data)))
+    estimates: list[np.ndarray] = []
+    remaining = resamples
+    while remaining > 0:
+        size = min(batch, remaining)
+        samples = data[rng.integers(0, len(data), size=(size, len(data)))]
+        estimates.append(np.percentile(samples, percentile, axis=1))
+        remaining -= size
+    alpha = (1.0 - CI_LEVEL) / 2
+    lo, hi = np.quantile(np.concatenate(estimates), [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _slo_columns(slos: dict[str, float] | None) -> dict[str, float]:
+    """Per-request column -> threshold, from SLO names like `ttft_p95` or `tpot`."""
+    thresholds: dict[str, float] = {}
+    for name, threshold in (slos or {}).items():
+        base = name.removesuffix("_s")
+        for p in PERCENTILES:
+            base = base.removesuffix(f"_p{p}")
+        if base in _GOODPUT_REQUEST_COLUMNS:
+            thresholds[_GOODPUT_REQUEST_COLUMNS[base]] = float(threshold)
+        elif name not in METRIC_COLUMNS:
+            raise UsageError(
+                f"unknown SLO metric {name!r}; valid: "
+                f"{', '.join(sorted(set(_GOODPUT_REQUEST_COLUMNS) | set(METRIC_COLUMNS)))}"
+            )
+        # Cell-level names (error_rate, output_tps, ...) are for gates, not per-request goodput.
+    return thresholds
+
+
+def _window_s(cell: pd.DataFrame) -> float:
+    """Sum over repeats of (last end - first send) of the cell's measured requests."""
+    total = 0.0
+    repeats = cell["repeat"] if "repeat" in cell.columns else pd.Series(0, index=cell.index)
+    for _, group in cell.groupby(repeats.fillna(0)):
+        sent = pd.to_numeric(group["sent_s"], errors="coerce")
+        end = pd.to_numeric(group["end_s"], errors="coerce")
+        if sent.notna().any() and end.notna().any():
+            total += max(0.0, float(end.max()) - float(sent.min()))
+    return total
+
+
+def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float]) -> dict[str, float]:
+    ok = _ok_mask(cell)
+    good = cell[ok]
+    total = len(cell)
+    rejected = int((cell["error_class"] == "rejected").sum()) if "error_class" in cell else 0
+    errors = total - int(ok.sum()) - rejected
+    window = _window_s(cell)
+    row: dict[str, float] = {
+        "requests": total, "ok": int(ok.sum()), "rejected": rejected, "errors": errors,
+        "rejection_rate": rejected / total if total else float("nan"),
+        "error_rate": errors / total if total else float("nan"),
+    }
+    samples = {
+        "ttft": good["ttft_s"].to_numpy(float), "tpot": good["tpot_s"].to_numpy(float),
+        "itl": itl_gaps(good), "e2e": good["e2e_s"].to_numpy(float),
+        "queue_wait": good["queue_wait_s"].to_numpy(float),
+    }
+    for base, values in samples.items():
+        for p, value in zip(PERCENTILES, _percentiles(np.asarray(values, float))):
+            row[f"{base}_p{p}_s"] = value
+    row["load_s_mean"] = float(good["load_s"].mean()) if good["load_s"].notna().any() else np.nan
+    row["prefill_s_mean"] = (
+        float(good["prefill_s"].mean()) if good["prefill_s"].notna().any() else np.nan
+    )
+    output_tokens = float(np.nansum(good["output_tokens_used"].to_numpy(float)))
+    row["output_tps"] = output_tokens / window if window > 0 else np.nan
+    user_tps = _percentiles(good["user_tps"].to_numpy(float))
+    row["user_tps_p50"] = user_tps[0]
+    row["rps"] = len(good) / window if window > 0 else np.nan
+    meets = np.ones(len(good), dtype=bool)
+    for column, threshold in slo_columns.items():
+        values = good[column].to_numpy(float)
+        # A metric that does not apply to a request (TPOT of a one-token answer) does not fail it.
+        meets &= np.isnan(values) | (values <= threshold)
+    row["goodput_rps"] = int(meets.sum()) / window if window > 0 else np.nan
+    row["window_s"] = window
+    for base in CI_BASES:
+        for p in CI_PERCENTILES:
+            lo, hi = bootstrap_ci(samples[base], p)
+            row[f"{base}_p{p}_ci_lo_s"] = lo
+            row[f"{base}_p{p}_ci_hi_s"] = hi
+    return row
+
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "requests", "ok", "rejected", "errors", "rejection_rate", "error_rate",
+    *(f"{base}_p{p}_s" for base in LATENCY_BASES for p in PERCENTILES),
+    "load_s_mean", "prefill_s_mean", "output_tps", "user_tps_p50", "rps", "goodput_rps",
+    "window_s",
+    *(f"{base}_p{p}_ci_{side}_s" for base in CI_BASES for p in CI_PERCENTILES
+      for side in ("lo", "hi")),
+)
+
+
+def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per cell (index cell_id) over its measure-phase requests; see README_SECTION.
+
+    `slos` maps metric names to thresholds in seconds (`{"ttft_p95": 0.5, "tpot_p95": 0.05}`);
+    goodput counts the successful requests whose own TTFT/TPOT/... are within every threshold.
+    """
+    slo_columns = _slo_columns(slos)
+    if requests.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS), index=pd.Index([], name="cell_id"))
+    frame = requests
+    if "phase" in frame.columns:
+        frame = frame[frame["phase"].fillna("measure") == "measure"]
+    frame = request_metrics(frame)
+    rows = {cell_id: _summarize_cell(cell, slo_columns)
+            for cell_id, cell in frame.groupby("cell_id", sort=False)}
+    summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
+    summary.index.name = "cell_id"
+    for column in ("requests", "ok", "rejected", "errors"):
+        summary[column] = summary[column].astype(int)
+    return summary
+
+
+def metrics_readme() -> str:
+    """The README's "Metrics: definitions" section (Markdown)."""
+    return README_SECTION
+
+
+README_SECTION = """\
+## Metrics: definitions
+
+All times are measured by bench's client on a monotonic clock, stamped when the bytes arrive.
+Latency statistics use the successful requests of the measure phase (warmup excluded); rates
+count over the measurement window.
+
+| Metric | Definition |
+|---|---|
+| `ttft_s` | Time to first token: first chunk carrying generated text (answer *or* thinking) minus the time the request was handed to the connection. A role-only or empty chunk is not a token. With `stream: false` the whole text arrives at once, so TTFT = end-to-end. |
+| `tpot_s` | Time per output token, first token excluded: (arrival of the last text chunk - first token) / (output tokens - 1). Output tokens are the server's count (`eval_count`, `usage.completion_tokens`), else the number of text chunks. Needs at least two text chunks (else empty). |
+| `itl` | Inter-token latency, as the gaps between consecutive text chunks. `itl_mean_s` is a request's mean gap; summary `itl_p*` percentiles pool every gap of every request in the cell (long stalls show in p99 even when the mean hides them). |
+| `e2e_s` | End-to-end latency: done line / `[DONE]` (or failure) minus send. |
+| `user_tps` | A request's output tokens / (end - first token): the decode speed one user sees. Summary: `user_tps_p50`. |
+| `output_tps` | Aggregate output tokens/s: output tokens of all successful requests / measurement window. |
+| `window_s` | Measurement window: last end minus first send of the cell's measured requests, summed over repeats. |
+| `rps` | Successful requests / window. |
+| `goodput_rps` | Successful requests that meet every per-request SLO (e.g. `ttft_p95: 0.5` means that request's TTFT <= 0.5 s; `tpot_p95: 0.05` its TPOT <= 50 ms) / window. A metric that does not apply to a request (TPOT of a one-token answer) does not fail it. Without SLOs it equals `rps`. |
+| `rejection_rate` | Requests answered 503 (Ollama's full pending queue) / all requests. |
+| `error_rate` | All other failures (client_error, server_error, timeout, disconnected, bad_stream) / all requests; rejections are not counted here. |
+| `load_s`, `prefill_s` | Native API only: the server's `load_duration` and `prompt_eval_duration`. Ollama's load_duration is the time to get a runner from the scheduler, so it includes waiting in the scheduler's pending queue as well as an actual model load. |
+| `queue_wait_s` | Native API only: TTFT - load - prefill, clipped at 0: time spent waiting for a parallel slot (plus network and overhead). |
+| `cold` | The request paid for a model load: `load_duration` > 100 ms (a warm hand-off takes milliseconds, a real load hundreds of ms or more). |
+| `dispatch_lag_s` | Sent minus scheduled: how late bench's own client sent the request (a large value means the client, not the server, is the bottleneck). |
+
+Percentiles p50/p90/p95/p99 use numpy's linear interpolation. Spread: the p50 and p95 of TTFT
+and TPOT carry 95% bootstrap confidence intervals (`ttft_p95_ci_lo_s`, `ttft_p95_ci_hi_s`, ...;
+1000 seeded resamples of the requests, percentile method), so two runs whose intervals overlap
+are not clearly different.
+
+Metric names used in SLOs and gates drop the `_s`: `ttft_p95`, `tpot_p95`, `itl_p99`, `e2e_p50`,
+`queue_wait_p95`, `output_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`,
+`error_rate`, `load_mean`, `prefill_mean`.
+"""

@@ -1,0 +1,251 @@
+"""The whole `bench perf` benchmark: machine info, throughput ramp, held streams, accuracy.
+
+Writes nothing but the returned dict (the CLI writes perf.json); reports progress through a
+callback so the CLI decides how it looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import platform
+import resource
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from bench import __version__
+from bench.perf.accuracy import read_emit_log, timing_errors
+from bench.perf.drive import StepResult, closed_loop, hold_streams, request_nonce
+from bench.perf.emitter_proc import cpu_plan, running_emitter
+from bench.records import RequestRecord, Surface
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+# Throughput keeps ramping while a level beats the best so far by this much.
+GROWTH_FACTOR = 1.05
+# Levels without growth before the ramp stops (one noisy level on a shared machine is forgiven).
+STALL_LEVELS = 2
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    surfaces: tuple[Surface, ...] = ("native", "openai")
+    quick: bool = False
+    tokens: int = 32
+    accuracy_itl_ms: float = 20.0
+    accuracy_ttft_ms: float = 20.0
+    # "httpx": bench's client as shipped (make_http_client); "fast": the same client on
+    # bench.perf.transport.FastTransport (the proposed fix, measured side by side).
+    transports: tuple[str, ...] = ("httpx", "fast")
+
+    @property
+    def step_s(self) -> float:
+        return 1.0 if self.quick else 4.0
+
+    @property
+    def ramp_levels(self) -> tuple[int, ...]:
+        return (8, 32, 128) if self.quick else (1, 4, 16, 32, 64, 128, 256, 512)
+
+    def hold_levels(self, transport: str) -> tuple[int, ...]:
+        # httpx's pool is O(connections²) per request start/end: releasing 1024 held streams
+        # through it alone takes minutes, so --quick holds fewer there.
+        if self.quick:
+            return (256,) if transport == "httpx" else (1024,)
+        return (256, 1024) if transport == "httpx" else (1024, 2048, 4096)
+
+    @property
+    def accuracy_levels(self) -> tuple[tuple[int, int], ...]:
+        """(concurrent streams, requests) per accuracy level."""
+        if self.quick:
+            return ((1, 5), (64, 64), (256, 256))
+        return ((1, 40), (64, 512), (256, 1024))
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop when installed: the loop `bench run` uses."""
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+def machine_info(client_cpu: int | None, emitter_cpu: int | None) -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model, "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)), "client_cpu": client_cpu,
+        "emitter_cpu": emitter_cpu, "pinned": client_cpu is not None,
+        "platform": platform.platform(), "python": platform.python_version(),
+        "uvloop": importlib.util.find_spec("uvloop") is not None,
+        "emitter_httptools": importlib.util.find_spec("httptools") is not None,
+        "httpx": httpx.__version__, "bench_version": __version__,
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one (each held stream is one socket)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+@contextlib.contextmanager
+def pinned_to(cpu: int | None) -> Iterator[None]:
+    """Pin this process to `cpu` for the block (the client's core), then restore."""
+    if cpu is None:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def ramp_should_stop(rps_history: list[float]) -> bool:
+    """Stop once STALL_LEVELS levels in a row failed to beat the best earlier level by GROWTH_FACTOR."""
+    if len(rps_history) <= STALL_LEVELS:
+        return False
+    best_before = max(rps_history[:-STALL_LEVELS])
+    return all(rps < best_before * GROWTH_FACTOR for rps in rps_history[-STALL_LEVELS:])
+
+
+def throughput_ramp(base_url: str, surface: Surface, transport: str, options: PerfOptions,
+                    progress: Progress) -> dict[str, Any]:
+    steps: list[StepResult] = []
+    for concurrency in options.ramp_levels:
+        step, _, _ = run_async(closed_loop(base_url, surface, concurrency, tokens=options.tokens,
+                                           duration_s=options.step_s, cell_id=f"tp{concurrency}",
+                                           transport=transport))
+        steps.append(step)
+        progress(f"throughput {transport:5} {surface:6} c={concurrency:<4} {step.rps:8.0f} req/s "
+                 f"{step.tokens_per_s:9.0f} tok/s  cpu {step.cpu_fraction:4.0%}  "
+                 f"{1e6 * step.cpu_s / max(step.ok, 1):6.0f} µs/req  errors {step.errors}")
+        if ramp_should_stop([s.rps for s in steps]):
+            break
+    best = max(steps, key=lambda s: s.rps)
+    return {"steps": [s.as_dict() for s in steps], "best": best.as_dict()}
+
+
+def held_streams(base_url: str, surface: Surface, transport: str, options: PerfOptions,
+                 progress: Progress) -> dict[str, Any]:
+    results = []
+    for streams in options.hold_levels(transport):
+        result = run_async(hold_streams(base_url, surface, streams, transport=transport))
+        results.append(result.as_dict())
+        progress(f"held       {transport:5} {surface:6} n={streams:<5} held {result.held:5}  ok {result.ok:5}  "
+                 f"{result.bytes_per_stream / 1024:6.1f} KiB/stream  open in {result.open_s:.1f} s"
+                 f"  errors {result.error_classes or 0}")
+        if not result.clean:
+            break
+    clean = [r for r in results if r["clean"]]
+    return {"levels": results, "max_clean_streams": max((r["streams"] for r in clean), default=0),
+            "kib_per_stream": results[0]["kib_per_stream"] if results else None}
+
+
+def accuracy(base_url: str, emit_log: Path, surface: Surface, transport: str,
+             options: PerfOptions, progress: Progress) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    lockstep = {"emit_itl_ms": options.accuracy_itl_ms, "emit_ttft_ms": options.accuracy_ttft_ms}
+    # Same streams with start times spread over one request's length: in lock-step (above) every
+    # stream ends, and the next one starts, in the same millisecond, the client's worst case.
+    staggered = {**lockstep, "emit_ttft_jitter_ms": options.accuracy_itl_ms * options.tokens}
+    runs = [(str(c), n, lockstep) for c, n in options.accuracy_levels]
+    runs += [(f"{c}-staggered", n, staggered) for c, n in options.accuracy_levels if c > 1]
+    for level, requests, emit_options in runs:
+        concurrency = int(level.split("-")[0])
+        cell_id = f"acc-{transport}-{surface}-{level}"
+        step, records, clock = run_async(closed_loop(
+            base_url, surface, concurrency, tokens=options.tokens, requests=requests,
+            options=emit_options, cell_id=cell_id, warmup=False,
+            transport=transport))
+        httpx.post(base_url + "/emitter/flush", timeout=10.0)
+        errors = timing_errors(records, clock.t0, read_emit_log(emit_log), _record_nonce)
+        errors.update(requests=step.requests, errors=step.errors,
+                      client_cpu_fraction=round(step.cpu_fraction, 3))
+        levels[level] = errors
+        progress(f"accuracy   {transport:5} {surface:6} c={level:<13} TTFT error p50 "
+                 f"{errors['ttft_error']['p50_ms']} ms p99 {errors['ttft_error']['p99_ms']} ms "
+                 f"max {errors['ttft_error']['max_ms']} ms; ITL |error| p99 "
+                 f"{errors['itl_abs_error']['p99_ms']} ms; cpu {step.cpu_fraction:.0%}")
+    return {"itl_ms": options.accuracy_itl_ms, "ttft_ms": options.accuracy_ttft_ms,
+            "tokens": options.tokens, "levels": levels}
+
+
+def _record_nonce(record: RequestRecord) -> str:
+    return request_nonce(record.cell_id, record.repeat, record.request_index)
+
+
+def run_perf(options: PerfOptions, progress: Progress) -> dict[str, Any]:
+    """Run every section; returns what perf.json holds."""
+    emitter_cpu, client_cpu = cpu_plan()
+    nofile = raise_nofile_limit()
+    result: dict[str, Any] = {"machine": machine_info(client_cpu, emitter_cpu),
+                              "command": " ".join(sys.argv), "quick": options.quick,
+                              "tokens_per_request": options.tokens,
+                              "rlimit_nofile": list(nofile),
+                              "throughput": {}, "held_streams": {}, "accuracy": {}}
+    progress(f"client on CPU {client_cpu}, emitter on CPU {emitter_cpu}; "
+             f"uvloop {'on' if result['machine']['uvloop'] else 'off'}")
+    with pinned_to(client_cpu):
+        pairs = [(transport, surface) for transport in options.transports
+                 for surface in options.surfaces]
+        for section in ("throughput", "held_streams", "accuracy"):
+            for transport in options.transports:
+                result[section][transport] = {}
+        with running_emitter(tokens=options.tokens, cpu=emitter_cpu) as emitter:
+            for transport, surface in pairs:
+                result["throughput"][transport][surface] = throughput_ramp(
+                    emitter.base_url, surface, transport, options, progress)
+            for transport, surface in pairs:
+                result["held_streams"][transport][surface] = held_streams(
+                    emitter.base_url, surface, transport, options, progress)
+        with tempfile.TemporaryDirectory(prefix="bench-perf-emit-") as log_dir:
+            emit_log = Path(log_dir) / "emit.jsonl"
+            with running_emitter(tokens=options.tokens, cpu=emitter_cpu, emit_log=emit_log) as emitter:
+                for transport, surface in pairs:
+                    result["accuracy"][transport][surface] = accuracy(
+                        emitter.base_url, emit_log, surface, transport, options, progress)
+    result["summary"] = summarize(result)
+    return result
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures per transport, against issue 8's targets."""
+    return {transport: _summarize_transport(result, transport) for transport in result["throughput"]}
+
+
+def _summarize_transport(result: dict[str, Any], transport: str) -> dict[str, Any]:
+    best_rps = {surface: section["best"]["rps"]
+                for surface, section in result["throughput"][transport].items()}
+    max_streams = {surface: section["max_clean_streams"]
+                   for surface, section in result["held_streams"][transport].items()}
+    ttft_p99_256 = {surface: section["levels"].get("256", {}).get("ttft_error", {}).get("p99_ms")
+                    for surface, section in result["accuracy"][transport].items()}
+    return {
+        "best_rps": best_rps, "max_clean_streams": max_streams,
+        "ttft_error_p99_ms_at_256": ttft_p99_256,
+        "targets": {"rps_1000": all(v >= 1000 for v in best_rps.values()),
+                    "streams_1024": all(v >= 1024 for v in max_streams.values()),
+                    "ttft_p99_1ms_at_256": all(v is not None and v <= 1.0
+                                               for v in ttft_p99_256.values())},
+    }

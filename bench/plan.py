@@ -1,0 +1,211 @@
+"""Scenario → the ordered list of cells a run measures (the matrix expansion).
+
+A cell is one point of the matrix: flat settings (the contract's keys plus one key per managed
+server variable). Server variables are the outermost axes, so cells that share a server process
+are adjacent and the server restarts only when a server setting changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import ScenarioError
+from bench.scenario import ENDPOINTS, Distribution, Scenario
+
+# Axes in the order they vary (outer first) after the server variables. Stable across versions:
+# the cell order, and so the run's timeline, must not depend on dict order in a YAML file.
+_WORKLOAD_AXES = (
+    "model", "num_ctx", "endpoint", "prompt_tokens", "max_tokens", "keep_alive", "temperature",
+    "format", "arrival", "concurrency", "rate_rps", "requests", "duration_s", "gap_s",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix, fully resolved."""
+
+    cell_id: str
+    cell_index: int
+    settings: dict[str, Any] = field(hash=False)
+    server_env: tuple[tuple[str, str], ...] = ()  # managed-server variables for this cell
+    server_group: int = 0  # cells with the same server_env share one server process
+    gap_s: float = 0.0  # idle time before the cell starts (keep_alive studies)
+    request_format: str | dict[str, Any] | None = field(default=None, hash=False)  # as sent
+
+    @property
+    def surface(self) -> str:
+        return str(self.settings["surface"])
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.settings["endpoint"])
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line overrides applied on top of the scenario's load settings."""
+
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int | None = None
+    repeats: int | None = None
+
+
+def cell_id_for(settings: dict[str, Any]) -> str:
+    """A short stable id: the same settings always give the same id, across runs and machines."""
+    canonical = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """(server axes, workload axes): every axis with its values, scalars as one-value lists."""
+    workload, load = scenario.workload, scenario.load
+    tokens = workload.prompt.tokens
+    if isinstance(tokens, Distribution):
+        prompt_tokens: list[Any] = [round(tokens.mean_tokens)]
+    elif tokens is None:
+        prompt_tokens = [None]  # prompts from a file
+    else:
+        prompt_tokens = list(tokens)
+    requests: list[Any] = load.requests if load.requests is not None else [None]
+    duration_s: list[Any] = load.duration_s if load.duration_s is not None else [None]
+    if overrides.requests is not None or overrides.duration_s is not None:
+        requests, duration_s = [overrides.requests], [overrides.duration_s]
+    # Outer to inner. model and num_ctx first: changing either makes Ollama load a runner, so
+    # they change as rarely as possible.
+    workload_axes: dict[str, list[Any]] = {
+        "model": list(workload.model),
+        "num_ctx": workload.num_ctx or [None],
+        "endpoint": list(workload.endpoint),
+        "prompt_tokens": prompt_tokens,
+        "max_tokens": list(workload.max_tokens),
+        "keep_alive": workload.keep_alive or [None],
+        "temperature": workload.temperature or [None],
+        "format": list(workload.format),
+        "arrival": list(load.arrival),
+        "concurrency": load.concurrency or [None],
+        "rate_rps": load.rate_rps or [None],
+        "requests": requests,
+        "duration_s": duration_s,
+        "gap_s": list(scenario.pace.gap_s),
+    }
+    server_axes: dict[str, list[Any]] = {}
+    if scenario.server is not None:
+        server_axes = {name: [str(v) for v in values] for name, values in scenario.server.env.items()}
+    return server_axes, workload_axes
+
+
+def _groups(axes: dict[str, list[Any]], zipped: list[list[str]]) -> list[list[str]]:
+    """Axis names grouped: each zip group moves together, every other axis alone."""
+    groups: list[list[str]] = []
+    placed: set[str] = set()
+    for name in axes:
+        if name in placed:
+            continue
+        group = next((g for g in zipped if name in g), [name])
+        groups.append([n for n in group if n in axes])
+        placed.update(group)
+    return groups
+
+
+def _check_zip(scenario: Scenario, all_axes: dict[str, list[Any]]) -> None:
+    for group in scenario.matrix.zip:
+        for name in group:
+            if name not in all_axes:
+                known = ", ".join(sorted(all_axes))
+                raise ScenarioError(f"{scenario.where('matrix', 'zip')}: unknown axis {name!r} (axes: {known})")
+        lengths = {name: len(all_axes[name]) for name in group}
+        if len(set(lengths.values())) > 1:
+            raise ScenarioError(
+                f"{scenario.where('matrix', 'zip')}: axes {group} need lists of equal length, got {lengths}"
+            )
+
+
+def _expand(axes: dict[str, list[Any]], groups: list[list[str]]) -> list[dict[str, Any]]:
+    """Cross product of groups (first group outermost); a zip group contributes its rows."""
+    per_group: list[list[dict[str, Any]]] = []
+    for group in groups:
+        length = len(axes[group[0]])
+        per_group.append([{name: axes[name][i] for name in group} for i in range(length)])
+    points = []
+    for combination in itertools.product(*per_group):
+        point: dict[str, Any] = {}
+        for part in combination:
+            point.update(part)
+        points.append(point)
+    return points
+
+
+def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -> dict[str, Any]:
+    surface, endpoint = ENDPOINTS[point["endpoint"]]
+    arrival = point["arrival"]
+    concurrency = point["concurrency"]
+    if arrival == "closed" and concurrency is None:
+        concurrency = 1
+    load = scenario.load
+    fmt = point["format"]
+    settings: dict[str, Any] = {
+        "surface": surface,
+        "endpoint": endpoint,
+        "model": point["model"],
+        "arrival": arrival,
+        "concurrency": concurrency,
+        "rate_rps": point["rate_rps"] if arrival != "closed" else None,
+        "prompt_tokens": point["prompt_tokens"],
+        "max_tokens": point["max_tokens"],
+        "num_ctx": point["num_ctx"],
+        "keep_alive": point["keep_alive"],
+        "temperature": point["temperature"],
+        "format": fmt if isinstance(fmt, str) else "schema",
+        "requests": point["requests"],
+        "duration_s": point["duration_s"],
+        "warmup_requests": (
+            overrides.warmup_requests if overrides.warmup_requests is not None else load.warmup_requests
+        ),
+        # The number of times the cell's load is repeated; records carry their repeat index.
+        "repeat": overrides.repeats if overrides.repeats is not None else load.repeats,
+    }
+    if point["gap_s"]:
+        settings["gap_s"] = point["gap_s"]
+    for name, value in point.items():
+        if name not in _WORKLOAD_AXES:  # a managed-server variable
+            settings[name] = value
+    return settings
+
+
+def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[Cell]:
+    """Expand the scenario's matrix into cells, in the order they run."""
+    overrides = overrides or Overrides()
+    server_axes, workload_axes = _axes(scenario, overrides)
+    all_axes = {**server_axes, **workload_axes}
+    _check_zip(scenario, all_axes)
+    zipped = [list(group) for group in scenario.matrix.zip]
+    server_groups = [g for g in _groups(all_axes, zipped) if any(n in server_axes for n in g)]
+    workload_groups = [g for g in _groups(all_axes, zipped) if g not in server_groups]
+    points = _expand(all_axes, server_groups + workload_groups)
+
+    cells: list[Cell] = []
+    env_groups: dict[tuple[tuple[str, str], ...], int] = {}
+    for index, point in enumerate(points):
+        server_env = tuple((name, str(point[name])) for name in server_axes)
+        group = env_groups.setdefault(server_env, len(env_groups))
+        settings = _settings(point, scenario, overrides)
+        cells.append(
+            Cell(
+                cell_id=cell_id_for(settings),
+                cell_index=index,
+                settings=settings,
+                server_env=server_env,
+                server_group=group,
+                gap_s=float(point["gap_s"] or 0.0),
+                request_format=None if point["format"] == "none" else point["format"],
+            )
+        )
+    ids = [cell.cell_id for cell in cells]
+    if len(set(ids)) != len(ids):
+        raise ScenarioError(f"{scenario.where('matrix')}: two cells have identical settings (a list repeats a value)")
+    return cells

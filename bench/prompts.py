@@ -1,0 +1,197 @@
+"""Prompts for requests: synthetic (unique, seeded, calibrated length) or read from a file.
+
+Ollama reuses a slot's cached prompt prefix, so every prompt starts with a nonce unique to
+(seed, cell, repeat, request): no two requests share a prefix beyond a few tokens. Lengths are in
+tokens, turned into characters by a chars-per-token ratio fitted against the server's own
+prompt_eval_count / usage.prompt_tokens (two probes), so no tokenizer is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ScenarioError
+from bench.records import RequestRecord
+from bench.scenario import Distribution, PromptSpec
+
+DEFAULT_CHARS_PER_TOKEN = 4.0  # English text with Llama-family tokenizers, before calibration
+_PROBE_SHORT_CHARS = 200
+_PROBE_LONG_CHARS = 2400
+
+# Common English words: natural-looking text tokenizes like real prompts (unlike random letters).
+_WORDS = (
+    "the of and to in is was for on that with as by at from his her they this which be are "
+    "an not or have had one all were there when more can their time would about what so out "
+    "if up who into them some could two other these new then may first any like now over such "
+    "our only its also after most people through many where before years city river house "
+    "water light music garden market winter summer morning evening history science language "
+    "journey mountain village teacher student letter window story number system question "
+    "answer problem kitchen bridge forest station harbor museum library engine paper stone "
+    "silver golden quiet gentle rapid simple careful distant ancient modern bright narrow"
+).split()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """tokens ≈ overhead_tokens + chars / chars_per_token, fitted per (model, surface, endpoint)."""
+
+    chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
+    overhead_tokens: float = 0.0  # template tokens the server adds (chat roles, BOS)
+    source: str = "default"  # "fitted" or "default (<why>)"
+    probes: tuple[dict[str, Any], ...] = ()
+
+    def chars_for(self, tokens: int) -> int:
+        """Characters of text that make a prompt of about `tokens` tokens in all."""
+        return max(1, round((tokens - self.overhead_tokens) * self.chars_per_token))
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["probes"] = list(self.probes)
+        return payload
+
+
+def nonce(seed: int | None, cell_id: str, repeat: int, request_index: int) -> str:
+    return hashlib.sha256(f"{seed}:{cell_id}:{repeat}:{request_index}".encode()).hexdigest()[:12]
+
+
+def filler_text(chars: int, rng: random.Random) -> str:
+    """Deterministic English-like text of exactly `chars` characters (cut at the end)."""
+    words: list[str] = []
+    total = 0
+    while total < chars:
+        word = rng.choice(_WORDS)
+        words.append(word)
+        total += len(word) + 1
+    return " ".join(words)[:chars]
+
+
+def draw_tokens(distribution: Distribution, rng: random.Random) -> int:
+    """One prompt length from the scenario's distribution, clipped to [min, max]."""
+    if distribution.distribution == "uniform":
+        value = rng.uniform(distribution.low, distribution.high)  # type: ignore[arg-type]
+    elif distribution.distribution == "normal":
+        value = rng.gauss(distribution.mean, distribution.stddev)  # type: ignore[arg-type]
+    else:
+        value = rng.lognormvariate(math.log(distribution.mean), distribution.sigma)  # type: ignore[arg-type]
+    return int(min(max(round(value), distribution.min), distribution.max))
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """Prompts from JSONL (`prompt` per line) or ShareGPT (`conversations`, JSONL or a JSON list)."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    items: list[tuple[int, Any]]
+    if stripped.startswith("["):
+        try:
+            items = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as error:
+            raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    else:
+        items = []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((line_number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ScenarioError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+    prompts = [_prompt_of(item, path, where) for where, item in items]
+    if not prompts:
+        raise ScenarioError(f"{path}:1: no prompts in file")
+    return prompts
+
+
+def _prompt_of(item: Any, path: Path, where: int) -> str:
+    if isinstance(item, dict) and isinstance(item.get("prompt"), str):
+        return item["prompt"]
+    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
+        for turn in item["conversations"]:
+            if isinstance(turn, dict) and turn.get("from") in ("human", "user") and isinstance(
+                turn.get("value"), str
+            ):
+                return turn["value"]
+    raise ScenarioError(f"{path}:{where}: expected {{\"prompt\": ...}} or ShareGPT conversations")
+
+
+@dataclass
+class PromptSource:
+    """Makes the prompt of each request; deterministic from (seed, cell, repeat, index)."""
+
+    spec: PromptSpec
+    seed: int | None = None
+    calibrations: dict[tuple[str, str, str], Calibration] = field(default_factory=dict)
+    _file_prompts: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec.file is not None:
+            self._file_prompts = read_prompt_file(Path(self.spec.file))
+
+    @property
+    def synthetic(self) -> bool:
+        return self._file_prompts is None
+
+    def prompt_for(
+        self,
+        key: tuple[str, str, str],
+        cell_id: str,
+        repeat: int,
+        request_index: int,
+        prompt_tokens: int | None,
+    ) -> str:
+        """The prompt of one request; key = (model, surface, endpoint) picks the calibration."""
+        request_nonce = nonce(self.seed, cell_id, repeat, request_index)
+        rng = random.Random(f"{self.seed}:{cell_id}:{repeat}:{request_index}")
+        if self._file_prompts is not None:
+            # Cells walk the file from the same start, so cells see the same prompts.
+            return f"[{request_nonce}] {self._file_prompts[request_index % len(self._file_prompts)]}"
+        tokens = self.spec.tokens
+        if isinstance(tokens, Distribution):
+            target_tokens = draw_tokens(tokens, rng)
+        else:
+            target_tokens = prompt_tokens or 128
+        calibration = self.calibrations.get(key, Calibration())
+        head = f"[{request_nonce}] Continue this text: "
+        body_chars = max(0, calibration.chars_for(target_tokens) - len(head))
+        return head + filler_text(body_chars, rng)
+
+
+ProbeSender = Callable[[str], Awaitable[RequestRecord]]
+
+
+async def calibrate(send_probe: ProbeSender, seed: int | None) -> Calibration:
+    """Fit chars-per-token from two probes (short, long); falls back to the default on failure."""
+    rng = random.Random(f"{seed}:calibration")
+    probes: list[dict[str, Any]] = []
+    for chars in (_PROBE_SHORT_CHARS, _PROBE_LONG_CHARS):
+        text = f"[{nonce(seed, 'calibration', 0, chars)}] Continue this text: " + filler_text(chars, rng)
+        record = await send_probe(text)
+        probes.append(
+            {"prompt_chars": len(text), "prompt_tokens": record.prompt_tokens,
+             "error_class": record.error_class}
+        )
+    return fit_calibration(probes)
+
+
+def fit_calibration(probes: list[dict[str, Any]]) -> Calibration:
+    """Line through the two probes: slope gives chars/token, intercept the template overhead."""
+    short, long = probes[0], probes[-1]
+    if short["prompt_tokens"] is None or long["prompt_tokens"] is None:
+        return Calibration(source="default (probe failed or server sent no prompt token count)",
+                           probes=tuple(probes))
+    delta_tokens = long["prompt_tokens"] - short["prompt_tokens"]
+    if delta_tokens <= 0:
+        return Calibration(source="default (probe token counts did not grow)", probes=tuple(probes))
+    chars_per_token = (long["prompt_chars"] - short["prompt_chars"]) / delta_tokens
+    if not 0.5 <= chars_per_token <= 16:
+        return Calibration(source=f"default (implausible {chars_per_token:.2f} chars/token)",
+                           probes=tuple(probes))
+    overhead = max(0.0, short["prompt_tokens"] - short["prompt_chars"] / chars_per_token)
+    return Calibration(chars_per_token=round(chars_per_token, 4),
+                       overhead_tokens=round(overhead, 2), source="fitted", probes=tuple(probes))

@@ -1,0 +1,292 @@
+"""The OLLAMA_NUM_PARALLEL recommendation from a sweep: the most throughput that meets the SLOs and
+fits in GPU memory, the runner-up, and why every other setting lost.
+
+Pure analysis on a loaded run; bench.cli.recommend_cmd prints it and stores recommendation.json.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from bench.errors import UsageError
+from bench.metrics import cell_summary, higher_is_better, parse_metric_name
+from bench.records import Run
+
+SETTING = "OLLAMA_NUM_PARALLEL"
+# Throughputs within this fraction of the best are a tie: a person picks the smaller setting
+# (less KV memory, lower per-request latency) rather than a higher one that gains only noise.
+TIE_FRACTION = 0.05
+_PS_SLACK_S = 1.0
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+Outcome = Literal["chosen", "runner-up", "lost"]
+
+
+@dataclass(frozen=True)
+class Slo:
+    """One service-level objective: `metric` (user name) bounded by `threshold` (seconds or rate)."""
+
+    metric: str
+    column: str  # the cell_summary column
+    threshold: float
+    higher_is_better: bool
+
+    def met_by(self, value: float) -> bool:
+        if value is None or math.isnan(value):
+            return False
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    def describe(self) -> str:
+        return f"{self.metric} {'≥' if self.higher_is_better else '≤'} {_format_value(self.column, self.threshold)}"
+
+
+def parse_duration_s(text: str) -> float:
+    """`2s`, `100ms`, `1.5` (seconds), `1m` → seconds; UsageError otherwise."""
+    match = _DURATION_RE.match(str(text))
+    if match is None:
+        raise UsageError(f"{text!r} is not a number or a duration like 2s, 100ms")
+    return float(match.group(1)) * {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}[match.group(2)]
+
+
+def parse_slo(text: str) -> Slo:
+    """`ttft_p95=2s` → Slo; unknown metric or malformed value → UsageError (one line)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UsageError(f"--slo {text!r}: expected METRIC=VALUE, e.g. ttft_p95=2s")
+    column = parse_metric_name(name.strip())
+    try:
+        threshold = parse_duration_s(value) if column.endswith("_s") else float(value)
+    except (UsageError, ValueError):
+        raise UsageError(f"--slo {text!r}: {value.strip()!r} is not a number or a duration like 2s, 100ms") from None
+    return Slo(name.strip(), column, threshold, higher_is_better(column))
+
+
+def _format_value(column: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if column.endswith("_s"):
+        return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+    return f"{value:.3g}" if "rate" in column else f"{value:.1f}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The best cell of one NUM_PARALLEL value, and how it fared."""
+
+    num_parallel: int
+    cell_id: str | None  # best cell meeting the SLOs (None: no cell did)
+    concurrency: int | None
+    output_tps: float
+    ttft_p95_s: float
+    tpot_p95_s: float
+    user_tps_p50: float
+    fits_in_gpu: bool | None  # None: no /api/ps data
+    size_bytes: int | None
+    size_vram_bytes: int | None
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    num_parallel: int | None
+    cell_id: str | None
+    concurrency: int | None
+    output_tps: float | None
+    runner_up: int | None
+    slos: tuple[Slo, ...]
+    min_user_tps: float | None
+    memory_checked: bool
+    candidates: tuple[Candidate, ...]
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        """recommendation.json (schema in the README section 'Sizing OLLAMA_NUM_PARALLEL')."""
+        runner_up = next((c for c in self.candidates if c.outcome == "runner-up"), None)
+        return {
+            "setting": SETTING,
+            "num_parallel": self.num_parallel,
+            "cell_id": self.cell_id,
+            "concurrency": self.concurrency,
+            "output_tps": _json_float(self.output_tps),
+            "runner_up": None if runner_up is None else {
+                "num_parallel": runner_up.num_parallel, "cell_id": runner_up.cell_id,
+                "output_tps": _json_float(runner_up.output_tps), "reason": runner_up.reason,
+            },
+            "slos": {slo.metric: slo.threshold for slo in self.slos},
+            "min_user_tps": self.min_user_tps,
+            "memory_checked": self.memory_checked,
+            "verdict": self.verdict,
+            "candidates": [
+                {key: _json_float(value) for key, value in asdict(candidate).items()}
+                for candidate in self.candidates
+            ],
+        }
+
+
+def _json_float(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | None, int | None, int | None]:
+    """Whether the server behind these cells kept the model wholly on the GPU (size_vram == size)."""
+    if run.ps is None or run.ps.empty:
+        return None, None, None
+    requests = run.requests[run.requests["cell_id"].isin(cell_ids)]
+    if requests.empty or requests["sent_s"].isna().all():
+        return None, None, None
+    start, end = float(requests["sent_s"].min()), float(requests["end_s"].max())
+    # Polls just after the last request still see this server (the next one starts cold), so
+    # cells shorter than the poll interval still get a reading; stop at the next server's first send.
+    later = run.requests.loc[~run.requests["cell_id"].isin(cell_ids) & (run.requests["sent_s"] > end), "sent_s"]
+    end = min(end + _PS_SLACK_S, float(later.min()) if len(later) else math.inf)
+    rows = run.ps[(run.ps["t_s"] >= start) & (run.ps["t_s"] <= end) & run.ps["name"].isin(models)]
+    rows = rows.dropna(subset=["size_bytes", "size_vram_bytes"])
+    if rows.empty:
+        return None, None, None
+    worst = rows.loc[(rows["size_bytes"] - rows["size_vram_bytes"]).idxmax()]
+    size, vram = int(worst["size_bytes"]), int(worst["size_vram_bytes"])
+    return vram >= size, size, vram
+
+
+def _slo_failures(row: pd.Series, slos: tuple[Slo, ...], min_user_tps: float | None) -> list[str]:
+    failures = [f"{slo.metric} {_format_value(slo.column, row.get(slo.column))} (SLO {_format_value(slo.column, slo.threshold)})"
+                for slo in slos if not slo.met_by(float(row.get(slo.column, math.nan)))]
+    if min_user_tps is not None and not float(row.get("user_tps_p50", math.nan)) >= min_user_tps:
+        failures.append(f"user tok/s p50 {_format_value('user_tps_p50', row.get('user_tps_p50'))} "
+                        f"(min {min_user_tps:g})")
+    if not row.get("ok", 0) > 0:
+        failures.append("no successful request")
+    return failures
+
+
+def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo, ...],
+               min_user_tps: float | None) -> Candidate:
+    failures = {cell_id: _slo_failures(row, slos, min_user_tps) for cell_id, row in cells.iterrows()}
+    meeting = cells[[not failures[cell_id] for cell_id in cells.index]]
+    fits, size, vram = _memory_fit(run, list(cells.index), set(cells["model"].dropna().astype(str)))
+    if len(meeting):
+        best = meeting.loc[meeting["output_tps"].idxmax()]
+        reason = ""
+    else:
+        # Explain with the cell that came closest (fewest misses, then most throughput).
+        best = min(cells.iterrows(), key=lambda item: (len(failures[item[0]]), -_nan_to(item[1]["output_tps"])))[1]
+        reason = f"no cell met the SLOs; closest (concurrency {_int(best.get('concurrency'))}) missed " + ", ".join(
+            failures[best.name])
+    return Candidate(
+        num_parallel=num_parallel, cell_id=str(best.name) if len(meeting) else None,
+        concurrency=_int(best.get("concurrency")), output_tps=float(best["output_tps"]),
+        ttft_p95_s=float(best.get("ttft_p95_s", math.nan)), tpot_p95_s=float(best.get("tpot_p95_s", math.nan)),
+        user_tps_p50=float(best.get("user_tps_p50", math.nan)), fits_in_gpu=fits, size_bytes=size,
+        size_vram_bytes=vram, outcome="lost", reason=reason,
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def _nan_to(value: Any, default: float = -1.0) -> float:
+    return default if value is None or math.isnan(float(value)) else float(value)
+
+
+def sweep_cells(run: Run) -> pd.DataFrame:
+    """Per-cell summary joined with the cells' settings, for cells that set OLLAMA_NUM_PARALLEL."""
+    if run.cells.empty or SETTING not in run.cells.columns or run.cells[SETTING].isna().all():
+        raise UsageError(f"{run.path}: not a NUM_PARALLEL sweep (no cell has an {SETTING} setting); "
+                         "run a scenario with server.env.OLLAMA_NUM_PARALLEL: [1, 2, 4, 8]")
+    summary = cell_summary(run.requests)
+    settings = run.cells.set_index("cell_id")
+    swept = summary.join(settings[[c for c in ("model", "concurrency", SETTING) if c in settings]], how="inner")
+    swept = swept[swept[SETTING].notna()]
+    if swept.empty:
+        raise UsageError(f"{run.path}: the NUM_PARALLEL sweep has no measured requests")
+    swept["num_parallel"] = swept[SETTING].astype(int)
+    return swept
+
+
+def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None = None) -> Recommendation:
+    """Pick the NUM_PARALLEL with the most output tok/s that meets the SLOs and does not spill to CPU."""
+    swept = sweep_cells(run)
+    candidates = [_candidate(run, int(np_value), cells, slos, min_user_tps)
+                  for np_value, cells in swept.groupby("num_parallel", sort=True)]
+    eligible = [c for c in candidates if c.cell_id is not None and c.fits_in_gpu is not False]
+    ranked = sorted(eligible, key=lambda c: -c.output_tps)
+    chosen: Candidate | None = None
+    if ranked:
+        best_tps = ranked[0].output_tps
+        tied = [c for c in ranked if c.output_tps >= (1 - TIE_FRACTION) * best_tps]
+        chosen = min(tied, key=lambda c: c.num_parallel)
+    others = [c for c in ranked if c is not chosen]
+    runner_up = others[0] if others else None
+    final = tuple(_with_outcome(c, chosen, runner_up) for c in candidates)
+    memory_checked = any(c.fits_in_gpu is not None for c in candidates)
+    verdict = _verdict(chosen, runner_up, slos, min_user_tps, memory_checked, final)
+    return Recommendation(
+        num_parallel=chosen.num_parallel if chosen else None, cell_id=chosen.cell_id if chosen else None,
+        concurrency=chosen.concurrency if chosen else None, output_tps=chosen.output_tps if chosen else None,
+        runner_up=runner_up.num_parallel if runner_up else None, slos=slos, min_user_tps=min_user_tps,
+        memory_checked=memory_checked, candidates=final, verdict=verdict,
+    )
+
+
+def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Candidate | None) -> Candidate:
+    outcome: Outcome = "lost"
+    reason = candidate.reason
+    if candidate is chosen:
+        outcome, reason = "chosen", "most output tok/s meeting the SLOs"
+        if candidate.fits_in_gpu is None:
+            reason += " (GPU fit unknown: no /api/ps data)"
+    elif candidate.fits_in_gpu is False and candidate.cell_id is not None:
+        spilled = (candidate.size_bytes or 0) - (candidate.size_vram_bytes or 0)
+        reason = (f"spills to CPU: size_vram {_gib(candidate.size_vram_bytes)} of size {_gib(candidate.size_bytes)} "
+                  f"({spilled / max(1, candidate.size_bytes or 1):.0%} on CPU)")
+    elif candidate.cell_id is not None and chosen is not None:
+        if candidate.output_tps >= (1 - TIE_FRACTION) * chosen.output_tps and candidate.num_parallel > chosen.num_parallel:
+            reason = (f"{candidate.output_tps:.1f} tok/s is within {TIE_FRACTION:.0%} of NUM_PARALLEL="
+                      f"{chosen.num_parallel}'s {chosen.output_tps:.1f}: no real gain for more KV memory")
+        else:
+            reason = f"lower throughput: {candidate.output_tps:.1f} vs {chosen.output_tps:.1f} tok/s"
+    if candidate is runner_up:
+        outcome = "runner-up"
+    return Candidate(**{**asdict(candidate), "outcome": outcome, "reason": reason})
+
+
+def _gib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def _verdict(chosen: Candidate | None, runner_up: Candidate | None, slos: tuple[Slo, ...],
+             min_user_tps: float | None, memory_checked: bool, candidates: tuple[Candidate, ...]) -> str:
+    goals = [slo.describe() for slo in slos] + ([f"user tok/s p50 ≥ {min_user_tps:g}"] if min_user_tps else [])
+    goal_text = f" meeting {', '.join(goals)}" if goals else ""
+    if chosen is None:
+        return (f"no {SETTING} setting gives a cell{goal_text} that fits in GPU memory: "
+                + "; ".join(f"{c.num_parallel}: {c.reason}" for c in candidates))
+    text = (f"recommended {SETTING}={chosen.num_parallel}: {chosen.output_tps:.1f} output tok/s at concurrency "
+            f"{chosen.concurrency}{goal_text}")
+    if runner_up is not None:
+        text += f"; runner-up {runner_up.num_parallel} ({runner_up.output_tps:.1f} tok/s)"
+    if not memory_checked:
+        text += "; GPU fit not checked (no /api/ps data in this run)"
+    return text
+
+
+def candidates_table(recommendation: Recommendation) -> list[dict[str, str]]:
+    """Rows for a printed table: one per NUM_PARALLEL value."""
+    rows = []
+    for c in recommendation.candidates:
+        memory = {True: "fits", False: "spills", None: "unknown"}[c.fits_in_gpu]
+        rows.append({
+            "NUM_PARALLEL": str(c.num_parallel), "concurrency": "-" if c.concurrency is None else str(c.concurrency),
+            "output tok/s": f"{c.output_tps:.1f}", "ttft p95": _format_value("ttft_p95_s", c.ttft_p95_s),
+            "tpot p95": _format_value("tpot_p95_s", c.tpot_p95_s),
+            "user tok/s p50": _format_value("user_tps_p50", c.user_tps_p50), "GPU memory": memory,
+            "outcome": c.outcome, "why": c.reason,
+        })
+    return rows

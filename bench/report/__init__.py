@@ -1,0 +1,63 @@
+"""bench report: one self-contained HTML page from stored run directories.
+
+Reads only what a run stored (bench.records.load_run), so any old run can be re-reported; several
+run directories give a comparison, the first one being the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench import __version__
+from bench.errors import RunDirError
+from bench.records import Run, load_run
+from bench.report import answer, environment, errors, keepalive, latency, memory, surfaces, throughput
+from bench.report.data import RunView, build_views
+from bench.report.page import Section, render_page
+
+__all__ = ["build_sections", "render_report", "write_report"]
+
+# The page's sections, in order; each returns None when the runs have no data for it.
+_SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
+    answer.build, throughput.build, latency.build, errors.build, keepalive.build, memory.build,
+    surfaces.build, environment.build,
+)
+
+
+def build_sections(views: list[RunView]) -> list[Section]:
+    return [section for build in _SECTION_BUILDERS if (section := build(views)) is not None]
+
+
+def render_report(runs: Sequence[Run]) -> str:
+    """The HTML page for these loaded runs (the first is the baseline of a comparison)."""
+    if not runs:
+        raise RunDirError("no run directory given")
+    views = build_views(list(runs))
+    sections = build_sections(views)
+    if len(views) == 1:
+        manifest = views[0].manifest
+        scenario = manifest.get("scenario") or {}
+        title = f"bench report: {scenario.get('name') or views[0].label}"
+        subtitle_parts = [f"run {views[0].label}", str(manifest.get("status") or "unknown status"),
+                          str(manifest.get("started_at") or ""), str(scenario.get("description") or "")]
+    else:
+        title = f"bench comparison: {views[0].label} (baseline) against " + ", ".join(v.label for v in views[1:])
+        subtitle_parts = [f"{v.label}: {v.manifest.get('status') or 'unknown'}, {v.manifest.get('started_at') or ''}"
+                          for v in views]
+    subtitle = " · ".join(part for part in subtitle_parts if part)
+    sources = ", ".join(str(v.run.path) for v in views)
+    return render_page(title, subtitle, sections, __version__, sources)
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+    """Load the run directories, write the report to `out` (atomically), return its path."""
+    runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
+    html = render_report(runs)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = out_path.with_name(out_path.name + ".tmp")
+    temp_path.write_text(html, encoding="utf-8")
+    os.replace(temp_path, out_path)
+    return out_path

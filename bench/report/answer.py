@@ -1,0 +1,173 @@
+"""Section 1, the answer: the recommendation, headline figures per cell, and what to distrust."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from bench.records import RECOMMENDATION_JSON
+from bench.report import formatting as fmt
+from bench.report.data import RunView, clean
+from bench.report.page import Note, Section, Table, Warnings
+
+_HEADLINE_COLUMNS = ("requests", "ok", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95",
+                     "output tok/s", "rejected", "errors")
+
+
+def build(views: list[RunView]) -> Section:
+    blocks: list[Any] = []
+    for view in views:
+        blocks.extend(_recommendation(view, prefix=_prefix(views, view)))
+    blocks.append(_headline_table(views))
+    if len(views) > 1:
+        blocks.extend(_comparison_tables(views))
+    warnings = [note for view in views for note in run_warnings(view, _prefix(views, view))]
+    blocks.append(Warnings(tuple(warnings)) if warnings else Note("No warnings: every request "
+                                                                    "succeeded, no cold loads or CPU spill seen during measurement."))
+    intro = ("Headline figures per cell (measured requests only; warm-up excluded). TTFT: time to "
+             "first token; TPOT: time per output token after the first; output tok/s: all output "
+             "tokens of the cell over its measurement window.")
+    return Section("answer", "The answer", intro, tuple(blocks))
+
+
+def _prefix(views: list[RunView], view: RunView) -> str:
+    return f"[{view.label}] " if len(views) > 1 else ""
+
+
+def _recommendation(view: RunView, prefix: str) -> list[Any]:
+    payload = view.run.extras.get(RECOMMENDATION_JSON)
+    if not isinstance(payload, dict):
+        return []
+    blocks: list[Any] = [Note(f"{prefix}{payload.get('verdict') or 'no verdict recorded'}",
+                              "info" if payload.get("num_parallel") is not None else "warning")]
+    candidates = payload.get("candidates") or []
+    rows, chosen = [], []
+    for index, candidate in enumerate(candidates):
+        fits = {True: "fits", False: "spills to CPU", None: "unknown"}.get(candidate.get("fits_in_gpu"), "unknown")
+        if candidate.get("outcome") == "chosen":
+            chosen.append(index)
+        rows.append((fmt.text(candidate.get("num_parallel")), fmt.text(candidate.get("concurrency")),
+                     fmt.rate(candidate.get("output_tps")), fmt.seconds(candidate.get("ttft_p95_s")),
+                     fmt.seconds(candidate.get("tpot_p95_s")), fmt.rate(candidate.get("user_tps_p50")),
+                     fits, fmt.text(candidate.get("outcome")), fmt.text(candidate.get("reason"))))
+    if rows:
+        slos = ", ".join(f"{name} ≤ {value}" for name, value in (payload.get("slos") or {}).items())
+        blocks.append(Table(
+            ("NUM_PARALLEL", "best concurrency", "output tok/s", "TTFT p95", "TPOT p95",
+             "user tok/s p50", "GPU memory", "outcome", "why"),
+            tuple(rows), caption=f"{prefix}OLLAMA_NUM_PARALLEL candidates" + (f" (SLOs: {slos})" if slos else ""),
+            numeric=(True, True, True, True, True, True, False, False, False), highlight_rows=tuple(chosen)))
+    return blocks
+
+
+def headline_row(cells: pd.DataFrame, cell_id: str) -> tuple[str, ...]:
+    row = cells.loc[cell_id]
+    return (fmt.integer(row.get("requests")), fmt.integer(row.get("ok")),
+            fmt.seconds(row.get("ttft_p50_s")), fmt.seconds(row.get("ttft_p95_s")),
+            fmt.seconds(row.get("tpot_p50_s")), fmt.seconds(row.get("tpot_p95_s")),
+            fmt.rate(row.get("output_tps")), fmt.percent(row.get("rejection_rate")),
+            fmt.percent(row.get("error_rate")))
+
+
+def _headline_table(views: list[RunView]) -> Table:
+    several = len(views) > 1
+    rows = []
+    for view in views:
+        for cell_id in view.cells.index:
+            rows.append(((view.label,) if several else ()) + (view.cells.at[cell_id, "label"],)
+                        + headline_row(view.cells, cell_id))
+    columns = (("run",) if several else ()) + ("cell",) + _HEADLINE_COLUMNS
+    numeric = ((False,) if several else ()) + (False,) + (True,) * len(_HEADLINE_COLUMNS)
+    return Table(columns, tuple(rows), caption="Headline figures per cell", numeric=numeric)
+
+
+def _comparison_tables(views: list[RunView]) -> list[Any]:
+    """Current runs against the first (the baseline), cell by cell (same settings → same cell_id)."""
+    baseline = views[0]
+    blocks: list[Any] = []
+    metrics = (("TTFT p95", "ttft_p95_s", fmt.seconds), ("TPOT p95", "tpot_p95_s", fmt.seconds),
+               ("output tok/s", "output_tps", fmt.rate))
+    for current in views[1:]:
+        shared = [cid for cid in current.cells.index if cid in baseline.cells.index]
+        if not shared:
+            blocks.append(Note(f"{current.label} and the baseline {baseline.label} share no cell "
+                               "(no cell has the same settings in both).", "warning"))
+            continue
+        rows = []
+        for cell_id in shared:
+            row: tuple[str, ...] = (str(current.cells.at[cell_id, "label"]),)
+            for _, column, show in metrics:
+                before, after = baseline.cells.at[cell_id, column], current.cells.at[cell_id, column]
+                row += (show(before), show(after), fmt.change(before, after))
+            rows.append(row)
+        columns = ("cell",) + tuple(f"{name} {part}" for name, _, _ in metrics
+                                    for part in (baseline.label, current.label, "change"))
+        blocks.append(Table(columns, tuple(rows), numeric=(False,) + (True,) * (len(columns) - 1),
+                            caption=f"{current.label} against the baseline {baseline.label}"))
+    return blocks
+
+
+def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
+    """Everything that makes the figures less trustworthy, one line each."""
+    notes: list[Note] = []
+    manifest = view.manifest
+    status = manifest.get("status")
+    if status and status != "complete":
+        pending = [c.get("label") or c.get("cell_id") for c in manifest.get("cells", [])
+                   if c.get("status") != "complete"]
+        notes.append(Note(f"{prefix}The run is {status}: {len(pending)} cell(s) did not complete"
+                          + (f" ({', '.join(str(p) for p in pending[:6])}{', …' if len(pending) > 6 else ''})" if pending else "")
+                          + ".", "error"))
+    client = manifest.get("client") or {}
+    if client.get("saturated"):
+        lag = client.get("dispatch_lag_p99_s")
+        notes.append(Note(f"{prefix}bench's own client was saturated (dispatch lag p99 {fmt.seconds(lag)}): "
+                          "the load generator, not the server, may have limited throughput.", "error"))
+    cells = view.cells
+    for cell_id, row in cells.iterrows():
+        if row.get("rejected", 0) > 0:
+            notes.append(Note(f"{prefix}{row['label']}: {int(row['rejected'])} of {int(row['requests'])} requests "
+                              "rejected with 503 (server's pending queue full).", "warning"))
+        if row.get("errors", 0) > 0:
+            notes.append(Note(f"{prefix}{row['label']}: {int(row['errors'])} of {int(row['requests'])} requests "
+                              "failed (see Rejections and errors).", "error"))
+    if len(cells) and "requests" in cells and int(cells["requests"].sum()) == 0:
+        notes.append(Note(f"{prefix}No measured request was recorded.", "error"))
+    notes.extend(_spill_warnings(view, prefix))
+    notes.extend(_cold_warnings(view, prefix))
+    return notes
+
+
+def _spill_warnings(view: RunView, prefix: str) -> list[Note]:
+    ps = view.run.ps
+    if ps is None or ps.empty or not {"size_bytes", "size_vram_bytes", "name"} <= set(ps.columns):
+        return []
+    rows = ps.dropna(subset=["name", "size_bytes", "size_vram_bytes"])
+    spilled = rows[rows["size_vram_bytes"] < rows["size_bytes"]]
+    notes = []
+    for model, group in spilled.groupby("name"):
+        worst = group.loc[(group["size_bytes"] - group["size_vram_bytes"]).idxmax()]
+        share = 1 - worst["size_vram_bytes"] / worst["size_bytes"] if worst["size_bytes"] else 0.0
+        notes.append(Note(
+            f"{prefix}CPU spill: /api/ps shows {model} with only {fmt.gib(worst['size_vram_bytes'])} of "
+            f"{fmt.gib(worst['size_bytes'])} on the GPU ({share:.0%} on CPU) at t={worst['t_s']:.1f} s; "
+            "throughput there is limited by CPU memory.", "error"))
+    return notes
+
+
+def _cold_warnings(view: RunView, prefix: str) -> list[Note]:
+    measured = view.measured
+    if measured.empty or "cold" not in measured:
+        return []
+    keep_alive = view.cells["keep_alive"] if "keep_alive" in view.cells else pd.Series(dtype=object)
+    studied = {cid for cid, value in keep_alive.items() if clean(value) is not None}
+    cold = measured[measured["cold"].astype(bool) & ~measured["cell_id"].isin(studied)]
+    if cold.empty:
+        return []
+    labels = view.cells["label"].to_dict()
+    by_cell = cold.groupby("cell_id").size()
+    listed = ", ".join(f"{labels.get(cid, cid)} ({count})" for cid, count in by_cell.items())
+    return [Note(f"{prefix}{len(cold)} measured request(s) paid a model load (load_duration > 100 ms) "
+                 f"in cells meant to measure a warm model: {listed}. Their TTFT includes the load.",
+                 "warning")]

@@ -1,0 +1,193 @@
+"""What the report draws from: each run loaded back, its requests with derived metrics, and one
+row per cell (settings + summary + a readable label). Pure: Run in, DataFrames out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.metrics import cell_summary, request_metrics
+from bench.records import Run
+
+# Settings that identify a cell but say nothing a reader compares on.
+_NOT_SETTINGS = ("cell_id", "cell_index", "label", "repeat")
+# The settings that make up "offered load": the x axis of most plots.
+LOAD_SETTINGS = ("concurrency", "rate_rps")
+_SHORT_NAMES = {
+    "concurrency": "c", "prompt_tokens": "prompt", "max_tokens": "out", "num_ctx": "ctx",
+    "rate_rps": "rps", "OLLAMA_NUM_PARALLEL": "NP", "OLLAMA_KV_CACHE_TYPE": "kv",
+    "OLLAMA_MAX_QUEUE": "queue", "OLLAMA_KEEP_ALIVE": "server keep_alive",
+}
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and pandas' NA all mean 'not set'."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False  # lists, dicts
+
+
+def clean(value: Any) -> Any:
+    return None if is_missing(value) else value
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run as the report sees it."""
+
+    run: Run
+    label: str  # run_id, made unique among the runs of a comparison
+    requests: pd.DataFrame  # every record, with bench.metrics.request_metrics columns
+    measured: pd.DataFrame  # the measure phase of `requests`
+    cells: pd.DataFrame  # index cell_id: settings, summary columns, `label`, `offered_load`
+    varying: tuple[str, ...]  # settings that differ between this run's cells
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.run.manifest
+
+
+def varying_settings(cells: pd.DataFrame) -> tuple[str, ...]:
+    """Settings columns that take more than one value across cells (NaN and None count as one)."""
+    names = [c for c in cells.columns if c not in _NOT_SETTINGS]
+    varying = [n for n in names if len({repr(clean(v)) for v in cells[n]}) > 1]
+    if "surface" in varying and "endpoint" not in varying:
+        varying.insert(varying.index("surface") + 1, "endpoint")
+    return tuple(varying)
+
+
+def describe_settings(settings: dict[str, Any], names: tuple[str, ...] | list[str]) -> str:
+    """`native/chat c=4 NP=2`: the named settings, short."""
+    parts: list[str] = []
+    for name in names:
+        value = clean(settings.get(name))
+        if name == "surface":
+            continue
+        if name == "endpoint":
+            parts.append(f"{settings.get('surface')}/{value}")
+        elif value is not None:
+            parts.append(f"{_SHORT_NAMES.get(name, name)}={_format_setting(value)}")
+    return " ".join(parts)
+
+
+def _format_setting(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _unique_labels(runs: list[Run]) -> list[str]:
+    labels: list[str] = []
+    for index, run in enumerate(runs):
+        label = str(run.manifest.get("run_id") or run.path.name or f"run {index + 1}")
+        while label in labels:
+            label = f"{label} ({index + 1})"
+        labels.append(label)
+    return labels
+
+
+def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    cells = run.cells.copy()
+    if cells.empty:
+        # A run without a manifest cell list (hand-made, or very old): the records name the cells.
+        ids = list(dict.fromkeys(measured["cell_id"].dropna().astype(str))) if len(measured) else []
+        cells = pd.DataFrame({"cell_id": ids, "cell_index": range(len(ids))})
+        for name in ("surface", "endpoint", "model"):
+            if name in measured:
+                first = measured.groupby("cell_id")[name].first()
+                cells[name] = cells["cell_id"].map(first)
+    cells["cell_id"] = cells["cell_id"].astype(str)
+    cells = cells.set_index("cell_id", drop=False).rename_axis(None)
+    varying = varying_settings(cells)
+    manifest_labels = {str(c.get("cell_id")): c.get("label") for c in run.manifest.get("cells", [])}
+    labels = []
+    for cell_id, settings in cells.iterrows():
+        label = manifest_labels.get(str(cell_id)) or describe_settings(settings.to_dict(), varying)
+        if not label:
+            label = describe_settings(settings.to_dict(), ("endpoint", "model")) or str(cell_id)
+        labels.append(str(label))
+    cells["label"] = labels
+    cells["offered_load"] = [offered_load(s) for s in cells.to_dict("records")]
+    cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None else "closed"
+                             for s in cells.to_dict("records")]
+    summary = cell_summary(measured) if len(measured) else pd.DataFrame()
+    for column in summary.columns:
+        cells[column] = cells.index.map(summary[column]) if len(summary) else np.nan
+    for column in ("requests", "ok", "rejected", "errors"):
+        if column not in cells:
+            cells[column] = 0
+        cells[column] = pd.to_numeric(cells[column], errors="coerce").fillna(0).astype(int)
+    if "cell_index" in cells:
+        cells = cells.sort_values("cell_index", kind="stable")
+    return cells, varying
+
+
+def offered_load(settings: dict[str, Any]) -> float:
+    """Open loop: the arrival rate (req/s); closed loop: the concurrency."""
+    rate = clean(settings.get("rate_rps"))
+    if rate is not None:
+        return float(rate)
+    concurrency = clean(settings.get("concurrency"))
+    return float(concurrency) if concurrency is not None else math.nan
+
+
+def build_view(run: Run, label: str) -> RunView:
+    requests = run.requests
+    if len(requests):
+        requests = request_metrics(requests)
+    measured = requests
+    if len(requests) and "phase" in requests:
+        measured = requests[requests["phase"].fillna("measure") == "measure"]
+    cells, varying = _cell_frame(run, measured)
+    return RunView(run, label, requests, measured, cells, varying)
+
+
+def build_views(runs: list[Run]) -> list[RunView]:
+    return [build_view(run, label) for run, label in zip(runs, _unique_labels(runs))]
+
+
+def series_settings(views: list[RunView]) -> tuple[str, ...]:
+    """Settings that split cells into lines on a plot against load: all varying settings but load."""
+    names: list[str] = []
+    for view in views:
+        for name in view.varying:
+            if name not in LOAD_SETTINGS and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class LoadSeries:
+    """The cells of one run that differ only in offered load: one line on a plot against load."""
+
+    name: str  # the other settings that vary ('native/chat NP=2'), '' when nothing else varies
+    run_index: int
+    run_label: str
+    cells: pd.DataFrame  # sorted by offered_load
+
+
+def load_series(views: list[RunView], arrival_kind: str, *, split_by: tuple[str, ...] | None = None) -> list[LoadSeries]:
+    """Lines for plots against offered load, for closed ('closed') or open ('open') arrival cells."""
+    names = series_settings(views) if split_by is None else split_by
+    lines: list[LoadSeries] = []
+    for run_index, view in enumerate(views):
+        cells = view.cells[(view.cells["arrival_kind"] == arrival_kind) & view.cells["offered_load"].notna()]
+        if cells.empty:
+            continue
+        keys = [describe_settings(row, names) for row in cells.to_dict("records")]
+        for key in dict.fromkeys(keys):
+            group = cells[[k == key for k in keys]].sort_values("offered_load", kind="stable")
+            lines.append(LoadSeries(key, run_index, view.label, group))
+    return lines
+
+
+def load_label(arrival_kind: str) -> str:
+    return ("offered load: arrival rate (requests/s)" if arrival_kind == "open"
+            else "offered load: concurrency (requests in flight)")

@@ -1,0 +1,108 @@
+"""Section 8: the environment — versions, GPU, host, models, servers, and the scenario as run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bench.report import formatting as fmt
+from bench.report.data import RunView
+from bench.report.page import Preformatted, Section, Table
+
+
+def build(views: list[RunView]) -> Section:
+    blocks: list[Any] = []
+    several = len(views) > 1
+    for view in views:
+        suffix = f" — {view.label}" if several else ""
+        blocks.append(_facts(view, suffix))
+        models = _models(view, suffix)
+        if models is not None:
+            blocks.append(models)
+        servers = _servers(view, suffix)
+        if servers is not None:
+            blocks.append(servers)
+        scenario = view.manifest.get("scenario")
+        if scenario:
+            blocks.append(Preformatted(_as_yaml(scenario), caption=f"Scenario as run "
+                                       f"({view.manifest.get('scenario_path') or 'resolved'}){suffix}"))
+    return Section("environment", "Environment", "What was measured, on what, with which settings.", tuple(blocks))
+
+
+def _facts(view: RunView, suffix: str) -> Table:
+    manifest = view.manifest
+    target = manifest.get("target") or {}
+    host = manifest.get("host") or {}
+    client = manifest.get("client") or {}
+    rows = [
+        ("run", fmt.text(manifest.get("run_id"))),
+        ("status", fmt.text(manifest.get("status"))),
+        ("started / ended", f"{fmt.text(manifest.get('started_at'))} / {fmt.text(manifest.get('ended_at'))}"),
+        ("bench version", fmt.text(manifest.get("bench_version"))),
+        ("server", f"{fmt.text(target.get('kind'))} at {fmt.text(target.get('base_url'))}"),
+        ("server version", fmt.text(target.get("version"))),
+        ("GPU", _gpu(manifest.get("gpu"))),
+        ("host", f"{fmt.text(host.get('hostname'))}: {fmt.text(host.get('platform'))}, "
+                 f"Python {fmt.text(host.get('python'))}, {fmt.text(host.get('cpu_count'))} CPUs"),
+        ("load generator", f"{fmt.text(manifest.get('workers') or 1)} worker(s), CPU {fmt.text(client.get('cpu_s'))} s, "
+                           f"dispatch lag p99 {fmt.seconds(client.get('dispatch_lag_p99_s'))}, "
+                           f"saturated: {'yes' if client.get('saturated') else 'no'}"),
+        ("run directory", str(view.run.path)),
+    ]
+    rows += [("note", str(note)) for note in manifest.get("notes") or []]
+    return Table(("", ""), tuple(rows), caption=f"Run{suffix}")
+
+
+def _gpu(gpu: Any) -> str:
+    if not gpu:
+        return "none recorded (no NVML)"
+    devices = gpu if isinstance(gpu, list) else gpu.get("devices", [gpu]) if isinstance(gpu, dict) else [gpu]
+    parts = []
+    for device in devices:
+        if isinstance(device, dict):
+            memory = device.get("mem_total_bytes") or device.get("memory_total_bytes")
+            parts.append(" ".join(p for p in (str(device.get("name") or "GPU"),
+                                               f"({fmt.gib(memory)})" if memory else "",
+                                               f"driver {device['driver']}" if device.get("driver") else "") if p))
+        else:
+            parts.append(str(device))
+    return "; ".join(parts) or str(gpu)
+
+
+def _models(view: RunView, suffix: str) -> Table | None:
+    models = view.manifest.get("models") or {}
+    if not models:
+        return None
+    rows = []
+    for name, shown in models.items():
+        shown = shown or {}
+        details = shown.get("details") or {}
+        info = shown.get("model_info") or {}
+        arch = info.get("general.architecture") or details.get("family")
+        context = info.get(f"{arch}.context_length") if arch else None
+        rows.append((str(name), fmt.text(details.get("family")), fmt.text(details.get("parameter_size")),
+                     fmt.text(details.get("quantization_level")), fmt.text(details.get("format")),
+                     fmt.text(context), ", ".join(str(c) for c in shown.get("capabilities") or []) or fmt.DASH))
+    return Table(("model", "family", "parameters", "quantisation", "format", "trained context", "capabilities"),
+                 tuple(rows), caption=f"Models{suffix}")
+
+
+def _servers(view: RunView, suffix: str) -> Table | None:
+    servers = view.manifest.get("servers") or []
+    if not servers:
+        return None
+    rows = tuple((fmt.text(s.get("server_id")),
+                  " ".join(f"{k}={v}" for k, v in (s.get("env") or {}).items()) or fmt.DASH,
+                  " ".join(str(part) for part in s.get("command") or []) or fmt.DASH,
+                  fmt.text(s.get("log"))) for s in servers)
+    return Table(("server", "environment", "command", "log"), rows, caption=f"Servers started by bench{suffix}")
+
+
+def _as_yaml(scenario: Any) -> str:
+    try:
+        return yaml.safe_dump(scenario, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+    except yaml.YAMLError:
+        import json
+
+        return json.dumps(scenario, indent=2, default=str)

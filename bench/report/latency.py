@@ -1,0 +1,170 @@
+"""Section 3: latency against load, TTFT distributions, the latency/throughput frontier, and on the
+native API where TTFT goes (queue wait, model load, prefill)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report import plotting
+from bench.report.data import RunView, load_label, load_series
+from bench.report.page import Figure, Section
+
+_MAX_CDF_CELLS = 16
+
+
+def build(views: list[RunView]) -> Section | None:
+    if not any(v.measured.get("ttft_s", pd.Series(dtype=float)).notna().any() for v in views):
+        return None
+    blocks = []
+    for kind in ("closed", "open"):
+        if load_series(views, kind):
+            blocks.append(Figure(_percentiles_against_load(views, kind),
+                                 "p50: half the requests were faster; p95: one in twenty was slower."))
+    blocks.append(Figure(_ttft_cdfs(views), "Read across at 0.95 to find a cell's TTFT p95. A curve further "
+                                            "left is faster; a long tail to the right means some requests waited."))
+    frontier = _frontier(views)
+    if frontier is not None:
+        blocks.append(Figure(frontier, "Each point is a cell; lines join cells that differ only in load. Up and "
+                                       "to the right is more throughput bought with more latency."))
+    split = _native_ttft_split(views)
+    if split is not None:
+        blocks.append(Figure(split, "From Ollama's own timings: load = load_duration, prefill = "
+                                    "prompt_eval_duration, queue wait = TTFT − load − prefill (waiting for a slot)."))
+    return Section("latency", "Latency", "Time to first token (TTFT) and time per output token (TPOT) "
+                   "of successful measured requests.", tuple(blocks))
+
+
+def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
+    lines = load_series(views, kind)
+    names = list(dict.fromkeys(line.name for line in lines))
+    panels = (("ttft_p50_s", "TTFT p50"), ("ttft_p95_s", "TTFT p95"), ("tpot_p50_s", "TPOT p50"),
+              ("tpot_p95_s", "TPOT p95"))
+    figure, axes = plotting.new_figure(2, 2, height_in=2.7, sharex=True)
+    values = pd.concat([line.cells[[c for c, _ in panels]] for line in lines])
+    xs: list[float] = []
+    for ax, (column, title) in zip(axes, panels):
+        metric = column.split("_")[0]
+        scale, unit = plotting.time_unit(values[[c for c, _ in panels if c.startswith(metric)]].to_numpy().ravel())
+        for line in lines:
+            style = plotting.series_style(names, line.name, line.run_index, len(views))
+            x = line.cells["offered_load"].to_numpy(float)
+            xs.extend(x)
+            ax.plot(x, line.cells[column].to_numpy(float) * scale,
+                    label=plotting.series_label(line.name, line.run_label, len(views)), **style)
+        ax.set_title(title)
+        ax.set_ylabel(f"{title.split()[0]} ({unit})")
+        ax.set_ylim(bottom=0)
+        ax.tick_params(labelbottom=True)
+    for ax in axes[2:]:
+        plotting.load_axis(ax, xs, load_label(kind).replace("offered load: ", ""))
+    for ax in axes[:2]:
+        plotting.load_axis(ax, xs, "")
+    plotting.figure_legend(figure, axes[0])
+    figure.suptitle("Latency percentiles against offered load", fontweight="bold")
+    return plotting.render(figure, "Latency percentiles against offered load",
+                           "Four line charts: TTFT and TPOT p50 and p95 against offered load.")
+
+
+def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:
+    shown = views[:4]
+    figure, axes = plotting.new_figure(len(shown), 1, height_in=3.2, sharex=True)
+    every_ttft = np.concatenate([v.measured.get("ttft_s", pd.Series(dtype=float)).to_numpy(float) for v in shown])
+    scale, unit = plotting.time_unit(every_ttft)
+    finite = every_ttft[np.isfinite(every_ttft) & (every_ttft > 0)]
+    # One cold load can be 10x the warm TTFT: a log axis keeps the warm curves apart.
+    log_x = len(finite) > 0 and float(finite.max()) / float(finite.min()) >= 10
+    for ax, view in zip(axes, shown):
+        if log_x:
+            ax.set_xscale("log")
+        ok = view.measured[view.measured["error_class"].isna()] if len(view.measured) else view.measured
+        cell_ids = [cid for cid in view.cells.index][:_MAX_CDF_CELLS]
+        colors = _cell_colors(len(cell_ids))
+        for color, cell_id in zip(colors, cell_ids):
+            ttft = np.sort(ok.loc[ok["cell_id"] == cell_id, "ttft_s"].dropna().to_numpy(float)) * scale
+            if not len(ttft):
+                continue
+            share = np.arange(1, len(ttft) + 1) / len(ttft)
+            ax.step(ttft, share, where="post", color=color, linewidth=1.6,
+                    label=plotting.shorten(str(view.cells.at[cell_id, "label"]), 40))
+        ax.axhline(0.95, color="#888888", linewidth=0.8, linestyle=":")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("share of requests")
+        ax.set_title(f"TTFT distribution per cell{' — ' + view.label if len(views) > 1 else ''}")
+        ax.set_xlabel(f"TTFT ({unit})")
+        ax.tick_params(labelbottom=True)
+        plotting.legend(ax)
+    return plotting.render(figure, "TTFT distribution per cell",
+                           "Cumulative distribution of time to first token, one curve per cell.")
+
+
+def _cell_colors(count: int) -> list[str]:
+    if count <= len(plotting.PALETTE):
+        return list(plotting.PALETTE[:count])
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(i / max(count - 1, 1)) for i in range(count)]
+
+
+def _frontier(views: list[RunView]) -> plotting.Plot | None:
+    lines = load_series(views, "closed") + load_series(views, "open")
+    lines = [line for line in lines if line.cells["output_tps"].notna().any()]
+    if not lines:
+        return None
+    names = list(dict.fromkeys(line.name for line in lines))
+    figure, (ttft_ax, user_ax) = plotting.new_figure(1, 2, height_in=3.6)
+    scale, unit = plotting.time_unit(np.concatenate([line.cells["ttft_p95_s"].to_numpy(float) for line in lines]))
+    for line in lines:
+        style = plotting.series_style(names, line.name, line.run_index, len(views))
+        label = plotting.series_label(line.name, line.run_label, len(views))
+        throughput = line.cells["output_tps"].to_numpy(float)
+        ttft_ax.plot(throughput, line.cells["ttft_p95_s"].to_numpy(float) * scale, label=label, **style)
+        user_ax.plot(throughput, line.cells["user_tps_p50"].to_numpy(float), label=label, **style)
+    ttft_ax.set_title("TTFT p95 against throughput")
+    ttft_ax.set_ylabel(f"TTFT p95 ({unit})")
+    user_ax.set_title("Per-user speed against throughput")
+    user_ax.set_ylabel("tokens/s per request (p50)")
+    for ax in (ttft_ax, user_ax):
+        ax.set_xlabel("output tokens/s (all requests)")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+    plotting.figure_legend(figure, ttft_ax)
+    return plotting.render(figure, "Latency/throughput frontier",
+                           "Scatter with lines: TTFT p95 and per-user speed against output throughput.")
+
+
+def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
+    rows = []
+    for view in views:
+        measured = view.measured
+        if measured.empty or "surface" not in measured:
+            continue
+        native = measured[(measured["surface"] == "native") & measured["error_class"].isna()]
+        for cell_id, group in native.groupby("cell_id", sort=False):
+            if group["load_s"].notna().any() or group["prefill_s"].notna().any():
+                label = str(view.cells.at[cell_id, "label"]) if cell_id in view.cells.index else str(cell_id)
+                rows.append({"label": (f"{view.label} · " if len(views) > 1 else "") + label,
+                             "queue": group["queue_wait_s"].mean(), "load": group["load_s"].mean(),
+                             "prefill": group["prefill_s"].mean(), "ttft": group["ttft_s"].mean()})
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows).fillna(0.0)
+    scale, unit = plotting.time_unit(frame["ttft"].to_numpy(float))
+    figure, (ax,) = plotting.new_figure(1, 1, height_in=plotting.bar_height_in(len(frame)) + 0.6)
+    y = np.arange(len(frame))
+    left = np.zeros(len(frame))
+    for column, name, color in (("queue", "queue wait", "#9ecae1"), ("load", "model load", "#d62728"),
+                                ("prefill", "prefill (prompt eval)", "#2ca02c")):
+        widths = frame[column].to_numpy(float) * scale
+        ax.barh(y, widths, left=left, color=color, label=name, height=0.65)
+        left += widths
+    ax.scatter(frame["ttft"].to_numpy(float) * scale, y, marker="|", s=220, color="black", label="mean TTFT",
+               zorder=3)
+    ax.set_yticks(y, [plotting.shorten(label, 40) for label in frame["label"]])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"mean time ({unit})")
+    ax.set_title("Where TTFT goes (native API, mean per cell)")
+    plotting.figure_legend(figure, ax, columns=4)
+    return plotting.render(figure, "Where TTFT goes on the native API",
+                           "Stacked bars: mean queue wait, model load and prefill per native cell.")

@@ -1,0 +1,161 @@
+"""Section 6: memory — NVML VRAM and /api/ps timelines, and the KV-cache estimates against the fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.records import KV_JSON
+from bench.report import formatting as fmt
+from bench.report import plotting
+from bench.report.data import RunView
+from bench.report.page import Figure, Note, Section, Table
+
+GIB = 2**30
+
+
+def build(views: list[RunView]) -> Section | None:
+    blocks: list[Any] = []
+    several = len(views) > 1
+    for view in views:
+        suffix = f" — {view.label}" if several else ""
+        gpu = view.run.gpu
+        if gpu is not None and len(gpu) and "mem_used_bytes" in gpu:
+            blocks.append(Figure(_gpu_figure(gpu, suffix), "Measured by NVML on the GPU: device memory in use "
+                                 "(and the server process's own share when bench started the server)."))
+        ps = view.run.ps
+        if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
+            blocks.append(Figure(_ps_figure(ps, suffix), "Ollama's own estimate from /api/ps: size is what the "
+                                 "loaded model needs (weights + KV cache + compute graph), size_vram the part on "
+                                 "the GPU. size_vram below size means part of the model runs on the CPU."))
+        kv = view.run.extras.get(KV_JSON)
+        if isinstance(kv, dict) and kv.get("groups"):
+            blocks.extend(_kv_blocks(kv, suffix))
+    if not blocks:
+        return None
+    return Section("memory", "Memory", "GPU memory over the run, and how the KV cache grows with context.",
+                   tuple(blocks))
+
+
+def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:
+    has_util = "util_gpu_pct" in gpu and gpu["util_gpu_pct"].notna().any()
+    figure, axes = plotting.new_figure(2 if has_util else 1, 1, height_in=2.8, sharex=True)
+    memory_ax = axes[0]
+    for index, (device, samples) in enumerate(gpu.sort_values("t_s").groupby("device", sort=True)):
+        color = plotting.PALETTE[index % len(plotting.PALETTE)]
+        name = f"GPU {device}"
+        memory_ax.plot(samples["t_s"], samples["mem_used_bytes"] / GIB, color=color, label=f"{name} used")
+        if "server_proc_mem_bytes" in samples and samples["server_proc_mem_bytes"].notna().any():
+            memory_ax.plot(samples["t_s"], samples["server_proc_mem_bytes"] / GIB, color=color, linestyle="--",
+                           label=f"{name} server process")
+        if "mem_total_bytes" in samples and samples["mem_total_bytes"].notna().any():
+            memory_ax.axhline(float(samples["mem_total_bytes"].max()) / GIB, color=color, linestyle=":",
+                              linewidth=1, label=f"{name} total")
+        if has_util:
+            axes[1].plot(samples["t_s"], samples["util_gpu_pct"], color=color, label=name)
+    memory_ax.set_ylabel("GPU memory (GiB)")
+    memory_ax.set_ylim(bottom=0)
+    memory_ax.set_title(f"GPU memory (NVML){suffix}")
+    plotting.legend(memory_ax)
+    if has_util:
+        axes[1].set_ylabel("GPU utilisation (%)")
+        axes[1].set_ylim(0, 105)
+    axes[-1].set_xlabel("time since the run started (s)")
+    return plotting.render(figure, "GPU memory over time", "Line chart: GPU memory used over the run, in GiB.")
+
+
+def _ps_figure(ps: pd.DataFrame, suffix: str) -> plotting.Plot:
+    figure, (ax,) = plotting.new_figure(1, 1, height_in=3.4)
+    polls = np.sort(ps["t_s"].dropna().unique())
+    models = sorted(str(m) for m in ps["name"].dropna().unique())
+    for index, model in enumerate(models):
+        rows = ps[ps["name"] == model].groupby("t_s")[["size_bytes", "size_vram_bytes"]].max()
+        # A poll that did not list the model means it was not loaded: draw 0 there.
+        rows = rows.reindex(polls).fillna(0.0)
+        color = plotting.PALETTE[index % len(plotting.PALETTE)]
+        short = plotting.shorten(model, 36)
+        ax.step(polls, rows["size_bytes"] / GIB, where="post", color=color, label=f"{short} size")
+        ax.step(polls, rows["size_vram_bytes"] / GIB, where="post", color=color, linestyle="--",
+                label=f"{short} size_vram")
+    ax.set_ylabel("memory (GiB)")
+    ax.set_xlabel("time since the run started (s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Loaded models (/api/ps){suffix}")
+    plotting.legend(ax)
+    return plotting.render(figure, "Loaded models over time (/api/ps)",
+                           "Step chart: size and size_vram of each loaded model over the run, in GiB.")
+
+
+def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
+    blocks: list[Any] = []
+    rows = []
+    sources: set[str] = set()
+    for group in kv["groups"]:
+        per_token = group.get("bytes_per_token") or {}
+        ratios = group.get("ratio_to_measured") or {}
+        rows.append((str(group.get("model")), str(group.get("cache_type")),
+                     *(_per_token(per_token.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps", "nvml")),
+                     *(_ratio(ratios.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps"))))
+        sources.add(str(group.get("measured_source")))
+    blocks.append(Table(
+        ("model", "KV cache type", "rule of thumb", "exact (GQA)", "/api/ps fit", "NVML fit",
+         "rule ÷ measured", "exact ÷ measured", "/api/ps ÷ measured"),
+        tuple(rows), caption=f"KV cache bytes per token of context{suffix} (measured = the "
+                             f"{' / '.join(sorted(s for s in sources if s != 'None')) or 'no'} fit)",
+        numeric=(False, False) + (True,) * 7))
+    for group in kv["groups"]:
+        plot = _kv_fit_figure(group, suffix)
+        if plot is not None:
+            blocks.append(Figure(plot, "Points: memory measured per cell at its total context (num_ctx × "
+                                       "NUM_PARALLEL). Lines: the least-squares fit, and the estimates' slopes "
+                                       "drawn through the fit's intercept."))
+    for note in kv.get("notes") or []:
+        blocks.append(Note(str(note)))
+    return blocks
+
+
+def _per_token(value: Any) -> str:
+    return fmt.DASH if value is None else f"{float(value) / 1024:.1f} KiB"
+
+
+def _ratio(value: Any) -> str:
+    return fmt.DASH if value is None else f"{float(value):.2f}×"
+
+
+def _kv_fit_figure(group: dict[str, Any], suffix: str) -> plotting.Plot | None:
+    points = pd.DataFrame(group.get("points") or [])
+    if points.empty or "ctx_total" not in points:
+        return None
+    measured = [c for c in ("nvml_bytes", "ollama_ps_bytes") if c in points and points[c].notna().any()]
+    if not measured:
+        return None
+    figure, (ax,) = plotting.new_figure(1, 1, height_in=3.6)
+    ctx = points["ctx_total"].to_numpy(float)
+    span = np.linspace(0, ctx.max() * 1.05, 50)
+    fits = group.get("fits") or {}
+    names = {"nvml_bytes": ("NVML (measured)", "nvml", "#1f77b4"),
+             "ollama_ps_bytes": ("/api/ps (Ollama's estimate)", "ollama_ps", "#ff7f0e")}
+    intercept = None
+    for column in measured:
+        label, fit_key, color = names[column]
+        ax.scatter(ctx, points[column].to_numpy(float) / GIB, color=color, label=label, zorder=3)
+        fit = fits.get(fit_key)
+        if fit:
+            ax.plot(span, (fit["fixed_bytes"] + fit["bytes_per_token"] * span) / GIB, color=color, linewidth=1.2,
+                    label=f"fit: {fit['bytes_per_token'] / 1024:.1f} KiB/token")
+            intercept = fit["fixed_bytes"] if intercept is None else intercept
+    per_token = group.get("bytes_per_token") or {}
+    if intercept is not None:
+        for key, label, style in (("exact", "exact estimate", "--"), ("rule_of_thumb", "rule of thumb", ":")):
+            if per_token.get(key):
+                ax.plot(span, (intercept + per_token[key] * span) / GIB, color="#2ca02c" if key == "exact" else "#7f7f7f",
+                        linestyle=style, label=f"{label}: {per_token[key] / 1024:.1f} KiB/token")
+    ax.set_xlabel("total context (num_ctx × NUM_PARALLEL, tokens)")
+    ax.set_ylabel("memory (GiB)")
+    ax.set_xlim(left=0)
+    ax.set_title(plotting.shorten(f"KV cache: {group.get('model')} ({group.get('cache_type')}){suffix}", 70))
+    plotting.figure_legend(figure, ax, columns=3)
+    return plotting.render(figure, "KV cache fit", "Scatter with lines: memory against total context, with "
+                                                   "the fitted and estimated bytes per token.")

@@ -1,0 +1,89 @@
+"""Section 7: the native API against the OpenAI-compatible API on otherwise identical cells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.report import formatting as fmt
+from bench.report import plotting
+from bench.report.data import RunView, clean, describe_settings
+from bench.report.page import Figure, Section, Table
+
+_METRICS = (("TTFT p50", "ttft_p50_s", True), ("TPOT p50", "tpot_p50_s", True),
+            ("output tok/s", "output_tps", False))
+
+
+def matched_pairs(view: RunView) -> list[tuple[str, str, str]]:
+    """(label, native cell_id, openai cell_id) for cells whose settings differ only in surface."""
+    settings = [c for c in view.run.cells.columns if c not in ("cell_id", "cell_index", "surface", "label")]
+    if "surface" not in view.cells:
+        return []
+    by_key: dict[tuple[str, ...], dict[str, str]] = {}
+    for cell_id, row in view.cells.iterrows():
+        key = tuple(repr(clean(row.get(name))) for name in settings)
+        by_key.setdefault(key, {})[str(row["surface"])] = str(cell_id)
+    names = [n for n in view.varying if n not in ("surface", "endpoint")]
+    pairs = []
+    for surfaces in by_key.values():
+        if "native" in surfaces and "openai" in surfaces and all(
+                view.cells.at[surfaces[name], "ok"] > 0 for name in ("native", "openai")):
+            native = view.cells.loc[surfaces["native"]].to_dict()
+            label = describe_settings(native, ["endpoint"] if not names else names)
+            label = label.replace("native/", "") if label.startswith("native/") else label
+            pairs.append((label or str(native.get("endpoint")), surfaces["native"], surfaces["openai"]))
+    return pairs
+
+
+def build(views: list[RunView]) -> Section | None:
+    pairs = {view.label: matched_pairs(view) for view in views}
+    if not any(pairs.values()):
+        return None
+    blocks: list[Any] = []
+    several = len(views) > 1
+    for view in views:
+        if not pairs[view.label]:
+            continue
+        blocks.append(Figure(_figure(view, pairs[view.label], several)))
+        blocks.append(_table(view, pairs[view.label], several))
+    return Section("surfaces", "Native API against OpenAI API",
+                   "The same model, prompts and load sent through Ollama's native API (/api/chat, NDJSON) and "
+                   "its OpenAI-compatible API (/v1/chat/completions, SSE). Note the OpenAI API ignores "
+                   "keep_alive and num_ctx, so server defaults apply there.", tuple(blocks))
+
+
+def _figure(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> plotting.Plot:
+    figure, axes = plotting.new_figure(1, 3, height_in=plotting.bar_height_in(2 * len(pairs)) + 0.8)
+    y = np.arange(len(pairs))
+    for index, (ax, (title, column, is_time)) in enumerate(zip(axes, _METRICS)):
+        native = np.array([view.cells.at[n, column] for _, n, _ in pairs], dtype=float)
+        openai = np.array([view.cells.at[o, column] for _, _, o in pairs], dtype=float)
+        scale, unit = plotting.time_unit(np.concatenate([native, openai])) if is_time else (1.0, "tokens/s")
+        ax.barh(y - 0.2, np.nan_to_num(native) * scale, height=0.38, color="#1f77b4", label="native API")
+        ax.barh(y + 0.2, np.nan_to_num(openai) * scale, height=0.38, color="#ff7f0e", label="OpenAI API")
+        ax.set_title(title)
+        ax.set_xlabel(f"{title.split()[0] if is_time else 'output'} ({unit})")
+        ax.set_yticks(y, [plotting.shorten(label, 28) for label, _, _ in pairs] if index == 0 else [])
+        ax.invert_yaxis()
+    plotting.figure_legend(figure, axes[0], columns=2)
+    figure.suptitle(f"Native against OpenAI API on matched cells{' — ' + view.label if several else ''}",
+                    fontweight="bold")
+    return plotting.render(figure, "Native against OpenAI API",
+                           "Paired bars: TTFT, TPOT and output throughput on each API for matched cells.")
+
+
+def _table(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> Table:
+    rows = []
+    for label, native, openai in pairs:
+        row: tuple[str, ...] = (label,)
+        for _, column, is_time in _METRICS:
+            show = fmt.seconds if is_time else fmt.rate
+            row += (show(view.cells.at[native, column]), show(view.cells.at[openai, column]),
+                    fmt.change(view.cells.at[native, column], view.cells.at[openai, column]))
+        rows.append(row)
+    columns = ("cell",) + tuple(f"{name} {part}" for name, _, _ in _METRICS
+                                for part in ("native", "OpenAI", "Δ"))
+    return Table(columns, tuple(rows), caption="Matched cells (Δ: OpenAI relative to native)"
+                 + (f" — {view.label}" if several else ""),
+                 numeric=(False,) + (True,) * (len(columns) - 1))

@@ -1,0 +1,590 @@
+"""A whole run: run directory and manifest, the target (URL, embedded sim or managed servers),
+telemetry, cells in order with progress, interrupts, and the outputs at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import os
+import platform
+import re
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from rich.console import Console
+
+from bench import __version__
+from bench.clients.base import RequestSpec
+from bench.errors import ScenarioError, TargetError, UsageError
+from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, client_health, run_cell_load
+from bench.plan import Cell, Overrides, plan_cells
+from bench.progress import RunProgress, describe_cell, summary_table, varying_settings
+from bench.prompts import Calibration, PromptSource, calibrate
+from bench.records import (
+    MANIFEST_FILE,
+    REPORT_HTML,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    RecordWriter,
+    RequestRecord,
+    write_json,
+    write_requests_parquet,
+)
+from bench.scenario import Scenario, resolve_ollama_host
+
+# After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.
+DEFAULT_GRACE_S = 10.0
+# /api/show fields kept in the manifest (the template and modelfile are long and say nothing
+# about performance).
+_SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything the command line adds to a scenario."""
+
+    scenario_path: Path | None = None
+    target: str | None = None  # --target URL|sim (overrides the scenario)
+    out_dir: Path | None = None  # --out DIR (else results/<run-id>)
+    results_root: Path = Path("results")
+    overrides: Overrides = field(default_factory=Overrides)
+    sim_speed: float | None = None  # --sim-speed, for `target: sim`
+    baseline: Path | None = None
+    grace_s: float = DEFAULT_GRACE_S
+    report: bool = True
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # complete | partial | failed
+    summary: pd.DataFrame | None
+    manifest: dict[str, Any]
+
+    @property
+    def interrupted(self) -> bool:
+        return str(self.manifest.get("stop_reason", "")).startswith("interrupted")
+
+
+def _optional_module(name: str) -> Any | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and name.startswith(error.name):
+            return None
+        raise
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
+    if options.out_dir is not None:
+        run_dir = options.out_dir
+        if (run_dir / MANIFEST_FILE).exists():
+            raise UsageError(f"--out {run_dir}: already holds a run (manifest.json); choose another")
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name).strip("-") or "run"
+        run_dir = options.results_root / f"{stamp}-{slug}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = options.results_root / f"{stamp}-{slug}-{suffix}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Targets:
+    """The server under test: a fixed URL, the embedded simulator, or managed servers per env group."""
+
+    def __init__(self, scenario: Scenario, options: RunOptions, run_dir: Path) -> None:
+        self.scenario, self.options, self.run_dir = scenario, options, run_dir
+        target = options.target or scenario.target
+        if scenario.server is not None and options.target is not None:
+            raise UsageError("--target: the scenario has a server: block; bench manages that server")
+        self.kind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
+        self.base_url = resolve_ollama_host(target) if self.kind == "url" else None
+        self.server: Any | None = None
+        self.group: int | None = None
+        self.servers: list[dict[str, Any]] = []
+        self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
+
+    def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
+        server_module = importlib.import_module("bench.server")
+        if self.kind == "sim":
+            sim = self.scenario.sim
+            args = ["--speed", str(self.options.sim_speed or sim.speed)]
+            if sim.gpu:
+                args += ["--gpu", sim.gpu]
+            if sim.gpu_memory:
+                args += ["--gpu-memory", sim.gpu_memory]
+            if sim.seed is not None:
+                args += ["--seed", str(sim.seed)]
+            return server_module.sim_command(args + list(sim.args)), {k: str(v) for k, v in sim.env.items()}
+        assert self.scenario.server is not None
+        return self.scenario.server.argv, dict(cell.server_env)
+
+    def ensure(self, cell: Cell) -> tuple[str, bool]:
+        """The base URL for this cell, (re)starting a server when its settings change; (url, new?)."""
+        if self.kind == "url":
+            assert self.base_url is not None
+            return self.base_url, self.group is None and self._mark(cell.server_group)
+        if self.server is not None and self.group == cell.server_group and self.server.is_alive():
+            return self.server.base_url, False
+        self.stop()
+        server_module = importlib.import_module("bench.server")
+        command, env = self._command_and_env(cell)
+        server_id = len(self.servers)
+        log_path = self.run_dir / f"server-{server_id}.log"
+        child_env = {**env, "OLLAMA_HOST": f"127.0.0.1:{self.port}"}
+        server = server_module.ManagedServer(command, child_env, log_path, port=self.port)
+        self.servers.append({"server_id": server_id, "env": env, "command": command,
+                             "log": log_path.name})
+        server.start()
+        self.servers[-1]["pid"] = server.pid
+        self.server, self.group = server, cell.server_group
+        ready_timeout_s = self.scenario.server.ready_timeout_s if self.scenario.server else 60.0
+        server.wait_ready(ready_timeout_s)
+        return server.base_url, True
+
+    def _mark(self, group: int) -> bool:
+        self.group = group
+        return True
+
+    @property
+    def server_id(self) -> int | None:
+        return len(self.servers) - 1 if self.servers else None
+
+    def server_died(self) -> bool:
+        return self.server is not None and not self.server.is_alive()
+
+    def pids(self) -> list[int] | None:
+        return [self.server.pid] if self.server is not None and self.server.pid else None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
+            self.server.stop(grace_s=grace_s)
+            self.server = None
+
+
+def _refused(base_url: str) -> TargetError:
+    return TargetError(
+        f"cannot connect to {base_url} (connection refused): is Ollama running? "
+        "Set the scenario's target, --target or OLLAMA_HOST"
+    )
+
+
+def preflight(base_url: str) -> None:
+    """GET / once: a server that is not there is a one-line TargetError, not an empty run."""
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            http.get(base_url + "/")
+    except httpx.ConnectError:
+        raise _refused(base_url) from None
+    except httpx.HTTPError as error:
+        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+
+
+async def fetch_version(base_url: str) -> str | None:
+    """GET /api/version; connection refused becomes a one-line TargetError."""
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False) as http:
+            response = await http.get("/api/version")
+    except httpx.ConnectError:
+        raise _refused(base_url) from None
+    except httpx.HTTPError as error:
+        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+    if response.status_code != 200:
+        return None
+    try:
+        return str(response.json().get("version"))
+    except ValueError:
+        return None
+
+
+class Run:
+    """One execution of a scenario; `execute()` is the whole life of a run directory."""
+
+    def __init__(self, scenario: Scenario, options: RunOptions, console: Console) -> None:
+        self.scenario, self.options, self.console = scenario, options, console
+        self.cells = plan_cells(scenario, options.overrides)
+        self.api_key = self._api_key()
+        self._check_slos()
+        target = options.target or scenario.target
+        if scenario.server is None and target != "sim":
+            # Fail before creating a run directory when there is nothing to measure.
+            preflight(resolve_ollama_host(target))
+        self.run_dir = new_run_dir(options, scenario)
+        self.targets = Targets(scenario, options, self.run_dir)
+        self.clock = Clock()
+        self.stop = StopControl()
+        self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed)
+        self.notes: list[str] = []
+        self.outcomes: list[CellOutcome] = []
+        self.cell_status: dict[str, str] = {cell.cell_id: "pending" for cell in self.cells}
+        self.cell_server: dict[str, int | None] = {}
+        self.abort = AbortTracker(scenario.abort_on.error_rate,
+                                  scenario.abort_on.consecutive_failures,
+                                  scenario.abort_on.min_requests)
+        self.failed_reason: str | None = None
+        self.telemetry: Any | None = None
+        self.manifest: dict[str, Any] = {}
+        varying = varying_settings([cell.settings for cell in self.cells])
+        self.labels = {cell.cell_id: describe_cell(cell.settings, varying) for cell in self.cells}
+        self.progress = RunProgress(console, len(self.cells))
+
+    def _check_slos(self) -> None:
+        """Unknown SLO names fail now, not after an hour of measuring."""
+        metrics = importlib.import_module("bench.metrics")
+        try:
+            metrics.cell_summary(pd.DataFrame(), slos=self.scenario.slo_values() or None)
+        except UsageError as error:
+            raise ScenarioError(f"{self.scenario.where('slos')}: {error}") from None
+
+    def _api_key(self) -> str | None:
+        name = self.scenario.api_key_env
+        if name is None:
+            return None
+        value = os.environ.get(name)
+        if not value:
+            raise UsageError(f"api_key_env: environment variable {name} is not set")
+        return value
+
+    # --- manifest ----------------------------------------------------------------------------
+
+    def _write_manifest(self, status: str, ended: bool = False) -> None:
+        health = client_health(self.outcomes)
+        self.manifest.update(
+            status=status,
+            ended_at=_now_iso() if ended else None,
+            cells=[
+                {"cell_id": c.cell_id, "cell_index": c.cell_index, "settings": c.settings,
+                 "status": self.cell_status[c.cell_id], "server_id": self.cell_server.get(c.cell_id),
+                 "label": self.labels[c.cell_id]}
+                for c in self.cells
+            ],
+            servers=self.targets.servers,
+            client={"cpu_s": health.cpu_s, "wall_s": health.wall_s,
+                    "dispatch_lag_p99_s": health.dispatch_lag_p99_s, "saturated": health.saturated},
+            calibration={"/".join(key): cal.to_dict() for key, cal in self.prompts.calibrations.items()},
+            notes=self.notes,
+        )
+        if self.failed_reason:
+            self.manifest["failure"] = self.failed_reason
+        if self.stop.reason:
+            self.manifest["stop_reason"] = self.stop.reason
+        write_json(self.run_dir / MANIFEST_FILE, self.manifest)
+
+    def _initial_manifest(self) -> None:
+        self.manifest = {
+            "run_id": self.run_dir.name,
+            "bench_version": __version__,
+            "status": "running",
+            "started_at": _now_iso(),
+            "ended_at": None,
+            "t0_epoch_s": self.clock.t0_epoch_s,
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                     "python": sys.version.split()[0], "cpu_count": os.cpu_count()},
+            "target": {"base_url": self.targets.base_url, "kind": self.targets.kind, "version": None},
+            "models": {},
+            "scenario": self.scenario.model_dump(mode="json"),
+            "scenario_path": str(self.options.scenario_path) if self.options.scenario_path else None,
+            "workers": 1,
+            "gpu": None,
+            "baseline": str(self.options.baseline) if self.options.baseline else None,
+        }
+        self._write_manifest("running")
+
+    # --- signals -----------------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed = []
+
+        def on_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            if not self.stop.stopped:
+                self.stop.request_stop(f"interrupted ({name})")
+                self.progress.note(f"{name}: no new requests; waiting up to {self.options.grace_s:.0f}s "
+                                   "for those in flight (again to stop now)")
+                loop.call_later(self.options.grace_s, self.stop.abort.set)
+            else:
+                self.stop.request_abort(f"interrupted ({name})")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (tests) or no signal support: run without
+        return installed
+
+    # --- the run -----------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        self._initial_manifest()
+        status = "failed"
+        try:
+            status = _run_async(self._run_cells())
+        except BaseException as error:
+            if self.failed_reason is None:
+                self.failed_reason = str(error) or type(error).__name__
+            if isinstance(error, KeyboardInterrupt):
+                status = "partial"
+                self.stop.reason = self.stop.reason or "interrupted"
+            else:
+                # The error itself is the one line the user sees; the run dir keeps what there is.
+                self._finish("failed", quiet=True)
+                raise
+        return self._finish(status)
+
+    async def _run_cells(self) -> str:
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop)
+        writer = RecordWriter(self.run_dir)
+        http: httpx.AsyncClient | None = None
+        try:
+            for cell in self.cells:
+                if self.stop.stopped:
+                    break
+                base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
+                if fresh:
+                    if http is not None:
+                        await http.aclose()
+                    http = await self._connect(base_url)
+                assert http is not None
+                self.cell_server[cell.cell_id] = self.targets.server_id
+                await self._run_cell(cell, http, writer)
+            if self.failed_reason:
+                return "failed"
+            return "partial" if self.stop.stopped else "complete"
+        finally:
+            if http is not None:
+                await http.aclose()
+            writer.close()
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            # Telemetry first: polling a server that is being stopped only records failed polls.
+            await asyncio.to_thread(self._stop_telemetry)
+            await asyncio.to_thread(self.targets.stop)
+
+    async def _connect(self, base_url: str) -> httpx.AsyncClient:
+        """Check a (new) server: version, models; start telemetry on the first; make the client."""
+        version = await fetch_version(base_url)
+        self.manifest["target"].update(base_url=base_url, version=version)
+        server_module = importlib.import_module("bench.server")
+        models = sorted({cell.settings["model"] for cell in self.cells})
+        shown = await asyncio.to_thread(server_module.check_models, base_url, models)
+        self.manifest["models"] = {
+            name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
+        }
+        self._start_or_move_telemetry(base_url)
+        self._write_manifest("running")
+        max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.cells)
+        clients_http = importlib.import_module("bench.clients.http")
+        return clients_http.make_http_client(base_url, self.api_key, max_in_flight,
+                                             timeout_s=self.scenario.load.timeout_s)
+
+    def _start_or_move_telemetry(self, base_url: str) -> None:
+        if self.telemetry is not None:
+            if hasattr(self.telemetry, "set_target"):
+                self.telemetry.set_target(base_url, self.targets.pids())
+            return
+        telemetry_module = _optional_module("bench.telemetry")
+        if telemetry_module is None or not hasattr(telemetry_module, "start_telemetry"):
+            self.notes.append("telemetry not available (bench.telemetry missing): no gpu/ps timelines")
+            return
+        self.telemetry = telemetry_module.start_telemetry(
+            self.run_dir, self.clock.t0, base_url, self.targets.pids()
+        )
+        self.manifest["gpu"] = self.telemetry.gpu_info
+
+    def _spec_factory(self, cell: Cell):  # noqa: ANN202 - closure type spelled in load.SpecFactory
+        settings = self.scenario.workload
+        key = (cell.settings["model"], cell.surface, cell.endpoint)
+
+        def make_spec(repeat: int, request_index: int, phase: str, scheduled_s: float) -> RequestSpec:
+            prompt = self.prompts.prompt_for(key, cell.cell_id, repeat, request_index,
+                                             cell.settings["prompt_tokens"])
+            return RequestSpec(
+                cell_id=cell.cell_id, request_index=request_index, surface=cell.surface,  # type: ignore[arg-type]
+                endpoint=cell.endpoint, model=cell.settings["model"], prompt=prompt,  # type: ignore[arg-type]
+                repeat=repeat, phase=phase,  # type: ignore[arg-type]
+                max_tokens=cell.settings["max_tokens"], num_ctx=cell.settings["num_ctx"],
+                keep_alive=cell.settings["keep_alive"], temperature=cell.settings["temperature"],
+                seed=settings.seed, format=cell.request_format, system=settings.prompt.system,
+                store_text=self.scenario.store_text, timeout_s=self.scenario.load.timeout_s,
+                scheduled_s=scheduled_s,
+            )
+
+        return make_spec
+
+    async def _calibrate(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
+        """Fit chars/token once per (model, surface, endpoint), with two warmup-phase probes."""
+        key = (cell.settings["model"], cell.surface, cell.endpoint)
+        if key in self.prompts.calibrations or not self.prompts.synthetic:
+            return
+        if not self.scenario.workload.prompt.calibrate:
+            self.prompts.calibrations[key] = Calibration(source="default (calibrate: false)")
+            return
+        clients = importlib.import_module("bench.clients")
+        probe_index = iter((-2, -1))  # negative request_index marks calibration probes
+
+        async def send_probe(text: str) -> RequestRecord:
+            spec = RequestSpec(
+                cell_id=cell.cell_id, request_index=next(probe_index), surface=cell.surface,  # type: ignore[arg-type]
+                endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
+                phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
+                keep_alive=cell.settings["keep_alive"], store_text=self.scenario.store_text,
+                timeout_s=self.scenario.load.timeout_s, scheduled_s=self.clock.now_s(),
+            )
+            record = await clients.send(http, spec, self.clock.t0)
+            writer.append(record)
+            return record
+
+        calibration = await calibrate(send_probe, self.scenario.workload.seed)
+        self.prompts.calibrations[key] = calibration
+        if calibration.source != "fitted":
+            self.notes.append(f"prompt calibration {'/'.join(key)}: {calibration.source}")
+
+    async def _run_cell(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
+        clients = importlib.import_module("bench.clients")
+        await self._calibrate(cell, http, writer)
+        if cell.gap_s > 0 and not self.stop.stopped:
+            try:
+                await asyncio.wait_for(self.stop.stop_dispatch.wait(), timeout=cell.gap_s)
+            except TimeoutError:
+                pass
+        if self.stop.stopped:
+            return
+        settings = cell.settings
+        load = CellLoad(
+            arrival=settings["arrival"], concurrency=settings["concurrency"],
+            rate_rps=settings["rate_rps"], requests=settings["requests"],
+            duration_s=settings["duration_s"], warmup_requests=settings["warmup_requests"],
+            repeats=settings["repeat"], seed=self.scenario.workload.seed, schedule_key=cell.cell_id,
+        )
+
+        def on_record(record: RequestRecord) -> None:
+            writer.append(record)
+            self.progress.record(record)
+            reason = self.abort.observe(record)
+            if reason is not None and not self.stop.stopped:
+                self.failed_reason = reason
+                self.stop.request_stop(reason)
+                self.progress.note(reason)
+            if record.error_class == "disconnected" and self.targets.server_died():
+                self.stop.request_stop("the managed server exited during the run")
+
+        async def send(spec: RequestSpec) -> RequestRecord:
+            return await clients.send(http, spec, self.clock.t0)
+
+        expected = (settings["requests"] or 0) * settings["repeat"] or None
+        self.progress.start_cell(cell.cell_index, self.labels[cell.cell_id], expected)
+        try:
+            outcome = await run_cell_load(load, self._spec_factory(cell), send, on_record,
+                                          self.clock, self.stop)
+        finally:
+            self.progress.close()
+        self.outcomes.append(outcome)
+        self.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
+        self.progress.end_cell(self.cell_status[cell.cell_id])
+        self._write_manifest("running")
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def _stop_telemetry(self) -> None:
+        if self.telemetry is None:
+            return
+        try:
+            self.telemetry.stop()  # idempotent
+            self.notes.extend(note for note in self.telemetry.notes if note not in self.notes)
+        except Exception as error:  # noqa: BLE001 - telemetry must not cost the measurements
+            self.notes.append(f"telemetry stop failed: {error}")
+
+    def _finish(self, status: str, quiet: bool = False) -> RunResult:
+        self._stop_telemetry()
+        requests = write_requests_parquet(self.run_dir)
+        summary = self._write_summary(requests)
+        self._write_manifest(status, ended=True)
+        if quiet:
+            return RunResult(self.run_dir, status, summary, self.manifest)
+        self._print_summary(summary, status)
+        if self.options.report and summary is not None:
+            self._write_report()
+        return RunResult(self.run_dir, status, summary, self.manifest)
+
+    def _write_summary(self, requests: pd.DataFrame) -> pd.DataFrame | None:
+        measured = requests[requests["phase"] == "measure"] if len(requests) else requests
+        if measured.empty:
+            return None
+        metrics = importlib.import_module("bench.metrics")
+        summary = metrics.cell_summary(measured, slos=self.scenario.slo_values() or None)
+        summary.to_csv(self.run_dir / SUMMARY_CSV)
+        write_json(self.run_dir / SUMMARY_JSON,
+                   summary.reset_index().astype(object).where(summary.reset_index().notna(), None)
+                   .to_dict(orient="records"))
+        return summary
+
+    def _print_summary(self, summary: pd.DataFrame | None, status: str) -> None:
+        if summary is not None:
+            order = {cell.cell_id: cell.cell_index for cell in self.cells}
+            ordered = summary.loc[sorted(summary.index, key=lambda cid: order.get(cid, 1 << 30))]
+            self.console.print(summary_table(ordered, self.labels))
+        health = client_health(self.outcomes)
+        if health.saturated:
+            self.console.print(
+                f"warning: the load generator may be the bottleneck (dispatch lag p99 "
+                f"{(health.dispatch_lag_p99_s or 0) * 1000:.0f} ms, CPU {health.cpu_s:.1f}s of "
+                f"{health.wall_s:.1f}s wall): numbers may describe the client, not the server",
+                highlight=False, soft_wrap=True)
+        for note in self.notes:
+            self.console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        reason = f" ({self.failed_reason or self.stop.reason})" if status != "complete" else ""
+        self.console.print(f"run {status}{reason}: {self.run_dir}", highlight=False, soft_wrap=True)
+
+    def _write_report(self) -> None:
+        report_module = _optional_module("bench.report")
+        if report_module is None or not hasattr(report_module, "write_report"):
+            return
+        try:
+            path = report_module.write_report([self.run_dir], self.run_dir / REPORT_HTML)
+            self.console.print(f"report: {path}", highlight=False, soft_wrap=True)
+        except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
+            self.console.print(f"warning: report failed: {type(error).__name__}: {error}",
+                               highlight=False, soft_wrap=True)
+
+
+def _run_async(coroutine: Any) -> Any:
+    """asyncio.run, on uvloop when it is installed (less client CPU per request)."""
+    uvloop = _optional_module("uvloop")
+    if uvloop is not None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
+    """Run a scenario end to end; returns where the results are and how it ended."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)  # a log file or a pipe: do not squeeze the table to 80
+    run = Run(scenario, options, console)
+    return run.execute()

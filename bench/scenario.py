@@ -1,0 +1,496 @@
+"""The scenario file: pydantic model, YAML loading with line numbers, JSON Schema.
+
+Every user mistake in a scenario becomes one ScenarioError line `FILE:LINE: field.path: message`.
+Fields marked as axes accept a single value or a list; a list makes a matrix axis (bench.plan).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    PrivateAttr,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bench.errors import ScenarioError
+
+
+def _as_list(value: Any) -> Any:
+    # A scalar is a one-value axis; None stays None so "not given" is distinguishable.
+    if value is None or isinstance(value, list):
+        return value
+    return [value]
+
+
+def _axis(item_type: Any) -> Any:
+    """A field that takes one value or a list of values (a matrix axis); stored as a list."""
+    return Annotated[
+        list[item_type],
+        BeforeValidator(_as_list, json_schema_input_type=item_type | list[item_type]),
+    ]
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+# Endpoint names a user writes: "surface/endpoint". `embeddings` is accepted for the OpenAI name.
+ENDPOINTS: dict[str, tuple[str, str]] = {
+    "native/chat": ("native", "chat"),
+    "native/generate": ("native", "generate"),
+    "native/embed": ("native", "embed"),
+    "openai/chat": ("openai", "chat"),
+    "openai/completions": ("openai", "completions"),
+    "openai/embeddings": ("openai", "embed"),
+    "openai/embed": ("openai", "embed"),
+}
+EndpointName = Literal[
+    "native/chat",
+    "native/generate",
+    "native/embed",
+    "openai/chat",
+    "openai/completions",
+    "openai/embeddings",
+    "openai/embed",
+]
+Arrival = Literal["closed", "constant", "poisson"]
+# A keep_alive as Ollama takes it: "5m", "1h30m", "300ms", seconds, 0 or negative.
+KeepAlive = str | int | float
+_DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Distribution(_Strict):
+    """A prompt-length distribution in tokens; draws are clipped to [min, max]."""
+
+    distribution: Literal["uniform", "normal", "lognormal"]
+    low: PositiveInt | None = Field(None, description="uniform: smallest length")
+    high: PositiveInt | None = Field(None, description="uniform: largest length")
+    mean: PositiveFloat | None = Field(None, description="normal: mean; lognormal: median")
+    stddev: NonNegativeFloat | None = Field(None, description="normal: standard deviation")
+    sigma: NonNegativeFloat | None = Field(None, description="lognormal: sigma of log-length")
+    min: PositiveInt = 1
+    max: PositiveInt = 32768
+
+    @model_validator(mode="after")
+    def _params_match_kind(self) -> Distribution:
+        needed = {"uniform": ("low", "high"), "normal": ("mean", "stddev"),
+                  "lognormal": ("mean", "sigma")}[self.distribution]
+        for name in needed:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name}: required for a {self.distribution} distribution")
+        if self.distribution == "uniform" and self.low > self.high:  # type: ignore[operator]
+            raise ValueError("high: must be >= low")
+        if self.min > self.max:
+            raise ValueError("max: must be >= min")
+        return self
+
+    @property
+    def mean_tokens(self) -> float:
+        import math
+
+        if self.distribution == "uniform":
+            return (self.low + self.high) / 2  # type: ignore[operator]
+        if self.distribution == "normal":
+            return float(self.mean)  # type: ignore[arg-type]
+        return float(self.mean) * math.exp(float(self.sigma) ** 2 / 2)  # type: ignore[arg-type]
+
+
+class PromptSpec(_Strict):
+    """Synthetic prompts of `tokens` length (fixed, a list = axis, or a distribution), or a file."""
+
+    tokens: _axis(PositiveInt) | Distribution | None = None  # type: ignore[valid-type]
+    file: str | None = Field(None, description="JSONL with `prompt`, or ShareGPT `conversations`")
+    system: str | None = None
+    calibrate: bool = Field(True, description="fit chars-per-token from the server's counts")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSpec:
+        if self.tokens is not None and self.file is not None:
+            raise ValueError("file: give either tokens or file, not both")
+        if self.tokens is None and self.file is None:
+            self.tokens = [128]
+        return self
+
+
+class Workload(_Strict):
+    endpoint: _axis(EndpointName) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["native/chat"], description="surface/endpoint, e.g. openai/chat"
+    )
+    model: _axis(str)  # type: ignore[valid-type]
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    max_tokens: _axis(PositiveInt) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [128], description="num_predict / max_tokens"
+    )
+    num_ctx: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    keep_alive: _axis(KeepAlive) | None = None  # type: ignore[valid-type]
+    temperature: _axis(NonNegativeFloat) | None = None  # type: ignore[valid-type]
+    seed: int | None = None
+    format: _axis(Literal["none", "json"] | dict[str, Any]) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["none"], description="none, json, or a JSON schema object"
+    )
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive_forms(cls, values: list[KeepAlive] | None) -> list[KeepAlive] | None:
+        for value in values or []:
+            if isinstance(value, str) and not _DURATION_RE.match(value.strip()):
+                raise ValueError(f"{value!r} is not a duration like 5m, 1h30m, 300ms, 0 or -1")
+        return values
+
+
+class Load(_Strict):
+    arrival: _axis(Arrival) = Field(default_factory=lambda: ["closed"])  # type: ignore[valid-type]
+    concurrency: _axis(PositiveInt) | None = Field(  # type: ignore[valid-type]
+        None, description="closed loop: workers; open loop: cap on requests in flight"
+    )
+    rate_rps: _axis(PositiveFloat) | None = None  # type: ignore[valid-type]
+    requests: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
+    duration_s: _axis(PositiveFloat) | None = None  # type: ignore[valid-type]
+    warmup_requests: NonNegativeInt = 1
+    repeats: PositiveInt = 1
+    timeout_s: PositiveFloat = 300.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Load:
+        open_loop = [a for a in self.arrival if a != "closed"]
+        if self.rate_rps is not None and not open_loop:
+            raise ValueError("rate_rps: needs arrival constant or poisson (closed loop has no rate)")
+        if open_loop and self.rate_rps is None:
+            raise ValueError(f"rate_rps: required for arrival {open_loop[0]}")
+        if self.requests is None and self.duration_s is None:
+            self.requests = [32]
+        return self
+
+
+class Pace(_Strict):
+    gap_s: _axis(NonNegativeFloat) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [0.0], description="idle seconds before each cell"
+    )
+
+
+class SimTarget(_Strict):
+    """Settings of the embedded simulator for `target: sim`."""
+
+    speed: PositiveFloat = 1.0
+    gpu: str | None = None
+    gpu_memory: str | None = None
+    seed: int | None = None
+    env: dict[str, str | int | float] = Field(default_factory=dict)
+    args: list[str] = Field(default_factory=list, description="more `bench sim` arguments")
+
+
+class ServerBlock(_Strict):
+    """A managed server: bench starts it per distinct env combination on a free loopback port."""
+
+    command: list[str] | str = "ollama serve"
+    env: dict[str, _axis(str | int | float)] = Field(default_factory=dict)  # type: ignore[valid-type]
+    ready_timeout_s: PositiveFloat = 120.0
+    stop_grace_s: PositiveFloat = 10.0
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, values in env.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if not values:
+                raise ValueError(f"{name}: empty list")
+        return env
+
+    @property
+    def argv(self) -> list[str]:
+        import shlex
+
+        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+
+
+class Matrix(_Strict):
+    zip: list[list[str]] = Field(default_factory=list, description="axes that move together")
+
+
+class AbortOn(_Strict):
+    error_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    consecutive_failures: PositiveInt | None = None
+    min_requests: PositiveInt = Field(20, description="error_rate is checked after this many")
+
+
+class Scenario(_Strict):
+    """A benchmark scenario: what to hit, with which requests, at which load, over which matrix."""
+
+    name: str = "scenario"
+    description: str = ""
+    target: str | None = Field(None, description="base URL, or `sim`; default from OLLAMA_HOST")
+    sim: SimTarget = Field(default_factory=SimTarget)
+    server: ServerBlock | None = None
+    api_key_env: str | None = Field(None, description="name of the env var holding an API key")
+    workload: Workload
+    load: Load = Field(default_factory=Load)
+    matrix: Matrix = Field(default_factory=Matrix)
+    pace: Pace = Field(default_factory=Pace)
+    slos: dict[str, str | float] = Field(default_factory=dict)
+    gates: dict[str, str] = Field(default_factory=dict)
+    store_text: bool = False
+    abort_on: AbortOn = Field(default_factory=AbortOn)
+
+    # Where the scenario came from, so later checks (bench.plan) can name FILE:LINE too.
+    _source: str = PrivateAttr(default="<scenario>")
+    _root: Any = PrivateAttr(default=None)
+
+    def where(self, *loc: str | int) -> str:
+        """`FILE:LINE: dotted.path` of a field, for error messages raised after loading."""
+        line, path = _line_for(self._root, loc)
+        return f"{self._source}:{line}: {'.'.join(str(p) for p in loc)}"
+
+    @field_validator("slos")
+    @classmethod
+    def _slo_values(cls, slos: dict[str, str | float]) -> dict[str, str | float]:
+        for metric, value in slos.items():
+            if not _METRIC_NAME_RE.match(metric):
+                raise ValueError(f"{metric!r} is not a metric name like ttft_p95")
+            if isinstance(value, str) and not _SLO_VALUE_RE.match(value):
+                raise ValueError(f"{metric}: {value!r} is not a number or a duration like 2s, 100ms")
+        return slos
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError("must be the NAME of an environment variable, not a key")
+        return name
+
+    @model_validator(mode="after")
+    def _target_vs_server(self) -> Scenario:
+        if self.server is not None and self.target not in (None, "managed"):
+            raise ValueError("target: leave it out when a server: block manages the server")
+        return self
+
+    def slo_values(self) -> dict[str, float]:
+        """SLOs as numbers: durations in seconds, rates as given."""
+        return {metric: parse_slo_value(value) for metric, value in self.slos.items()}
+
+
+def parse_slo_value(value: str | float) -> float:
+    if not isinstance(value, str):
+        return float(value)
+    match = _SLO_VALUE_RE.match(value)
+    if match is None:
+        raise ScenarioError(f"{value!r} is not a number or a duration")
+    number = float(match.group(1))
+    return number * {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}[match.group(2)]
+
+
+# --- loading with line numbers ---------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader (no arbitrary objects) that also exposes the composed node tree."""
+
+
+def _compose_and_construct(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    loader: _LineLoader | None = None
+    try:
+        loader = _LineLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_duplicate_keys(node, source)
+        return loader.construct_document(node), node
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = error.problem or error.context or "invalid YAML"
+        raise ScenarioError(f"{source}:{line}: YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, max(0, error.position)) + 1
+        raise ScenarioError(
+            f"{source}:{line}: YAML syntax error: character #x{error.character:04x} is not allowed"
+        ) from None
+    except yaml.YAMLError as error:
+        summary = str(error).replace("\n", " ")
+        raise ScenarioError(f"{source}:1: YAML error: {summary}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_duplicate_keys(node: yaml.Node, source: str, path: str = "") -> None:
+    # yaml.safe_load keeps the last of two equal keys silently; a benchmark must not guess.
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            field_path = f"{path}.{key}" if path else key
+            if key in seen:
+                raise ScenarioError(
+                    f"{source}:{key_node.start_mark.line + 1}: {field_path}: duplicate key"
+                )
+            seen.add(key)
+            _check_duplicate_keys(value_node, source, field_path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, source, f"{path}[{index}]")
+
+
+def _line_for(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int, list[str]]:
+    """Follow a pydantic error location through the YAML nodes; return (line, readable path).
+
+    Union branch names and list-wrapping indexes that have no node are skipped, so the line is
+    that of the deepest node the location reaches.
+    """
+    if root is None:
+        return 1, [str(part) for part in loc if isinstance(part, (str, int))]
+    node = root
+    line = node.start_mark.line + 1
+    path: list[str] = []
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key_node, value_node in node.value:
+                if str(key_node.value) == part:
+                    path.append(part)
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                if _is_field_name(part):
+                    # A missing required field: report it at the mapping that lacks it.
+                    path.append(part)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part < len(node.value):
+                path.append(f"[{part}]")
+                node = node.value[part]
+                line = node.start_mark.line + 1
+    return line, path
+
+
+def _is_field_name(part: str) -> bool:
+    # pydantic's union-branch tags look like "list[int]" or "function-after[...]"; field names don't.
+    return re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", part) is not None and part not in {
+        "str", "int", "float", "bool", "dict", "list", "none", "literal",
+    }
+
+
+def _located(error: dict[str, Any], root: yaml.Node | None) -> tuple[int, list[str], str]:
+    message: str = error["msg"]
+    message = message.removeprefix("Value error, ")
+    loc = tuple(error["loc"])
+    # Cross-field checks name the field they blame: "rate_rps: ...". Point at that field's line.
+    named = re.match(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", message)
+    if named is not None and error["type"] == "value_error":
+        loc = loc + (named.group(1),)
+        message = named.group(2)
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    line, path = _line_for(root, loc)
+    return line, path, message
+
+
+def _format_errors(errors: list[dict[str, Any]], root: yaml.Node | None, source: str) -> str:
+    """One line for the error that explains the mistake best.
+
+    For union fields pydantic reports one error per branch. The branch whose location goes
+    deepest into the user's YAML, and that is not a mere type mismatch, explains it best.
+    """
+    first_field = errors[0]["loc"][:1]
+    candidates = [error for error in errors if error["loc"][:1] == first_field]
+
+    def score(error: dict[str, Any]) -> tuple[int, int]:
+        _, path, _ = _located(error, root)
+        return (len(path), 0 if error["type"].endswith("_type") else 1)
+
+    line, path, message = _located(max(candidates, key=score), root)
+    dotted = ".".join(path).replace(".[", "[") or "(top level)"
+    return f"{source}:{line}: {dotted}: {message}"
+
+
+def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Parse scenario YAML text; raises ScenarioError `SOURCE:LINE: field: message`."""
+    data, root = _compose_and_construct(text, source)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}:1: (top level): a scenario must be a mapping of fields")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as error:
+        message = _format_errors(error.errors(include_url=False), root, source)
+        raise ScenarioError(message) from None
+    scenario._source, scenario._root = source, root
+    prompt_file = scenario.workload.prompt.file
+    if prompt_file is not None and base_dir is not None and not Path(prompt_file).is_absolute():
+        scenario.workload.prompt.file = str((base_dir / prompt_file).resolve())
+    if scenario.workload.prompt.file is not None and not Path(scenario.workload.prompt.file).is_file():
+        line, _ = _line_for(root, ("workload", "prompt", "file"))
+        raise ScenarioError(
+            f"{source}:{line}: workload.prompt.file: no such file {scenario.workload.prompt.file}"
+        )
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    scenario_path = Path(path)
+    try:
+        text = scenario_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{scenario_path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(f"{scenario_path}: cannot read ({error})") from None
+    return parse_scenario(text, str(scenario_path), scenario_path.parent)
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema of the scenario file, for editors (yaml-language-server)."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bench scenario"
+    return schema
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def resolve_ollama_host(value: str | None = None) -> str:
+    """A base URL from an OLLAMA_HOST-style value, as Ollama's envconfig.Host() reads it.
+
+    Scheme optional (http); without a port: 11434, or 80/443 when the scheme was written.
+    """
+    raw = (value if value is not None else os.environ.get("OLLAMA_HOST", "")).strip().strip("\"'")
+    default_port = "11434"
+    if "://" in raw:
+        scheme, hostport = raw.split("://", 1)
+        default_port = {"http": "80", "https": "443"}.get(scheme, default_port)
+    else:
+        scheme, hostport = "http", raw
+    hostport, _, url_path = hostport.partition("/")
+    host, port = "127.0.0.1", default_port
+    if hostport.startswith("["):  # [::1]:11434
+        bracket_end = hostport.find("]")
+        host = hostport[: bracket_end + 1]
+        rest = hostport[bracket_end + 1:]
+        if rest.startswith(":") and rest[1:]:
+            port = rest[1:]
+    elif hostport.count(":") == 1:
+        host_part, port = hostport.split(":")
+        host = host_part or "127.0.0.1"
+    elif hostport:
+        host = hostport
+    if not port.isdigit() or int(port) > 65535:
+        host, port = "127.0.0.1", "11434"
+    base = f"{scheme}://{host}:{port}"
+    return f"{base}/{url_path}".rstrip("/") if url_path else base

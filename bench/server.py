@@ -1,0 +1,300 @@
+"""Managed server lifecycle: start `ollama serve` (or `bench sim`) on a loopback port, wait until
+it answers, check its models, stop it cleanly, keep its log.
+
+Server settings (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE, ...) are read once at startup, so the only
+way to measure them is one server process per setting; bench.runner starts one ManagedServer per
+distinct environment and reuses it for adjacent cells.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+
+from bench.errors import TargetError
+
+_READY_BODY = "Ollama is running"
+_POLL_INTERVAL_S = 0.1
+_LOG_TAIL_BYTES = 64 * 1024
+
+
+def sim_command(extra_args: list[str]) -> list[str]:
+    """The argv that runs `bench sim` with this interpreter (works without the console script)."""
+    return [sys.executable, "-m", "bench", "sim", *extra_args]
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free right now on `host` (bind port 0, read it, release it)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return int(probe.getsockname()[1])
+
+
+def _host_port(host: str, port: int) -> str:
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
+class ManagedServer:
+    """One server process bench owns: own process group, log file, loopback address."""
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        if not command:
+            raise TargetError("server.command: empty command")
+        self.command = list(command)
+        self.env = dict(env)
+        self.log_path = Path(log_path)
+        self.host = host
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._stopped = False
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the process (stdout+stderr to the log) on host:port, a free port if none given."""
+        if not is_loopback(self.host):
+            # A managed server is bench's own child; exposing it beyond the machine is never intended.
+            raise TargetError(
+                f"server host {self.host!r} is not a loopback address: a managed server listens on "
+                "127.0.0.1, ::1 or localhost only"
+            )
+        if self._process is not None:
+            raise RuntimeError("ManagedServer.start() called twice")
+        if self.port is None:
+            self.port = free_port("127.0.0.1" if self.host == "localhost" else self.host)
+        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port)}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
+        try:
+            self._process = subprocess.Popen(
+                self.command,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() signals runners it spawned too
+            )
+        except OSError as error:
+            self._log_file.close()
+            reason = error.strerror or str(error)
+            raise TargetError(f"cannot start server {self.command[0]!r}: {reason}") from None
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        """Poll `GET /` until 200 `Ollama is running`; TargetError if the child exits or time runs out."""
+        process = self._require_started()
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2.0, trust_env=False) as http:
+            while True:
+                code = process.poll()
+                if code is not None:
+                    raise TargetError(self._with_log(
+                        f"server `{self._command_text()}` exited with code {code} before it was ready "
+                        f"(log {self.log_path})"
+                    ))
+                try:
+                    response = http.get(self.base_url + "/")
+                    if response.status_code == 200 and _READY_BODY in response.text:
+                        return
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise TargetError(self._with_log(
+                        f"server `{self._command_text()}` not ready on {self.base_url} after "
+                        f"{timeout_s:g}s (log {self.log_path})"
+                    ))
+                time.sleep(_POLL_INTERVAL_S)
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("ManagedServer.base_url before start()")
+        return f"http://{_host_port(self.host, self.port)}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def last_log_lines(self, n: int = 20) -> list[str]:
+        """The last n non-empty lines of the server's log."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                size = log.tell()
+                log.seek(max(0, size - _LOG_TAIL_BYTES))
+                tail = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        lines = [line.rstrip() for line in tail.splitlines() if line.strip()]
+        return lines[-n:] if n > 0 else []
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def stop(self, grace_s: float = 10) -> None:
+        """SIGTERM the process group, SIGKILL what is left after grace_s; safe to call twice."""
+        process = self._process
+        if process is None or self._stopped:
+            self._close_log()
+            return
+        self._stopped = True
+        group = process.pid  # start_new_session: the group id is the leader's pid
+        _signal_group(group, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        try:
+            process.wait(timeout=max(0.0, grace_s))
+        except subprocess.TimeoutExpired:
+            pass
+        # The leader may be gone while children it spawned (Ollama's runners) linger in the group.
+        while _group_exists(group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None or _group_exists(group):
+            _signal_group(group, signal.SIGKILL)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_log()
+
+    def __enter__(self) -> ManagedServer:
+        if self._process is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _require_started(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("ManagedServer.wait_ready() before start()")
+        return self._process
+
+    def _command_text(self) -> str:
+        return " ".join(self.command)
+
+    def _with_log(self, message: str, n: int = 5) -> str:
+        lines = self.last_log_lines(n)
+        return f"{message}; last log lines: {' | '.join(lines)}" if lines else f"{message}; log is empty"
+
+    def _close_log(self) -> None:
+        if self._log_file is not None and not self._log_file.closed:
+            self._log_file.close()
+
+
+def _signal_group(group: int, signum: signal.Signals) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_exists(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def server_pids(server: ManagedServer) -> list[int]:
+    """The server's pid and all its descendants (Ollama's runner processes), for NVML matching."""
+    root = server.pid
+    if root is None or not server.is_alive():
+        return []
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return [root]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Field 2 (comm) may hold spaces and parentheses; the ppid is the second field after it.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) >= 2:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    pids, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        pids.append(pid)
+        pending.extend(children.get(pid, []))
+    return sorted(pids)
+
+
+def check_models(base_url: str, models: list[str], timeout_s: float = 10) -> dict[str, dict[str, Any]]:
+    """`POST /api/show` per model; TargetError naming the model (and `ollama pull`) when one is missing."""
+    shown: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=base_url, timeout=timeout_s, trust_env=False) as http:
+        for model in models:
+            try:
+                response = http.post("/api/show", json={"model": model})
+            except httpx.ConnectError:
+                raise TargetError(f"cannot connect to {base_url} (connection refused): is the server running?") from None
+            except httpx.HTTPError as error:
+                raise TargetError(f"{base_url}/api/show for {model!r}: {type(error).__name__}: {error}") from None
+            if response.status_code == 404:
+                raise TargetError(f'model "{model}" not found on {base_url}: try "ollama pull {model}"')
+            if response.status_code != 200:
+                raise TargetError(
+                    f"{base_url}/api/show for {model!r}: HTTP {response.status_code}: {_error_text(response)}"
+                )
+            try:
+                shown[model] = response.json()
+            except ValueError:
+                raise TargetError(f"{base_url}/api/show for {model!r}: answer is not JSON") from None
+    return shown
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and "error" in body:
+        error = body["error"]
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:200]
+    return response.text[:200]

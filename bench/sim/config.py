@@ -1,0 +1,191 @@
+"""The simulator's configuration: OLLAMA_* variables read as Ollama reads them, plus sim knobs.
+
+`build_config` is the one parser used by both `bench sim` and `bench.sim.testing.running_sim`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.sim.catalog import Catalog, GpuProfile, load_catalog
+from bench.sim.durations import keep_alive_s, parse_bytes
+from bench.sim.errors import SimConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11434
+DEFAULT_GPU = "rtx4090"
+KV_CACHE_TYPES = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Injected failures, each a per-request probability (seeded); all off by default."""
+
+    error_rate: float = 0.0  # 500 before anything is sent
+    cut_rate: float = 0.0  # stream closed mid-way without a done line
+    stall_rate: float = 0.0  # stream pauses stall_s (wall seconds, not scaled by --speed)
+    stall_s: float = 5.0
+    malformed_rate: float = 0.0  # one garbage line inside the stream
+
+    @property
+    def any(self) -> bool:
+        return any(rate > 0 for rate in (self.error_rate, self.cut_rate, self.stall_rate, self.malformed_rate))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    num_parallel: int = 1
+    max_queue: int = 512
+    keep_alive_s: float = 300.0
+    max_loaded_models: int = 3
+    context_length: int = 4096
+    kv_cache_type: str = "f16"
+    flash_attention: bool = False
+    gpu_overhead_bytes: int = 0
+    gpu: GpuProfile | None = None
+    seed: int = 0
+    speed: float = 1.0
+    catalog: Catalog = field(default_factory=Catalog)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    emit_log_path: Path | None = None
+
+    @property
+    def kv_bytes_per_element(self) -> float:
+        return KV_CACHE_TYPES[self.effective_kv_cache_type]
+
+    @property
+    def effective_kv_cache_type(self) -> str:
+        # Ollama only honours a quantised KV cache with flash attention on; else it falls back to f16.
+        return self.kv_cache_type if self.flash_attention else "f16"
+
+
+def _uint(env: Mapping[str, str], name: str, default: int, zero_is_default: bool = True) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SimConfigError(f"{name}={raw!r}: expected a non-negative integer") from None
+    if value < 0:
+        raise SimConfigError(f"{name}={raw!r}: expected a non-negative integer")
+    # The scheduler treats 0 as "automatic" for NUM_PARALLEL and MAX_LOADED_MODELS; a MAX_QUEUE of 0
+    # is taken literally (an unbuffered pending channel).
+    return value or default if zero_is_default else value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "f", "no", "off"):
+        return False
+    if raw in ("1", "true", "t", "yes", "on"):
+        return True
+    raise SimConfigError(f"{name}={env[name]!r}: expected a boolean (1/0/true/false)")
+
+
+def _rate(env: Mapping[str, str], name: str, override: float | None) -> float:
+    if override is not None:
+        value, where = override, name
+    else:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return 0.0
+        try:
+            value, where = float(raw), f"{name}={raw!r}"
+        except ValueError:
+            raise SimConfigError(f"{name}={raw!r}: expected a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise SimConfigError(f"{where}: expected a number between 0 and 1, got {value}")
+    return value
+
+
+def parse_host(raw: str) -> tuple[str, int]:
+    """OLLAMA_HOST as envconfig.Host reads it: [scheme://]host[:port], defaults 127.0.0.1:11434."""
+    text = raw.strip().strip("\"'")
+    if not text:
+        return DEFAULT_HOST, DEFAULT_PORT
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise SimConfigError(f"OLLAMA_HOST={raw!r}: expected [scheme://]host[:port]") from None
+    host = parts.hostname or DEFAULT_HOST
+    return host, port if port is not None else DEFAULT_PORT
+
+
+def build_config(
+    env: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    gpu: str | None = None,
+    gpu_memory: str | None = None,
+    seed: int = 0,
+    catalog_path: str | Path | None = None,
+    speed: float = 1.0,
+    faults: FaultConfig | None = None,
+    fault_rates: Mapping[str, float | None] | None = None,
+    emit_log_path: str | Path | None = None,
+) -> SimConfig:
+    """Resolve flags over OLLAMA_* / BENCH_SIM_* variables into a SimConfig; bad values raise SimConfigError."""
+    env_host, env_port = parse_host(env.get("OLLAMA_HOST", ""))
+    raw_keep_alive = env.get("OLLAMA_KEEP_ALIVE", "").strip()
+    try:
+        default_keep_alive_s = keep_alive_s(raw_keep_alive) if raw_keep_alive else 300.0
+    except ValueError:
+        raise SimConfigError(f"OLLAMA_KEEP_ALIVE={raw_keep_alive!r}: expected a duration like 5m, 1h30m, 0 or -1") from None
+    kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower() or "f16"
+    if kv_type not in KV_CACHE_TYPES:
+        raise SimConfigError(f"OLLAMA_KV_CACHE_TYPE={kv_type!r}: expected one of f16, q8_0, q4_0")
+    max_queue = _uint(env, "OLLAMA_MAX_QUEUE", 512, zero_is_default=False)
+    if speed <= 0:
+        raise SimConfigError(f"--speed {speed}: must be > 0")
+    catalog = load_catalog(catalog_path)
+    gpu_name = (gpu or env.get("BENCH_SIM_GPU", "") or DEFAULT_GPU).strip().lower()
+    profile = catalog.gpus.get(gpu_name)
+    if profile is None:
+        raise SimConfigError(f"--gpu {gpu_name!r}: unknown GPU; choose one of {', '.join(sorted(catalog.gpus))}")
+    if gpu_memory:
+        profile = GpuProfile(**{**profile.__dict__, "memory_bytes": parse_bytes(gpu_memory, "--gpu-memory")})
+    raw_overhead = env.get("OLLAMA_GPU_OVERHEAD", "").strip()
+    gpu_overhead = parse_bytes(raw_overhead, "OLLAMA_GPU_OVERHEAD") if raw_overhead else 0
+    if faults is None:
+        rates = dict(fault_rates or {})
+        stall_raw = rates.get("stall_s")
+        env_stall = env.get("BENCH_SIM_FAULT_STALL_S", "").strip()
+        try:
+            stall_s = float(stall_raw if stall_raw is not None else (env_stall or 5.0))
+        except ValueError:
+            raise SimConfigError(f"BENCH_SIM_FAULT_STALL_S={env_stall!r}: expected seconds") from None
+        faults = FaultConfig(
+            error_rate=_rate(env, "BENCH_SIM_FAULT_ERROR_RATE", rates.get("error_rate")),
+            cut_rate=_rate(env, "BENCH_SIM_FAULT_CUT_RATE", rates.get("cut_rate")),
+            stall_rate=_rate(env, "BENCH_SIM_FAULT_STALL_RATE", rates.get("stall_rate")),
+            stall_s=stall_s,
+            malformed_rate=_rate(env, "BENCH_SIM_FAULT_MALFORMED_RATE", rates.get("malformed_rate")),
+        )
+    return SimConfig(
+        host=host or env_host,
+        port=port if port is not None else env_port,
+        num_parallel=_uint(env, "OLLAMA_NUM_PARALLEL", 1),
+        max_queue=max_queue,
+        keep_alive_s=default_keep_alive_s,
+        max_loaded_models=_uint(env, "OLLAMA_MAX_LOADED_MODELS", 3),
+        context_length=_uint(env, "OLLAMA_CONTEXT_LENGTH", 4096),
+        kv_cache_type=kv_type,
+        flash_attention=_bool(env, "OLLAMA_FLASH_ATTENTION"),
+        gpu_overhead_bytes=gpu_overhead,
+        gpu=profile,
+        seed=seed,
+        speed=speed,
+        catalog=catalog,
+        faults=faults,
+        emit_log_path=Path(emit_log_path) if emit_log_path else None,
+    )

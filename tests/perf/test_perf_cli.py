@@ -1,0 +1,38 @@
+"""`bench perf --quick` runs end to end and writes perf.json with every section (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.perf.suite import ramp_should_stop
+
+
+def test_ramp_stops_after_two_levels_without_growth() -> None:
+    assert not ramp_should_stop([100, 200, 400])
+    assert not ramp_should_stop([100, 200, 205])
+    assert ramp_should_stop([100, 400, 405, 390])
+    assert not ramp_should_stop([100, 400, 405, 500])
+
+
+def test_perf_quick_writes_every_field(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "perf", "--quick", "--surface", "native",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    perf = json.loads((tmp_path / "perf.json").read_text())
+    assert {"cpu_model", "cpu_count", "python", "uvloop", "pinned"} <= set(perf["machine"])
+    best = perf["throughput"]["httpx"]["native"]["best"]
+    assert best["rps"] > 0 and best["ok"] > 0
+    assert best["cpu_us_per_request"] > 0 and best["cpu_us_per_token"] > 0
+    held = perf["held_streams"]["httpx"]["native"]
+    assert held["levels"][0]["streams"] == 256 and held["kib_per_stream"] is not None
+    levels = perf["accuracy"]["httpx"]["native"]["levels"]
+    assert set(levels) == {"1", "64", "256", "64-staggered", "256-staggered"}
+    for errors in levels.values():
+        assert errors["matched"] > 0 and errors["count_mismatch"] == 0
+        assert errors["ttft_error"]["p99_ms"] is not None
+    assert set(perf["summary"]["httpx"]["targets"]) == {"rps_1000", "streams_1024", "ttft_p99_1ms_at_256"}
+    assert "bench perf" in completed.stdout

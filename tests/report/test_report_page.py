@@ -1,0 +1,118 @@
+"""The HTML report of stored runs: sections present exactly when the run has data, warnings, escaping."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.report import write_report
+
+SCRIPT = "<script>window.__pwned=1</script>"
+ALL_SECTIONS = ["answer", "throughput", "latency", "errors", "keepalive", "memory", "surfaces", "environment"]
+
+
+def section_ids(html: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)"', html)
+
+
+def report_of(*run_dirs: Path, out: Path | None = None) -> str:
+    out = out or run_dirs[0] / "report.html"
+    return write_report(list(run_dirs), out).read_text(encoding="utf-8")
+
+
+def test_full_run_shows_every_section_in_order(make_run: Callable[..., Path]) -> None:
+    html = report_of(make_run(gpu=True, ps=True, kv=True, recommendation=True))
+    assert section_ids(html) == ALL_SECTIONS
+    assert html.count("<img ") >= 10
+    assert "KV cache bytes per token of context" in html
+    assert "recommended OLLAMA_NUM_PARALLEL=2" in html
+    assert "Where the 503s came from" in html
+
+
+def test_sections_without_data_are_left_out(make_run: Callable[..., Path]) -> None:
+    run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False)
+    html = report_of(run)
+    assert section_ids(html) == ["answer", "throughput", "latency", "environment"]
+    assert "No warnings" in html
+
+
+def test_run_with_only_errors_reports_them_without_latency(make_run: Callable[..., Path]) -> None:
+    html = report_of(make_run(only_errors=True, cold_measured=False))
+    assert section_ids(html) == ["answer", "errors", "environment"]
+    assert "client_error" in html and "404" in html
+    assert "not found, try pulling it first" in html
+
+
+def test_run_without_requests_still_gives_a_page(make_run: Callable[..., Path]) -> None:
+    run = make_run(requests_per_cell=0, surfaces=("native",), concurrencies=(1,), rejected_at=None,
+                   cold_measured=False)
+    (run / "requests.jsonl").write_bytes(b"")
+    html = report_of(run)
+    assert section_ids(html)[0] == "answer" and section_ids(html)[-1] == "environment"
+    assert "No measured request was recorded" in html
+
+
+def test_warnings_name_saturation_rejections_spill_cold_loads_and_partial_runs(make_run: Callable[..., Path]) -> None:
+    html = report_of(make_run(saturated=True, spill=True, status="partial"))
+    answer = html.split('<section id="answer">')[1].split("</section>")[0]
+    assert "client was saturated" in answer
+    assert "rejected with 503" in answer
+    assert "CPU spill" in answer and "41% on CPU" in answer
+    assert "paid a model load" in answer and "native/chat c=1 (1)" in answer
+    assert "The run is partial: 1 cell(s) did not complete" in answer
+
+
+def test_script_from_server_and_scenario_is_escaped(make_run: Callable[..., Path]) -> None:
+    run = make_run(model=SCRIPT, scenario_name=SCRIPT, error_message=f"model {SCRIPT} failed",
+                   ps=True, gpu=True)
+    html = report_of(run)
+    # The page carries no script of its own, so any '<script' would be injected markup.
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+    title = re.search(r"<title>(.*?)</title>", html, re.S)
+    assert title is not None and "&lt;script&gt;" in title.group(1)
+
+
+def test_page_fetches_nothing_from_the_network(make_run: Callable[..., Path]) -> None:
+    html = report_of(make_run(gpu=True, ps=True, kv=True))
+    sources = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert sources and all(s.startswith(("data:", "#")) for s in sources)
+    assert "default-src 'none'" in html
+
+
+def test_comparison_labels_runs_and_compares_matching_cells(make_run: Callable[..., Path], tmp_path: Path) -> None:
+    baseline = make_run(run_id="baseline-run")
+    current = make_run(run_id="current-run", speed_factor=0.5)
+    html = report_of(baseline, current, out=tmp_path / "compare.html")
+    assert "baseline-run (baseline) against current-run" in html
+    assert "current-run against the baseline baseline-run" in html
+    # TTFT halves (minus fixed overheads): the change column shows a large improvement.
+    assert re.search(r"-[3-6]\d\.\d%", html)
+    assert section_ids(html)[:3] == ["answer", "throughput", "latency"]
+
+
+def test_same_run_twice_gets_distinct_labels(make_run: Callable[..., Path], tmp_path: Path) -> None:
+    first = make_run(run_id="same")
+    second = tmp_path / "copy-of-same"
+    shutil.copytree(first, second)
+    html = report_of(first, second, out=tmp_path / "compare.html")
+    assert "same (baseline) against same (2)" in html
+
+
+def test_cli_writes_the_report_and_reports_a_missing_run_in_one_line(make_run: Callable[..., Path],
+                                                                      tmp_path: Path) -> None:
+    run = make_run()
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(cli, ["report", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"report: {out}" in result.output and out.stat().st_size > 10_000
+    default = CliRunner().invoke(cli, ["report", str(run)])
+    assert default.exit_code == 0 and (run / "report.html").exists()
+    missing = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert "not a run directory" in missing.output and "Traceback" not in missing.output

@@ -1,0 +1,116 @@
+"""End to end against managed `bench sim` servers: a NUM_PARALLEL sweep and `bench recommend`,
+503s only while a model loads, cold loads only after gaps longer than keep_alive."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.metrics import cell_summary
+from bench.records import load_run
+from bench.studies import keep_alive_study, queue_study
+
+pytestmark = pytest.mark.e2e
+
+
+def run_scenario_file(tmp_path: Path, scenario: dict) -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(out), "--no-report"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def sim_server(speed: float, env: dict, *extra: str) -> dict:
+    return {"command": [sys.executable, "-m", "bench", "sim", "--speed", str(speed), *extra], "env": env,
+            "ready_timeout_s": 60}
+
+
+def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_that_fits(tmp_path: Path) -> None:
+    # 4 GiB of GPU: llama3.2:1b at num_ctx 16384 fits with NUM_PARALLEL 4 (3.5 GiB), spills with 8.
+    run_dir = run_scenario_file(tmp_path, {
+        "name": "np-sweep",
+        "server": sim_server(1, {"OLLAMA_NUM_PARALLEL": [1, 2, 4, 8], "OLLAMA_KEEP_ALIVE": "-1"},
+                             "--gpu-memory", "4GiB"),
+        "workload": {"endpoint": "native/chat", "model": "llama3.2:1b", "num_ctx": 16384,
+                     "prompt": {"tokens": 64}, "max_tokens": 32},
+        "load": {"concurrency": [4, 8], "requests": 8, "warmup_requests": 1},
+    })
+    run = load_run(run_dir)
+    summary = cell_summary(run.requests).join(run.cells.set_index("cell_id")[["OLLAMA_NUM_PARALLEL", "concurrency"]])
+    tps = summary.set_index(["OLLAMA_NUM_PARALLEL", "concurrency"])["output_tps"]
+    ttft = summary.set_index(["OLLAMA_NUM_PARALLEL", "concurrency"])["ttft_p50_s"]
+    assert tps["2", 4] > 1.3 * tps["1", 4] and tps["4", 4] > 1.3 * tps["2", 4]  # grows with slots
+    assert abs(tps["4", 8] - tps["4", 4]) < 0.3 * tps["4", 4]  # past NUM_PARALLEL: flat...
+    assert ttft["4", 8] > 1.5 * ttft["4", 4]  # ...and requests queue
+
+    result = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=2s", "--slo", "tpot_p95=100ms"])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((run_dir / "recommendation.json").read_text())
+    assert stored["num_parallel"] == 4
+    assert stored["memory_checked"] is True
+    by_setting = {c["num_parallel"]: c for c in stored["candidates"]}
+    assert by_setting[8]["fits_in_gpu"] is False and "spills to CPU" in by_setting[8]["reason"]
+    assert "lower throughput" in by_setting[1]["reason"]
+    assert "recommended OLLAMA_NUM_PARALLEL=4" in result.output
+
+
+def test_recommend_on_a_run_without_a_sweep_is_a_one_line_error(tmp_path: Path) -> None:
+    run_dir = run_scenario_file(tmp_path, {
+        "name": "no-sweep", "server": sim_server(20, {}),
+        "workload": {"model": "qwen2.5:0.5b", "max_tokens": 4, "prompt": {"tokens": 16}},
+        "load": {"requests": 2, "warmup_requests": 0},
+    })
+    result = CliRunner().invoke(cli, ["recommend", str(run_dir)])
+    assert result.exit_code == 2
+    assert "not a NUM_PARALLEL sweep" in result.output
+    assert not (run_dir / "recommendation.json").exists()
+
+
+def test_503s_come_only_from_bursts_against_a_cold_or_reloading_model(tmp_path: Path) -> None:
+    run_dir = run_scenario_file(tmp_path, {
+        "name": "queue",
+        "server": sim_server(5, {"OLLAMA_MAX_QUEUE": "2", "OLLAMA_NUM_PARALLEL": "2", "OLLAMA_KEEP_ALIVE": "-1"}),
+        "workload": {"endpoint": "native/chat", "model": "llama3.1:8b", "num_ctx": [2048, 4096],
+                     "prompt": {"tokens": 64, "calibrate": False}, "max_tokens": 8},
+        "load": {"concurrency": [12, 13], "requests": 12, "warmup_requests": 0},
+    })
+    cells = queue_study(load_run(run_dir))
+    assert [(c.model_state, c.offered_concurrency) for c in cells] == [
+        ("cold", 12), ("warm", 13), ("reload", 12), ("warm", 13)]
+    for cell in cells:
+        if cell.model_state == "warm":
+            assert cell.rejected == 0, cell.verdict
+        else:
+            # A burst of 12 at a loading model: MAX_QUEUE 2 + one loading + one waiting served.
+            assert cell.rejected == 8 and cell.rejected_while_loading == 8, cell.verdict
+            assert "all during the model" in cell.verdict and "nothing was rejected" in cell.verdict
+
+
+def test_cold_loads_only_after_gaps_longer_than_keep_alive(tmp_path: Path) -> None:
+    # Speed 4: keep_alive 4s (simulated) lasts 1 s of wall time; gaps 0.3 s and 2 s straddle it.
+    run_dir = run_scenario_file(tmp_path, {
+        "name": "keep-alive",
+        "server": sim_server(4, {"OLLAMA_KEEP_ALIVE": "2m"}),
+        "workload": {"endpoint": ["native/chat", "openai/chat"], "model": "qwen2.5:0.5b", "keep_alive": "4s",
+                     "prompt": {"tokens": 32}, "max_tokens": 8},
+        "load": {"concurrency": 1, "requests": 2, "warmup_requests": 0},
+        "pace": {"gap_s": [0.3, 2.0]},
+    })
+    study = keep_alive_study(load_run(run_dir))
+    timeline = study.requests
+    cells = {(c.surface, c.gap_s): c for c in study.cells}
+    # Native honours keep_alive 4s: cold after the long gap only (the short one stays warm).
+    assert cells["native", 2.0].cold_requests == 1 and cells["native", 0.3].cold_requests == 0
+    # The OpenAI surface ignores keep_alive in the body: the server's 2m applies, never cold here.
+    assert cells["openai", 2.0].cold_requests == 0 and cells["openai", 0.3].cold_requests == 0
+    assert "was ignored" in cells["openai", 2.0].verdict
+    assert all(timeline["cold"] == timeline["expected_cold"].fillna(timeline["cold"]))
+    assert study.cold_penalty_s > 0

@@ -1,0 +1,95 @@
+"""`bench sim` reads OLLAMA_* like Ollama, rejects bad values in one line, and shuts down cleanly."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from bench.sim.config import build_config, parse_host
+from bench.sim.durations import keep_alive_s, parse_go_duration_s
+from bench.sim.errors import SimConfigError
+
+
+def test_defaults_match_ollama() -> None:
+    config = build_config({})
+    assert (config.host, config.port) == ("127.0.0.1", 11434)
+    assert (config.num_parallel, config.max_queue, config.max_loaded_models) == (1, 512, 3)
+    assert (config.keep_alive_s, config.context_length, config.effective_kv_cache_type) == (300.0, 4096, "f16")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5m", 300), ("1h30m", 5400), ("300ms", 0.3), (0, 0), ("0", 0), (30, 30), (2.5, 2.5), ("-1m", math.inf), (-1, math.inf), ("45", 45)],
+)
+def test_keep_alive_accepts_every_ollama_form(value: object, seconds: float) -> None:
+    assert keep_alive_s(value) == pytest.approx(seconds)
+
+
+def test_go_duration_rejects_garbage() -> None:
+    for bad in ("5 minutes", "m5", "", "1x"):
+        with pytest.raises(ValueError):
+            parse_go_duration_s(bad)
+
+
+def test_ollama_host_forms() -> None:
+    assert parse_host("0.0.0.0") == ("0.0.0.0", 11434)
+    assert parse_host("http://example:8080") == ("example", 8080)
+    assert parse_host("") == ("127.0.0.1", 11434)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"OLLAMA_NUM_PARALLEL": "two"}, {"OLLAMA_MAX_QUEUE": "-1"}, {"OLLAMA_KEEP_ALIVE": "soon"},
+     {"OLLAMA_KV_CACHE_TYPE": "fp8"}, {"OLLAMA_FLASH_ATTENTION": "maybe"}, {"BENCH_SIM_FAULT_ERROR_RATE": "2"}],
+)
+def test_bad_environment_values_raise_a_config_error_naming_the_variable(env: dict[str, str]) -> None:
+    with pytest.raises(SimConfigError, match=next(iter(env))):
+        build_config(env)
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
+    env.update(extra)
+    return env
+
+
+def test_bad_env_value_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "sim", "--port", "0"], env=_cli_env(OLLAMA_NUM_PARALLEL="lots"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "OLLAMA_NUM_PARALLEL" in result.stderr
+
+
+def test_unknown_gpu_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "sim", "--gpu", "voodoo3"], env=_cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "voodoo3" in result.stderr
+
+
+def test_sigterm_stops_the_server_cleanly() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "sim", "--port", "0", "--speed", "100"], env=_cli_env(),
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ready_line = process.stderr.readline()  # blocks until the ready line (or EOF on failure)
+        assert ready_line.startswith("bench sim listening on http://127.0.0.1:"), ready_line
+        base_url = ready_line.split()[4]
+        assert httpx.get(base_url, timeout=10).text == "Ollama is running"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
