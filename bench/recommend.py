@@ -66,6 +66,19 @@ def parse_slo(text: str) -> Slo:
     return Slo(name.strip(), column, threshold, higher_is_better(column))
 
 
+def scenario_slos(manifest: dict[str, Any]) -> tuple[Slo, ...]:
+    """The SLOs the run's scenario declared (`slos:`), parsed like --slo."""
+    declared = (manifest.get("scenario") or {}).get("slos") or {}
+    return tuple(parse_slo(f"{metric}={value}") for metric, value in declared.items())
+
+
+def is_num_parallel_sweep(run: Run) -> bool:
+    """Whether the run's cells set more than one OLLAMA_NUM_PARALLEL value."""
+    if run.cells.empty or SETTING not in run.cells.columns:
+        return False
+    return run.cells[SETTING].dropna().astype(str).nunique() > 1
+
+
 def _format_value(column: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -90,6 +103,7 @@ class Candidate:
     size_vram_bytes: int | None
     outcome: Outcome
     reason: str
+    missed: str = ""  # why a faster cell of this setting was not taken ('' when none was faster)
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,8 @@ def _memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool |
     return vram >= size, size, vram
 
 
-def _slo_failures(row: pd.Series, slos: tuple[Slo, ...], min_user_tps: float | None) -> list[str]:
+def slo_failures(row: pd.Series | dict[str, Any], slos: tuple[Slo, ...], min_user_tps: float | None = None) -> list[str]:
+    """What one cell_summary row misses, one phrase per SLO ('ttft_p95 1.20s (SLO 500ms)'); [] = meets all."""
     failures = [f"{slo.metric} {_format_value(slo.column, row.get(slo.column))} (SLO {_format_value(slo.column, slo.threshold)})"
                 for slo in slos if not slo.met_by(float(row.get(slo.column, math.nan)))]
     if min_user_tps is not None and not float(row.get("user_tps_p50", math.nan)) >= min_user_tps:
@@ -167,23 +182,32 @@ def _slo_failures(row: pd.Series, slos: tuple[Slo, ...], min_user_tps: float | N
 
 def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo, ...],
                min_user_tps: float | None) -> Candidate:
-    failures = {cell_id: _slo_failures(row, slos, min_user_tps) for cell_id, row in cells.iterrows()}
+    failures = {cell_id: slo_failures(row, slos, min_user_tps) for cell_id, row in cells.iterrows()}
     meeting = cells[[not failures[cell_id] for cell_id in cells.index]]
     fits, size, vram = _memory_fit(run, list(cells.index), set(cells["model"].dropna().astype(str)))
     if len(meeting):
         best = meeting.loc[meeting["output_tps"].idxmax()]
         reason = ""
+        # The cell a person looks at first is the fastest one; say why it was not taken.
+        faster = cells[cells["output_tps"] > (1 + TIE_FRACTION) * float(best["output_tps"])]
+        if len(faster):
+            top = faster.loc[faster["output_tps"].idxmax()]
+            missed = (f"concurrency {_int(top.get('concurrency'))} gives {float(top['output_tps']):.1f} tok/s "
+                      f"but misses " + ", ".join(failures[top.name]))
+        else:
+            missed = ""
     else:
         # Explain with the cell that came closest (fewest misses, then most throughput).
         best = min(cells.iterrows(), key=lambda item: (len(failures[item[0]]), -_nan_to(item[1]["output_tps"])))[1]
         reason = f"no cell met the SLOs; closest (concurrency {_int(best.get('concurrency'))}) missed " + ", ".join(
             failures[best.name])
+        missed = ""
     return Candidate(
         num_parallel=num_parallel, cell_id=str(best.name) if len(meeting) else None,
         concurrency=_int(best.get("concurrency")), output_tps=float(best["output_tps"]),
         ttft_p95_s=float(best.get("ttft_p95_s", math.nan)), tpot_p95_s=float(best.get("tpot_p95_s", math.nan)),
         user_tps_p50=float(best.get("user_tps_p50", math.nan)), fits_in_gpu=fits, size_bytes=size,
-        size_vram_bytes=vram, outcome="lost", reason=reason,
+        size_vram_bytes=vram, outcome="lost", reason=reason, missed=missed,
     )
 
 
@@ -252,6 +276,8 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
                       f"{chosen.num_parallel}'s {chosen.output_tps:.1f}: no real gain for more KV memory")
         else:
             reason = f"lower throughput: {candidate.output_tps:.1f} vs {chosen.output_tps:.1f} tok/s"
+    if candidate.missed and not (candidate.fits_in_gpu is False and candidate.cell_id is not None):
+        reason += f"; {candidate.missed}"
     if candidate is runner_up:
         outcome = "runner-up"
     return Candidate(**{**asdict(candidate), "outcome": outcome, "reason": reason})

@@ -103,7 +103,9 @@ class RequestRecord:
         return self.error_class is None
 
     def to_json_line(self) -> bytes:
-        return orjson.dumps(dataclasses.asdict(self)) + b"\n"
+        # orjson serialises the dataclass itself, fields in declaration order: the same bytes as
+        # dumps(asdict(self)) at ~3 µs instead of ~50 (asdict deep-copies every field).
+        return orjson.dumps(self) + b"\n"
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RequestRecord))

@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,13 @@ from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, 
 from bench.plan import Cell, Overrides, plan_cells
 from bench.progress import RunProgress, describe_cell, summary_table, varying_settings
 from bench.prompts import Calibration, PromptSource, calibrate
+from bench.resume import (
+    ResumePoint,
+    keep_complete_records,
+    merge_telemetry,
+    run_options_record,
+    stash_telemetry,
+)
 from bench.records import (
     MANIFEST_FILE,
     REPORT_HTML,
@@ -60,6 +68,8 @@ class RunOptions:
     baseline: Path | None = None
     grace_s: float = DEFAULT_GRACE_S
     report: bool = True
+    resume: ResumePoint | None = None  # --resume RUN_DIR: run only the cells not yet complete
+    transport: str = "httpx"  # --transport httpx|fast (bench.clients.http.make_http_client)
 
 
 @dataclass
@@ -231,15 +241,18 @@ class Run:
         if scenario.server is None and target != "sim":
             # Fail before creating a run directory when there is nothing to measure.
             preflight(resolve_ollama_host(target))
-        self.run_dir = new_run_dir(options, scenario)
+        resume = options.resume
+        self.run_dir = resume.run_dir if resume is not None else new_run_dir(options, scenario)
         self.targets = Targets(scenario, options, self.run_dir)
-        self.clock = Clock()
+        self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
         self.stop = StopControl()
         self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed)
         self.notes: list[str] = []
         self.outcomes: list[CellOutcome] = []
         self.cell_status: dict[str, str] = {cell.cell_id: "pending" for cell in self.cells}
         self.cell_server: dict[str, int | None] = {}
+        if resume is not None:
+            self._pick_up(resume)
         self.abort = AbortTracker(scenario.abort_on.error_rate,
                                   scenario.abort_on.consecutive_failures,
                                   scenario.abort_on.min_requests)
@@ -249,6 +262,17 @@ class Run:
         varying = varying_settings([cell.settings for cell in self.cells])
         self.labels = {cell.cell_id: describe_cell(cell.settings, varying) for cell in self.cells}
         self.progress = RunProgress(console, len(self.cells))
+
+    def _pick_up(self, resume: ResumePoint) -> None:
+        """Carry the earlier sessions' cells, servers and calibrations into this one."""
+        stored = {cell["cell_id"]: cell for cell in resume.manifest["cells"]}
+        for cell_id in resume.complete_cells:
+            self.cell_status[cell_id] = "complete"
+            self.cell_server[cell_id] = stored[cell_id].get("server_id")
+        # Server ids (and server-<n>.log names) continue where the last session stopped.
+        self.targets.servers = list(resume.manifest.get("servers") or [])
+        self.prompts.calibrations.update(resume.calibrations())
+        self.notes.extend(note for note in resume.manifest.get("notes") or [] if note not in self.notes)
 
     def _check_slos(self) -> None:
         """Unknown SLO names fail now, not after an hour of measuring."""
@@ -293,6 +317,9 @@ class Run:
         write_json(self.run_dir / MANIFEST_FILE, self.manifest)
 
     def _initial_manifest(self) -> None:
+        if self.options.resume is not None:
+            self._resumed_manifest(self.options.resume)
+            return
         self.manifest = {
             "run_id": self.run_dir.name,
             "bench_version": __version__,
@@ -307,9 +334,31 @@ class Run:
             "scenario": self.scenario.model_dump(mode="json"),
             "scenario_path": str(self.options.scenario_path) if self.options.scenario_path else None,
             "workers": 1,
+            "transport": self.options.transport,
             "gpu": None,
             "baseline": str(self.options.baseline) if self.options.baseline else None,
+            "options": run_options_record(self.options.overrides, self.options.target,
+                                          self.options.sim_speed),
         }
+        self._write_manifest("running")
+
+    def _resumed_manifest(self, resume: ResumePoint) -> None:
+        """The earlier manifest, with this session added to its history and its verdict cleared."""
+        self.manifest = dict(resume.manifest)
+        sessions = list(self.manifest.get("sessions") or [])
+        sessions.append({
+            "resumed_at": _now_iso(),
+            "previous_status": self.manifest.get("status"),
+            "previous_stop_reason": self.manifest.pop("stop_reason", None),
+            "previous_failure": self.manifest.pop("failure", None),
+            "cells": [c.cell_id for c in self.cells if self.cell_status[c.cell_id] != "complete"],
+        })
+        self.manifest.update(sessions=sessions, ended_at=None)
+        moved = keep_complete_records(self.run_dir, resume.complete_cells)
+        if moved:
+            self.notes.append(f"resume: {moved} records of unfinished cells moved to "
+                              "requests.superseded.jsonl; those cells were run again")
+        stash_telemetry(self.run_dir)
         self._write_manifest("running")
 
     # --- signals -----------------------------------------------------------------------------
@@ -363,6 +412,8 @@ class Run:
             for cell in self.cells:
                 if self.stop.stopped:
                     break
+                if self.cell_status[cell.cell_id] == "complete":
+                    continue  # done by an earlier session (--resume)
                 base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
                 if fresh:
                     if http is not None:
@@ -399,7 +450,8 @@ class Run:
         max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.cells)
         clients_http = importlib.import_module("bench.clients.http")
         return clients_http.make_http_client(base_url, self.api_key, max_in_flight,
-                                             timeout_s=self.scenario.load.timeout_s)
+                                             timeout_s=self.scenario.load.timeout_s,
+                                             transport=self.options.transport)
 
     def _start_or_move_telemetry(self, base_url: str) -> None:
         if self.telemetry is not None:
@@ -489,8 +541,8 @@ class Run:
                 self.failed_reason = reason
                 self.stop.request_stop(reason)
                 self.progress.note(reason)
-            if record.error_class == "disconnected" and self.targets.server_died():
-                self.stop.request_stop("the managed server exited during the run")
+            if record.error_class == "disconnected":
+                self._check_server_gone(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
             return await clients.send(http, spec, self.clock.t0)
@@ -507,6 +559,17 @@ class Run:
         self.progress.end_cell(self.cell_status[cell.cell_id])
         self._write_manifest("running")
 
+    def _check_server_gone(self, record: RequestRecord) -> None:
+        """Stop (partial) when the server is gone, instead of recording a flood of instant failures.
+
+        A managed server that exited is gone; for any target, a refused connection means nothing
+        listens any more (a cut stream or a reset alone does not: the server may live on).
+        """
+        if self.targets.server_died():
+            self.stop.request_stop("the managed server exited during the run")
+        elif (record.error_message or "").startswith("ConnectError"):
+            self.stop.request_stop("the server stopped accepting connections during the run")
+
     # --- the end -----------------------------------------------------------------------------
 
     def _stop_telemetry(self) -> None:
@@ -520,12 +583,15 @@ class Run:
 
     def _finish(self, status: str, quiet: bool = False) -> RunResult:
         self._stop_telemetry()
+        if self.options.resume is not None:
+            merge_telemetry(self.run_dir)
         requests = write_requests_parquet(self.run_dir)
         summary = self._write_summary(requests)
         self._write_manifest(status, ended=True)
         if quiet:
             return RunResult(self.run_dir, status, summary, self.manifest)
         self._print_summary(summary, status)
+        self._write_kv_analysis()
         if self.options.report and summary is not None:
             self._write_report()
         return RunResult(self.run_dir, status, summary, self.manifest)
@@ -555,9 +621,25 @@ class Run:
                 f"{health.wall_s:.1f}s wall): numbers may describe the client, not the server",
                 highlight=False, soft_wrap=True)
         for note in self.notes:
-            self.console.print(f"note: {note}", highlight=False, soft_wrap=True)
+            self.console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
         reason = f" ({self.failed_reason or self.stop.reason})" if status != "complete" else ""
-        self.console.print(f"run {status}{reason}: {self.run_dir}", highlight=False, soft_wrap=True)
+        # markup=False: a reason may quote server text, which must print as it is, never as markup.
+        self.console.print(f"run {status}{reason}: {self.run_dir}", highlight=False, soft_wrap=True,
+                           markup=False)
+
+    def _write_kv_analysis(self) -> None:
+        """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
+        kv_module = _optional_module("bench.kv")
+        if kv_module is None:
+            return
+        try:
+            path = kv_module.write_kv_analysis(self.run_dir)
+        except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
+            self.console.print(f"warning: KV analysis failed: {type(error).__name__}: {error}",
+                               highlight=False, soft_wrap=True)
+            return
+        if path is not None:
+            self.console.print(f"kv analysis: {path}", highlight=False, soft_wrap=True)
 
     def _write_report(self) -> None:
         report_module = _optional_module("bench.report")
@@ -565,10 +647,18 @@ class Run:
             return
         try:
             path = report_module.write_report([self.run_dir], self.run_dir / REPORT_HTML)
-            self.console.print(f"report: {path}", highlight=False, soft_wrap=True)
+            self.console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
         except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
             self.console.print(f"warning: report failed: {type(error).__name__}: {error}",
-                               highlight=False, soft_wrap=True)
+                               highlight=False, soft_wrap=True, markup=False)
+
+
+def _continued_clock(manifest: dict[str, Any]) -> Clock:
+    """A clock whose t0 is the original run's, so every session's times share one axis."""
+    t0_epoch_s = manifest.get("t0_epoch_s")
+    if not isinstance(t0_epoch_s, (int, float)):
+        return Clock()
+    return Clock(time.monotonic() - (time.time() - float(t0_epoch_s)))
 
 
 def _run_async(coroutine: Any) -> Any:

@@ -213,6 +213,9 @@ class ServerBlock(_Strict):
                 raise ValueError(f"{name!r} is not an environment variable name")
             if not values:
                 raise ValueError(f"{name}: empty list")
+            if name == "OLLAMA_HOST":
+                # bench picks the address: a managed server listens on a free loopback port only.
+                raise ValueError("OLLAMA_HOST: bench sets it (a managed server listens on 127.0.0.1 only)")
         return env
 
     @property

@@ -26,7 +26,7 @@ def register(group: click.Group) -> None:
               help="Inter-token delay the emitter uses for the accuracy runs.")
 @click.option("--transport", type=click.Choice(["httpx", "fast", "both"]), default="both",
               show_default=True,
-              help="httpx: bench's client as shipped; fast: the same on bench.perf.transport.")
+              help="httpx: httpx's own transport; fast: bench.clients.transport (bench run --transport).")
 def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, transport: str) -> None:
     """Benchmark bench's own client against a lean emitter pinned to another CPU."""
     from bench.perf.suite import PerfOptions, run_perf
@@ -81,4 +81,12 @@ def summary_table(result: dict[str, Any]) -> Table:
                          f"{errors['itl_abs_error']['p50_ms']:.3f} / {errors['itl_abs_error']['p99_ms']:.3f}"
                          f" / {errors['itl_abs_error']['max_ms']:.3f}")
         row(f"ITL |error| ms p50/p99/max @ {level}", cells)
+    for level in ("256", "256-staggered"):
+        cells = []
+        for transport, surface in columns:
+            errors = result["accuracy"][transport][surface]["levels"].get(level)
+            lag = None if errors is None else errors.get("request_lag")
+            cells.append(None if not lag or lag["n"] == 0 else
+                         f"{lag['p50_ms']:.3f} / {lag['p99_ms']:.3f} / {lag['max_ms']:.3f}")
+        row(f"send stamp → emitter read ms p50/p99/max @ {level}", cells)
     return table

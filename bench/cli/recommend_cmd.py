@@ -1,4 +1,5 @@
-"""`bench recommend RUN_DIR`: parse, call bench.recommend, print the table and verdict, store JSON."""
+"""`bench recommend RUN_DIR`: parse, call bench.recommend, print the table and verdict, store JSON,
+and redraw the run's report.html (when it has one) so its answer section shows this recommendation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.errors import UsageError
-from bench.records import RECOMMENDATION_JSON, load_run, write_json
+from bench.records import RECOMMENDATION_JSON, REPORT_HTML, load_run, write_json
 
 
 @click.command("recommend")
@@ -19,15 +20,14 @@ from bench.records import RECOMMENDATION_JSON, load_run, write_json
 @click.option("--min-user-tps", type=float, default=None, help="Minimum per-request output tok/s (p50).")
 def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: float | None) -> None:
     """Recommend OLLAMA_NUM_PARALLEL from a sweep in RUN_DIR; writes RUN_DIR/recommendation.json."""
-    from bench.recommend import candidates_table, parse_slo, recommend
+    from bench.recommend import candidates_table, parse_slo, recommend, scenario_slos
 
     if min_user_tps is not None and min_user_tps < 0:
         raise UsageError(f"--min-user-tps {min_user_tps:g}: must be >= 0")
     slos = [parse_slo(text) for text in slo_texts]
     run = load_run(run_dir)
     if not slo_texts:
-        scenario_slos = (run.manifest.get("scenario") or {}).get("slos") or {}
-        slos = [parse_slo(f"{metric}={value}") for metric, value in scenario_slos.items()]
+        slos = list(scenario_slos(run.manifest))
     recommendation = recommend(run, tuple(slos), min_user_tps)
     rows = candidates_table(recommendation)
     table = Table(title=f"OLLAMA_NUM_PARALLEL sweep: {run_dir}")
@@ -41,6 +41,12 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
     path = Path(run_dir) / RECOMMENDATION_JSON
     write_json(path, recommendation.to_json())
     console.print(f"stored: {path}", highlight=False)
+    report_path = Path(run_dir) / REPORT_HTML
+    if report_path.exists():
+        from bench.report import write_report
+
+        write_report([run_dir], report_path)
+        console.print(f"report updated: {report_path}", highlight=False)
 
 
 def register(group: click.Group) -> None:

@@ -26,12 +26,13 @@ class SimError(BenchError):
 @click.option("--fault-stall-rate", type=float, default=None, help="Fraction of streams that stall once.")
 @click.option("--fault-stall-s", type=float, default=None, help="Stall length in wall seconds (default 5).")
 @click.option("--fault-malformed-rate", type=float, default=None, help="Fraction of streams with one garbage line.")
+@click.option("--fault-no-done-rate", type=float, default=None, help="Fraction of streams that end without a done line / [DONE].")
 @click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
 def sim(
     host: str | None, port: int | None, gpu: str | None, gpu_memory: str | None, seed: int, catalog_path: str | None,
     speed: float, fault_error_rate: float | None, fault_cut_rate: float | None, fault_stall_rate: float | None,
-    fault_stall_s: float | None, fault_malformed_rate: float | None, emit_log: str | None, log_level: str,
+    fault_stall_s: float | None, fault_malformed_rate: float | None, fault_no_done_rate: float | None, emit_log: str | None, log_level: str,
 ) -> None:
     """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
     from bench.sim.config import build_config
@@ -45,6 +46,7 @@ def sim(
             fault_rates={
                 "error_rate": fault_error_rate, "cut_rate": fault_cut_rate, "stall_rate": fault_stall_rate,
                 "stall_s": fault_stall_s, "malformed_rate": fault_malformed_rate,
+                "no_done_rate": fault_no_done_rate,
             },
         )
     except SimConfigError as error:

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from bench.clients.base import RequestSpec
+from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
 
 ERROR_MESSAGE_MAX_CHARS = 500
@@ -186,7 +187,7 @@ async def exchange(
                 record.sent_s = watchdog.last_byte - t0
                 response = await http.send(request, stream=True)
                 try:
-                    now = time.monotonic()
+                    now = arrival_s(response)
                     watchdog.last_byte = now
                     record.headers_s = now - t0
                     record.status = response.status_code

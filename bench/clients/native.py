@@ -10,6 +10,7 @@ import orjson
 
 from bench.clients._exchange import IdleWatchdog, StreamFailure, error_text, exchange, int_or_none
 from bench.clients.base import RequestSpec
+from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
 
 PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
@@ -104,7 +105,7 @@ async def _read_stream(
     pending = b""
     finished = False
     async for raw in response.aiter_bytes():
-        now = time.monotonic()
+        now = arrival_s(response)  # the read's arrival, not this task's turn (transport.py)
         watchdog.last_byte = now
         if finished:
             continue  # draining the end of the HTTP body

@@ -19,6 +19,7 @@ from bench.clients._exchange import (
     truncate,
 )
 from bench.clients.base import RequestSpec
+from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
 
 PATHS = {
@@ -145,7 +146,7 @@ async def _read_sse(
     finished = False
     try:
         async for event in EventSource(response).aiter_sse():
-            now = time.monotonic()
+            now = arrival_s(response)  # the read's arrival, not this task's turn (transport.py)
             watchdog.last_byte = now
             if finished:
                 continue  # draining the end of the HTTP body

@@ -5,6 +5,11 @@ so for each token: lateness = client stamp − emit stamp (the emitter stamps ri
 the chunk to the socket). TTFT error is the first token's lateness: the client's TTFT and the
 true one share the same send instant, so their difference is exactly that lateness. An
 inter-token gap's error is the client's gap minus the emitter's gap.
+
+The send side is reported apart, as `request_lag`: emitter `received_s` − client `sent_s`, the
+time from the client's send stamp until the emitter had read the whole request. It bounds how
+much later than its stamp the client really sent (it also holds the loopback trip, a TCP
+connect when the connection is new, and the emitter's own wait for its turn).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ def timing_errors(records: Iterable[RequestRecord], t0: float,
     ttft_errors_s: list[float] = []
     stamp_errors_s: list[float] = []
     gap_errors_s: list[float] = []
+    request_lags_s: list[float] = []
     matched = unmatched = count_mismatch = 0
     for record in records:
         if record.error_class is not None:
@@ -68,6 +74,8 @@ def timing_errors(records: Iterable[RequestRecord], t0: float,
             continue
         matched += 1
         ttft_errors_s.append(client_s[0] - emit_s[0])
+        if record.sent_s is not None and "received_s" in entry:
+            request_lags_s.append(entry["received_s"] - (t0 + record.sent_s))
         stamp_errors_s.extend(client - emit for client, emit in zip(client_s, emit_s))
         gap_errors_s.extend(
             (client_s[i] - client_s[i - 1]) - (emit_s[i] - emit_s[i - 1])
@@ -79,4 +87,5 @@ def timing_errors(records: Iterable[RequestRecord], t0: float,
         "token_lateness": _percentiles_ms(stamp_errors_s),
         "itl_error": _percentiles_ms(gap_errors_s),
         "itl_abs_error": _percentiles_ms([abs(gap) for gap in gap_errors_s]),
+        "request_lag": _percentiles_ms(request_lags_s),
     }

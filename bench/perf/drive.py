@@ -12,7 +12,7 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,9 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def http_client(base_url: str, max_connections: int, timeout_s: float, transport: str) -> httpx.AsyncClient:
-    """bench's own client (`make_http_client`), or the same with the lean FastTransport."""
-    http = make_http_client(base_url, None, max_connections, timeout_s=timeout_s)
-    if transport == "fast":
-        from bench.perf.transport import FastTransport
-
-        # Same client settings (headers, timeouts, base URL); only the transport differs.
-        http._transport = FastTransport(max_connections + 8)  # noqa: SLF001
-    return http
+    """bench's own client, exactly as `bench run --transport <transport>` builds it."""
+    return make_http_client(base_url, None, max_connections, timeout_s=timeout_s,
+                            transport=transport)
 
 
 def rss_bytes() -> int:
@@ -53,13 +48,15 @@ def request_nonce(cell_id: str, repeat: int, request_index: int) -> str:
 
 
 def make_spec_factory(cell_id: str, surface: Surface, tokens: int, options: dict[str, Any],
-                      timeout_s: float = 60.0) -> Callable[[int, int, Phase, float], RequestSpec]:
+                      timeout_s: float = 60.0, worker: int = 0,
+                      ) -> Callable[[int, int, Phase, float], RequestSpec]:
     def make_spec(repeat: int, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec:
         nonce = request_nonce(cell_id, repeat, request_index)
         return RequestSpec(cell_id=cell_id, request_index=request_index, surface=surface,
                            endpoint="chat", model=MODEL, prompt=f"[{nonce}] Say something.",
                            repeat=repeat, phase=phase, max_tokens=tokens,
-                           extra_options=options, timeout_s=timeout_s, scheduled_s=scheduled_s)
+                           extra_options=options, timeout_s=timeout_s, scheduled_s=scheduled_s,
+                           worker=worker)
     return make_spec
 
 
@@ -102,11 +99,16 @@ async def closed_loop(base_url: str, surface: Surface, concurrency: int, *, toke
                       duration_s: float | None = None, requests: int | None = None,
                       options: dict[str, Any] | None = None, cell_id: str = "perf",
                       clock: Clock | None = None, warmup: bool = True, transport: str = "httpx",
+                      worker: int = 0, ready: Callable[[], Awaitable[None]] | None = None,
                       ) -> tuple[StepResult, list[RequestRecord], Clock]:
-    """Run the real closed loop for duration_s (or a request count); records kept and written."""
+    """Run the real closed loop for duration_s (or a request count); records kept and written.
+
+    `ready` is awaited after the warmup, right before the measured loop (bench.perf.workers
+    lines up several processes' measured windows with it); `worker` goes into every record.
+    """
     clock = clock or Clock()
     records: list[RequestRecord] = []
-    make_spec = make_spec_factory(cell_id, surface, tokens, options or {})
+    make_spec = make_spec_factory(cell_id, surface, tokens, options or {}, worker=worker)
     http = http_client(base_url, concurrency, 60.0, transport)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as run_dir:
         writer = RecordWriter(Path(run_dir))
@@ -127,6 +129,8 @@ async def closed_loop(base_url: str, surface: Surface, concurrency: int, *, toke
                                         cell_id + "w", surface, tokens, options or {}),
                                     send, lambda record: None, clock, StopControl())
             gc.collect()
+            if ready is not None:
+                await ready()
             load = CellLoad(arrival="closed", concurrency=concurrency, requests=requests,
                             duration_s=duration_s, warmup_requests=0, schedule_key=cell_id)
             outcome = await run_cell_load(load, make_spec, send, on_record, clock, StopControl())

@@ -43,8 +43,8 @@ class PerfOptions:
     tokens: int = 32
     accuracy_itl_ms: float = 20.0
     accuracy_ttft_ms: float = 20.0
-    # "httpx": bench's client as shipped (make_http_client); "fast": the same client on
-    # bench.perf.transport.FastTransport (the proposed fix, measured side by side).
+    # make_http_client's transports, measured side by side: "httpx" (httpcore) and "fast"
+    # (bench.clients.transport.FastTransport).
     transports: tuple[str, ...] = ("httpx", "fast")
 
     @property

@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import BenchError
+from bench.recommend import Slo, is_num_parallel_sweep, recommend, scenario_slos, slo_failures
 from bench.records import RECOMMENDATION_JSON
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
@@ -18,7 +20,12 @@ _HEADLINE_COLUMNS = ("requests", "ok", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT
 def build(views: list[RunView]) -> Section:
     blocks: list[Any] = []
     for view in views:
-        blocks.extend(_recommendation(view, prefix=_prefix(views, view)))
+        prefix = _prefix(views, view)
+        recommendation = _recommendation(view, prefix)
+        blocks.extend(recommendation or _slo_verdict(view, prefix))
+        speed_note = _speed_note(view, prefix)
+        if speed_note is not None:
+            blocks.append(speed_note)
     blocks.append(_headline_table(views))
     if len(views) > 1:
         blocks.extend(_comparison_tables(views))
@@ -35,12 +42,28 @@ def _prefix(views: list[RunView], view: RunView) -> str:
     return f"[{view.label}] " if len(views) > 1 else ""
 
 
+def _slos(view: RunView) -> tuple[Slo, ...]:
+    try:
+        return scenario_slos(view.manifest)
+    except BenchError:
+        return ()  # a hand-edited manifest with an unreadable SLO: show the figures without a verdict
+
+
 def _recommendation(view: RunView, prefix: str) -> list[Any]:
+    """The NUM_PARALLEL verdict: the one `bench recommend` stored, else computed here for a sweep."""
     payload = view.run.extras.get(RECOMMENDATION_JSON)
+    source = "stored by bench recommend (recommendation.json)"
     if not isinstance(payload, dict):
-        return []
-    blocks: list[Any] = [Note(f"{prefix}{payload.get('verdict') or 'no verdict recorded'}",
-                              "info" if payload.get("num_parallel") is not None else "warning")]
+        if not is_num_parallel_sweep(view.run):
+            return []
+        try:
+            payload = recommend(view.run, _slos(view)).to_json()
+        except BenchError as error:
+            return [Note(f"{prefix}No NUM_PARALLEL recommendation: {error}", "warning")]
+        source = ("computed by the report from the scenario's SLOs; `bench recommend RUN_DIR --slo METRIC=VALUE` "
+                  "stores one for other SLOs")
+    blocks: list[Any] = [Note(f"{prefix}{_sentence(payload.get('verdict') or 'no verdict recorded')}",
+                              "answer" if payload.get("num_parallel") is not None else "warning")]
     candidates = payload.get("candidates") or []
     rows, chosen = [], []
     for index, candidate in enumerate(candidates):
@@ -52,13 +75,62 @@ def _recommendation(view: RunView, prefix: str) -> list[Any]:
                      fmt.seconds(candidate.get("tpot_p95_s")), fmt.rate(candidate.get("user_tps_p50")),
                      fits, fmt.text(candidate.get("outcome")), fmt.text(candidate.get("reason"))))
     if rows:
-        slos = ", ".join(f"{name} ≤ {value}" for name, value in (payload.get("slos") or {}).items())
+        slos = ", ".join(_describe_slo(name, value) for name, value in (payload.get("slos") or {}).items())
         blocks.append(Table(
             ("NUM_PARALLEL", "best concurrency", "output tok/s", "TTFT p95", "TPOT p95",
              "user tok/s p50", "GPU memory", "outcome", "why"),
-            tuple(rows), caption=f"{prefix}OLLAMA_NUM_PARALLEL candidates" + (f" (SLOs: {slos})" if slos else ""),
+            tuple(rows), caption=f"{prefix}OLLAMA_NUM_PARALLEL candidates: the best cell of each setting"
+            + (f" (SLOs: {slos})" if slos else "") + f"; {source}",
             numeric=(True, True, True, True, True, True, False, False, False), highlight_rows=tuple(chosen)))
     return blocks
+
+
+def _describe_slo(name: str, value: Any) -> str:
+    number = fmt.seconds(value) if name.startswith(("ttft", "tpot", "itl", "e2e", "queue")) else fmt.text(value)
+    return f"{name} {'≥' if 'tps' in name or 'rps' in name else '≤'} {number}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
+    """For runs that are not a NUM_PARALLEL sweep: which cells meet the scenario's SLOs, and the best one."""
+    slos = _slos(view)
+    cells = view.cells
+    if not slos or cells.empty or "ok" not in cells:
+        return []
+    goals = ", ".join(slo.describe() for slo in slos)
+    meeting = [cid for cid, row in cells.iterrows() if not slo_failures(row, slos)]
+    if not meeting:
+        return [Note(f"{prefix}No cell meets the SLOs ({goals}); the SLOs column below says what each missed.",
+                     "warning")]
+    best = max(meeting, key=lambda cid: float(cells.at[cid, "output_tps"]))
+    row = cells.loc[best]
+    return [Note(f"{prefix}{len(meeting)} of {len(cells)} cells meet the SLOs ({goals}). The most output "
+                 f"throughput among them: {row['label']}, {fmt.rate(row.get('output_tps'))} tok/s at TTFT p95 "
+                 f"{fmt.seconds(row.get('ttft_p95_s'))} and TPOT p95 {fmt.seconds(row.get('tpot_p95_s'))}.",
+                 "answer")]
+
+
+def _speed_note(view: RunView, prefix: str) -> Note | None:
+    from bench.studies import time_scale
+
+    server_ids = {clean(c.get("server_id")) for c in view.manifest.get("cells", [])} or {None}
+    speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})
+    if not speeds:
+        return None
+    factor = "/".join(f"{speed:g}" for speed in speeds)
+    return Note(f"{prefix}The simulator ran {factor}× faster than real time: every duration in this report is "
+                f"1/{factor} of the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these "
+                "wall-clock terms).", "info")
+
+
+def _slo_cell(row: pd.Series, slos: tuple[Slo, ...]) -> str:
+    if not slos:
+        return fmt.DASH
+    failures = slo_failures(row, slos)
+    return "met" if not failures else "misses " + "; ".join(failures)
 
 
 def headline_row(cells: pd.DataFrame, cell_id: str) -> tuple[str, ...]:
@@ -72,13 +144,17 @@ def headline_row(cells: pd.DataFrame, cell_id: str) -> tuple[str, ...]:
 
 def _headline_table(views: list[RunView]) -> Table:
     several = len(views) > 1
+    slos = {view.label: _slos(view) for view in views}
+    with_slos = any(slos.values())
     rows = []
     for view in views:
         for cell_id in view.cells.index:
             rows.append(((view.label,) if several else ()) + (view.cells.at[cell_id, "label"],)
-                        + headline_row(view.cells, cell_id))
-    columns = (("run",) if several else ()) + ("cell",) + _HEADLINE_COLUMNS
-    numeric = ((False,) if several else ()) + (False,) + (True,) * len(_HEADLINE_COLUMNS)
+                        + headline_row(view.cells, cell_id)
+                        + ((_slo_cell(view.cells.loc[cell_id], slos[view.label]),) if with_slos else ()))
+    columns = (("run",) if several else ()) + ("cell",) + _HEADLINE_COLUMNS + (("SLOs",) if with_slos else ())
+    numeric = ((False,) if several else ()) + (False,) + (True,) * len(_HEADLINE_COLUMNS) + (
+        (False,) if with_slos else ())
     return Table(columns, tuple(rows), caption="Headline figures per cell", numeric=numeric)
 
 

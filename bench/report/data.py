@@ -191,3 +191,41 @@ def load_series(views: list[RunView], arrival_kind: str, *, split_by: tuple[str,
 def load_label(arrival_kind: str) -> str:
     return ("offered load: arrival rate (requests/s)" if arrival_kind == "open"
             else "offered load: concurrency (requests in flight)")
+
+
+def request_spread(view: RunView, column: str, low: float = 10, high: float = 90) -> pd.DataFrame:
+    """Per cell: the `low`th and `high`th percentile of a per-request column over successful requests."""
+    measured = view.measured
+    if measured.empty or column not in measured:
+        return pd.DataFrame(columns=["low", "high"], dtype=float)
+    ok = measured[measured["error_class"].isna()] if "error_class" in measured else measured
+    grouped = ok.groupby("cell_id")[column]
+    return pd.DataFrame({"low": grouped.quantile(low / 100), "high": grouped.quantile(high / 100)})
+
+
+def throughput_spread(view: RunView, slices: int = 8, low: float = 25, high: float = 75) -> pd.DataFrame:
+    """Per cell: percentiles of output tok/s over `slices` equal parts of its measurement window.
+
+    Each streamed chunk carries output_tokens / chunks of its request, so a slice counts the tokens
+    that arrived in it. One number per cell hides ramp-up, ramp-down and stalls; this shows them.
+    """
+    measured = view.measured
+    needed = {"chunk_times_s", "sent_s", "end_s", "output_tokens_used"}
+    if measured.empty or not needed <= set(measured.columns):
+        return pd.DataFrame(columns=["low", "high"], dtype=float)
+    rows = {}
+    for cell_id, cell in measured.groupby("cell_id"):
+        start, end = float(cell["sent_s"].min()), float(cell["end_s"].max())
+        if not (math.isfinite(start) and math.isfinite(end) and end > start):
+            continue
+        edges = np.linspace(start, end, slices + 1)
+        tokens = np.zeros(slices)
+        for chunks, count in zip(cell["chunk_times_s"], cell["output_tokens_used"]):
+            times = np.asarray(chunks if chunks is not None else [], dtype=float)
+            if not len(times) or not np.isfinite(count):
+                continue
+            hist, _ = np.histogram(times, bins=edges)
+            tokens += hist * (float(count) / len(times))
+        rates = tokens / ((end - start) / slices)
+        rows[cell_id] = {"low": float(np.percentile(rates, low)), "high": float(np.percentile(rates, high))}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["low", "high"])

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import plotting
-from bench.report.data import RunView, load_label, load_series
+from bench.report.data import RunView, load_label, load_series, request_spread
 from bench.report.page import Figure, Section
 
 _MAX_CDF_CELLS = 16
@@ -20,7 +20,8 @@ def build(views: list[RunView]) -> Section | None:
     for kind in ("closed", "open"):
         if load_series(views, kind):
             blocks.append(Figure(_percentiles_against_load(views, kind),
-                                 "p50: half the requests were faster; p95: one in twenty was slower."))
+                                 "Solid line: p50 (half the requests were faster). Shaded: the middle 80% of "
+                                 "requests (p10–p90). Dashed: p95 (one in twenty was slower)."))
     blocks.append(Figure(_ttft_cdfs(views), "Read across at 0.95 to find a cell's TTFT p95. A curve further "
                                             "left is faster; a long tail to the right means some requests waited."))
     frontier = _frontier(views)
@@ -38,32 +39,41 @@ def build(views: list[RunView]) -> Section | None:
 def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
     lines = load_series(views, kind)
     names = list(dict.fromkeys(line.name for line in lines))
-    panels = (("ttft_p50_s", "TTFT p50"), ("ttft_p95_s", "TTFT p95"), ("tpot_p50_s", "TPOT p50"),
-              ("tpot_p95_s", "TPOT p95"))
-    figure, axes = plotting.new_figure(2, 2, height_in=2.7, sharex=True)
-    values = pd.concat([line.cells[[c for c, _ in panels]] for line in lines])
+    panels = (("ttft", "TTFT: time to first token"), ("tpot", "TPOT: time per output token"))
+    figure, axes = plotting.new_figure(1, 2, height_in=3.9)
+    spreads = {(view.label, metric): request_spread(view, f"{metric}_s") for view in views for metric, _ in panels}
     xs: list[float] = []
-    for ax, (column, title) in zip(axes, panels):
-        metric = column.split("_")[0]
-        scale, unit = plotting.time_unit(values[[c for c, _ in panels if c.startswith(metric)]].to_numpy().ravel())
+    for ax, (metric, title) in zip(axes, panels):
+        values = pd.concat([line.cells[[f"{metric}_p50_s", f"{metric}_p95_s"]] for line in lines])
+        scale, unit = plotting.time_unit(values.to_numpy().ravel())
         for line in lines:
-            style = plotting.series_style(names, line.name, line.run_index, len(views))
+            # Solid for every p50 here: dashes mean p95 in this figure, whatever the series.
+            style = {**plotting.series_style(names, line.name, line.run_index, len(views)), "linestyle": "-"}
             x = line.cells["offered_load"].to_numpy(float)
             xs.extend(x)
-            ax.plot(x, line.cells[column].to_numpy(float) * scale,
-                    label=plotting.series_label(line.name, line.run_label, len(views)), **style)
+            p50 = line.cells[f"{metric}_p50_s"].to_numpy(float) * scale
+            ax.plot(x, p50, label=plotting.series_label(line.name, line.run_label, len(views)), **style)
+            spread = spreads[(line.run_label, metric)]
+            low = np.array([spread.at[c, "low"] if c in spread.index else np.nan for c in line.cells.index]) * scale
+            high = np.array([spread.at[c, "high"] if c in spread.index else np.nan for c in line.cells.index]) * scale
+            ax.fill_between(x, low, high, color=style["color"], alpha=0.13, linewidth=0)
+            ax.plot(x, line.cells[f"{metric}_p95_s"].to_numpy(float) * scale, color=style["color"],
+                    linestyle=(0, (2, 2)), linewidth=1.1, marker="^", markersize=4, alpha=0.85)
         ax.set_title(title)
-        ax.set_ylabel(f"{title.split()[0]} ({unit})")
+        ax.set_ylabel(f"{metric.upper()} ({unit})")
         ax.set_ylim(bottom=0)
-        ax.tick_params(labelbottom=True)
-    for ax in axes[2:]:
         plotting.load_axis(ax, xs, load_label(kind).replace("offered load: ", ""))
-    for ax in axes[:2]:
-        plotting.load_axis(ax, xs, "")
-    plotting.figure_legend(figure, axes[0])
-    figure.suptitle("Latency percentiles against offered load", fontweight="bold")
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], color="#555555", linewidth=1.6, label="p50"),
+           Line2D([], [], color="#555555", linestyle=(0, (2, 2)), marker="^", markersize=4, label="p95")]
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles + key, labels + ["p50 (solid)", "p95 (dashed)"], loc="outside lower center",
+                  ncols=min(6, len(handles) + 2))
+    figure.suptitle("Latency against offered load (p50, p10–p90 band, p95)", fontweight="bold")
     return plotting.render(figure, "Latency percentiles against offered load",
-                           "Four line charts: TTFT and TPOT p50 and p95 against offered load.")
+                           "Two line charts: TTFT and TPOT against offered load, median with the p10–p90 band "
+                           "shaded and p95 dashed.")
 
 
 def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:

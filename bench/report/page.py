@@ -30,7 +30,7 @@ class Table:
 @dataclass(frozen=True)
 class Note:
     text: str
-    level: Literal["info", "warning", "error"] = "info"
+    level: Literal["answer", "info", "warning", "error"] = "info"  # answer: the verdict, drawn large
 
 
 @dataclass(frozen=True)

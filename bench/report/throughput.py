@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from bench.errors import BenchError
+from bench.recommend import Recommendation, recommend, scenario_slos
+from bench.records import RECOMMENDATION_JSON
 from bench.report import plotting
-from bench.report.data import RunView, clean, describe_settings, load_label, load_series, series_settings
+from bench.report.data import (RunView, clean, describe_settings, load_label, load_series, request_spread,
+                               series_settings, throughput_spread)
 from bench.report.page import Figure, Section
 
 NUM_PARALLEL = "OLLAMA_NUM_PARALLEL"
@@ -19,12 +25,16 @@ def build(views: list[RunView]) -> Section | None:
         # A cell with no successful request has throughput 0 by definition, not a measurement.
         if lines and any((line.cells["ok"] > 0).any() for line in lines):
             blocks.append(Figure(_against_load(views, kind),
-                                 "Top: aggregate output tokens per second of all requests together. Bottom: "
-                                 "the median speed one user sees (a request's output tokens / its generation time)."))
+                                 "Top: aggregate output tokens per second of all requests together; error bars: "
+                                 "25th–75th percentile over 8 equal slices of the cell's measurement window. "
+                                 "Bottom: the speed one user sees (a request's output tokens / its generation "
+                                 "time), median with the 10th–90th percentile of requests shaded."))
     swept = _num_parallel_figure(views)
     if swept is not None:
-        blocks.append(Figure(swept, "Each line holds the other settings fixed; the best NUM_PARALLEL is where the "
-                                    "line flattens out."))
+        blocks.append(Figure(swept, "One line per offered concurrency. Left: throughput grows while extra slots "
+                                    "share each weight read, then flattens. Middle and right: what that costs each "
+                                    "user. Red dotted lines: the scenario's SLOs. Red band: the model did not fit "
+                                    "in GPU memory (/api/ps size_vram < size). Green band: the recommendation."))
     if not blocks:
         return None
     return Section("throughput", "Throughput against load",
@@ -34,25 +44,50 @@ def build(views: list[RunView]) -> Section | None:
 def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
     lines = load_series(views, kind)
     names = list(dict.fromkeys(line.name for line in lines))
-    figure, (total_ax, user_ax) = plotting.new_figure(2, 1, height_in=2.9, sharex=True)
+    figure, (total_ax, user_ax) = plotting.new_figure(2, 1, height_in=3.0, sharex=True)
+    spreads = {view.label: (throughput_spread(view), request_spread(view, "user_tps")) for view in views}
     xs: list[float] = []
     for line in lines:
         style = plotting.series_style(names, line.name, line.run_index, len(views))
         label = plotting.series_label(line.name, line.run_label, len(views))
         x = line.cells["offered_load"].to_numpy(float)
         xs.extend(x)
-        total_ax.plot(x, line.cells["output_tps"].to_numpy(float), label=label, **style)
-        user_ax.plot(x, line.cells["user_tps_p50"].to_numpy(float), label=label, **style)
+        total = line.cells["output_tps"].to_numpy(float)
+        slices, users = spreads[line.run_label]
+        low, high = _band(slices, line.cells.index, total)
+        total_ax.errorbar(x, total, yerr=[np.clip(total - low, 0, None), np.clip(high - total, 0, None)],
+                          capsize=3, label=label, **style)
+        user = line.cells["user_tps_p50"].to_numpy(float)
+        user_ax.plot(x, user, label=label, **style)
+        low, high = _band(users, line.cells.index, user)
+        user_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
     total_ax.set_title("Output throughput against offered load")
     total_ax.set_ylabel("output tokens/s (all requests)")
-    user_ax.set_ylabel("tokens/s per request (p50)")
+    user_ax.set_title("Per-user speed against offered load")
+    user_ax.set_ylabel("tokens/s per request")
     total_ax.set_ylim(bottom=0)
     user_ax.set_ylim(bottom=0)
     plotting.load_axis(user_ax, xs, load_label(kind))
     total_ax.tick_params(labelbottom=True)
     plotting.legend(total_ax)
     return plotting.render(figure, "Output throughput against offered load",
-                           "Line chart: output tokens per second against offered load, one line per setting.")
+                           "Line charts: output tokens per second (with spread over time) and per-user speed "
+                           "(with spread over requests) against offered load, one line per setting.")
+
+
+def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per cell, the value itself where the spread is unknown."""
+    low = np.array([spread.at[c, "low"] if c in spread.index else np.nan for c in cell_ids], dtype=float)
+    high = np.array([spread.at[c, "high"] if c in spread.index else np.nan for c in cell_ids], dtype=float)
+    return np.where(np.isfinite(low), low, fallback), np.where(np.isfinite(high), high, fallback)
+
+
+def sweep_recommendation(view: RunView) -> Recommendation | None:
+    """The NUM_PARALLEL recommendation for a sweep against the scenario's SLOs (None when not computable)."""
+    try:
+        return recommend(view.run, scenario_slos(view.manifest))
+    except BenchError:
+        return None
 
 
 def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
@@ -61,7 +96,7 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
         return None
     split = tuple(n for n in series_settings(swept) if n != NUM_PARALLEL) + ("concurrency", "rate_rps")
     split = tuple(dict.fromkeys(split))
-    figure, (ax,) = plotting.new_figure(1, 1, height_in=3.8)
+    figure, axes = plotting.new_figure(1, 3, height_in=3.9)
     entries: list[tuple[str, int, str, pd.DataFrame]] = []
     for run_index, view in enumerate(views):
         if view not in swept:
@@ -73,17 +108,67 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
             entries.append((key, run_index, view.label,
                             cells[[k == key for k in keys]].sort_values("num_parallel")))
     names = list(dict.fromkeys(e[0] for e in entries))
+    panels = (("output_tps", "Output throughput", "output tokens/s (all requests)"),
+              ("ttft_p95_s", "TTFT p95", "TTFT p95"), ("tpot_p95_s", "TPOT p95", "TPOT p95"))
+    latencies = pd.concat([cells[["ttft_p95_s", "tpot_p95_s"]] for *_, cells in entries])
+    units = {column: plotting.time_unit(latencies[column].to_numpy(float)) for column in ("ttft_p95_s", "tpot_p95_s")}
     xs: list[float] = []
     for name, run_index, run_label, cells in entries:
         style = plotting.series_style(names, name, run_index, len(views))
         x = cells["num_parallel"].to_numpy(float)
         xs.extend(x)
-        ax.plot(x, cells["output_tps"].to_numpy(float),
-                label=plotting.series_label(name, run_label, len(views)), **style)
-    ax.set_title("Output throughput against OLLAMA_NUM_PARALLEL")
-    ax.set_ylabel("output tokens/s (all requests)")
-    ax.set_ylim(bottom=0)
-    plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (parallel slots per model)")
-    plotting.legend(ax)
-    return plotting.render(figure, "Output throughput against OLLAMA_NUM_PARALLEL",
-                           "Line chart: output tokens per second against NUM_PARALLEL, one line per load.")
+        for ax, (column, _, _) in zip(axes, panels):
+            scale = units[column][0] if column in units else 1.0
+            ax.plot(x, cells[column].to_numpy(float) * scale,
+                    label=plotting.series_label(name, run_label, len(views)), **style)
+    if len(views) == 1:
+        _mark_sweep(axes, views[0], units)
+    for ax, (column, title, ylabel) in zip(axes, panels):
+        ax.set_title(f"{title} against NUM_PARALLEL")
+        ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
+        ax.set_ylim(bottom=0)
+        if column in units:
+            ax.set_yscale("symlog", linthresh=_linthresh(latencies[column].to_numpy(float) * units[column][0]))
+            ax.set_ylim(bottom=0)
+        plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (slots)")
+    plotting.figure_legend(figure, axes[0], columns=6)
+    figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput and what it costs in latency", fontweight="bold")
+    return plotting.render(figure, "Output throughput and latency against OLLAMA_NUM_PARALLEL",
+                           "Three line charts against NUM_PARALLEL, one line per offered concurrency: output "
+                           "tokens per second, TTFT p95 and TPOT p95, with SLOs, CPU spill and the "
+                           "recommendation marked.")
+
+
+def _linthresh(values: np.ndarray) -> float:
+    """Below this the latency axis is linear, above it logarithmic: spilled cells can be 10x the rest."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    return float(np.percentile(finite, 50)) if len(finite) else 1.0
+
+
+def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, str]]) -> None:
+    """Shade spilled and recommended NUM_PARALLEL values; draw the SLO thresholds."""
+    stored = view.run.extras.get(RECOMMENDATION_JSON)
+    computed = sweep_recommendation(view)
+    candidates = (stored.get("candidates") or []) if isinstance(stored, dict) else (
+        [vars(c) for c in computed.candidates] if computed is not None else [])
+    chosen = stored.get("num_parallel") if isinstance(stored, dict) else (
+        computed.num_parallel if computed is not None else None)
+    spilled = [c["num_parallel"] for c in candidates if c.get("fits_in_gpu") is False]
+    for ax in axes:
+        for value in spilled:
+            ax.axvspan(value / 1.25, value * 1.25, color="#d62728", alpha=0.10, linewidth=0)
+        if chosen is not None:
+            ax.axvspan(chosen / 1.15, chosen * 1.15, color="#2ca02c", alpha=0.18, linewidth=0)
+    if spilled:
+        axes[0].text(spilled[-1], axes[0].get_ylim()[1] * 0.97, "spills\nto CPU", ha="center", va="top",
+                     fontsize=8, color="#b3261e")
+    if chosen is not None:
+        axes[0].text(chosen, axes[0].get_ylim()[1] * 0.97, "recom-\nmended", ha="center", va="top",
+                     fontsize=8, color="#1b5e20")
+    slos = (stored.get("slos") or {}) if isinstance(stored, dict) else (
+        {slo.metric: slo.threshold for slo in computed.slos} if computed is not None else {})
+    for ax, column, metric in ((axes[1], "ttft_p95_s", "ttft_p95"), (axes[2], "tpot_p95_s", "tpot_p95")):
+        if metric in slos and slos[metric] is not None:
+            ax.axhline(float(slos[metric]) * units[column][0], color="#d62728", linestyle=":", linewidth=1.4)
+            ax.text(0.01, float(slos[metric]) * units[column][0], f"SLO {metric}", color="#b3261e", fontsize=8,
+                    va="bottom", transform=ax.get_yaxis_transform())

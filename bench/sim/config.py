@@ -29,10 +29,12 @@ class FaultConfig:
     stall_rate: float = 0.0  # stream pauses stall_s (wall seconds, not scaled by --speed)
     stall_s: float = 5.0
     malformed_rate: float = 0.0  # one garbage line inside the stream
+    no_done_rate: float = 0.0  # stream ends cleanly (HTTP-wise) but never sends done / [DONE]
 
     @property
     def any(self) -> bool:
-        return any(rate > 0 for rate in (self.error_rate, self.cut_rate, self.stall_rate, self.malformed_rate))
+        rates = (self.error_rate, self.cut_rate, self.stall_rate, self.malformed_rate, self.no_done_rate)
+        return any(rate > 0 for rate in rates)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def build_config(
             stall_rate=_rate(env, "BENCH_SIM_FAULT_STALL_RATE", rates.get("stall_rate")),
             stall_s=stall_s,
             malformed_rate=_rate(env, "BENCH_SIM_FAULT_MALFORMED_RATE", rates.get("malformed_rate")),
+            no_done_rate=_rate(env, "BENCH_SIM_FAULT_NO_DONE_RATE", rates.get("no_done_rate")),
         )
     return SimConfig(
         host=host or env_host,

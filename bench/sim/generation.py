@@ -27,6 +27,7 @@ class FaultPlan:
     cut_at: int | None = None
     stall_at: int | None = None
     malformed_at: int | None = None
+    no_done: bool = False  # end the body without the final done line / [DONE]
 
 
 def plan_faults(faults: FaultConfig, rng: random.Random, token_count: int) -> FaultPlan:
@@ -40,6 +41,8 @@ def plan_faults(faults: FaultConfig, rng: random.Random, token_count: int) -> Fa
         cut_at=pick(faults.cut_rate),
         stall_at=pick(faults.stall_rate),
         malformed_at=pick(faults.malformed_rate),
+        # Drawn only when enabled, so the other faults' seeded sequence is what it always was.
+        no_done=faults.no_done_rate > 0 and rng.random() < faults.no_done_rate,
     )
 
 
@@ -73,27 +76,39 @@ def plan_job(
 
 @dataclass
 class Timings:
-    """Nanosecond metrics as the final native line reports them."""
+    """Nanosecond metrics as the final native line reports them.
+
+    load, prompt_eval and eval durations are the simulated hardware's (the model's times divided
+    by --speed), not what the event loop delivered: a sleep is late by up to a millisecond of timer
+    granularity plus any scheduling lag, which belongs to the simulator, not to the simulated GPU.
+    So they scale exactly with --speed; total_duration stays measured (it covers all of them).
+    """
 
     arrival_s: float
     acquired_s: float = 0.0
     prompt_eval_duration_ns: int = 0
     eval_start_s: float = 0.0
+    eval_end_s: float = 0.0  # the last token's due time
     eval_count: int = 0
-    last_token_s: float = 0.0
     done_reason: str = "stop"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def after_acquire(cls, arrival_s: float, runner: Runner) -> "Timings":
+        """Start a request's timings once it holds `runner`; a wait on its load ends when the load did."""
+        now_s = time.monotonic()
+        waited_for_load = arrival_s < runner.ready_at_s <= now_s
+        return cls(arrival_s=arrival_s, acquired_s=runner.ready_at_s if waited_for_load else now_s)
+
     def metrics(self, prompt_eval_count: int) -> dict[str, Any]:
         now = time.monotonic()
-        eval_end = self.last_token_s or now
         return {
             "total_duration": int((now - self.arrival_s) * 1e9),
             "load_duration": int((self.acquired_s - self.arrival_s) * 1e9),
             "prompt_eval_count": prompt_eval_count,
             "prompt_eval_duration": self.prompt_eval_duration_ns,
             "eval_count": self.eval_count,
-            "eval_duration": int(max(0.0, eval_end - self.eval_start_s) * 1e9),
+            "eval_duration": int(max(0.0, self.eval_end_s - self.eval_start_s) * 1e9),
         }
 
 
@@ -110,14 +125,16 @@ async def run_job(scheduler: Scheduler, runner: Runner, job: Job, timings: Timin
         runner.max_generating = max(runner.max_generating, runner.generating)
         context_tokens = 0
         try:
-            started_s = time.monotonic()
+            # One deadline chain from the slot's start: a late wake-up (timer granularity is ~1 ms)
+            # shortens the next wait instead of adding up, so short prompts' TTFT follows --speed.
             prefill_s = perf.prefill_s(job.model, config.gpu, runner.layout, job.prompt_tokens) * scheduler.jitter.factor()
-            await asyncio.sleep(scheduler.scaled(prefill_s))
+            prefill_wall_s = scheduler.scaled(prefill_s)
+            deadline_s = time.monotonic() + prefill_wall_s
+            await asyncio.sleep(prefill_wall_s)
             runner.context_tokens_total += job.prompt_tokens
             context_tokens = job.prompt_tokens
-            timings.eval_start_s = time.monotonic()
-            timings.prompt_eval_duration_ns = int((timings.eval_start_s - started_s) * 1e9)
-            deadline_s = timings.eval_start_s
+            timings.prompt_eval_duration_ns = int(prefill_wall_s * 1e9)
+            timings.eval_start_s = timings.eval_end_s = deadline_s
             for index, token in enumerate(job.output_tokens):
                 step_s = perf.decode_step_s(
                     job.model, config.gpu, runner.layout, runner.generating, runner.context_tokens_total, bpe
@@ -131,7 +148,7 @@ async def run_job(scheduler: Scheduler, runner: Runner, job: Job, timings: Timin
                 runner.context_tokens_total += 1
                 context_tokens += 1
                 timings.eval_count = index + 1
-                timings.last_token_s = time.monotonic()
+                timings.eval_end_s = deadline_s
                 if faults.cut_at == index:
                     raise SimulatedCut()
                 yield token

@@ -148,7 +148,7 @@ async def completion(request: Request, kind: str) -> Response:
         runner = await acquire(sim, spec, num_ctx, keep_alive)
     except NativeError as error:
         return error_response(error.status, error.message)
-    timings = Timings(arrival_s=arrival_s, acquired_s=time.monotonic())
+    timings = Timings.after_acquire(arrival_s, runner)
     request_id = sim.request_id(request.headers.get("x-request-id"))
     if body.get("stream", True) is False:
         return await _collect(sim, runner, job, timings, faults, kind, spec)
@@ -186,7 +186,8 @@ async def _native_lines(
                 yield sim.emit(request_id, index, MALFORMED_LINE)
             yield sim.emit(request_id, index, orjson.dumps(_chunk(kind, spec, token, False)) + b"\n")
             index += 1
-        yield sim.emit(request_id, index, orjson.dumps(_final(kind, spec, job, timings)) + b"\n")
+        if not faults.no_done:
+            yield sim.emit(request_id, index, orjson.dumps(_final(kind, spec, job, timings)) + b"\n")
     finally:
         lease.release()
 
@@ -237,7 +238,7 @@ async def embed_vectors(
         raise NativeError(400, "the input length exceeds the context length")
     counts = [min(count, num_ctx) for count in counts]
     runner = await acquire(sim, spec, num_ctx, keep_alive)
-    timings = Timings(arrival_s=arrival_s, acquired_s=time.monotonic())
+    timings = Timings.after_acquire(arrival_s, runner)
     try:
         job = Job(spec, sum(counts), [], "stop")
         async for _ in run_job(sim.scheduler, runner, job, timings, FaultPlan()):
@@ -401,6 +402,8 @@ async def ps(request: Request) -> Response:
                 "details": model_details(spec),
                 "expires_at": _expires_at(runner, sim.config.speed),
                 "size_vram": runner.layout.size_vram_bytes,
+                # Per-slot num_ctx: Ollama's PsHandler reports llama.ContextLength() = options.NumCtx,
+                # while the runner's KV is sized NumCtx × NumParallel (llm/server.go KvSize).
                 "context_length": runner.num_ctx,
             }
         )

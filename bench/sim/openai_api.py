@@ -104,7 +104,7 @@ async def completions(request: Request, kind: str) -> Response:
         runner = await acquire(sim, spec, None, sim.config.keep_alive_s)
     except NativeError as error:
         return openai_error(error.status, error.message)
-    timings = Timings(arrival_s=arrival_s, acquired_s=time.monotonic())
+    timings = Timings.after_acquire(arrival_s, runner)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     completion_id = f"{prefix}-{sim.request_id(None)}"
     request_id = request.headers.get("x-request-id") or completion_id
@@ -175,6 +175,8 @@ async def _sse(
                 yield sim.emit(request_id, index, b"data: " + MALFORMED_LINE + b"\n")
             yield sim.emit(request_id, index, _data(_sse_chunk(kind, completion_id, model, token, None)))
             index += 1
+        if faults.no_done:
+            return
         finish = "length" if timings.done_reason == "length" else "stop"
         yield sim.emit(request_id, index, _data(_sse_chunk(kind, completion_id, model, "", finish)))
         if include_usage:

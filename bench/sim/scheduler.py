@@ -56,6 +56,9 @@ class Runner:
     last_used_s: float = 0.0
     expires_at_epoch_s: float | None = None
     expire_timer: asyncio.TimerHandle | None = None
+    # When the simulated load finishes (monotonic s): a request that waited for it reports this,
+    # not the moment the event loop got round to waking it, as the end of its load_duration.
+    ready_at_s: float = 0.0
     # Decode bookkeeping read by the perf model on every step.
     generating: int = 0
     max_generating: int = 0
@@ -244,6 +247,7 @@ class Scheduler:
         self.loaded[ticket.model.name] = runner
         self.loads_total += 1
         load_wall_s = self.scaled(perf.load_s(ticket.model) * self.jitter.factor())
+        runner.ready_at_s = time.monotonic() + load_wall_s
 
         async def load() -> None:
             await asyncio.sleep(load_wall_s)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+import uvicorn
+
 from bench.sim.config import FaultConfig, build_config
 from bench.sim.server import base_url_of, bind_socket, make_server
 from bench.sim.state import Simulator
 
-_RUNNING: dict[str, Simulator] = {}
+_RUNNING: dict[str, tuple[Simulator, uvicorn.Server]] = {}
 
 
 @contextmanager
@@ -47,7 +50,7 @@ def running_sim(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("bench sim did not start")
             time.sleep(0.005)
-        _RUNNING[base_url] = sim
+        _RUNNING[base_url] = (sim, server)
         yield base_url
     finally:
         _RUNNING.pop(base_url, None)
@@ -59,4 +62,14 @@ def running_sim(
 
 def simulator_for(base_url: str) -> Simulator:
     """The in-process Simulator behind a running_sim URL (tests observe scheduler counters)."""
-    return _RUNNING[base_url]
+    return _RUNNING[base_url][0]
+
+
+def accepted_sockets(base_url: str) -> list[socket.socket]:
+    """The server side of every open client connection to a running_sim URL (tests read socket options).
+
+    uvicorn keeps one protocol object per connection; its transport holds the accepted socket.
+    """
+    _, server = _RUNNING[base_url]
+    connections = list(server.server_state.connections)
+    return [conn.transport.get_extra_info("socket") for conn in connections if conn.transport is not None]

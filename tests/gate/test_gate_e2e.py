@@ -64,11 +64,11 @@ def test_simulator_slowed_by_30_percent_is_flagged_on_decode_latency_and_through
     # Decode slows in every cell (TPOT +50-60% measured, far beyond the 25% gate), so it is
     # flagged everywhere. Throughput drops ~22%; it is flagged against the -15% gate unless a
     # neighbour's CPU load disturbed the baseline cell (seen: -15..-17% then, a warning), so
-    # only its point estimate is held to every cell. The simulator's TTFT for a 256-token
-    # prompt is mostly fixed overhead and barely moves: it must never be flagged.
+    # only its point estimate is held to every cell. TTFT (a 1024-token prefill) slows by about
+    # the same 30%, right at its 25% gate, so it may or may not be flagged; error_rate never.
     assert {cell for cell, name in failed if name == "tpot_p50"} == cells, result.output
     assert all(change_pct[(cell, "output_tps")] < -10.0 for cell in cells), result.output
-    assert {name for _, name in failed} <= {"tpot_p50", "e2e_p95", "output_tps"}, result.output
+    assert {name for _, name in failed} <= {"tpot_p50", "e2e_p95", "output_tps", "ttft_p95"}, result.output
     assert f"REGRESSION: {len(failed)} of 20 gates failed" in result.output
     assert junit.read_text().count("<failure ") == len(failed)
 

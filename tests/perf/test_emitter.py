@@ -63,10 +63,12 @@ def test_emitter_answers_root_like_ollama(emitter: EmitterProcess) -> None:
     assert (response.status_code, response.text) == (200, "Ollama is running")
 
 
-def test_emit_log_lines_up_with_client_records(emitter: EmitterProcess) -> None:
+@pytest.mark.parametrize("transport", ["httpx", "fast"])
+def test_emit_log_lines_up_with_client_records(emitter: EmitterProcess, transport: str) -> None:
     step, records, clock = asyncio.run(closed_loop(
-        emitter.base_url, "native", 4, tokens=6, requests=12, warmup=False, cell_id="acc",
-        options={"emit_itl_ms": 2, "emit_ttft_ms": 3}))
+        emitter.base_url, "native", 4, tokens=6, requests=12, warmup=False,
+        cell_id=f"acc-{transport}", options={"emit_itl_ms": 2, "emit_ttft_ms": 3},
+        transport=transport))
     httpx.post(emitter.base_url + "/emitter/flush")
     assert emitter.emit_log is not None
     emitted = read_emit_log(emitter.emit_log)
@@ -75,12 +77,21 @@ def test_emit_log_lines_up_with_client_records(emitter: EmitterProcess) -> None:
     assert step.ok == 12
     assert (errors["matched"], errors["unmatched"], errors["count_mismatch"]) == (12, 0, 0)
     assert errors["itl_error"]["n"] == 12 * 5
+    # Same clock on both sides: the emitter cannot have read a request before it was stamped sent.
+    assert errors["request_lag"]["n"] == 12 and errors["request_lag"]["min_ms"] >= 0
     for record in records:
         entry = emitted[request_nonce(record.cell_id, record.repeat, record.request_index)]
         assert len(entry["token_emit_s"]) == len(record.chunk_times_s) == 6
-        # The emitter waited ttft_ms before the first token: the client cannot have seen it sooner.
+        # Cause before effect on the one clock: the emitter read the request after the client
+        # stamped it sent, and the client saw the first token after the emitter read the request.
+        # (Not "TTFT >= emit_ttft_ms": uvloop's timers run off a cached loop time and may fire
+        # up to a loop iteration early.)
         assert record.first_token_s is not None and record.sent_s is not None
-        assert record.first_token_s - record.sent_s >= 0.003
+        assert clock.t0 + record.sent_s < entry["received_s"] < clock.t0 + record.first_token_s
+        # Stamps taken at each read's arrival keep their order: head, then tokens, then the end.
+        assert record.headers_s is not None and record.end_s is not None
+        assert record.sent_s <= record.headers_s <= record.first_token_s <= record.end_s
+        assert record.chunk_times_s == sorted(record.chunk_times_s)
 
 
 def test_request_id_prefers_header_then_prompt_nonce() -> None:

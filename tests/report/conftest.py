@@ -43,6 +43,8 @@ class RunSpec:
     kv: bool = False
     recommendation: bool = False
     speed_factor: float = 1.0  # scales every duration (a "faster server" for comparisons)
+    sweep: bool = False  # OLLAMA_NUM_PARALLEL = concurrency in each cell (a NUM_PARALLEL sweep)
+    slos: dict[str, str] = field(default_factory=dict)  # the scenario's slos:
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,7 +57,8 @@ def _settings(spec: RunSpec, surface: str, concurrency: int) -> dict[str, Any]:
         "surface": surface, "endpoint": "chat", "model": spec.model, "arrival": "closed",
         "concurrency": concurrency, "rate_rps": None, "prompt_tokens": 512, "max_tokens": 32,
         "num_ctx": None, "keep_alive": None, "temperature": 0.0, "format": "none", "requests": spec.requests_per_cell,
-        "duration_s": None, "warmup_requests": 1, "repeat": 1, "OLLAMA_NUM_PARALLEL": "2",
+        "duration_s": None, "warmup_requests": 1, "repeat": 1,
+        "OLLAMA_NUM_PARALLEL": str(concurrency) if spec.sweep else "2",
         **spec.extra_settings,
     }
 
@@ -134,7 +137,7 @@ def build_run(root: Path, spec: RunSpec) -> Path:
                                 "capabilities": ["completion"]}},
         "scenario": {"name": spec.scenario_name, "description": f"hand-made run for {spec.scenario_name}",
                      "workload": {"model": [spec.model], "endpoint": ["native/chat", "openai/chat"]},
-                     "load": {"concurrency": list(spec.concurrencies)}},
+                     "load": {"concurrency": list(spec.concurrencies)}, "slos": spec.slos},
         "scenario_path": "scenarios/report-test.yaml", "cells": cells,
         "servers": [{"server_id": 0, "env": {"OLLAMA_NUM_PARALLEL": "2"}, "command": ["bench", "sim"],
                      "log": "server-0.log"}],

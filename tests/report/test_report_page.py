@@ -10,7 +10,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.report import write_report
+from bench.records import load_run
+from bench.report import render_report, write_report
 
 SCRIPT = "<script>window.__pwned=1</script>"
 ALL_SECTIONS = ["answer", "throughput", "latency", "errors", "keepalive", "memory", "surfaces", "environment"]
@@ -30,7 +31,7 @@ def test_full_run_shows_every_section_in_order(make_run: Callable[..., Path]) ->
     assert section_ids(html) == ALL_SECTIONS
     assert html.count("<img ") >= 10
     assert "KV cache bytes per token of context" in html
-    assert "recommended OLLAMA_NUM_PARALLEL=2" in html
+    assert "Recommended OLLAMA_NUM_PARALLEL=2" in html
     assert "Where the 503s came from" in html
 
 
@@ -116,3 +117,20 @@ def test_cli_writes_the_report_and_reports_a_missing_run_in_one_line(make_run: C
     missing = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert "not a run directory" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_sweep_without_bench_recommend_still_answers_which_num_parallel(make_run: Callable[..., Path]) -> None:
+    run = make_run(sweep=True, surfaces=("native",), rejected_at=None, cold_measured=False,
+                   slos={"ttft_p95": "1s"})
+    html = render_report([load_run(run)])
+    assert "Recommended OLLAMA_NUM_PARALLEL=4" in html
+    assert "computed by the report from the scenario&#39;s SLOs" in html
+    assert "Three line charts against NUM_PARALLEL" in html  # throughput and latency against the setting
+
+
+def test_the_answer_says_which_cells_meet_the_scenarios_slos(make_run: Callable[..., Path]) -> None:
+    run = make_run(rejected_at=None, cold_measured=False, slos={"ttft_p95": "200ms"})
+    html = render_report([load_run(run)])
+    # TTFT is 150, 180 and 240 ms at concurrency 1, 2 and 4 on both surfaces.
+    assert "4 of 6 cells meet the SLOs (ttft_p95 ≤ 200ms)" in html
+    assert "misses ttft_p95" in html

@@ -51,8 +51,16 @@ def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_
     assert abs(tps["4", 8] - tps["4", 4]) < 0.3 * tps["4", 4]  # past NUM_PARALLEL: flat...
     assert ttft["4", 8] > 1.5 * ttft["4", 4]  # ...and requests queue
 
+    # Before `bench recommend`, the report works the answer out itself (no SLOs in this scenario).
+    report = CliRunner().invoke(cli, ["report", str(run_dir), "--out", str(run_dir / "report.html")])
+    assert report.exit_code == 0, report.output
+    html = (run_dir / "report.html").read_text()
+    assert "Recommended OLLAMA_NUM_PARALLEL=4" in html and "computed by the report" in html
+
     result = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=2s", "--slo", "tpot_p95=100ms"])
     assert result.exit_code == 0, result.output
+    html = (run_dir / "report.html").read_text()  # bench recommend redrew the run's report
+    assert "stored by bench recommend" in html and "tpot_p95 ≤ 100 ms" in html
     stored = json.loads((run_dir / "recommendation.json").read_text())
     assert stored["num_parallel"] == 4
     assert stored["memory_checked"] is True
