@@ -83,7 +83,7 @@ def _format_value(column: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if column.endswith("_s"):
-        return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+        return f"{value * 1000:.3g}ms" if value < 1 else f"{value:.2f}s"
     return f"{value:.3g}" if "rate" in column else f"{value:.1f}"
 
 
@@ -191,7 +191,9 @@ def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo
         # The cell a person looks at first is the fastest one; say why it was not taken.
         faster = cells[cells["output_tps"] > (1 + TIE_FRACTION) * float(best["output_tps"])]
         if len(faster):
-            top = faster.loc[faster["output_tps"].idxmax()]
+            # The nearest miss (fewest SLOs missed, then most throughput) is the one worth naming.
+            top = min((row for _, row in faster.iterrows()),
+                      key=lambda row: (len(failures[row.name]), -_nan_to(row["output_tps"])))
             missed = (f"concurrency {_int(top.get('concurrency'))} gives {float(top['output_tps']):.1f} tok/s "
                       f"but misses " + ", ".join(failures[top.name]))
         else:

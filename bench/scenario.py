@@ -74,7 +74,8 @@ _METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No inf/nan: `rate_rps: .inf` would dispatch without end, `duration_s: .inf` never stop.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Distribution(_Strict):

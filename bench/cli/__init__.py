@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "bench.cli.kv_cmd",
     "bench.cli.recommend_cmd",
     "bench.cli.perf_cmd",
+    "bench.cli.soak_cmd",
 )
 
 

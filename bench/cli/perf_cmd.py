@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,22 @@ def register(group: click.Group) -> None:
 @click.option("--transport", type=click.Choice(["httpx", "fast", "both"]), default="both",
               show_default=True,
               help="httpx: httpx's own transport; fast: bench.clients.transport (bench run --transport).")
-def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, transport: str) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Client processes for the throughput ramp (streams split across them, each "
+                   "pinned to a CPU the emitter does not use).")
+def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, transport: str,
+         workers: int) -> None:
     """Benchmark bench's own client against a lean emitter pinned to another CPU."""
     from bench.perf.suite import PerfOptions, run_perf
 
+    # A SIGTERM unwinds like Ctrl-C, so the emitter subprocess and worker processes are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     console = Console()
     surfaces = ("native", "openai") if surface == "both" else (surface,)
     options = PerfOptions(surfaces=surfaces, quick=quick,  # type: ignore[arg-type]
                           accuracy_itl_ms=accuracy_itl_ms,
-                          transports=("httpx", "fast") if transport == "both" else (transport,))
+                          transports=("httpx", "fast") if transport == "both" else (transport,),
+                          workers=workers)
     result = run_perf(options, lambda line: console.print(f"[dim]…[/dim] {line}", highlight=False))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "perf.json", result)
@@ -45,8 +54,11 @@ def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, trans
 
 def summary_table(result: dict[str, Any]) -> Table:
     machine = result["machine"]
-    table = Table(title=f"bench perf — {machine['cpu_model']}, {machine['cpu_count']} cores, "
-                        f"Python {machine['python']}, uvloop {'on' if machine['uvloop'] else 'off'}")
+    load = result.get("load_average_end") or machine["load_average"]
+    table = Table(title=f"bench perf — {machine['cpu_model']}, {machine['cpu_count']} cores "
+                        f"(load average {load[0]:.1f} at the end), "
+                        f"Python {machine['python']}, uvloop {'on' if machine['uvloop'] else 'off'}, "
+                        f"{result.get('workers', 1)} client process(es)")
     table.add_column("measure")
     columns = [(transport, surface) for transport, by_surface in result["throughput"].items()
                for surface in by_surface]
@@ -59,6 +71,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     best = [result["throughput"][t][s]["best"] for t, s in columns]
     row("best req/s (32-token streams)", [f"{b['rps']:.0f} @ c={b['concurrency']}" for b in best])
     row("streamed tokens/s", [f"{b['tokens_per_s']:.0f}" for b in best])
+    row("client / emitter CPU share at best", [f"{b['cpu_fraction']:.0%} / "
+                                               f"{b.get('emitter_cpu_fraction', 0):.0%}" for b in best])
     row("client CPU µs / request", [b["cpu_us_per_request"] for b in best])
     row("client CPU µs / token", [b["cpu_us_per_token"] for b in best])
     row("memory KiB / held stream", [result["held_streams"][t][s]["kib_per_stream"] for t, s in columns])

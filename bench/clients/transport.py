@@ -83,11 +83,15 @@ class _Connection:
 
     __slots__ = ("sock", "loop", "parser", "status", "headers", "parts", "reads", "waiter",
                  "headers_done", "complete", "lost", "keep_alive", "origin", "received_any",
-                 "used", "read_s", "head_s", "framed", "closed", "ancillary_bytes")
+                 "used", "read_s", "head_s", "framed", "closed", "ancillary_bytes", "buffers")
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop,
-                 origin: tuple[str, int]) -> None:
+                 origin: tuple[str, int], buffer: memoryview) -> None:
         self.sock = sock
+        # The transport's one read buffer, shared by its connections: a read is copied out
+        # before the callback returns, and recvmsg() would allocate READ_BYTES anew per read
+        # (~16 µs for 256 KiB, four times the cost of the read itself).
+        self.buffers = [buffer]
         self.loop = loop
         self.origin = origin
         self.lost: Exception | None = None
@@ -114,14 +118,15 @@ class _Connection:
 
     def _on_readable(self) -> None:
         try:
-            data, ancillary, _, _ = self.sock.recvmsg(READ_BYTES, self.ancillary_bytes)
+            size, ancillary, _, _ = self.sock.recvmsg_into(self.buffers, self.ancillary_bytes)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
             self._lose(httpx.ReadError(str(error)))
             return
         self.read_s = arrival_s = _kernel_arrival_s(ancillary) if ancillary else time.monotonic()
-        if not data:
+        data = self.buffers[0][:size].tobytes()
+        if not size:
             if self.headers_done and not self.framed and not self.complete:
                 self.complete = True  # a body delimited by the server closing the connection
                 self.keep_alive = False
@@ -272,6 +277,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         # Resolved once per origin for the client's life: a benchmark targets one fixed server.
         self._addresses: dict[tuple[str, int], list[Any]] = {}
         self._slots = asyncio.Semaphore(max(1, max_connections))
+        self._read_buffer = memoryview(bytearray(READ_BYTES))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -345,7 +351,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"connect to {origin[0]}:{origin[1]} timed out") from error
         except OSError as error:
             raise httpx.ConnectError(str(error)) from error
-        return _Connection(sock, loop, origin)
+        return _Connection(sock, loop, origin, self._read_buffer)
 
     def release(self, connection: _Connection) -> None:
         """Back to the idle list when the response was read whole and the server keeps it open."""

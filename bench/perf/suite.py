@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import multiprocessing
 import os
 import platform
 import resource
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +26,9 @@ import httpx
 
 from bench import __version__
 from bench.perf.accuracy import read_emit_log, timing_errors
-from bench.perf.drive import StepResult, closed_loop, hold_streams, request_nonce
-from bench.perf.emitter_proc import cpu_plan, running_emitter
+from bench.perf.drive import HoldResult, StepResult, closed_loop, hold_streams, request_nonce
+from bench.perf.emitter_proc import EmitterProcess, cpu_plan, process_cpu_s, running_emitter
+from bench.perf.workers import run_workers
 from bench.records import RequestRecord, Surface
 
 Progress = Callable[[str], None]
@@ -46,6 +50,8 @@ class PerfOptions:
     # make_http_client's transports, measured side by side: "httpx" (httpcore) and "fast"
     # (bench.clients.transport.FastTransport).
     transports: tuple[str, ...] = ("httpx", "fast")
+    # Client processes for the throughput ramp (bench.perf.workers); 1: this process alone.
+    workers: int = 1
 
     @property
     def step_s(self) -> float:
@@ -129,28 +135,48 @@ def ramp_should_stop(rps_history: list[float]) -> bool:
     return all(rps < best_before * GROWTH_FACTOR for rps in rps_history[-STALL_LEVELS:])
 
 
-def throughput_ramp(base_url: str, surface: Surface, transport: str, options: PerfOptions,
-                    progress: Progress) -> dict[str, Any]:
+def throughput_ramp(emitter: EmitterProcess, surface: Surface, transport: str,
+                    options: PerfOptions, progress: Progress,
+                    client_cpus: list[int | None]) -> dict[str, Any]:
+    base_url = emitter.base_url
     steps: list[StepResult] = []
+    emitter_shares: list[float] = []
     for concurrency in options.ramp_levels:
-        step, _, _ = run_async(closed_loop(base_url, surface, concurrency, tokens=options.tokens,
-                                           duration_s=options.step_s, cell_id=f"tp{concurrency}",
-                                           transport=transport))
+        # The emitter's share of its core over the step (warmup included): near 100%, the
+        # emitter, not bench, is what stops the ramp.
+        emitter_cpu_before, started = process_cpu_s(emitter.pid), time.monotonic()
+        if options.workers > 1:
+            step, _, _ = run_workers(base_url, surface, concurrency, options.workers,
+                                     duration_s=options.step_s, cpus=client_cpus,
+                                     tokens=options.tokens, transport=transport,
+                                     cell_id=f"tp{concurrency}")
+        else:
+            step, _, _ = run_async(closed_loop(base_url, surface, concurrency,
+                                               tokens=options.tokens, duration_s=options.step_s,
+                                               cell_id=f"tp{concurrency}", transport=transport))
         steps.append(step)
+        emitter_shares.append((process_cpu_s(emitter.pid) - emitter_cpu_before)
+                              / (time.monotonic() - started))
         progress(f"throughput {transport:5} {surface:6} c={concurrency:<4} {step.rps:8.0f} req/s "
                  f"{step.tokens_per_s:9.0f} tok/s  cpu {step.cpu_fraction:4.0%}  "
+                 f"emitter cpu {emitter_shares[-1]:4.0%}  "
                  f"{1e6 * step.cpu_s / max(step.ok, 1):6.0f} µs/req  errors {step.errors}")
         if ramp_should_stop([s.rps for s in steps]):
             break
-    best = max(steps, key=lambda s: s.rps)
-    return {"steps": [s.as_dict() for s in steps], "best": best.as_dict()}
+    step_dicts = [{**step.as_dict(), "emitter_cpu_fraction": round(share, 3)}
+                  for step, share in zip(steps, emitter_shares)]
+    best_index = max(range(len(steps)), key=lambda index: steps[index].rps)
+    return {"steps": step_dicts, "best": step_dicts[best_index]}
 
 
 def held_streams(base_url: str, surface: Surface, transport: str, options: PerfOptions,
                  progress: Progress) -> dict[str, Any]:
     results = []
     for streams in options.hold_levels(transport):
-        result = run_async(hold_streams(base_url, surface, streams, transport=transport))
+        # In a fresh interpreter (same CPU pin and limits, inherited): in this one the heap still
+        # holds what earlier steps freed, and new streams reuse it without growing the RSS.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+            result = fresh.submit(_hold_streams_now, base_url, surface, streams, transport).result()
         results.append(result.as_dict())
         progress(f"held       {transport:5} {surface:6} n={streams:<5} held {result.held:5}  ok {result.ok:5}  "
                  f"{result.bytes_per_stream / 1024:6.1f} KiB/stream  open in {result.open_s:.1f} s"
@@ -160,6 +186,10 @@ def held_streams(base_url: str, surface: Surface, transport: str, options: PerfO
     clean = [r for r in results if r["clean"]]
     return {"levels": results, "max_clean_streams": max((r["streams"] for r in clean), default=0),
             "kib_per_stream": results[0]["kib_per_stream"] if results else None}
+
+
+def _hold_streams_now(base_url: str, surface: Surface, streams: int, transport: str) -> HoldResult:
+    return run_async(hold_streams(base_url, surface, streams, transport=transport))
 
 
 def accuracy(base_url: str, emit_log: Path, surface: Surface, transport: str,
@@ -176,7 +206,9 @@ def accuracy(base_url: str, emit_log: Path, surface: Surface, transport: str,
         cell_id = f"acc-{transport}-{surface}-{level}"
         step, records, clock = run_async(closed_loop(
             base_url, surface, concurrency, tokens=options.tokens, requests=requests,
-            options=emit_options, cell_id=cell_id, warmup=False,
+            # Warmed up: the pool's connections are open, so request_lag is the steady state's
+            # (no TCP connects), as in a run's measured phase after its warmup.
+            options=emit_options, cell_id=cell_id, warmup=True,
             transport=transport))
         httpx.post(base_url + "/emitter/flush", timeout=10.0)
         errors = timing_errors(records, clock.t0, read_emit_log(emit_log), _record_nonce)
@@ -198,11 +230,17 @@ def _record_nonce(record: RequestRecord) -> str:
 def run_perf(options: PerfOptions, progress: Progress) -> dict[str, Any]:
     """Run every section; returns what perf.json holds."""
     emitter_cpu, client_cpu = cpu_plan()
+    # Worker processes get the CPUs the emitter does not use (all of them share the client's one
+    # on a 2-core machine, where more workers cannot add throughput).
+    client_cpus: list[int | None] = [cpu for cpu in sorted(os.sched_getaffinity(0))
+                                     if cpu != emitter_cpu] if emitter_cpu is not None else [None]
     nofile = raise_nofile_limit()
     result: dict[str, Any] = {"machine": machine_info(client_cpu, emitter_cpu),
                               "command": " ".join(sys.argv), "quick": options.quick,
                               "tokens_per_request": options.tokens,
-                              "rlimit_nofile": list(nofile),
+                              "rlimit_nofile": list(nofile), "workers": options.workers,
+                              "worker_cpus": [client_cpus[i % len(client_cpus)]
+                                              for i in range(options.workers)],
                               "throughput": {}, "held_streams": {}, "accuracy": {}}
     progress(f"client on CPU {client_cpu}, emitter on CPU {emitter_cpu}; "
              f"uvloop {'on' if result['machine']['uvloop'] else 'off'}")
@@ -215,7 +253,7 @@ def run_perf(options: PerfOptions, progress: Progress) -> dict[str, Any]:
         with running_emitter(tokens=options.tokens, cpu=emitter_cpu) as emitter:
             for transport, surface in pairs:
                 result["throughput"][transport][surface] = throughput_ramp(
-                    emitter.base_url, surface, transport, options, progress)
+                    emitter, surface, transport, options, progress, client_cpus)
             for transport, surface in pairs:
                 result["held_streams"][transport][surface] = held_streams(
                     emitter.base_url, surface, transport, options, progress)
@@ -225,6 +263,9 @@ def run_perf(options: PerfOptions, progress: Progress) -> dict[str, Any]:
                 for transport, surface in pairs:
                     result["accuracy"][transport][surface] = accuracy(
                         emitter.base_url, emit_log, surface, transport, options, progress)
+    # Other processes on these cores skew every figure: a load average well above the two
+    # pinned processes' share says the machine was not quiet.
+    result["load_average_end"] = list(os.getloadavg())
     result["summary"] = summarize(result)
     return result
 

@@ -124,12 +124,9 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
     if len(views) == 1:
         _mark_sweep(axes, views[0], units)
     for ax, (column, title, ylabel) in zip(axes, panels):
-        ax.set_title(f"{title} against NUM_PARALLEL")
+        ax.set_title(title)
         ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
         ax.set_ylim(bottom=0)
-        if column in units:
-            ax.set_yscale("symlog", linthresh=_linthresh(latencies[column].to_numpy(float) * units[column][0]))
-            ax.set_ylim(bottom=0)
         plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (slots)")
     plotting.figure_legend(figure, axes[0], columns=6)
     figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput and what it costs in latency", fontweight="bold")
@@ -137,12 +134,6 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
                            "Three line charts against NUM_PARALLEL, one line per offered concurrency: output "
                            "tokens per second, TTFT p95 and TPOT p95, with SLOs, CPU spill and the "
                            "recommendation marked.")
-
-
-def _linthresh(values: np.ndarray) -> float:
-    """Below this the latency axis is linear, above it logarithmic: spilled cells can be 10x the rest."""
-    finite = values[np.isfinite(values) & (values > 0)]
-    return float(np.percentile(finite, 50)) if len(finite) else 1.0
 
 
 def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, str]]) -> None:

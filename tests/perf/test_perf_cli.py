@@ -20,19 +20,22 @@ def test_ramp_stops_after_two_levels_without_growth() -> None:
 def test_perf_quick_writes_every_field(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "perf", "--quick", "--surface", "native",
-         "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+         "--transport", "fast", "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr[-2000:]
     perf = json.loads((tmp_path / "perf.json").read_text())
     assert {"cpu_model", "cpu_count", "python", "uvloop", "pinned"} <= set(perf["machine"])
-    best = perf["throughput"]["httpx"]["native"]["best"]
+    assert perf["workers"] == 1 and len(perf["load_average_end"]) == 3
+    best = perf["throughput"]["fast"]["native"]["best"]
     assert best["rps"] > 0 and best["ok"] > 0
     assert best["cpu_us_per_request"] > 0 and best["cpu_us_per_token"] > 0
-    held = perf["held_streams"]["httpx"]["native"]
-    assert held["levels"][0]["streams"] == 256 and held["kib_per_stream"] is not None
-    levels = perf["accuracy"]["httpx"]["native"]["levels"]
+    assert 0 < best["emitter_cpu_fraction"]
+    held = perf["held_streams"]["fast"]["native"]
+    assert held["levels"][0]["streams"] == 1024 and held["kib_per_stream"] is not None
+    levels = perf["accuracy"]["fast"]["native"]["levels"]
     assert set(levels) == {"1", "64", "256", "64-staggered", "256-staggered"}
     for errors in levels.values():
         assert errors["matched"] > 0 and errors["count_mismatch"] == 0
         assert errors["ttft_error"]["p99_ms"] is not None
-    assert set(perf["summary"]["httpx"]["targets"]) == {"rps_1000", "streams_1024", "ttft_p99_1ms_at_256"}
+        assert errors["request_lag"]["n"] == errors["matched"]
+    assert set(perf["summary"]["fast"]["targets"]) == {"rps_1000", "streams_1024", "ttft_p99_1ms_at_256"}
     assert "bench perf" in completed.stdout
