@@ -280,6 +280,15 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
+# The record columns cell_summary reads (request_metrics and _summarize_cell): a run's end reads
+# only these back from requests.parquet, not the stored text and error messages.
+SUMMARY_INPUT_COLUMNS: tuple[str, ...] = (
+    "cell_id", "phase", "repeat", "surface", "error_class", "scheduled_s", "sent_s",
+    "first_token_s", "end_s", "chunk_times_s", "output_tokens", "load_duration_ns",
+    "prompt_eval_duration_ns",
+)
+
+
 def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per cell (index cell_id) over its measure-phase requests; see README_SECTION.
 

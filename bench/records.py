@@ -20,14 +20,21 @@ Every time in a record is in seconds on the monotonic clock, relative to the run
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
+import types
+import typing
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from bench.errors import RunDirError
 
@@ -134,16 +141,60 @@ class RecordWriter:
         self.close()
 
 
+# Lines per batch (and parquet row group) when converting requests.jsonl: 20k parsed records
+# are ~60 MiB of Python objects (32 chunk times each); smaller batches save little more.
+PARQUET_BATCH_LINES = 20_000
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """The parquet column type of a RequestRecord field (None is a null value, not a type)."""
+    if isinstance(annotation, types.UnionType):
+        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is Literal or annotation is str:
+        return pa.string()
+    if typing.get_origin(annotation) is list:
+        return pa.list_(_arrow_type(typing.get_args(annotation)[0]))
+    return {int: pa.int64(), float: pa.float64()}[annotation]
+
+
+# Explicit, because a batch types a column by what it holds: error_message is all null in a
+# batch without errors and a string in the next, and one file needs one schema.
+REQUESTS_SCHEMA = pa.schema(
+    [(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(RequestRecord).items()]
+)
+_INT_FIELDS = tuple(f.name for f in REQUESTS_SCHEMA if pa.types.is_integer(f.type))
+_INT64_MAX = 2**63 - 1
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The parsed lines of a JSONL file, skipping a torn line (a run killed mid-write)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as lines:
+        for raw_line in lines:
+            try:
+                yield orjson.loads(raw_line)
+            except orjson.JSONDecodeError:
+                continue
+
+
+def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
+    except OverflowError:
+        # A server may report a count past int64 (the clients keep any JSON int); such a count
+        # is garbage, stored as missing rather than losing the whole conversion.
+        for row in rows:
+            for name in _INT_FIELDS:
+                value = row.get(name)
+                if isinstance(value, int) and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+                    row[name] = None
+        return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
+
+
 def read_records_jsonl(path: Path) -> pd.DataFrame:
     """Read requests.jsonl, skipping a torn last line (a run killed mid-write)."""
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        with open(path, "rb") as lines:
-            for raw_line in lines:
-                try:
-                    rows.append(orjson.loads(raw_line))
-                except orjson.JSONDecodeError:
-                    continue
+    rows = list(_jsonl_rows(path))
     frame = pd.DataFrame(rows, columns=list(RECORD_FIELDS)) if not rows else pd.DataFrame(rows)
     for name in RECORD_FIELDS:
         if name not in frame.columns:
@@ -169,11 +220,34 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path}: not valid JSON ({error})") from error
 
 
-def write_requests_parquet(run_dir: Path) -> pd.DataFrame:
-    """Convert requests.jsonl to requests.parquet; returns the DataFrame."""
-    frame = read_records_jsonl(Path(run_dir) / REQUESTS_JSONL)
-    frame.to_parquet(Path(run_dir) / REQUESTS_PARQUET, index=False)
-    return frame
+def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
+                           phase: Phase | None = None) -> pd.DataFrame:
+    """Convert requests.jsonl to requests.parquet, a batch of lines at a time; returns the records.
+
+    The frame returned holds only `columns` (default all) of the `phase` rows (default all):
+    ask for what you need, since a long run's records in full are hundreds of MiB in pandas.
+    Torn lines are skipped as `read_records_jsonl` skips them. The file is written beside and
+    renamed into place, so `load_run` never prefers a half-written parquet.
+    """
+    run_dir = Path(run_dir)
+    parquet_path = run_dir / REQUESTS_PARQUET
+    temp_path = parquet_path.with_suffix(parquet_path.suffix + ".tmp")
+    kept = [_rows_and_columns(REQUESTS_SCHEMA.empty_table(), columns, phase)]
+    with pq.ParquetWriter(temp_path, REQUESTS_SCHEMA) as writer:
+        lines = _jsonl_rows(run_dir / REQUESTS_JSONL)
+        while rows := list(itertools.islice(lines, PARQUET_BATCH_LINES)):
+            table = _records_table(rows)
+            del rows  # else the next batch is parsed while this one is still held
+            writer.write_table(table)
+            kept.append(_rows_and_columns(table, columns, phase))
+    os.replace(temp_path, parquet_path)
+    return pa.concat_tables(kept).to_pandas()
+
+
+def _rows_and_columns(table: pa.Table, columns: Sequence[str] | None, phase: Phase | None) -> pa.Table:
+    if phase is not None:
+        table = table.filter(pc.equal(table["phase"], phase))  # a null phase is not `phase`
+    return table.select(list(columns)) if columns is not None else table
 
 
 @dataclass

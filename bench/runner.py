@@ -1,18 +1,15 @@
-"""A whole run: run directory and manifest, the target (URL, embedded sim or managed servers),
-telemetry, cells in order with progress, interrupts, and the outputs at the end.
+"""A whole run: the run directory, cells in order against the target with telemetry and
+progress, interrupts, and the outputs at the end (bench.targets, bench.manifest and bench.outputs
+hold the pieces).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
 import os
-import platform
 import re
 import signal
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +19,18 @@ import httpx
 import pandas as pd
 from rich.console import Console
 
-from bench import __version__
+from bench import clients
 from bench.clients.base import RequestSpec
-from bench.errors import ScenarioError, TargetError, UsageError
+from bench.clients.http import make_http_client
+from bench.errors import ScenarioError, UsageError
 from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, client_health, run_cell_load
+from bench.manifest import new_manifest, resumed_manifest, run_state
+from bench.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
+from bench.outputs import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
-from bench.progress import RunProgress, describe_cell, summary_table, varying_settings
+from bench.progress import RunProgress, describe_cell, varying_settings
 from bench.prompts import Calibration, PromptSource, calibrate
+from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord, write_json, write_requests_parquet
 from bench.resume import (
     ResumePoint,
     keep_complete_records,
@@ -36,17 +38,10 @@ from bench.resume import (
     run_options_record,
     stash_telemetry,
 )
-from bench.records import (
-    MANIFEST_FILE,
-    REPORT_HTML,
-    SUMMARY_CSV,
-    SUMMARY_JSON,
-    RecordWriter,
-    RequestRecord,
-    write_json,
-    write_requests_parquet,
-)
 from bench.scenario import Scenario, resolve_ollama_host
+from bench.server import check_models
+from bench.targets import Targets, fetch_version, preflight
+from bench.telemetry import TelemetrySession, start_telemetry
 
 # After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.
 DEFAULT_GRACE_S = 10.0
@@ -84,21 +79,6 @@ class RunResult:
         return str(self.manifest.get("stop_reason", "")).startswith("interrupted")
 
 
-def _optional_module(name: str) -> Any | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name is not None and name.startswith(error.name):
-            return None
-        raise
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
     if options.out_dir is not None:
         run_dir = options.out_dir
@@ -116,119 +96,6 @@ def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
     return run_dir
 
 
-def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Targets:
-    """The server under test: a fixed URL, the embedded simulator, or managed servers per env group."""
-
-    def __init__(self, scenario: Scenario, options: RunOptions, run_dir: Path) -> None:
-        self.scenario, self.options, self.run_dir = scenario, options, run_dir
-        target = options.target or scenario.target
-        if scenario.server is not None and options.target is not None:
-            raise UsageError("--target: the scenario has a server: block; bench manages that server")
-        self.kind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
-        self.base_url = resolve_ollama_host(target) if self.kind == "url" else None
-        self.server: Any | None = None
-        self.group: int | None = None
-        self.servers: list[dict[str, Any]] = []
-        self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
-
-    def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
-        server_module = importlib.import_module("bench.server")
-        if self.kind == "sim":
-            sim = self.scenario.sim
-            args = ["--speed", str(self.options.sim_speed or sim.speed)]
-            if sim.gpu:
-                args += ["--gpu", sim.gpu]
-            if sim.gpu_memory:
-                args += ["--gpu-memory", sim.gpu_memory]
-            if sim.seed is not None:
-                args += ["--seed", str(sim.seed)]
-            return server_module.sim_command(args + list(sim.args)), {k: str(v) for k, v in sim.env.items()}
-        assert self.scenario.server is not None
-        return self.scenario.server.argv, dict(cell.server_env)
-
-    def ensure(self, cell: Cell) -> tuple[str, bool]:
-        """The base URL for this cell, (re)starting a server when its settings change; (url, new?)."""
-        if self.kind == "url":
-            assert self.base_url is not None
-            return self.base_url, self.group is None and self._mark(cell.server_group)
-        if self.server is not None and self.group == cell.server_group and self.server.is_alive():
-            return self.server.base_url, False
-        self.stop()
-        server_module = importlib.import_module("bench.server")
-        command, env = self._command_and_env(cell)
-        server_id = len(self.servers)
-        log_path = self.run_dir / f"server-{server_id}.log"
-        child_env = {**env, "OLLAMA_HOST": f"127.0.0.1:{self.port}"}
-        server = server_module.ManagedServer(command, child_env, log_path, port=self.port)
-        self.servers.append({"server_id": server_id, "env": env, "command": command,
-                             "log": log_path.name})
-        server.start()
-        self.servers[-1]["pid"] = server.pid
-        self.server, self.group = server, cell.server_group
-        ready_timeout_s = self.scenario.server.ready_timeout_s if self.scenario.server else 60.0
-        server.wait_ready(ready_timeout_s)
-        return server.base_url, True
-
-    def _mark(self, group: int) -> bool:
-        self.group = group
-        return True
-
-    @property
-    def server_id(self) -> int | None:
-        return len(self.servers) - 1 if self.servers else None
-
-    def server_died(self) -> bool:
-        return self.server is not None and not self.server.is_alive()
-
-    def pids(self) -> list[int] | None:
-        return [self.server.pid] if self.server is not None and self.server.pid else None
-
-    def stop(self) -> None:
-        if self.server is not None:
-            grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
-            self.server.stop(grace_s=grace_s)
-            self.server = None
-
-
-def _refused(base_url: str) -> TargetError:
-    return TargetError(
-        f"cannot connect to {base_url} (connection refused): is Ollama running? "
-        "Set the scenario's target, --target or OLLAMA_HOST"
-    )
-
-
-def preflight(base_url: str) -> None:
-    """GET / once: a server that is not there is a one-line TargetError, not an empty run."""
-    try:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
-            http.get(base_url + "/")
-    except httpx.ConnectError:
-        raise _refused(base_url) from None
-    except httpx.HTTPError as error:
-        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
-
-
-async def fetch_version(base_url: str) -> str | None:
-    """GET /api/version; connection refused becomes a one-line TargetError."""
-    try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False) as http:
-            response = await http.get("/api/version")
-    except httpx.ConnectError:
-        raise _refused(base_url) from None
-    except httpx.HTTPError as error:
-        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
-    if response.status_code != 200:
-        return None
-    try:
-        return str(response.json().get("version"))
-    except ValueError:
-        return None
-
-
 class Run:
     """One execution of a scenario; `execute()` is the whole life of a run directory."""
 
@@ -243,7 +110,7 @@ class Run:
             preflight(resolve_ollama_host(target))
         resume = options.resume
         self.run_dir = resume.run_dir if resume is not None else new_run_dir(options, scenario)
-        self.targets = Targets(scenario, options, self.run_dir)
+        self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
         self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
         self.stop = StopControl()
         self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed)
@@ -257,7 +124,7 @@ class Run:
                                   scenario.abort_on.consecutive_failures,
                                   scenario.abort_on.min_requests)
         self.failed_reason: str | None = None
-        self.telemetry: Any | None = None
+        self.telemetry: TelemetrySession | None = None
         self.manifest: dict[str, Any] = {}
         varying = varying_settings([cell.settings for cell in self.cells])
         self.labels = {cell.cell_id: describe_cell(cell.settings, varying) for cell in self.cells}
@@ -276,9 +143,8 @@ class Run:
 
     def _check_slos(self) -> None:
         """Unknown SLO names fail now, not after an hour of measuring."""
-        metrics = importlib.import_module("bench.metrics")
         try:
-            metrics.cell_summary(pd.DataFrame(), slos=self.scenario.slo_values() or None)
+            cell_summary(pd.DataFrame(), slos=self.scenario.slo_values() or None)
         except UsageError as error:
             raise ScenarioError(f"{self.scenario.where('slos')}: {error}") from None
 
@@ -294,66 +160,32 @@ class Run:
     # --- manifest ----------------------------------------------------------------------------
 
     def _write_manifest(self, status: str, ended: bool = False) -> None:
-        health = client_health(self.outcomes)
-        self.manifest.update(
-            status=status,
-            ended_at=_now_iso() if ended else None,
-            cells=[
-                {"cell_id": c.cell_id, "cell_index": c.cell_index, "settings": c.settings,
-                 "status": self.cell_status[c.cell_id], "server_id": self.cell_server.get(c.cell_id),
-                 "label": self.labels[c.cell_id]}
-                for c in self.cells
-            ],
-            servers=self.targets.servers,
-            client={"cpu_s": health.cpu_s, "wall_s": health.wall_s,
-                    "dispatch_lag_p99_s": health.dispatch_lag_p99_s, "saturated": health.saturated},
-            calibration={"/".join(key): cal.to_dict() for key, cal in self.prompts.calibrations.items()},
-            notes=self.notes,
-        )
-        if self.failed_reason:
-            self.manifest["failure"] = self.failed_reason
-        if self.stop.reason:
-            self.manifest["stop_reason"] = self.stop.reason
+        self.manifest.update(run_state(
+            status=status, ended=ended, cells=self.cells, cell_status=self.cell_status,
+            cell_server=self.cell_server, labels=self.labels, servers=self.targets.servers,
+            health=client_health(self.outcomes), calibrations=self.prompts.calibrations,
+            notes=self.notes, failure=self.failed_reason, stop_reason=self.stop.reason,
+        ))
         write_json(self.run_dir / MANIFEST_FILE, self.manifest)
 
     def _initial_manifest(self) -> None:
         if self.options.resume is not None:
             self._resumed_manifest(self.options.resume)
             return
-        self.manifest = {
-            "run_id": self.run_dir.name,
-            "bench_version": __version__,
-            "status": "running",
-            "started_at": _now_iso(),
-            "ended_at": None,
-            "t0_epoch_s": self.clock.t0_epoch_s,
-            "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                     "python": sys.version.split()[0], "cpu_count": os.cpu_count()},
-            "target": {"base_url": self.targets.base_url, "kind": self.targets.kind, "version": None},
-            "models": {},
-            "scenario": self.scenario.model_dump(mode="json"),
-            "scenario_path": str(self.options.scenario_path) if self.options.scenario_path else None,
-            "workers": 1,
-            "transport": self.options.transport,
-            "gpu": None,
-            "baseline": str(self.options.baseline) if self.options.baseline else None,
-            "options": run_options_record(self.options.overrides, self.options.target,
-                                          self.options.sim_speed),
-        }
+        options = self.options
+        self.manifest = new_manifest(
+            run_id=self.run_dir.name, t0_epoch_s=self.clock.t0_epoch_s,
+            target_base_url=self.targets.base_url, target_kind=self.targets.kind,
+            scenario=self.scenario, scenario_path=options.scenario_path,
+            transport=options.transport, baseline=options.baseline,
+            options_record=run_options_record(options.overrides, options.target, options.sim_speed),
+        )
         self._write_manifest("running")
 
     def _resumed_manifest(self, resume: ResumePoint) -> None:
-        """The earlier manifest, with this session added to its history and its verdict cleared."""
-        self.manifest = dict(resume.manifest)
-        sessions = list(self.manifest.get("sessions") or [])
-        sessions.append({
-            "resumed_at": _now_iso(),
-            "previous_status": self.manifest.get("status"),
-            "previous_stop_reason": self.manifest.pop("stop_reason", None),
-            "previous_failure": self.manifest.pop("failure", None),
-            "cells": [c.cell_id for c in self.cells if self.cell_status[c.cell_id] != "complete"],
-        })
-        self.manifest.update(sessions=sessions, ended_at=None)
+        """The earlier manifest with this session added; unfinished cells' records set aside."""
+        rerun = [c.cell_id for c in self.cells if self.cell_status[c.cell_id] != "complete"]
+        self.manifest = resumed_manifest(resume.manifest, rerun)
         moved = keep_complete_records(self.run_dir, resume.complete_cells)
         if moved:
             self.notes.append(f"resume: {moved} records of unfinished cells moved to "
@@ -439,32 +271,23 @@ class Run:
         """Check a (new) server: version, models; start telemetry on the first; make the client."""
         version = await fetch_version(base_url)
         self.manifest["target"].update(base_url=base_url, version=version)
-        server_module = importlib.import_module("bench.server")
         models = sorted({cell.settings["model"] for cell in self.cells})
-        shown = await asyncio.to_thread(server_module.check_models, base_url, models)
+        shown = await asyncio.to_thread(check_models, base_url, models)
         self.manifest["models"] = {
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
         }
         self._start_or_move_telemetry(base_url)
         self._write_manifest("running")
         max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.cells)
-        clients_http = importlib.import_module("bench.clients.http")
-        return clients_http.make_http_client(base_url, self.api_key, max_in_flight,
-                                             timeout_s=self.scenario.load.timeout_s,
-                                             transport=self.options.transport)
+        return make_http_client(base_url, self.api_key, max_in_flight,
+                                timeout_s=self.scenario.load.timeout_s,
+                                transport=self.options.transport)
 
     def _start_or_move_telemetry(self, base_url: str) -> None:
         if self.telemetry is not None:
-            if hasattr(self.telemetry, "set_target"):
-                self.telemetry.set_target(base_url, self.targets.pids())
+            self.telemetry.set_target(base_url, self.targets.pids())
             return
-        telemetry_module = _optional_module("bench.telemetry")
-        if telemetry_module is None or not hasattr(telemetry_module, "start_telemetry"):
-            self.notes.append("telemetry not available (bench.telemetry missing): no gpu/ps timelines")
-            return
-        self.telemetry = telemetry_module.start_telemetry(
-            self.run_dir, self.clock.t0, base_url, self.targets.pids()
-        )
+        self.telemetry = start_telemetry(self.run_dir, self.clock.t0, base_url, self.targets.pids())
         self.manifest["gpu"] = self.telemetry.gpu_info
 
     def _spec_factory(self, cell: Cell):  # noqa: ANN202 - closure type spelled in load.SpecFactory
@@ -495,7 +318,6 @@ class Run:
         if not self.scenario.workload.prompt.calibrate:
             self.prompts.calibrations[key] = Calibration(source="default (calibrate: false)")
             return
-        clients = importlib.import_module("bench.clients")
         probe_index = iter((-2, -1))  # negative request_index marks calibration probes
 
         async def send_probe(text: str) -> RequestRecord:
@@ -516,7 +338,6 @@ class Run:
             self.notes.append(f"prompt calibration {'/'.join(key)}: {calibration.source}")
 
     async def _run_cell(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
-        clients = importlib.import_module("bench.clients")
         await self._calibrate(cell, http, writer)
         if cell.gap_s > 0 and not self.stop.stopped:
             try:
@@ -585,72 +406,19 @@ class Run:
         self._stop_telemetry()
         if self.options.resume is not None:
             merge_telemetry(self.run_dir)
-        requests = write_requests_parquet(self.run_dir)
-        summary = self._write_summary(requests)
+        # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.
+        measured = write_requests_parquet(self.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
+        summary = write_summary(self.run_dir, measured, self.scenario.slo_values() or None)
         self._write_manifest(status, ended=True)
         if quiet:
             return RunResult(self.run_dir, status, summary, self.manifest)
-        self._print_summary(summary, status)
-        self._write_kv_analysis()
+        print_summary(self.console, self.run_dir, status, self.failed_reason or self.stop.reason,
+                      summary, {cell.cell_id: cell.cell_index for cell in self.cells}, self.labels,
+                      client_health(self.outcomes), self.notes)
+        write_kv(self.run_dir, self.console)
         if self.options.report and summary is not None:
-            self._write_report()
+            write_run_report(self.run_dir, self.console)
         return RunResult(self.run_dir, status, summary, self.manifest)
-
-    def _write_summary(self, requests: pd.DataFrame) -> pd.DataFrame | None:
-        measured = requests[requests["phase"] == "measure"] if len(requests) else requests
-        if measured.empty:
-            return None
-        metrics = importlib.import_module("bench.metrics")
-        summary = metrics.cell_summary(measured, slos=self.scenario.slo_values() or None)
-        summary.to_csv(self.run_dir / SUMMARY_CSV)
-        write_json(self.run_dir / SUMMARY_JSON,
-                   summary.reset_index().astype(object).where(summary.reset_index().notna(), None)
-                   .to_dict(orient="records"))
-        return summary
-
-    def _print_summary(self, summary: pd.DataFrame | None, status: str) -> None:
-        if summary is not None:
-            order = {cell.cell_id: cell.cell_index for cell in self.cells}
-            ordered = summary.loc[sorted(summary.index, key=lambda cid: order.get(cid, 1 << 30))]
-            self.console.print(summary_table(ordered, self.labels))
-        health = client_health(self.outcomes)
-        if health.saturated:
-            self.console.print(
-                f"warning: the load generator may be the bottleneck (dispatch lag p99 "
-                f"{(health.dispatch_lag_p99_s or 0) * 1000:.0f} ms, CPU {health.cpu_s:.1f}s of "
-                f"{health.wall_s:.1f}s wall): numbers may describe the client, not the server",
-                highlight=False, soft_wrap=True)
-        for note in self.notes:
-            self.console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
-        reason = f" ({self.failed_reason or self.stop.reason})" if status != "complete" else ""
-        # markup=False: a reason may quote server text, which must print as it is, never as markup.
-        self.console.print(f"run {status}{reason}: {self.run_dir}", highlight=False, soft_wrap=True,
-                           markup=False)
-
-    def _write_kv_analysis(self) -> None:
-        """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
-        kv_module = _optional_module("bench.kv")
-        if kv_module is None:
-            return
-        try:
-            path = kv_module.write_kv_analysis(self.run_dir)
-        except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
-            self.console.print(f"warning: KV analysis failed: {type(error).__name__}: {error}",
-                               highlight=False, soft_wrap=True)
-            return
-        if path is not None:
-            self.console.print(f"kv analysis: {path}", highlight=False, soft_wrap=True)
-
-    def _write_report(self) -> None:
-        report_module = _optional_module("bench.report")
-        if report_module is None or not hasattr(report_module, "write_report"):
-            return
-        try:
-            path = report_module.write_report([self.run_dir], self.run_dir / REPORT_HTML)
-            self.console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
-        except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
-            self.console.print(f"warning: report failed: {type(error).__name__}: {error}",
-                               highlight=False, soft_wrap=True, markup=False)
 
 
 def _continued_clock(manifest: dict[str, Any]) -> Clock:
@@ -663,18 +431,21 @@ def _continued_clock(manifest: dict[str, Any]) -> Clock:
 
 def _run_async(coroutine: Any) -> Any:
     """asyncio.run, on uvloop when it is installed (less client CPU per request)."""
-    uvloop = _optional_module("uvloop")
-    if uvloop is not None:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coroutine)
-    return asyncio.run(coroutine)
+    try:
+        import uvloop  # optional: not every platform has it (Windows)
+    except ModuleNotFoundError as error:
+        if error.name != "uvloop":
+            raise
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
-    """Run a scenario end to end; returns where the results are and how it ended."""
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=160)  # a log file or a pipe: do not squeeze the table to 80
-    run = Run(scenario, options, console)
+    """Run a scenario end to end; returns where the results are and how it ended.
+
+    The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
+    console, progress and the summary go to a plain rich Console.
+    """
+    run = Run(scenario, options, console if console is not None else Console())
     return run.execute()

@@ -8,6 +8,8 @@ distinct environment and reuses it for adjacent cells.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import ipaddress
 import os
 import signal
@@ -22,6 +24,27 @@ from typing import IO, Any
 import httpx
 
 from bench.errors import TargetError
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _parent_death_signal() -> Any | None:
+    """A preexec_fn that makes the child get SIGTERM when bench dies (Linux), else None.
+
+    Without it a `kill -9` of bench orphans the managed server, which keeps its port and GPU
+    memory. The libc function is looked up here, before any fork: preexec_fn runs between fork and
+    exec while other threads (telemetry) may hold locks, so it must do nothing but the syscall.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_DIE_WITH_PARENT = _parent_death_signal()
 
 _READY_BODY = "Ollama is running"
 _POLL_INTERVAL_S = 0.1
@@ -104,6 +127,7 @@ class ManagedServer:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals runners it spawned too
+                preexec_fn=_DIE_WITH_PARENT,
             )
         except OSError as error:
             self._log_file.close()

@@ -6,26 +6,22 @@ caught once here and printed as a single line with exit code 2.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from bench import __version__
-from bench.errors import BenchError
-
-# Submodules that each expose `register(group)`; a missing one is skipped so that the CLI keeps
-# working while a command group is being built.
-_COMMAND_MODULES = (
-    "bench.cli.sim_cmd",
-    "bench.cli.run_cmd",
-    "bench.cli.report_cmd",
-    "bench.cli.compare_cmd",
-    "bench.cli.kv_cmd",
-    "bench.cli.recommend_cmd",
-    "bench.cli.perf_cmd",
-    "bench.cli.soak_cmd",
+from bench.cli import (
+    compare_cmd,
+    kv_cmd,
+    perf_cmd,
+    recommend_cmd,
+    report_cmd,
+    run_cmd,
+    sim_cmd,
+    soak_cmd,
 )
+from bench.errors import BenchError
 
 
 class _BenchGroup(click.Group):
@@ -43,18 +39,9 @@ def cli() -> None:
     """Benchmark Ollama servers: throughput, latency and memory, against a real server or `bench sim`."""
 
 
-def _register_all() -> None:
-    for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            raise
-        module.register(cli)
-
-
-_register_all()
+for _command_module in (sim_cmd, run_cmd, report_cmd, compare_cmd, kv_cmd, recommend_cmd, perf_cmd,
+                        soak_cmd):
+    _command_module.register(cli)
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from bench.baseline import load_baseline, save_baseline
+from bench.cli.console import output_console
 from bench.compare import (
     compare_paths,
     headline,
@@ -47,7 +47,7 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     unmatched cell, unreadable input).
     """
     comparison = compare_paths(baseline_path, current_path, max_regression)
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = output_console()
     console.print(render_table(comparison))
     for note in comparison.environment_notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)

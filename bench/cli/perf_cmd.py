@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from bench.cli.console import output_console
 from bench.records import write_json
 
 
@@ -39,7 +39,7 @@ def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, trans
 
     # A SIGTERM unwinds like Ctrl-C, so the emitter subprocess and worker processes are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    console = Console()
+    console = output_console()
     surfaces = ("native", "openai") if surface == "both" else (surface,)
     options = PerfOptions(surfaces=surfaces, quick=quick,  # type: ignore[arg-type]
                           accuracy_itl_ms=accuracy_itl_ms,

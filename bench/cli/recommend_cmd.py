@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from bench.cli.console import output_console
 from bench.errors import UsageError
 from bench.records import RECOMMENDATION_JSON, REPORT_HTML, load_run, write_json
 
@@ -35,7 +35,7 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row.values())
-    console = Console()
+    console = output_console()
     console.print(table)
     console.print(recommendation.verdict, highlight=False)
     path = Path(run_dir) / RECOMMENDATION_JSON

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from bench.cli.console import output_console
 from bench.compare import compare_paths, headline, render_table, to_markdown
 from bench.errors import BenchError, UsageError
 from bench.plan import Overrides, plan_cells
@@ -83,7 +83,7 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
                          results_root=results_root, overrides=overrides, sim_speed=sim_speed,
                          baseline=baseline, grace_s=grace_s, report=not no_report,
                          transport=transport)
-    _exit_for(run_scenario(scenario, options))
+    _exit_for(run_scenario(scenario, options, output_console()))
 
 
 def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions) -> None:
@@ -105,7 +105,7 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
         baseline=given_options.baseline or (Path(stored_baseline) if stored_baseline else None),
         resume=point,
     )
-    _exit_for(run_scenario(point.scenario, options))
+    _exit_for(run_scenario(point.scenario, options, output_console()))
 
 
 def _exit_for(result: RunResult) -> None:
@@ -122,7 +122,7 @@ def _exit_for(result: RunResult) -> None:
 def gate_run(baseline: Path, run_dir: Path) -> bool:
     """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?"""
     comparison = compare_paths(baseline, run_dir)
-    console = Console(width=160) if not sys.stdout.isatty() else Console()
+    console = output_console()
     console.print(render_table(comparison))
     console.print(headline(comparison), highlight=False, soft_wrap=True)
     (run_dir / GATES_MARKDOWN).write_text(to_markdown(comparison), encoding="utf-8")

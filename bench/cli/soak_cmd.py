@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from bench.cli.console import output_console
 from bench.soak import SOAK_JSON, SOAK_PLOT, SoakSettings, default_out_dir, parse_duration_s, run_soak
 
 EXIT_GROWING = 1  # memory grew past the tolerance
@@ -32,7 +32,7 @@ def soak_command(duration: str, concurrency: int, speed: float, sample_every: st
     settings = SoakSettings(duration_s=parse_duration_s(duration), concurrency=concurrency, speed=speed,
                             sample_every_s=parse_duration_s(sample_every), endpoint=endpoint)
     out_dir = out_dir or default_out_dir()
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
     result, verdict = run_soak(settings, out_dir, console)
     mib = 2**20
     slope = verdict.growth_bytes_per_1000_requests

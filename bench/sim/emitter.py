@@ -41,6 +41,8 @@ import orjson
 import uvicorn
 from starlette.routing import Route, Router
 
+from bench.sim.server import bind_socket
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -336,7 +338,12 @@ def main(argv: list[str] | None = None) -> None:
                                     log_level="warning", access_log=False, backlog=args.backlog,
                                     lifespan="off", timeout_keep_alive=60))
     try:
-        server.run()
+        # Nagle off on every accepted socket (bind_socket): else a token written while the
+        # previous one is unacknowledged waits for the client's delayed ACK (~40 ms), after the
+        # emitter has logged it as emitted.
+        listener = bind_socket(args.host, args.port)
+        listener.listen(args.backlog)
+        server.run(sockets=[listener])
     finally:
         if state.log_file is not None:
             state.log_file.close()

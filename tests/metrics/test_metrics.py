@@ -196,3 +196,25 @@ def test_readme_section_defines_every_headline_metric() -> None:
     text = metrics_readme()
     for name in ("ttft_s", "tpot_s", "itl", "goodput_rps", "queue_wait_s", "output_tps", "cold"):
         assert f"`{name}`" in text
+
+
+def test_summary_needs_only_its_input_columns() -> None:
+    # A run's end reads only SUMMARY_INPUT_COLUMNS back from requests.parquet: every other record
+    # field (stored text, headers_s, durations not used...) must not change the summary.
+    from bench.metrics import SUMMARY_INPUT_COLUMNS
+    from bench.records import RECORD_FIELDS
+
+    rows = [
+        streamed(0.0, [0.5, 0.6, 0.7], 1.0, output_tokens=3, scheduled_s=-0.1, load_duration_ns=2e8,
+                 prompt_eval_duration_ns=1e8, headers_s=0.1, first_content_s=0.6, status=200,
+                 eval_duration_ns=5e8, total_duration_ns=9e8, prompt_tokens=7, done_reason="stop",
+                 prompt_chars=30, output_chars=12, prompt_text="p", output_text="o", worker=0),
+        streamed(0.2, [0.9, 1.4], 2.0, output_tokens=2, surface="openai", repeat=1, headers_s=0.3),
+        row(sent_s=1.0, end_s=1.1, error_class="rejected", status=503, error_message="busy"),
+        streamed(-1.0, [-0.5, -0.4], -0.3, phase="warmup", output_tokens=2),
+    ]
+    full = pd.DataFrame(rows)
+    assert set(SUMMARY_INPUT_COLUMNS) <= set(RECORD_FIELDS)
+    slos = {"ttft_p95": 0.6, "tpot_p95": 0.2, "e2e_p95": 1.5, "queue_wait_p95": 1.0}
+    pd.testing.assert_frame_equal(cell_summary(full, slos=slos),
+                                  cell_summary(full[list(SUMMARY_INPUT_COLUMNS)], slos=slos))

@@ -121,6 +121,17 @@ def test_managed_server_listens_on_loopback_only(tmp_path: Path) -> None:
         process.kill()
         process.communicate(timeout=60)
     assert addresses == {"0100007F"}  # 127.0.0.1, and nothing else (no 0.0.0.0, no ::)
+    # bench was killed with SIGKILL: its managed server must not outlive it (PR_SET_PDEATHSIG).
+    server_pid = manifest_or_empty(out)["servers"][0]["pid"]
+    wait_for(lambda: not _alive(server_pid), what="the orphaned managed server to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait() is missing
 
 
 def test_scenario_cannot_move_the_managed_server_off_loopback() -> None:

@@ -1,0 +1,72 @@
+"""A run's end-of-run outputs, drawn from its stored records: summary.csv/.json, the summary
+printed to the console, kv.json and report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from bench.kv import write_kv_analysis
+from bench.load import ClientHealth
+from bench.metrics import cell_summary
+from bench.progress import summary_table
+from bench.records import REPORT_HTML, SUMMARY_CSV, SUMMARY_JSON, write_json
+
+
+def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] | None) -> pd.DataFrame | None:
+    """summary.csv and summary.json from the measure-phase records; None if nothing was measured."""
+    if measured.empty:
+        return None
+    summary = cell_summary(measured, slos=slos)
+    summary.to_csv(run_dir / SUMMARY_CSV)
+    rows = summary.reset_index()
+    write_json(run_dir / SUMMARY_JSON, rows.astype(object).where(rows.notna(), None).to_dict(orient="records"))
+    return summary
+
+
+def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
+                  summary: pd.DataFrame | None, cell_order: dict[str, int], labels: dict[str, str],
+                  health: ClientHealth, notes: list[str]) -> None:
+    """The summary table in cell order, then warnings, notes and how the run ended (`why` if not complete)."""
+    if summary is not None:
+        ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
+        console.print(summary_table(ordered, labels))
+    if health.saturated:
+        console.print(
+            f"warning: the load generator may be the bottleneck (dispatch lag p99 "
+            f"{(health.dispatch_lag_p99_s or 0) * 1000:.0f} ms, CPU {health.cpu_s:.1f}s of "
+            f"{health.wall_s:.1f}s wall): numbers may describe the client, not the server",
+            highlight=False, soft_wrap=True)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+    reason = f" ({why})" if status != "complete" else ""
+    # markup=False: a reason may quote server text, which must print as it is, never as markup.
+    console.print(f"run {status}{reason}: {run_dir}", highlight=False, soft_wrap=True, markup=False)
+
+
+def write_kv(run_dir: Path, console: Console) -> None:
+    """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
+    try:
+        path = write_kv_analysis(run_dir)
+    except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
+        console.print(f"warning: KV analysis failed: {type(error).__name__}: {error}",
+                      highlight=False, soft_wrap=True)
+        return
+    if path is not None:
+        console.print(f"kv analysis: {path}", highlight=False, soft_wrap=True)
+
+
+def write_run_report(run_dir: Path, console: Console) -> None:
+    """report.html of this run; a failure is a warning (the run's records are what matter)."""
+    # Imported here: bench.report pulls in matplotlib and every section's plots (~0.4 s on top of the CLI), which
+    # `bench run --no-report`, soak and the tests driving run_scenario never need.
+    from bench.report import write_report
+
+    try:
+        path = write_report([run_dir], run_dir / REPORT_HTML)
+        console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
+    except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
+        console.print(f"warning: report failed: {type(error).__name__}: {error}",
+                      highlight=False, soft_wrap=True, markup=False)

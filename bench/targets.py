@@ -1,0 +1,130 @@
+"""The server under test: a fixed URL, the embedded simulator, or managed servers per env group;
+plus the checks that it is there (preflight, /api/version)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.errors import TargetError, UsageError
+from bench.plan import Cell
+from bench.scenario import Scenario, resolve_ollama_host
+from bench.server import ManagedServer, sim_command
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Targets:
+    """The server under test: a fixed URL, the embedded simulator, or managed servers per env group."""
+
+    def __init__(self, scenario: Scenario, target_override: str | None, sim_speed: float | None,
+                 run_dir: Path) -> None:
+        """`target_override` is --target (URL or `sim`), `sim_speed` --sim-speed; both may be None."""
+        self.scenario, self.sim_speed, self.run_dir = scenario, sim_speed, run_dir
+        target = target_override or scenario.target
+        if scenario.server is not None and target_override is not None:
+            raise UsageError("--target: the scenario has a server: block; bench manages that server")
+        self.kind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
+        self.base_url = resolve_ollama_host(target) if self.kind == "url" else None
+        self.server: ManagedServer | None = None
+        self.group: int | None = None
+        self.servers: list[dict[str, Any]] = []
+        self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
+
+    def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
+        if self.kind == "sim":
+            sim = self.scenario.sim
+            args = ["--speed", str(self.sim_speed or sim.speed)]
+            if sim.gpu:
+                args += ["--gpu", sim.gpu]
+            if sim.gpu_memory:
+                args += ["--gpu-memory", sim.gpu_memory]
+            if sim.seed is not None:
+                args += ["--seed", str(sim.seed)]
+            return sim_command(args + list(sim.args)), {k: str(v) for k, v in sim.env.items()}
+        assert self.scenario.server is not None
+        return self.scenario.server.argv, dict(cell.server_env)
+
+    def ensure(self, cell: Cell) -> tuple[str, bool]:
+        """The base URL for this cell, (re)starting a server when its settings change; (url, new?)."""
+        if self.kind == "url":
+            assert self.base_url is not None
+            return self.base_url, self.group is None and self._mark(cell.server_group)
+        if self.server is not None and self.group == cell.server_group and self.server.is_alive():
+            return self.server.base_url, False
+        self.stop()
+        command, env = self._command_and_env(cell)
+        server_id = len(self.servers)
+        log_path = self.run_dir / f"server-{server_id}.log"
+        child_env = {**env, "OLLAMA_HOST": f"127.0.0.1:{self.port}"}
+        server = ManagedServer(command, child_env, log_path, port=self.port)
+        self.servers.append({"server_id": server_id, "env": env, "command": command,
+                             "log": log_path.name})
+        server.start()
+        self.servers[-1]["pid"] = server.pid
+        self.server, self.group = server, cell.server_group
+        ready_timeout_s = self.scenario.server.ready_timeout_s if self.scenario.server else 60.0
+        server.wait_ready(ready_timeout_s)
+        return server.base_url, True
+
+    def _mark(self, group: int) -> bool:
+        self.group = group
+        return True
+
+    @property
+    def server_id(self) -> int | None:
+        return len(self.servers) - 1 if self.servers else None
+
+    def server_died(self) -> bool:
+        return self.server is not None and not self.server.is_alive()
+
+    def pids(self) -> list[int] | None:
+        return [self.server.pid] if self.server is not None and self.server.pid else None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
+            self.server.stop(grace_s=grace_s)
+            self.server = None
+
+
+def _refused(base_url: str) -> TargetError:
+    return TargetError(
+        f"cannot connect to {base_url} (connection refused): is Ollama running? "
+        "Set the scenario's target, --target or OLLAMA_HOST"
+    )
+
+
+def preflight(base_url: str) -> None:
+    """GET / once: a server that is not there is a one-line TargetError, not an empty run."""
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            http.get(base_url + "/")
+    except httpx.ConnectError:
+        raise _refused(base_url) from None
+    except httpx.HTTPError as error:
+        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+
+
+async def fetch_version(base_url: str) -> str | None:
+    """GET /api/version; connection refused becomes a one-line TargetError."""
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False) as http:
+            response = await http.get("/api/version")
+    except httpx.ConnectError:
+        raise _refused(base_url) from None
+    except httpx.HTTPError as error:
+        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+    if response.status_code != 200:
+        return None
+    try:
+        return str(response.json().get("version"))
+    except ValueError:
+        return None
