@@ -21,7 +21,7 @@ from rich.console import Console
 
 from bench import clients
 from bench.clients.base import RequestSpec
-from bench.clients.http import make_http_client
+from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import ScenarioError, UsageError
 from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, client_health, run_cell_load
 from bench.manifest import new_manifest, resumed_manifest, run_state
@@ -64,7 +64,7 @@ class RunOptions:
     grace_s: float = DEFAULT_GRACE_S
     report: bool = True
     resume: ResumePoint | None = None  # --resume RUN_DIR: run only the cells not yet complete
-    transport: str = "httpx"  # --transport httpx|fast (bench.clients.http.make_http_client)
+    transport: str = "auto"  # --transport auto|httpx|fast (bench.clients.http.make_http_client)
 
 
 @dataclass
@@ -279,9 +279,10 @@ class Run:
         self._start_or_move_telemetry(base_url)
         self._write_manifest("running")
         max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.cells)
+        transport = resolve_transport(self.options.transport, base_url)
+        self.manifest["transport"] = transport  # what measured, not what was asked ("auto")
         return make_http_client(base_url, self.api_key, max_in_flight,
-                                timeout_s=self.scenario.load.timeout_s,
-                                transport=self.options.transport)
+                                timeout_s=self.scenario.load.timeout_s, transport=transport)
 
     def _start_or_move_telemetry(self, base_url: str) -> None:
         if self.telemetry is not None:

@@ -47,9 +47,10 @@ GATES_MARKDOWN = "gates.md"
               help="Baseline run directory or saved baseline file: gate this run against it "
                    "with the scenario's gates (exit 1 on a regression).")
 @click.option("--no-report", is_flag=True, help="Skip report.html.")
-@click.option("--transport", type=click.Choice(["httpx", "fast"]), default="httpx", show_default=True,
-              help="HTTP client transport: httpx's own, or bench's lean one (http:// only; "
-                   "far less client CPU, see `bench perf`).")
+@click.option("--transport", type=click.Choice(["auto", "httpx", "fast"]), default="auto", show_default=True,
+              help="HTTP client transport: bench's lean one (http:// only; kernel receive "
+                   "timestamps, far less client CPU, see `bench perf`), httpx's own, or auto "
+                   "(lean for http://, httpx for https://).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Finish an interrupted run: run only its cells not yet complete, in RUN_DIR.")
 def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | None,

@@ -17,7 +17,17 @@ KEEPALIVE_EXPIRY_S = 60.0
 SPARE_CONNECTIONS = 8
 
 
-TRANSPORTS = ("httpx", "fast")
+TRANSPORTS = ("auto", "httpx", "fast")
+
+
+def resolve_transport(transport: str, base_url: str) -> str:
+    """"auto" is "fast" for http:// (timestamps from the kernel, no O(n^2) pool) and "httpx" for
+    https:// (the fast transport speaks no TLS); an explicit choice is kept as given."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; one of {', '.join(TRANSPORTS)}")
+    if transport != "auto":
+        return transport
+    return "fast" if httpx.URL(base_url).scheme == "http" else "httpx"
 
 
 def make_http_client(
@@ -25,7 +35,7 @@ def make_http_client(
     api_key: str | None,
     max_connections: int,
     timeout_s: float = 300.0,
-    transport: str = "httpx",
+    transport: str = "auto",
 ) -> httpx.AsyncClient:
     """An AsyncClient for one target, able to hold `max_connections` streams at once.
 
@@ -44,10 +54,10 @@ def make_http_client(
       FastTransport (httptools parser, O(1) pool, reads stamped on arrival): several times the
       requests/s and a fraction of the CPU per token (`bench perf`). It speaks plain http://
       only; an https:// target with "fast" raises TargetError rather than quietly measuring
-      with another client than the one asked for.
+      with another client than the one asked for. "auto" (the default) picks "fast" for
+      http:// and "httpx" for https://.
     """
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r}; one of {', '.join(TRANSPORTS)}")
+    transport = resolve_transport(transport, base_url)
     pool_size = max(1, int(max_connections)) + SPARE_CONNECTIONS
     headers = {"User-Agent": "bench"}
     if api_key:

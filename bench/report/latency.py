@@ -87,6 +87,7 @@ def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:
     for ax, view in zip(axes, shown):
         if log_x:
             ax.set_xscale("log")
+            plotting.plain_tick_labels(ax.xaxis)
         ok = view.measured[view.measured["error_class"].isna()] if len(view.measured) else view.measured
         cell_ids = [cid for cid in view.cells.index][:_MAX_CDF_CELLS]
         colors = _cell_colors(len(cell_ids))

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
@@ -100,12 +101,23 @@ def load_axis(ax: Axes, values: Sequence[float], label: str) -> None:
         return
     if finite[0] > 0 and finite[-1] / finite[0] >= 8:
         ax.set_xscale("log", base=2)
+        plain_tick_labels(ax.xaxis)
     if len(finite) <= 12:
         ax.xaxis.set_major_locator(FixedLocator(finite))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
     if len(finite) == 1:
         ax.set_xlim(finite[0] * 0.5, finite[0] * 1.5) if finite[0] > 0 else None
+
+
+def plain_tick_labels(axis: Axis) -> None:
+    """Tick labels like 300 and 1000 on a log axis.
+
+    matplotlib labels log axes in mathtext (10^3), which the style's parse_math=False (a '$' in
+    a model name is text) would print raw as $\\mathdefault{10^{3}}$.
+    """
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda x, _pos: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
 
 
 def figure_legend(figure: Figure, ax: Axes, columns: int = 3) -> None:
@@ -121,7 +133,9 @@ def legend(ax: Axes, title: str | None = None) -> None:
     if not handles:
         return
     if len(handles) > 6:
-        ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        # About ten entries fit beside a plot of ordinary height; more go into further columns.
+        ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  ncols=math.ceil(len(handles) / 10), fontsize="small" if len(handles) > 10 else None)
     else:
         ax.legend(title=title, loc="best")
 

@@ -229,13 +229,19 @@ def test_record_carries_the_spec_identity() -> None:
 
 
 def test_make_http_client_sends_bearer_key_and_sizes_the_pool() -> None:
-    http = make_http_client("http://127.0.0.1:1", "sk-test", 1024)
+    http = make_http_client("http://127.0.0.1:1", "sk-test", 1024, transport="httpx")
     try:
         assert http.headers["Authorization"] == "Bearer sk-test"
         pool = http._transport._pool  # type: ignore[attr-defined]
         assert pool._max_connections >= 1024 and pool._max_keepalive_connections >= 1024
     finally:
         asyncio.run(http.aclose())
+    lean = make_http_client("http://127.0.0.1:1", "sk-test", 1024)  # auto: the lean transport
+    try:
+        assert lean.headers["Authorization"] == "Bearer sk-test"
+        assert lean._transport._slots._value >= 1024  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(lean.aclose())
     assert "Authorization" not in make_http_client("http://x", None, 1).headers
 
 

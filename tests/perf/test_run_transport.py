@@ -93,3 +93,11 @@ def test_fast_transport_reports_a_refused_connection_as_httpx_does() -> None:
         raise AssertionError("a closed port answered")
 
     assert asyncio.run(send("fast")) is asyncio.run(send("httpx"))
+
+
+def test_auto_transport_is_fast_for_http_and_httpx_for_https() -> None:
+    from bench.clients.http import resolve_transport
+
+    assert resolve_transport("auto", "http://127.0.0.1:11434") == "fast"
+    assert resolve_transport("auto", "https://ollama.example.com") == "httpx"
+    assert resolve_transport("httpx", "http://127.0.0.1:11434") == "httpx"

@@ -96,9 +96,15 @@ def test_503s_come_only_from_bursts_against_a_cold_or_reloading_model(tmp_path: 
     for cell in cells:
         if cell.model_state == "warm":
             assert cell.rejected == 0, cell.verdict
-        else:
+        elif cell.model_state == "cold":
             # A burst of 12 at a loading model: MAX_QUEUE 2 + one loading + one waiting served.
             assert cell.rejected == 8 and cell.rejected_while_loading == 8, cell.verdict
+        else:
+            # A reload first unloads the old runner (sched.go waits for it): while that lasts the
+            # scheduler holds only the first request, so a burst that lands within the unload
+            # serves MAX_QUEUE + 1, one spread past it MAX_QUEUE + 2 (as the cold burst). Both
+            # are Ollama's behaviour; which one depends on how tightly the client sent the burst.
+            assert cell.rejected in (8, 9) and cell.rejected_while_loading == cell.rejected, cell.verdict
             assert "all during the model" in cell.verdict and "nothing was rejected" in cell.verdict
 
 
