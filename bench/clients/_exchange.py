@@ -161,6 +161,24 @@ def _describe(error: BaseException) -> str:
     return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
+def take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | None) -> None:
+    """A stream's text into the record: its length always, the text only when asked to store it."""
+    record.output_chars = output_chars
+    if text_parts is not None:
+        record.output_text = "".join(text_parts)
+
+
+async def read_whole_body(
+    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
+) -> bytes:
+    """A non-streamed body; its arrival is the request's end (and, for text, its one chunk)."""
+    body = await response.aread()
+    now = arrival_s(response)
+    watchdog.last_byte = now
+    record.end_s = now - t0
+    return body
+
+
 def int_or_none(value: Any) -> int | None:
     # bool is an int subclass; a server sending `true` as a count is not a count.
     return value if type(value) is int else None

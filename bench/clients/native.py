@@ -8,7 +8,15 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.clients._exchange import IdleWatchdog, StreamFailure, error_text, exchange, int_or_none
+from bench.clients._exchange import (
+    IdleWatchdog,
+    StreamFailure,
+    error_text,
+    exchange,
+    int_or_none,
+    read_whole_body,
+    take_text,
+)
 from bench.clients.base import RequestSpec
 from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
@@ -144,28 +152,22 @@ async def _read_stream(
                 # off by the watchdog's drain budget without losing the measurement.
                 record.end_s = now - t0
                 _take_final_metrics(record, parsed)
-                _take_text(record, output_chars, text_parts)
+                take_text(record, output_chars, text_parts)
                 finished = True
                 watchdog.finish()
                 break
     if finished:
         return
-    _take_text(record, output_chars, text_parts)
+    take_text(record, output_chars, text_parts)
     if pending.strip():
         # The last line lacked its newline; judge it like any other line.
         parsed = _parse_line(pending)
         if parsed.get("done") is True:
-            record.end_s = time.monotonic() - t0
+            record.end_s = arrival_s(response) - t0  # when those last bytes arrived
             _take_final_metrics(record, parsed)
             return
     # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
     raise StreamFailure("bad_stream", "stream ended without a done line")
-
-
-def _take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | None) -> None:
-    record.output_chars = output_chars
-    if text_parts is not None:
-        record.output_text = "".join(text_parts)
 
 
 async def _read_stream_chat(
@@ -183,10 +185,7 @@ async def _read_stream_generate(
 async def _read_whole(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> dict[str, Any]:
-    body = await response.aread()
-    now = time.monotonic()
-    watchdog.last_byte = now
-    record.end_s = now - t0
+    body = await read_whole_body(response, record, watchdog, t0)
     return _parse_line(body.strip())
 
 

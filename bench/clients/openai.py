@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -16,6 +15,8 @@ from bench.clients._exchange import (
     error_text_from_body,
     exchange,
     int_or_none,
+    read_whole_body,
+    take_text,
     truncate,
 )
 from bench.clients.base import RequestSpec
@@ -153,7 +154,7 @@ async def _read_sse(
             data = event.data
             if data == "[DONE]":
                 record.end_s = now - t0
-                _take_text(record, output_chars, text_parts)
+                take_text(record, output_chars, text_parts)
                 finished = True
                 watchdog.finish()
                 continue
@@ -202,15 +203,9 @@ async def _read_sse(
     except SSEError as error:
         raise StreamFailure("bad_stream", str(error)) from None
     if not finished:
-        _take_text(record, output_chars, text_parts)
+        take_text(record, output_chars, text_parts)
         # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
         raise StreamFailure("bad_stream", "stream ended without data: [DONE]")
-
-
-def _take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | None) -> None:
-    record.output_chars = output_chars
-    if text_parts is not None:
-        record.output_text = "".join(text_parts)
 
 
 async def _read_sse_chat(
@@ -228,10 +223,7 @@ async def _read_sse_completions(
 async def _read_whole(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> dict[str, Any]:
-    body = await response.aread()
-    now = time.monotonic()
-    watchdog.last_byte = now
-    record.end_s = now - t0
+    body = await read_whole_body(response, record, watchdog, t0)
     return _parse_json(body)
 
 
