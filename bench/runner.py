@@ -387,9 +387,11 @@ class Run:
         A managed server that exited is gone; for any target, a refused connection means nothing
         listens any more (a cut stream or a reset alone does not: the server may live on).
         """
-        if self.targets.server_died():
+        refused = (record.error_message or "").startswith("ConnectError")
+        # Blocking the loop for up to a second is fine here: refused means the run stops anyway.
+        if self.targets.server_died(wait_s=1.0 if refused else 0.0):
             self.stop.request_stop("the managed server exited during the run")
-        elif (record.error_message or "").startswith("ConnectError"):
+        elif refused:
             self.stop.request_stop("the server stopped accepting connections during the run")
 
     # --- the end -----------------------------------------------------------------------------

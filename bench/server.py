@@ -174,6 +174,20 @@ class ManagedServer:
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def exited_within(self, timeout_s: float) -> bool:
+        """Has the process exited, waiting up to timeout_s for it to be reported so?
+
+        A killed server's sockets close a moment before waitpid() reports the exit, so a refused
+        connection can come first; a short wait tells "it died" from "it stopped listening".
+        """
+        if self._process is None:
+            return False
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def returncode(self) -> int | None:
         return self._process.poll() if self._process is not None else None
 

@@ -82,8 +82,11 @@ class Targets:
     def server_id(self) -> int | None:
         return len(self.servers) - 1 if self.servers else None
 
-    def server_died(self) -> bool:
-        return self.server is not None and not self.server.is_alive()
+    def server_died(self, wait_s: float = 0.0) -> bool:
+        """The managed server exited (waiting up to wait_s for its exit to be reported)."""
+        if self.server is None:
+            return False
+        return not self.server.is_alive() or (wait_s > 0 and self.server.exited_within(wait_s))
 
     def pids(self) -> list[int] | None:
         return [self.server.pid] if self.server is not None and self.server.pid else None
