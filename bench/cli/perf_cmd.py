@@ -79,28 +79,18 @@ def summary_table(result: dict[str, Any]) -> Table:
     row("max clean concurrent streams (tried)",
         [f"{result['held_streams'][t][s]['max_clean_streams']} "
          f"({max(r['streams'] for r in result['held_streams'][t][s]['levels'])})" for t, s in columns])
-    for level in ("1", "64", "256", "64-staggered", "256-staggered"):
-        cells = []
-        for transport, surface in columns:
-            errors = result["accuracy"][transport][surface]["levels"].get(level)
-            cells.append(None if errors is None else
-                         f"{errors['ttft_error']['p50_ms']:.3f} / {errors['ttft_error']['p99_ms']:.3f}"
-                         f" / {errors['ttft_error']['max_ms']:.3f}")
-        row(f"TTFT error ms p50/p99/max @ {level}", cells)
-    for level in ("1", "64", "256", "64-staggered", "256-staggered"):
-        cells = []
-        for transport, surface in columns:
-            errors = result["accuracy"][transport][surface]["levels"].get(level)
-            cells.append(None if errors is None else
-                         f"{errors['itl_abs_error']['p50_ms']:.3f} / {errors['itl_abs_error']['p99_ms']:.3f}"
-                         f" / {errors['itl_abs_error']['max_ms']:.3f}")
-        row(f"ITL |error| ms p50/p99/max @ {level}", cells)
-    for level in ("256", "256-staggered"):
-        cells = []
-        for transport, surface in columns:
-            errors = result["accuracy"][transport][surface]["levels"].get(level)
-            lag = None if errors is None else errors.get("request_lag")
-            cells.append(None if not lag or lag["n"] == 0 else
-                         f"{lag['p50_ms']:.3f} / {lag['p99_ms']:.3f} / {lag['max_ms']:.3f}")
-        row(f"send stamp → emitter read ms p50/p99/max @ {level}", cells)
+    def accuracy_rows(title: str, levels: tuple[str, ...], pick) -> None:  # noqa: ANN001
+        for level in levels:
+            cells = []
+            for transport, surface in columns:
+                errors = result["accuracy"][transport][surface]["levels"].get(level)
+                figures = None if errors is None else pick(errors)
+                cells.append(None if not figures or figures.get("n") == 0 else
+                             f"{figures['p50_ms']:.3f} / {figures['p99_ms']:.3f} / {figures['max_ms']:.3f}")
+            row(f"{title} ms p50/p99/max @ {level}", cells)
+
+    every_level = ("1", "64", "256", "64-staggered", "256-staggered")
+    accuracy_rows("TTFT error", every_level, lambda errors: errors["ttft_error"])
+    accuracy_rows("ITL |error|", every_level, lambda errors: errors["itl_abs_error"])
+    accuracy_rows("send stamp → emitter read", ("256", "256-staggered"), lambda errors: errors.get("request_lag"))
     return table

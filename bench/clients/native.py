@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any
 
 import httpx
@@ -68,7 +68,7 @@ async def send(http: httpx.AsyncClient, spec: RequestSpec, t0: float) -> Request
     if spec.endpoint == "embed":
         reader = _read_embed
     elif spec.stream:
-        reader = _read_stream_chat if spec.endpoint == "chat" else _read_stream_generate
+        reader = functools.partial(_read_stream, chat=spec.endpoint == "chat")
     else:
         reader = _read_whole_chat if spec.endpoint == "chat" else _read_whole_generate
     return await exchange(http, spec, t0, path, body, reader)
@@ -170,16 +170,6 @@ async def _read_stream(
     raise StreamFailure("bad_stream", "stream ended without a done line")
 
 
-async def _read_stream_chat(
-    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
-) -> None:
-    await _read_stream(response, record, watchdog, t0, store, chat=True)
-
-
-async def _read_stream_generate(
-    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
-) -> None:
-    await _read_stream(response, record, watchdog, t0, store, chat=False)
 
 
 async def _read_whole(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import httpx
@@ -91,7 +92,7 @@ async def send(http: httpx.AsyncClient, spec: RequestSpec, t0: float) -> Request
     if spec.endpoint == "embed":
         reader = _read_embed
     elif spec.stream:
-        reader = _read_sse_chat if spec.endpoint == "chat" else _read_sse_completions
+        reader = functools.partial(_read_sse, chat=spec.endpoint == "chat")
     else:
         reader = _read_whole_chat if spec.endpoint == "chat" else _read_whole_completions
     return await exchange(http, spec, t0, path, body, reader)
@@ -208,16 +209,6 @@ async def _read_sse(
         raise StreamFailure("bad_stream", "stream ended without data: [DONE]")
 
 
-async def _read_sse_chat(
-    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
-) -> None:
-    await _read_sse(response, record, watchdog, t0, store, chat=True)
-
-
-async def _read_sse_completions(
-    response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float, store: bool
-) -> None:
-    await _read_sse(response, record, watchdog, t0, store, chat=False)
 
 
 async def _read_whole(
