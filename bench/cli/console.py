@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from rich.console import Console
 
 # Rich's width when stdout is not a terminal (a log file, a pipe, CI): the default 80 squeezes
@@ -13,3 +16,19 @@ def output_console() -> Console:
     """A Console for stdout: the terminal's width, or 160 columns when stdout is not a terminal."""
     console = Console()
     return console if console.is_terminal else Console(width=NON_TERMINAL_WIDTH)
+
+
+@contextlib.contextmanager
+def working(console: Console, what: str) -> Iterator[None]:
+    """Say at once what a slow step is doing: a spinner on a terminal, one plain line otherwise.
+
+    Commands that load pandas/scipy or read a whole run take seconds; a user should see within a
+    second that bench is at work (issue 17).
+    """
+    if not console.is_terminal:
+        # stderr: stdout stays the command's answer (tables, JSON) for whoever parses it.
+        Console(stderr=True, width=NON_TERMINAL_WIDTH).print(f"{what}…", highlight=False, soft_wrap=True)
+        yield
+        return
+    with console.status(f"{what}…", spinner="dots"):
+        yield

@@ -7,22 +7,16 @@ from typing import Any
 
 import click
 
+from typing import TYPE_CHECKING
+
 from bench.errors import UsageError
-from bench.kv import (
-    CACHE_TYPES,
-    KvSizing,
-    ModelArch,
-    analyze_run,
-    describe_ratio,
-    format_bytes,
-    kv_bytes_per_token,
-    parse_bytes,
-    read_gguf,
-    rule_of_thumb_bytes_per_token,
-    size_model,
-)
-from bench.records import KV_JSON, load_run, write_json
-from bench.telemetry.server_info import default_base_url, list_models, show_model
+
+if TYPE_CHECKING:
+    from bench.kv import KvSizing
+
+# bench.kv.CACHE_TYPES, repeated so that `bench --help` need not import numpy and scipy
+# (tests/cli/test_startup.py keeps the two equal).
+CACHE_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0")
 
 
 def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
@@ -34,6 +28,8 @@ def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
 
 
 def _print_sizing(name: str, sizing: KvSizing) -> None:
+    from bench.kv import describe_ratio, format_bytes
+
     arch = sizing.arch
     click.echo(
         f"{name}: {arch.arch}, {arch.block_count} layers, hidden {arch.embedding_length}, "
@@ -70,6 +66,8 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
 
 
 def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
+    from bench.kv import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+
     header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
               "rule of thumb", "KV exact", "max parallel")  # fmt: skip
     lines = [header]
@@ -122,6 +120,9 @@ def kv_command(
     all_models: bool,
 ) -> None:
     """KV-cache calculator: rule of thumb vs exact GQA figure, weights, and the NUM_PARALLEL that fits."""
+    from bench.kv import ModelArch, parse_bytes, read_gguf, size_model
+    from bench.telemetry.server_info import default_base_url, list_models, show_model
+
     gpu_memory_bytes = parse_bytes(gpu_memory) if gpu_memory else None
     graph_bytes = parse_bytes(graph_size) if graph_size else None
     if gguf_path is not None:
@@ -160,6 +161,9 @@ def _per_token(value: float | None) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
+    from bench.kv import analyze_run, format_bytes
+    from bench.records import KV_JSON, load_run, write_json
+
     payload = analyze_run(load_run(run_dir))
     write_json(Path(run_dir) / KV_JSON, payload)
     for group in payload["groups"]:

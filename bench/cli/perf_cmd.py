@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from bench.cli.console import output_console
-from bench.records import write_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def register(group: click.Group) -> None:
@@ -36,6 +37,7 @@ def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, trans
          workers: int) -> None:
     """Benchmark bench's own client against a lean emitter pinned to another CPU."""
     from bench.perf.suite import PerfOptions, run_perf
+    from bench.records import write_json
 
     # A SIGTERM unwinds like Ctrl-C, so the emitter subprocess and worker processes are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -53,6 +55,8 @@ def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, trans
 
 
 def summary_table(result: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     machine = result["machine"]
     load = result.get("load_average_end") or machine["load_average"]
     table = Table(title=f"bench perf — {machine['cpu_model']}, {machine['cpu_count']} cores "

@@ -1,16 +1,21 @@
-"""`bench recommend RUN_DIR`: parse, call bench.recommend, print the table and verdict, store JSON,
-and redraw the run's report.html (when it has one) so its answer section shows this recommendation."""
+"""`bench recommend RUN_DIR`: parse, call bench.recommend, print the table and verdict.
+
+A what-if by default: nothing in RUN_DIR changes. With --write the recommendation is stored
+(recommendation.json) and the run's report.html redrawn so its answer section shows it.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from bench.cli.console import output_console
+from bench.cli.console import output_console, working
 from bench.errors import UsageError
-from bench.records import RECOMMENDATION_JSON, REPORT_HTML, load_run, write_json
+
+# Exit codes: 0 a setting meets every SLO (a recommendation), 1 no setting does, 2 usage error.
+EXIT_NO_SETTING_MEETS_SLOS = 1
 
 
 @click.command("recommend")
@@ -18,34 +23,55 @@ from bench.records import RECOMMENDATION_JSON, REPORT_HTML, load_run, write_json
 @click.option("--slo", "slo_texts", multiple=True, metavar="METRIC=VALUE",
               help="e.g. ttft_p95=2s, tpot_p95=100ms (repeatable; default: the scenario's slos).")
 @click.option("--min-user-tps", type=float, default=None, help="Minimum per-request output tok/s (p50).")
-def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: float | None) -> None:
-    """Recommend OLLAMA_NUM_PARALLEL from a sweep in RUN_DIR; writes RUN_DIR/recommendation.json."""
-    from bench.recommend import candidates_table, parse_slo, recommend, scenario_slos
-
+@click.option("--write", "write", is_flag=True,
+              help="Store the answer in RUN_DIR/recommendation.json and redraw RUN_DIR/report.html "
+                   "(default: a what-if that changes nothing).")
+def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: float | None,
+                      write: bool) -> None:
+    """Recommend OLLAMA_NUM_PARALLEL from a sweep in RUN_DIR (exit 0: a setting meets the SLOs; 1: none does)."""
     if min_user_tps is not None and min_user_tps < 0:
         raise UsageError(f"--min-user-tps {min_user_tps:g}: must be >= 0")
-    slos = [parse_slo(text) for text in slo_texts]
-    run = load_run(run_dir)
-    if not slo_texts:
-        slos = list(scenario_slos(run.manifest))
-    recommendation = recommend(run, tuple(slos), min_user_tps)
+    console = output_console()
+    with working(console, f"reading {run_dir} and checking every cell against the SLOs"):
+        from rich.table import Table
+
+        from bench.recommend import candidates_table, parse_slo, recommend, scenario_slos
+        from bench.records import load_run
+
+        slos = [parse_slo(text) for text in slo_texts]
+        run = load_run(run_dir)
+        if not slo_texts:
+            slos = list(scenario_slos(run.manifest))
+        recommendation = recommend(run, tuple(slos), min_user_tps)
     rows = candidates_table(recommendation)
     table = Table(title=f"OLLAMA_NUM_PARALLEL sweep: {run_dir}")
     for column in rows[0]:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row.values())
-    console = output_console()
     console.print(table)
-    console.print(recommendation.verdict, highlight=False)
+    console.print(recommendation.verdict, highlight=False, soft_wrap=True)
+    if write:
+        _store(run_dir, recommendation, console)
+    else:
+        console.print("what-if only: nothing in the run changed (add --write to store this answer "
+                      "and redraw its report)", highlight=False, soft_wrap=True, style="dim")
+    if recommendation.num_parallel is None:
+        sys.exit(EXIT_NO_SETTING_MEETS_SLOS)
+
+
+def _store(run_dir: Path, recommendation, console) -> None:  # noqa: ANN001 - Recommendation, Console
+    from bench.records import RECOMMENDATION_JSON, REPORT_HTML, write_json
+
     path = Path(run_dir) / RECOMMENDATION_JSON
     write_json(path, recommendation.to_json())
     console.print(f"stored: {path}", highlight=False)
     report_path = Path(run_dir) / REPORT_HTML
     if report_path.exists():
-        from bench.report import write_report
+        with working(console, f"redrawing {report_path}"):
+            from bench.report import write_report
 
-        write_report([run_dir], report_path)
+            write_report([run_dir], report_path)
         console.print(f"report updated: {report_path}", highlight=False)
 
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from bench.records import REPORT_HTML
-
 
 def register(group: click.Group) -> None:
     group.add_command(report)
@@ -20,6 +18,7 @@ def register(group: click.Group) -> None:
                    "with several runs, report-compare.html there).")
 def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (several: a comparison, the first is the baseline)."""
+    from bench.records import REPORT_HTML
     from bench.report import write_report
 
     if out is None:

@@ -6,16 +6,15 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bench.cli.console import output_console
-from bench.compare import compare_paths, headline, render_table, to_markdown
 from bench.errors import BenchError, UsageError
-from bench.plan import Overrides, plan_cells
-from bench.resume import load_resume_point
-from bench.runner import RunOptions, RunResult, run_scenario
-from bench.scenario import Scenario, load_scenario, scenario_json_schema
+
+if TYPE_CHECKING:
+    from bench.runner import RunOptions, RunResult
 
 # Exit codes: 0 complete, 2 user error (BenchError, via bench.cli), 3 failed (abort_on),
 # 4 partial (the managed server died), 1 regressed against --baseline, 130 interrupted by Ctrl-C / SIGTERM (partial, records kept).
@@ -63,6 +62,10 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     With --resume RUN_DIR the scenario and overrides come from RUN_DIR's manifest (a SCENARIO_FILE
     given too must match it); --target and --sim-speed may point the resumed cells elsewhere.
     """
+    from bench.plan import Overrides
+    from bench.runner import RunOptions
+    from bench.scenario import load_scenario
+
     if resume_dir is not None:
         if out_dir is not None or quick or (requests, duration_s, warmup_requests, repeats) != (None,) * 4:
             raise UsageError("--resume: --out, --quick, --requests, --duration, --warmup and --repeats "
@@ -84,11 +87,20 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
                          results_root=results_root, overrides=overrides, sim_speed=sim_speed,
                          baseline=baseline, grace_s=grace_s, report=not no_report,
                          transport=transport)
-    _exit_for(run_scenario(scenario, options, output_console()))
+    _exit_for(_run(scenario, options))
+
+
+def _run(scenario, options: RunOptions) -> RunResult:  # noqa: ANN001 - a bench.scenario.Scenario
+    from bench.runner import run_scenario
+
+    return run_scenario(scenario, options, output_console())
 
 
 def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions) -> None:
     """--resume: the run's own scenario and overrides; what the command line gave wins for the rest."""
+    from bench.resume import load_resume_point
+    from bench.scenario import Scenario, load_scenario
+
     given: Scenario | None = load_scenario(scenario_file) if scenario_file is not None else None
     point = load_resume_point(run_dir, given, str(scenario_file or ""))
     total = len(point.manifest["cells"])
@@ -106,7 +118,7 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
         baseline=given_options.baseline or (Path(stored_baseline) if stored_baseline else None),
         resume=point,
     )
-    _exit_for(run_scenario(point.scenario, options, output_console()))
+    _exit_for(_run(point.scenario, options))
 
 
 def _exit_for(result: RunResult) -> None:
@@ -122,6 +134,8 @@ def _exit_for(result: RunResult) -> None:
 
 def gate_run(baseline: Path, run_dir: Path) -> bool:
     """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?"""
+    from bench.compare import compare_paths, headline, render_table, to_markdown
+
     comparison = compare_paths(baseline, run_dir)
     console = output_console()
     console.print(render_table(comparison))
@@ -134,6 +148,9 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate_command(files: tuple[Path, ...]) -> None:
     """Check scenario FILES without running them (one line per problem; exit 2 if any)."""
+    from bench.plan import plan_cells
+    from bench.scenario import load_scenario
+
     failed = False
     for path in files:
         try:
@@ -151,6 +168,8 @@ def validate_command(files: tuple[Path, ...]) -> None:
 @click.command("schema")
 def schema_command() -> None:
     """Print the scenario JSON Schema (for editors: yaml-language-server, VS Code)."""
+    from bench.scenario import scenario_json_schema
+
     click.echo(json.dumps(scenario_json_schema(), indent=2))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.recommend import Slo, is_num_parallel_sweep, recommend, scenario_slos, slo_failures
+from bench.recommend import Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures
 from bench.records import RECOMMENDATION_JSON
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
@@ -43,7 +43,12 @@ def _prefix(views: list[RunView], view: RunView) -> str:
 
 
 def _slos(view: RunView) -> tuple[Slo, ...]:
+    """The SLOs every verdict of this run's report uses: those `bench recommend --write` stored, else
+    the scenario's (one source, so the answer and the per-cell SLO column cannot disagree)."""
+    stored = view.run.extras.get(RECOMMENDATION_JSON)
     try:
+        if isinstance(stored, dict) and isinstance(stored.get("slos"), dict):
+            return tuple(parse_slo(f"{metric}={threshold}") for metric, threshold in stored["slos"].items())
         return scenario_slos(view.manifest)
     except BenchError:
         return ()  # a hand-edited manifest with an unreadable SLO: show the figures without a verdict

@@ -57,10 +57,21 @@ def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_
     html = (run_dir / "report.html").read_text()
     assert "Recommended OLLAMA_NUM_PARALLEL=4" in html and "computed by the report" in html
 
-    result = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=2s", "--slo", "tpot_p95=100ms"])
+    # A what-if (no --write) leaves the run as it was, and says so; exit 1: no setting meets 1 ms.
+    before = html
+    what_if = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=1ms"])
+    assert what_if.exit_code == 1, what_if.output
+    assert "no OLLAMA_NUM_PARALLEL setting" in what_if.output and "what-if only" in what_if.output
+    assert not (run_dir / "recommendation.json").exists()
+    assert (run_dir / "report.html").read_text() == before
+
+    result = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=2s", "--slo", "tpot_p95=100ms",
+                                      "--write"])
     assert result.exit_code == 0, result.output
-    html = (run_dir / "report.html").read_text()  # bench recommend redrew the run's report
+    html = (run_dir / "report.html").read_text()  # bench recommend --write redrew the run's report
     assert "stored by bench recommend" in html and "tpot_p95 ≤ 100 ms" in html
+    # The per-cell SLO column judges by the same stored SLOs as the answer (one source).
+    assert ">SLOs<" in html
     stored = json.loads((run_dir / "recommendation.json").read_text())
     assert stored["num_parallel"] == 4
     assert stored["memory_checked"] is True

@@ -1,0 +1,52 @@
+"""`bench --help` and `bench --version` start fast: no heavy library is imported until a command needs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("pandas", "scipy", "matplotlib", "pyarrow", "numpy")
+
+_PROBE = """
+import json, sys
+from click.testing import CliRunner
+from bench.cli import cli
+runner = CliRunner()
+outputs = [runner.invoke(cli, args).exit_code for args in ({args})]
+print(json.dumps({{"exit_codes": outputs, "heavy": sorted(m for m in {heavy} if m in sys.modules)}}))
+"""
+
+
+def _probe(arg_lists: list[list[str]]) -> dict:
+    code = _PROBE.format(args=repr(arg_lists) + " or ()", heavy=repr(HEAVY))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_version_and_help_import_no_heavy_library():
+    result = _probe([["--version"], ["--help"]])
+    assert result["exit_codes"] == [0, 0]
+    assert result["heavy"] == []
+
+
+def test_every_command_help_imports_no_heavy_library():
+    commands = ["run", "validate", "schema", "sim", "report", "compare", "recommend", "kv",
+                "kv-analyze", "perf", "soak", "baseline"]
+    result = _probe([[command, "--help"] for command in commands])
+    assert result["exit_codes"] == [0] * len(commands)
+    assert result["heavy"] == []
+
+
+def test_importing_the_cli_imports_no_heavy_library():
+    done = subprocess.run([sys.executable, "-c", "import sys, bench.cli; print(sorted(m for m in "
+                           f"{HEAVY!r} if m in sys.modules))"], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_kv_cache_type_choices_match_the_calculator():
+    from bench.cli.kv_cmd import CACHE_TYPES
+    from bench.kv import CACHE_TYPES as KV_CACHE_TYPES
+
+    assert CACHE_TYPES == KV_CACHE_TYPES
