@@ -215,6 +215,10 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
                               "failed (see Rejections and errors).", "error"))
     if len(cells) and "requests" in cells and int(cells["requests"].sum()) == 0:
         notes.append(Note(f"{prefix}No measured request was recorded.", "error"))
+    elif len(cells) and "requests" in cells and (cells["requests"] == 0).any():
+        empty = [str(label) for label in cells.loc[cells["requests"] == 0, "label"]]
+        notes.append(Note(f"{prefix}{len(empty)} cell(s) have no measured request and appear in no plot: "
+                          + ", ".join(empty[:8]) + (", …" if len(empty) > 8 else "") + ".", "warning"))
     notes.extend(_spill_warnings(view, prefix))
     notes.extend(_cold_warnings(view, prefix))
     return notes

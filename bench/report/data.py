@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.metrics import cell_summary, request_metrics
+from bench.metrics import SUMMARY_COLUMNS, cell_summary, request_metrics
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
@@ -117,8 +117,10 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     cells["offered_load"] = [offered_load(s) for s in cells.to_dict("records")]
     cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None else "closed"
                              for s in cells.to_dict("records")]
-    summary = cell_summary(measured) if len(measured) else pd.DataFrame()
-    for column in summary.columns:
+    summary = cell_summary(measured)
+    # Every summary column exists, NaN for cells without a measured request (a failed start, a
+    # sweep aborted early): sections then draw what there is instead of failing on a missing column.
+    for column in SUMMARY_COLUMNS:
         cells[column] = cells.index.map(summary[column]) if len(summary) else np.nan
     for column in ("requests", "ok", "rejected", "errors"):
         if column not in cells:

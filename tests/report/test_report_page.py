@@ -134,3 +134,23 @@ def test_the_answer_says_which_cells_meet_the_scenarios_slos(make_run: Callable[
     # TTFT is 150, 180 and 240 ms at concurrency 1, 2 and 4 on both surfaces.
     assert "4 of 6 cells meet the SLOs (ttft_p95 ≤ 200ms)" in html
     assert "misses ttft_p95" in html
+
+
+def test_a_failed_sweep_still_reports_what_it_measured_and_names_the_cells_it_did_not(
+        make_run: Callable[..., Path]) -> None:
+    # A NUM_PARALLEL sweep that failed after its first cell: later cells have no record at all.
+    run = make_run(sweep=True, status="failed", surfaces=("native",), rejected_at=None)
+    first_cell = load_run(run).cells["cell_id"].iloc[0]
+    kept = [line for line in (run / "requests.jsonl").read_text().splitlines() if first_cell in line]
+    (run / "requests.jsonl").write_text("\n".join(kept) + "\n")
+    html = report_of(run)
+    assert section_ids(html)[0] == "answer" and "environment" in section_ids(html)
+    assert "2 cell(s) have no measured request" in html
+    assert "The run is failed" in html
+
+
+def test_a_run_whose_server_never_started_still_reports(make_run: Callable[..., Path]) -> None:
+    run = make_run(sweep=True, status="failed", surfaces=("native",), rejected_at=None)
+    (run / "requests.jsonl").write_bytes(b"")
+    html = report_of(run)
+    assert "No measured request was recorded" in html
