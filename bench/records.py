@@ -5,10 +5,10 @@ A run directory (results/<run-id>/ or --out DIR) holds:
     manifest.json        scenario as resolved, environment, target version, models, cells, status
     requests.jsonl       one RequestRecord per line, appended and flushed as each request ends
     requests.parquet     the same records, written at the end of the run (or by load_run on demand)
-    summary.csv/.json    one row per cell (bench.metrics.cell_summary)
+    summary.csv/.json    one row per cell (bench.analysis.metrics.cell_summary)
     gpu.parquet          NVML timeline (bench.telemetry.nvml), absent without a GPU
     ps.parquet           /api/ps timeline (bench.telemetry.ollama_ps)
-    server-<n>.log       logs of managed servers (bench.server)
+    server-<n>.log       logs of managed servers (bench.run.managed_server)
     recommendation.json  bench recommend's verdict, when computed
     kv.json              KV-cache analysis, when the run varied num_ctx / NUM_PARALLEL / cache type
     report.html          bench report's page

@@ -1,4 +1,4 @@
-"""`bench compare` and `bench baseline save`: parse, call bench.compare / bench.baseline, print."""
+"""`bench compare` and `bench baseline save`: parse, call bench.analysis.compare / bench.analysis.baseline, print."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     allowed change. Exit 0: no regression; 1: regression; 2: usage error (unknown metric,
     unmatched cell, unreadable input).
     """
-    from bench.compare import compare_paths, headline, render_table, to_junit_xml, to_markdown
+    from bench.analysis.compare import compare_paths, headline, render_table, to_junit_xml, to_markdown
 
     comparison = compare_paths(baseline_path, current_path, max_regression)
     console = output_console()
@@ -65,7 +65,7 @@ def baseline_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def save_command(run_dir: Path, path: Path) -> None:
     """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
-    from bench.baseline import load_baseline, save_baseline
+    from bench.analysis.baseline import load_baseline, save_baseline
 
     written = save_baseline(run_dir, path)
     baseline = load_baseline(written)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 from bench.errors import UsageError
 
 if TYPE_CHECKING:
-    from bench.kv import KvSizing
+    from bench.analysis.kv import KvSizing
 
-# bench.kv.CACHE_TYPES, repeated so that `bench --help` need not import numpy and scipy
+# bench.analysis.kv.CACHE_TYPES, repeated so that `bench --help` need not import numpy and scipy
 # (tests/cli/test_startup.py keeps the two equal).
 CACHE_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0")
 
@@ -28,7 +28,7 @@ def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
 
 
 def _print_sizing(name: str, sizing: KvSizing) -> None:
-    from bench.kv import describe_ratio, format_bytes
+    from bench.analysis.kv import describe_ratio, format_bytes
 
     arch = sizing.arch
     click.echo(
@@ -66,7 +66,7 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
 
 
 def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
-    from bench.kv import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.analysis.kv import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
 
     header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
               "rule of thumb", "KV exact", "max parallel")  # fmt: skip
@@ -120,7 +120,7 @@ def kv_command(
     all_models: bool,
 ) -> None:
     """KV-cache calculator: rule of thumb vs exact GQA figure, weights, and the NUM_PARALLEL that fits."""
-    from bench.kv import ModelArch, parse_bytes, read_gguf, size_model
+    from bench.analysis.kv import ModelArch, parse_bytes, read_gguf, size_model
     from bench.telemetry.server_info import default_base_url, list_models, show_model
 
     gpu_memory_bytes = parse_bytes(gpu_memory) if gpu_memory else None
@@ -161,7 +161,7 @@ def _per_token(value: float | None) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
-    from bench.kv import analyze_run, format_bytes
+    from bench.analysis.kv import analyze_run, format_bytes
     from bench.records import KV_JSON, load_run, write_json
 
     payload = analyze_run(load_run(run_dir))

@@ -1,4 +1,4 @@
-"""`bench recommend RUN_DIR`: parse, call bench.recommend, print the table and verdict.
+"""`bench recommend RUN_DIR`: parse, call bench.analysis.recommend, print the table and verdict.
 
 A what-if by default: nothing in RUN_DIR changes. With --write the recommendation is stored
 (recommendation.json) and the run's report.html redrawn so its answer section shows it.
@@ -35,7 +35,7 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
     with working(console, f"reading {run_dir} and checking every cell against the SLOs"):
         from rich.table import Table
 
-        from bench.recommend import candidates_table, parse_slo, recommend, scenario_slos
+        from bench.analysis.recommend import candidates_table, parse_slo, recommend, scenario_slos
         from bench.records import load_run
 
         slos = [parse_slo(text) for text in slo_texts]

@@ -1,4 +1,4 @@
-"""`bench run`, `bench validate`, `bench schema`: parse, call bench.runner / bench.scenario, print."""
+"""`bench run`, `bench validate`, `bench schema`: parse, call bench.run.runner / bench.scenario, print."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bench.cli.console import output_console
 from bench.errors import BenchError, UsageError
 
 if TYPE_CHECKING:
-    from bench.runner import RunOptions, RunResult
+    from bench.run.runner import RunOptions, RunResult
 
 # Exit codes: 0 complete, 2 user error (BenchError, via bench.cli), 3 failed (abort_on),
 # 4 partial (the managed server died), 1 regressed against --baseline, 130 interrupted by Ctrl-C / SIGTERM (partial, records kept).
@@ -63,7 +63,7 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     given too must match it); --target and --sim-speed may point the resumed cells elsewhere.
     """
     from bench.plan import Overrides
-    from bench.runner import RunOptions
+    from bench.run.runner import RunOptions
     from bench.scenario import load_scenario
 
     if resume_dir is not None:
@@ -91,14 +91,14 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
 
 
 def _run(scenario, options: RunOptions) -> RunResult:  # noqa: ANN001 - a bench.scenario.Scenario
-    from bench.runner import run_scenario
+    from bench.run.runner import run_scenario
 
     return run_scenario(scenario, options, output_console())
 
 
 def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions) -> None:
     """--resume: the run's own scenario and overrides; what the command line gave wins for the rest."""
-    from bench.resume import load_resume_point
+    from bench.run.resume import load_resume_point
     from bench.scenario import Scenario, load_scenario
 
     given: Scenario | None = load_scenario(scenario_file) if scenario_file is not None else None
@@ -134,7 +134,7 @@ def _exit_for(result: RunResult) -> None:
 
 def gate_run(baseline: Path, run_dir: Path) -> bool:
     """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?"""
-    from bench.compare import compare_paths, headline, render_table, to_markdown
+    from bench.analysis.compare import compare_paths, headline, render_table, to_markdown
 
     comparison = compare_paths(baseline, run_dir)
     console = output_console()

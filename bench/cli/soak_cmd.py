@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 def soak_command(duration: str, concurrency: int, speed: float, sample_every: str, endpoint: str,
                  out_dir: Path | None) -> None:
     """Soak benchmark: hold steady load on `bench sim`, sample this client's RSS, judge growth."""
-    from bench.soak import SOAK_JSON, SOAK_PLOT, SoakSettings, default_out_dir, parse_duration_s, run_soak
+    from bench.run.soak import SOAK_JSON, SOAK_PLOT, SoakSettings, default_out_dir, parse_duration_s, run_soak
 
     settings = SoakSettings(duration_s=parse_duration_s(duration), concurrency=concurrency, speed=speed,
                             sample_every_s=parse_duration_s(sample_every), endpoint=endpoint)

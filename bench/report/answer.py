@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.recommend import Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures
+from bench.analysis.recommend import Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures
 from bench.records import RECOMMENDATION_JSON
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
@@ -119,7 +119,7 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
-    from bench.studies import time_scale
+    from bench.analysis.studies import time_scale
 
     server_ids = {clean(c.get("server_id")) for c in view.manifest.get("cells", [])} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.metrics import SUMMARY_COLUMNS, cell_summary, request_metrics
+from bench.analysis.metrics import SUMMARY_COLUMNS, cell_summary, request_metrics
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
@@ -44,7 +44,7 @@ class RunView:
 
     run: Run
     label: str  # run_id, made unique among the runs of a comparison
-    requests: pd.DataFrame  # every record, with bench.metrics.request_metrics columns
+    requests: pd.DataFrame  # every record, with bench.analysis.metrics.request_metrics columns
     measured: pd.DataFrame  # the measure phase of `requests`
     cells: pd.DataFrame  # index cell_id: settings, summary columns, `label`, `offered_load`
     varying: tuple[str, ...]  # settings that differ between this run's cells

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.recommend import Recommendation, recommend, scenario_slos
+from bench.analysis.recommend import Recommendation, recommend, scenario_slos
 from bench.records import RECOMMENDATION_JSON
 from bench.report import plotting
 from bench.report.data import (RunView, clean, describe_settings, load_label, load_series, request_spread,

@@ -13,7 +13,7 @@ from clients_transcripts import spec
 
 from bench.clients import send
 from bench.clients.http import make_http_client
-from bench.metrics import cell_summary
+from bench.analysis.metrics import cell_summary
 from bench.records import RequestRecord
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.metrics import metrics_readme
+from bench.analysis.metrics import metrics_readme
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.baseline import AGGREGATE_COLUMNS, Baseline, BaselineCell, save_baseline_json
+from bench.analysis.baseline import AGGREGATE_COLUMNS, Baseline, BaselineCell, save_baseline_json
 
 SETTINGS = {
     "surface": "native", "endpoint": "chat", "model": "qwen2.5:0.5b", "arrival": "closed",

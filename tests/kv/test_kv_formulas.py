@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.errors import TargetError, UsageError
-from bench.kv import (
+from bench.analysis.kv import (
     ModelArch,
     describe_ratio,
     exact_kv_bytes,

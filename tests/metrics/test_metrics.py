@@ -1,4 +1,4 @@
-"""bench.metrics on hand-made request frames with answers worked out by hand."""
+"""bench.analysis.metrics on hand-made request frames with answers worked out by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import UsageError
-from bench.metrics import (
+from bench.analysis.metrics import (
     METRIC_COLUMNS,
     METRIC_DIRECTIONS,
     SUMMARY_COLUMNS,
@@ -201,7 +201,7 @@ def test_readme_section_defines_every_headline_metric() -> None:
 def test_summary_needs_only_its_input_columns() -> None:
     # A run's end reads only SUMMARY_INPUT_COLUMNS back from requests.parquet: every other record
     # field (stored text, headers_s, durations not used...) must not change the summary.
-    from bench.metrics import SUMMARY_INPUT_COLUMNS
+    from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
     from bench.records import RECORD_FIELDS
 
     rows = [

@@ -12,7 +12,7 @@ import pytest
 from bench.errors import UsageError
 from bench.load import LAG_SAMPLE_SIZE, CellOutcome
 from bench.records import load_run
-from bench.soak import RecordCounter, RssSample, judge, parse_duration_s
+from bench.run.soak import RecordCounter, RssSample, judge, parse_duration_s
 from reliability.support import bench
 
 MIB = 2**20

@@ -1,4 +1,4 @@
-"""bench.server: a managed server starts on a loopback port, reports failures with its log,
+"""bench.run.managed_server: a managed server starts on a loopback port, reports failures with its log,
 is seen to die, stops even when it ignores SIGTERM, and its models are checked."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.errors import TargetError
-from bench.server import ManagedServer, check_models, free_port, server_pids, sim_command
+from bench.run.managed_server import ManagedServer, check_models, free_port, server_pids, sim_command
 
 FAKE_OLLAMA = str(Path(__file__).with_name("fake_ollama.py"))
 DEADLINE_S = 60.0  # generous: the box is shared and loaded

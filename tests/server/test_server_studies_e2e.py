@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.metrics import cell_summary
+from bench.analysis.metrics import cell_summary
 from bench.records import load_run
-from bench.studies import keep_alive_study, queue_study
+from bench.analysis.studies import keep_alive_study, queue_study
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.metrics import COLD_LOAD_THRESHOLD_NS, request_metrics
+from bench.analysis.metrics import COLD_LOAD_THRESHOLD_NS, request_metrics
 from bench.records import Run
 
 DEFAULT_KEEP_ALIVE = "5m"  # envconfig.KeepAlive default

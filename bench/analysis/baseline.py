@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import RunDirError
-from bench.metrics import cell_summary, request_metrics
+from bench.analysis.metrics import cell_summary, request_metrics
 from bench.records import MANIFEST_FILE, load_run
 
 FORMAT = "bench-baseline"
 FORMAT_VERSION = 1
-# Per-request columns (bench.metrics.request_metrics) kept as samples. output_tokens_used is
-# kept so throughput can be resampled request by request (bench.compare).
+# Per-request columns (bench.analysis.metrics.request_metrics) kept as samples. output_tokens_used is
+# kept so throughput can be resampled request by request (bench.analysis.compare).
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "ttft_s", "tpot_s", "itl_mean_s", "e2e_s", "user_tps", "output_tokens_used",
 )

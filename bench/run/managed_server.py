@@ -2,7 +2,7 @@
 it answers, check its models, stop it cleanly, keep its log.
 
 Server settings (OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE, ...) are read once at startup, so the only
-way to measure them is one server process per setting; bench.runner starts one ManagedServer per
+way to measure them is one server process per setting; bench.run.runner starts one ManagedServer per
 distinct environment and reuses it for adjacent cells.
 """
 

@@ -12,7 +12,7 @@ import httpx
 from bench.errors import TargetError, UsageError
 from bench.plan import Cell
 from bench.scenario import Scenario, resolve_ollama_host
-from bench.server import ManagedServer, sim_command
+from bench.run.managed_server import ManagedServer, sim_command
 
 
 def free_loopback_port() -> int:

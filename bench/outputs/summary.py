@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from bench.kv import write_kv_analysis
+from bench.analysis.kv import write_kv_analysis
 from bench.load import ClientHealth
-from bench.metrics import cell_summary
-from bench.progress import summary_table
+from bench.analysis.metrics import cell_summary
+from bench.run.progress import summary_table
 from bench.records import REPORT_HTML, SUMMARY_CSV, SUMMARY_JSON, write_json
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from bench.errors import UsageError
 from bench.records import REQUESTS_JSONL, write_json
-from bench.runner import RunOptions, RunResult, run_scenario
+from bench.run.runner import RunOptions, RunResult, run_scenario
 from bench.scenario import Scenario
 
 SOAK_JSON = "soak.json"

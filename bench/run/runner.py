@@ -1,5 +1,5 @@
 """A whole run: the run directory, cells in order against the target with telemetry and
-progress, interrupts, and the outputs at the end (bench.targets, bench.manifest and bench.outputs
+progress, interrupts, and the outputs at the end (bench.run.targets, bench.run.manifest and bench.outputs.summary
 hold the pieces).
 """
 
@@ -24,14 +24,14 @@ from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import ScenarioError, UsageError
 from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, client_health, run_cell_load
-from bench.manifest import new_manifest, resumed_manifest, run_state
-from bench.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
-from bench.outputs import print_summary, write_kv, write_run_report, write_summary
+from bench.run.manifest import new_manifest, resumed_manifest, run_state
+from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
+from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
-from bench.progress import RunProgress, describe_cell, varying_settings
+from bench.run.progress import RunProgress, describe_cell, varying_settings
 from bench.prompts import Calibration, PromptSource, calibrate
 from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord, write_json, write_requests_parquet
-from bench.resume import (
+from bench.run.resume import (
     ResumePoint,
     keep_complete_records,
     merge_telemetry,
@@ -39,8 +39,8 @@ from bench.resume import (
     stash_telemetry,
 )
 from bench.scenario import Scenario, resolve_ollama_host
-from bench.server import check_models
-from bench.targets import Targets, fetch_version, preflight
+from bench.run.managed_server import check_models
+from bench.run.targets import Targets, fetch_version, preflight
 from bench.telemetry import TelemetrySession, start_telemetry
 
 # After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.

@@ -1,6 +1,6 @@
 """The regression gate: compare a run with a baseline, cell by cell, noise-aware.
 
-Cells are matched by their settings (bench.baseline.settings_key). For every cell and gated
+Cells are matched by their settings (bench.analysis.baseline.settings_key). For every cell and gated
 metric the change from baseline to current gets a 95% bootstrap confidence interval computed
 from the per-request samples (both sides resampled independently, seeded, numpy):
 
@@ -35,10 +35,10 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from bench.baseline import Baseline, BaselineCell, load_baseline
+from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
 from bench.errors import RunDirError, UsageError
-from bench.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
-from bench.progress import describe_cell, varying_settings
+from bench.analysis.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
+from bench.run.progress import describe_cell, varying_settings
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.metrics import cell_summary, higher_is_better, parse_metric_name
+from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
 from bench.records import Run
 
 SETTING = "OLLAMA_NUM_PARALLEL"

@@ -1,0 +1,1 @@
+"""What a run leaves behind besides its records: summary files and gate tables."""

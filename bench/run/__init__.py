@@ -1,0 +1,1 @@
+"""Orchestration of one run: the cell loop, targets and managed servers, the manifest, resume, progress."""
