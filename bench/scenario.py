@@ -6,6 +6,8 @@ Fields marked as axes accept a single value or a list; a list makes a matrix axi
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -23,7 +25,18 @@ from pydantic import (
     model_validator,
 )
 
-from bench.errors import ScenarioError
+from bench.errors import ScenarioError, UsageError
+
+
+# Upper bounds on every number a scenario gives: far beyond any real benchmark, well inside the
+# 64-bit range NumPy, Arrow and Ollama use. A value past them is a typo, not a study.
+MAX_COUNT = 10_000_000  # requests, tokens, warmup requests
+MAX_CONCURRENCY = 10_000  # workers are real coroutines: two million of them exhaust memory
+MAX_SECONDS = 7 * 24 * 3600.0  # durations, timeouts, gaps: a week
+MAX_RATE_RPS = 1_000_000.0
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Aliases may share YAML nodes; a scenario expanding past this many is an alias bomb.
+MAX_YAML_NODES = 100_000
 
 
 def _as_list(value: Any) -> Any:
@@ -38,13 +51,19 @@ def _axis(item_type: Any) -> Any:
     return Annotated[
         list[item_type],
         BeforeValidator(_as_list, json_schema_input_type=item_type | list[item_type]),
+        Field(min_length=1),  # `model: []` would plan zero cells and "succeed"
     ]
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+# strict: `concurrency: true` is not 1, `requests: "4"` is not 4 (YAML already typed them).
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, strict=True)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, strict=True)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, strict=True)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0, le=1e9, strict=True)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=1e9, strict=True)]
 
 # Endpoint names a user writes: "surface/endpoint". `embeddings` is accepted for the OpenAI name.
 ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -71,6 +90,46 @@ KeepAlive = str | int | float
 _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+_LISTEN_FLAGS = ("--host", "--bind", "--listen")
+
+
+def _split_quietly(arg: str) -> list[str]:
+    import shlex
+
+    try:
+        return shlex.split(arg)
+    except ValueError:  # unbalanced quotes: judge the raw words
+        return arg.split()
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = host_port.rsplit("://", 1)[-1]
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_listen_args(words: list[str]) -> None:
+    """ValueError when arguments would make a server listen beyond loopback (0.0.0.0, a LAN IP)."""
+    for index, word in enumerate(words):
+        value: str | None = None
+        if word in _LISTEN_FLAGS:
+            value = words[index + 1] if index + 1 < len(words) else ""
+        elif word.startswith(tuple(f"{flag}=" for flag in _LISTEN_FLAGS)) or "OLLAMA_HOST=" in word:
+            value = word.split("=", 1)[1]
+        elif "0.0.0.0" in word or word.strip("[]") == "::":
+            value = word
+        if value is not None and not _is_loopback(value.strip("\"'")):
+            raise ValueError(f"{word!r}: bench's servers listen on loopback (127.0.0.1) only")
 
 
 class _Strict(BaseModel):
@@ -142,8 +201,8 @@ class Workload(_Strict):
     )
     num_ctx: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
     keep_alive: _axis(KeepAlive) | None = None  # type: ignore[valid-type]
-    temperature: _axis(NonNegativeFloat) | None = None  # type: ignore[valid-type]
-    seed: int | None = None
+    temperature: _axis(Annotated[float, Field(ge=0, le=100, strict=True)]) | None = None  # type: ignore[valid-type]
+    seed: Int64 | None = None
     format: _axis(Literal["none", "json"] | dict[str, Any]) = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["none"], description="none, json, or a JSON schema object"
     )
@@ -159,15 +218,15 @@ class Workload(_Strict):
 
 class Load(_Strict):
     arrival: _axis(Arrival) = Field(default_factory=lambda: ["closed"])  # type: ignore[valid-type]
-    concurrency: _axis(PositiveInt) | None = Field(  # type: ignore[valid-type]
+    concurrency: _axis(Concurrency) | None = Field(  # type: ignore[valid-type]
         None, description="closed loop: workers; open loop: cap on requests in flight"
     )
-    rate_rps: _axis(PositiveFloat) | None = None  # type: ignore[valid-type]
+    rate_rps: _axis(Annotated[float, Field(gt=0, le=MAX_RATE_RPS, strict=True)]) | None = None  # type: ignore[valid-type]
     requests: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
-    duration_s: _axis(PositiveFloat) | None = None  # type: ignore[valid-type]
+    duration_s: _axis(Seconds) | None = None  # type: ignore[valid-type]
     warmup_requests: NonNegativeInt = 1
-    repeats: PositiveInt = 1
-    timeout_s: PositiveFloat = 300.0
+    repeats: Annotated[int, Field(ge=1, le=1000, strict=True)] = 1
+    timeout_s: Seconds = 300.0
 
     @model_validator(mode="after")
     def _consistent(self) -> Load:
@@ -182,7 +241,7 @@ class Load(_Strict):
 
 
 class Pace(_Strict):
-    gap_s: _axis(NonNegativeFloat) = Field(  # type: ignore[valid-type]
+    gap_s: _axis(NonNegativeSeconds) = Field(  # type: ignore[valid-type]
         default_factory=lambda: [0.0], description="idle seconds before each cell"
     )
 
@@ -190,12 +249,25 @@ class Pace(_Strict):
 class SimTarget(_Strict):
     """Settings of the embedded simulator for `target: sim`."""
 
-    speed: PositiveFloat = 1.0
+    speed: Annotated[float, Field(gt=0, le=1e6, strict=True)] = 1.0
     gpu: str | None = None
     gpu_memory: str | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     env: dict[str, str | int | float] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list, description="more `bench sim` arguments")
+
+    @field_validator("args")
+    @classmethod
+    def _loopback_only(cls, args: list[str]) -> list[str]:
+        refuse_listen_args(args)
+        return args
+
+    @field_validator("env")
+    @classmethod
+    def _no_host(cls, env: dict[str, Any]) -> dict[str, Any]:
+        if "OLLAMA_HOST" in env:
+            raise ValueError("OLLAMA_HOST: bench sets it (the simulator listens on 127.0.0.1 only)")
+        return env
 
 
 class ServerBlock(_Strict):
@@ -203,8 +275,21 @@ class ServerBlock(_Strict):
 
     command: list[str] | str = "ollama serve"
     env: dict[str, _axis(str | int | float)] = Field(default_factory=dict)  # type: ignore[valid-type]
-    ready_timeout_s: PositiveFloat = 120.0
-    stop_grace_s: PositiveFloat = 10.0
+    ready_timeout_s: Seconds = 120.0
+    stop_grace_s: Annotated[float, Field(gt=0, le=3600, strict=True)] = 10.0
+
+    @field_validator("command")
+    @classmethod
+    def _loopback_only(cls, command: list[str] | str) -> list[str] | str:
+        import shlex
+
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError("empty command")
+        # A shell wrapper (`bash -c "bench sim --host 0.0.0.0"`) hides its arguments in one string.
+        words = [word for arg in argv for word in _split_quietly(arg)]
+        refuse_listen_args(words)
+        return command
 
     @field_validator("env")
     @classmethod
@@ -231,7 +316,7 @@ class Matrix(_Strict):
 
 
 class AbortOn(_Strict):
-    error_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    error_rate: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
     consecutive_failures: PositiveInt | None = None
     min_requests: PositiveInt = Field(20, description="error_rate is checked after this many")
 
@@ -273,6 +358,13 @@ class Scenario(_Strict):
                 raise ValueError(f"{metric}: {value!r} is not a number or a duration like 2s, 100ms")
         return slos
 
+    @field_validator("target")
+    @classmethod
+    def _target_url(cls, target: str | None) -> str | None:
+        if target is not None and target not in ("sim", "managed"):
+            base_url_of(target)  # ValueError: one line at the target's line
+        return target
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, name: str | None) -> str | None:
@@ -289,6 +381,10 @@ class Scenario(_Strict):
     def slo_values(self) -> dict[str, float]:
         """SLOs as numbers: durations in seconds, rates as given."""
         return {metric: parse_slo_value(value) for metric, value in self.slos.items()}
+
+
+_MODEL_NAMES = {"Distribution", "PromptSpec", "Workload", "Load", "Pace", "SimTarget", "ServerBlock",
+                "Matrix", "AbortOn", "Scenario"}
 
 
 def parse_slo_value(value: str | float) -> float:
@@ -308,15 +404,17 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader (no arbitrary objects) that also exposes the composed node tree."""
 
 
-def _compose_and_construct(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+def _compose_and_construct(text: str, source: str) -> tuple[Any, yaml.Node | None, list[str]]:
+    """(data, root node, duplicate-key problems); ScenarioError for YAML that cannot be read."""
     loader: _LineLoader | None = None
     try:
         loader = _LineLoader(text)
         node = loader.get_single_node()
         if node is None:
-            return None, None
-        _check_duplicate_keys(node, source)
-        return loader.construct_document(node), node
+            return None, None, []
+        _refuse_alias_bombs(node, source)
+        duplicates = _duplicate_keys(node, source)
+        return loader.construct_document(node), node, duplicates
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -330,27 +428,79 @@ def _compose_and_construct(text: str, source: str) -> tuple[Any, yaml.Node | Non
     except yaml.YAMLError as error:
         summary = str(error).replace("\n", " ")
         raise ScenarioError(f"{source}:1: YAML error: {summary}") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}:1: YAML error: nested too deeply") from None
     finally:
         if loader is not None:
             loader.dispose()
 
 
-def _check_duplicate_keys(node: yaml.Node, source: str, path: str = "") -> None:
-    # yaml.safe_load keeps the last of two equal keys silently; a benchmark must not guess.
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            field_path = f"{path}.{key}" if path else key
-            if key in seen:
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse_alias_bombs(root: yaml.Node, source: str) -> None:
+    """Aliases share nodes: count the document as expanded (memoised per node, so the count
+    itself is linear in the file) and refuse a recursive alias or a "billion laughs"."""
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: a deep document must not hit Python's recursion limit.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            if expanded[key] > MAX_YAML_NODES:
                 raise ScenarioError(
-                    f"{source}:{key_node.start_mark.line + 1}: {field_path}: duplicate key"
+                    f"{source}:{node.start_mark.line + 1}: YAML aliases expand to more than "
+                    f"{MAX_YAML_NODES} values (an alias bomb?)"
                 )
-            seen.add(key)
-            _check_duplicate_keys(value_node, source, field_path)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _check_duplicate_keys(item, source, f"{path}[{index}]")
+            continue
+        if key in expanded:
+            continue
+        if key in on_path:
+            raise ScenarioError(f"{source}:{node.start_mark.line + 1}: YAML alias refers to itself")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+
+
+def _duplicate_keys(root: yaml.Node, source: str) -> list[str]:
+    # yaml.safe_load keeps the last of two equal keys silently; a benchmark must not guess.
+    # A node shared by aliases is checked once (its duplicates are the same wherever it is used).
+    problems: list[str] = []
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                field_path = f"{path}.{key}" if path else key
+                if key in seen:
+                    problems.append(f"{source}:{key_node.start_mark.line + 1}: {field_path}: duplicate key")
+                seen.add(key)
+                children.append((value_node, field_path))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
+        stack.extend(reversed(children))  # document order: a shared node is named where first written
+    return problems
+
+
+def _line_number(problem: str) -> int:
+    match = re.search(r":(\d+): ", problem)
+    return int(match.group(1)) if match else 0
 
 
 def _line_for(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int, list[str]]:
@@ -401,39 +551,94 @@ def _located(error: dict[str, Any], root: yaml.Node | None) -> tuple[int, list[s
         loc = loc + (named.group(1),)
         message = named.group(2)
     if error["type"] == "extra_forbidden":
-        message = "unknown field"
+        message = "unknown field" + _did_you_mean(loc)
     line, path = _line_for(root, loc)
     return line, path, message
 
 
-def _format_errors(errors: list[dict[str, Any]], root: yaml.Node | None, source: str) -> str:
-    """One line for the error that explains the mistake best.
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """` (did you mean concurrency?)` for a misspelt field name, else ""."""
+    model: Any = Scenario
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        if field_info is None:
+            continue  # a list index or a union tag: stay at this model
+        nested = _model_in(field_info.annotation)
+        if nested is None:
+            return ""
+        model = nested
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The scenario model inside an annotation such as `ServerBlock | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names union branches "list[int]", "function-after[...]", "str", "Distribution".
+    return isinstance(part, str) and (
+        "[" in part or part in {"str", "int", "float", "bool", "dict", "list", "none"}
+        or part in _MODEL_NAMES
+    )
+
+
+def _problem_key(error: dict[str, Any]) -> tuple[Any, ...]:
+    """Errors of one mistake share this key: the location up to the first union branch."""
+    key: list[Any] = []
+    for part in error["loc"]:
+        if _is_union_tag(part):
+            break
+        key.append(part)
+    return tuple(key)
+
+
+def _format_errors(errors: list[dict[str, Any]], root: yaml.Node | None, source: str) -> list[str]:
+    """One line per mistake, in file order.
 
     For union fields pydantic reports one error per branch. The branch whose location goes
     deepest into the user's YAML, and that is not a mere type mismatch, explains it best.
     """
-    first_field = errors[0]["loc"][:1]
-    candidates = [error for error in errors if error["loc"][:1] == first_field]
+    by_mistake: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for error in errors:
+        by_mistake.setdefault(_problem_key(error), []).append(error)
 
     def score(error: dict[str, Any]) -> tuple[int, int]:
         _, path, _ = _located(error, root)
         return (len(path), 0 if error["type"].endswith("_type") else 1)
 
-    line, path, message = _located(max(candidates, key=score), root)
-    dotted = ".".join(path).replace(".[", "[") or "(top level)"
-    return f"{source}:{line}: {dotted}: {message}"
+    lines: list[tuple[int, str]] = []
+    for candidates in by_mistake.values():
+        line, path, message = _located(max(candidates, key=score), root)
+        dotted = ".".join(path).replace(".[", "[") or "(top level)"
+        problem = f"{source}:{line}: {dotted}: {message}"
+        if problem not in (text for _, text in lines):
+            lines.append((line, problem))
+    return [text for _, text in sorted(lines, key=lambda pair: pair[0])]
 
 
 def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
-    """Parse scenario YAML text; raises ScenarioError `SOURCE:LINE: field: message`."""
-    data, root = _compose_and_construct(text, source)
+    """Parse scenario YAML text; raises ScenarioError, one line `SOURCE:LINE: field: message`
+    per problem found (all of them, in file order)."""
+    data, root, problems = _compose_and_construct(text, source)
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}:1: (top level): a scenario must be a mapping of fields")
+    scenario: Scenario | None = None
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as error:
-        message = _format_errors(error.errors(include_url=False), root, source)
-        raise ScenarioError(message) from None
+        problems += _format_errors(error.errors(include_url=False), root, source)
+    except RecursionError:
+        problems.append(f"{source}:1: (top level): nested too deeply")
+    if scenario is None or problems:
+        raise ScenarioError("\n".join(sorted(problems, key=_line_number)))
     scenario._source, scenario._root = source, root
     prompt_file = scenario.workload.prompt.file
     if prompt_file is not None and base_dir is not None and not Path(prompt_file).is_absolute():
@@ -453,8 +658,12 @@ def load_scenario(path: str | Path) -> Scenario:
         text = scenario_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{scenario_path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{scenario_path}: cannot read ({error})") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{scenario_path}: is a directory, not a scenario file") from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"{scenario_path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ScenarioError(f"{scenario_path}: cannot read ({error.strerror or error})") from None
     return parse_scenario(text, str(scenario_path), scenario_path.parent)
 
 
@@ -469,32 +678,62 @@ def scenario_json_schema() -> dict[str, Any]:
 # --- targets ---------------------------------------------------------------------------------
 
 
-def resolve_ollama_host(value: str | None = None) -> str:
-    """A base URL from an OLLAMA_HOST-style value, as Ollama's envconfig.Host() reads it.
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
-    Scheme optional (http); without a port: 11434, or 80/443 when the scheme was written.
+
+def base_url_of(raw: str) -> str:
+    """A base URL from an OLLAMA_HOST-style value, parsed strictly; ValueError names the problem.
+
+    Scheme optional (http); without a port: 11434, or 80/443 when the scheme was written (as
+    Ollama's envconfig.Host()). Unlike Ollama, a bad port is refused rather than replaced by
+    the default: a benchmark of the wrong server is worse than no benchmark.
     """
-    raw = (value if value is not None else os.environ.get("OLLAMA_HOST", "")).strip().strip("\"'")
+    raw = raw.strip().strip("\"'")
     default_port = "11434"
     if "://" in raw:
         scheme, hostport = raw.split("://", 1)
-        default_port = {"http": "80", "https": "443"}.get(scheme, default_port)
+        if scheme not in ("http", "https"):
+            raise ValueError(f"scheme {scheme!r}: only http and https")
+        default_port = {"http": "80", "https": "443"}[scheme]
     else:
         scheme, hostport = "http", raw
     hostport, _, url_path = hostport.partition("/")
+    if any(char in hostport for char in "?#@ \t\\"):
+        raise ValueError("not a host[:port]")
     host, port = "127.0.0.1", default_port
     if hostport.startswith("["):  # [::1]:11434
         bracket_end = hostport.find("]")
-        host = hostport[: bracket_end + 1]
-        rest = hostport[bracket_end + 1:]
-        if rest.startswith(":") and rest[1:]:
+        if bracket_end < 0:
+            raise ValueError("unclosed [ in an IPv6 address")
+        host, rest = hostport[: bracket_end + 1], hostport[bracket_end + 1:]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{host}: not an IPv6 address") from None
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("not a host[:port]")
             port = rest[1:]
-    elif hostport.count(":") == 1:
+    elif hostport.count(":") > 1:
+        raise ValueError("more than one port (an IPv6 address goes in brackets: [::1]:11434)")
+    elif ":" in hostport:
         host_part, port = hostport.split(":")
         host = host_part or "127.0.0.1"
     elif hostport:
         host = hostport
-    if not port.isdigit() or int(port) > 65535:
-        host, port = "127.0.0.1", "11434"
-    base = f"{scheme}://{host}:{port}"
+    if not host.startswith("[") and not _HOSTNAME_RE.match(host):
+        raise ValueError(f"{host!r} is not a host name or address")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r}: must be a number from 1 to 65535")
+    base = f"{scheme}://{host}:{int(port)}"
     return f"{base}/{url_path}".rstrip("/") if url_path else base
+
+
+def resolve_ollama_host(value: str | None = None) -> str:
+    """The target's base URL from --target / the scenario (value), else OLLAMA_HOST; a bad one
+    is a one-line UsageError naming where it came from."""
+    where, raw = ("target", value) if value is not None else ("OLLAMA_HOST", os.environ.get("OLLAMA_HOST", ""))
+    try:
+        return base_url_of(raw)
+    except ValueError as error:
+        raise UsageError(f"{where} {raw!r}: {error}") from None
