@@ -26,17 +26,15 @@ from pydantic import (
 )
 
 from bench.errors import ScenarioError, UsageError
-
-
-# Upper bounds on every number a scenario gives: far beyond any real benchmark, well inside the
-# 64-bit range NumPy, Arrow and Ollama use. A value past them is a typo, not a study.
-MAX_COUNT = 10_000_000  # requests, tokens, warmup requests
-MAX_CONCURRENCY = 10_000  # workers are real coroutines: two million of them exhaust memory
-MAX_SECONDS = 7 * 24 * 3600.0  # durations, timeouts, gaps: a week
-MAX_RATE_RPS = 1_000_000.0
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Aliases may share YAML nodes; a scenario expanding past this many is an alias bomb.
-MAX_YAML_NODES = 100_000
+from bench.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_CONCURRENCY,
+    MAX_COUNT,
+    MAX_RATE_RPS,
+    MAX_SECONDS,
+    MAX_YAML_NODES,
+)
 
 
 def _as_list(value: Any) -> Any:

@@ -1,11 +1,12 @@
 """The `bench` command line: click commands only (parse, call, print), one module per group.
 
-Each submodule defines its commands and is registered below. User errors (BenchError) are
-caught once here and printed as a single line with exit code 2.
+Each submodule defines its commands and is registered below. Every failure goes through
+bench.cli.funnel once: a single line, exit 2 for user errors (`--debug` shows the traceback).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -21,20 +22,40 @@ from bench.cli import (
     sim_cmd,
     soak_cmd,
 )
-from bench.errors import BenchError
+from bench.cli.funnel import DEBUG_ENV, fail, fail_usage
 
 
 class _BenchGroup(click.Group):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # type: ignore[override]
+        # click's usage errors as one line too (its own format is three: Usage, Try, Error).
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.ClickException as error:
+            fail_usage(error)
+        except click.exceptions.Abort:
+            fail(KeyboardInterrupt())
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except BenchError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors, --help, exit codes
+        except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the one funnel
+            fail(error)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ[DEBUG_ENV] = "1"  # also reaches subprocesses bench starts
 
 
 @click.group(cls=_BenchGroup)
 @click.version_option(__version__, prog_name="bench")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help=f"Show the traceback of a failure (also {DEBUG_ENV}=1).")
 def cli() -> None:
     """Benchmark Ollama servers: throughput, latency and memory, against a real server or `bench sim`."""
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from typing import TYPE_CHECKING
+from bench.cli import params
+
 
 from bench.errors import UsageError
 
@@ -99,8 +100,8 @@ def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
 
 @click.command("kv")
 @click.argument("model", required=False)
-@click.option("--ctx", "num_ctx", type=int, default=8192, show_default=True, help="num_ctx per slot")
-@click.option("--parallel", "num_parallel", type=int, default=1, show_default=True, help="OLLAMA_NUM_PARALLEL")
+@click.option("--ctx", "num_ctx", type=params.COUNT, default=8192, show_default=True, help="num_ctx per slot")
+@click.option("--parallel", "num_parallel", type=params.CONCURRENCY, default=1, show_default=True, help="OLLAMA_NUM_PARALLEL")
 @click.option("--cache-type", type=click.Choice(CACHE_TYPES), default="f16", show_default=True)
 @click.option("--gpu-memory", default=None, help="GPU memory to fit in, e.g. 80GiB or 24GB")
 @click.option("--graph", "graph_size", default=None, help="fixed compute-graph allowance (default: estimate)")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bench.cli import params
+
 from bench.cli.console import output_console
 
 if TYPE_CHECKING:
@@ -25,12 +27,12 @@ def register(group: click.Group) -> None:
 @click.option("--quick", is_flag=True, help="Short steps and fewer levels (well under a minute).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Directory for perf.json.")
-@click.option("--accuracy-itl-ms", type=float, default=20.0, show_default=True,
+@click.option("--accuracy-itl-ms", type=params.BoundedFloat(0.0, 60_000.0, low_open=True), default=20.0, show_default=True,
               help="Inter-token delay the emitter uses for the accuracy runs.")
 @click.option("--transport", type=click.Choice(["httpx", "fast", "both"]), default="both",
               show_default=True,
               help="httpx: httpx's own transport; fast: bench.clients.transport (bench run --transport).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Client processes for the throughput ramp (streams split across them, each "
                    "pinned to a CPU the emitter does not use).")
 def perf(surface: str, quick: bool, out_dir: Path, accuracy_itl_ms: float, transport: str,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
 
@@ -22,7 +23,7 @@ EXIT_NO_SETTING_MEETS_SLOS = 1
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--slo", "slo_texts", multiple=True, metavar="METRIC=VALUE",
               help="e.g. ttft_p95=2s, tpot_p95=100ms (repeatable; default: the scenario's slos).")
-@click.option("--min-user-tps", type=float, default=None, help="Minimum per-request output tok/s (p50).")
+@click.option("--min-user-tps", type=params.BoundedFloat(0.0, 1e9), default=None, help="Minimum per-request output tok/s (p50).")
 @click.option("--write", "write", is_flag=True,
               help="Store the answer in RUN_DIR/recommendation.json and redraw RUN_DIR/report.html "
                    "(default: a what-if that changes nothing).")

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bench.cli import params
 from bench.cli.console import output_console
 from bench.errors import BenchError, UsageError
+from bench.escape import plain_terminal
 
 if TYPE_CHECKING:
     from bench.run.runner import RunOptions, RunResult
@@ -32,15 +34,15 @@ GATES_MARKDOWN = "gates.md"
               help="Run directory (default results/<run-id>).")
 @click.option("--results", "results_root", type=click.Path(path_type=Path, file_okay=False),
               default=Path("results"), show_default=True, help="Where run directories are created.")
-@click.option("--requests", type=click.IntRange(min=1), help="Measured requests per cell (overrides).")
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+@click.option("--requests", type=params.COUNT, help="Measured requests per cell (overrides).")
+@click.option("--duration", "duration_s", type=params.SECONDS,
               help="Seconds per cell (overrides requests).")
-@click.option("--warmup", "warmup_requests", type=click.IntRange(min=0), help="Warmup requests per cell.")
-@click.option("--repeats", type=click.IntRange(min=1), help="Repeats per cell.")
+@click.option("--warmup", "warmup_requests", type=params.COUNT_OR_ZERO, help="Warmup requests per cell.")
+@click.option("--repeats", type=params.REPEATS, help="Repeats per cell.")
 @click.option("--quick", is_flag=True, help="Smoke test: 4 requests per cell, 1 warmup, 1 repeat.")
-@click.option("--sim-speed", type=click.FloatRange(min=0, min_open=True),
+@click.option("--sim-speed", type=params.SPEED,
               help="Speed factor of the embedded simulator (target: sim).")
-@click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--grace", "grace_s", type=params.SECONDS_OR_ZERO, default=10.0, show_default=True,
               help="Seconds in-flight requests get after Ctrl-C / SIGTERM.")
 @click.option("--baseline", type=click.Path(path_type=Path, exists=True),
               help="Baseline run directory or saved baseline file: gate this run against it "
@@ -157,10 +159,11 @@ def validate_command(files: tuple[Path, ...]) -> None:
             scenario = load_scenario(path)
             cells = plan_cells(scenario)
         except BenchError as error:
-            click.echo(f"error: {error}", err=True)
+            for line in str(error).splitlines():
+                click.echo(f"error: {plain_terminal(line)}", err=True)
             failed = True
             continue
-        click.echo(f"{path}: ok ({len(cells)} cells)")
+        click.echo(f"{plain_terminal(path)}: ok ({len(cells)} cells)")
     if failed:
         sys.exit(2)
 

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from bench.cli import params
+
 from bench.errors import BenchError
 
 
@@ -15,18 +17,18 @@ class SimError(BenchError):
 
 @click.command("sim")
 @click.option("--host", default=None, help="Address to bind (default from OLLAMA_HOST, else 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default from OLLAMA_HOST, else 11434).")
+@click.option("--port", type=params.PORT, default=None, help="Port (default from OLLAMA_HOST, else 11434).")
 @click.option("--gpu", "gpu", default=None, help="GPU profile: h100, a100-80gb, l40s, rtx4090 (default), l4, m2-ultra.")
 @click.option("--gpu-memory", default=None, help="Override the profile's memory, e.g. 24GiB.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for text, jitter and faults.")
+@click.option("--seed", type=params.SEED, default=0, show_default=True, help="Seed for text, jitter and faults.")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None, help="YAML file extending the model/GPU catalog.")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Divide every simulated duration by this factor.")
-@click.option("--fault-error-rate", type=float, default=None, help="Fraction of requests answered 500.")
-@click.option("--fault-cut-rate", type=float, default=None, help="Fraction of streams cut mid-way (no done line).")
-@click.option("--fault-stall-rate", type=float, default=None, help="Fraction of streams that stall once.")
-@click.option("--fault-stall-s", type=float, default=None, help="Stall length in wall seconds (default 5).")
-@click.option("--fault-malformed-rate", type=float, default=None, help="Fraction of streams with one garbage line.")
-@click.option("--fault-no-done-rate", type=float, default=None, help="Fraction of streams that end without a done line / [DONE].")
+@click.option("--speed", type=params.SPEED, default=1.0, show_default=True, help="Divide every simulated duration by this factor.")
+@click.option("--fault-error-rate", type=params.FRACTION, default=None, help="Fraction of requests answered 500.")
+@click.option("--fault-cut-rate", type=params.FRACTION, default=None, help="Fraction of streams cut mid-way (no done line).")
+@click.option("--fault-stall-rate", type=params.FRACTION, default=None, help="Fraction of streams that stall once.")
+@click.option("--fault-stall-s", type=params.SECONDS_OR_ZERO, default=None, help="Stall length in wall seconds (default 5).")
+@click.option("--fault-malformed-rate", type=params.FRACTION, default=None, help="Fraction of streams with one garbage line.")
+@click.option("--fault-no-done-rate", type=params.FRACTION, default=None, help="Fraction of streams that end without a done line / [DONE].")
 @click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
 def sim(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from bench.cli import params
+
 from bench.cli.console import output_console
 
 EXIT_GROWING = 1  # memory grew past the tolerance
@@ -16,9 +18,9 @@ EXIT_INTERRUPTED = 130
 @click.command("soak")
 @click.option("--duration", "duration", default="1h", show_default=True,
               help="How long to hold the load: 90s, 10m, 1h.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--concurrency", type=params.CONCURRENCY, default=16, show_default=True,
               help="Closed-loop workers (and the simulator's NUM_PARALLEL).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+@click.option("--speed", type=params.SPEED, default=20.0, show_default=True,
               help="Simulator speed: higher sends more requests per second through the client.")
 @click.option("--sample-every", "sample_every", default="5s", show_default=True,
               help="RSS sampling interval.")
