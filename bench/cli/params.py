@@ -38,7 +38,7 @@ COUNT = click.IntRange(1, MAX_COUNT)
 COUNT_OR_ZERO = click.IntRange(0, MAX_COUNT)
 REPEATS = click.IntRange(1, 1000)
 CONCURRENCY = click.IntRange(1, MAX_CONCURRENCY)
-PORT = click.IntRange(1, 65535)
+LISTEN_PORT = click.IntRange(0, 65535)  # 0: any free port
 SEED = click.IntRange(0, 2**63 - 1)
 SECONDS = BoundedFloat(0.0, MAX_SECONDS, low_open=True)
 SECONDS_OR_ZERO = BoundedFloat(0.0, MAX_SECONDS)

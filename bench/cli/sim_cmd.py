@@ -17,7 +17,8 @@ class SimError(BenchError):
 
 @click.command("sim")
 @click.option("--host", default=None, help="Address to bind (default from OLLAMA_HOST, else 127.0.0.1).")
-@click.option("--port", type=params.PORT, default=None, help="Port (default from OLLAMA_HOST, else 11434).")
+@click.option("--port", type=params.LISTEN_PORT, default=None,
+              help="Port, 0 for any free one (default from OLLAMA_HOST, else 11434).")
 @click.option("--gpu", "gpu", default=None, help="GPU profile: h100, a100-80gb, l40s, rtx4090 (default), l4, m2-ultra.")
 @click.option("--gpu-memory", default=None, help="Override the profile's memory, e.g. 24GiB.")
 @click.option("--seed", type=params.SEED, default=0, show_default=True, help="Seed for text, jitter and faults.")
