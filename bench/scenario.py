@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from bench.errors import ScenarioError, UsageError
+from bench.escape import plain_terminal
 from bench.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -487,7 +488,8 @@ def _duplicate_keys(root: yaml.Node, source: str) -> list[str]:
                 key = str(key_node.value)
                 field_path = f"{path}.{key}" if path else key
                 if key in seen:
-                    problems.append(f"{source}:{key_node.start_mark.line + 1}: {field_path}: duplicate key")
+                    problems.append(f"{source}:{key_node.start_mark.line + 1}: "
+                                    f"{plain_terminal(field_path)}: duplicate key")
                 seen.add(key)
                 children.append((value_node, field_path))
         elif isinstance(node, yaml.SequenceNode):
@@ -616,7 +618,8 @@ def _format_errors(errors: list[dict[str, Any]], root: yaml.Node | None, source:
     for candidates in by_mistake.values():
         line, path, message = _located(max(candidates, key=score), root)
         dotted = ".".join(path).replace(".[", "[") or "(top level)"
-        problem = f"{source}:{line}: {dotted}: {message}"
+        # Keys are the user's text: a newline or an escape in one must not break the line.
+        problem = f"{source}:{line}: {plain_terminal(dotted)}: {plain_terminal(message)}"
         if problem not in (text for _, text in lines):
             lines.append((line, problem))
     return [text for _, text in sorted(lines, key=lambda pair: pair[0])]

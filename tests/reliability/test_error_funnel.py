@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import bench.scenario
 from bench.cli import cli
-from bench.cli import run_cmd
 from bench.cli.funnel import EXIT_INTERNAL
 
 OK_SCENARIO = "target: sim\nworkload: {model: m}\nload: {concurrency: 1, requests: 1}\n"
@@ -37,7 +37,7 @@ def test_a_bug_is_one_line_with_exit_70_and_the_way_to_the_traceback(
         monkeypatch: pytest.MonkeyPatch, scenario: Path) -> None:
     def broken(path: Path) -> None:
         raise RuntimeError("something\nbroke")
-    monkeypatch.setattr(run_cmd, "load_scenario", broken)
+    monkeypatch.setattr(bench.scenario, "load_scenario", broken)
     result = invoke("run", str(scenario))
     assert result.exit_code == EXIT_INTERNAL
     assert one_line(result.output) == ("error: internal error (RuntimeError: something broke); "
@@ -48,9 +48,10 @@ def test_a_bug_is_one_line_with_exit_70_and_the_way_to_the_traceback(
 def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, scenario: Path, how: str) -> None:
     def broken(path: Path) -> None:
         raise RuntimeError("boom")
-    monkeypatch.setattr(run_cmd, "load_scenario", broken)
-    monkeypatch.delenv("BENCH_DEBUG", raising=False)
-    result = (CliRunner().invoke(cli, ["--debug", "run", str(scenario)]) if how == "flag"
+    monkeypatch.setattr(bench.scenario, "load_scenario", broken)
+    # env names BENCH_DEBUG so that CliRunner restores it after --debug set it.
+    result = (CliRunner().invoke(cli, ["--debug", "run", str(scenario)], env={"BENCH_DEBUG": ""})
+              if how == "flag"
               else invoke("run", str(scenario), env={"BENCH_DEBUG": "1"}))
     assert result.exit_code == EXIT_INTERNAL
     assert "Traceback" in result.output and "RuntimeError: boom" in result.output
@@ -59,7 +60,7 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, scenario: Pa
 def test_ctrl_c_is_exit_130_not_aborted(monkeypatch: pytest.MonkeyPatch, scenario: Path) -> None:
     def interrupted(path: Path) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(run_cmd, "load_scenario", interrupted)
+    monkeypatch.setattr(bench.scenario, "load_scenario", interrupted)
     result = invoke("run", str(scenario))
     assert result.exit_code == 130
     assert one_line(result.output) == "error: interrupted"
@@ -70,7 +71,7 @@ def test_a_usage_error_is_one_line_naming_the_help() -> None:
     result = invoke("sim", "--port", "99999")
     assert result.exit_code == 2
     assert one_line(result.output) == ("error: Invalid value for '--port': 99999 is not in the range "
-                                       "1<=x<=65535. (see bench sim --help)")
+                                       "0<=x<=65535. (see bench sim --help)")
 
 
 @pytest.mark.parametrize("args", [
