@@ -21,7 +21,6 @@ CI_PERCENTILES = (50, 95)
 CI_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20240601  # fixed: the same records always give the same intervals
-_BOOTSTRAP_MAX_CELLS = 4_000_000  # values resampled per batch, to bound memory
 
 # Ollama's load_duration is the time scheduleRunner took (server/routes.go): on a warm runner a
 # scheduler hand-off of well under a few tens of ms (often ~1-30 ms on real servers, ~0 on the
@@ -174,26 +173,16 @@ def _percentiles(values: np.ndarray) -> list[float]:
 def bootstrap_ci(values: Iterable[float], percentile: float,
                  resamples: int = BOOTSTRAP_RESAMPLES,
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of a percentile (seeded numpy resampling).
+    """95% bootstrap interval of a percentile (scipy.stats.bootstrap, seeded).
 
-    Fewer than two values give (nan, nan): there is no spread to estimate.
+    Fewer values than bench.analysis.samples.min_samples_for_percentile give (nan, nan): the
+    report then says "not enough samples" instead of drawing an interval.
     """
+    from bench.analysis.samples import percentile_interval
+
     data = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, float)
-    data = data[~np.isnan(data)]
-    if len(data) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    batch = max(1, min(resamples, _BOOTSTRAP_MAX_CELLS // len(data)))
-    estimates: list[np.ndarray] = []
-    remaining = resamples
-    while remaining > 0:
-        size = min(batch, remaining)
-        samples = data[rng.integers(0, len(data), size=(size, len(data)))]
-        estimates.append(np.percentile(samples, percentile, axis=1))
-        remaining -= size
-    alpha = (1.0 - CI_LEVEL) / 2
-    lo, hi = np.quantile(np.concatenate(estimates), [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    interval = percentile_interval(data, percentile, resamples=resamples, seed=seed)
+    return (float("nan"), float("nan")) if interval is None else interval
 
 
 def _slo_columns(slos: dict[str, float] | None) -> dict[str, float]:
@@ -343,8 +332,11 @@ count over the measurement window.
 
 Percentiles p50/p90/p95/p99 use numpy's linear interpolation. Spread: the p50 and p95 of TTFT
 and TPOT carry 95% bootstrap confidence intervals (`ttft_p95_ci_lo_s`, `ttft_p95_ci_hi_s`, ...;
-1000 seeded resamples of the requests, percentile method), so two runs whose intervals overlap
-are not clearly different.
+`scipy.stats.bootstrap`, 1000 seeded resamples of the requests, percentile method), so two runs
+whose intervals overlap are not clearly different. Sample size: a percentile needs at least two
+samples beyond it and never fewer than 10 (p50: 10, p90: 20, p95: 40, p99: 200 successful
+requests); below that the interval is empty, the report and summary say "not enough samples",
+and `bench compare` gives no verdict for that gate.
 
 Metric names used in SLOs and gates drop the `_s`: `ttft_p95`, `tpot_p95`, `itl_p99`, `e2e_p50`,
 `queue_wait_p95`, `output_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`,

@@ -219,6 +219,7 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
         empty = [str(label) for label in cells.loc[cells["requests"] == 0, "label"]]
         notes.append(Note(f"{prefix}{len(empty)} cell(s) have no measured request and appear in no plot: "
                           + ", ".join(empty[:8]) + (", …" if len(empty) > 8 else "") + ".", "warning"))
+    notes.extend(sample_size_warnings(view, prefix))
     notes.extend(_spill_warnings(view, prefix))
     notes.extend(_cold_warnings(view, prefix))
     return notes
@@ -256,3 +257,37 @@ def _cold_warnings(view: RunView, prefix: str) -> list[Note]:
     return [Note(f"{prefix}{len(cold)} measured request(s) paid a model load (load_duration > 100 ms) "
                  f"in cells meant to measure a warm model: {listed}. Their TTFT includes the load.",
                  "warning")]
+
+
+def _listed(labels: list[str], limit: int = 6) -> str:
+    return ", ".join(labels[:limit]) + (", …" if len(labels) > limit else "")
+
+
+def sample_size_warnings(view: RunView, prefix: str = "") -> list[Note]:
+    """Cells too small for what the report shows of them: fewer requests than workers, and tail
+    percentiles from too few successful requests (bench.analysis.samples)."""
+    from bench.analysis.samples import min_samples_for_percentile
+
+    cells = view.cells
+    if cells.empty or "requests" not in cells:
+        return []
+    notes: list[Note] = []
+    measured = cells[cells["requests"] > 0]
+    concurrency = pd.to_numeric(measured.get("concurrency", pd.Series(dtype=float)), errors="coerce")
+    closed = measured["arrival_kind"] == "closed" if "arrival_kind" in measured else True
+    short = measured[closed & (measured["requests"] < concurrency)]
+    if len(short):
+        labels = [f"{row['label']} ({int(row['requests'])} at concurrency {int(concurrency[cid])})"
+                  for cid, row in short.iterrows()]
+        notes.append(Note(f"{prefix}{len(short)} cell(s) measured fewer requests than their concurrency: "
+                          f"{_listed(labels)}. The load never reached steady state there; their figures "
+                          "describe the start of the cell (raise load.requests).", "warning"))
+    needed = min_samples_for_percentile(95)
+    thin = measured[measured["ok"] < needed]
+    if len(thin):
+        labels = [f"{row['label']} (n={int(row['ok'])})" for _, row in thin.iterrows()]
+        notes.append(Note(f"{prefix}p95 figures of {len(thin)} cell(s) rest on fewer than {needed} successful "
+                          f"requests: {_listed(labels)}. They are close to the largest value seen, not a "
+                          "95th percentile; no interval is drawn for them and `bench compare` gives them "
+                          "no verdict (not enough samples).", "warning"))
+    return notes

@@ -36,7 +36,8 @@ def test_full_run_shows_every_section_in_order(make_run: Callable[..., Path]) ->
 
 
 def test_sections_without_data_are_left_out(make_run: Callable[..., Path]) -> None:
-    run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False)
+    run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False,
+                   requests_per_cell=40)
     html = report_of(run)
     assert section_ids(html) == ["answer", "throughput", "latency", "environment"]
     assert "No warnings" in html
@@ -154,3 +155,14 @@ def test_a_run_whose_server_never_started_still_reports(make_run: Callable[..., 
     (run / "requests.jsonl").write_bytes(b"")
     html = report_of(run)
     assert "No measured request was recorded" in html
+
+
+def test_quick_cells_warn_about_fewer_requests_than_concurrency_and_thin_percentiles(
+        make_run: Callable[..., Path]) -> None:
+    # `bench run --quick`: 4 requests per cell, here at concurrency 8.
+    run = make_run(surfaces=("native",), concurrencies=(8,), rejected_at=None, cold_measured=False,
+                   requests_per_cell=4)
+    answer = report_of(run).split('<section id="answer">')[1].split("</section>")[0]
+    assert "No warnings" not in answer
+    assert "fewer requests than their concurrency" in answer and "4 at concurrency 8" in answer
+    assert "fewer than 40 successful requests" in answer and "not enough samples" in answer
