@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +28,23 @@ SendFn = Callable[[RequestSpec], Awaitable[RequestRecord]]
 # make_spec(repeat, request_index, phase, scheduled_s) -> the request to send
 SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
 RecordSink = Callable[[RequestRecord], None]
+
+
+class ConversationLike(Protocol):
+    """A virtual user's conversation as the load engine drives it (bench.conversations)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def think_time_s(self) -> float: ...
+
+    def next_spec(self, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec: ...
+
+    def observe(self, record: RequestRecord) -> bool: ...
+
+
+# start_conversation(repeat, conversation_index, phase) -> a new conversation
+ConversationStarter = Callable[[int, int, Phase], ConversationLike]
 
 SATURATION_LAG_P99_S = 0.05  # a loop this late means arrivals are no longer what was asked
 SATURATION_CPU_FRACTION = 0.8  # of one core: past this, the client competes for its own loop
@@ -151,7 +169,15 @@ class _Dispatcher:
         self.max_in_flight = 0
 
     async def one(self, repeat: int, index: int, phase: Phase, scheduled_s: float) -> None:
-        spec = self.make_spec(repeat, index, phase, scheduled_s)
+        await self.send_spec(self.make_spec(repeat, index, phase, scheduled_s))
+
+    async def turn(self, conversation: ConversationLike, index: int, phase: Phase,
+                   scheduled_s: float) -> bool:
+        """Send the conversation's next turn; False when the conversation ends here."""
+        spec = conversation.next_spec(index, phase, scheduled_s)
+        return await self.send_spec(spec, conversation)
+
+    async def send_spec(self, spec: RequestSpec, conversation: ConversationLike | None = None) -> bool:
         self.outcome.dispatched += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -162,7 +188,10 @@ class _Dispatcher:
         if record.sent_s is not None and record.scheduled_s is not None:
             self.outcome.add_lag(record.sent_s - record.scheduled_s)
         self.outcome.completed += 1
+        # The conversation reads the reply (and drops its text unless stored) before it is written.
+        keep_going = conversation.observe(record) if conversation is not None else True
         self.on_record(record)
+        return keep_going
 
     async def wait_all(self, tasks: list[asyncio.Task[None]]) -> None:
         """Wait for tasks; cancel them if the run is aborted (second Ctrl-C, grace over)."""
@@ -203,6 +232,34 @@ async def _closed_loop(d: _Dispatcher, clock: Clock, workers: int, total: int | 
             await d.one(repeat, next(indexes), phase, clock.now_s())
 
     await d.wait_all([asyncio.ensure_future(worker()) for _ in range(workers)])
+
+
+async def _conversation_loop(d: _Dispatcher, clock: Clock, users: int, total: int | None,
+                             deadline_s: float | None, repeat: int, phase: Phase,
+                             indexes: itertools.count[int], start: ConversationStarter) -> None:
+    """Closed loop of virtual users: each sends its conversation turn by turn, thinking between
+    turns, then starts a new one; `total` counts requests (turns), not conversations."""
+    issued = 0
+    conversation_indexes = itertools.count()
+
+    def may_send() -> bool:
+        if d.stop.stopped or (total is not None and issued >= total):
+            return False
+        return deadline_s is None or clock.now_s() < deadline_s
+
+    async def user() -> None:
+        nonlocal issued
+        while may_send():
+            conversation = start(repeat, next(conversation_indexes), phase)
+            while may_send() and not conversation.finished:
+                pause_s = conversation.think_time_s()
+                if pause_s > 0 and (await _stopped_within(d.stop, pause_s) or not may_send()):
+                    return
+                issued += 1
+                if not await d.turn(conversation, next(indexes), phase, clock.now_s()):
+                    break
+
+    await d.wait_all([asyncio.ensure_future(user()) for _ in range(users)])
 
 
 def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iterator[float]:
@@ -257,18 +314,31 @@ async def _stopped_within(stop: StopControl, delay_s: float) -> bool:
 
 
 async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
-                        on_record: RecordSink, clock: Clock, stop: StopControl) -> CellOutcome:
-    """Drive one cell: for each repeat, warmup (closed loop) then the measured schedule."""
+                        on_record: RecordSink, clock: Clock, stop: StopControl,
+                        start_conversation: ConversationStarter | None = None) -> CellOutcome:
+    """Drive one cell: for each repeat, warmup (closed loop) then the measured schedule.
+
+    With `start_conversation`, the closed loop's workers are virtual users holding conversations.
+    """
     d = _Dispatcher(send, make_spec, on_record, stop)
     cpu_start_s, wall_start_s = time.process_time(), clock.now_s()
     for repeat in range(load.repeats):
         indexes = itertools.count()
         if load.warmup_requests and not stop.stopped:
             workers = min(load.concurrency or 1, load.warmup_requests)
-            await _closed_loop(d, clock, workers, load.warmup_requests, None, repeat, "warmup", indexes)
+            if start_conversation is not None:
+                await _conversation_loop(d, clock, workers, load.warmup_requests, None, repeat,
+                                         "warmup", indexes, start_conversation)
+            else:
+                await _closed_loop(d, clock, workers, load.warmup_requests, None, repeat, "warmup",
+                                   indexes)
         if stop.stopped:
             break
-        if load.arrival == "closed":
+        if start_conversation is not None:
+            deadline_s = clock.now_s() + load.duration_s if load.duration_s is not None else None
+            await _conversation_loop(d, clock, load.concurrency or 1, load.requests, deadline_s,
+                                     repeat, "measure", indexes, start_conversation)
+        elif load.arrival == "closed":
             deadline_s = clock.now_s() + load.duration_s if load.duration_s is not None else None
             await _closed_loop(d, clock, load.concurrency or 1, load.requests, deadline_s, repeat,
                                "measure", indexes)

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ScenarioError
-from bench.scenario import ENDPOINTS, Distribution, Scenario
+from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario
 
 # Axes in the order they vary (outer first) after the server variables. Stable across versions:
 # the cell order, and so the run's timeline, must not depend on dict order in a YAML file.
 _WORKLOAD_AXES = (
-    "model", "num_ctx", "endpoint", "prompt_tokens", "max_tokens", "keep_alive", "temperature",
-    "format", "arrival", "concurrency", "rate_rps", "requests", "duration_s", "gap_s",
+    "model", "num_ctx", "endpoint", "prompt_tokens", "shared_prefix_tokens", "turns",
+    "max_tokens", "keep_alive", "temperature", "format", "prompt_cache", "arrival", "concurrency",
+    "rate_rps", "requests", "duration_s", "gap_s",
 )
+# Axes a cell's settings carry only when the scenario uses them, so the cell ids of scenarios
+# written before these axes existed (and the baselines keyed by them) stay the same.
+_OPTIONAL_AXES = ("shared_prefix_tokens", "turns", "prompt_cache")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,18 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         prompt_tokens = [None]  # prompts from a file
     else:
         prompt_tokens = list(tokens)
+    conversation = workload.conversation
+    if conversation is None:
+        turns: list[Any] = [None]
+    elif conversation.turns is None:
+        turns = [None] if workload.prompt.file is not None else [DEFAULT_TURNS]
+    elif isinstance(conversation.turns, Distribution):
+        turns = [round(conversation.turns.mean_tokens, 1)]  # the mean: a label, draws vary
+    else:
+        turns = list(conversation.turns)
+    cache = list(workload.prompt.cache)
+    # "reuse" alone is what every scenario did before the axis existed: no setting for it.
+    prompt_cache: list[Any] = [None] if cache == ["reuse"] else cache
     requests: list[Any] = load.requests if load.requests is not None else [None]
     duration_s: list[Any] = load.duration_s if load.duration_s is not None else [None]
     if overrides.requests is not None or overrides.duration_s is not None:
@@ -82,10 +98,13 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         "num_ctx": workload.num_ctx or [None],
         "endpoint": list(workload.endpoint),
         "prompt_tokens": prompt_tokens,
+        "shared_prefix_tokens": workload.prompt.shared_prefix_tokens or [None],
+        "turns": turns,
         "max_tokens": list(workload.max_tokens),
         "keep_alive": workload.keep_alive or [None],
         "temperature": workload.temperature or [None],
         "format": list(workload.format),
+        "prompt_cache": prompt_cache,
         "arrival": list(load.arrival),
         "concurrency": load.concurrency or [None],
         "rate_rps": load.rate_rps or [None],
@@ -171,6 +190,9 @@ def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -
     }
     if point["gap_s"]:
         settings["gap_s"] = point["gap_s"]
+    for name in _OPTIONAL_AXES:
+        if point[name] is not None:
+            settings[name] = point[name]
     for name, value in point.items():
         if name not in _WORKLOAD_AXES:  # a managed-server variable
             settings[name] = value

@@ -51,6 +51,10 @@ class Calibration:
         """Characters of text that make a prompt of about `tokens` tokens in all."""
         return max(1, round((tokens - self.overhead_tokens) * self.chars_per_token))
 
+    def chars_for_content(self, tokens: int) -> int:
+        """Characters of text that add about `tokens` tokens to a prompt (no template overhead)."""
+        return max(1, round(tokens * self.chars_per_token))
+
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["probes"] = list(self.probes)
@@ -120,6 +124,12 @@ def _prompt_of(item: Any, path: Path, where: int) -> str:
     raise ScenarioError(f"{path}:{where}: expected {{\"prompt\": ...}} or ShareGPT conversations")
 
 
+def shared_prefix_text(seed: int | None, tokens: int, calibration: Calibration) -> str:
+    """The system prompt common to every request of a run with this prefix length."""
+    rng = random.Random(f"{seed}:shared-prefix:{tokens}")
+    return "You are a helpful assistant. " + filler_text(calibration.chars_for_content(tokens), rng)
+
+
 @dataclass
 class PromptSource:
     """Makes the prompt of each request; deterministic from (seed, cell, repeat, index)."""
@@ -127,10 +137,19 @@ class PromptSource:
     spec: PromptSpec
     seed: int | None = None
     calibrations: dict[tuple[str, str, str], Calibration] = field(default_factory=dict)
+    conversations: bool = False  # the file holds conversations to replay turn by turn
     _file_prompts: list[str] | None = None
+    file_conversations: list[Any] | None = None  # bench.conversations.FileConversation
 
     def __post_init__(self) -> None:
-        if self.spec.file is not None:
+        if self.spec.file is None:
+            return
+        if self.conversations:
+            from bench.conversations import read_conversation_file  # it imports this module
+
+            self.file_conversations = read_conversation_file(Path(self.spec.file))
+            self._file_prompts = [c.user_turns[0] for c in self.file_conversations]
+        else:
             self._file_prompts = read_prompt_file(Path(self.spec.file))
 
     @property
@@ -160,6 +179,35 @@ class PromptSource:
         head = f"[{request_nonce}] Continue this text: "
         body_chars = max(0, calibration.chars_for(target_tokens) - len(head))
         return head + filler_text(body_chars, rng)
+
+    def system_for(self, key: tuple[str, str, str], shared_prefix_tokens: int | None,
+                   cache: str, request_nonce: str) -> str | None:
+        """The system message: the scenario's, then the shared prefix; under `defeat` a nonce first.
+
+        `defeat` puts a token unique to the request in front of everything, so a server's prefix
+        cache matches nothing; `reuse` leaves what requests share (this text) identical.
+        """
+        parts = [self.spec.system] if self.spec.system else []
+        if shared_prefix_tokens:
+            calibration = self.calibrations.get(key, Calibration())
+            parts.append(shared_prefix_text(self.seed, shared_prefix_tokens, calibration))
+        if not parts:
+            return None
+        text = "\n\n".join(parts)
+        return f"[{request_nonce}] {text}" if cache == "defeat" else text
+
+    def user_text(self, key: tuple[str, str, str], seed_key: str, tokens: int) -> str:
+        """A unique user message of about `tokens` tokens (a conversation turn)."""
+        rng = random.Random(f"{self.seed}:{seed_key}")
+        head = f"[{hashlib.sha256(seed_key.encode()).hexdigest()[:12]}] "
+        calibration = self.calibrations.get(key, Calibration())
+        return head + filler_text(max(0, calibration.chars_for_content(tokens) - len(head)), rng)
+
+    def draw_user_tokens(self, rng: random.Random, prompt_tokens: int | None) -> int:
+        """One user-message length: the cell's prompt_tokens, or a draw from the distribution."""
+        if isinstance(self.spec.tokens, Distribution):
+            return draw_tokens(self.spec.tokens, rng)
+        return prompt_tokens or 128
 
 
 ProbeSender = Callable[[str], Awaitable[RequestRecord]]

@@ -77,6 +77,10 @@ class RequestRecord:
     repeat: int = 0
     phase: Phase = "measure"
     worker: int = 0  # load-generator process that sent it (issue 8's multi-process mode)
+    # Multi-turn workloads: the conversation this request belongs to and its user turn (1-based);
+    # None for single-turn requests.
+    conversation_id: str | None = None
+    turn: int | None = None
     # Times: seconds since run t0 on the monotonic clock.
     scheduled_s: float | None = None  # when the load schedule intended to send it
     sent_s: float | None = None  # when the request was handed to the connection
@@ -94,6 +98,10 @@ class RequestRecord:
     # Server-reported counts and timings (native: final line; openai: usage).
     prompt_tokens: int | None = None  # prompt_eval_count / usage.prompt_tokens
     output_tokens: int | None = None  # eval_count / usage.completion_tokens
+    # Prompt tokens the server says it took from its prompt cache, when it says so (OpenAI
+    # usage.prompt_tokens_details.cached_tokens). Ollama's native API does not: its
+    # prompt_eval_count counts cached tokens too, and only prompt_eval_duration shrinks.
+    cached_prompt_tokens: int | None = None
     load_duration_ns: int | None = None
     prompt_eval_duration_ns: int | None = None
     eval_duration_ns: int | None = None

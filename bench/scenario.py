@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -89,6 +90,12 @@ KeepAlive = str | int | float
 _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# k6-style threshold: "<500ms", "<=2s", ">20", "<1%" (a percentage of a rate that is a fraction).
+_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|%)?\s*$")
+# A metric of a threshold may name any percentile: ttft_p99.9.
+_THRESHOLD_METRIC_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[0-9]+)?$")
+DEFAULT_PERCENTILES: tuple[float, ...] = (50, 90, 95, 99)
+DEFAULT_TURNS = 4  # user turns of a synthetic conversation when the scenario does not say
 
 
 _LISTEN_FLAGS = ("--host", "--bind", "--listen")
@@ -172,13 +179,45 @@ class Distribution(_Strict):
         return float(self.mean) * math.exp(float(self.sigma) ** 2 / 2)  # type: ignore[arg-type]
 
 
+class SecondsDistribution(_Strict):
+    """A duration drawn per use, in seconds (think time between turns)."""
+
+    distribution: Literal["uniform", "exponential"]
+    low: NonNegativeFloat | None = Field(None, description="uniform: shortest")
+    high: NonNegativeFloat | None = Field(None, description="uniform: longest")
+    mean: NonNegativeFloat | None = Field(None, description="exponential: mean")
+
+    @model_validator(mode="after")
+    def _params_match_kind(self) -> SecondsDistribution:
+        needed = {"uniform": ("low", "high"), "exponential": ("mean",)}[self.distribution]
+        for name in needed:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name}: required for a {self.distribution} distribution")
+        if self.distribution == "uniform" and self.low > self.high:  # type: ignore[operator]
+            raise ValueError("high: must be >= low")
+        return self
+
+
+PromptCache = Literal["reuse", "defeat"]
+
+
 class PromptSpec(_Strict):
     """Synthetic prompts of `tokens` length (fixed, a list = axis, or a distribution), or a file."""
 
     tokens: _axis(PositiveInt) | Distribution | None = None  # type: ignore[valid-type]
-    file: str | None = Field(None, description="JSONL with `prompt`, or ShareGPT `conversations`")
+    file: str | None = Field(
+        None, description="JSONL with `prompt` or `messages`, or ShareGPT `conversations`"
+    )
     system: str | None = None
     calibrate: bool = Field(True, description="fit chars-per-token from the server's counts")
+    shared_prefix_tokens: _axis(NonNegativeInt) | None = Field(  # type: ignore[valid-type]
+        None, description="a system prompt of this many tokens common to every request"
+    )
+    cache: _axis(PromptCache) = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["reuse"],
+        description="reuse: requests share what they naturally share (system prompt, history); "
+                    "defeat: a unique first token in every request, so no prefix is cached",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptSpec:
@@ -187,6 +226,19 @@ class PromptSpec(_Strict):
         if self.tokens is None and self.file is None:
             self.tokens = [128]
         return self
+
+
+class ConversationSpec(_Strict):
+    """Multi-turn conversations: each virtual user sends turn after turn of one conversation."""
+
+    turns: _axis(PositiveInt) | Distribution | None = Field(  # type: ignore[valid-type]
+        None,
+        description="user turns per conversation (default 4; a file's conversations: all "
+                    "their turns, or at most this many)",
+    )
+    think_time_s: NonNegativeFloat | SecondsDistribution = Field(
+        0.0, description="pause between a reply and the next user turn"
+    )
 
 
 class Workload(_Strict):
@@ -205,6 +257,16 @@ class Workload(_Strict):
     format: _axis(Literal["none", "json"] | dict[str, Any]) = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["none"], description="none, json, or a JSON schema object"
     )
+    conversation: ConversationSpec | None = Field(
+        None, description="multi-turn conversations (each turn resends the whole history)"
+    )
+
+    @model_validator(mode="after")
+    def _conversation_needs_chat_text(self) -> Workload:
+        embeds = [e for e in self.endpoint if e.endswith(("embed", "embeddings"))]
+        if self.conversation is not None and embeds:
+            raise ValueError(f"conversation: {embeds[0]} takes no conversation (chat or generate only)")
+        return self
 
     @field_validator("keep_alive")
     @classmethod
@@ -335,6 +397,14 @@ class Scenario(_Strict):
     pace: Pace = Field(default_factory=Pace)
     slos: dict[str, str | float] = Field(default_factory=dict)
     gates: dict[str, str] = Field(default_factory=dict)
+    thresholds: dict[str, str] = Field(
+        default_factory=dict,
+        description='absolute pass/fail limits, e.g. {ttft_p95: "<500ms", error_rate: "<1%"}: '
+                    "bench run exits 1 when one is broken",
+    )
+    percentiles: list[Annotated[float, Field(gt=0, lt=100)]] | None = Field(
+        None, description="percentiles of every latency in summaries (default 50, 90, 95, 99)"
+    )
     store_text: bool = False
     abort_on: AbortOn = Field(default_factory=AbortOn)
 
@@ -364,6 +434,27 @@ class Scenario(_Strict):
             base_url_of(target)  # ValueError: one line at the target's line
         return target
 
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_forms(cls, thresholds: dict[str, str]) -> dict[str, str]:
+        for metric, limit in thresholds.items():
+            if not _THRESHOLD_METRIC_RE.match(metric):
+                raise ValueError(f"{metric!r} is not a metric name like ttft_p95")
+            if not isinstance(limit, str) or not _THRESHOLD_RE.match(limit):
+                raise ValueError(f"{metric}: {limit!r} is not a limit like \"<500ms\", \">20\", \"<1%\"")
+        return thresholds
+
+    @field_validator("percentiles")
+    @classmethod
+    def _distinct_percentiles(cls, values: list[float] | None) -> list[float] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("give at least one percentile")
+        if len(set(values)) != len(values):
+            raise ValueError("a percentile is listed twice")
+        return sorted(values)
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, name: str | None) -> str | None:
@@ -376,6 +467,23 @@ class Scenario(_Strict):
         if self.server is not None and self.target not in (None, "managed"):
             raise ValueError("target: leave it out when a server: block manages the server")
         return self
+
+    @model_validator(mode="after")
+    def _conversations_are_closed_loop(self) -> Scenario:
+        # A virtual user waits for a reply before its next turn: only the closed loop has users.
+        open_loop = [a for a in self.load.arrival if a != "closed"]
+        if self.workload.conversation is not None and open_loop:
+            raise ValueError(f"load: arrival {open_loop[0]} cannot drive conversations "
+                             "(each user waits for its reply); use arrival: closed")
+        return self
+
+    def percentile_values(self) -> tuple[float, ...]:
+        """The percentiles summaries report (the scenario's, else p50/p90/p95/p99)."""
+        return tuple(self.percentiles) if self.percentiles else DEFAULT_PERCENTILES
+
+    def threshold_limits(self) -> list[Threshold]:
+        """The thresholds as comparisons: durations in seconds, percentages as fractions."""
+        return [parse_threshold(metric, limit) for metric, limit in self.thresholds.items()]
 
     def slo_values(self) -> dict[str, float]:
         """SLOs as numbers: durations in seconds, rates as given."""
@@ -394,6 +502,29 @@ def parse_slo_value(value: str | float) -> float:
         raise ScenarioError(f"{value!r} is not a number or a duration")
     number = float(match.group(1))
     return number * {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """`metric op limit`, e.g. ttft_p95 < 0.5 (seconds) or error_rate < 0.01."""
+
+    metric: str
+    op: str  # <, <=, >, >=
+    limit: float
+    text: str  # as the user wrote it, for the verdict line
+
+    def holds(self, value: float) -> bool:
+        return {"<": value < self.limit, "<=": value <= self.limit,
+                ">": value > self.limit, ">=": value >= self.limit}[self.op]
+
+
+def parse_threshold(metric: str, text: str) -> Threshold:
+    match = _THRESHOLD_RE.match(text)
+    if match is None:
+        raise ScenarioError(f"thresholds.{metric}: {text!r} is not a limit like \"<500ms\"")
+    op, number, unit = match.group(1), float(match.group(2)), match.group(3)
+    scale = {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "%": 0.01}[unit]
+    return Threshold(metric=metric, op=op, limit=number * scale, text=text.strip())
 
 
 # --- loading with line numbers ---------------------------------------------------------------

@@ -94,7 +94,8 @@ BodyReader = Callable[[httpx.Response, RequestRecord, IdleWatchdog, float, bool]
 
 
 def new_record(spec: RequestSpec) -> RequestRecord:
-    prompt_chars = len(spec.prompt) + (len(spec.system) if spec.system else 0)
+    prompt_chars = (len(spec.prompt) + (len(spec.system) if spec.system else 0)
+                    + sum(len(content) for _, content in spec.history))
     return RequestRecord(
         cell_id=spec.cell_id,
         request_index=spec.request_index,
@@ -105,6 +106,8 @@ def new_record(spec: RequestSpec) -> RequestRecord:
         phase=spec.phase,
         worker=spec.worker,
         scheduled_s=spec.scheduled_s,
+        conversation_id=spec.conversation_id,
+        turn=spec.turn,
         prompt_chars=prompt_chars,
         prompt_text=spec.prompt if spec.store_text else None,
     )
@@ -210,7 +213,8 @@ async def exchange(
                     record.headers_s = now - t0
                     record.status = response.status_code
                     if 200 <= response.status_code < 300:
-                        await read_body(response, record, watchdog, t0, spec.store_text)
+                        await read_body(response, record, watchdog, t0,
+                                        spec.store_text or spec.keep_reply)
                     else:
                         error_body = await response.aread()
                         record.end_s = time.monotonic() - t0

@@ -21,7 +21,7 @@ class RequestSpec:
     surface: Surface
     endpoint: Endpoint
     model: str
-    prompt: str
+    prompt: str  # the new user message of a chat turn; the whole text for generate/completions
     repeat: int = 0
     phase: Phase = "measure"
     max_tokens: int | None = None  # num_predict (native) / max_tokens (openai)
@@ -37,3 +37,17 @@ class RequestSpec:
     timeout_s: float = 300.0  # give up when no byte arrives for this long
     scheduled_s: float | None = None  # when the schedule intended to send it (run-relative)
     worker: int = 0
+    # A conversation's earlier turns as (role, content) pairs, user and assistant alternating,
+    # sent before `prompt` on chat endpoints (generate endpoints get a rendered transcript).
+    history: tuple[tuple[str, str], ...] = ()
+    conversation_id: str | None = None
+    turn: int | None = None
+    keep_reply: bool = False  # read the reply text even without store_text (the next turn needs it)
+
+
+def chat_messages(spec: RequestSpec) -> list[dict[str, str]]:
+    """The messages of a chat request: system, the conversation so far, the new user message."""
+    messages = [{"role": "system", "content": spec.system}] if spec.system else []
+    messages.extend({"role": role, "content": content} for role, content in spec.history)
+    messages.append({"role": "user", "content": spec.prompt})
+    return messages

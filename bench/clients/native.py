@@ -17,7 +17,7 @@ from bench.clients._exchange import (
     read_whole_body,
     take_text,
 )
-from bench.clients.base import RequestSpec
+from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
 
@@ -41,9 +41,7 @@ def build_body(spec: RequestSpec) -> tuple[str, dict[str, Any]]:
 
     body: dict[str, Any] = {"model": spec.model}
     if spec.endpoint == "chat":
-        messages = [{"role": "system", "content": spec.system}] if spec.system else []
-        messages.append({"role": "user", "content": spec.prompt})
-        body["messages"] = messages
+        body["messages"] = chat_messages(spec)
     elif spec.endpoint == "generate":
         body["prompt"] = spec.prompt
         if spec.system:

@@ -20,7 +20,7 @@ from bench.clients._exchange import (
     take_text,
     truncate,
 )
-from bench.clients.base import RequestSpec
+from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.records import RequestRecord
 
@@ -50,9 +50,7 @@ def build_body(spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         body["input"] = spec.prompt
     else:
         if spec.endpoint == "chat":
-            messages = [{"role": "system", "content": spec.system}] if spec.system else []
-            messages.append({"role": "user", "content": spec.prompt})
-            body["messages"] = messages
+            body["messages"] = chat_messages(spec)
         else:
             body["prompt"] = spec.prompt
         body["stream"] = spec.stream
@@ -114,6 +112,9 @@ def _take_usage(record: RequestRecord, usage: Any) -> None:
     if type(usage) is dict:
         record.prompt_tokens = int_or_none(usage.get("prompt_tokens"))
         record.output_tokens = int_or_none(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if type(details) is dict:
+            record.cached_prompt_tokens = int_or_none(details.get("cached_tokens"))
 
 
 async def _not_an_event_stream(response: httpx.Response) -> StreamFailure:

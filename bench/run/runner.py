@@ -6,6 +6,7 @@ hold the pieces).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -23,13 +24,23 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import ScenarioError, UsageError
-from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, client_health, run_cell_load
+from bench.conversations import ConversationMaker
+from bench.load import (
+    AbortTracker,
+    CellLoad,
+    CellOutcome,
+    Clock,
+    ConversationStarter,
+    StopControl,
+    client_health,
+    run_cell_load,
+)
 from bench.run.manifest import new_manifest, resumed_manifest, run_state
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
 from bench.run.progress import RunProgress, describe_cell, varying_settings
-from bench.prompts import Calibration, PromptSource, calibrate
+from bench.prompts import Calibration, PromptSource, calibrate, nonce
 from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord, write_json, write_requests_parquet
 from bench.run.resume import (
     ResumePoint,
@@ -113,7 +124,8 @@ class Run:
         self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
         self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
         self.stop = StopControl()
-        self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed)
+        self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed,
+                                    conversations=scenario.workload.conversation is not None)
         self.notes: list[str] = []
         self.outcomes: list[CellOutcome] = []
         self.cell_status: dict[str, str] = {cell.cell_id: "pending" for cell in self.cells}
@@ -291,25 +303,54 @@ class Run:
         self.telemetry = start_telemetry(self.run_dir, self.clock.t0, base_url, self.targets.pids())
         self.manifest["gpu"] = self.telemetry.gpu_info
 
+    def _template(self, cell: Cell) -> RequestSpec:
+        """The cell's request fields; the prompt and ids are filled in per request."""
+        workload = self.scenario.workload
+        return RequestSpec(
+            cell_id=cell.cell_id, request_index=0, surface=cell.surface,  # type: ignore[arg-type]
+            endpoint=cell.endpoint, model=cell.settings["model"], prompt="",  # type: ignore[arg-type]
+            max_tokens=cell.settings["max_tokens"], num_ctx=cell.settings["num_ctx"],
+            keep_alive=cell.settings["keep_alive"], temperature=cell.settings["temperature"],
+            seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
+            store_text=self.scenario.store_text, timeout_s=self.scenario.load.timeout_s,
+        )
+
     def _spec_factory(self, cell: Cell):  # noqa: ANN202 - closure type spelled in load.SpecFactory
-        settings = self.scenario.workload
         key = (cell.settings["model"], cell.surface, cell.endpoint)
+        template = self._template(cell)
+        shared_tokens = cell.settings.get("shared_prefix_tokens")
+        cache = cell.settings.get("prompt_cache", "reuse")
 
         def make_spec(repeat: int, request_index: int, phase: str, scheduled_s: float) -> RequestSpec:
             prompt = self.prompts.prompt_for(key, cell.cell_id, repeat, request_index,
                                              cell.settings["prompt_tokens"])
-            return RequestSpec(
-                cell_id=cell.cell_id, request_index=request_index, surface=cell.surface,  # type: ignore[arg-type]
-                endpoint=cell.endpoint, model=cell.settings["model"], prompt=prompt,  # type: ignore[arg-type]
-                repeat=repeat, phase=phase,  # type: ignore[arg-type]
-                max_tokens=cell.settings["max_tokens"], num_ctx=cell.settings["num_ctx"],
-                keep_alive=cell.settings["keep_alive"], temperature=cell.settings["temperature"],
-                seed=settings.seed, format=cell.request_format, system=settings.prompt.system,
-                store_text=self.scenario.store_text, timeout_s=self.scenario.load.timeout_s,
-                scheduled_s=scheduled_s,
+            system = template.system
+            if shared_tokens or cache == "defeat":
+                request_nonce = nonce(self.scenario.workload.seed, cell.cell_id, repeat, request_index)
+                system = self.prompts.system_for(key, shared_tokens, cache, request_nonce)
+            return dataclasses.replace(
+                template, request_index=request_index, prompt=prompt, system=system,
+                repeat=repeat, phase=phase, scheduled_s=scheduled_s,  # type: ignore[arg-type]
             )
 
         return make_spec
+
+    def _conversation_starter(self, cell: Cell) -> ConversationStarter | None:
+        """Starts the cell's conversations, when the workload is multi-turn."""
+        conversation = self.scenario.workload.conversation
+        if conversation is None:
+            return None
+        turns = cell.settings.get("turns")
+        maker = ConversationMaker(
+            prompts=self.prompts, spec=conversation, template=self._template(cell),
+            key=(cell.settings["model"], cell.surface, cell.endpoint),
+            turns=turns if isinstance(turns, int) else None,
+            prompt_tokens=cell.settings["prompt_tokens"],
+            shared_prefix_tokens=cell.settings.get("shared_prefix_tokens"),
+            cache=cell.settings.get("prompt_cache", "reuse"),
+            file_conversations=self.prompts.file_conversations,
+        )
+        return maker.start
 
     async def _calibrate(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
         """Fit chars/token once per (model, surface, endpoint), with two warmup-phase probes."""
@@ -373,7 +414,7 @@ class Run:
         self.progress.start_cell(cell.cell_index, self.labels[cell.cell_id], expected)
         try:
             outcome = await run_cell_load(load, self._spec_factory(cell), send, on_record,
-                                          self.clock, self.stop)
+                                          self.clock, self.stop, self._conversation_starter(cell))
         finally:
             self.progress.close()
         self.outcomes.append(outcome)

@@ -1,0 +1,241 @@
+"""Multi-turn conversations: one virtual user's turns, the history each turn resends, and files.
+
+A chat application sends, at every turn, the whole conversation so far (system prompt, every
+user message and every assistant reply) plus the new user message. Ollama passes
+`cache_prompt: true` to llama-server on every request (ollama-v0.33.md §3.3), so a turn whose
+history the slot still holds evaluates only the new tokens. `cache: defeat` puts a token unique
+to the request in front of the first message, so nothing matches and every turn pays for the
+whole history: the two side by side show what the cache is worth.
+
+The replies in the history are the server's own replies to the earlier turns (read even when
+store_text is off, then dropped from the record), as a real client would resend them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.clients.base import RequestSpec
+from bench.errors import ScenarioError
+from bench.prompts import PromptSource, draw_tokens, nonce
+from bench.records import Phase, RequestRecord
+from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
+
+_SHAREGPT_USER = ("human", "user")
+_SHAREGPT_ASSISTANT = ("gpt", "assistant", "chatgpt", "bard", "bing", "model")
+
+
+@dataclass(frozen=True)
+class FileConversation:
+    """A conversation read from a file: its user turns and the reference reply after each."""
+
+    user_turns: tuple[str, ...]
+    reference_replies: tuple[str | None, ...]  # the file's assistant reply to each user turn
+    system: str | None = None
+
+
+def read_conversation_file(path: Path) -> list[FileConversation]:
+    """Conversations from ShareGPT (`conversations`), OpenAI-style `messages`, or `prompt` lines.
+
+    JSONL (one item a line) or one JSON list. Errors name the file and the line (or item).
+    """
+    conversations = [_conversation_of(item, path, where) for where, item in _items(path)]
+    conversations = [c for c in conversations if c.user_turns]
+    if not conversations:
+        raise ScenarioError(f"{path}:1: no conversations with a user turn in file")
+    return conversations
+
+
+def _items(path: Path) -> list[tuple[int, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as error:
+            raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    items = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((line_number, json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise ScenarioError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+    return items
+
+
+def _conversation_of(item: Any, path: Path, where: int) -> FileConversation:
+    if isinstance(item, dict) and isinstance(item.get("prompt"), str):
+        reply = next((item[k] for k in ("output", "completion", "response")
+                      if isinstance(item.get(k), str)), None)
+        return FileConversation((item["prompt"],), (reply,))
+    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
+        pairs = [(turn.get("from"), turn.get("value")) for turn in item["conversations"]
+                 if isinstance(turn, dict)]
+    elif isinstance(item, dict) and isinstance(item.get("messages"), list):
+        pairs = [(turn.get("role"), turn.get("content")) for turn in item["messages"]
+                 if isinstance(turn, dict)]
+    else:
+        raise ScenarioError(
+            f"{path}:{where}: expected {{\"prompt\": ...}}, ShareGPT conversations or messages"
+        )
+    system: str | None = None
+    users: list[str] = []
+    replies: list[str | None] = []
+    for role, content in pairs:
+        if not isinstance(content, str):
+            raise ScenarioError(f"{path}:{where}: a turn's text is not a string")
+        if role == "system" and not users:
+            system = content
+        elif role in _SHAREGPT_USER:
+            users.append(content)
+            replies.append(None)
+        elif role in _SHAREGPT_ASSISTANT and users and replies[-1] is None:
+            replies[-1] = content
+        # Other roles (tool, function) and assistant turns before any user turn are skipped:
+        # they are not something a load generator can ask for.
+    return FileConversation(tuple(users), tuple(replies), system)
+
+
+def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Random) -> float:
+    if isinstance(think_time, SecondsDistribution):
+        if think_time.distribution == "uniform":
+            return rng.uniform(think_time.low, think_time.high)  # type: ignore[arg-type]
+        mean = float(think_time.mean)  # type: ignore[arg-type]
+        return rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+    return float(think_time)
+
+
+def render_transcript(system: str | None, history: list[tuple[str, str]], prompt: str) -> str:
+    """The conversation as one text, for endpoints that take a prompt, not messages."""
+    lines = [system, ""] if system else []
+    for role, content in history:
+        lines.append(f"{'User' if role == 'user' else 'Assistant'}: {content}")
+    lines.append(f"User: {prompt}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+@dataclass
+class Conversation:
+    """One virtual user's conversation: the turns still to send and the history so far."""
+
+    conversation_id: str
+    template: RequestSpec  # the cell's request fields; text, history and ids are set per turn
+    user_turns: list[str]
+    think_times_s: list[float]  # before turns 2..N
+    system: str | None
+    cache: str  # reuse | defeat
+    seed: int | None
+    max_tokens: list[int | None]  # per turn (None: the cell's)
+    history: list[tuple[str, str]] = field(default_factory=list)
+    sent: int = 0
+
+    @property
+    def turns(self) -> int:
+        return len(self.user_turns)
+
+    @property
+    def finished(self) -> bool:
+        return self.sent >= self.turns
+
+    def think_time_s(self) -> float:
+        """The pause before the next turn (none before the first)."""
+        return self.think_times_s[self.sent - 1] if 0 < self.sent <= len(self.think_times_s) else 0.0
+
+    def next_spec(self, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec:
+        user = self.user_turns[self.sent]
+        system, history = self.system, list(self.history)
+        if self.cache == "defeat":
+            unique = f"[{nonce(self.seed, self.template.cell_id, self.template.repeat, request_index)}] "
+            system, history, user = _prefixed_first(unique, system, history, user)
+        self.sent += 1
+        fields: dict[str, Any] = dict(
+            request_index=request_index, phase=phase, scheduled_s=scheduled_s,
+            conversation_id=self.conversation_id, turn=self.sent, keep_reply=True,
+        )
+        if self.max_tokens[self.sent - 1] is not None:
+            fields["max_tokens"] = self.max_tokens[self.sent - 1]
+        if self.template.endpoint == "chat":
+            fields.update(prompt=user, system=system, history=tuple(history))
+        else:
+            fields.update(prompt=render_transcript(system, history, user), system=None, history=())
+        return dataclasses.replace(self.template, **fields)
+
+    def observe(self, record: RequestRecord) -> bool:
+        """Take the reply into the history; False ends the conversation (a failed turn)."""
+        reply = record.output_text or ""
+        if not self.template.store_text:
+            record.output_text = None  # read for the next turn only; not written
+        if not record.ok:
+            return False
+        self.history.append(("user", self.user_turns[self.sent - 1]))
+        self.history.append(("assistant", reply))
+        return not self.finished
+
+
+def _prefixed_first(unique: str, system: str | None, history: list[tuple[str, str]],
+                    user: str) -> tuple[str | None, list[tuple[str, str]], str]:
+    """Put `unique` in front of the conversation's first message."""
+    if system is not None:
+        return unique + system, history, user
+    if history:
+        role, content = history[0]
+        return system, [(role, unique + content), *history[1:]], user
+    return system, history, unique + user
+
+
+@dataclass
+class ConversationMaker:
+    """Starts the conversations of one cell: synthetic, or taken in turn from a file."""
+
+    prompts: PromptSource
+    spec: ConversationSpec
+    template: RequestSpec
+    key: tuple[str, str, str]
+    turns: int | None  # the cell's turns (None: a distribution, or a file's own)
+    prompt_tokens: int | None
+    shared_prefix_tokens: int | None
+    cache: str
+    file_conversations: list[FileConversation] | None = None
+
+    def start(self, repeat: int, index: int, phase: Phase) -> Conversation:
+        cell_id = self.template.cell_id
+        tag = f"{'w' if phase == 'warmup' else 'c'}{index}"
+        conversation_id = f"r{repeat}-{tag}"
+        rng = random.Random(f"{self.prompts.seed}:{cell_id}:{repeat}:{tag}")
+        if self.file_conversations is not None:
+            source = self.file_conversations[index % len(self.file_conversations)]
+            count = min(len(source.user_turns), self.turns or len(source.user_turns))
+            # A replayed conversation starts with a token of its own, so two users replaying the
+            # same file conversation do not share a cached prefix no real pair of users would.
+            first = f"[{nonce(self.prompts.seed, cell_id, repeat, index)}] {source.user_turns[0]}"
+            users = [first, *source.user_turns[1:count]]
+            system = source.system
+            max_tokens: list[int | None] = [None] * count
+        else:
+            count = self._draw_turns(rng)
+            users = [
+                self.prompts.user_text(self.key, f"{cell_id}:{repeat}:{tag}:{turn}",
+                                       self.prompts.draw_user_tokens(rng, self.prompt_tokens))
+                for turn in range(count)
+            ]
+            system = None
+            max_tokens = [None] * count
+        shared = self.prompts.system_for(self.key, self.shared_prefix_tokens, "reuse", "")
+        if shared is not None:
+            system = shared if system is None else f"{shared}\n\n{system}"
+        think = [draw_think_time_s(self.spec.think_time_s, rng) for _ in range(count - 1)]
+        template = dataclasses.replace(self.template, repeat=repeat)
+        return Conversation(conversation_id, template, users, think, system, self.cache,
+                            self.prompts.seed, max_tokens)
+
+    def _draw_turns(self, rng: random.Random) -> int:
+        if isinstance(self.spec.turns, Distribution):
+            return draw_tokens(self.spec.turns, rng)
+        return self.turns or 1
