@@ -3,6 +3,7 @@
 A run directory (results/<run-id>/ or --out DIR) holds:
 
     manifest.json        scenario as resolved, environment, target version, models, cells, status
+    scenario.yaml        the scenario with the command line's settings in it (reruns the run)
     requests.jsonl       one RequestRecord per line, appended and flushed as each request ends
     requests.parquet     the same records, written at the end of the run (or by load_run on demand)
     summary.csv/.json    one row per cell (bench.analysis.metrics.cell_summary)
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 from bench.errors import RunDirError
 
 MANIFEST_FILE = "manifest.json"
+SCENARIO_YAML = "scenario.yaml"
 REQUESTS_JSONL = "requests.jsonl"
 REQUESTS_PARQUET = "requests.parquet"
 SUMMARY_CSV = "summary.csv"

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,81 @@ EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
 EXIT_REGRESSED = 1  # as `bench compare`: a gate regressed against --baseline
 GATES_MARKDOWN = "gates.md"
+
+
+class CommaList(click.ParamType):
+    """`1,2,4` -> [1, 2, 4], each item converted by `item_type` (a click type)."""
+
+    name = "list"
+
+    def __init__(self, item_type: click.ParamType) -> None:
+        self.item_type = item_type
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, list):
+            return value
+        return [self.item_type.convert(item.strip(), param, ctx)
+                for item in str(value).split(",") if item.strip()]
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    """NAME=VALUE (or NAME<limit for thresholds) pairs from a repeated flag."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep and flag == "--threshold":
+            cut = next((i for i, ch in enumerate(item) if ch in "<>"), -1)
+            name, value = (item[:cut], item[cut:]) if cut > 0 else (item, "")
+        if not name.strip() or not value.strip():
+            raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+_INTS = CommaList(click.IntRange(min=1))
+# Flags that define a scenario without a file (flag-only runs); with a file they are refused.
+_WORKLOAD_FLAGS = ("model", "endpoint", "prompt_tokens", "prompt_file", "max_tokens", "num_ctx",
+                   "temperature", "seed", "arrival", "concurrency", "rate_rps", "turns",
+                   "think_time_s", "shared_prefix_tokens", "prompt_cache", "sim_gpu", "sim_env",
+                   "slo", "name")
+
+
+def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
+    """The flags of a flag-only run (`bench run --target sim --model M ...`)."""
+    flags = [
+        click.option("--model", type=CommaList(click.STRING), help="Model(s), comma-separated (flag-only run)."),
+        click.option("--endpoint", type=CommaList(click.STRING), help="native/chat, openai/chat, ... (comma list)."),
+        click.option("--prompt-tokens", type=_INTS, help="Prompt length(s) in tokens (comma list)."),
+        click.option("--prompt-file", help="JSONL/ShareGPT prompts or conversations."),
+        click.option("--max-tokens", type=_INTS, help="num_predict / max_tokens (comma list)."),
+        click.option("--num-ctx", type=_INTS, help="options.num_ctx (comma list)."),
+        click.option("--temperature", type=click.FloatRange(min=0)),
+        click.option("--seed", type=int),
+        click.option("--arrival", type=CommaList(click.Choice(["closed", "constant", "poisson"]))),
+        click.option("--concurrency", type=_INTS, help="Workers, or the in-flight cap (comma list)."),
+        click.option("--rate", "rate_rps", type=CommaList(click.FloatRange(min=0, min_open=True)),
+                     help="Requests per second for constant/poisson arrivals (comma list)."),
+        click.option("--turns", type=_INTS, help="Multi-turn conversations of this many user turns."),
+        click.option("--think-time", "think_time_s", type=click.FloatRange(min=0),
+                     help="Seconds between a reply and the user's next turn."),
+        click.option("--shared-prefix-tokens", type=CommaList(click.IntRange(min=0)),
+                     help="A common system prompt of this many tokens."),
+        click.option("--prompt-cache", type=CommaList(click.Choice(["reuse", "defeat"])),
+                     help="reuse (shared prefixes stay identical) or defeat (unique first token)."),
+        click.option("--sim-gpu", help="GPU profile of the embedded simulator (--target sim)."),
+        click.option("--sim-env", multiple=True, help="NAME=VALUE for the embedded simulator (repeatable)."),
+        click.option("--slo", multiple=True, help="METRIC=VALUE, e.g. ttft_p95=2s (repeatable)."),
+        click.option("--name", help="Name of a flag-only run (default: flags)."),
+        click.option("--percentiles", type=CommaList(click.FloatRange(min=0, max=100, min_open=True,
+                                                                       max_open=True)),
+                     help="Latency percentiles to report, e.g. 50,90,95,99,99.9."),
+        click.option("--threshold", multiple=True,
+                     help='METRIC<LIMIT, e.g. "ttft_p95<500ms" or error_rate=<1% (repeatable): '
+                          "exit 1 when broken."),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
 
 
 @click.command("run")
@@ -54,20 +129,26 @@ GATES_MARKDOWN = "gates.md"
                    "(lean for http://, httpx for https://).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Finish an interrupted run: run only its cells not yet complete, in RUN_DIR.")
+@scenario_flags
 def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | None,
                 results_root: Path, requests: int | None, duration_s: float | None,
                 warmup_requests: int | None, repeats: int | None, quick: bool,
                 sim_speed: float | None, grace_s: float, baseline: Path | None, no_report: bool,
-                transport: str, resume_dir: Path | None) -> None:
+                transport: str, resume_dir: Path | None, **flags: Any) -> None:
     """Run SCENARIO_FILE: expand its matrix into cells, load the target, record every request.
+
+    Without a file, flags alone describe the run: `bench run --target sim --model llama3.2:1b
+    --concurrency 1,2,4 --prompt-tokens 512 --max-tokens 128 --requests 64`; the run directory
+    keeps the equivalent scenario.yaml, which reruns it.
 
     With --resume RUN_DIR the scenario and overrides come from RUN_DIR's manifest (a SCENARIO_FILE
     given too must match it); --target and --sim-speed may point the resumed cells elsewhere.
     """
     from bench.plan import Overrides
     from bench.run.runner import RunOptions
-    from bench.scenario import load_scenario
+    from bench.scenario import flag_scenario, load_scenario, with_outputs
 
+    percentiles, thresholds = flags.pop("percentiles"), _pairs(flags.pop("threshold"), "--threshold")
     if resume_dir is not None:
         if out_dir is not None or quick or (requests, duration_s, warmup_requests, repeats) != (None,) * 4:
             raise UsageError("--resume: --out, --quick, --requests, --duration, --warmup and --repeats "
@@ -76,9 +157,22 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
                                     baseline=baseline, report=not no_report, transport=transport)
         _resume(resume_dir, scenario_file, resume_options)
         return
+    given = [name for name in _WORKLOAD_FLAGS if flags.get(name) not in (None, (), [])]
+    if scenario_file is None and not flags.get("model"):
+        raise UsageError("run: give a SCENARIO_FILE, --resume RUN_DIR, or flags (at least --model)")
+    if scenario_file is not None and given:
+        flag = "--" + given[0].replace("_", "-").removesuffix("-s").replace("rate-rps", "rate")
+        raise UsageError(f"{flag}: describes a flag-only run; with a SCENARIO_FILE, edit the file")
     if scenario_file is None:
-        raise UsageError("run: give a SCENARIO_FILE, or --resume RUN_DIR")
-    scenario = load_scenario(scenario_file)
+        scenario = flag_scenario(
+            target=target, requests=requests, duration_s=duration_s,
+            warmup_requests=warmup_requests, repeats=repeats,
+            sim_env=_pairs(flags.pop("sim_env"), "--sim-env"), slos=_pairs(flags.pop("slo"), "--slo"),
+            name=flags.pop("name") or "flags", **{k: v for k, v in flags.items() if v is not None},
+        )
+    else:
+        scenario = load_scenario(scenario_file)
+    scenario = with_outputs(scenario, percentiles=percentiles, thresholds=thresholds)
     if quick:
         requests = requests or 4
         warmup_requests = 1 if warmup_requests is None else warmup_requests

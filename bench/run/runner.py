@@ -41,7 +41,7 @@ from bench.outputs.summary import print_summary, write_kv, write_run_report, wri
 from bench.plan import Cell, Overrides, plan_cells
 from bench.run.progress import RunProgress, describe_cell, varying_settings
 from bench.prompts import Calibration, PromptSource, calibrate, nonce
-from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord, write_json, write_requests_parquet
+from bench.records import MANIFEST_FILE, SCENARIO_YAML, RecordWriter, RequestRecord, write_json, write_requests_parquet
 from bench.run.resume import (
     ResumePoint,
     keep_complete_records,
@@ -49,7 +49,7 @@ from bench.run.resume import (
     run_options_record,
     stash_telemetry,
 )
-from bench.scenario import Scenario, resolve_ollama_host
+from bench.scenario import Scenario, resolve_ollama_host, scenario_to_yaml, with_run_settings
 from bench.run.managed_server import check_models
 from bench.run.targets import Targets, fetch_version, preflight
 from bench.telemetry import TelemetrySession, start_telemetry
@@ -193,6 +193,10 @@ class Run:
             options_record=run_options_record(options.overrides, options.target, options.sim_speed),
         )
         self._write_manifest("running")
+        # The scenario with the command line's settings in it: `bench run DIR/scenario.yaml` reruns it.
+        ran = with_run_settings(self.scenario, target=options.target, sim_speed=options.sim_speed,
+                                **dataclasses.asdict(options.overrides))
+        (self.run_dir / SCENARIO_YAML).write_text(scenario_to_yaml(ran), encoding="utf-8")
 
     def _resumed_manifest(self, resume: ResumePoint) -> None:
         """The earlier manifest with this session added; unfinished cells' records set aside."""
