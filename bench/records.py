@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.errors import RunDirError
+from bench.secrets import has_secrets, redact
 
 MANIFEST_FILE = "manifest.json"
 SCENARIO_YAML = "scenario.yaml"
@@ -136,6 +137,9 @@ class RecordWriter:
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def append(self, record: RequestRecord) -> None:
+        if record.error_message:
+            # A server or library may quote the request's headers back: never store the key.
+            record.error_message = redact(record.error_message)
         # One write() per record on an unbuffered file: each line reaches the OS whole.
         self._file.write(record.to_json_line())
 
@@ -215,9 +219,10 @@ def read_records_jsonl(path: Path) -> pd.DataFrame:
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
     temp_path = path.with_suffix(path.suffix + ".tmp")
-    temp_path.write_bytes(
-        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
-    )
+    encoded = orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
+    if has_secrets():  # failure reasons, notes: text that may quote an error message
+        encoded = redact(encoded.decode("utf-8")).encode("utf-8")
+    temp_path.write_bytes(encoded)
     os.replace(temp_path, path)
 
 

@@ -34,6 +34,15 @@ def remember(secret: str) -> None:
         _KNOWN_SECRETS.add(secret)
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers that carry the key: on every request to the target, probes included."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def has_secrets() -> bool:
+    return bool(_KNOWN_SECRETS)
+
+
 def redact(text: str) -> str:
     """`text` with every remembered secret replaced by [redacted]."""
     for secret in _KNOWN_SECRETS:

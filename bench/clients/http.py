@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bench.errors import TargetError
+from bench.secrets import auth_headers
 
 # Idle keep-alive connections live this long. Closed-loop workers reuse a connection within
 # microseconds; open-loop arrivals at low rates may idle for seconds, and a reconnect would add
@@ -59,9 +60,7 @@ def make_http_client(
     """
     transport = resolve_transport(transport, base_url)
     pool_size = max(1, int(max_connections)) + SPARE_CONNECTIONS
-    headers = {"User-Agent": "bench"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+    headers = {"User-Agent": "bench", **auth_headers(api_key)}
     fast_transport = None
     if transport == "fast":
         if httpx.URL(base_url).scheme != "http":

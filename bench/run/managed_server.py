@@ -24,6 +24,7 @@ from typing import IO, Any
 import httpx
 
 from bench.errors import TargetError
+from bench.secrets import auth_headers
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -303,10 +304,12 @@ def server_pids(server: ManagedServer) -> list[int]:
     return sorted(pids)
 
 
-def check_models(base_url: str, models: list[str], timeout_s: float = 10) -> dict[str, dict[str, Any]]:
+def check_models(base_url: str, models: list[str], timeout_s: float = 10,
+                 api_key: str | None = None) -> dict[str, dict[str, Any]]:
     """`POST /api/show` per model; TargetError naming the model (and `ollama pull`) when one is missing."""
     shown: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=base_url, timeout=timeout_s, trust_env=False) as http:
+    with httpx.Client(base_url=base_url, timeout=timeout_s, trust_env=False,
+                      headers=auth_headers(api_key)) as http:
         for model in models:
             try:
                 response = http.post("/api/show", json={"model": model})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import re
 import signal
 import time
@@ -50,6 +49,7 @@ from bench.run.resume import (
     stash_telemetry,
 )
 from bench.scenario import Scenario, resolve_ollama_host, scenario_to_yaml, with_run_settings
+from bench.secrets import auth_headers, read_api_key
 from bench.run.managed_server import check_models
 from bench.run.targets import Targets, fetch_version, preflight
 from bench.telemetry import TelemetrySession, start_telemetry
@@ -118,7 +118,7 @@ class Run:
         target = options.target or scenario.target
         if scenario.server is None and target != "sim":
             # Fail before creating a run directory when there is nothing to measure.
-            preflight(resolve_ollama_host(target))
+            preflight(resolve_ollama_host(target), self.api_key)
         resume = options.resume
         self.run_dir = resume.run_dir if resume is not None else new_run_dir(options, scenario)
         self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
@@ -164,10 +164,7 @@ class Run:
         name = self.scenario.api_key_env
         if name is None:
             return None
-        value = os.environ.get(name)
-        if not value:
-            raise UsageError(f"api_key_env: environment variable {name} is not set")
-        return value
+        return read_api_key(name)
 
     # --- manifest ----------------------------------------------------------------------------
 
@@ -285,10 +282,10 @@ class Run:
 
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
         """Check a (new) server: version, models; start telemetry on the first; make the client."""
-        version = await fetch_version(base_url)
+        version = await fetch_version(base_url, self.api_key)
         self.manifest["target"].update(base_url=base_url, version=version)
         models = sorted({cell.settings["model"] for cell in self.cells})
-        shown = await asyncio.to_thread(check_models, base_url, models)
+        shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.api_key)
         self.manifest["models"] = {
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
         }
@@ -304,7 +301,8 @@ class Run:
         if self.telemetry is not None:
             self.telemetry.set_target(base_url, self.targets.pids())
             return
-        self.telemetry = start_telemetry(self.run_dir, self.clock.t0, base_url, self.targets.pids())
+        self.telemetry = start_telemetry(self.run_dir, self.clock.t0, base_url, self.targets.pids(),
+                                         ps_headers=auth_headers(self.api_key))
         self.manifest["gpu"] = self.telemetry.gpu_info
 
     def _template(self, cell: Cell) -> RequestSpec:

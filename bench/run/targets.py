@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from bench.errors import TargetError, UsageError
+from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.scenario import Scenario, resolve_ollama_host
 from bench.run.managed_server import ManagedServer, sim_command
@@ -105,10 +106,10 @@ def _refused(base_url: str) -> TargetError:
     )
 
 
-def preflight(base_url: str) -> None:
+def preflight(base_url: str, api_key: str | None = None) -> None:
     """GET / once: a server that is not there is a one-line TargetError, not an empty run."""
     try:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
+        with httpx.Client(timeout=10.0, trust_env=False, headers=auth_headers(api_key)) as http:
             http.get(base_url + "/")
     except httpx.ConnectError:
         raise _refused(base_url) from None
@@ -116,10 +117,11 @@ def preflight(base_url: str) -> None:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
 
 
-async def fetch_version(base_url: str) -> str | None:
+async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
     """GET /api/version; connection refused becomes a one-line TargetError."""
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
+                                     headers=auth_headers(api_key)) as http:
             response = await http.get("/api/version")
     except httpx.ConnectError:
         raise _refused(base_url) from None

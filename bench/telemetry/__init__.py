@@ -78,6 +78,7 @@ def start_telemetry(
     ps_interval_s: float = PS_INTERVAL_S,
     nvml: ModuleType | Any | None = None,
     ps_transport: httpx.BaseTransport | None = None,
+    ps_headers: dict[str, str] | None = None,
 ) -> TelemetrySession:
     """Start the GPU sampler (every interval_s) and the /api/ps poller; never raises for a missing GPU.
 
@@ -85,7 +86,7 @@ def start_telemetry(
     for an external server (then server_proc_mem_bytes is null).
     """
     nvml_sampler = NvmlSampler(t0, server_pids, interval_s, nvml=nvml)
-    ps_poller = PsPoller(t0, base_url, ps_interval_s, transport=ps_transport)
+    ps_poller = PsPoller(t0, base_url, ps_interval_s, transport=ps_transport, headers=ps_headers)
     nvml_sampler.start()
     ps_poller.start()
     return TelemetrySession(run_dir, nvml_sampler, ps_poller)

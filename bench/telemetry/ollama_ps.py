@@ -84,6 +84,7 @@ class PsPoller:
         interval_s: float = 0.25,
         transport: httpx.BaseTransport | None = None,
         timeout_s: float = 2.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.t0 = t0
         self.interval_s = interval_s
@@ -95,7 +96,9 @@ class PsPoller:
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = httpx.Client(transport=transport, timeout=timeout_s, trust_env=False)
+        # headers: the target's Authorization, as on every other request to it.
+        self._client = httpx.Client(transport=transport, timeout=timeout_s, trust_env=False,
+                                    headers=headers)
 
     def set_target(self, base_url: str | None) -> None:
         """Poll another server from the next poll on (a managed server restarted on a new port)."""
