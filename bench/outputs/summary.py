@@ -44,6 +44,9 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
     reason = f" ({why})" if status != "complete" else ""
     # markup=False: a reason may quote server text, which must print as it is, never as markup.
     console.print(f"run {status}{reason}: {run_dir}", highlight=False, soft_wrap=True, markup=False)
+    if status != "complete":
+        console.print(f"finish it with: bench run --resume {run_dir}", highlight=False, soft_wrap=True,
+                      markup=False)
 
 
 def write_kv(run_dir: Path, console: Console) -> None:

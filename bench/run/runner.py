@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from rich.console import Console
 from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
-from bench.errors import ScenarioError, UsageError
+from bench.errors import BenchError, ScenarioError, UsageError
 from bench.conversations import ConversationMaker
 from bench.load import (
     AbortTracker,
@@ -51,7 +52,7 @@ from bench.run.resume import (
 from bench.scenario import Scenario, resolve_ollama_host, scenario_to_yaml, with_run_settings
 from bench.secrets import auth_headers, read_api_key
 from bench.run.managed_server import check_models
-from bench.run.targets import Targets, fetch_version, preflight
+from bench.run.targets import Targets, check_sim_speed, fetch_version, preflight
 from bench.telemetry import TelemetrySession, start_telemetry
 
 # After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.
@@ -119,7 +120,11 @@ class Run:
         if scenario.server is None and target != "sim":
             # Fail before creating a run directory when there is nothing to measure.
             preflight(resolve_ollama_host(target), self.api_key)
+        check_sim_speed(scenario, options.target, options.sim_speed)
         resume = options.resume
+        # A directory bench makes here is removed again when the run measures nothing (a server
+        # that never started): a failed attempt should not leave a "failed" run behind.
+        self.made_run_dir = resume is None and not (options.out_dir is not None and options.out_dir.exists())
         self.run_dir = resume.run_dir if resume is not None else new_run_dir(options, scenario)
         self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
         self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
@@ -216,7 +221,8 @@ class Run:
             if not self.stop.stopped:
                 self.stop.request_stop(f"interrupted ({name})")
                 self.progress.note(f"{name}: no new requests; waiting up to {self.options.grace_s:.0f}s "
-                                   "for those in flight (again to stop now)")
+                                   "for those in flight (again to stop now); finish the run later with "
+                                   f"`bench run --resume {self.run_dir}`")
                 loop.call_later(self.options.grace_s, self.stop.abort.set)
             else:
                 self.stop.request_abort(f"interrupted ({name})")
@@ -243,10 +249,29 @@ class Run:
                 status = "partial"
                 self.stop.reason = self.stop.reason or "interrupted"
             else:
+                if self._measured_nothing():
+                    raise self._without_run_dir(error) from None
                 # The error itself is the one line the user sees; the run dir keeps what there is.
                 self._finish("failed", quiet=True)
                 raise
         return self._finish(status)
+
+    def _measured_nothing(self) -> bool:
+        requests = self.run_dir / "requests.jsonl"
+        return self.made_run_dir and not (requests.exists() and requests.stat().st_size > 0)
+
+    def _without_run_dir(self, error: BaseException) -> BaseException:
+        """Remove the run directory of a run that measured nothing; the error says so instead of
+        pointing at a log inside it (its last lines are in the message already)."""
+        self._stop_telemetry()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if not isinstance(error, BenchError):
+            return error
+        text = re.sub(r"\s*\(log [^)]*\)", "", str(error))
+        try:
+            return type(error)(f"{text} (nothing was measured: {self.run_dir} removed)")
+        except TypeError:  # an error class with its own constructor: keep it as it was
+            return error
 
     async def _run_cells(self) -> str:
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@ plus the checks that it is there (preflight, /api/version)."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ class Targets:
                 args += ["--seed", str(sim.seed)]
             return sim_command(args + list(sim.args)), {k: str(v) for k, v in sim.env.items()}
         assert self.scenario.server is not None
-        return self.scenario.server.argv, dict(cell.server_env)
+        command = resolve_server_command(self.scenario.server.argv)
+        if self.sim_speed is not None:
+            command = with_sim_speed(command, self.sim_speed)
+        return command, dict(cell.server_env)
 
     def ensure(self, cell: Cell) -> tuple[str, bool]:
         """The base URL for this cell, (re)starting a server when its settings change; (url, new?)."""
@@ -97,6 +101,63 @@ class Targets:
             grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
             self.server.stop(grace_s=grace_s)
             self.server = None
+
+
+_PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
+
+
+def bench_sim_args(argv: list[str]) -> list[str] | None:
+    """The arguments after `sim` when argv runs bench's simulator (`bench sim ...`, `python -m bench
+    sim ...`, any path to either); None for any other server (`ollama serve`)."""
+    if len(argv) >= 2 and Path(argv[0]).name == "bench" and argv[1] == "sim":
+        return argv[2:]
+    if len(argv) >= 4 and _PYTHON.match(Path(argv[0]).name) and argv[1:4] == ["-m", "bench", "sim"]:
+        return argv[4:]
+    return None
+
+
+def resolve_server_command(argv: list[str]) -> list[str]:
+    """A managed `bench sim` runs on this interpreter, whatever `python` or `bench` is on PATH.
+
+    `python -m bench sim` in a scenario would otherwise take the first python on PATH, which in a
+    virtual environment that is not activated (or a pipx install) lacks bench's dependencies.
+    """
+    args = bench_sim_args(argv)
+    return argv if args is None else sim_command(args)
+
+
+def with_sim_speed(command: list[str], speed: float) -> list[str]:
+    """--sim-speed applied to a managed `bench sim` (replacing its --speed); refused for other servers."""
+    args = bench_sim_args(command)
+    if args is None:
+        raise UsageError(f"--sim-speed {speed:g}: the scenario's server is `{' '.join(command)}`, not "
+                         "bench sim; drop --sim-speed")
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--speed":
+            skip = True
+            continue
+        if arg.startswith("--speed="):
+            continue
+        kept.append(arg)
+    return sim_command(["--speed", f"{speed:g}", *kept])
+
+
+def check_sim_speed(scenario: Scenario, target_override: str | None, sim_speed: float | None) -> None:
+    """Refuse --sim-speed where there is no simulator to apply it to (before a run directory exists)."""
+    if sim_speed is None:
+        return
+    if scenario.server is not None:
+        with_sim_speed(resolve_server_command(scenario.server.argv), sim_speed)
+        return
+    target = target_override or scenario.target
+    if target != "sim":
+        raise UsageError(f"--sim-speed {sim_speed:g}: the target is {target}, not the simulator "
+                         "(target: sim or a server: block running bench sim); drop --sim-speed")
 
 
 def _refused(base_url: str) -> TargetError:

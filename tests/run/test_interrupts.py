@@ -66,6 +66,8 @@ def test_first_signal_lets_in_flight_finish_and_marks_partial(sim, tmp_path: Pat
     finally:
         process.kill()
     assert process.returncode == 130, output.decode()
+    # The interrupt says how to finish the run, at the signal and at the end.
+    assert output.decode().count(f"bench run --resume {out}") >= 2, output.decode()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "partial"
     assert "interrupted" in manifest["stop_reason"]
