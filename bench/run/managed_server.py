@@ -24,6 +24,7 @@ from typing import IO, Any
 import httpx
 
 from bench.errors import TargetError
+from bench.run.reaper import RELEASE
 from bench.secrets import auth_headers
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -91,6 +92,7 @@ class ManagedServer:
         log_path: Path,
         host: str = "127.0.0.1",
         port: int | None = None,
+        stop_grace_s: float = 10.0,
     ) -> None:
         if not command:
             raise TargetError("server.command: empty command")
@@ -100,8 +102,10 @@ class ManagedServer:
         self.host = host
         self.port = port
         self._process: subprocess.Popen[bytes] | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._stopped = False
+        self.stop_grace_s = stop_grace_s  # also the reaper's grace when bench dies
 
     # --- start -------------------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class ManagedServer:
             self._log_file.close()
             reason = error.strerror or str(error)
             raise TargetError(f"cannot start server {self.command[0]!r}: {reason}") from None
+        self._reaper = _start_reaper(self._process.pid, self.stop_grace_s)
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         """Poll `GET /` until 200 `Ollama is running`; TargetError if the child exits or time runs out."""
@@ -230,6 +235,7 @@ class ManagedServer:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        self._release_reaper()
         self._close_log()
 
     def __enter__(self) -> ManagedServer:
@@ -256,9 +262,36 @@ class ManagedServer:
         lines = self.last_log_lines(n)
         return f"{message}; last log lines: {' | '.join(lines)}" if lines else f"{message}; log is empty"
 
+    def _release_reaper(self) -> None:
+        """The group is stopped: tell the reaper to exit without signalling (the id may be reused)."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is None or reaper.stdin is None:
+            return
+        try:
+            reaper.stdin.write(RELEASE)
+            reaper.stdin.close()
+        except OSError:
+            pass
+        try:
+            reaper.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+
     def _close_log(self) -> None:
         if self._log_file is not None and not self._log_file.closed:
             self._log_file.close()
+
+
+def _start_reaper(group: int, grace_s: float) -> subprocess.Popen[bytes] | None:
+    """bench.run.reaper for `group`: it stops the group if bench dies (see that module)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.run.reaper", str(group), f"{grace_s:g}"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the server's group, not hit by bench's Ctrl-C
+        )
+    except OSError:
+        return None  # the server still runs in its own group and gets PDEATHSIG
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:

@@ -50,7 +50,9 @@ class Targets:
                 args += ["--gpu-memory", sim.gpu_memory]
             if sim.seed is not None:
                 args += ["--seed", str(sim.seed)]
-            return sim_command(args + list(sim.args)), {k: str(v) for k, v in sim.env.items()}
+            # Last, so they win over anything in sim.args: the simulator listens on loopback only.
+            loopback = ["--host", "127.0.0.1", "--port", str(self.port)]
+            return sim_command(args + list(sim.args) + loopback), {k: str(v) for k, v in sim.env.items()}
         assert self.scenario.server is not None
         command = resolve_server_command(self.scenario.server.argv)
         if self.sim_speed is not None:
@@ -69,7 +71,8 @@ class Targets:
         server_id = len(self.servers)
         log_path = self.run_dir / f"server-{server_id}.log"
         child_env = {**env, "OLLAMA_HOST": f"127.0.0.1:{self.port}"}
-        server = ManagedServer(command, child_env, log_path, port=self.port)
+        grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
+        server = ManagedServer(command, child_env, log_path, port=self.port, stop_grace_s=grace_s)
         self.servers.append({"server_id": server_id, "env": env, "command": command,
                              "log": log_path.name})
         server.start()

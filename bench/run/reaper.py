@@ -1,0 +1,56 @@
+"""The reaper: a tiny process that stops a managed server's whole process group when bench dies.
+
+PR_SET_PDEATHSIG reaches only bench's direct child; a server started through a wrapper (`bash -c
+"… bench sim …"`, a script, `env`) leaves its real server running as an orphan when bench is
+killed with SIGKILL. The reaper lives in its own session and holds the read end of a pipe whose
+write end only bench has: when bench dies, the kernel closes it and the reaper signals the group.
+
+    python -m bench.run.reaper PGID GRACE_S
+stdin: b"." = bench stopped the group itself (exit quietly); EOF = bench is gone (stop the group).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+RELEASE = b"."
+
+
+def _group_exists(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_group(group: int, grace_s: float) -> None:
+    """SIGTERM the group, SIGKILL whatever is left after grace_s."""
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while _group_exists(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_exists(group):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def main(argv: list[str]) -> None:
+    group, grace_s = int(argv[0]), float(argv[1])
+    # Ctrl-C in bench's terminal is bench's to handle; the reaper waits for the pipe alone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    message = sys.stdin.buffer.read(1)
+    if message != RELEASE:
+        stop_group(group, grace_s)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
