@@ -19,8 +19,13 @@ from the per-request samples (both sides resampled independently, seeded, numpy)
 Decision rule, applied to every gate: REGRESSION when the whole confidence interval of the
 change lies beyond the allowed change in the bad direction (e.g. ttft_p95 allowed +10%: the
 interval's lower bound is above +10%). A change whose point estimate is beyond the threshold but
-whose interval reaches back inside it is reported as a warning, never a failure. The
-Mann-Whitney U (or Fisher exact, for rates) p-value is shown for information only.
+whose interval reaches back inside it is reported as a warning, never a failure.
+
+Intervals come from `scipy.stats.bootstrap` (percentile method, seeded; both sides resampled
+independently). Below a minimum sample size per side (bench.analysis.samples: p95 needs 40
+successful requests, p99 200, anything else 10) a gate gets no verdict: "not enough samples".
+No p value is shown: a test of "no difference at all" answers another question than the verdict
+("is the change beyond what is allowed?") and, beside it, reads as a contradiction.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
+from bench.analysis.samples import bootstrap_interval, min_samples_for, not_enough
 from bench.errors import RunDirError, UsageError
 from bench.analysis.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
 from bench.run.progress import describe_cell, varying_settings
@@ -43,7 +48,6 @@ from bench.run.progress import describe_cell, varying_settings
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 20240607  # fixed: the same two runs always give the same intervals and verdicts
-_MAX_RESAMPLED_VALUES = 2_000_000  # per batch, to bound memory on large cells
 
 # Per-request sample column behind each percentile family.
 _PERCENTILE_SAMPLES = {"ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_mean_s", "e2e": "e2e_s"}
@@ -168,7 +172,6 @@ class GateResult:
     change: float  # relative (cur/base - 1), or absolute (cur - base) for rates
     ci_low: float
     ci_high: float
-    p_value: float
     baseline_n: int
     current_n: int
     verdict: Verdict
@@ -200,33 +203,11 @@ class Comparison:
 # --- the statistics --------------------------------------------------------------------------
 
 
-def _resample_indices(rng: np.random.Generator, n: int, resamples: int) -> Iterable[np.ndarray]:
-    batch = max(1, min(resamples, _MAX_RESAMPLED_VALUES // max(n, 1)))
-    remaining = resamples
-    while remaining > 0:
-        size = min(batch, remaining)
-        yield rng.integers(0, n, size=(size, n))
-        remaining -= size
-
-
-def _bootstrap(statistic_base, statistic_current, n_base: int, n_current: int,  # noqa: ANN001
-               resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled statistics of both sides (independent resamples of request indices)."""
-    rng = np.random.default_rng(seed)
-    base = np.concatenate([statistic_base(idx) for idx in _resample_indices(rng, n_base, resamples)])
-    current = np.concatenate(
-        [statistic_current(idx) for idx in _resample_indices(rng, n_current, resamples)]
-    )
-    return base, current
-
-
-def _interval(changes: np.ndarray, confidence: float) -> tuple[float, float]:
-    changes = changes[np.isfinite(changes)]
-    if not len(changes):
-        return math.nan, math.nan
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(changes, [tail, 1.0 - tail])
-    return float(low), float(high)
+def _change_interval(samples: tuple[np.ndarray, ...], statistic, confidence: float,  # noqa: ANN001
+                     resamples: int, seed: int) -> tuple[float, float]:
+    """Bootstrap interval of a change statistic of (baseline..., current...) samples."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bootstrap_interval(samples, statistic, confidence=confidence, resamples=resamples, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -236,36 +217,43 @@ class _Estimate:
     change: float
     ci_low: float
     ci_high: float
-    p_value: float
     baseline_n: int
     current_n: int
     note: str = ""
 
 
-def _skip(note: str, base_n: int = 0, current_n: int = 0) -> _Estimate:
+def _skip(note: str, base_n: int = 0, current_n: int = 0, base_value: float = math.nan,
+          current_value: float = math.nan) -> _Estimate:
     nan = math.nan
-    return _Estimate(nan, nan, nan, nan, nan, nan, base_n, current_n, note)
+    change = current_value / base_value - 1.0 if base_value and np.isfinite(base_value) else nan
+    return _Estimate(base_value, current_value, change, nan, nan, base_n, current_n, note)
 
 
-def _percentile_change(base: np.ndarray, current: np.ndarray, percentile: float,
+def _too_few(metric: str, base_n: int, current_n: int) -> str | None:
+    needed = min_samples_for(metric)
+    smaller = min(base_n, current_n)
+    return None if smaller >= needed else not_enough(smaller, needed)
+
+
+def _percentile_change(metric: str, base: np.ndarray, current: np.ndarray, percentile: float,
                        confidence: float, resamples: int, seed: int) -> _Estimate:
     base, current = base[np.isfinite(base)], current[np.isfinite(current)]
-    if len(base) < 2 or len(current) < 2:
-        return _skip("too few samples (needs 2 per side)", len(base), len(current))
+    if not len(base) or not len(current):
+        return _skip("no successful request on one side", len(base), len(current))
     base_value = float(np.percentile(base, percentile))
     current_value = float(np.percentile(current, percentile))
+    too_few = _too_few(metric, len(base), len(current))
+    if too_few is not None:
+        return _skip(too_few, len(base), len(current), base_value, current_value)
     if base_value <= 0:
         return _skip("baseline value is 0: no relative change", len(base), len(current))
-    resampled_base, resampled_current = _bootstrap(
-        lambda idx: np.percentile(base[idx], percentile, axis=1),
-        lambda idx: np.percentile(current[idx], percentile, axis=1),
-        len(base), len(current), resamples, seed,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = _interval(resampled_current / resampled_base - 1.0, confidence)
-    p_value = float(stats.mannwhitneyu(base, current, alternative="two-sided").pvalue)
+
+    def relative_change(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0
+
+    low, high = _change_interval((base, current), relative_change, confidence, resamples, seed)
     return _Estimate(base_value, current_value, current_value / base_value - 1.0, low, high,
-                     p_value, len(base), len(current))
+                     len(base), len(current))
 
 
 def _throughput_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
@@ -282,25 +270,28 @@ def _throughput_change(base_cell: BaselineCell, current_cell: BaselineCell, metr
     base_tokens, base_e2e = pairs(base_cell)
     current_tokens, current_e2e = pairs(current_cell)
     n_base, n_current = len(base_e2e), len(current_e2e)
-    if n_base < 2 or n_current < 2 or not (np.isfinite(base_value) and np.isfinite(current_value)):
-        return _skip("too few successful requests", n_base, n_current)
+    if not (np.isfinite(base_value) and np.isfinite(current_value)) or not n_base or not n_current:
+        return _skip("no successful request on one side", n_base, n_current)
+    too_few = _too_few(metric, n_base, n_current)
+    if too_few is not None:
+        return _skip(too_few, n_base, n_current, base_value, current_value)
     if base_value <= 0:
         return _skip("baseline value is 0: no relative change", n_base, n_current)
     ratio_base = base_tokens.sum() / base_e2e.sum()
     ratio_current = current_tokens.sum() / current_e2e.sum()
-    resampled_base, resampled_current = _bootstrap(
-        lambda idx: base_tokens[idx].sum(axis=1) / base_e2e[idx].sum(axis=1),
-        lambda idx: current_tokens[idx].sum(axis=1) / current_e2e[idx].sum(axis=1),
-        n_base, n_current, resamples, seed,
-    )
     observed = current_value / base_value
-    # The resampled ratio estimators, relative to their observed values, scale the observed change.
-    factor = (resampled_current / ratio_current) / (resampled_base / ratio_base)
-    low, high = _interval(observed * factor - 1.0, confidence)
-    p_value = float(stats.mannwhitneyu(base_tokens / base_e2e, current_tokens / current_e2e,
-                                       alternative="two-sided").pvalue)
-    return _Estimate(base_value, current_value, observed - 1.0, low, high, p_value,
-                     n_base, n_current)
+
+    # Requests are resampled as (tokens, e2e) pairs: the bootstrap resamples request indices.
+    def scaled_change(base_idx: np.ndarray, current_idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        base_idx, current_idx = base_idx.astype(int), current_idx.astype(int)
+        resampled_base = base_tokens[base_idx].sum(axis=axis) / base_e2e[base_idx].sum(axis=axis)
+        resampled_current = current_tokens[current_idx].sum(axis=axis) / current_e2e[current_idx].sum(axis=axis)
+        # The resampled ratio estimators, relative to their observed values, scale the observed change.
+        return observed * (resampled_current / ratio_current) / (resampled_base / ratio_base) - 1.0
+
+    low, high = _change_interval((np.arange(n_base, dtype=float), np.arange(n_current, dtype=float)),
+                                 scaled_change, confidence, resamples, seed)
+    return _Estimate(base_value, current_value, observed - 1.0, low, high, n_base, n_current)
 
 
 def _rate_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
@@ -314,18 +305,18 @@ def _rate_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: st
         return _skip("no requests", len(base), len(current))
     base_value, current_value = float(base.mean()), float(current.mean())
     change = current_value - base_value
+    too_few = _too_few(metric, len(base), len(current))
+    if too_few is not None:
+        return _Estimate(base_value, current_value, change, math.nan, math.nan, len(base), len(current),
+                         too_few)
     if base.min() == base.max() and current.min() == current.max():
         low = high = change  # no failure on either side (or only failures): nothing to resample
     else:
-        resampled_base, resampled_current = _bootstrap(
-            lambda idx: base[idx].mean(axis=1), lambda idx: current[idx].mean(axis=1),
-            len(base), len(current), resamples, seed,
-        )
-        low, high = _interval(resampled_current - resampled_base, confidence)
-    table = [[int(base.sum()), len(base) - int(base.sum())],
-             [int(current.sum()), len(current) - int(current.sum())]]
-    p_value = float(stats.fisher_exact(table).pvalue)
-    return _Estimate(base_value, current_value, change, low, high, p_value, len(base), len(current))
+        def difference(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+            return c.mean(axis=axis) - b.mean(axis=axis)
+
+        low, high = _change_interval((base, current), difference, confidence, resamples, seed)
+    return _Estimate(base_value, current_value, change, low, high, len(base), len(current))
 
 
 def _estimate(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
@@ -336,12 +327,12 @@ def _estimate(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
         return _rate_change(base_cell, current_cell, metric, confidence, resamples, seed)
     family, _, percentile = metric.rpartition("_p")
     column = "user_tps" if family == "user_tps" else _PERCENTILE_SAMPLES[family]
-    return _percentile_change(base_cell.samples[column], current_cell.samples[column],
+    return _percentile_change(metric, base_cell.samples[column], current_cell.samples[column],
                               float(percentile), confidence, resamples, seed)
 
 
 def _verdict(metric: str, threshold: float, estimate: _Estimate) -> Verdict:
-    if not np.isfinite(estimate.change) or not np.isfinite(estimate.ci_low):
+    if estimate.note or not np.isfinite(estimate.change) or not np.isfinite(estimate.ci_low):
         return "skip"
     if lower_is_better(metric):
         if estimate.ci_low > threshold:
@@ -439,7 +430,7 @@ def compare(baseline: Baseline, current: Baseline, thresholds: dict[str, float] 
                 cell_label=label, settings=base_cell.settings, metric=metric, threshold=threshold,
                 baseline_value=estimate.baseline_value, current_value=estimate.current_value,
                 change=estimate.change, ci_low=estimate.ci_low, ci_high=estimate.ci_high,
-                p_value=estimate.p_value, baseline_n=estimate.baseline_n,
+                baseline_n=estimate.baseline_n,
                 current_n=estimate.current_n, verdict=_verdict(metric, threshold, estimate),
                 note=estimate.note,
             ))
@@ -498,12 +489,13 @@ def format_interval(gate: GateResult) -> str:
     return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
 
 
-def _p_text(gate: GateResult) -> str:
-    return "–" if not np.isfinite(gate.p_value) else f"{gate.p_value:.2g}"
+def format_n(gate: GateResult) -> str:
+    """Sample sizes behind the gate: `40 / 38` (baseline / current)."""
+    return f"{gate.baseline_n} / {gate.current_n}"
 
 
 def _verdict_text(gate: GateResult) -> str:
-    words = {"pass": "ok", "warn": "worse, not significant", "fail": "REGRESSED",
+    words = {"pass": "ok", "warn": "worse, within noise", "fail": "REGRESSED",
              "skip": gate.note or "no data"}
     return f"{VERDICT_MARKS[gate.verdict]} {words[gate.verdict]}"
 
@@ -513,36 +505,43 @@ def headline(comparison: Comparison) -> str:
     if comparison.regressed:
         names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
         return f"REGRESSION: {counted['fail']} of {len(comparison.gates)} gates failed: {names}"
-    extra = f", {counted['warn']} worse but not significant" if counted["warn"] else ""
-    skipped = f", {counted['skip']} without data" if counted["skip"] else ""
+    extra = f", {counted['warn']} worse but within noise" if counted["warn"] else ""
+    skipped = f", {counted['skip']} not judged (not enough samples or no data)" if counted["skip"] else ""
+    if counted["pass"] + counted["warn"] == 0 and counted["skip"]:
+        return f"no verdict: all {counted['skip']} gates lacked the samples to judge (see the table)"
     return f"no regression: {counted['pass'] + counted['warn']} gates passed{extra}{skipped}"
 
 
+def footer(comparison: Comparison) -> str:
+    """What the columns mean and how the verdict is reached (printed under every gate table)."""
+    return (f"change: current against baseline (relative; rates in percentage points). "
+            f"{comparison.confidence:.0%} CI: scipy.stats.bootstrap interval of that change, both runs' "
+            "requests resampled. n: successful requests (rates: all requests) baseline / current. "
+            "A gate fails (✗) only when the whole interval lies beyond 'allowed'; ⚠ the change is beyond "
+            "'allowed' but the interval reaches back inside it; – not judged: a percentile needs at least "
+            "two samples beyond it (p50 10, p90 20, p95 40, p99 200 per side), anything else 10. "
+            "No p value: a test of 'no difference' answers another question than this verdict.")
+
+
 def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, imported lazily
-    """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate."""
+    """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate, the rule as its caption."""
     from rich.table import Table
 
     table = Table(title=f"bench compare: {comparison.baseline_source} → {comparison.current_source}",
-                  title_justify="left")
-    for column in ("cell", "metric", "baseline", "current", "change",
-                   f"{comparison.confidence:.0%} CI", "allowed", "p", "verdict"):
+                  title_justify="left", caption=footer(comparison), caption_justify="left")
+    for column in ("cell", "metric", "n", "baseline", "current", "change",
+                   f"{comparison.confidence:.0%} CI", "allowed", "verdict"):
         table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
                          else "left")
     styles = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
     for gate in comparison.gates:
         table.add_row(
-            gate.cell_label, gate.metric, format_value(gate.metric, gate.baseline_value),
+            gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
             format_value(gate.metric, gate.current_value), format_change(gate),
-            format_interval(gate), format_threshold(gate.metric, gate.threshold), _p_text(gate),
+            format_interval(gate), format_threshold(gate.metric, gate.threshold),
             _verdict_text(gate), style=styles[gate.verdict],
         )
     return table
-
-
-def _rule_text(comparison: Comparison) -> str:
-    return (f"A gate fails only when the whole {comparison.confidence:.0%} bootstrap confidence "
-            "interval of the change is beyond the allowed change (cells matched by settings; "
-            "rates in percentage points).")
 
 
 def to_markdown(comparison: Comparison) -> str:
@@ -551,28 +550,27 @@ def to_markdown(comparison: Comparison) -> str:
     lines = [
         f"## {status} bench compare: {headline(comparison)}",
         "",
-        f"Baseline `{comparison.baseline_source}` → current `{comparison.current_source}`. "
-        + _rule_text(comparison),
+        f"Baseline `{comparison.baseline_source}` → current `{comparison.current_source}`.",
         "",
     ]
     lines += [f"> note: {note}" for note in comparison.environment_notes]
     if comparison.environment_notes:
         lines.append("")
     lines += [
-        f"| | cell | metric | baseline | current | change | {comparison.confidence:.0%} CI "
-        "| allowed | p |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| | cell | metric | n | baseline | current | change | {comparison.confidence:.0%} CI "
+        "| allowed | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for gate in comparison.gates:
         metric = f"**{gate.metric}**" if gate.verdict == "fail" else gate.metric
         lines.append(
-            f"| {VERDICT_MARKS[gate.verdict]} | {gate.cell_label} | {metric} "
+            f"| {VERDICT_MARKS[gate.verdict]} | {gate.cell_label} | {metric} | {format_n(gate)} "
             f"| {format_value(gate.metric, gate.baseline_value)} "
             f"| {format_value(gate.metric, gate.current_value)} | {format_change(gate)} "
             f"| {format_interval(gate)} | {format_threshold(gate.metric, gate.threshold)} "
-            f"| {_p_text(gate)} |"
+            f"| {_verdict_text(gate)[2:]} |"
         )
-    lines += ["", "✓ ok · ⚠ worse than allowed but not significant · ✗ regressed · – no data", ""]
+    lines += ["", footer(comparison), ""]
     return "\n".join(lines)
 
 
@@ -595,12 +593,12 @@ def to_junit_xml(comparison: Comparison) -> str:
         detail = (f"{gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
                   f"{format_value(gate.metric, gate.current_value)} ({format_change(gate)}, "
                   f"{comparison.confidence:.0%} CI {format_interval(gate)}, allowed "
-                  f"{format_threshold(gate.metric, gate.threshold)}, p={_p_text(gate)})")
+                  f"{format_threshold(gate.metric, gate.threshold)}, n {format_n(gate)})")
         if gate.verdict == "fail":
             ET.SubElement(case, "failure", {"message": f"regressed: {detail}",
                                             "type": "regression"}).text = detail
         elif gate.verdict == "skip":
-            ET.SubElement(case, "skipped", {"message": gate.note or "no data"})
+            ET.SubElement(case, "skipped", {"message": f"{gate.note or 'no data'} ({detail})"})
         else:
             ET.SubElement(case, "system-out").text = detail
     testsuites = ET.Element("testsuites", {"name": "bench", "tests": suite.get("tests", "0"),

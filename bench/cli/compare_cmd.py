@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.console import output_console
+from bench.cli.console import output_console, working
 from bench.errors import UsageError
 
 EXIT_REGRESSED = 1
@@ -38,10 +38,11 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     allowed change. Exit 0: no regression; 1: regression; 2: usage error (unknown metric,
     unmatched cell, unreadable input).
     """
-    from bench.analysis.compare import compare_paths, headline, render_table, to_junit_xml, to_markdown
-
-    comparison = compare_paths(baseline_path, current_path, max_regression)
     console = output_console()
+    with working(console, f"comparing {current_path} with {baseline_path}"):
+        from bench.analysis.compare import compare_paths, headline, render_table, to_junit_xml, to_markdown
+
+        comparison = compare_paths(baseline_path, current_path, max_regression)
     console.print(render_table(comparison))
     for note in comparison.environment_notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
