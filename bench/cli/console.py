@@ -20,14 +20,14 @@ def output_console() -> Console:
 
 @contextlib.contextmanager
 def working(console: Console, what: str) -> Iterator[None]:
-    """Say at once what a slow step is doing: a spinner on a terminal, one plain line otherwise.
+    """Say at once what a slow step is doing: a spinner on a terminal (nothing otherwise).
 
     Commands that load pandas/scipy or read a whole run take seconds; a user should see within a
     second that bench is at work (issue 17).
     """
     if not console.is_terminal:
-        # stderr: stdout stays the command's answer (tables, JSON) for whoever parses it.
-        Console(stderr=True, width=NON_TERMINAL_WIDTH).print(f"{what}…", highlight=False, soft_wrap=True)
+        # Off a terminal (CI logs, pipes) nothing: a bad input must stay one line, and the
+        # command's own output follows soon enough.
         yield
         return
     with console.status(f"{what}…", spinner="dots"):
