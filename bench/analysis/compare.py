@@ -42,6 +42,7 @@ import numpy as np
 from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
 from bench.analysis.samples import bootstrap_interval, min_samples_for, not_enough
 from bench.errors import RunDirError, UsageError
+from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.analysis.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
 from bench.run.progress import describe_cell, varying_settings
 
@@ -527,8 +528,9 @@ def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, im
     """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate, the rule as its caption."""
     from rich.table import Table
 
-    table = Table(title=f"bench compare: {comparison.baseline_source} → {comparison.current_source}",
-                  title_justify="left", caption=footer(comparison), caption_justify="left")
+    title = f"bench compare: {comparison.baseline_source} → {comparison.current_source}"
+    table = Table(title=for_terminal(title), title_justify="left",
+                  caption=for_terminal(footer(comparison)), caption_justify="left")
     for column in ("cell", "metric", "n", "baseline", "current", "change",
                    f"{comparison.confidence:.0%} CI", "allowed", "verdict"):
         table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
@@ -536,7 +538,8 @@ def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, im
     styles = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
     for gate in comparison.gates:
         table.add_row(
-            gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
+            for_terminal(gate.cell_label), gate.metric, format_n(gate),
+            format_value(gate.metric, gate.baseline_value),
             format_value(gate.metric, gate.current_value), format_change(gate),
             format_interval(gate), format_threshold(gate.metric, gate.threshold),
             _verdict_text(gate), style=styles[gate.verdict],
@@ -548,12 +551,13 @@ def to_markdown(comparison: Comparison) -> str:
     """A GitHub-flavoured Markdown report (fits $GITHUB_STEP_SUMMARY)."""
     status = "❌" if comparison.regressed else "✅"
     lines = [
-        f"## {status} bench compare: {headline(comparison)}",
+        f"## {status} bench compare: {for_markdown(headline(comparison))}",
         "",
-        f"Baseline `{comparison.baseline_source}` → current `{comparison.current_source}`.",
+        f"Baseline {for_markdown(comparison.baseline_source)} → current "
+        f"{for_markdown(comparison.current_source)}.",
         "",
     ]
-    lines += [f"> note: {note}" for note in comparison.environment_notes]
+    lines += [f"> note: {for_markdown(note)}" for note in comparison.environment_notes]
     if comparison.environment_notes:
         lines.append("")
     lines += [
@@ -564,7 +568,7 @@ def to_markdown(comparison: Comparison) -> str:
     for gate in comparison.gates:
         metric = f"**{gate.metric}**" if gate.verdict == "fail" else gate.metric
         lines.append(
-            f"| {VERDICT_MARKS[gate.verdict]} | {gate.cell_label} | {metric} | {format_n(gate)} "
+            f"| {VERDICT_MARKS[gate.verdict]} | {for_markdown(gate.cell_label)} | {metric} | {format_n(gate)} "
             f"| {format_value(gate.metric, gate.baseline_value)} "
             f"| {format_value(gate.metric, gate.current_value)} | {format_change(gate)} "
             f"| {format_interval(gate)} | {format_threshold(gate.metric, gate.threshold)} "
@@ -586,9 +590,10 @@ def to_junit_xml(comparison: Comparison) -> str:
         "skipped": str(sum(g.verdict == "skip" for g in comparison.gates)),
     })
     ET.SubElement(ET.SubElement(suite, "properties"), "property",
-                  {"name": "baseline", "value": comparison.baseline_source})
+                  {"name": "baseline", "value": plain_terminal(comparison.baseline_source)})
     for gate in comparison.gates:
-        case = ET.SubElement(suite, "testcase", {"classname": f"bench.{gate.cell_label}",
+        # ElementTree escapes <&>" but writes control characters as they are: invalid XML 1.0.
+        case = ET.SubElement(suite, "testcase", {"classname": f"bench.{plain_terminal(gate.cell_label)}",
                                                  "name": gate.metric})
         detail = (f"{gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
                   f"{format_value(gate.metric, gate.current_value)} ({format_change(gate)}, "
@@ -598,7 +603,7 @@ def to_junit_xml(comparison: Comparison) -> str:
             ET.SubElement(case, "failure", {"message": f"regressed: {detail}",
                                             "type": "regression"}).text = detail
         elif gate.verdict == "skip":
-            ET.SubElement(case, "skipped", {"message": f"{gate.note or 'no data'} ({detail})"})
+            ET.SubElement(case, "skipped", {"message": plain_terminal(f"{gate.note or 'no data'} ({detail})")})
         else:
             ET.SubElement(case, "system-out").text = detail
     testsuites = ET.Element("testsuites", {"name": "bench", "tests": suite.get("tests", "0"),

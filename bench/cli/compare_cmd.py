@@ -9,6 +9,7 @@ import click
 
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
+from bench.escape import plain_terminal
 
 EXIT_REGRESSED = 1
 
@@ -45,13 +46,13 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
         comparison = compare_paths(baseline_path, current_path, max_regression)
     console.print(render_table(comparison))
     for note in comparison.environment_notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False)
     if junit_path is not None:
         _write(junit_path, to_junit_xml(comparison), "--junit")
     if markdown_path is not None:
         _write(markdown_path, to_markdown(comparison), "--markdown")
     console.print(headline(comparison), style="bold red" if comparison.regressed else "green",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
     if comparison.regressed:
         sys.exit(EXIT_REGRESSED)
 

@@ -14,6 +14,7 @@ import click
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
+from bench.escape import for_terminal
 
 # Exit codes: 0 a setting meets every SLO (a recommendation), 1 no setting does, 2 usage error.
 EXIT_NO_SETTING_MEETS_SLOS = 1
@@ -49,9 +50,9 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
     for column in rows[0]:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(for_terminal(value) for value in row.values()))
     console.print(table)
-    console.print(recommendation.verdict, highlight=False, soft_wrap=True)
+    console.print(recommendation.verdict, highlight=False, soft_wrap=True, markup=False)
     if write:
         _store(run_dir, recommendation, console)
     else:

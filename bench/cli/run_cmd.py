@@ -235,7 +235,7 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
     comparison = compare_paths(baseline, run_dir)
     console = output_console()
     console.print(render_table(comparison))
-    console.print(headline(comparison), highlight=False, soft_wrap=True)
+    console.print(headline(comparison), highlight=False, soft_wrap=True, markup=False)
     (run_dir / GATES_MARKDOWN).write_text(to_markdown(comparison), encoding="utf-8")
     return comparison.regressed
 

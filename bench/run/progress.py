@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from bench.escape import for_terminal, plain_terminal
 from bench.records import RequestRecord
 
 _PLAIN_EVERY_S = 10.0
@@ -34,7 +35,9 @@ def describe_cell(settings: dict[str, Any], varying: list[str]) -> str:
             parts.append(f"{_SHORT_NAMES[name]}={value}")
         else:
             parts.append(f"{name}={value}")
-    return " ".join(parts) or f"{settings['surface']}/{settings['endpoint']} {settings['model']}"
+    label = " ".join(parts) or f"{settings['surface']}/{settings['endpoint']} {settings['model']}"
+    # Model names and other values are the user's or the server's text: no escape sequences.
+    return plain_terminal(label)
 
 
 def varying_settings(cells_settings: list[dict[str, Any]]) -> list[str]:
@@ -70,7 +73,8 @@ class RunProgress:
                              refresh_per_second=4, transient=True)
             self.live.start()
         else:
-            self.console.print(f"cell {index + 1}/{self.total_cells}: {label}", highlight=False, soft_wrap=True)
+            self.console.print(f"cell {index + 1}/{self.total_cells}: {label}", highlight=False, soft_wrap=True,
+                               markup=False)
 
     def record(self, record: RequestRecord) -> None:
         if record.phase == "warmup":
@@ -103,10 +107,10 @@ class RunProgress:
             self.live = None
         mark = "" if status == "complete" else f" [{status}]"
         self.console.print(f"cell {self.index + 1}/{self.total_cells} {self.label}: {self._counts()}"
-                           f"{mark}", highlight=False, soft_wrap=True)
+                           f"{mark}", highlight=False, soft_wrap=True, markup=False)
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, soft_wrap=True)
+        self.console.print(plain_terminal(message), highlight=False, soft_wrap=True, markup=False)
 
     def close(self) -> None:
         if self.live is not None:
@@ -138,7 +142,7 @@ def summary_table(summary: pd.DataFrame, labels: dict[str, str]) -> Table:
     for cell_id, row in summary.iterrows():
         get = row.get
         table.add_row(
-            labels.get(str(cell_id), str(cell_id)),
+            for_terminal(labels.get(str(cell_id), str(cell_id))),
             f"{int(get('ok', 0) or 0)}/{int(get('requests', 0) or 0)}",
             str(int(get("rejected", 0) or 0)),
             str(int(get("errors", 0) or 0)),
