@@ -40,7 +40,7 @@ def test_a_model_name_with_markup_and_escapes_is_shown_as_text_in_progress_and_s
 def _comparison(label: str) -> Comparison:
     gate = GateResult(cell_label=label, settings={}, metric="ttft_p95", threshold=0.1,
                       baseline_value=0.1, current_value=0.2, change=1.0, ci_low=0.8, ci_high=1.2,
-                      p_value=0.01, baseline_n=60, current_n=60, verdict="fail")
+                      baseline_n=60, current_n=60, verdict="fail")
     return Comparison("base|line", "cur`rent", {"ttft_p95": 0.1}, [gate], environment_notes=[label])
 
 
