@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.clients.base import RequestSpec
 from bench.errors import ScenarioError
-from bench.prompts import PromptSource, draw_tokens, nonce
+from bench.prompts import PromptSource, draw_tokens, nonce, read_text_file
 from bench.records import Phase, RequestRecord
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
 
@@ -52,7 +52,7 @@ def read_conversation_file(path: Path) -> list[FileConversation]:
 
 
 def _items(path: Path) -> list[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path)
     if text.lstrip().startswith("["):
         try:
             return list(enumerate(json.loads(text), start=1))

@@ -231,7 +231,9 @@ async def _closed_loop(d: _Dispatcher, clock: Clock, workers: int, total: int | 
             issued += 1
             await d.one(repeat, next(indexes), phase, clock.now_s())
 
-    await d.wait_all([asyncio.ensure_future(worker()) for _ in range(workers)])
+    # A worker beyond the request count would only start and return: never start more.
+    started = workers if total is None else min(workers, total)
+    await d.wait_all([asyncio.ensure_future(worker()) for _ in range(started)])
 
 
 async def _conversation_loop(d: _Dispatcher, clock: Clock, users: int, total: int | None,

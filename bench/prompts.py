@@ -87,9 +87,19 @@ def draw_tokens(distribution: Distribution, rng: random.Random) -> int:
     return int(min(max(round(value), distribution.min), distribution.max))
 
 
+def read_text_file(path: Path) -> str:
+    """A prompt or conversation file's text; ScenarioError (one line) when unreadable or not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
 def read_prompt_file(path: Path) -> list[str]:
     """Prompts from JSONL (`prompt` per line) or ShareGPT (`conversations`, JSONL or a JSON list)."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path)
     stripped = text.lstrip()
     items: list[tuple[int, Any]]
     if stripped.startswith("["):

@@ -12,7 +12,7 @@ import click
 
 from bench.cli import params
 from bench.cli.console import output_console
-from bench.errors import BenchError, UsageError
+from bench.errors import BenchError, ScenarioError, UsageError
 from bench.escape import plain_terminal
 
 if TYPE_CHECKING:
@@ -245,12 +245,17 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 def validate_command(files: tuple[Path, ...]) -> None:
     """Check scenario FILES without running them (one line per problem; exit 2 if any)."""
     from bench.plan import plan_cells
+    from bench.run.checks import prompt_source, scenario_problems
     from bench.scenario import load_scenario
 
     failed = False
     for path in files:
         try:
             scenario = load_scenario(path)
+            problems = scenario_problems(scenario)
+            if problems:
+                raise ScenarioError("\n".join(problems))
+            prompt_source(scenario)
             cells = plan_cells(scenario)
         except BenchError as error:
             for line in str(error).splitlines():

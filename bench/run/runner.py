@@ -23,7 +23,7 @@ from rich.console import Console
 from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
-from bench.errors import BenchError, ScenarioError, UsageError
+from bench.errors import BenchError, UsageError
 from bench.conversations import ConversationMaker
 from bench.load import (
     AbortTracker,
@@ -36,11 +36,11 @@ from bench.load import (
     run_cell_load,
 )
 from bench.run.manifest import new_manifest, resumed_manifest, run_state
-from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
+from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
 from bench.run.progress import RunProgress, describe_cell, varying_settings
-from bench.prompts import Calibration, PromptSource, calibrate, nonce
+from bench.prompts import Calibration, calibrate, nonce
 from bench.records import MANIFEST_FILE, SCENARIO_YAML, RecordWriter, RequestRecord, write_json, write_requests_parquet
 from bench.run.resume import (
     ResumePoint,
@@ -51,12 +51,14 @@ from bench.run.resume import (
 )
 from bench.scenario import Scenario, resolve_ollama_host, scenario_to_yaml, with_run_settings
 from bench.secrets import auth_headers, read_api_key
+from bench.run.checks import check_before_run, prompt_source
 from bench.run.managed_server import check_models
 from bench.run.targets import Targets, check_sim_speed, fetch_version, preflight
 from bench.telemetry import TelemetrySession, start_telemetry
 
 # After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.
 DEFAULT_GRACE_S = 10.0
+_SLUG_CHARS = 80
 # /api/show fields kept in the manifest (the template and modelfile are long and say nothing
 # about performance).
 _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
@@ -98,13 +100,22 @@ def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
             raise UsageError(f"--out {run_dir}: already holds a run (manifest.json); choose another")
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name).strip("-") or "run"
+        # A directory name is at most 255 bytes: a long scenario name is cut, not a crash.
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name).strip("-")[:_SLUG_CHARS] or "run"
         run_dir = options.results_root / f"{stamp}-{slug}"
         suffix = 1
         while run_dir.exists():
             suffix += 1
             run_dir = options.results_root / f"{stamp}-{slug}-{suffix}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    where = "--out" if options.out_dir is not None else "--results"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".bench-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{where} {run_dir}: cannot create the run directory "
+                         f"({error.strerror or error})") from None
     return run_dir
 
 
@@ -115,7 +126,8 @@ class Run:
         self.scenario, self.options, self.console = scenario, options, console
         self.cells = plan_cells(scenario, options.overrides)
         self.api_key = self._api_key()
-        self._check_slos()
+        check_before_run(scenario, options.baseline)
+        self.prompts = prompt_source(scenario)  # a bad prompt file fails before the run directory
         target = options.target or scenario.target
         if scenario.server is None and target != "sim":
             # Fail before creating a run directory when there is nothing to measure.
@@ -129,8 +141,6 @@ class Run:
         self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
         self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
         self.stop = StopControl()
-        self.prompts = PromptSource(scenario.workload.prompt, scenario.workload.seed,
-                                    conversations=scenario.workload.conversation is not None)
         self.notes: list[str] = []
         self.outcomes: list[CellOutcome] = []
         self.cell_status: dict[str, str] = {cell.cell_id: "pending" for cell in self.cells}
@@ -157,13 +167,6 @@ class Run:
         self.targets.servers = list(resume.manifest.get("servers") or [])
         self.prompts.calibrations.update(resume.calibrations())
         self.notes.extend(note for note in resume.manifest.get("notes") or [] if note not in self.notes)
-
-    def _check_slos(self) -> None:
-        """Unknown SLO names fail now, not after an hour of measuring."""
-        try:
-            cell_summary(pd.DataFrame(), slos=self.scenario.slo_values() or None)
-        except UsageError as error:
-            raise ScenarioError(f"{self.scenario.where('slos')}: {error}") from None
 
     def _api_key(self) -> str | None:
         name = self.scenario.api_key_env

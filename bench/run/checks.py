@@ -1,0 +1,56 @@
+"""Everything a run can be refused for, checked before its run directory exists: a mistake in
+the SLOs, the gates, the prompt file or the baseline must not surface after an hour of measuring.
+
+`bench validate` runs the same checks (without a baseline), so it finds what `bench run` would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.errors import ScenarioError, UsageError
+from bench.prompts import PromptSource
+from bench.scenario import Scenario
+
+
+def scenario_problems(scenario: Scenario) -> list[str]:
+    """One line per problem in the scenario's SLOs and gates (none: they are usable)."""
+    import pandas as pd
+
+    from bench.analysis.compare import parse_gates
+    from bench.analysis.metrics import cell_summary
+
+    problems: list[str] = []
+    try:
+        cell_summary(pd.DataFrame(), slos=scenario.slo_values() or None)
+    except (UsageError, ScenarioError) as error:
+        problems.append(f"{scenario.where('slos')}: {error}")
+    try:
+        parse_gates(scenario.gates)
+    except UsageError as error:
+        problems.append(f"{scenario.where('gates')}: {error}")
+    return problems
+
+
+def prompt_source(scenario: Scenario) -> PromptSource:
+    """The run's prompts, its prompt file read and checked now (ScenarioError naming the file)."""
+    where = scenario.where("workload", "prompt", "file")
+    try:
+        return PromptSource(scenario.workload.prompt, scenario.workload.seed,
+                            conversations=scenario.workload.conversation is not None)
+    except ScenarioError as error:
+        raise ScenarioError(f"{where}: {error}") from None
+    except RecursionError:
+        raise ScenarioError(f"{where}: {scenario.workload.prompt.file}: not valid JSON "
+                            "(nested too deeply)") from None
+
+
+def check_before_run(scenario: Scenario, baseline: Path | None) -> None:
+    """ScenarioError listing every problem; RunDirError for an unreadable baseline."""
+    problems = scenario_problems(scenario)
+    if problems:
+        raise ScenarioError("\n".join(problems))
+    if baseline is not None:
+        from bench.analysis.baseline import load_baseline
+
+        load_baseline(baseline)  # RunDirError: one line naming the file
