@@ -4,6 +4,7 @@ printed to the console, kv.json and report.html."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -15,24 +16,42 @@ from bench.run.progress import summary_table
 from bench.records import REPORT_HTML, SUMMARY_CSV, SUMMARY_JSON, write_json
 
 
-def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] | None) -> pd.DataFrame | None:
-    """summary.csv and summary.json from the measure-phase records; None if nothing was measured."""
+def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
+                  labels: dict[str, str]) -> pd.DataFrame:
+    """The summary with each cell's label and settings (endpoint, model, concurrency, server env…)
+    as columns before the figures, so a row says which setting it measured without a lookup."""
+    rows = {cell_id: {"label": labels.get(cell_id), **{k: v for k, v in cell.items() if k not in summary.columns}}
+            for cell_id, cell in settings.items() if cell_id in summary.index}
+    if not rows:
+        return summary
+    described = pd.DataFrame.from_dict(rows, orient="index")
+    described.index.name = summary.index.name
+    return described.join(summary, how="right")
+
+
+def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] | None,
+                  settings: dict[str, dict[str, Any]] | None = None,
+                  labels: dict[str, str] | None = None) -> pd.DataFrame | None:
+    """summary.csv and summary.json from the measure-phase records, each row with its cell's
+    settings (`settings`: cell_id → settings); None if nothing was measured."""
     if measured.empty:
         return None
     summary = cell_summary(measured, slos=slos)
-    summary.to_csv(run_dir / SUMMARY_CSV)
-    rows = summary.reset_index()
+    stored = with_settings(summary, settings or {}, labels or {})
+    stored.to_csv(run_dir / SUMMARY_CSV)
+    rows = stored.reset_index()
     write_json(run_dir / SUMMARY_JSON, rows.astype(object).where(rows.notna(), None).to_dict(orient="records"))
     return summary
 
 
 def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                   summary: pd.DataFrame | None, cell_order: dict[str, int], labels: dict[str, str],
-                  health: ClientHealth, notes: list[str]) -> None:
-    """The summary table in cell order, then warnings, notes and how the run ended (`why` if not complete)."""
+                  health: ClientHealth, notes: list[str], slos: dict[str, Any] | None = None) -> None:
+    """The summary table in cell order (goodput and SLO verdicts when the scenario sets `slos`),
+    then warnings, notes and how the run ended (`why` if not complete)."""
     if summary is not None:
         ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
-        console.print(summary_table(ordered, labels))
+        console.print(summary_table(ordered, labels, slos or {}))
     if health.saturated:
         console.print(
             f"warning: the load generator may be the bottleneck (dispatch lag p99 "

@@ -4,18 +4,25 @@ and the summary table at the end. Presentation only: it reads counters, never de
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import math
+import statistics
 import time
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
-from rich.live import Live
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
-from rich.text import Text
 
 from bench.escape import for_terminal, plain_terminal
 from bench.records import RequestRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _PLAIN_EVERY_S = 10.0
 _SHORT_NAMES = {"concurrency": "c", "prompt_tokens": "prompt", "max_tokens": "out", "num_ctx": "ctx",
@@ -51,105 +58,278 @@ def varying_settings(cells_settings: list[dict[str, Any]]) -> list[str]:
     return varying
 
 
-class RunProgress:
-    """Counts requests of the current cell and shows them (rich Live on a TTY, else lines)."""
+@dataclass
+class _CellStats:
+    """What the live line shows of the cell's measured requests, on the summary's definitions:
+    TTFT p50 over successful requests, output tok/s = their tokens / (last end - first send)."""
 
-    def __init__(self, console: Console, total_cells: int) -> None:
-        self.console = console
-        self.total_cells = total_cells
-        self.live: Live | None = None
-        self._reset("", 0, None)
+    warmup: int = 0
+    measured: int = 0
+    ok: int = 0
+    errors: int = 0
+    rejected: int = 0
+    output_tokens: float = 0.0
+    # Per repeat: (first send, last end); the summary's window is the sum over repeats.
+    windows_s: dict[int, tuple[float, float]] = field(default_factory=dict)
+    ttfts_s: list[float] = field(default_factory=list)
 
-    def _reset(self, label: str, index: int, expected: int | None) -> None:
-        self.label, self.index, self.expected = label, index, expected
-        self.done = self.ok = self.errors = self.rejected = self.warmup = 0
-        self.started = time.monotonic()
-        self.last_plain = self.started
-
-    def start_cell(self, index: int, label: str, expected: int | None) -> None:
-        self._reset(label, index, expected)
-        if self.console.is_terminal:
-            self.live = Live(get_renderable=self._render, console=self.console,
-                             refresh_per_second=4, transient=True)
-            self.live.start()
-        else:
-            self.console.print(f"cell {index + 1}/{self.total_cells}: {label}", highlight=False, soft_wrap=True,
-                               markup=False)
-
-    def record(self, record: RequestRecord) -> None:
+    def add(self, record: RequestRecord) -> None:
         if record.phase == "warmup":
             self.warmup += 1
             return
-        self.done += 1
-        if record.error_class is None:
-            self.ok += 1
-        elif record.error_class == "rejected":
+        self.measured += 1
+        first, last = self.windows_s.get(record.repeat, (math.inf, -math.inf))
+        if record.sent_s is not None:
+            first = min(first, record.sent_s)
+        if record.end_s is not None:
+            last = max(last, record.end_s)
+        self.windows_s[record.repeat] = (first, last)
+        if record.error_class == "rejected":
             self.rejected += 1
-        else:
+        elif record.error_class is not None:
             self.errors += 1
+        else:
+            self.ok += 1
+            if record.first_token_s is not None and record.sent_s is not None:
+                bisect.insort(self.ttfts_s, record.first_token_s - record.sent_s)
+            chunks = len(record.chunk_times_s or ())
+            self.output_tokens += record.output_tokens if record.output_tokens is not None else chunks
+
+    def ttft_p50_s(self) -> float | None:
+        values = self.ttfts_s
+        return statistics.median(values) if values else None
+
+    def output_tps(self) -> float | None:
+        window_s = sum(last - first for first, last in self.windows_s.values()
+                       if math.isfinite(first) and math.isfinite(last) and last > first)
+        return self.output_tokens / window_s if self.ok and window_s > 0 else None
+
+    def describe(self) -> str:
+        ttft = self.ttft_p50_s()
+        tps = self.output_tps()
+        parts = [f"TTFT p50 {_fmt_ms(ttft)} ms" if ttft is not None else "TTFT p50 -",
+                 f"{tps:.1f} tok/s" if tps is not None else "- tok/s"]
+        if self.errors:
+            parts.append(f"errors {self.errors}")
+        if self.rejected:
+            parts.append(f"rejected {self.rejected}")
+        return "  ".join(parts)
+
+
+class RunProgress:
+    """The run as it goes: rich.progress bars on a terminal (the run's cells, the current cell's
+    requests, elapsed and ETA, warmup, live TTFT p50 and tok/s of the measured requests), plain
+    lines otherwise. Presentation only: it counts what it is shown."""
+
+    def __init__(self, console: Console, total_cells: int, expected_requests: list[int | None] | None = None) -> None:
+        self.console = console
+        self.total_cells = total_cells
+        # Per cell: warmup + measured requests expected (None: a duration-bound cell).
+        self.expected_requests = expected_requests or []
+        self.progress: Progress | None = None
+        self.run_task: TaskID | None = None
+        self.cell_task: TaskID | None = None
+        self.cells_done = 0
+        self.started = time.monotonic()
+        self._reset("", 0, None, 0)
+
+    def _reset(self, label: str, index: int, expected: int | None, warmup: int) -> None:
+        self.label, self.index, self.expected, self.expected_warmup = label, index, expected, warmup
+        self.stats = _CellStats()
+        self.cell_started = time.monotonic()
+        self.last_plain = self.cell_started
+
+    def _ensure_bars(self) -> Progress | None:
+        if not self.console.is_terminal:
+            return None
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=28),
+                MofNCompleteColumn(),
+                TextColumn("elapsed"), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}", markup=False),
+                console=self.console, transient=False, refresh_per_second=4,
+            )
+            self.progress.start()
+            self.run_task = self.progress.add_task("run", total=self.total_cells, stats="")
+        return self.progress
+
+    def status(self, message: str) -> None:
+        """What bench is doing between cells (starting a server, calibrating, writing outputs)."""
+        progress = self._ensure_bars()
+        if progress is None:
+            self.console.print(message, highlight=False, soft_wrap=True, markup=False)
+        elif self.run_task is not None:
+            progress.update(self.run_task, stats=message)
+
+    def start_cell(self, index: int, label: str, expected: int | None, warmup: int = 0) -> None:
+        """`expected` measured requests (None: duration-bound) after `warmup` warmup requests."""
+        self._reset(label, index, expected, warmup)
+        progress = self._ensure_bars()
+        title = f"cell {index + 1}/{self.total_cells} {plain_terminal(label)}"
+        if progress is None:
+            self.console.print(title, highlight=False, soft_wrap=True, markup=False)
+            return
+        assert self.run_task is not None
+        progress.update(self.run_task, stats="")
+        total = None if expected is None else expected + warmup
+        self.cell_task = progress.add_task(self._cell_description(), total=total, stats="")
+
+    def _cell_description(self) -> str:
+        phase = (f"warmup {self.stats.warmup}/{self.expected_warmup}"
+                 if self.stats.warmup < self.expected_warmup and not self.stats.measured else "measuring")
+        return f"  {plain_terminal(self.label)} · {phase}"
+
+    def record(self, record: RequestRecord) -> None:
+        if record.request_index is not None and record.request_index < 0:
+            return  # a calibration probe, not one of the cell's requests
+        self.stats.add(record)
+        if self.progress is not None and self.cell_task is not None:
+            self.progress.update(self.cell_task, advance=1, description=self._cell_description(),
+                                 stats=self.stats.describe())
+            return
         now = time.monotonic()
-        if self.live is None and now - self.last_plain >= _PLAIN_EVERY_S:
+        if now - self.last_plain >= _PLAIN_EVERY_S:
             self.last_plain = now
-            self.console.print(f"  {self._counts()}", highlight=False, soft_wrap=True)
+            self.console.print(f"  {self._counts()}", highlight=False, soft_wrap=True, markup=False)
 
     def _counts(self) -> str:
-        elapsed_s = max(time.monotonic() - self.started, 1e-9)
         of = f"/{self.expected}" if self.expected else ""
-        return (f"{self.done}{of} done  {self.done / elapsed_s:.1f} req/s  "
-                f"errors {self.errors}  rejected {self.rejected}")
+        warmup = f"warmup {self.stats.warmup}, " if self.stats.warmup else ""
+        elapsed = time.monotonic() - self.cell_started
+        return (f"{warmup}{self.stats.measured}{of} measured  {self.stats.describe()}  "
+                f"elapsed {_fmt_duration(elapsed)}{self._eta()}")
 
-    def _render(self) -> Text:
-        return Text(f"cell {self.index + 1}/{self.total_cells} {self.label}: {self._counts()}")
+    def _eta(self) -> str:
+        """Run ETA from the cells done so far (plain lines only; rich computes its own)."""
+        if not self.cells_done:
+            return ""
+        per_cell_s = (time.monotonic() - self.started) / self.cells_done
+        left = self.total_cells - self.cells_done
+        return f"  run ETA {_fmt_duration(per_cell_s * left)}" if left > 0 else ""
 
     def end_cell(self, status: str) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
+        self.cells_done += 1
         mark = "" if status == "complete" else f" [{status}]"
-        self.console.print(f"cell {self.index + 1}/{self.total_cells} {self.label}: {self._counts()}"
-                           f"{mark}", highlight=False, soft_wrap=True, markup=False)
+        line = f"cell {self.index + 1}/{self.total_cells} {plain_terminal(self.label)}: {self._counts()}{mark}"
+        if self.progress is not None:
+            if self.cell_task is not None:
+                self.progress.remove_task(self.cell_task)
+                self.cell_task = None
+            if self.run_task is not None:
+                self.progress.update(self.run_task, advance=1)
+            self.progress.console.print(line, highlight=False, soft_wrap=True, markup=False)
+            return
+        self.console.print(line, highlight=False, soft_wrap=True, markup=False)
 
     def note(self, message: str) -> None:
         self.console.print(plain_terminal(message), highlight=False, soft_wrap=True, markup=False)
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
+        """Stop the bars (end of the run, or an error); the printed cell lines stay."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+            self.run_task = self.cell_task = None
+
+
+@contextlib.contextmanager
+def busy(console: Console, what: str) -> Iterator[None]:
+    """A step that takes seconds with nothing else to show: a spinner on a terminal, a line otherwise."""
+    if console.is_terminal:
+        with console.status(f"{what}…"):
+            yield
+        return
+    console.print(f"{what}…", highlight=False, soft_wrap=True, markup=False)
+    yield
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _fmt_ms(value: Any) -> str:
+    """Milliseconds for the live line: 3 significant figures, no exponent."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    milliseconds = value * 1000
-    return f"{milliseconds:.2f}" if milliseconds < 10 else f"{milliseconds:.0f}"
+    return _fixed(value * 1000, _decimals([value * 1000]))
 
 
-def _fmt_num(value: Any, digits: int = 1) -> str:
+def _finite(values: list[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def _decimals(values: list[Any], significant: int = 3, most: int = 2) -> int:
+    """Decimals that give a column's smallest value `significant` figures (at most `most`), so every
+    row of the column has the same precision (`11.0` beside `8.64` would not)."""
+    finite = [abs(v) for v in _finite(values) if v != 0]
+    if not finite:
+        return 0
+    magnitude = math.floor(math.log10(min(finite)))
+    return max(0, min(most, significant - 1 - magnitude))
+
+
+def _fixed(value: Any, decimals: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{digits}f}"
+    return f"{float(value):.{decimals}f}"
 
 
-def summary_table(summary: pd.DataFrame, labels: dict[str, str]) -> Table:
-    """The end-of-run table: one row per cell, the numbers people look at first."""
+def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
+    values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) * scale
+              for v in (summary[name] if name in summary else [None] * len(summary))]
+    decimals = _decimals(values)
+    return [_fixed(v, decimals) for v in values]
+
+
+def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None) -> Table:
+    """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
+    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column."""
     table = Table(title="summary (measured requests)", show_lines=False)
-    columns = [("cell", "left"), ("ok/req", "right"), ("rej", "right"), ("err", "right"),
-               ("TTFT p50 ms", "right"), ("TTFT p95 ms", "right"), ("TPOT p50 ms", "right"),
-               ("out tok/s", "right"), ("req/s", "right")]
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name == "cell")  # type: ignore[arg-type]
-    for cell_id, row in summary.iterrows():
+    columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
+               "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
+               "req/s": _column(summary, "rps")}
+    verdicts = _slo_verdicts(summary, slos or {})
+    if verdicts is not None:
+        columns["goodput req/s"] = _column(summary, "goodput_rps")
+    table.add_column("cell", no_wrap=True)
+    for name in ("ok/req", "rej", "err", *columns):
+        table.add_column(name, justify="right")
+    if verdicts is not None:
+        table.add_column("SLOs")
+    for row_index, (cell_id, row) in enumerate(summary.iterrows()):
         get = row.get
         table.add_row(
             for_terminal(labels.get(str(cell_id), str(cell_id))),
             f"{int(get('ok', 0) or 0)}/{int(get('requests', 0) or 0)}",
             str(int(get("rejected", 0) or 0)),
             str(int(get("errors", 0) or 0)),
-            _fmt_ms(get("ttft_p50_s")),
-            _fmt_ms(get("ttft_p95_s")),
-            _fmt_ms(get("tpot_p50_s")),
-            _fmt_num(get("output_tps")),
-            _fmt_num(get("rps"), 2),
+            *(values[row_index] for values in columns.values()),
+            *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
         )
+    if verdicts is not None:
+        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in slos.items()) + ": goodput counts the "
+                         "requests/s that met them, the SLOs column whether the cell's percentiles did")
     return table
+
+
+def _slo_verdicts(summary: pd.DataFrame, slos: dict[str, Any]) -> list[str] | None:
+    """'met' or 'misses ttft_p95 …' per row; None without SLOs (or with SLOs bench cannot read)."""
+    if not slos:
+        return None
+    from bench.analysis.recommend import parse_slo, slo_failures
+    from bench.errors import BenchError
+
+    try:
+        parsed = tuple(parse_slo(f"{metric}={value}") for metric, value in slos.items())
+    except BenchError:
+        return None
+    verdicts = []
+    for _, row in summary.iterrows():
+        failures = slo_failures(row, parsed)
+        verdicts.append("met" if not failures else "misses " + "; ".join(failures))
+    return verdicts

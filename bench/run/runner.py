@@ -6,6 +6,7 @@ hold the pieces).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -39,7 +40,7 @@ from bench.run.manifest import new_manifest, resumed_manifest, run_state
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
-from bench.run.progress import RunProgress, describe_cell, varying_settings
+from bench.run.progress import RunProgress, busy, describe_cell, varying_settings
 from bench.prompts import Calibration, calibrate, nonce
 from bench.records import MANIFEST_FILE, SCENARIO_YAML, RecordWriter, RequestRecord, write_json, write_requests_parquet
 from bench.run.resume import (
@@ -287,6 +288,8 @@ class Run:
                     break
                 if self.cell_status[cell.cell_id] == "complete":
                     continue  # done by an earlier session (--resume)
+                if self.targets.needs_start(cell):
+                    self.progress.status(f"starting {self.targets.describe_start(cell)}…")
                 base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
                 if fresh:
                     if http is not None:
@@ -299,6 +302,7 @@ class Run:
                 return "failed"
             return "partial" if self.stop.stopped else "complete"
         finally:
+            self.progress.close()
             if http is not None:
                 await http.aclose()
             writer.close()
@@ -310,6 +314,7 @@ class Run:
 
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
         """Check a (new) server: version, models; start telemetry on the first; make the client."""
+        self.progress.status(f"checking {base_url}: version and models…")
         version = await fetch_version(base_url, self.api_key)
         self.manifest["target"].update(base_url=base_url, version=version)
         models = sorted({cell.settings["model"] for cell in self.cells})
@@ -391,6 +396,7 @@ class Run:
             self.prompts.calibrations[key] = Calibration(source="default (calibrate: false)")
             return
         probe_index = iter((-2, -1))  # negative request_index marks calibration probes
+        self.progress.status(f"calibrating prompt length for {'/'.join(key)}…")
 
         async def send_probe(text: str) -> RequestRecord:
             spec = RequestSpec(
@@ -441,12 +447,10 @@ class Run:
             return await clients.send(http, spec, self.clock.t0)
 
         expected = (settings["requests"] or 0) * settings["repeat"] or None
-        self.progress.start_cell(cell.cell_index, self.labels[cell.cell_id], expected)
-        try:
-            outcome = await run_cell_load(load, self._spec_factory(cell), send, on_record,
-                                          self.clock, self.stop, self._conversation_starter(cell))
-        finally:
-            self.progress.close()
+        warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
+        self.progress.start_cell(cell.cell_index, self.labels[cell.cell_id], expected, warmup)
+        outcome = await run_cell_load(load, self._spec_factory(cell), send, on_record,
+                                      self.clock, self.stop, self._conversation_starter(cell))
         self.outcomes.append(outcome)
         self.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
         self.progress.end_cell(self.cell_status[cell.cell_id])
@@ -481,18 +485,26 @@ class Run:
         if self.options.resume is not None:
             merge_telemetry(self.run_dir)
         # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.
-        measured = write_requests_parquet(self.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
-        summary = write_summary(self.run_dir, measured, self.scenario.slo_values() or None)
+        with busy(self.console, "writing requests.parquet and the summary") if not quiet else _nothing():
+            measured = write_requests_parquet(self.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
+            summary = write_summary(self.run_dir, measured, self.scenario.slo_values() or None,
+                                    {cell.cell_id: cell.settings for cell in self.cells}, self.labels)
         self._write_manifest(status, ended=True)
         if quiet:
             return RunResult(self.run_dir, status, summary, self.manifest)
         print_summary(self.console, self.run_dir, status, self.failed_reason or self.stop.reason,
                       summary, {cell.cell_id: cell.cell_index for cell in self.cells}, self.labels,
-                      client_health(self.outcomes), self.notes)
+                      client_health(self.outcomes), self.notes, dict(self.scenario.slos or {}))
         write_kv(self.run_dir, self.console)
         if self.options.report and summary is not None:
-            write_run_report(self.run_dir, self.console)
+            with busy(self.console, "drawing report.html"):
+                write_run_report(self.run_dir, self.console)
         return RunResult(self.run_dir, status, summary, self.manifest)
+
+
+@contextlib.contextmanager
+def _nothing() -> Any:
+    yield
 
 
 def _continued_clock(manifest: dict[str, Any]) -> Clock:

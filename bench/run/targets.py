@@ -59,6 +59,19 @@ class Targets:
             command = with_sim_speed(command, self.sim_speed)
         return command, dict(cell.server_env)
 
+    def needs_start(self, cell: Cell) -> bool:
+        """Whether `ensure(cell)` will start a server (for the progress line)."""
+        if self.kind == "url":
+            return False
+        return not (self.server is not None and self.group == cell.server_group and self.server.is_alive())
+
+    def describe_start(self, cell: Cell) -> str:
+        """`bench sim` / `the server (OLLAMA_NUM_PARALLEL=4)`: what ensure(cell) is starting."""
+        if self.kind == "sim":
+            return "the simulator (bench sim)"
+        settings = " ".join(f"{name}={value}" for name, value in cell.server_env.items())
+        return f"the server{f' ({settings})' if settings else ''}"
+
     def ensure(self, cell: Cell) -> tuple[str, bool]:
         """The base URL for this cell, (re)starting a server when its settings change; (url, new?)."""
         if self.kind == "url":

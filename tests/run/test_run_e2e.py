@@ -69,6 +69,15 @@ def test_run_records_every_request_on_both_surfaces(sim, tmp_path: Path) -> None
     summary = pd.read_csv(out / "summary.csv", index_col="cell_id")
     assert set(summary.index) == {c["cell_id"] for c in manifest["cells"]}
     assert (summary["ok"] == 6).all()
+    # Each row names what it measured: label and the cell's settings as columns.
+    for cell in manifest["cells"]:
+        row = summary.loc[cell["cell_id"]]
+        assert row["label"] == cell["label"]
+        assert (row["surface"], row["endpoint"], row["model"], row["concurrency"]) == (
+            cell["settings"]["surface"], cell["settings"]["endpoint"], cell["settings"]["model"],
+            cell["settings"]["concurrency"])
+    stored = json.loads((out / "summary.json").read_text())
+    assert {"label", "model", "concurrency", "endpoint", "ttft_p50_s"} <= set(stored[0])
 
 
 def test_concurrency_one_agrees_with_the_simulators_configuration(sim, tmp_path: Path) -> None:  # noqa: ANN001

@@ -1,0 +1,98 @@
+"""Live progress: measured requests only, on the summary's definitions; warmup shown apart; plain
+lines off a terminal; the end-of-run table with goodput and SLO verdicts, one precision per column."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from bench.analysis.metrics import cell_summary
+from bench.records import RequestRecord
+from bench.run.progress import RunProgress, _CellStats, summary_table
+
+
+def record(index: int, sent_s: float, ttft_s: float, tokens: int, *, phase: str = "measure",
+           error: str | None = None, repeat: int = 0) -> RequestRecord:
+    first = sent_s + ttft_s
+    chunks = [first + i * 0.01 for i in range(tokens)] if error is None else []
+    return RequestRecord(cell_id="c", request_index=index, surface="native", endpoint="chat", model="m",
+                         repeat=repeat, phase=phase, scheduled_s=sent_s, sent_s=sent_s,
+                         first_token_s=first if error is None else None,
+                         end_s=(chunks[-1] if chunks else sent_s) + 0.001, chunk_times_s=chunks,
+                         status=200 if error is None else 500, error_class=error,
+                         output_tokens=tokens if error is None else None)
+
+
+RECORDS = [
+    record(0, 0.0, 5.0, 8, phase="warmup"),  # a slow warmup (cold load) must not count
+    *[record(i, 1.0 + 0.3 * i, 0.1 + 0.01 * i, 10 + i) for i in range(1, 8)],
+    record(8, 3.5, 0.0, 0, error="server_error"),
+    *[record(i, 4.0 + 0.2 * i, 0.12, 12, repeat=1) for i in range(1, 4)],
+]
+
+
+def test_live_figures_agree_with_the_summary() -> None:
+    stats = _CellStats()
+    for item in RECORDS:
+        stats.add(item)
+    frame = pd.DataFrame([dataclasses.asdict(item) for item in RECORDS])
+    summary = cell_summary(frame).loc["c"]
+    assert stats.warmup == 1 and stats.measured == len(RECORDS) - 1 and stats.errors == 1
+    assert stats.ttft_p50_s() == pytest.approx(summary.ttft_p50_s)
+    assert stats.output_tps() == pytest.approx(summary.output_tps)
+
+
+def test_plain_lines_off_a_terminal_show_warmup_elapsed_and_the_live_figures() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    progress = RunProgress(console, total_cells=2)
+    progress.start_cell(0, "native/chat c=4", expected=10, warmup=1)
+    for item in RECORDS[:5]:
+        progress.record(item)
+    progress.end_cell("complete")
+    progress.close()
+    text = out.getvalue()
+    assert "cell 1/2 native/chat c=4" in text
+    assert "warmup 1, 4/10 measured" in text and "TTFT p50" in text and "tok/s" in text
+    assert "elapsed 0:0" in text and "run ETA" in text
+    assert "\x1b[" not in text  # no bars or colours in a log file
+
+
+def test_bars_on_a_terminal_show_run_and_cell_progress() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=True)
+    progress = RunProgress(console, total_cells=3)
+    progress.status("starting the simulator (bench sim)…")
+    progress.start_cell(0, "c=1", expected=7, warmup=1)
+    progress.record(RECORDS[0])
+    assert "warmup 1/1" in progress._cell_description() or progress.stats.warmup == 1
+    for item in RECORDS[1:8]:
+        progress.record(item)
+    assert progress.progress is not None
+    cell_task = progress.progress.tasks[-1]
+    assert cell_task.completed == 8 and cell_task.total == 8
+    assert "TTFT p50" in cell_task.fields["stats"]
+    progress.end_cell("complete")
+    assert progress.progress.tasks[0].completed == 1  # the run bar: one of three cells
+    progress.close()
+    assert "cell 1/3 c=1" in out.getvalue()
+
+
+def test_end_of_run_table_shows_goodput_and_slo_verdicts_with_one_precision_per_column() -> None:
+    summary = pd.DataFrame({"ok": [10, 10], "requests": [10, 10], "rejected": [0, 0], "errors": [0, 0],
+                            "ttft_p50_s": [0.011, 0.00864], "ttft_p95_s": [0.02, 0.9], "tpot_p50_s": [0.005, 0.006],
+                            "tpot_p95_s": [0.005, 0.006], "output_tps": [100.0, 150.0], "rps": [2.0, 3.0],
+                            "goodput_rps": [2.0, 0.5]}, index=["a", "b"])
+    console = Console(width=250, record=True, force_terminal=False)
+    console.print(summary_table(summary, {"a": "c=1", "b": "c=8"}, {"ttft_p95": "500ms"}))
+    text = console.export_text()
+    assert "goodput req/s" in text and "SLOs" in text
+    assert "met" in text and "misses ttft_p95" in text
+    assert "11.00" in text and "8.64" in text  # same decimals in the TTFT p50 column
+    plain = Console(width=250, record=True)
+    plain.print(summary_table(summary, {"a": "c=1", "b": "c=8"}))
+    assert "goodput" not in plain.export_text()
