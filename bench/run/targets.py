@@ -69,7 +69,7 @@ class Targets:
         """`bench sim` / `the server (OLLAMA_NUM_PARALLEL=4)`: what ensure(cell) is starting."""
         if self.kind == "sim":
             return "the simulator (bench sim)"
-        settings = " ".join(f"{name}={value}" for name, value in cell.server_env.items())
+        settings = " ".join(f"{name}={value}" for name, value in cell.server_env)
         return f"the server{f' ({settings})' if settings else ''}"
 
     def ensure(self, cell: Cell) -> tuple[str, bool]:
