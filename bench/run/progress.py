@@ -157,11 +157,11 @@ class RunProgress:
         return self.progress
 
     def status(self, message: str) -> None:
-        """What bench is doing between cells (starting a server, calibrating, writing outputs)."""
+        """What bench is doing between cells (starting a server, calibrating), on the run bar.
+
+        Off a terminal nothing: a run that fails at its start must stay one error line."""
         progress = self._ensure_bars()
-        if progress is None:
-            self.console.print(message, highlight=False, soft_wrap=True, markup=False)
-        elif self.run_task is not None:
+        if progress is not None and self.run_task is not None:
             progress.update(self.run_task, stats=message)
 
     def start_cell(self, index: int, label: str, expected: int | None, warmup: int = 0) -> None:
