@@ -13,7 +13,17 @@ from pathlib import Path
 from bench import __version__
 from bench.errors import RunDirError
 from bench.records import Run, load_run
-from bench.report import answer, environment, errors, keepalive, latency, memory, surfaces, throughput
+from bench.report import (
+    answer,
+    conversations,
+    environment,
+    errors,
+    keepalive,
+    latency,
+    memory,
+    surfaces,
+    throughput,
+)
 from bench.report.data import RunView, build_views
 from bench.report.page import Section, render_page
 
@@ -21,7 +31,8 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, throughput.build, latency.build, errors.build, keepalive.build, memory.build,
+    answer.build, throughput.build, latency.build, conversations.build, errors.build, keepalive.build,
+    memory.build,
     surfaces.build, environment.build,
 )
 
