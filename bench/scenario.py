@@ -91,7 +91,7 @@ _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # k6-style threshold: "<500ms", "<=2s", ">20", "<1%" (a percentage of a rate that is a fraction).
-_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|%)?\s*$")
+_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|%)?\s*$")
 # A metric of a threshold may name any percentile: ttft_p99.9.
 _THRESHOLD_METRIC_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[0-9]+)?$")
 DEFAULT_PERCENTILES: tuple[float, ...] = (50, 90, 95, 99)
@@ -478,8 +478,14 @@ class Scenario(_Strict):
         return self
 
     def percentile_values(self) -> tuple[float, ...]:
-        """The percentiles summaries report (the scenario's, else p50/p90/p95/p99)."""
-        return tuple(self.percentiles) if self.percentiles else DEFAULT_PERCENTILES
+        """The percentiles summaries compute: the scenario's (else p50/p90/p95/p99), plus any a
+        threshold or SLO names (`ttft_p99.9`), so every limit has its column."""
+        chosen = list(self.percentiles) if self.percentiles else list(DEFAULT_PERCENTILES)
+        for metric in [*self.thresholds, *self.slos]:
+            match = re.search(r"_p(\d+(?:\.\d+)?)$", metric.removesuffix("_s"))
+            if match is not None and 0 < float(match.group(1)) < 100:
+                chosen.append(float(match.group(1)))
+        return tuple(sorted({float(p) for p in chosen}))
 
     def threshold_limits(self) -> list[Threshold]:
         """The thresholds as comparisons: durations in seconds, percentages as fractions."""
@@ -523,7 +529,7 @@ def parse_threshold(metric: str, text: str) -> Threshold:
     if match is None:
         raise ScenarioError(f"thresholds.{metric}: {text!r} is not a limit like \"<500ms\"")
     op, number, unit = match.group(1), float(match.group(2)), match.group(3)
-    scale = {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "%": 0.01}[unit]
+    scale = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0, "%": 0.01}[unit]
     return Threshold(metric=metric, op=op, limit=number * scale, text=text.strip())
 
 

@@ -31,11 +31,18 @@ COLD_LOAD_THRESHOLD_NS = 100_000_000
 Direction = Literal["lower", "higher"]
 
 
+def percentile_label(p: float) -> str:
+    """`p95`, `p99.9`: how a percentile appears in metric and column names."""
+    return f"p{float(p):g}"
+
+
 def _metric_table() -> dict[str, tuple[str, Direction]]:
     table: dict[str, tuple[str, Direction]] = {}
     for base in LATENCY_BASES:
         for p in PERCENTILES:
             table[f"{base}_p{p}"] = (f"{base}_p{p}_s", "lower")
+        table[f"{base}_mean"] = (f"{base}_mean_s", "lower")
+        table[f"{base}_std"] = (f"{base}_std_s", "lower")
     table.update({
         "output_tps": ("output_tps", "higher"),
         "user_tps_p50": ("user_tps_p50", "higher"),
@@ -72,12 +79,31 @@ def parse_metric_name(name: str) -> str:
         return METRIC_COLUMNS[key]
     if key in METRIC_COLUMNS.values():
         return key
-    raise UsageError(f"unknown metric {name!r}; valid: {', '.join(METRIC_COLUMNS)}")
+    chosen = _chosen_percentile(key.removesuffix("_s"))
+    if chosen is not None:
+        base, p = chosen
+        return f"{base}_{percentile_label(p)}_s"
+    raise UsageError(f"unknown metric {name!r}; valid: {', '.join(METRIC_COLUMNS)}, or any "
+                     "percentile of a latency like ttft_p99.9")
+
+
+def _chosen_percentile(name: str) -> tuple[str, float] | None:
+    """(`ttft`, 99.9) for `ttft_p99.9`: a latency at a percentile outside the default set."""
+    base, _, p_text = name.rpartition("_p")
+    if base not in LATENCY_BASES:
+        return None
+    try:
+        p = float(p_text)
+    except ValueError:
+        return None
+    return (base, p) if 0 < p < 100 else None
 
 
 def higher_is_better(name: str) -> bool:
     """Whether a larger value of this metric (name or column) is an improvement."""
     column = parse_metric_name(name)
+    if _chosen_percentile(column.removesuffix("_s")) is not None:
+        return False  # a latency
     for metric, metric_column in METRIC_COLUMNS.items():
         if metric_column == column:
             return METRIC_DIRECTIONS[metric] == "higher"
@@ -163,11 +189,20 @@ def itl_gaps(requests: pd.DataFrame) -> np.ndarray:
     return np.concatenate(gaps) if gaps else np.empty(0)
 
 
-def _percentiles(values: np.ndarray) -> list[float]:
+def _percentiles(values: np.ndarray, percentiles: Iterable[float] = PERCENTILES) -> list[float]:
+    percentiles = list(percentiles)
     values = values[~np.isnan(values)]
     if not len(values):
-        return [float("nan")] * len(PERCENTILES)
-    return [float(v) for v in np.percentile(values, PERCENTILES)]
+        return [float("nan")] * len(percentiles)
+    return [float(v) for v in np.percentile(values, percentiles)]
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (n-1); nan where there are too few values."""
+    values = values[~np.isnan(values)]
+    mean = float(np.mean(values)) if len(values) else float("nan")
+    std = float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
+    return mean, std
 
 
 def bootstrap_ci(values: Iterable[float], percentile: float,
@@ -190,8 +225,11 @@ def _slo_columns(slos: dict[str, float] | None) -> dict[str, float]:
     thresholds: dict[str, float] = {}
     for name, threshold in (slos or {}).items():
         base = name.removesuffix("_s")
-        for p in PERCENTILES:
-            base = base.removesuffix(f"_p{p}")
+        chosen = _chosen_percentile(base)
+        if chosen is not None:
+            base = chosen[0]
+        for suffix in ("_mean", "_std"):
+            base = base.removesuffix(suffix)
         if base in _GOODPUT_REQUEST_COLUMNS:
             thresholds[_GOODPUT_REQUEST_COLUMNS[base]] = float(threshold)
         elif name not in METRIC_COLUMNS:
@@ -215,7 +253,8 @@ def _window_s(cell: pd.DataFrame) -> float:
     return total
 
 
-def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float]) -> dict[str, float]:
+def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
+                    extra_percentiles: tuple[float, ...] = ()) -> dict[str, float]:
     ok = _ok_mask(cell)
     good = cell[ok]
     total = len(cell)
@@ -233,8 +272,12 @@ def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float]) -> dict[s
         "queue_wait": good["queue_wait_s"].to_numpy(float),
     }
     for base, values in samples.items():
-        for p, value in zip(PERCENTILES, _percentiles(np.asarray(values, float))):
+        values = np.asarray(values, float)
+        for p, value in zip(PERCENTILES, _percentiles(values)):
             row[f"{base}_p{p}_s"] = value
+        row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
+        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
+            row[f"{base}_{percentile_label(p)}_s"] = value
     row["load_s_mean"] = float(good["load_s"].mean()) if good["load_s"].notna().any() else np.nan
     row["prefill_s_mean"] = (
         float(good["prefill_s"].mean()) if good["prefill_s"].notna().any() else np.nan
@@ -262,6 +305,7 @@ def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float]) -> dict[s
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "requests", "ok", "rejected", "errors", "rejection_rate", "error_rate",
     *(f"{base}_p{p}_s" for base in LATENCY_BASES for p in PERCENTILES),
+    *(f"{base}_{stat}_s" for base in LATENCY_BASES for stat in ("mean", "std")),
     "load_s_mean", "prefill_s_mean", "output_tps", "user_tps_p50", "rps", "goodput_rps",
     "window_s",
     *(f"{base}_p{p}_ci_{side}_s" for base in CI_BASES for p in CI_PERCENTILES
@@ -278,22 +322,37 @@ SUMMARY_INPUT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None) -> pd.DataFrame:
+def summary_columns(percentiles: Iterable[float] | None = None) -> tuple[str, ...]:
+    """SUMMARY_COLUMNS plus a column per latency for each chosen percentile not among them."""
+    extra = _extra_percentiles(percentiles)
+    return SUMMARY_COLUMNS + tuple(f"{base}_{percentile_label(p)}_s"
+                                   for base in LATENCY_BASES for p in extra)
+
+
+def _extra_percentiles(percentiles: Iterable[float] | None) -> tuple[float, ...]:
+    return tuple(p for p in (percentiles or ()) if float(p) not in {float(d) for d in PERCENTILES})
+
+
+def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None,
+                 percentiles: Iterable[float] | None = None) -> pd.DataFrame:
     """One row per cell (index cell_id) over its measure-phase requests; see README_SECTION.
 
     `slos` maps metric names to thresholds in seconds (`{"ttft_p95": 0.5, "tpot_p95": 0.05}`);
     goodput counts the successful requests whose own TTFT/TPOT/... are within every threshold.
+    `percentiles` adds columns for percentiles beyond p50/p90/p95/p99 (`ttft_p99.9_s`).
     """
     slo_columns = _slo_columns(slos)
+    extra = _extra_percentiles(percentiles)
+    columns = list(summary_columns(percentiles))
     if requests.empty:
-        return pd.DataFrame(columns=list(SUMMARY_COLUMNS), index=pd.Index([], name="cell_id"))
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="cell_id"))
     frame = requests
     if "phase" in frame.columns:
         frame = frame[frame["phase"].fillna("measure") == "measure"]
     frame = request_metrics(frame)
-    rows = {cell_id: _summarize_cell(cell, slo_columns)
+    rows = {cell_id: _summarize_cell(cell, slo_columns, extra)
             for cell_id, cell in frame.groupby("cell_id", sort=False)}
-    summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
+    summary = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     summary.index.name = "cell_id"
     for column in ("requests", "ok", "rejected", "errors"):
         summary[column] = summary[column].astype(int)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 EXIT_FAILED = 3
 EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
-EXIT_REGRESSED = 1  # as `bench compare`: a gate regressed against --baseline
+EXIT_REGRESSED = 1  # as `bench compare`: a gate regressed against --baseline, or a threshold broke
 GATES_MARKDOWN = "gates.md"
 
 
@@ -47,9 +47,9 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in values:
         name, sep, value = item.partition("=")
-        if not sep and flag == "--threshold":
-            cut = next((i for i, ch in enumerate(item) if ch in "<>"), -1)
-            name, value = (item[:cut], item[cut:]) if cut > 0 else (item, "")
+        cut = next((i for i, ch in enumerate(item) if ch in "<>"), -1)
+        if flag == "--threshold" and cut > 0 and (not sep or cut < item.index("=")):
+            name, value = item[:cut], item[cut:]  # ttft_p95<500ms, ttft_p99.9<=2s
         if not name.strip() or not value.strip():
             raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
         pairs[name.strip()] = value.strip()
@@ -224,8 +224,9 @@ def _exit_for(result: RunResult) -> None:
         sys.exit(EXIT_FAILED)
     if result.status == "partial":
         sys.exit(EXIT_INTERRUPTED if result.interrupted else EXIT_PARTIAL)
-    if regressed:
-        sys.exit(EXIT_REGRESSED)
+    broken = [t for t in result.manifest.get("thresholds") or [] if not t.get("passed")]
+    if regressed or broken:
+        sys.exit(EXIT_REGRESSED)  # 1: a gate regressed or a threshold is broken
 
 
 def gate_run(baseline: Path, run_dir: Path) -> bool:

@@ -12,6 +12,7 @@ from rich.console import Console
 from bench.analysis.kv import write_kv_analysis
 from bench.load import ClientHealth
 from bench.analysis.metrics import cell_summary
+from bench.outputs.statistics import statistics_table
 from bench.run.progress import summary_table
 from bench.records import REPORT_HTML, SUMMARY_CSV, SUMMARY_JSON, write_json
 
@@ -31,12 +32,13 @@ def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
 
 def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] | None,
                   settings: dict[str, dict[str, Any]] | None = None,
-                  labels: dict[str, str] | None = None) -> pd.DataFrame | None:
+                  labels: dict[str, str] | None = None,
+                  percentiles: tuple[float, ...] | None = None) -> pd.DataFrame | None:
     """summary.csv and summary.json from the measure-phase records, each row with its cell's
     settings (`settings`: cell_id → settings); None if nothing was measured."""
     if measured.empty:
         return None
-    summary = cell_summary(measured, slos=slos)
+    summary = cell_summary(measured, slos=slos, percentiles=percentiles)
     stored = with_settings(summary, settings or {}, labels or {})
     stored.to_csv(run_dir / SUMMARY_CSV)
     rows = stored.reset_index()
@@ -46,12 +48,18 @@ def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] 
 
 def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                   summary: pd.DataFrame | None, cell_order: dict[str, int], labels: dict[str, str],
-                  health: ClientHealth, notes: list[str], slos: dict[str, Any] | None = None) -> None:
+                  health: ClientHealth, notes: list[str], slos: dict[str, Any] | None = None,
+                  percentiles: tuple[float, ...] | None = None) -> None:
     """The summary table in cell order (goodput and SLO verdicts when the scenario sets `slos`),
-    then warnings, notes and how the run ended (`why` if not complete)."""
+    then warnings, notes and how the run ended (`why` if not complete).
+
+    With `percentiles` (the scenario chose them) a latency statistics table follows the summary.
+    """
     if summary is not None:
         ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
         console.print(summary_table(ordered, labels, slos or {}))
+        if percentiles:
+            console.print(statistics_table(ordered, labels, percentiles))
     if health.saturated:
         console.print(
             f"warning: the load generator may be the bottleneck (dispatch lag p99 "

@@ -21,6 +21,7 @@ from bench.report import (
     keepalive,
     latency,
     memory,
+    statistics,
     surfaces,
     throughput,
 )
@@ -31,7 +32,7 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, throughput.build, latency.build, conversations.build, errors.build, keepalive.build,
+    answer.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, keepalive.build,
     memory.build,
     surfaces.build, environment.build,
 )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.metrics import SUMMARY_COLUMNS, cell_summary, request_metrics
+from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
@@ -117,10 +117,11 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     cells["offered_load"] = [offered_load(s) for s in cells.to_dict("records")]
     cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None else "closed"
                              for s in cells.to_dict("records")]
-    summary = cell_summary(measured)
+    percentiles = scenario_percentiles(run.manifest)
+    summary = cell_summary(measured, percentiles=percentiles)
     # Every summary column exists, NaN for cells without a measured request (a failed start, a
     # sweep aborted early): sections then draw what there is instead of failing on a missing column.
-    for column in SUMMARY_COLUMNS:
+    for column in summary_columns(percentiles):
         cells[column] = cells.index.map(summary[column]) if len(summary) else np.nan
     for column in ("requests", "ok", "rejected", "errors"):
         if column not in cells:
@@ -129,6 +130,15 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     if "cell_index" in cells:
         cells = cells.sort_values("cell_index", kind="stable")
     return cells, varying
+
+
+def scenario_percentiles(manifest: dict[str, Any]) -> tuple[float, ...]:
+    """The percentiles the run's scenario chose (p50/p90/p95/p99 when it chose none)."""
+    chosen = (manifest.get("scenario") or {}).get("percentiles")
+    try:
+        return tuple(float(p) for p in chosen) if chosen else tuple(float(p) for p in PERCENTILES)
+    except (TypeError, ValueError):
+        return tuple(float(p) for p in PERCENTILES)
 
 
 def offered_load(settings: dict[str, Any]) -> float:

@@ -19,6 +19,7 @@ def scenario_problems(scenario: Scenario) -> list[str]:
 
     from bench.analysis.compare import parse_gates
     from bench.analysis.metrics import cell_summary
+    from bench.analysis.thresholds import threshold_problems
 
     problems: list[str] = []
     try:
@@ -29,6 +30,7 @@ def scenario_problems(scenario: Scenario) -> list[str]:
         parse_gates(scenario.gates)
     except UsageError as error:
         problems.append(f"{scenario.where('gates')}: {error}")
+    problems.extend(threshold_problems(scenario))
     return problems
 
 

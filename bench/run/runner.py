@@ -38,6 +38,7 @@ from bench.load import (
 )
 from bench.run.manifest import new_manifest, resumed_manifest, run_state
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
+from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.plan import Cell, Overrides, plan_cells
 from bench.run.progress import RunProgress, busy, describe_cell, varying_settings
@@ -488,13 +489,22 @@ class Run:
         with busy(self.console, "writing requests.parquet and the summary") if not quiet else _nothing():
             measured = write_requests_parquet(self.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
             summary = write_summary(self.run_dir, measured, self.scenario.slo_values() or None,
-                                    {cell.cell_id: cell.settings for cell in self.cells}, self.labels)
+                                    {cell.cell_id: cell.settings for cell in self.cells}, self.labels,
+                                    self.scenario.percentile_values())
+        verdicts = []
+        if self.scenario.thresholds:
+            verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
+                                           self.scenario.threshold_limits(), self.labels)
+            self.manifest["thresholds"] = [verdict.to_dict() for verdict in verdicts]
         self._write_manifest(status, ended=True)
         if quiet:
             return RunResult(self.run_dir, status, summary, self.manifest)
         print_summary(self.console, self.run_dir, status, self.failed_reason or self.stop.reason,
                       summary, {cell.cell_id: cell.cell_index for cell in self.cells}, self.labels,
-                      client_health(self.outcomes), self.notes, dict(self.scenario.slos or {}))
+                      client_health(self.outcomes), self.notes, dict(self.scenario.slos or {}),
+                      tuple(self.scenario.percentiles) if self.scenario.percentiles else None)
+        for verdict in verdicts:
+            self.console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
         write_kv(self.run_dir, self.console)
         if self.options.report and summary is not None:
             with busy(self.console, "drawing report.html"):

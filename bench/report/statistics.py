@@ -1,0 +1,30 @@
+"""Section: latency statistics — mean, standard deviation and the scenario's percentiles per cell."""
+
+from __future__ import annotations
+
+from bench.outputs.statistics import statistics_rows
+from bench.report.data import RunView, scenario_percentiles
+from bench.report.page import Section, Table
+
+
+def build(views: list[RunView]) -> Section | None:
+    blocks = []
+    for view in views:
+        if view.cells.empty:
+            continue
+        percentiles = scenario_percentiles(view.manifest)
+        labels = {str(cell_id): str(label) for cell_id, label in view.cells["label"].items()}
+        header, rows = statistics_rows(view.cells, labels, percentiles)
+        if not rows:
+            continue
+        caption = f"{view.label}: " if len(views) > 1 else ""
+        blocks.append(Table(tuple(header), tuple(tuple(row) for row in rows),
+                            caption + "milliseconds; n = successful measured requests",
+                            numeric=(False, False) + (True,) * (len(header) - 2)))
+    if not blocks:
+        return None
+    return Section("statistics", "Latency statistics",
+                   "Mean, sample standard deviation (n-1) and the percentiles the scenario asked for "
+                   "(`percentiles:`, default 50, 90, 95, 99; numpy's linear interpolation) of each "
+                   "latency, per cell. ITL pools every gap between tokens of every request.",
+                   tuple(blocks))
