@@ -183,8 +183,11 @@ def test_metric_names_map_to_summary_columns_with_directions() -> None:
     assert set(METRIC_COLUMNS.values()) <= set(SUMMARY_COLUMNS)
     assert not higher_is_better("ttft_p95") and higher_is_better("goodput_rps")
     assert METRIC_DIRECTIONS["rejection_rate"] == "lower"
+    assert parse_metric_name("ttft_p42") == "ttft_p42_s"  # any percentile a scenario chose
     with pytest.raises(UsageError, match="valid: .*ttft_p95"):
-        parse_metric_name("ttft_p42")
+        parse_metric_name("ttft_p142")
+    with pytest.raises(UsageError, match="valid: .*ttft_p95"):
+        parse_metric_name("ttfb_p95")
 
 
 def test_summary_reads_parquet_style_arrays_for_chunk_times() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.analysis.samples import (min_samples_for, min_samples_for_percentile, not_enough,
                                     percentile_interval)
-from bench.metrics import cell_summary
+from bench.analysis.metrics import cell_summary
 
 
 def test_a_percentile_needs_two_samples_beyond_it_and_never_fewer_than_ten():

@@ -14,7 +14,7 @@ from bench.records import load_run
 from bench.report import render_report, write_report
 
 SCRIPT = "<script>window.__pwned=1</script>"
-ALL_SECTIONS = ["answer", "throughput", "latency", "errors", "keepalive", "memory", "surfaces", "environment"]
+ALL_SECTIONS = ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "memory", "surfaces", "environment"]
 
 
 def section_ids(html: str) -> list[str]:
@@ -39,7 +39,7 @@ def test_sections_without_data_are_left_out(make_run: Callable[..., Path]) -> No
     run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False,
                    requests_per_cell=40)
     html = report_of(run)
-    assert section_ids(html) == ["answer", "throughput", "latency", "environment"]
+    assert section_ids(html) == ["answer", "throughput", "latency", "statistics", "environment"]
     assert "No warnings" in html
 
 
