@@ -357,14 +357,29 @@ class LinearFit:
         return payload
 
 
-def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any) -> LinearFit | None:
-    """Least-squares line through (ctx_total, bytes) with a 95% CI on the slope; None if < 2 distinct x."""
+def automatic_batch_tier(ctx_total: float) -> int:
+    """The -b/-ub Ollama v0.33 picks for num_ctx × NUM_PARALLEL when num_batch is unset
+    (server/sched.go generationBatchForContext): llama-server's compute buffer steps with it."""
+    return 2048 if ctx_total > 32768 else 1024 if ctx_total > 4096 else 512
+
+
+def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any, batch_tiers: Any = None) -> LinearFit | None:
+    """Least-squares line through (ctx_total, bytes) with a 95% CI on the slope; None if < 2 distinct x.
+
+    With `batch_tiers` (one label per point) each tier gets its own intercept, so a compute
+    buffer that steps with the automatic batch does not leak into the per-token slope; the
+    fixed part reported is the smallest tier's.
+    """
     x = np.asarray(ctx_totals, dtype=float)
     y = np.asarray(memory_bytes, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(np.unique(x)) < 2:
         return None
+    if batch_tiers is not None:
+        tiers = np.asarray(batch_tiers)[keep]
+        if len(np.unique(tiers)) > 1:
+            return _fit_with_tier_intercepts(x, y, tiers)
     result = stats.linregress(x, y)
     ci: tuple[float, float] | None = None
     if len(x) >= 3:
@@ -372,6 +387,28 @@ def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any) -> LinearFit | None:
         ci = (float(result.slope) - half_width, float(result.slope) + half_width)
     r_squared = float(result.rvalue**2) if math.isfinite(result.rvalue) else None
     return LinearFit(float(result.intercept), float(result.slope), ci, r_squared, len(x))
+
+
+def _fit_with_tier_intercepts(x: Any, y: Any, tiers: Any) -> LinearFit | None:
+    labels = sorted(np.unique(tiers))
+    within = [len(np.unique(x[tiers == label])) for label in labels]
+    if max(within) < 2:
+        return None  # no tier varies its context: the slope is not identified
+    design = np.column_stack([x] + [(tiers == label).astype(float) for label in labels])
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    if rank < design.shape[1]:
+        return None
+    residuals = y - design @ coef
+    dof = len(x) - design.shape[1]
+    ci: tuple[float, float] | None = None
+    if dof > 0:
+        sigma2 = float(residuals @ residuals) / dof
+        slope_se = math.sqrt(max(0.0, sigma2 * np.linalg.inv(design.T @ design)[0, 0]))
+        half_width = float(stats.t.ppf(0.975, dof) * slope_se)
+        ci = (float(coef[0]) - half_width, float(coef[0]) + half_width)
+    total = float(((y - y.mean()) ** 2).sum())
+    r_squared = 1 - float(residuals @ residuals) / total if total > 0 else None
+    return LinearFit(float(coef[1]), float(coef[0]), ci, r_squared, len(x))
 
 
 # --- KV analysis of a run (kv.json) ------------------------------------------------------------
@@ -513,8 +550,9 @@ def _arch_for(manifest: dict[str, Any], model: str) -> ModelArch | None:
 def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str) -> dict[str, Any]:
     """Estimates, fits and ratios for one (model, cache type): one entry of kv.json `groups`."""
     ctx_totals = [p.ctx_total for p in points]
-    ps_fit = fit_bytes_per_token(ctx_totals, [p.ollama_ps_bytes if p.ollama_ps_bytes is not None else math.nan for p in points])
-    nvml_fit = fit_bytes_per_token(ctx_totals, [p.nvml_bytes if p.nvml_bytes is not None else math.nan for p in points])
+    tiers = [automatic_batch_tier(total) for total in ctx_totals]
+    ps_fit = fit_bytes_per_token(ctx_totals, [p.ollama_ps_bytes if p.ollama_ps_bytes is not None else math.nan for p in points], tiers)
+    nvml_fit = fit_bytes_per_token(ctx_totals, [p.nvml_bytes if p.nvml_bytes is not None else math.nan for p in points], tiers)
     measured_fit, measured_source = (nvml_fit, "nvml") if nvml_fit else (ps_fit, "ollama_ps" if ps_fit else None)
     measured = measured_fit.bytes_per_token if measured_fit else None
     per_token: dict[str, float | None] = {

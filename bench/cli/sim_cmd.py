@@ -19,7 +19,7 @@ class SimError(BenchError):
 @click.option("--host", default=None, help="Address to bind (default from OLLAMA_HOST, else 127.0.0.1).")
 @click.option("--port", type=params.LISTEN_PORT, default=None,
               help="Port, 0 for any free one (default from OLLAMA_HOST, else 11434).")
-@click.option("--gpu", "gpu", default=None, help="GPU profile: h100, a100-80gb, l40s, rtx4090 (default), l4, m2-ultra.")
+@click.option("--gpu", "gpu", default=None, help="GPU profile: h100, a100-80gb, l40s, rtx4090 (default), l4, rtx4080, m2-ultra.")
 @click.option("--gpu-memory", default=None, help="Override the profile's memory, e.g. 24GiB.")
 @click.option("--seed", type=params.SEED, default=0, show_default=True, help="Seed for text, jitter and faults.")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None, help="YAML file extending the model/GPU catalog.")
@@ -30,12 +30,18 @@ class SimError(BenchError):
 @click.option("--fault-stall-s", type=params.SECONDS_OR_ZERO, default=None, help="Stall length in wall seconds (default 5).")
 @click.option("--fault-malformed-rate", type=params.FRACTION, default=None, help="Fraction of streams with one garbage line.")
 @click.option("--fault-no-done-rate", type=params.FRACTION, default=None, help="Fraction of streams that end without a done line / [DONE].")
+@click.option("--fault-oom-rate", type=params.FRACTION, default=None, help="Fraction of requests failing with a runtime out-of-memory (every model then expires).")
+@click.option("--ollama-version", default=None, help="Ollama release to behave as: 0.33.0 (default) or 0.12.6 [env BENCH_SIM_OLLAMA_VERSION].")
+@click.option("--engine", default=None, help="What serves loaded models: simulated (default) or llama-server [env BENCH_SIM_ENGINE].")
+@click.option("--host-memory", default=None, help="System RAM of the simulated machine, e.g. 64GiB (default from the GPU profile).")
 @click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
 def sim(
     host: str | None, port: int | None, gpu: str | None, gpu_memory: str | None, seed: int, catalog_path: str | None,
     speed: float, fault_error_rate: float | None, fault_cut_rate: float | None, fault_stall_rate: float | None,
-    fault_stall_s: float | None, fault_malformed_rate: float | None, fault_no_done_rate: float | None, emit_log: str | None, log_level: str,
+    fault_stall_s: float | None, fault_malformed_rate: float | None, fault_no_done_rate: float | None,
+    fault_oom_rate: float | None, ollama_version: str | None, engine: str | None, host_memory: str | None,
+    emit_log: str | None, log_level: str,
 ) -> None:
     """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
     from bench.sim.config import build_config
@@ -45,11 +51,11 @@ def sim(
     try:
         config = build_config(
             os.environ, host=host, port=port, gpu=gpu, gpu_memory=gpu_memory, seed=seed, catalog_path=catalog_path,
-            speed=speed, emit_log_path=emit_log,
+            speed=speed, emit_log_path=emit_log, ollama_version=ollama_version, engine=engine, host_memory=host_memory,
             fault_rates={
                 "error_rate": fault_error_rate, "cut_rate": fault_cut_rate, "stall_rate": fault_stall_rate,
                 "stall_s": fault_stall_s, "malformed_rate": fault_malformed_rate,
-                "no_done_rate": fault_no_done_rate,
+                "no_done_rate": fault_no_done_rate, "oom_rate": fault_oom_rate,
             },
         )
     except SimConfigError as error:
@@ -58,7 +64,8 @@ def sim(
     def announce(base_url: str) -> None:
         assert config.gpu is not None
         click.echo(
-            f"bench sim listening on {base_url} (gpu {config.gpu.label} {config.gpu.memory_bytes / 2**30:.0f} GiB, "
+            f"bench sim listening on {base_url} (Ollama {config.rules.version}, engine {config.engine}, "
+            f"gpu {config.gpu.label} {config.gpu.memory_bytes / 2**30:.1f} GiB, default num_ctx {config.default_num_ctx}, "
             f"NUM_PARALLEL={config.num_parallel}, MAX_QUEUE={config.max_queue}, speed x{config.speed:g})",
             err=True,
         )

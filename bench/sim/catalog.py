@@ -68,6 +68,7 @@ class GpuProfile:
     flops: float
     cpu_bandwidth_bytes_per_s: float
     cpu_flops: float
+    host_memory_bytes: int = 64 * 2**30  # system RAM of the machine (KV of layers left on the CPU)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
             flops=float(entry["flops"]),
             cpu_bandwidth_bytes_per_s=float(entry.get("cpu_bandwidth", 50e9)),
             cpu_flops=float(entry.get("cpu_flops", 1e12)),
+            host_memory_bytes=parse_bytes(str(entry.get("host_memory", "64GiB")), f"{origin}: gpu {entry['name']} host_memory"),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: bad or missing field {error}") from None

@@ -10,14 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench.sim import context
 from bench.sim.catalog import Catalog, GpuProfile, load_catalog
 from bench.sim.durations import keep_alive_s, parse_bytes
 from bench.sim.errors import SimConfigError
+from bench.sim.memory import KV_TYPE_BYTES
+from bench.sim.versions import V0_33, OllamaRules, rules_for
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
 DEFAULT_GPU = "rtx4090"
-KV_CACHE_TYPES = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+ENGINES = ("simulated", "llama-server")
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,11 @@ class FaultConfig:
     stall_s: float = 5.0
     malformed_rate: float = 0.0  # one garbage line inside the stream
     no_done_rate: float = 0.0  # stream ends cleanly (HTTP-wise) but never sends done / [DONE]
+    oom_rate: float = 0.0  # the runner reports "out of memory": 500, and every model expires (runtime OOM)
 
     @property
     def any(self) -> bool:
-        rates = (self.error_rate, self.cut_rate, self.stall_rate, self.malformed_rate, self.no_done_rate)
+        rates = (self.error_rate, self.cut_rate, self.stall_rate, self.malformed_rate, self.no_done_rate, self.oom_rate)
         return any(rate > 0 for rate in rates)
 
 
@@ -44,26 +48,41 @@ class SimConfig:
     num_parallel: int = 1
     max_queue: int = 512
     keep_alive_s: float = 300.0
-    max_loaded_models: int = 3
-    context_length: int = 4096
+    max_loaded_models: int = 0  # 0: automatic, 3 per GPU
+    context_length: int = 0  # OLLAMA_CONTEXT_LENGTH; 0: automatic (v0.33 VRAM tiers, v0.12.6 4096)
     kv_cache_type: str = "f16"
-    flash_attention: bool = False
+    kv_cache_type_set: bool = False  # OLLAMA_KV_CACHE_TYPE given (v0.33 passes it to llama-server as is)
+    flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: unset (v0.33: llama-server auto)
     gpu_overhead_bytes: int = 0
+    host_memory_bytes: int = 64 * 2**30
     gpu: GpuProfile | None = None
     seed: int = 0
     speed: float = 1.0
     catalog: Catalog = field(default_factory=Catalog)
     faults: FaultConfig = field(default_factory=FaultConfig)
     emit_log_path: Path | None = None
+    rules: OllamaRules = V0_33
+    engine: str = "simulated"
 
     @property
     def kv_bytes_per_element(self) -> float:
-        return KV_CACHE_TYPES[self.effective_kv_cache_type]
+        return KV_TYPE_BYTES[self.effective_kv_cache_type]
 
     @property
     def effective_kv_cache_type(self) -> str:
-        # Ollama only honours a quantised KV cache with flash attention on; else it falls back to f16.
+        if self.rules.llama_server_memory:
+            return self.kv_cache_type  # v0.33: --cache-type-k/v whenever set, no flash-attention gate
+        # v0.12.6 only honoured a quantised KV cache with flash attention on; else f16.
         return self.kv_cache_type if self.flash_attention else "f16"
+
+    @property
+    def default_num_ctx(self) -> int:
+        """num_ctx when a request and OLLAMA_CONTEXT_LENGTH leave it unset."""
+        if self.context_length > 0:
+            return self.context_length
+        if not self.rules.tiered_default_ctx or self.gpu is None:
+            return context.LEGACY_DEFAULT_NUM_CTX
+        return context.default_num_ctx(self.gpu.memory_bytes, self.gpu_overhead_bytes)
 
 
 def _uint(env: Mapping[str, str], name: str, default: int, zero_is_default: bool = True) -> int:
@@ -81,9 +100,11 @@ def _uint(env: Mapping[str, str], name: str, default: int, zero_is_default: bool
     return value or default if zero_is_default else value
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str) -> bool | None:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "f", "no", "off"):
+    if raw == "":
+        return None
+    if raw in ("0", "false", "f", "no", "off"):
         return False
     if raw in ("1", "true", "t", "yes", "on"):
         return True
@@ -135,6 +156,9 @@ def build_config(
     faults: FaultConfig | None = None,
     fault_rates: Mapping[str, float | None] | None = None,
     emit_log_path: str | Path | None = None,
+    ollama_version: str | None = None,
+    engine: str | None = None,
+    host_memory: str | None = None,
 ) -> SimConfig:
     """Resolve flags over OLLAMA_* / BENCH_SIM_* variables into a SimConfig; bad values raise SimConfigError."""
     env_host, env_port = parse_host(env.get("OLLAMA_HOST", ""))
@@ -143,9 +167,14 @@ def build_config(
         default_keep_alive_s = keep_alive_s(raw_keep_alive) if raw_keep_alive else 300.0
     except ValueError:
         raise SimConfigError(f"OLLAMA_KEEP_ALIVE={raw_keep_alive!r}: expected a duration like 5m, 1h30m, 0 or -1") from None
-    kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower() or "f16"
-    if kv_type not in KV_CACHE_TYPES:
-        raise SimConfigError(f"OLLAMA_KV_CACHE_TYPE={kv_type!r}: expected one of f16, q8_0, q4_0")
+    raw_kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower()
+    kv_type = raw_kv_type or "f16"
+    if kv_type not in KV_TYPE_BYTES:
+        raise SimConfigError(f"OLLAMA_KV_CACHE_TYPE={kv_type!r}: expected one of {', '.join(KV_TYPE_BYTES)}")
+    rules = rules_for(ollama_version or env.get("BENCH_SIM_OLLAMA_VERSION", "") or V0_33.version)
+    engine_name = (engine or env.get("BENCH_SIM_ENGINE", "") or "simulated").strip().lower()
+    if engine_name not in ENGINES:
+        raise SimConfigError(f"--engine {engine_name!r}: expected one of {', '.join(ENGINES)}")
     max_queue = _uint(env, "OLLAMA_MAX_QUEUE", 512, zero_is_default=False)
     if speed <= 0:
         raise SimConfigError(f"--speed {speed}: must be > 0")
@@ -173,22 +202,29 @@ def build_config(
             stall_s=stall_s,
             malformed_rate=_rate(env, "BENCH_SIM_FAULT_MALFORMED_RATE", rates.get("malformed_rate")),
             no_done_rate=_rate(env, "BENCH_SIM_FAULT_NO_DONE_RATE", rates.get("no_done_rate")),
+            oom_rate=_rate(env, "BENCH_SIM_FAULT_OOM_RATE", rates.get("oom_rate")),
         )
+    raw_host = host_memory or env.get("BENCH_SIM_HOST_MEMORY", "").strip()
+    host_memory_bytes = parse_bytes(raw_host, "--host-memory") if raw_host else profile.host_memory_bytes
     return SimConfig(
         host=host or env_host,
         port=port if port is not None else env_port,
         num_parallel=_uint(env, "OLLAMA_NUM_PARALLEL", 1),
         max_queue=max_queue,
         keep_alive_s=default_keep_alive_s,
-        max_loaded_models=_uint(env, "OLLAMA_MAX_LOADED_MODELS", 3),
-        context_length=_uint(env, "OLLAMA_CONTEXT_LENGTH", 4096),
+        max_loaded_models=_uint(env, "OLLAMA_MAX_LOADED_MODELS", 0),
+        context_length=_uint(env, "OLLAMA_CONTEXT_LENGTH", 0),
         kv_cache_type=kv_type,
+        kv_cache_type_set=bool(raw_kv_type),
         flash_attention=_bool(env, "OLLAMA_FLASH_ATTENTION"),
         gpu_overhead_bytes=gpu_overhead,
+        host_memory_bytes=host_memory_bytes,
         gpu=profile,
         seed=seed,
         speed=speed,
         catalog=catalog,
         faults=faults,
         emit_log_path=Path(emit_log_path) if emit_log_path else None,
+        rules=rules,
+        engine=engine_name,
     )

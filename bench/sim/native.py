@@ -11,15 +11,30 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from bench.sim import textgen
+from bench.sim import front, tokens
 from bench.sim.catalog import ModelSpec
-from bench.sim.durations import keep_alive_s
-from bench.sim.generation import FaultPlan, Job, SimulatedCut, Timings, plan_job, run_job
-from bench.sim.scheduler import Lease, QueueFullError, Runner
-from bench.sim.state import MODIFIED_AT, OLLAMA_VERSION, Simulator, created_at
+from bench.sim.front import FrontError, Prompt
+from bench.sim.generation import FaultPlan, RuntimeOutOfMemory, SimulatedCut, Timings, run_completion
+from bench.sim.scheduler import LoadedModel, QueueFullError, ScheduleError, ScheduleRequest
+from bench.sim.state import MODIFIED_AT, Simulator, created_at
 
 NDJSON = "application/x-ndjson"
 MALFORMED_LINE = b'{"model": "garbage", "created_at": \x00\xff not json\n'
+NativeError = FrontError  # one error type for both surfaces
+
+
+class Lease:
+    """A request's hold on a loaded runner, released exactly once (stream end or response end)."""
+
+    def __init__(self, sim: Simulator, loaded: LoadedModel) -> None:
+        self.sim = sim
+        self.loaded = loaded
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.sim.scheduler.release(self.loaded)
 
 
 class LeasedStream(StreamingResponse):
@@ -37,13 +52,6 @@ class LeasedStream(StreamingResponse):
             self.lease.release()
 
 
-class NativeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -55,40 +63,29 @@ def sim_of(request: Request) -> Simulator:
 async def read_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
-        raise NativeError(400, "missing request body")
+        raise FrontError(400, "missing request body")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        raise NativeError(400, f"invalid character in request body: {error}") from None
+        raise FrontError(400, f"invalid character in request body: {error}") from None
     if not isinstance(body, dict):
-        raise NativeError(400, "json: cannot unmarshal request body into a request object")
+        raise FrontError(400, "json: cannot unmarshal request body into a request object")
     return body
 
 
-def resolve_model(sim: Simulator, body: dict[str, Any]) -> ModelSpec:
+def resolve_model(sim: Simulator, body: dict[str, Any], kind: str) -> ModelSpec:
+    """The model or Ollama's not-found error for this endpoint (routes.go; texts differ per route)."""
     name = body.get("model") or body.get("name")
-    if not name or not isinstance(name, str):
-        raise NativeError(400, "model is required")
+    if not isinstance(name, str) or not name:
+        if kind == "generate":
+            raise FrontError(404, "model '' not found")
+        raise FrontError(400, "model is required")
     spec = sim.config.catalog.resolve(name)
     if spec is None:
-        raise NativeError(404, f'model "{name}" not found, try pulling it first')
+        if kind == "embed":
+            raise FrontError(404, f'model "{name}" not found, try pulling it first')
+        raise FrontError(404, f"model '{name}' not found")
     return spec
-
-
-def request_keep_alive_s(sim: Simulator, body: dict[str, Any]) -> float:
-    if body.get("keep_alive") is None:
-        return sim.config.keep_alive_s
-    try:
-        return keep_alive_s(body["keep_alive"])
-    except ValueError as error:
-        raise NativeError(400, str(error)) from None
-
-
-def request_options(body: dict[str, Any]) -> dict[str, Any]:
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise NativeError(400, "json: cannot unmarshal options into map[string]interface {}")
-    return options
 
 
 def model_details(spec: ModelSpec) -> dict[str, Any]:
@@ -102,17 +99,30 @@ def model_details(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-async def acquire(sim: Simulator, spec: ModelSpec, num_ctx: int | None, keep_alive: float) -> Runner:
-    scheduler = sim.scheduler
+async def acquire(sim: Simulator, request: ScheduleRequest) -> LoadedModel:
     try:
-        return await scheduler.acquire(spec, scheduler.effective_num_ctx(spec, num_ctx), keep_alive)
+        return await sim.scheduler.acquire(request)
     except QueueFullError as error:
-        raise NativeError(503, str(error)) from None
+        raise FrontError(503, str(error)) from None
+    except ScheduleError as error:
+        raise FrontError(500, str(error)) from None
 
 
-def _num_ctx(options: dict[str, Any]) -> int | None:
-    value = options.get("num_ctx")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _prompt_of(body: dict[str, Any], kind: str) -> Prompt | None:
+    if kind == "chat":
+        messages = body.get("messages") or []
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise FrontError(400, "json: cannot unmarshal messages into Go struct field ChatRequest.messages of type []api.Message")
+        if not messages:
+            return None
+        return Prompt(tokens.render_chat(messages), orjson.dumps(messages).decode())
+    prompt = body.get("prompt") or ""
+    system = body.get("system") or ""
+    if not isinstance(prompt, str) or not isinstance(system, str):
+        raise FrontError(400, "json: cannot unmarshal prompt into Go struct field GenerateRequest.prompt of type string")
+    if not prompt:
+        return None
+    return Prompt(tokens.render_generate(prompt, system), f"{system}\x1f{prompt}")
 
 
 async def completion(request: Request, kind: str) -> Response:
@@ -121,38 +131,35 @@ async def completion(request: Request, kind: str) -> Response:
     arrival_s = time.monotonic()
     try:
         body = await read_body(request)
-        spec = resolve_model(sim, body)
+        keep_alive = front.parse_keep_alive(body.get("keep_alive"))
+        spec = resolve_model(sim, body, kind)
         if spec.embedding_only:
-            raise NativeError(400, f'"{spec.name}" does not support {kind}')
-        keep_alive = request_keep_alive_s(sim, body)
-        options = request_options(body)
-        if kind == "chat":
-            messages = body.get("messages") or []
-            if not isinstance(messages, list):
-                raise NativeError(400, "json: cannot unmarshal messages into []api.Message")
-            prompt_key = orjson.dumps(messages).decode()
-            prompt_tokens = textgen.chat_prompt_tokens(messages) if messages else 0
-        else:
-            prompt = body.get("prompt") or ""
-            system = body.get("system") or ""
-            prompt_key = f"{system}\x1f{prompt}"
-            prompt_tokens = textgen.text_tokens(system + prompt) if prompt else 0
-        if prompt_tokens == 0:
-            return await load_only(sim, spec, kind, keep_alive, _num_ctx(options))
-        num_ctx = sim.scheduler.effective_num_ctx(spec, _num_ctx(options))
-        # Ollama truncates a prompt longer than the context to its last num_ctx tokens.
-        job = plan_job(sim.config, spec, prompt_key, min(prompt_tokens, num_ctx), options, body.get("format"))
-        faults = sim.faults_for(len(job.output_tokens))
+            raise FrontError(400, f'"{spec.name}" does not support {kind}')
+        prompt = _prompt_of(body, kind)
+        raw_options, options = front.decoded_options(body)
+        shift = body.get("shift") if isinstance(body.get("shift"), bool) else None
+        if prompt is None:
+            return await load_only(sim, spec, kind, keep_alive, raw_options, options)
+        schedule = front.schedule_request(sim, spec, raw_options, options, keep_alive, shift)
+        faults = sim.faults_for(front.fault_token_budget(sim, prompt, options))
         if faults.error:
-            raise NativeError(500, "simulated fault: internal server error")
-        runner = await acquire(sim, spec, num_ctx, keep_alive)
-    except NativeError as error:
+            raise FrontError(500, "simulated fault: internal server error")
+        loaded = await acquire(sim, schedule)
+        try:
+            if kind == "chat" and body.get("truncate", True) is not False:
+                messages = front.trim_chat(body["messages"], loaded.options.num_ctx)
+                prompt = Prompt(tokens.render_chat(messages), prompt.sample_key)
+            job = await front.completion_request(sim, loaded, prompt, options, body.get("format"))
+        except FrontError:
+            sim.scheduler.release(loaded)
+            raise
+    except FrontError as error:
         return error_response(error.status, error.message)
-    timings = Timings.after_acquire(arrival_s, runner)
+    timings = Timings.after_acquire(arrival_s, loaded)
     request_id = sim.request_id(request.headers.get("x-request-id"))
+    lease = Lease(sim, loaded)
     if body.get("stream", True) is False:
-        return await _collect(sim, runner, job, timings, faults, kind, spec)
-    lease = Lease(sim.scheduler, runner)
+        return await _collect(sim, lease, job, timings, faults, kind, spec)
     lines = _native_lines(sim, lease, job, timings, faults, kind, spec, request_id)
     return LeasedStream(lines, lease, NDJSON)
 
@@ -167,54 +174,60 @@ def _chunk(kind: str, spec: ModelSpec, text: str, done: bool) -> dict[str, Any]:
     return line
 
 
-def _final(kind: str, spec: ModelSpec, job: Job, timings: Timings, text: str = "") -> dict[str, Any]:
+def _final(kind: str, spec: ModelSpec, timings: Timings, text: str = "") -> dict[str, Any]:
     line = _chunk(kind, spec, text, True)
     line["done_reason"] = timings.done_reason
     if kind == "generate":
-        line["context"] = list(range(1, job.prompt_tokens + timings.eval_count + 1))[:4096]
-    line.update(timings.metrics(job.prompt_tokens))
+        line["context"] = list(range(1, timings.prompt_eval_count + timings.eval_count + 1))[:4096]
+    line.update(timings.metrics())
     return line
 
 
 async def _native_lines(
-    sim: Simulator, lease: Lease, job: Job, timings: Timings, faults: FaultPlan, kind: str, spec: ModelSpec, request_id: str
+    sim: Simulator, lease: Lease, job: Any, timings: Timings, faults: FaultPlan, kind: str, spec: ModelSpec, request_id: str
 ) -> AsyncIterator[bytes]:
     index = 0
     try:
-        async for token in run_job(sim.scheduler, lease.runner, job, timings, faults):
+        async for token in run_completion(sim.scheduler, lease.loaded, job, timings, faults):
             if faults.malformed_at == index:
                 yield sim.emit(request_id, index, MALFORMED_LINE)
             yield sim.emit(request_id, index, orjson.dumps(_chunk(kind, spec, token, False)) + b"\n")
             index += 1
         if not faults.no_done:
-            yield sim.emit(request_id, index, orjson.dumps(_final(kind, spec, job, timings)) + b"\n")
+            yield sim.emit(request_id, index, orjson.dumps(_final(kind, spec, timings)) + b"\n")
+    except RuntimeOutOfMemory as error:
+        # streamResponse: after the 200 went out, an error is one NDJSON line.
+        yield sim.emit(request_id, index, orjson.dumps({"error": str(error)}) + b"\n")
     finally:
         lease.release()
 
 
 async def _collect(
-    sim: Simulator, runner: Runner, job: Job, timings: Timings, faults: FaultPlan, kind: str, spec: ModelSpec
+    sim: Simulator, lease: Lease, job: Any, timings: Timings, faults: FaultPlan, kind: str, spec: ModelSpec
 ) -> Response:
     pieces: list[str] = []
     try:
-        async for token in run_job(sim.scheduler, runner, job, timings, faults):
+        async for token in run_completion(sim.scheduler, lease.loaded, job, timings, faults):
             pieces.append(token)
     except SimulatedCut:
         return error_response(500, "simulated fault: connection lost")
+    except RuntimeOutOfMemory as error:
+        return error_response(500, str(error))
     finally:
-        sim.scheduler.release(runner)
-    return Response(orjson.dumps(_final(kind, spec, job, timings, "".join(pieces))), media_type="application/json")
+        lease.release()
+    return Response(orjson.dumps(_final(kind, spec, timings, "".join(pieces))), media_type="application/json")
 
 
-async def load_only(sim: Simulator, spec: ModelSpec, kind: str, keep_alive: float, num_ctx: int | None) -> Response:
-    """An empty prompt (or no messages) loads the model, or with keep_alive 0 unloads it."""
+async def load_only(sim: Simulator, spec: ModelSpec, kind: str, keep_alive: float | None,
+                    raw_options: dict[str, Any], options: dict[str, Any]) -> Response:
+    """An empty prompt (or no messages) loads the model, or with keep_alive 0 unloads it (routes.go 403-486)."""
     line = _chunk(kind, spec, "", True)
     if keep_alive == 0:
-        sim.scheduler.expire(spec)
+        sim.scheduler.expire_model(spec)
         line["done_reason"] = "unload"
         return JSONResponse(line)
-    runner = await acquire(sim, spec, num_ctx, keep_alive)
-    sim.scheduler.release(runner)
+    loaded = await acquire(sim, front.schedule_request(sim, spec, raw_options, options, keep_alive))
+    sim.scheduler.release(loaded)
     line["done_reason"] = "load"
     return JSONResponse(line)
 
@@ -228,53 +241,52 @@ async def generate(request: Request) -> Response:
 
 
 async def embed_vectors(
-    sim: Simulator, spec: ModelSpec, texts: list[str], options: dict[str, Any], keep_alive: float, truncate: bool
+    sim: Simulator, spec: ModelSpec, texts: list[str], body: dict[str, Any], keep_alive: float | None, truncate: bool
 ) -> tuple[list[list[float]], Timings, int]:
-    """Schedule, prefill every input, return unit vectors; shared by /api/embed and /api/embeddings."""
+    """Schedule, embed every input, return unit vectors; shared by /api/embed, /api/embeddings, /v1/embeddings."""
     arrival_s = time.monotonic()
-    num_ctx = sim.scheduler.effective_num_ctx(spec, _num_ctx(options))
-    counts = [textgen.text_tokens(text) for text in texts]
-    if not truncate and any(count > num_ctx for count in counts):
-        raise NativeError(400, "the input length exceeds the context length")
-    counts = [min(count, num_ctx) for count in counts]
-    runner = await acquire(sim, spec, num_ctx, keep_alive)
-    timings = Timings.after_acquire(arrival_s, runner)
+    raw_options, options = front.decoded_options(body)
+    loaded = await acquire(sim, front.schedule_request(sim, spec, raw_options, options, keep_alive))
+    timings = Timings.after_acquire(arrival_s, loaded)
     try:
-        job = Job(spec, sum(counts), [], "stop")
-        async for _ in run_job(sim.scheduler, runner, job, timings, FaultPlan()):
-            pass
+        num_ctx = loaded.options.num_ctx
+        if not truncate and any(tokens.count(text) > num_ctx for text in texts):
+            raise FrontError(400, "the input length exceeds the context length")
+        clipped = [text[: num_ctx * tokens.CHARS_PER_TOKEN] for text in texts]
+        assert loaded.runner is not None
+        async with loaded.slots:
+            result = await loaded.runner.embed(clipped)
     finally:
-        sim.scheduler.release(runner)
-    vectors = [textgen.embedding_vector(text, spec.embedding_length, sim.config.seed) for text in texts]
-    return vectors, timings, sum(counts)
+        sim.scheduler.release(loaded)
+    return result.vectors, timings, result.prompt_n
 
 
 async def embed(request: Request) -> Response:
     sim = sim_of(request)
     try:
         body = await read_body(request)
-        spec = resolve_model(sim, body)
-        keep_alive = request_keep_alive_s(sim, body)
-        options = request_options(body)
+        keep_alive = front.parse_keep_alive(body.get("keep_alive"))
+        spec = resolve_model(sim, body, "embed")
         raw_input = body.get("input", [])
         texts = [raw_input] if isinstance(raw_input, str) else list(raw_input or [])
         if not all(isinstance(text, str) for text in texts):
-            raise NativeError(400, "invalid input type")
+            raise FrontError(400, "invalid input type")
         if sim.faults_for(1).error:
-            raise NativeError(500, "simulated fault: internal server error")
+            raise FrontError(500, "simulated fault: internal server error")
         if not texts:
-            runner = await acquire(sim, spec, _num_ctx(options), keep_alive)
-            sim.scheduler.release(runner)
+            raw_options, options = front.decoded_options(body)
+            loaded = await acquire(sim, front.schedule_request(sim, spec, raw_options, options, keep_alive))
+            sim.scheduler.release(loaded)
             return JSONResponse({"model": spec.name, "embeddings": []})
         vectors, timings, prompt_count = await embed_vectors(
-            sim, spec, texts, options, keep_alive, body.get("truncate", True) is not False
+            sim, spec, texts, body, keep_alive, body.get("truncate", True) is not False
         )
-    except NativeError as error:
+    except FrontError as error:
         return error_response(error.status, error.message)
     dimensions = body.get("dimensions")
     if isinstance(dimensions, int) and 0 < dimensions < spec.embedding_length:
         vectors = [_renormalise(vector[:dimensions]) for vector in vectors]
-    metrics = timings.metrics(prompt_count)
+    metrics = timings.metrics()
     return JSONResponse(
         {
             "model": spec.name,
@@ -295,13 +307,13 @@ async def embeddings_legacy(request: Request) -> Response:
     sim = sim_of(request)
     try:
         body = await read_body(request)
-        spec = resolve_model(sim, body)
-        keep_alive = request_keep_alive_s(sim, body)
+        keep_alive = front.parse_keep_alive(body.get("keep_alive"))
+        spec = resolve_model(sim, body, "embed")
         prompt = body.get("prompt") or ""
         if not prompt:
             return JSONResponse({"embedding": []})
-        vectors, _, _ = await embed_vectors(sim, spec, [prompt], request_options(body), keep_alive, True)
-    except NativeError as error:
+        vectors, _, _ = await embed_vectors(sim, spec, [prompt], body, keep_alive, True)
+    except FrontError as error:
         return error_response(error.status, error.message)
     return JSONResponse({"embedding": vectors[0]})
 
@@ -311,7 +323,7 @@ async def root(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return JSONResponse({"version": OLLAMA_VERSION})
+    return JSONResponse({"version": sim_of(request).version})
 
 
 async def tags(request: Request) -> Response:
@@ -356,12 +368,14 @@ async def show(request: Request) -> Response:
     try:
         body = await read_body(request)
         name = body.get("model") or body.get("name")
-        if not name:
-            raise NativeError(400, "model is required")
-        spec = sim.config.catalog.resolve(str(name))
+        if not name or not isinstance(name, str):
+            raise FrontError(400, "model is required")
+        spec = sim.config.catalog.resolve(name)
         if spec is None:
-            raise NativeError(404, f"model '{name}' not found")
-    except NativeError as error:
+            # ShowHandler normalises the name with its tag before looking it up (routes.go 1355-1367).
+            tagged = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+            raise FrontError(404, f"model '{tagged}' not found")
+    except FrontError as error:
         return error_response(error.status, error.message)
     capabilities = ["embedding"] if spec.embedding_only else ["completion", "tools"]
     return JSONResponse(
@@ -378,33 +392,47 @@ async def show(request: Request) -> Response:
     )
 
 
-def _expires_at(runner: Runner, speed: float) -> str:
-    if runner.expires_at_epoch_s is not None:
-        epoch_s = runner.expires_at_epoch_s
-    elif runner.keep_alive_s == float("inf"):
-        epoch_s = time.time() + 100 * 365 * 86400  # "never": far future, as Ollama shows
-    else:  # in use: the countdown starts when the last request finishes
-        epoch_s = time.time() + runner.keep_alive_s / speed
-    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+# time.Now().Add(math.MaxInt64): keep-alive forever shows as ~292 years ahead.
+_FOREVER_S = 2**63 / 1e9
+
+
+def _expires_at(loaded: LoadedModel, speed: float) -> float:
+    """loadedModels (sched.go 1745-1785): the last idle expiry, else now + keep_alive."""
+    if loaded.expires_at_epoch_s is not None:
+        return loaded.expires_at_epoch_s
+    if loaded.keep_alive_s == float("inf"):
+        return time.time() + _FOREVER_S
+    return time.time() + loaded.keep_alive_s / speed
+
+
+def _rfc3339(epoch_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (OverflowError, ValueError, OSError):
+        return "2318-08-05T00:00:00.000000Z"
 
 
 async def ps(request: Request) -> Response:
+    """PsHandler (routes.go 2271-2303): loaded runners only, newest expiry first."""
     sim = sim_of(request)
-    models = []
-    for runner in list(sim.scheduler.loaded.values()):
-        spec = runner.model
-        models.append(
-            {
-                "name": spec.name,
-                "model": spec.name,
-                "size": runner.layout.size_bytes,
-                "digest": spec.digest,
-                "details": model_details(spec),
-                "expires_at": _expires_at(runner, sim.config.speed),
-                "size_vram": runner.layout.size_vram_bytes,
-                # Per-slot num_ctx: Ollama's PsHandler reports llama.ContextLength() = options.NumCtx,
-                # while the runner's KV is sized NumCtx × NumParallel (llm/server.go KvSize).
-                "context_length": runner.num_ctx,
-            }
-        )
-    return JSONResponse({"models": models})
+    rules = sim.config.rules
+    entries = []
+    for loaded in list(sim.scheduler.loaded.values()):
+        if loaded.state.value not in ("ready", "loading") or (loaded.runner is None and rules.llama_server_memory):
+            continue
+        spec = loaded.model
+        report = loaded.runner.memory if loaded.runner is not None else None
+        expires = _expires_at(loaded, sim.config.speed)
+        entries.append((expires, {
+            "name": spec.name,
+            "model": spec.name,
+            "size": report.size_bytes if report else spec.size_bytes,
+            "digest": spec.digest,
+            "details": model_details(spec),
+            "expires_at": _rfc3339(expires),
+            "size_vram": report.size_vram_bytes if report else 0,
+            # v0.33: llama.ContextLength(), the clamped per-slot value; v0.12.6: the requested num_ctx.
+            "context_length": loaded.options.num_ctx if rules.ps_reports_clamped_ctx else loaded.requested_num_ctx,
+        }))
+    entries.sort(key=lambda entry: entry[0], reverse=True)
+    return JSONResponse({"models": [entry for _, entry in entries]})

@@ -1,4 +1,4 @@
-"""The simulator's shared state: config, scheduler, request ids, emit log, fault RNG."""
+"""The simulator's shared state: config, backend, scheduler, request ids, emit log, fault RNG."""
 
 from __future__ import annotations
 
@@ -11,17 +11,34 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO
 
+from bench.sim.backend import Backend
 from bench.sim.config import SimConfig
+from bench.sim.errors import SimConfigError
 from bench.sim.generation import FaultPlan, plan_faults
 from bench.sim.scheduler import Scheduler
+from bench.sim.simulated import SimulatedBackend, SimulatedHardware
 
-OLLAMA_VERSION = "0.12.6"
 MODIFIED_AT = "2025-01-01T00:00:00Z"
 
 
 def created_at() -> str:
     """RFC 3339 with fractional seconds in UTC, as Go's time.Time marshals."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def create_backend(config: SimConfig) -> Backend:
+    """The runner backend for `--engine`: the simulated one, or bench.engine's llama-server."""
+    if config.engine == "simulated":
+        assert config.gpu is not None
+        hardware = SimulatedHardware(
+            gpu=config.gpu, speed=config.speed, seed=config.seed, legacy_memory=not config.rules.llama_server_memory
+        )
+        return SimulatedBackend(hardware)
+    try:
+        from bench.engine.sim_backend import create_backend as create_engine_backend  # type: ignore[import-not-found]
+    except ImportError:
+        raise SimConfigError(f"--engine {config.engine}: not available in this installation (bench.engine.sim_backend)") from None
+    return create_engine_backend(config)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -35,11 +52,15 @@ class Simulator:
 
     @classmethod
     def create(cls, config: SimConfig) -> "Simulator":
-        sim = cls(config=config, scheduler=Scheduler(config))
+        sim = cls(config=config, scheduler=Scheduler(config, create_backend(config)))
         sim._fault_rng = random.Random(config.seed ^ 0x5EED)
         if config.emit_log_path is not None:
             sim._emit_log = open(config.emit_log_path, "a", encoding="utf-8", buffering=1)
         return sim
+
+    @property
+    def version(self) -> str:
+        return self.config.rules.version
 
     def request_id(self, header_value: str | None) -> str:
         return header_value or str(next(self._request_ids))

@@ -28,6 +28,8 @@ def running_sim(
     gpu: str | None = None,
     catalog_path: str | None = None,
     emit_log_path: str | None = None,
+    ollama_version: str | None = None,
+    host_memory: str | None = None,
     ready_timeout_s: float = 30.0,
 ) -> Iterator[str]:
     """Serve on a free loopback port in a background thread; yield the base URL; always stop.
@@ -37,6 +39,7 @@ def running_sim(
     config = build_config(
         dict(env or {}), host="127.0.0.1", port=0, gpu=gpu, gpu_memory=gpu_memory, seed=seed,
         catalog_path=catalog_path, speed=speed, faults=faults, emit_log_path=emit_log_path,
+        ollama_version=ollama_version, host_memory=host_memory,
     )
     sock = bind_socket("127.0.0.1", 0)
     server, sim = make_server(config)

@@ -57,7 +57,7 @@ def test_ollama_client_reports_missing_model(base_url: str) -> None:
     with pytest.raises(ollama.ResponseError) as raised:
         ollama.Client(host=base_url).chat(model="nope:1b", messages=[{"role": "user", "content": "x"}])
     assert raised.value.status_code == 404
-    assert raised.value.error == 'model "nope:1b" not found, try pulling it first'
+    assert raised.value.error == "model 'nope:1b' not found"  # routes.go ChatHandler 2481-2492
 
 
 def test_openai_client_chat_streaming_with_usage(base_url: str) -> None:
@@ -68,8 +68,12 @@ def test_openai_client_chat_streaming_with_usage(base_url: str) -> None:
     )
     chunks = list(stream)
     content_chunks = [c for c in chunks if c.choices]
-    assert content_chunks[-1].choices[0].finish_reason == "length"
-    assert all(c.choices[0].delta.role == "assistant" for c in content_chunks)
+    # middleware/openai.go ChatWriter.writeResponse + FinishChunk: role only first, separate finish chunk.
+    finish = content_chunks[-1].choices[0]
+    assert finish.finish_reason == "length" and finish.delta.content is None and finish.delta.role is None
+    assert content_chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.choices[0].delta.role is None for c in content_chunks[1:])
+    assert len({c.created for c in chunks}) == 1
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
     assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + 6
 

@@ -18,10 +18,12 @@ from bench.sim.errors import SimConfigError
 
 
 def test_defaults_match_ollama() -> None:
+    """envconfig/config.go defaults: NUM_PARALLEL 1, MAX_QUEUE 512, MAX_LOADED_MODELS 0 (auto), CONTEXT_LENGTH 0 (tiered)."""
     config = build_config({})
     assert (config.host, config.port) == ("127.0.0.1", 11434)
-    assert (config.num_parallel, config.max_queue, config.max_loaded_models) == (1, 512, 3)
-    assert (config.keep_alive_s, config.context_length, config.effective_kv_cache_type) == (300.0, 4096, "f16")
+    assert (config.num_parallel, config.max_queue, config.max_loaded_models) == (1, 512, 0)
+    assert (config.keep_alive_s, config.context_length, config.effective_kv_cache_type) == (300.0, 0, "f16")
+    assert config.rules.version == "0.33.0" and config.default_num_ctx == 32768  # rtx4090: 24564 MiB ≥ 23 GiB
 
 
 @pytest.mark.parametrize(

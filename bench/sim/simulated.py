@@ -1,0 +1,154 @@
+"""The simulated backend: a roofline-timed stand-in for llama-server behind the sim's Ollama front.
+
+Implements bench/sim/backend.py's contract. Durations come from perf.py in simulated seconds and
+are divided by --speed; memory comes from memory.py (v0.33: llama-server's buffers and --fit;
+v0.12.6: Ollama's old estimate). The prompt cache is prompt_cache.py's per-slot prefix cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from bench.sim import memory, perf, textgen, tokens
+from bench.sim.backend import CompletionRequest, CompletionTimings, EmbedResult, LoadReport, LoadRequest
+from bench.sim.catalog import GpuProfile
+from bench.sim.prompt_cache import SlotCache
+
+
+@dataclass(frozen=True)
+class SimulatedHardware:
+    gpu: GpuProfile
+    speed: float
+    seed: int
+    legacy_memory: bool = False  # v0.12.6's estimate instead of llama-server's buffers
+
+
+class SimulatedBackend:
+    """Starts SimulatedRunners; `load` sleeps for the simulated load time (scaled by --speed)."""
+
+    name = "simulated"
+
+    def __init__(self, hardware: SimulatedHardware) -> None:
+        self.hardware = hardware
+        self.jitter = perf.Jitter(hardware.seed)
+
+    def scaled(self, simulated_s: float) -> float:
+        return simulated_s / self.hardware.speed
+
+    async def load(self, request: LoadRequest) -> "SimulatedRunner":
+        if self.hardware.legacy_memory:
+            report = memory.legacy_layout(request)
+        else:
+            report = memory.llama_server_buffers(request)  # raises LoadOutOfMemory
+        raw_s = perf.load_s(request.model) * self.jitter.factor()
+        await asyncio.sleep(self.scaled(perf.observed_load_s(raw_s)))
+        return SimulatedRunner(self, request, report)
+
+
+class SimulatedRunner:
+    """One loaded model: NUM_PARALLEL slots with a prompt cache, and a shared decode batch."""
+
+    def __init__(self, backend: SimulatedBackend, request: LoadRequest, report: LoadReport) -> None:
+        self.backend = backend
+        self.request = request
+        self.memory = report
+        self.slots = SlotCache(request.num_parallel)
+        bpe_type = request.kv_cache_type if not backend.hardware.legacy_memory or request.flash_attention == "on" else None
+        self._kv_bpe = memory.KV_TYPE_BYTES[bpe_type or "f16"]
+        self.closed = False
+        # Decode bookkeeping read by the perf model on every step.
+        self.generating = 0
+        self.max_generating = 0
+        self.context_tokens_total = 0
+
+    async def health(self) -> bool:
+        return not self.closed
+
+    async def tokenize(self, text: str) -> list[int]:
+        return tokens.tokenize(text)
+
+    async def close(self) -> None:
+        self.closed = True
+        await asyncio.sleep(self.backend.scaled(perf.UNLOAD_S))
+
+    def _plan(self, request: CompletionRequest) -> tuple[list[str], str]:
+        """Output pieces and stop type: deterministic in (sim seed, prompt, options.seed, temperature)."""
+        seed = self.backend.hardware.seed
+        options = request.options
+        rng = random.Random(textgen.stable_int("text", seed, request.sample_key, options.get("seed"), options.get("temperature")))
+        if request.json_schema:
+            pieces = textgen.chunk_text(textgen.structured_text(request.json_schema, rng))
+        else:
+            pieces = textgen.prose_tokens(rng, textgen.natural_length(seed, request.sample_key))
+        if 0 <= request.n_predict < len(pieces):
+            return pieces[: request.n_predict], "limit"
+        return pieces, "eos"
+
+    async def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]:
+        hardware = self.backend.hardware
+        jitter = self.backend.jitter
+        prompt = tokens.tokenize(request.prompt) if isinstance(request.prompt, str) else list(request.prompt)
+        pieces, stop_type = self._plan(request)
+        if not self.request.context_shift:
+            room = max(0, self.request.num_ctx - len(prompt))
+            if room < len(pieces):
+                pieces, stop_type = pieces[:room], "limit"
+        slot, cache_n = self.slots.take(prompt)
+        prompt_n = len(prompt) - cache_n
+        produced: list[str] = []
+        self.generating += 1
+        self.max_generating = max(self.max_generating, self.generating)
+        held_tokens = 0
+        try:
+            prefill_wall_s = self.backend.scaled(
+                perf.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
+                * jitter.factor()
+            )
+            # One deadline chain from the slot's start: a late wake-up shortens the next wait.
+            deadline_s = time.monotonic() + prefill_wall_s
+            await asyncio.sleep(prefill_wall_s)
+            self.context_tokens_total += len(prompt)
+            held_tokens = len(prompt)
+            eval_start_s = deadline_s
+            for piece in pieces:
+                step_s = perf.decode_step_s(
+                    self.request.model, hardware.gpu, self.memory.gpu_fraction, self.generating,
+                    self.context_tokens_total, self._kv_bpe,
+                )
+                deadline_s += self.backend.scaled(step_s * jitter.factor())
+                delay_s = deadline_s - time.monotonic()
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                self.context_tokens_total += 1
+                held_tokens += 1
+                produced.append(piece)
+                yield piece
+            yield CompletionTimings(
+                cache_n=cache_n, prompt_n=prompt_n, prompt_ms=prefill_wall_s * 1000,
+                predicted_n=len(produced), predicted_ms=max(0.0, deadline_s - eval_start_s) * 1000, stop_type=stop_type,
+            )
+        finally:
+            self.generating -= 1
+            self.context_tokens_total -= held_tokens
+            self.slots.give_back(slot, prompt + tokens.tokenize("".join(produced)))
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        counts = [tokens.count(text) for text in texts]
+        total = sum(counts)
+        hardware = self.backend.hardware
+        wall_s = self.backend.scaled(
+            perf.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, total, self.memory.num_batch)
+            * self.backend.jitter.factor()
+        )
+        self.generating += 1
+        try:
+            await asyncio.sleep(wall_s)
+        finally:
+            self.generating -= 1
+        dimensions = self.request.model.embedding_length
+        vectors = [textgen.embedding_vector(text, dimensions, hardware.seed) for text in texts]
+        return EmbedResult(vectors=vectors, prompt_n=total)
