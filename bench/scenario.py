@@ -314,6 +314,8 @@ class SimTarget(_Strict):
     gpu: str | None = None
     gpu_memory: str | None = None
     seed: Int64 | None = None
+    ollama_version: Literal["0.33.0", "0.12.6"] | None = Field(
+        None, description="the Ollama release the simulator behaves as (default 0.33.0)")
     env: dict[str, str | int | float] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list, description="more `bench sim` arguments")
 

@@ -28,7 +28,7 @@ NOMINAL_BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "q8_0": 1.0, "q4_0": 
 # q4_0 packs 32 values in 18 bytes (an f16 scale + 16 bytes of nibbles).
 STORED_BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
-# Ollama's default num_batch; the compute-graph estimate grows with it.
+# Ollama's default num_batch before v0.33's automatic batch (512/1024/2048 by context).
 DEFAULT_NUM_BATCH = 512
 
 
@@ -51,6 +51,7 @@ class ModelArch:
     context_length: int | None = None
     parameter_count: int | None = None
     vocab_size: int | None = None
+    feed_forward_length: int | None = None
 
     @property
     def head_dim(self) -> int:
@@ -100,6 +101,7 @@ class ModelArch:
             context_length=value("context_length", required=False),
             parameter_count=None if parameter_count is None else int(parameter_count),
             vocab_size=value("vocab_size", required=False),
+            feed_forward_length=value("feed_forward_length", required=False),
         )
 
     @classmethod
@@ -195,14 +197,37 @@ def exact_kv_bytes(
 
 
 def graph_estimate_bytes(arch: ModelArch, ctx_total: int, num_batch: int = DEFAULT_NUM_BATCH) -> int:
-    """Ollama's compute-graph allowance for a fully offloaded llama-family model.
-
-    fs/ggml/ggml.go: max(4·batch·(1 + 4·embedding + ctx·(1 + heads)), 4·batch·(embedding + vocab)).
-    Other architectures use other formulas and flash attention shrinks it: treat as an estimate.
-    """
+    """Ollama v0.12.6's compute-graph allowance (fs/ggml/ggml.go GraphSize) — an estimate Ollama no
+    longer uses since v0.30; kept for comparison with old runs."""
     attention = 4 * num_batch * (1 + 4 * arch.embedding_length + ctx_total * (1 + arch.head_count))
     output = 4 * num_batch * (arch.embedding_length + (arch.vocab_size or 0))
     return max(attention, output)
+
+
+def automatic_num_batch(ctx_total: int) -> int:
+    """Ollama v0.33's -b/-ub for a completion model without num_batch (sched.go generationBatchForContext).
+
+    Ollama may step 2048/1024 down when the model is predicted to leave little VRAM headroom.
+    """
+    return 2048 if ctx_total > 32768 else 1024 if ctx_total > 4096 else 512
+
+
+def compute_buffer_bytes(arch: ModelArch, num_ctx: int, num_batch: int, flash_attention: bool = True) -> int | None:
+    """llama-server's device compute buffer for one ubatch of `num_batch` tokens, approximately.
+
+    ggml-alloc's peak for a llama-style graph: the ubatch's logits (batch × vocab × 4 B), or with
+    flash attention off the attention scores (heads × batch × num_ctx × 4 B), or the FFN
+    activations, whichever is largest, plus one hidden state. Anchored on llama.cpp's log for
+    llama3.1:8b at -ub 512 with flash attention (258.50 MiB); other graphs (MoE, SWA, vision)
+    differ. None when the vocabulary size is unknown.
+    """
+    if not arch.vocab_size:
+        return None
+    hidden = num_batch * arch.embedding_length * 4
+    logits = num_batch * arch.vocab_size * 4
+    ffn = num_batch * 2 * max(arch.feed_forward_length or 0, arch.embedding_length) * 4
+    scores = 0 if flash_attention else arch.head_count * num_batch * num_ctx * 4
+    return max(logits, ffn, scores) + hidden
 
 
 def max_parallel_that_fits(
@@ -214,21 +239,23 @@ def max_parallel_that_fits(
     graph_bytes: int | None = None,
     limit: int = 4096,
 ) -> int:
-    """Largest NUM_PARALLEL whose weights + stored KV + graph fit in gpu_memory_bytes (0: none).
+    """Largest NUM_PARALLEL whose weights + stored KV + compute buffer fit in gpu_memory_bytes (0: none).
 
-    graph_bytes None uses `graph_estimate_bytes`, which grows with num_ctx × NUM_PARALLEL;
-    a number is taken as a fixed allowance.
+    graph_bytes None uses `compute_buffer_bytes` at Ollama v0.33's automatic batch for
+    num_ctx × NUM_PARALLEL (0 when it cannot be known); a number is taken as a fixed allowance.
     """
     best = 0
     for num_parallel in range(1, limit + 1):
-        graph = (
-            graph_estimate_bytes(arch, num_ctx * num_parallel) if graph_bytes is None else graph_bytes
-        )
+        graph = _compute_allowance(arch, num_ctx, num_parallel) if graph_bytes is None else graph_bytes
         total = weights_bytes + exact_kv_bytes(arch, num_ctx, num_parallel, cache_type, True) + graph
         if total > gpu_memory_bytes:
             break
         best = num_parallel
     return best
+
+
+def _compute_allowance(arch: ModelArch, num_ctx: int, num_parallel: int) -> int:
+    return compute_buffer_bytes(arch, num_ctx, automatic_num_batch(num_ctx * num_parallel)) or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +270,7 @@ class KvSizing:
     rule_of_thumb_bytes: int
     exact_bytes: float  # Ollama's nominal bytes per element
     exact_stored_bytes: float  # ggml's block sizes (differs for q8_0 / q4_0)
-    graph_bytes: int
+    graph_bytes: int  # the compute buffer (estimate, or the --graph allowance); 0 when unknown
     gpu_memory_bytes: int | None
     max_parallel: int | None  # None without weights or GPU memory
 
@@ -255,6 +282,9 @@ class KvSizing:
     def rule_to_exact(self) -> float:
         """How many times the rule of thumb overstates the exact (nominal) figure."""
         return self.rule_of_thumb_bytes / self.exact_bytes
+
+    graph_known: bool = True  # False: no vocabulary size, the compute buffer could not be estimated
+    num_batch: int = DEFAULT_NUM_BATCH  # the -b/-ub the compute buffer was estimated at
 
     @property
     def total_bytes(self) -> float | None:
@@ -289,9 +319,11 @@ def size_model(
         rule_of_thumb_bytes=rule_of_thumb_bytes(arch, ctx_total),
         exact_bytes=exact_kv_bytes(arch, num_ctx, num_parallel, cache_type),
         exact_stored_bytes=exact_kv_bytes(arch, num_ctx, num_parallel, cache_type, stored=True),
-        graph_bytes=graph_estimate_bytes(arch, ctx_total) if graph_bytes is None else graph_bytes,
+        graph_bytes=_compute_allowance(arch, num_ctx, num_parallel) if graph_bytes is None else graph_bytes,
         gpu_memory_bytes=gpu_memory_bytes,
         max_parallel=fits,
+        graph_known=graph_bytes is not None or compute_buffer_bytes(arch, num_ctx, 512) is not None,
+        num_batch=automatic_num_batch(ctx_total),
     )
 
 

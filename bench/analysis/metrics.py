@@ -127,7 +127,8 @@ def request_metrics(requests: pd.DataFrame) -> pd.DataFrame:
     """The records with derived per-request columns added (a copy; see README_SECTION).
 
     Added: ttft_s, tpot_s, itl_mean_s, e2e_s, user_tps, load_s, prefill_s, queue_wait_s,
-    dispatch_lag_s, cold, output_tokens_used. Values that cannot be measured are NaN (e.g. TPOT
+    slot_wait_s, prefill_s_per_prompt_token, prefix_cache_hit, dispatch_lag_s, cold,
+    output_tokens_used. Values that cannot be measured are NaN (e.g. TPOT
     of a request with fewer than two text chunks, queue wait on the OpenAI surface).
     """
     frame = requests.copy()
@@ -154,10 +155,20 @@ def request_metrics(requests: pd.DataFrame) -> pd.DataFrame:
         user_tps = np.where((generating > 0) & (tokens > 0), tokens / generating, np.nan)
 
     ttft = first - sent
+    # Ollama v0.33 meanings (bench.analysis.ollama_semantics): load_duration = the scheduler's
+    # pending-queue wait + any cold load; prompt_eval_duration = prefill of the tokens outside
+    # llama-server's prompt cache only; the wait for a runner slot is in neither, but in
+    # total − load − prompt_eval − eval (server-side, so free of network and client time).
     load = _float_column(frame, "load_duration_ns") / 1e9
     prefill = _float_column(frame, "prompt_eval_duration_ns") / 1e9
+    total = _float_column(frame, "total_duration_ns") / 1e9
+    decode = _float_column(frame, "eval_duration_ns") / 1e9
     native = (frame["surface"] == "native").to_numpy() if "surface" in frame.columns else False
     queue_wait = np.where(native, np.clip(ttft - load - prefill, 0.0, None), np.nan)
+    slot_wait = np.where(native, np.clip(total - load - prefill - decode, 0.0, None), np.nan)
+    prompt_tokens = _float_column(frame, "prompt_tokens")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prefill_per_token = np.where(prompt_tokens > 0, prefill / prompt_tokens, np.nan)
 
     frame["output_tokens_used"] = tokens
     frame["ttft_s"] = ttft
@@ -168,9 +179,29 @@ def request_metrics(requests: pd.DataFrame) -> pd.DataFrame:
     frame["load_s"] = load
     frame["prefill_s"] = prefill
     frame["queue_wait_s"] = queue_wait
+    frame["slot_wait_s"] = slot_wait
+    frame["prefill_s_per_prompt_token"] = prefill_per_token
+    frame["prefix_cache_hit"] = _prefix_cache_hits(frame, prefill_per_token)
     frame["dispatch_lag_s"] = sent - scheduled
     frame["cold"] = _float_column(frame, "load_duration_ns") > COLD_LOAD_THRESHOLD_NS
     return frame
+
+
+# A prefill this many times faster per prompt token than its cell's median was mostly served
+# from llama-server's prompt cache (prompt_eval_count counts cached tokens, the duration does not).
+PREFIX_CACHE_SPEEDUP = 4.0
+
+
+def _prefix_cache_hits(frame: pd.DataFrame, prefill_per_token: np.ndarray) -> np.ndarray:
+    """True where a request's prefill per prompt token is far below its cell's median."""
+    hits = np.zeros(len(frame), dtype=bool)
+    if "cell_id" not in frame.columns or not len(frame):
+        return hits
+    per_token = pd.Series(prefill_per_token, index=frame.index)
+    medians = per_token.groupby(frame["cell_id"]).transform("median").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        hits = (prefill_per_token > 0) & (prefill_per_token * PREFIX_CACHE_SPEEDUP < medians)
+    return np.asarray(hits, dtype=bool)
 
 
 def _ok_mask(frame: pd.DataFrame) -> np.ndarray:
@@ -384,8 +415,10 @@ count over the measurement window.
 | `goodput_rps` | Successful requests that meet every per-request SLO (e.g. `ttft_p95: 0.5` means that request's TTFT <= 0.5 s; `tpot_p95: 0.05` its TPOT <= 50 ms) / window. A metric that does not apply to a request (TPOT of a one-token answer) does not fail it. Without SLOs it equals `rps`. |
 | `rejection_rate` | Requests answered 503 (Ollama's full pending queue) / all requests. |
 | `error_rate` | All other failures (client_error, server_error, timeout, disconnected, bad_stream) / all requests; rejections are not counted here. |
-| `load_s`, `prefill_s` | Native API only: the server's `load_duration` and `prompt_eval_duration`. Ollama's load_duration is the time to get a runner from the scheduler, so it includes waiting in the scheduler's pending queue as well as an actual model load. |
-| `queue_wait_s` | Native API only: TTFT - load - prefill, clipped at 0: time spent waiting for a parallel slot (plus network and overhead). |
+| `load_s`, `prefill_s` | Native API only: the server's `load_duration` and `prompt_eval_duration`. Ollama's load_duration is the time to get a runner from the scheduler, so it includes waiting in the scheduler's pending queue as well as an actual model load (in Ollama v0.30+ a cold load blocks that queue until llama-server is healthy). prompt_eval_duration covers only the prompt tokens llama-server had to evaluate: its prompt cache is on for every request, so a prefix a slot still holds costs almost nothing (while `prompt_eval_count` still counts it). |
+| `queue_wait_s` | Native API only: TTFT - load - prefill, clipped at 0: time spent waiting for a parallel slot (plus the first decode step, network and overhead). |
+| `slot_wait_s` | Native API only, from the server's own clock: total_duration - load - prompt_eval - eval, clipped at 0: the wait for one of the runner's NUM_PARALLEL slots plus Ollama's overhead (not part of load_duration). |
+| `prefix_cache_hit` | Native API only: the request's prefill per prompt token was more than 4x faster than its cell's median: most of its prompt came from llama-server's prompt cache. |
 | `cold` | The request paid for a model load: `load_duration` > 100 ms (a warm hand-off takes milliseconds, a real load hundreds of ms or more). |
 | `dispatch_lag_s` | Sent minus scheduled: how late bench's own client sent the request (a large value means the client, not the server, is the bottleneck). |
 

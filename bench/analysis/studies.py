@@ -3,8 +3,10 @@
 Pure functions on `bench.records.Run`: no I/O. Both studies rebuild the timeline of each managed
 server and model from the records: a request is cold when it paid a model load (native:
 load_duration; OpenAI surface: a TTFT jump, or /api/ps showing the model unloaded in the gap
-before it), and the expected state follows Ollama's rules (server/sched.go): the latest request's
-keep_alive sets how long an idle runner stays; a num_ctx change forces a reload.
+before it), and the expected state follows Ollama's rules (server/sched.go): a request that sets
+keep_alive sets how long the idle runner stays; one that leaves it unset (every OpenAI request)
+keeps the runner's last value (useLoadedRunner), and only a fresh load takes OLLAMA_KEEP_ALIVE;
+a num_ctx change forces a reload.
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ def _expected_cold(run: Run, timeline: pd.DataFrame, honor_openai: bool) -> pd.S
             honored = row["surface"] == "native" or honor_openai
             sent_keep_alive = _clean(settings_keep_alive.get(row["cell_id"]))
             server_default = _server_setting(run, server_id, "OLLAMA_KEEP_ALIVE", cell_settings) or DEFAULT_KEEP_ALIVE
-            request_keep_alive = keep_alive_seconds(sent_keep_alive if honored and sent_keep_alive is not None else server_default)
+            # None: the request leaves keep_alive unset (nil): a loaded runner keeps its value.
+            request_keep_alive = keep_alive_seconds(sent_keep_alive) if honored and sent_keep_alive is not None else None
             sent_ctx = _clean(settings_ctx.get(row["cell_id"]))
             ctx = sent_ctx if honored and sent_ctx is not None else "default"
             idle_s = row["idle_before_s"]
@@ -233,7 +236,11 @@ def _expected_cold(run: Run, timeline: pd.DataFrame, honor_openai: bool) -> pd.S
             if cold and not row["sent_s"] < loading_until_s:
                 load_s = row["load_s"] if pd.notna(row["load_s"]) else row["ttft_s"]
                 loading_until_s = row["sent_s"] + (load_s if pd.notna(load_s) else 0.0)
-            loaded_ctx, keep_alive_s = ctx, request_keep_alive  # the latest request's value wins
+            if request_keep_alive is not None:
+                keep_alive_s = request_keep_alive  # a set keep_alive replaces the runner's
+            elif cold is not False:
+                keep_alive_s = keep_alive_seconds(server_default)  # a fresh load starts at OLLAMA_KEEP_ALIVE
+            loaded_ctx = ctx
     return pd.Series(expected, dtype=object).reindex(timeline.index)
 
 
@@ -293,8 +300,9 @@ def _keep_alive_verdict(
             lines.append(f"keep_alive {sent} in the OpenAI body: cannot tell from this run whether it took "
                          f"effect (the gaps do not separate it from the server's {server_keep_alive})")
         elif ignored < as_sent:
-            lines.append(f"keep_alive {sent} in the OpenAI body was ignored: the server's OLLAMA_KEEP_ALIVE "
-                         f"{server_keep_alive} applied")
+            lines.append(f"keep_alive {sent} in the OpenAI body was ignored: the request left keep_alive unset, "
+                         f"so the model kept its last explicit keep_alive (OLLAMA_KEEP_ALIVE {server_keep_alive} "
+                         "applies only to a fresh load)")
         else:
             lines.append(f"keep_alive {sent} in the OpenAI body took effect")
     num_ctx = _clean(settings.get("num_ctx"))

@@ -48,12 +48,17 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
     ]
     if sizing.exact_stored_bytes != sizing.exact_bytes:
         rows.append((f"KV, exact as stored ({sizing.cache_type} blocks)", format_bytes(sizing.exact_stored_bytes)))
+    if sizing.graph_known:
+        compute = (f"{format_bytes(sizing.graph_bytes)} (approx., -ub {sizing.num_batch} as Ollama v0.33 picks it, "
+                   "flash attention on)")
+    else:
+        compute = "cannot know: the model reports no vocabulary size (give --graph)"
     rows += [
         ("rule of thumb vs exact", f"{sizing.rule_to_exact:.2f}x ({describe_ratio(sizing.rule_to_exact)})"),
-        ("compute graph (Ollama's llama estimate)", format_bytes(sizing.graph_bytes)),
+        ("compute buffer (llama-server)", compute),
     ]
     if sizing.total_bytes is not None:
-        rows.append(("total (weights + stored KV + graph)", format_bytes(sizing.total_bytes)))
+        rows.append(("total (weights + stored KV + compute)", format_bytes(sizing.total_bytes)))
     if sizing.gpu_memory_bytes is None:
         rows.append(("largest NUM_PARALLEL that fits", "give --gpu-memory"))
     elif sizing.max_parallel is None:
@@ -104,7 +109,7 @@ def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
 @click.option("--parallel", "num_parallel", type=params.CONCURRENCY, default=1, show_default=True, help="OLLAMA_NUM_PARALLEL")
 @click.option("--cache-type", type=click.Choice(CACHE_TYPES), default="f16", show_default=True)
 @click.option("--gpu-memory", default=None, help="GPU memory to fit in, e.g. 80GiB or 24GB")
-@click.option("--graph", "graph_size", default=None, help="fixed compute-graph allowance (default: estimate)")
+@click.option("--graph", "graph_size", default=None, help="fixed compute-buffer allowance (default: llama-server estimate)")
 @click.option("--target", default=None, help="server URL (default: OLLAMA_HOST, else 127.0.0.1:11434)")
 @click.option("--gguf", "gguf_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="read the architecture from a local GGUF file instead of a server")  # fmt: skip

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from bench.analysis.ollama_semantics import semantics_for
 from bench.report import formatting as fmt
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
@@ -42,6 +43,7 @@ def _facts(view: RunView, suffix: str) -> Table:
         ("bench version", fmt.text(manifest.get("bench_version"))),
         ("server", f"{fmt.text(target.get('kind'))} at {fmt.text(target.get('base_url'))}"),
         ("server version", fmt.text(target.get("version"))),
+        ("fields read with", semantics_for(target.get("version")).describe()),
         ("GPU", _gpu(manifest.get("gpu"))),
         ("host", f"{fmt.text(host.get('hostname'))}: {fmt.text(host.get('platform'))}, "
                  f"Python {fmt.text(host.get('python'))}, {fmt.text(host.get('cpu_count'))} CPUs"),

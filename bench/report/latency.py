@@ -8,7 +8,7 @@ import pandas as pd
 
 from bench.report import plotting
 from bench.report.data import RunView, load_label, load_series, request_spread
-from bench.report.page import Figure, Section
+from bench.report.page import Figure, Note, Section
 
 _MAX_CDF_CELLS = 16
 
@@ -30,8 +30,14 @@ def build(views: list[RunView]) -> Section | None:
                                        "to the right is more throughput bought with more latency."))
     split = _native_ttft_split(views)
     if split is not None:
-        blocks.append(Figure(split, "From Ollama's own timings: load = load_duration, prefill = "
-                                    "prompt_eval_duration, queue wait = TTFT − load − prefill (waiting for a slot)."))
+        blocks.append(Figure(split, "From Ollama's own timings (v0.30+ meanings): load_duration = waiting in "
+                                    "Ollama's scheduler queue + any cold load; prefill = prompt_eval_duration, only "
+                                    "the prompt tokens not already in llama-server's prompt cache; slot wait = TTFT "
+                                    "− load − prefill (waiting for one of NUM_PARALLEL slots, the first token, the "
+                                    "network)."))
+    hits = _prefix_cache_note(views)
+    if hits is not None:
+        blocks.append(hits)
     return Section("latency", "Latency", "Time to first token (TTFT) and time per output token (TPOT) "
                    "of successful measured requests.", tuple(blocks))
 
@@ -165,8 +171,9 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     figure, (ax,) = plotting.new_figure(1, 1, height_in=plotting.bar_height_in(len(frame)) + 0.6)
     y = np.arange(len(frame))
     left = np.zeros(len(frame))
-    for column, name, color in (("queue", "queue wait", "#9ecae1"), ("load", "model load", "#d62728"),
-                                ("prefill", "prefill (prompt eval)", "#2ca02c")):
+    for column, name, color in (("queue", "slot wait (TTFT − load − prefill)", "#9ecae1"),
+                                ("load", "scheduler queue + load (load_duration)", "#d62728"),
+                                ("prefill", "prefill of uncached tokens", "#2ca02c")):
         widths = frame[column].to_numpy(float) * scale
         ax.barh(y, widths, left=left, color=color, label=name, height=0.65)
         left += widths
@@ -179,3 +186,24 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     plotting.figure_legend(figure, ax, columns=4)
     return plotting.render(figure, "Where TTFT goes on the native API",
                            "Stacked bars: mean queue wait, model load and prefill per native cell.")
+
+
+def _prefix_cache_note(views: list[RunView]) -> Note | None:
+    """Say where llama-server's prompt cache made prefill small (prefix_cache_hit, bench.analysis.metrics)."""
+    parts = []
+    for view in views:
+        measured = view.measured
+        if measured.empty or "prefix_cache_hit" not in measured:
+            continue
+        hits = measured[measured["prefix_cache_hit"].fillna(False).astype(bool)]
+        if hits.empty:
+            continue
+        by_cell = hits.groupby("cell_id").size()
+        names = [str(view.cells.at[c, "label"]) if c in view.cells.index else str(c) for c in by_cell.index]
+        parts.append(f"{(view.label + ': ') if len(views) > 1 else ''}{len(hits)} request(s) in "
+                     f"{', '.join(plotting.shorten(n, 30) for n in names[:6])}{' …' if len(names) > 6 else ''}")
+    if not parts:
+        return None
+    return Note("Prompt-cache hits: " + "; ".join(parts) + " prefilled more than 4× faster per prompt token than "
+                "their cell's median — their prompt shared a prefix with what a slot still held, so prefill was "
+                "mostly skipped (prompt_eval_count still counts the cached tokens).")

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.loads import loads_from_ps
+from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
 from bench.report import plotting
@@ -27,9 +29,16 @@ def build(views: list[RunView]) -> Section | None:
                                  "(and the server process's own share when bench started the server)."))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
-            blocks.append(Figure(_ps_figure(ps, suffix), "Ollama's own estimate from /api/ps: size is what the "
-                                 "loaded model needs (weights + KV cache + compute graph), size_vram the part on "
-                                 "the GPU. size_vram below size means part of the model runs on the CPU."))
+            semantics = semantics_for((view.manifest.get("target") or {}).get("version"))
+            what = ("the buffers llama-server allocated (weights, KV cache, compute, output); with every layer on "
+                    "the GPU size equals size_vram" if semantics.llama_server else
+                    "Ollama's estimate (weights + KV cache + compute graph)")
+            blocks.append(Figure(_ps_figure(ps, suffix), f"From /api/ps: size is {what}; size_vram the part on "
+                                 "the GPU. size_vram below size means part of the model runs on the CPU "
+                                 f"(read as {semantics.label})."))
+            table = _loads_table(view, ps, semantics, suffix)
+            if table is not None:
+                blocks.append(table)
         kv = view.run.extras.get(KV_JSON)
         if isinstance(kv, dict) and kv.get("groups"):
             blocks.extend(_kv_blocks(kv, suffix))
@@ -37,6 +46,42 @@ def build(views: list[RunView]) -> Section | None:
         return None
     return Section("memory", "Memory", "GPU memory over the run, and how the KV cache grows with context.",
                    tuple(blocks))
+
+
+def _training_contexts(view: RunView) -> dict[str, int]:
+    contexts: dict[str, int] = {}
+    for name, shown in (view.manifest.get("models") or {}).items():
+        info = (shown or {}).get("model_info") or {}
+        arch = info.get("general.architecture")
+        value = info.get(f"{arch}.context_length") if arch else None
+        if isinstance(value, int):
+            contexts[str(name)] = value
+            contexts[str(name) if ":" in str(name) else f"{name}:latest"] = value
+    return contexts
+
+
+def _requested_num_ctx(view: RunView) -> int | None:
+    values = {v for v in view.cells.get("num_ctx", pd.Series(dtype=float)).dropna().tolist()} if "num_ctx" in view.cells else set()
+    return int(next(iter(values))) if len(values) == 1 else None
+
+
+def _loads_table(view: RunView, ps: pd.DataFrame, semantics: Any, suffix: str) -> Table | None:
+    loads = loads_from_ps(ps, semantics, _training_contexts(view))
+    if not loads:
+        return None
+    requested = _requested_num_ctx(view)
+    rows = []
+    for load in loads:
+        share = load.gpu_share
+        rows.append((plotting.shorten(load.model, 36), f"{load.first_seen_s:.1f} s",
+                     fmt.DASH if load.effective_num_ctx is None else f"{load.effective_num_ctx:,}",
+                     fmt.gib(load.size_bytes) if load.size_bytes is not None else fmt.DASH,
+                     fmt.gib(load.size_vram_bytes) if load.size_vram_bytes is not None else fmt.DASH,
+                     fmt.DASH if share is None else f"{share:.0%}",
+                     "; ".join(load.notes(requested)) or fmt.DASH))
+    return Table(("model", "first seen", "effective num_ctx (per slot)", "size", "size_vram", "on GPU", "note"),
+                 tuple(rows), caption=f"Every load seen in /api/ps{suffix}: the context each runner really has",
+                 numeric=(False, True, True, True, True, True, False))
 
 
 def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:

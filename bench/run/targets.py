@@ -50,6 +50,8 @@ class Targets:
                 args += ["--gpu-memory", sim.gpu_memory]
             if sim.seed is not None:
                 args += ["--seed", str(sim.seed)]
+            if sim.ollama_version is not None:
+                args += ["--ollama-version", sim.ollama_version]
             # Last, so they win over anything in sim.args: the simulator listens on loopback only.
             loopback = ["--host", "127.0.0.1", "--port", str(self.port)]
             return sim_command(args + list(sim.args) + loopback), {k: str(v) for k, v in sim.env.items()}

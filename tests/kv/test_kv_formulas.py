@@ -202,3 +202,18 @@ def test_a_file_that_is_not_gguf_is_a_usage_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a gguf file at all")
     with pytest.raises(UsageError, match="model.bin"):
         read_gguf(path)
+
+
+def test_compute_buffer_is_sized_like_llama_server_not_graphsize(llama31_8b: ModelArch) -> None:
+    """`bench kv` shows llama-server's compute buffer (Ollama v0.33) instead of v0.12.6's GraphSize."""
+    from bench.analysis.kv import automatic_num_batch, compute_buffer_bytes, graph_estimate_bytes
+
+    # llama.cpp logs 258.50 MiB for llama3.1:8b at -ub 512 with flash attention.
+    assert compute_buffer_bytes(llama31_8b, 8192, 512) / 2**20 == pytest.approx(258.5, abs=0.01)
+    assert automatic_num_batch(8192) == 1024 and automatic_num_batch(40000) == 2048 and automatic_num_batch(4096) == 512
+    # The old GraphSize grows with context; llama-server's buffer with flash attention does not.
+    assert compute_buffer_bytes(llama31_8b, 65536, 512) == compute_buffer_bytes(llama31_8b, 8192, 512)
+    assert graph_estimate_bytes(llama31_8b, 65536) > 4 * compute_buffer_bytes(llama31_8b, 65536, 512)
+    unknown = ModelArch("x", 16, 1024, 8, 8, 128, 128)
+    assert compute_buffer_bytes(unknown, 16384, 1024) is None
+    assert not size_model(unknown, None, 16384).graph_known

@@ -171,7 +171,7 @@ def test_script_sent_through_the_simulator_is_inert(browser: Any, sim: Callable[
     assert opened.console_errors == []
     # The text is shown to the reader, as text.
     assert SCRIPT in opened.body_text
-    assert f'model "{SCRIPT}" not found' in opened.body_text
+    assert f"model '{SCRIPT}' not found" in opened.body_text
 
 
 SCENARIO = """\

@@ -78,6 +78,23 @@ def test_unknown_gpu_exits_2() -> None:
     assert result.returncode == 2 and "voodoo3" in result.stderr
 
 
+def test_unknown_ollama_version_and_engine_exit_2() -> None:
+    for flags, named in ((["--ollama-version", "0.20"], "0.20"), (["--engine", "vllm"], "vllm")):
+        result = subprocess.run([sys.executable, "-m", "bench", "sim", "--port", "0", *flags], env=_cli_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and named in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+
+
+def test_version_setting_selects_the_rules() -> None:
+    assert build_config({}, ollama_version="v0.12.6").rules.version == "0.12.6"
+    assert build_config({"BENCH_SIM_OLLAMA_VERSION": "0.12"}).rules.version == "0.12.6"
+    assert build_config({}, ollama_version="0.12.6", gpu="h100").default_num_ctx == 4096
+    assert build_config({}, gpu="h100").default_num_ctx == 262144
+    assert build_config({}, gpu="l4").default_num_ctx == 4096  # 23034 MiB < 23 GiB
+    assert build_config({"OLLAMA_CONTEXT_LENGTH": "8192"}, gpu="h100").default_num_ctx == 8192
+
+
 def test_sigterm_stops_the_server_cleanly() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench", "sim", "--port", "0", "--speed", "100"], env=_cli_env(),
