@@ -230,6 +230,11 @@ def compute_buffer_bytes(arch: ModelArch, num_ctx: int, num_batch: int, flash_at
     return max(logits, ffn, scores) + hidden
 
 
+# llama-server's `--fit` keeps this much VRAM free (Ollama v0.33 starts it without -ngl): a model
+# is fully on the GPU only when weights + KV + compute leave it (llama.cpp common fit target).
+FIT_MARGIN_BYTES = 1024 * 2**20
+
+
 def max_parallel_that_fits(
     arch: ModelArch,
     weights_bytes: int,
@@ -238,6 +243,7 @@ def max_parallel_that_fits(
     gpu_memory_bytes: int,
     graph_bytes: int | None = None,
     limit: int = 4096,
+    margin_bytes: int = FIT_MARGIN_BYTES,
 ) -> int:
     """Largest NUM_PARALLEL whose weights + stored KV + compute buffer fit in gpu_memory_bytes (0: none).
 
@@ -248,7 +254,7 @@ def max_parallel_that_fits(
     for num_parallel in range(1, limit + 1):
         graph = _compute_allowance(arch, num_ctx, num_parallel) if graph_bytes is None else graph_bytes
         total = weights_bytes + exact_kv_bytes(arch, num_ctx, num_parallel, cache_type, True) + graph
-        if total > gpu_memory_bytes:
+        if total > gpu_memory_bytes - margin_bytes:
             break
         best = num_parallel
     return best

@@ -64,7 +64,7 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
     elif sizing.max_parallel is None:
         rows.append(("largest NUM_PARALLEL that fits", "unknown weights size"))
     else:
-        where = f"in {format_bytes(sizing.gpu_memory_bytes)} at num_ctx {sizing.num_ctx}"
+        where = f"in {format_bytes(sizing.gpu_memory_bytes)} (less llama-server's 1 GiB fit margin) at num_ctx {sizing.num_ctx}"
         rows.append((f"largest NUM_PARALLEL that fits {where}", str(sizing.max_parallel)))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:

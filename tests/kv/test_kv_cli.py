@@ -42,8 +42,9 @@ def test_worked_example_from_a_server(sim_url: str) -> None:
     assert lines["KV, rule of thumb (ctx x layers x hidden x 2 B)"] == ["8.00", "GiB"]
     assert lines["KV, exact (2 x layers x ctx x kv_heads x head_dim x bpe)"] == ["4.00", "GiB"]
     assert "rule of thumb vs exact" in output and "2.00x (2x too high)" in output
-    # (80 GiB - 4.58 GiB weights - 1 GiB graph) / 1 GiB per slot at num_ctx 8192.
-    assert output.rstrip().endswith("largest NUM_PARALLEL that fits in 80.0 GiB at num_ctx 8192  74")
+    # (80 GiB - 1 GiB fit margin - 4.58 GiB weights - 1 GiB graph) / 1 GiB per slot at num_ctx 8192.
+    assert output.rstrip().endswith("largest NUM_PARALLEL that fits in 80.0 GiB (less llama-server's 1 GiB fit margin) "
+                                    "at num_ctx 8192  73")
 
 
 def test_quantised_cache_shows_nominal_and_stored_sizes(sim_url: str) -> None:
@@ -88,13 +89,13 @@ def test_unreachable_server_is_one_line_error() -> None:
 def test_gguf_file_metadata(tmp_path: Path) -> None:
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)
-    code, output = run_cli("kv", "--gguf", str(path), "--ctx", "1024", "--gpu-memory", "1MiB", "--graph", "0")
+    code, output = run_cli("kv", "--gguf", str(path), "--ctx", "1024", "--gpu-memory", "1025MiB", "--graph", "0")
     assert code == 0, output
     assert "tiny.gguf: llama, 2 layers, hidden 64, 4 heads / 2 KV heads, head_dim 16" in output
     assert "24.0 KiB" in output  # weights: 4096 f16 + 4096 f32 elements
     # exact: 2 x 2 layers x 1024 x 2 heads x 16 x 2 B = 256 KiB; rule: 1024 x 2 x 64 x 2 = 256 KiB.
     assert "1.00x (exact)" in output
-    # (1 MiB - 24 KiB) / 256 KiB per slot = 3.9 -> 3
+    # (1025 MiB - 1024 MiB fit margin - 24 KiB) / 256 KiB per slot = 3.9 -> 3
     assert output.rstrip().endswith("3")
 
 
