@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ScenarioError
+from bench.escape import plain_terminal
 from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario
 
 # Axes in the order they vary (outer first) after the server variables. Stable across versions:
@@ -231,3 +233,61 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{scenario.where('matrix')}: two cells have identical settings (a list repeats a value)")
     return cells
+
+
+# --- how a cell is named everywhere (progress, summary table, manifest, report, gate) ---------
+
+# Short names of settings in cell labels; others appear under their own name.
+SHORT_NAMES = {
+    "concurrency": "c", "prompt_tokens": "prompt", "max_tokens": "out", "num_ctx": "ctx",
+    "rate_rps": "rps", "OLLAMA_NUM_PARALLEL": "NP", "OLLAMA_KV_CACHE_TYPE": "kv",
+    "OLLAMA_MAX_QUEUE": "queue", "OLLAMA_KEEP_ALIVE": "server keep_alive",
+}
+
+
+def _is_missing(value: Any) -> bool:
+    # NaN (value != value): settings read back through pandas hold NaN where a cell had None.
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _format_setting(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # pandas stores an int column with a gap as floats
+    return str(value)
+
+
+def varying_settings(cells_settings: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of settings that take more than one value across cells (in key order)."""
+    settings_list = list(cells_settings)
+    names = list(dict.fromkeys(name for settings in settings_list for name in settings))
+    varying = [name for name in names
+               if len({repr(None if _is_missing(s.get(name)) else s.get(name)) for s in settings_list}) > 1]
+    if "surface" in varying and "endpoint" not in varying:
+        varying.insert(varying.index("surface") + 1, "endpoint")
+    return varying
+
+
+def describe_cell(settings: Mapping[str, Any], names: Iterable[str]) -> str:
+    """`native/chat c=4 NP=2`: the named settings, short; missing ones are left out."""
+    parts = []
+    for name in names:
+        value = settings.get(name)
+        if name == "surface" or _is_missing(value):
+            continue
+        if name == "endpoint":
+            parts.append(f"{settings.get('surface')}/{value}")
+        else:
+            parts.append(f"{SHORT_NAMES.get(name, name)}={_format_setting(value)}")
+    # Model names and other values are the user's or the server's text: no escape sequences.
+    return plain_terminal(" ".join(parts))
+
+
+def cell_label(settings: Mapping[str, Any], varying: Iterable[str]) -> str:
+    """A cell's label among others: the `varying` settings, or surface/endpoint and model when none vary."""
+    return describe_cell(settings, varying) or describe_cell(settings, ("endpoint", "model"))
+
+
+def cell_labels(cells: Sequence[Cell]) -> dict[str, str]:
+    """cell_id -> label for a run's cells (the manifest stores them; every view reads them there)."""
+    varying = varying_settings(cell.settings for cell in cells)
+    return {cell.cell_id: cell_label(cell.settings, varying) for cell in cells}

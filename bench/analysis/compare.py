@@ -43,8 +43,8 @@ from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
 from bench.analysis.samples import bootstrap_interval, min_samples_for, not_enough
 from bench.errors import RunDirError, UsageError
 from bench.escape import for_markdown, for_terminal, plain_terminal
+from bench.plan import cell_label, varying_settings
 from bench.analysis.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
-from bench.run.progress import describe_cell, varying_settings
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -348,6 +348,7 @@ def _verdict(metric: str, threshold: float, estimate: _Estimate) -> Verdict:
 
 
 def _describe_settings(settings: dict[str, object]) -> str:
+    """Every setting under its own name: an error must identify the cell, not label it."""
     shown = {k: v for k, v in settings.items() if v is not None}
     return "{" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "}"
 
@@ -424,7 +425,7 @@ def compare(baseline: Baseline, current: Baseline, thresholds: dict[str, float] 
     varying = varying_settings([base.settings for base, _ in pairs])
     gates: list[GateResult] = []
     for base_cell, current_cell in pairs:
-        label = describe_cell(base_cell.settings, varying)
+        label = cell_label(base_cell.settings, varying)
         for metric, threshold in normalized.items():
             estimate = _estimate(base_cell, current_cell, metric, confidence, resamples, seed)
             gates.append(GateResult(

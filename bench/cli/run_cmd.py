@@ -193,7 +193,8 @@ def _run(scenario, options: RunOptions) -> RunResult:  # noqa: ANN001 - a bench.
 
 
 def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions) -> None:
-    """--resume: the run's own scenario and overrides; what the command line gave wins for the rest."""
+    """--resume: the run's own scenario; how its options and the command line's combine is
+    bench.run.resolve's business."""
     from bench.run.resume import load_resume_point
     from bench.scenario import Scenario, load_scenario
 
@@ -205,16 +206,8 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
         click.echo(f"nothing to resume: every cell of {run_dir} is complete")
         return
     click.echo(f"resuming {run_dir}: {remaining} of {total} cells to run")
-    stored_baseline, stored_path = point.manifest.get("baseline"), point.manifest.get("scenario_path")
-    options = dataclasses.replace(
-        given_options,
-        scenario_path=Path(stored_path) if stored_path else None,
-        target=given_options.target or point.target, overrides=point.overrides,
-        sim_speed=given_options.sim_speed or point.sim_speed,
-        baseline=given_options.baseline or (Path(stored_baseline) if stored_baseline else None),
-        resume=point,
-    )
-    _exit_for(_run(point.scenario, options))
+    # bench.run.resolve merges the run's stored options with these.
+    _exit_for(_run(point.scenario, dataclasses.replace(given_options, resume=point)))
 
 
 def _exit_for(result: RunResult) -> None:

@@ -16,15 +16,16 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from bench import __version__
+from bench.load import run_async
 from bench.perf.accuracy import read_emit_log, timing_errors
 from bench.perf.drive import HoldResult, StepResult, closed_loop, hold_streams, request_nonce
 from bench.perf.emitter_proc import EmitterProcess, cpu_plan, process_cpu_s, running_emitter
@@ -32,7 +33,6 @@ from bench.perf.workers import run_workers
 from bench.records import RequestRecord, Surface
 
 Progress = Callable[[str], None]
-T = TypeVar("T")
 
 # Throughput keeps ramping while a level beats the best so far by this much.
 GROWTH_FACTOR = 1.05
@@ -74,16 +74,6 @@ class PerfOptions:
         if self.quick:
             return ((1, 5), (64, 64))
         return ((1, 40), (64, 512), (256, 1024))
-
-
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on uvloop when installed: the loop `bench run` uses."""
-    if importlib.util.find_spec("uvloop") is not None:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coroutine)
-    return asyncio.run(coroutine)
 
 
 def machine_info(client_cpu: int | None, emitter_cpu: int | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from bench.load import Clock
+from bench.load import Clock, run_async
 from bench.perf.drive import StepResult, closed_loop
 from bench.records import RequestRecord, Surface
 
@@ -51,8 +51,6 @@ def split_streams(concurrency: int, workers: int) -> list[int]:
 
 def _worker_main(plan: WorkerPlan, barrier: Any, results: Any) -> None:
     """Entry point of one worker process: pin, run the closed loop, send back step and records."""
-    from bench.perf.suite import run_async  # uvloop when installed, as the parent
-
     try:
         if plan.cpu is not None:
             os.sched_setaffinity(0, {plan.cpu})

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
 from bench.records import Run
 
@@ -17,12 +18,6 @@ from bench.records import Run
 _NOT_SETTINGS = ("cell_id", "cell_index", "label", "repeat")
 # The settings that make up "offered load": the x axis of most plots.
 LOAD_SETTINGS = ("concurrency", "rate_rps")
-_SHORT_NAMES = {
-    "concurrency": "c", "prompt_tokens": "prompt", "max_tokens": "out", "num_ctx": "ctx",
-    "rate_rps": "rps", "OLLAMA_NUM_PARALLEL": "NP", "OLLAMA_KV_CACHE_TYPE": "kv",
-    "OLLAMA_MAX_QUEUE": "queue", "OLLAMA_KEEP_ALIVE": "server keep_alive",
-}
-
 
 def is_missing(value: Any) -> bool:
     """None, NaN and pandas' NA all mean 'not set'."""
@@ -57,30 +52,11 @@ class RunView:
 def varying_settings(cells: pd.DataFrame) -> tuple[str, ...]:
     """Settings columns that take more than one value across cells (NaN and None count as one)."""
     names = [c for c in cells.columns if c not in _NOT_SETTINGS]
-    varying = [n for n in names if len({repr(clean(v)) for v in cells[n]}) > 1]
-    if "surface" in varying and "endpoint" not in varying:
-        varying.insert(varying.index("surface") + 1, "endpoint")
-    return tuple(varying)
+    return tuple(plan.varying_settings(cells[names].to_dict("records")))
 
 
-def describe_settings(settings: dict[str, Any], names: tuple[str, ...] | list[str]) -> str:
-    """`native/chat c=4 NP=2`: the named settings, short."""
-    parts: list[str] = []
-    for name in names:
-        value = clean(settings.get(name))
-        if name == "surface":
-            continue
-        if name == "endpoint":
-            parts.append(f"{settings.get('surface')}/{value}")
-        elif value is not None:
-            parts.append(f"{_SHORT_NAMES.get(name, name)}={_format_setting(value)}")
-    return " ".join(parts)
-
-
-def _format_setting(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+# Cell labels have one owner (bench.plan); the report's series keys use the same words.
+describe_settings = plan.describe_cell
 
 
 def _unique_labels(runs: list[Run]) -> list[str]:
@@ -109,10 +85,8 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     manifest_labels = {str(c.get("cell_id")): c.get("label") for c in run.manifest.get("cells", [])}
     labels = []
     for cell_id, settings in cells.iterrows():
-        label = manifest_labels.get(str(cell_id)) or describe_settings(settings.to_dict(), varying)
-        if not label:
-            label = describe_settings(settings.to_dict(), ("endpoint", "model")) or str(cell_id)
-        labels.append(str(label))
+        label = manifest_labels.get(str(cell_id)) or plan.cell_label(settings.to_dict(), varying)
+        labels.append(str(label or cell_id))
     cells["label"] = labels
     cells["offered_load"] = [offered_load(s) for s in cells.to_dict("records")]
     cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None else "closed"

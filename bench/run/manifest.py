@@ -1,5 +1,5 @@
 """manifest.json's contents: what a run is (scenario, host, target, options) and where it stands
-(cells, servers, client health, calibrations, notes). Pure functions; the runner writes the file."""
+(cells, servers, client health, calibrations, notes), and the one writer of the file."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ import os
 import platform
 import socket
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.load import ClientHealth
+from bench.load import CellOutcome, ClientHealth, client_health
 from bench.plan import Cell
 from bench.prompts import Calibration
-from bench.scenario import Scenario
+from bench.records import write_json
+from bench.run.resolve import ResolvedRun
 
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def new_manifest(*, run_id: str, t0_epoch_s: float, target_base_url: str | None, target_kind: str,
-                 scenario: Scenario, scenario_path: Path | None, transport: str,
-                 baseline: Path | None, options_record: dict[str, Any]) -> dict[str, Any]:
+def new_manifest(run: ResolvedRun, t0_epoch_s: float) -> dict[str, Any]:
     """The manifest of a run that is starting: everything known before the first request."""
     return {
-        "run_id": run_id,
+        "run_id": run.run_dir.name,
         "bench_version": __version__,
         "status": "running",
         "started_at": now_iso(),
@@ -35,15 +35,15 @@ def new_manifest(*, run_id: str, t0_epoch_s: float, target_base_url: str | None,
         "t0_epoch_s": t0_epoch_s,
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                  "python": sys.version.split()[0], "cpu_count": os.cpu_count()},
-        "target": {"base_url": target_base_url, "kind": target_kind, "version": None},
+        "target": {"base_url": run.target_url, "kind": run.target_kind, "version": None},
         "models": {},
-        "scenario": scenario.model_dump(mode="json"),
-        "scenario_path": str(scenario_path) if scenario_path else None,
+        "scenario": run.scenario.model_dump(mode="json"),
+        "scenario_path": str(run.scenario_path) if run.scenario_path else None,
         "workers": 1,
-        "transport": transport,
+        "transport": run.transport,
         "gpu": None,
-        "baseline": str(baseline) if baseline else None,
-        "options": options_record,
+        "baseline": str(run.baseline) if run.baseline else None,
+        "options": run.record(),
     }
 
 
@@ -88,3 +88,42 @@ def run_state(*, status: str, ended: bool, cells: list[Cell], cell_status: dict[
     if stop_reason:
         state["stop_reason"] = stop_reason
     return state
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what the manifest's changing fields are drawn from."""
+
+    cells: tuple[Cell, ...]
+    labels: dict[str, str]  # cell_id -> the label shown everywhere (bench.plan.cell_labels)
+    cell_status: dict[str, str] = field(default_factory=dict)  # pending | complete | partial
+    cell_server: dict[str, int | None] = field(default_factory=dict)
+    outcomes: list[CellOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed_reason: str | None = None  # abort_on, or the error that ended the run
+
+    def add_note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+
+class ManifestWriter:
+    """The one writer of manifest.json: the run's fixed facts plus its state, written atomically."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path, self.manifest = path, manifest
+
+    def update(self, **fields: Any) -> None:
+        """Facts learned during the run (target version, models, GPU, transport)."""
+        self.manifest.update(fields)
+
+    def write(self, status: str, state: RunState, servers: list[dict[str, Any]],
+              calibrations: dict[tuple[str, ...], Calibration], stop_reason: str | None,
+              ended: bool = False) -> None:
+        self.manifest.update(run_state(
+            status=status, ended=ended, cells=list(state.cells),
+            cell_status=state.cell_status, cell_server=state.cell_server, labels=state.labels,
+            servers=servers, health=client_health(state.outcomes), calibrations=calibrations,
+            notes=state.notes, failure=state.failed_reason, stop_reason=stop_reason,
+        ))
+        write_json(self.path, self.manifest)

@@ -24,38 +24,7 @@ from bench.records import RequestRecord
 if TYPE_CHECKING:
     import pandas as pd
 
-_PLAIN_EVERY_S = 10.0
-_SHORT_NAMES = {"concurrency": "c", "prompt_tokens": "prompt", "max_tokens": "out", "num_ctx": "ctx",
-                "rate_rps": "rps", "OLLAMA_NUM_PARALLEL": "NP"}  # off a terminal, one progress line per cell at most this often
-
-
-def describe_cell(settings: dict[str, Any], varying: list[str]) -> str:
-    """Short label: the settings that vary across the run's cells."""
-    parts = []
-    for name in varying:
-        value = settings.get(name)
-        if name == "surface":
-            continue
-        if name == "endpoint":
-            parts.append(f"{settings['surface']}/{value}")
-        elif name in _SHORT_NAMES:
-            parts.append(f"{_SHORT_NAMES[name]}={value}")
-        else:
-            parts.append(f"{name}={value}")
-    label = " ".join(parts) or f"{settings['surface']}/{settings['endpoint']} {settings['model']}"
-    # Model names and other values are the user's or the server's text: no escape sequences.
-    return plain_terminal(label)
-
-
-def varying_settings(cells_settings: list[dict[str, Any]]) -> list[str]:
-    """Names of settings that take more than one value across cells (in key order)."""
-    if not cells_settings:
-        return []
-    names = list(cells_settings[0])
-    varying = [n for n in names if len({repr(s.get(n)) for s in cells_settings}) > 1]
-    if "surface" in varying and "endpoint" not in varying:
-        varying.insert(varying.index("surface") + 1, "endpoint")
-    return varying
+_PLAIN_EVERY_S = 10.0  # off a terminal, one progress line per cell at most this often
 
 
 @dataclass

@@ -58,12 +58,6 @@ class ResumePoint:
         return restored
 
 
-def run_options_record(overrides: Overrides, target: str | None, sim_speed: float | None) -> dict[str, Any]:
-    """What the manifest keeps of the command line, so --resume can plan the same cells."""
-    return {"overrides": {f.name: getattr(overrides, f.name) for f in fields(Overrides)},
-            "target": target, "sim_speed": sim_speed}
-
-
 def _refuse(run_dir: Path, why: str) -> UsageError:
     return UsageError(f"--resume {run_dir}: {why}")
 

@@ -1,220 +1,94 @@
-"""A whole run: the run directory, cells in order against the target with telemetry and
-progress, interrupts, and the outputs at the end (bench.run.targets, bench.run.manifest and bench.outputs.summary
-hold the pieces).
+"""The cell loop: a resolved run's cells in order against the target, with telemetry, progress,
+interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
+
+The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
+bench.specs (the requests), bench.run.manifest (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import datetime as dt
 import re
-import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 from rich.console import Console
 
 from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
-from bench.errors import BenchError, UsageError
-from bench.conversations import ConversationMaker
-from bench.load import (
-    AbortTracker,
-    CellLoad,
-    CellOutcome,
-    Clock,
-    ConversationStarter,
-    StopControl,
-    client_health,
-    run_cell_load,
-)
-from bench.run.manifest import new_manifest, resumed_manifest, run_state
-from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
-from bench.analysis.thresholds import evaluate as evaluate_thresholds
-from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
-from bench.plan import Cell, Overrides, plan_cells
-from bench.run.progress import RunProgress, busy, describe_cell, varying_settings
-from bench.prompts import Calibration, calibrate, nonce
-from bench.records import MANIFEST_FILE, SCENARIO_YAML, RecordWriter, RequestRecord, write_json, write_requests_parquet
-from bench.run.resume import (
-    ResumePoint,
-    keep_complete_records,
-    merge_telemetry,
-    run_options_record,
-    stash_telemetry,
-)
-from bench.scenario import Scenario, resolve_ollama_host, scenario_to_yaml, with_run_settings
-from bench.secrets import auth_headers, read_api_key
-from bench.run.checks import check_before_run, prompt_source
+from bench.errors import BenchError
+from bench.load import AbortTracker, CellLoad, Clock, StopControl, run_async, run_cell_load
+from bench.plan import Cell, cell_labels
+from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord
+from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
 from bench.run.managed_server import check_models
-from bench.run.targets import Targets, check_sim_speed, fetch_version, preflight
+from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_manifest
+from bench.run.progress import RunProgress
+from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
+from bench.run.resume import keep_complete_records, stash_telemetry
+from bench.run.targets import Targets, fetch_version
+from bench.scenario import Scenario
+from bench.secrets import auth_headers
+from bench.specs import calibrate_cell, calibration_key, calibration_needed, conversation_starter, spec_factory
 from bench.telemetry import TelemetrySession, start_telemetry
 
-# After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.
-DEFAULT_GRACE_S = 10.0
-_SLUG_CHARS = 80
+__all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenario"]
+
 # /api/show fields kept in the manifest (the template and modelfile are long and say nothing
 # about performance).
 _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything the command line adds to a scenario."""
+class CellLoop:
+    """Runs a resolved run's cells; owns the clock, the stop control and the manifest's state."""
 
-    scenario_path: Path | None = None
-    target: str | None = None  # --target URL|sim (overrides the scenario)
-    out_dir: Path | None = None  # --out DIR (else results/<run-id>)
-    results_root: Path = Path("results")
-    overrides: Overrides = field(default_factory=Overrides)
-    sim_speed: float | None = None  # --sim-speed, for `target: sim`
-    baseline: Path | None = None
-    grace_s: float = DEFAULT_GRACE_S
-    report: bool = True
-    resume: ResumePoint | None = None  # --resume RUN_DIR: run only the cells not yet complete
-    transport: str = "auto"  # --transport auto|httpx|fast (bench.clients.http.make_http_client)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str  # complete | partial | failed
-    summary: pd.DataFrame | None
-    manifest: dict[str, Any]
-
-    @property
-    def interrupted(self) -> bool:
-        return str(self.manifest.get("stop_reason", "")).startswith("interrupted")
-
-
-def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
-    if options.out_dir is not None:
-        run_dir = options.out_dir
-        if (run_dir / MANIFEST_FILE).exists():
-            raise UsageError(f"--out {run_dir}: already holds a run (manifest.json); choose another")
-    else:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        # A directory name is at most 255 bytes: a long scenario name is cut, not a crash.
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name).strip("-")[:_SLUG_CHARS] or "run"
-        run_dir = options.results_root / f"{stamp}-{slug}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = options.results_root / f"{stamp}-{slug}-{suffix}"
-    where = "--out" if options.out_dir is not None else "--results"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".bench-write-check"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{where} {run_dir}: cannot create the run directory "
-                         f"({error.strerror or error})") from None
-    return run_dir
-
-
-class Run:
-    """One execution of a scenario; `execute()` is the whole life of a run directory."""
-
-    def __init__(self, scenario: Scenario, options: RunOptions, console: Console) -> None:
-        self.scenario, self.options, self.console = scenario, options, console
-        self.cells = plan_cells(scenario, options.overrides)
-        self.api_key = self._api_key()
-        check_before_run(scenario, options.baseline)
-        self.prompts = prompt_source(scenario)  # a bad prompt file fails before the run directory
-        target = options.target or scenario.target
-        if scenario.server is None and target != "sim":
-            # Fail before creating a run directory when there is nothing to measure.
-            preflight(resolve_ollama_host(target), self.api_key)
-        check_sim_speed(scenario, options.target, options.sim_speed)
-        resume = options.resume
-        # A directory bench makes here is removed again when the run measures nothing (a server
-        # that never started): a failed attempt should not leave a "failed" run behind.
-        self.made_run_dir = resume is None and not (options.out_dir is not None and options.out_dir.exists())
-        self.run_dir = resume.run_dir if resume is not None else new_run_dir(options, scenario)
-        self.targets = Targets(scenario, options.target, options.sim_speed, self.run_dir)
-        self.clock = Clock() if resume is None else _continued_clock(resume.manifest)
+    def __init__(self, run: ResolvedRun, console: Console) -> None:
+        self.run = run
+        self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
+                              cell_status={cell.cell_id: "pending" for cell in run.cells})
+        self.targets = Targets(run)
+        self.clock = Clock() if run.resume is None else _continued_clock(run.resume.manifest)
         self.stop = StopControl()
-        self.notes: list[str] = []
-        self.outcomes: list[CellOutcome] = []
-        self.cell_status: dict[str, str] = {cell.cell_id: "pending" for cell in self.cells}
-        self.cell_server: dict[str, int | None] = {}
-        if resume is not None:
-            self._pick_up(resume)
-        self.abort = AbortTracker(scenario.abort_on.error_rate,
-                                  scenario.abort_on.consecutive_failures,
-                                  scenario.abort_on.min_requests)
-        self.failed_reason: str | None = None
+        self.prompts = run.prompts
+        abort_on = run.scenario.abort_on
+        self.abort = AbortTracker(abort_on.error_rate, abort_on.consecutive_failures, abort_on.min_requests)
         self.telemetry: TelemetrySession | None = None
-        self.manifest: dict[str, Any] = {}
-        varying = varying_settings([cell.settings for cell in self.cells])
-        self.labels = {cell.cell_id: describe_cell(cell.settings, varying) for cell in self.cells}
-        self.progress = RunProgress(console, len(self.cells))
-
-    def _pick_up(self, resume: ResumePoint) -> None:
-        """Carry the earlier sessions' cells, servers and calibrations into this one."""
-        stored = {cell["cell_id"]: cell for cell in resume.manifest["cells"]}
-        for cell_id in resume.complete_cells:
-            self.cell_status[cell_id] = "complete"
-            self.cell_server[cell_id] = stored[cell_id].get("server_id")
-        # Server ids (and server-<n>.log names) continue where the last session stopped.
-        self.targets.servers = list(resume.manifest.get("servers") or [])
-        self.prompts.calibrations.update(resume.calibrations())
-        self.notes.extend(note for note in resume.manifest.get("notes") or [] if note not in self.notes)
-
-    def _api_key(self) -> str | None:
-        name = self.scenario.api_key_env
-        if name is None:
-            return None
-        return read_api_key(name)
+        self.progress = RunProgress(console, len(run.cells))
+        self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE, {})
 
     # --- manifest ----------------------------------------------------------------------------
 
-    def _write_manifest(self, status: str, ended: bool = False) -> None:
-        self.manifest.update(run_state(
-            status=status, ended=ended, cells=self.cells, cell_status=self.cell_status,
-            cell_server=self.cell_server, labels=self.labels, servers=self.targets.servers,
-            health=client_health(self.outcomes), calibrations=self.prompts.calibrations,
-            notes=self.notes, failure=self.failed_reason, stop_reason=self.stop.reason,
-        ))
-        write_json(self.run_dir / MANIFEST_FILE, self.manifest)
+    def write_manifest(self, status: str, ended: bool = False) -> None:
+        self.manifest.write(status, self.state, self.targets.servers, self.prompts.calibrations,
+                            self.stop.reason, ended=ended)
 
-    def _initial_manifest(self) -> None:
-        if self.options.resume is not None:
-            self._resumed_manifest(self.options.resume)
+    def begin(self) -> None:
+        """The first manifest write: a new run's facts, or the earlier sessions' state picked up."""
+        resume = self.run.resume
+        if resume is None:
+            self.manifest.manifest = new_manifest(self.run, self.clock.t0_epoch_s)
+            self.write_manifest("running")
+            write_scenario_yaml(self.run)
             return
-        options = self.options
-        self.manifest = new_manifest(
-            run_id=self.run_dir.name, t0_epoch_s=self.clock.t0_epoch_s,
-            target_base_url=self.targets.base_url, target_kind=self.targets.kind,
-            scenario=self.scenario, scenario_path=options.scenario_path,
-            transport=options.transport, baseline=options.baseline,
-            options_record=run_options_record(options.overrides, options.target, options.sim_speed),
-        )
-        self._write_manifest("running")
-        # The scenario with the command line's settings in it: `bench run DIR/scenario.yaml` reruns it.
-        ran = with_run_settings(self.scenario, target=options.target, sim_speed=options.sim_speed,
-                                **dataclasses.asdict(options.overrides))
-        (self.run_dir / SCENARIO_YAML).write_text(scenario_to_yaml(ran), encoding="utf-8")
-
-    def _resumed_manifest(self, resume: ResumePoint) -> None:
-        """The earlier manifest with this session added; unfinished cells' records set aside."""
-        rerun = [c.cell_id for c in self.cells if self.cell_status[c.cell_id] != "complete"]
-        self.manifest = resumed_manifest(resume.manifest, rerun)
-        moved = keep_complete_records(self.run_dir, resume.complete_cells)
+        stored = {cell["cell_id"]: cell for cell in resume.manifest["cells"]}
+        for cell_id in resume.complete_cells:
+            self.state.cell_status[cell_id] = "complete"
+            self.state.cell_server[cell_id] = stored[cell_id].get("server_id")
+        self.prompts.calibrations.update(resume.calibrations())
+        for note in resume.manifest.get("notes") or []:
+            self.state.add_note(note)
+        rerun = [c.cell_id for c in self.run.cells if self.state.cell_status[c.cell_id] != "complete"]
+        self.manifest.manifest = resumed_manifest(resume.manifest, rerun)
+        moved = keep_complete_records(self.run.run_dir, resume.complete_cells)
         if moved:
-            self.notes.append(f"resume: {moved} records of unfinished cells moved to "
-                              "requests.superseded.jsonl; those cells were run again")
-        stash_telemetry(self.run_dir)
-        self._write_manifest("running")
+            self.state.add_note(f"resume: {moved} records of unfinished cells moved to "
+                                "requests.superseded.jsonl; those cells were run again")
+        stash_telemetry(self.run.run_dir)
+        self.write_manifest("running")
 
     # --- signals -----------------------------------------------------------------------------
 
@@ -225,10 +99,10 @@ class Run:
             name = signal.Signals(signum).name
             if not self.stop.stopped:
                 self.stop.request_stop(f"interrupted ({name})")
-                self.progress.note(f"{name}: no new requests; waiting up to {self.options.grace_s:.0f}s "
+                self.progress.note(f"{name}: no new requests; waiting up to {self.run.grace_s:.0f}s "
                                    "for those in flight (again to stop now); finish the run later with "
-                                   f"`bench run --resume {self.run_dir}`")
-                loop.call_later(self.options.grace_s, self.stop.abort.set)
+                                   f"`bench run --resume {self.run.run_dir}`")
+                loop.call_later(self.run.grace_s, self.stop.abort.set)
             else:
                 self.stop.request_abort(f"interrupted ({name})")
 
@@ -240,54 +114,19 @@ class Run:
                 pass  # not the main thread (tests) or no signal support: run without
         return installed
 
-    # --- the run -----------------------------------------------------------------------------
+    # --- the loop ----------------------------------------------------------------------------
 
-    def execute(self) -> RunResult:
-        self._initial_manifest()
-        status = "failed"
-        try:
-            status = _run_async(self._run_cells())
-        except BaseException as error:
-            if self.failed_reason is None:
-                self.failed_reason = str(error) or type(error).__name__
-            if isinstance(error, KeyboardInterrupt):
-                status = "partial"
-                self.stop.reason = self.stop.reason or "interrupted"
-            else:
-                if self._measured_nothing():
-                    raise self._without_run_dir(error) from None
-                # The error itself is the one line the user sees; the run dir keeps what there is.
-                self._finish("failed", quiet=True)
-                raise
-        return self._finish(status)
-
-    def _measured_nothing(self) -> bool:
-        requests = self.run_dir / "requests.jsonl"
-        return self.made_run_dir and not (requests.exists() and requests.stat().st_size > 0)
-
-    def _without_run_dir(self, error: BaseException) -> BaseException:
-        """Remove the run directory of a run that measured nothing; the error says so instead of
-        pointing at a log inside it (its last lines are in the message already)."""
-        self._stop_telemetry()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        if not isinstance(error, BenchError):
-            return error
-        text = re.sub(r"\s*\(log [^)]*\)", "", str(error))
-        try:
-            return type(error)(f"{text} (nothing was measured: {self.run_dir} removed)")
-        except TypeError:  # an error class with its own constructor: keep it as it was
-            return error
-
-    async def _run_cells(self) -> str:
+    async def run_cells(self) -> str:
+        """Every cell not yet complete, in order; the run's status (complete, partial, failed)."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
-        writer = RecordWriter(self.run_dir)
+        writer = RecordWriter(self.run.run_dir)
         http: httpx.AsyncClient | None = None
         try:
-            for cell in self.cells:
+            for cell in self.run.cells:
                 if self.stop.stopped:
                     break
-                if self.cell_status[cell.cell_id] == "complete":
+                if self.state.cell_status[cell.cell_id] == "complete":
                     continue  # done by an earlier session (--resume)
                 if self.targets.needs_start(cell):
                     self.progress.status(f"starting {self.targets.describe_start(cell)}…")
@@ -297,9 +136,9 @@ class Run:
                         await http.aclose()
                     http = await self._connect(base_url)
                 assert http is not None
-                self.cell_server[cell.cell_id] = self.targets.server_id
+                self.state.cell_server[cell.cell_id] = self.targets.server_id
                 await self._run_cell(cell, http, writer)
-            if self.failed_reason:
+            if self.state.failed_reason:
                 return "failed"
             return "partial" if self.stop.stopped else "complete"
         finally:
@@ -310,111 +149,46 @@ class Run:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             # Telemetry first: polling a server that is being stopped only records failed polls.
-            await asyncio.to_thread(self._stop_telemetry)
+            await asyncio.to_thread(self.stop_telemetry)
             await asyncio.to_thread(self.targets.stop)
 
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
         """Check a (new) server: version, models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
-        version = await fetch_version(base_url, self.api_key)
-        self.manifest["target"].update(base_url=base_url, version=version)
-        models = sorted({cell.settings["model"] for cell in self.cells})
-        shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.api_key)
-        self.manifest["models"] = {
+        version = await fetch_version(base_url, self.run.api_key)
+        self.manifest.manifest["target"].update(base_url=base_url, version=version)
+        models = sorted({cell.settings["model"] for cell in self.run.cells})
+        shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
+        self.manifest.update(models={
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
-        }
+        })
         self._start_or_move_telemetry(base_url)
-        self._write_manifest("running")
-        max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.cells)
-        transport = resolve_transport(self.options.transport, base_url)
-        self.manifest["transport"] = transport  # what measured, not what was asked ("auto")
-        return make_http_client(base_url, self.api_key, max_in_flight,
-                                timeout_s=self.scenario.load.timeout_s, transport=transport)
+        max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.run.cells)
+        transport = resolve_transport(self.run.transport, base_url)
+        self.manifest.update(transport=transport)  # what measured, not what was asked ("auto")
+        self.write_manifest("running")
+        return make_http_client(base_url, self.run.api_key, max_in_flight,
+                                timeout_s=self.run.scenario.load.timeout_s, transport=transport)
 
     def _start_or_move_telemetry(self, base_url: str) -> None:
         if self.telemetry is not None:
             self.telemetry.set_target(base_url, self.targets.pids())
             return
-        self.telemetry = start_telemetry(self.run_dir, self.clock.t0, base_url, self.targets.pids(),
-                                         ps_headers=auth_headers(self.api_key))
-        self.manifest["gpu"] = self.telemetry.gpu_info
-
-    def _template(self, cell: Cell) -> RequestSpec:
-        """The cell's request fields; the prompt and ids are filled in per request."""
-        workload = self.scenario.workload
-        return RequestSpec(
-            cell_id=cell.cell_id, request_index=0, surface=cell.surface,  # type: ignore[arg-type]
-            endpoint=cell.endpoint, model=cell.settings["model"], prompt="",  # type: ignore[arg-type]
-            max_tokens=cell.settings["max_tokens"], num_ctx=cell.settings["num_ctx"],
-            keep_alive=cell.settings["keep_alive"], temperature=cell.settings["temperature"],
-            seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
-            store_text=self.scenario.store_text, timeout_s=self.scenario.load.timeout_s,
-        )
-
-    def _spec_factory(self, cell: Cell):  # noqa: ANN202 - closure type spelled in load.SpecFactory
-        key = (cell.settings["model"], cell.surface, cell.endpoint)
-        template = self._template(cell)
-        shared_tokens = cell.settings.get("shared_prefix_tokens")
-        cache = cell.settings.get("prompt_cache", "reuse")
-
-        def make_spec(repeat: int, request_index: int, phase: str, scheduled_s: float) -> RequestSpec:
-            prompt = self.prompts.prompt_for(key, cell.cell_id, repeat, request_index,
-                                             cell.settings["prompt_tokens"])
-            system = template.system
-            if shared_tokens or cache == "defeat":
-                request_nonce = nonce(self.scenario.workload.seed, cell.cell_id, repeat, request_index)
-                system = self.prompts.system_for(key, shared_tokens, cache, request_nonce)
-            return dataclasses.replace(
-                template, request_index=request_index, prompt=prompt, system=system,
-                repeat=repeat, phase=phase, scheduled_s=scheduled_s,  # type: ignore[arg-type]
-            )
-
-        return make_spec
-
-    def _conversation_starter(self, cell: Cell) -> ConversationStarter | None:
-        """Starts the cell's conversations, when the workload is multi-turn."""
-        conversation = self.scenario.workload.conversation
-        if conversation is None:
-            return None
-        turns = cell.settings.get("turns")
-        maker = ConversationMaker(
-            prompts=self.prompts, spec=conversation, template=self._template(cell),
-            key=(cell.settings["model"], cell.surface, cell.endpoint),
-            turns=turns if isinstance(turns, int) else None,
-            prompt_tokens=cell.settings["prompt_tokens"],
-            shared_prefix_tokens=cell.settings.get("shared_prefix_tokens"),
-            cache=cell.settings.get("prompt_cache", "reuse"),
-            file_conversations=self.prompts.file_conversations,
-        )
-        return maker.start
+        self.telemetry = start_telemetry(self.run.run_dir, self.clock.t0, base_url, self.targets.pids(),
+                                         ps_headers=auth_headers(self.run.api_key))
+        self.manifest.update(gpu=self.telemetry.gpu_info)
 
     async def _calibrate(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
-        """Fit chars/token once per (model, surface, endpoint), with two warmup-phase probes."""
-        key = (cell.settings["model"], cell.surface, cell.endpoint)
-        if key in self.prompts.calibrations or not self.prompts.synthetic:
-            return
-        if not self.scenario.workload.prompt.calibrate:
-            self.prompts.calibrations[key] = Calibration(source="default (calibrate: false)")
-            return
-        probe_index = iter((-2, -1))  # negative request_index marks calibration probes
-        self.progress.status(f"calibrating prompt length for {'/'.join(key)}…")
-
-        async def send_probe(text: str) -> RequestRecord:
-            spec = RequestSpec(
-                cell_id=cell.cell_id, request_index=next(probe_index), surface=cell.surface,  # type: ignore[arg-type]
-                endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
-                phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
-                keep_alive=cell.settings["keep_alive"], store_text=self.scenario.store_text,
-                timeout_s=self.scenario.load.timeout_s, scheduled_s=self.clock.now_s(),
-            )
+        async def send_probe(spec: RequestSpec) -> RequestRecord:
             record = await clients.send(http, spec, self.clock.t0)
             writer.append(record)
             return record
 
-        calibration = await calibrate(send_probe, self.scenario.workload.seed)
-        self.prompts.calibrations[key] = calibration
-        if calibration.source != "fitted":
-            self.notes.append(f"prompt calibration {'/'.join(key)}: {calibration.source}")
+        if calibration_needed(cell, self.run.scenario, self.prompts):
+            self.progress.status(f"calibrating prompt length for {'/'.join(calibration_key(cell))}…")
+        calibration = await calibrate_cell(cell, self.run.scenario, self.prompts, send_probe, self.clock.now_s)
+        if calibration is not None and calibration.source not in ("fitted", "default (calibrate: false)"):
+            self.state.add_note(f"prompt calibration {'/'.join(calibration_key(cell))}: {calibration.source}")
 
     async def _run_cell(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
         await self._calibrate(cell, http, writer)
@@ -425,37 +199,37 @@ class Run:
                 pass
         if self.stop.stopped:
             return
-        settings = cell.settings
-        load = CellLoad(
-            arrival=settings["arrival"], concurrency=settings["concurrency"],
-            rate_rps=settings["rate_rps"], requests=settings["requests"],
-            duration_s=settings["duration_s"], warmup_requests=settings["warmup_requests"],
-            repeats=settings["repeat"], seed=self.scenario.workload.seed, schedule_key=cell.cell_id,
-        )
 
         def on_record(record: RequestRecord) -> None:
             writer.append(record)
-            self.progress.record(record)
-            reason = self.abort.observe(record)
-            if reason is not None and not self.stop.stopped:
-                self.failed_reason = reason
-                self.stop.request_stop(reason)
-                self.progress.note(reason)
-            if record.error_class == "disconnected":
-                self._check_server_gone(record)
+            self._observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
             return await clients.send(http, spec, self.clock.t0)
 
+        settings = cell.settings
         expected = (settings["requests"] or 0) * settings["repeat"] or None
         warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
-        self.progress.start_cell(cell.cell_index, self.labels[cell.cell_id], expected, warmup)
-        outcome = await run_cell_load(load, self._spec_factory(cell), send, on_record,
-                                      self.clock, self.stop, self._conversation_starter(cell))
-        self.outcomes.append(outcome)
-        self.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
-        self.progress.end_cell(self.cell_status[cell.cell_id])
-        self._write_manifest("running")
+        self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
+        outcome = await run_cell_load(_cell_load(cell, self.run.scenario),
+                                      spec_factory(cell, self.run.scenario, self.prompts),
+                                      send, on_record, self.clock, self.stop,
+                                      conversation_starter(cell, self.run.scenario, self.prompts))
+        self.state.outcomes.append(outcome)
+        self.state.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
+        self.progress.end_cell(self.state.cell_status[cell.cell_id])
+        self.write_manifest("running")
+
+    def _observe(self, record: RequestRecord) -> None:
+        """Per record: progress, abort_on, and whether the server is gone."""
+        self.progress.record(record)
+        reason = self.abort.observe(record)
+        if reason is not None and not self.stop.stopped:
+            self.state.failed_reason = reason
+            self.stop.request_stop(reason)
+            self.progress.note(reason)
+        if record.error_class == "disconnected":
+            self._check_server_gone(record)
 
     def _check_server_gone(self, record: RequestRecord) -> None:
         """Stop (partial) when the server is gone, instead of recording a flood of instant failures.
@@ -470,51 +244,25 @@ class Run:
         elif refused:
             self.stop.request_stop("the server stopped accepting connections during the run")
 
-    # --- the end -----------------------------------------------------------------------------
-
-    def _stop_telemetry(self) -> None:
+    def stop_telemetry(self) -> None:
         if self.telemetry is None:
             return
         try:
             self.telemetry.stop()  # idempotent
-            self.notes.extend(note for note in self.telemetry.notes if note not in self.notes)
+            for note in self.telemetry.notes:
+                self.state.add_note(note)
         except Exception as error:  # noqa: BLE001 - telemetry must not cost the measurements
-            self.notes.append(f"telemetry stop failed: {error}")
-
-    def _finish(self, status: str, quiet: bool = False) -> RunResult:
-        self._stop_telemetry()
-        if self.options.resume is not None:
-            merge_telemetry(self.run_dir)
-        # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.
-        with busy(self.console, "writing requests.parquet and the summary") if not quiet else _nothing():
-            measured = write_requests_parquet(self.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
-            summary = write_summary(self.run_dir, measured, self.scenario.slo_values() or None,
-                                    {cell.cell_id: cell.settings for cell in self.cells}, self.labels,
-                                    self.scenario.percentile_values())
-        verdicts = []
-        if self.scenario.thresholds:
-            verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
-                                           self.scenario.threshold_limits(), self.labels)
-            self.manifest["thresholds"] = [verdict.to_dict() for verdict in verdicts]
-        self._write_manifest(status, ended=True)
-        if quiet:
-            return RunResult(self.run_dir, status, summary, self.manifest)
-        print_summary(self.console, self.run_dir, status, self.failed_reason or self.stop.reason,
-                      summary, {cell.cell_id: cell.cell_index for cell in self.cells}, self.labels,
-                      client_health(self.outcomes), self.notes, dict(self.scenario.slos or {}),
-                      tuple(self.scenario.percentiles) if self.scenario.percentiles else None)
-        for verdict in verdicts:
-            self.console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
-        write_kv(self.run_dir, self.console)
-        if self.options.report and summary is not None:
-            with busy(self.console, "drawing report.html"):
-                write_run_report(self.run_dir, self.console)
-        return RunResult(self.run_dir, status, summary, self.manifest)
+            self.state.add_note(f"telemetry stop failed: {error}")
 
 
-@contextlib.contextmanager
-def _nothing() -> Any:
-    yield
+def _cell_load(cell: Cell, scenario: Scenario) -> CellLoad:
+    settings = cell.settings
+    return CellLoad(
+        arrival=settings["arrival"], concurrency=settings["concurrency"],
+        rate_rps=settings["rate_rps"], requests=settings["requests"],
+        duration_s=settings["duration_s"], warmup_requests=settings["warmup_requests"],
+        repeats=settings["repeat"], seed=scenario.workload.seed, schedule_key=cell.cell_id,
+    )
 
 
 def _continued_clock(manifest: dict[str, Any]) -> Clock:
@@ -525,23 +273,39 @@ def _continued_clock(manifest: dict[str, Any]) -> Clock:
     return Clock(time.monotonic() - (time.time() - float(t0_epoch_s)))
 
 
-def _run_async(coroutine: Any) -> Any:
-    """asyncio.run, on uvloop when it is installed (less client CPU per request)."""
-    try:
-        import uvloop  # optional: not every platform has it (Windows)
-    except ModuleNotFoundError as error:
-        if error.name != "uvloop":
-            raise
-        return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
-
-
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
     """Run a scenario end to end; returns where the results are and how it ended.
 
     The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
     console, progress and the summary go to a plain rich Console.
     """
-    run = Run(scenario, options, console if console is not None else Console())
-    return run.execute()
+    console = console if console is not None else Console()
+    loop = CellLoop(resolve_run(scenario, options), console)
+    loop.begin()
+    try:
+        status = run_async(loop.run_cells())
+    except KeyboardInterrupt as error:
+        loop.state.failed_reason = loop.state.failed_reason or str(error) or "KeyboardInterrupt"
+        loop.stop.reason = loop.stop.reason or "interrupted"
+        status = "partial"
+    except BaseException as error:
+        if loop.state.failed_reason is None:
+            loop.state.failed_reason = str(error) or type(error).__name__
+        if discard_empty_run(loop):
+            raise _without_run_dir(error, loop.run.run_dir) from None
+        # The error itself is the one line the user sees; the run dir keeps what there is.
+        finish_run(loop, "failed", console, quiet=True)
+        raise
+    return finish_run(loop, status, console)
+
+
+def _without_run_dir(error: BaseException, run_dir: Path) -> BaseException:
+    """The error of a run whose directory was removed: it says so instead of pointing at a log
+    inside it (its last lines are in the message already)."""
+    if not isinstance(error, BenchError):
+        return error
+    text = re.sub(r"\s*\(log [^)]*\)", "", str(error))
+    try:
+        return type(error)(f"{text} (nothing was measured: {run_dir} removed)")
+    except TypeError:  # an error class with its own constructor: keep it as it was
+        return error

@@ -6,15 +6,18 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from bench.errors import TargetError, UsageError
 from bench.secrets import auth_headers
 from bench.plan import Cell
-from bench.scenario import Scenario, resolve_ollama_host
 from bench.run.managed_server import ManagedServer, sim_command
+from bench.scenario import Scenario
+
+if TYPE_CHECKING:
+    from bench.run.resolve import ResolvedRun
 
 
 def free_loopback_port() -> int:
@@ -26,18 +29,16 @@ def free_loopback_port() -> int:
 class Targets:
     """The server under test: a fixed URL, the embedded simulator, or managed servers per env group."""
 
-    def __init__(self, scenario: Scenario, target_override: str | None, sim_speed: float | None,
-                 run_dir: Path) -> None:
-        """`target_override` is --target (URL or `sim`), `sim_speed` --sim-speed; both may be None."""
-        self.scenario, self.sim_speed, self.run_dir = scenario, sim_speed, run_dir
-        target = target_override or scenario.target
-        if scenario.server is not None and target_override is not None:
-            raise UsageError("--target: the scenario has a server: block; bench manages that server")
-        self.kind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
-        self.base_url = resolve_ollama_host(target) if self.kind == "url" else None
+    def __init__(self, run: ResolvedRun) -> None:
+        self.scenario, self.sim_speed, self.run_dir = run.scenario, run.sim_speed, run.run_dir
+        self.kind = run.target_kind
+        self.base_url = run.target_url
         self.server: ManagedServer | None = None
         self.group: int | None = None
         self.servers: list[dict[str, Any]] = []
+        if run.resume is not None:
+            # Server ids (and server-<n>.log names) continue where the last session stopped.
+            self.servers = list(run.resume.manifest.get("servers") or [])
         self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
 
     def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:

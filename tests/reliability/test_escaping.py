@@ -11,7 +11,8 @@ from rich.console import Console
 
 from bench.analysis.compare import Comparison, GateResult, render_table, to_junit_xml, to_markdown
 from bench.escape import for_markdown, for_terminal, plain_terminal
-from bench.run.progress import RunProgress, describe_cell, summary_table
+from bench.plan import describe_cell
+from bench.run.progress import RunProgress, summary_table
 
 EVIL_MODEL = "evil[/]\x1b[2J\x1b]0;pwned\x07|<b>*x*</b>"
 

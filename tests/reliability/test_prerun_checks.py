@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.run.runner import RunOptions, new_run_dir
+from bench.run.resolve import RunOptions, new_run_dir
 from bench.scenario import parse_scenario
 
 BASE = "name: pre\ntarget: sim\nworkload: {model: m%s}\nload: {concurrency: 1, requests: 1}\n"

@@ -1,0 +1,90 @@
+"""The end of a run: telemetry stopped and merged, records to Parquet, the summary files, the final
+manifest, then what the user sees (summary table, kv.json, report.html)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from rich.console import Console
+
+from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
+from bench.analysis.thresholds import evaluate as evaluate_thresholds
+from bench.load import client_health
+from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
+from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
+from bench.run.progress import busy
+from bench.run.resume import merge_telemetry
+from bench.scenario import scenario_to_yaml, with_run_settings
+
+if TYPE_CHECKING:
+    from bench.run.resolve import ResolvedRun
+    from bench.run.runner import CellLoop
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # complete | partial | failed
+    summary: pd.DataFrame | None
+    manifest: dict[str, Any]
+
+    @property
+    def interrupted(self) -> bool:
+        return str(self.manifest.get("stop_reason", "")).startswith("interrupted")
+
+
+def write_scenario_yaml(run: ResolvedRun) -> None:
+    """The scenario with the command line's settings in it: `bench run DIR/scenario.yaml` reruns it."""
+    ran = with_run_settings(run.scenario, target=run.target_override, sim_speed=run.sim_speed,
+                            **dataclasses.asdict(run.overrides))
+    (run.run_dir / SCENARIO_YAML).write_text(scenario_to_yaml(ran), encoding="utf-8")
+
+
+def discard_empty_run(loop: CellLoop) -> bool:
+    """Remove the directory of a run that failed before measuring anything, if bench made it."""
+    requests = loop.run.run_dir / REQUESTS_JSONL
+    if not loop.run.made_run_dir or (requests.exists() and requests.stat().st_size > 0):
+        return False
+    loop.stop_telemetry()
+    shutil.rmtree(loop.run.run_dir, ignore_errors=True)
+    return True
+
+
+def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = False) -> RunResult:
+    """Close the run directory with `status`; `quiet` (a run that raised) prints nothing."""
+    run, state = loop.run, loop.state
+    loop.stop_telemetry()
+    if run.resume is not None:
+        merge_telemetry(run.run_dir)
+    # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.
+    with busy(console, "writing requests.parquet and the summary") if not quiet else contextlib.nullcontext():
+        measured = write_requests_parquet(run.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
+        summary = write_summary(run.run_dir, measured, run.scenario.slo_values() or None,
+                                {cell.cell_id: cell.settings for cell in run.cells}, state.labels,
+                                run.scenario.percentile_values())
+    verdicts = []
+    if run.scenario.thresholds:
+        verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
+                                       run.scenario.threshold_limits(), state.labels)
+        loop.manifest.update(thresholds=[verdict.to_dict() for verdict in verdicts])
+    loop.write_manifest(status, ended=True)
+    result = RunResult(run.run_dir, status, summary, loop.manifest.manifest)
+    if quiet:
+        return result
+    print_summary(console, run.run_dir, status, state.failed_reason or loop.stop.reason, summary,
+                  {cell.cell_id: cell.cell_index for cell in run.cells}, state.labels,
+                  client_health(state.outcomes), state.notes, dict(run.scenario.slos or {}),
+                  tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
+    for verdict in verdicts:
+        console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
+    write_kv(run.run_dir, console)
+    if run.report and summary is not None:
+        with busy(console, "drawing report.html"):
+            write_run_report(run.run_dir, console)
+    return result

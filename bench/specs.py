@@ -1,0 +1,110 @@
+"""The requests a cell sends: RequestSpecs from a cell's settings and its prompts (single requests
+or conversations), and the prompt calibration probes sent before a cell's first request."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from bench.clients.base import RequestSpec
+from bench.conversations import ConversationMaker
+from bench.load import ConversationStarter
+from bench.plan import Cell
+from bench.prompts import Calibration, PromptSource, calibrate, nonce
+from bench.records import Phase, RequestRecord
+from bench.scenario import Scenario
+
+# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.SpecFactory)
+SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
+# Sends one calibration probe and keeps its record (the run appends it to requests.jsonl).
+ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]
+
+
+def calibration_key(cell: Cell) -> tuple[str, str, str]:
+    """Prompts are calibrated once per (model, surface, endpoint): the server's template differs."""
+    return (cell.settings["model"], cell.surface, cell.endpoint)
+
+
+def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
+    """The cell's request fields; the prompt and ids are filled in per request."""
+    settings, workload = cell.settings, scenario.workload
+    return RequestSpec(
+        cell_id=cell.cell_id, request_index=0, surface=cell.surface,  # type: ignore[arg-type]
+        endpoint=cell.endpoint, model=settings["model"], prompt="",  # type: ignore[arg-type]
+        max_tokens=settings["max_tokens"], num_ctx=settings["num_ctx"],
+        keep_alive=settings["keep_alive"], temperature=settings["temperature"],
+        seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
+        store_text=scenario.store_text, timeout_s=scenario.load.timeout_s,
+    )
+
+
+def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource) -> SpecFactory:
+    """The cell's request maker: settings from the cell, a prompt unique to each request, and the
+    shared system prompt (identical, or made unique when the cell defeats the prompt cache)."""
+    key = calibration_key(cell)
+    template = request_template(cell, scenario)
+    shared_tokens = cell.settings.get("shared_prefix_tokens")
+    cache = cell.settings.get("prompt_cache", "reuse")
+
+    def make_spec(repeat: int, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec:
+        prompt = prompts.prompt_for(key, cell.cell_id, repeat, request_index, cell.settings["prompt_tokens"])
+        system = template.system
+        if shared_tokens or cache == "defeat":
+            request_nonce = nonce(scenario.workload.seed, cell.cell_id, repeat, request_index)
+            system = prompts.system_for(key, shared_tokens, cache, request_nonce)
+        return dataclasses.replace(template, request_index=request_index, prompt=prompt, system=system,
+                                   repeat=repeat, phase=phase, scheduled_s=scheduled_s)
+
+    return make_spec
+
+
+def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) -> ConversationStarter | None:
+    """Starts the cell's conversations, when the workload is multi-turn."""
+    conversation = scenario.workload.conversation
+    if conversation is None:
+        return None
+    turns = cell.settings.get("turns")
+    maker = ConversationMaker(
+        prompts=prompts, spec=conversation, template=request_template(cell, scenario),
+        key=calibration_key(cell), turns=turns if isinstance(turns, int) else None,
+        prompt_tokens=cell.settings["prompt_tokens"],
+        shared_prefix_tokens=cell.settings.get("shared_prefix_tokens"),
+        cache=cell.settings.get("prompt_cache", "reuse"),
+        file_conversations=prompts.file_conversations,
+    )
+    return maker.start
+
+
+def calibration_needed(cell: Cell, scenario: Scenario, prompts: PromptSource) -> bool:
+    """Whether `calibrate_cell` will send probes for this cell."""
+    synthetic_and_new = prompts.synthetic and calibration_key(cell) not in prompts.calibrations
+    return synthetic_and_new and scenario.workload.prompt.calibrate
+
+
+async def calibrate_cell(cell: Cell, scenario: Scenario, prompts: PromptSource, send: ProbeSend,
+                         now_s: Callable[[], float]) -> Calibration | None:
+    """Fit chars/token for the cell's key with two warmup-phase probes, unless already known.
+
+    Returns the new calibration (also stored in `prompts.calibrations`), or None when nothing was
+    needed (prompts from a file, or the key was calibrated by an earlier cell or session).
+    """
+    key = calibration_key(cell)
+    if key in prompts.calibrations or not prompts.synthetic:
+        return None
+    if not scenario.workload.prompt.calibrate:
+        prompts.calibrations[key] = Calibration(source="default (calibrate: false)")
+        return prompts.calibrations[key]
+    probe_index = iter((-2, -1))  # negative request_index marks calibration probes
+
+    async def send_probe(text: str) -> RequestRecord:
+        spec = RequestSpec(
+            cell_id=cell.cell_id, request_index=next(probe_index), surface=cell.surface,  # type: ignore[arg-type]
+            endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
+            phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
+            keep_alive=cell.settings["keep_alive"], store_text=scenario.store_text,
+            timeout_s=scenario.load.timeout_s, scheduled_s=now_s(),
+        )
+        return await send(spec)
+
+    prompts.calibrations[key] = await calibrate(send_probe, scenario.workload.seed)
+    return prompts.calibrations[key]
