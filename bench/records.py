@@ -176,39 +176,61 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 REQUESTS_SCHEMA = pa.schema(
     [(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(RequestRecord).items()]
 )
-_INT_FIELDS = tuple(f.name for f in REQUESTS_SCHEMA if pa.types.is_integer(f.type))
 _INT64_MAX = 2**63 - 1
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The parsed lines of a JSONL file, skipping a torn line (a run killed mid-write)."""
+    """The parsed lines of a JSONL file, skipping a torn line (a run killed mid-write) and any
+    line that is JSON but not a record (an object)."""
     if not path.exists():
         return
     with open(path, "rb") as lines:
         for raw_line in lines:
             try:
-                yield orjson.loads(raw_line)
+                row = orjson.loads(raw_line)
             except orjson.JSONDecodeError:
                 continue
+            if isinstance(row, dict):
+                yield row
+
+
+def _fits(arrow_type: pa.DataType, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if pa.types.is_integer(arrow_type):
+        return isinstance(value, int) and -_INT64_MAX - 1 <= value <= _INT64_MAX
+    if pa.types.is_floating(arrow_type):
+        return isinstance(value, (int, float))
+    if pa.types.is_string(arrow_type):
+        return isinstance(value, str)
+    if pa.types.is_list(arrow_type):
+        return isinstance(value, list) and all(_fits(arrow_type.value_type, item) for item in value)
+    return True
+
+
+_FIELD_TYPES = {schema_field.name: schema_field.type for schema_field in REQUESTS_SCHEMA}
+
+
+def _with_sane_types(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every value of the wrong type (a hand-edited or foreign file, a server count
+    past int64) set to missing: one bad field must not make the whole run unreadable."""
+    for name, value in row.items():
+        arrow_type = _FIELD_TYPES.get(name)
+        if arrow_type is not None and value is not None and not _fits(arrow_type, value):
+            row[name] = None
+    return row
 
 
 def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
     try:
         return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
-    except OverflowError:
-        # A server may report a count past int64 (the clients keep any JSON int); such a count
-        # is garbage, stored as missing rather than losing the whole conversion.
-        for row in rows:
-            for name in _INT_FIELDS:
-                value = row.get(name)
-                if isinstance(value, int) and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-                    row[name] = None
-        return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
+    except (OverflowError, TypeError, ValueError, pa.ArrowException):
+        return pa.Table.from_pylist([_with_sane_types(row) for row in rows], schema=REQUESTS_SCHEMA)
 
 
 def read_records_jsonl(path: Path) -> pd.DataFrame:
     """Read requests.jsonl, skipping a torn last line (a run killed mid-write)."""
-    rows = list(_jsonl_rows(path))
+    rows = [_with_sane_types(row) for row in _jsonl_rows(path)]
     frame = pd.DataFrame(rows, columns=list(RECORD_FIELDS)) if not rows else pd.DataFrame(rows)
     for name in RECORD_FIELDS:
         if name not in frame.columns:
@@ -231,8 +253,10 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
         raise RunDirError(f"{path}: not found") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise RunDirError(f"{path}: not valid JSON ({error})") from error
+    except OSError as error:
+        raise RunDirError(f"{path}: cannot read ({error.strerror or error})") from error
 
 
 def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
@@ -283,25 +307,57 @@ def load_run(path: str | Path) -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a run directory")
-    manifest = read_json(run_dir / MANIFEST_FILE)
+    manifest = _checked_manifest(read_json(run_dir / MANIFEST_FILE), run_dir / MANIFEST_FILE)
     jsonl_path = run_dir / REQUESTS_JSONL
     parquet_path = run_dir / REQUESTS_PARQUET
     # The JSONL is the source of truth; the parquet is a cache written at the end of a run.
+    requests = None
     if parquet_path.exists() and (
         not jsonl_path.exists() or parquet_path.stat().st_mtime >= jsonl_path.stat().st_mtime
     ):
-        requests = pd.read_parquet(parquet_path)
-    else:
+        requests = _read_parquet(parquet_path, required=not jsonl_path.exists())
+    if requests is None:
         requests = read_records_jsonl(jsonl_path)
     cells = pd.DataFrame(
-        [{"cell_id": c["cell_id"], "cell_index": c["cell_index"], **c.get("settings", {})}
-         for c in manifest.get("cells", [])]
+        [{"cell_id": c["cell_id"], "cell_index": c.get("cell_index", index), **c.get("settings", {})}
+         for index, c in enumerate(manifest.get("cells", []))]
     )
-    gpu = pd.read_parquet(run_dir / GPU_PARQUET) if (run_dir / GPU_PARQUET).exists() else None
-    ps = pd.read_parquet(run_dir / PS_PARQUET) if (run_dir / PS_PARQUET).exists() else None
+    # A timeline cut by a kill is left out (the report says what it lacks), not a crash.
+    gpu = _read_parquet(run_dir / GPU_PARQUET)
+    ps = _read_parquet(run_dir / PS_PARQUET)
     extras = {
         name: read_json(run_dir / name)
         for name in (RECOMMENDATION_JSON, KV_JSON)
         if (run_dir / name).exists()
     }
     return Run(run_dir, manifest, requests, cells, gpu, ps, extras)
+
+
+def _checked_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+    """The manifest if its shape is a bench manifest's; RunDirError naming what is wrong."""
+    if not isinstance(manifest, dict):
+        raise RunDirError(f"{path}: not a bench manifest (expected a JSON object)")
+    cells = manifest.get("cells", [])
+    if not isinstance(cells, list):
+        raise RunDirError(f"{path}: cells: expected a list")
+    for index, cell in enumerate(cells):
+        if not (isinstance(cell, dict) and isinstance(cell.get("cell_id"), str)
+                and isinstance(cell.get("settings", {}), dict)):
+            raise RunDirError(f"{path}: cells[{index}]: expected an object with cell_id and settings")
+    for name in ("scenario", "target", "servers"):
+        expected = list if name == "servers" else dict
+        if manifest.get(name) is not None and not isinstance(manifest[name], expected):
+            raise RunDirError(f"{path}: {name}: expected a {'list' if expected is list else 'JSON object'}")
+    return manifest
+
+
+def _read_parquet(path: Path, required: bool = False) -> pd.DataFrame | None:
+    """A Parquet file, or None when absent or unreadable (RunDirError when `required`)."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        if required:
+            raise RunDirError(f"{path}: not a readable Parquet file ({error})") from None
+        return None

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
 from bench.records import MANIFEST_FILE, load_run
@@ -184,8 +185,7 @@ def save_baseline(run_dir: Path, out_path: Path) -> Path:
         raise RunDirError(f"{out_path.parent}: no such directory")
     payload = baseline_to_json(baseline)
     payload["source"] = Path(run_dir).name  # not an absolute path: the file gets committed
-    out_path.write_text(_dump(payload) + "\n")
-    return out_path
+    return write_text_atomically(out_path, _dump(payload) + "\n")
 
 
 def _dump(value: Any, depth: int = 0) -> str:

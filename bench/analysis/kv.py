@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -136,9 +137,17 @@ def read_gguf(path: str | Path) -> GgufModel:
 
     gguf_path = Path(path)
     try:
-        reader = GGUFReader(gguf_path)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{gguf_path}: not a readable GGUF file ({error})") from error
+        return _read_gguf(GGUFReader(gguf_path), gguf_path)
+    except UsageError:
+        raise
+    except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError,
+            struct.error, UnicodeDecodeError) as error:
+        # gguf's reader trusts the counts in the header: a truncated or corrupt file fails anywhere.
+        raise UsageError(f"{gguf_path}: not a readable GGUF file (truncated or corrupt: "
+                         f"{type(error).__name__}: {error})") from None
+
+
+def _read_gguf(reader: Any, gguf_path: Path) -> GgufModel:
     # Read only the keys needed: tokenizer arrays can hold 100k+ entries.
     arch_field = reader.fields.get("general.architecture")
     if arch_field is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bench.atomic import write_text_atomically
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
 from bench.escape import plain_terminal
@@ -16,9 +17,9 @@ EXIT_REGRESSED = 1
 
 def _write(path: Path, text: str, option: str) -> None:
     try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"{option} {path}: cannot write ({error.strerror})") from None
+        write_text_atomically(path, text)
+    except UsageError as error:
+        raise UsageError(f"{option} {error}") from None
 
 
 @click.command("compare")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bench.atomic import write_text_atomically
 from bench.cli import params
 from bench.cli.console import output_console
 from bench.errors import BenchError, ScenarioError, UsageError
@@ -202,10 +203,14 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
     point = load_resume_point(run_dir, given, str(scenario_file or ""))
     total = len(point.manifest["cells"])
     remaining = total - len(point.complete_cells)
-    if remaining == 0:
+    if remaining == 0 and point.manifest.get("status") == "complete":
         click.echo(f"nothing to resume: every cell of {run_dir} is complete")
         return
-    click.echo(f"resuming {run_dir}: {remaining} of {total} cells to run")
+    if remaining == 0:
+        # Killed after its last record, before its outputs: finish it (summary, report, status).
+        click.echo(f"finishing {run_dir}: every cell has its records; writing the outputs")
+    else:
+        click.echo(f"resuming {run_dir}: {remaining} of {total} cells to run")
     # bench.run.resolve merges the run's stored options with these.
     _exit_for(_run(point.scenario, dataclasses.replace(given_options, resume=point)))
 
@@ -230,7 +235,7 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
     console = output_console()
     console.print(render_table(comparison))
     console.print(headline(comparison), highlight=False, soft_wrap=True, markup=False)
-    (run_dir / GATES_MARKDOWN).write_text(to_markdown(comparison), encoding="utf-8")
+    write_text_atomically(run_dir / GATES_MARKDOWN, to_markdown(comparison))
     return comparison.regressed
 
 

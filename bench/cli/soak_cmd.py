@@ -33,7 +33,7 @@ def soak_command(duration: str, concurrency: int, speed: float, sample_every: st
     from bench.run.soak import SOAK_JSON, SOAK_PLOT, SoakSettings, default_out_dir, parse_duration_s, run_soak
 
     settings = SoakSettings(duration_s=parse_duration_s(duration), concurrency=concurrency, speed=speed,
-                            sample_every_s=parse_duration_s(sample_every), endpoint=endpoint)
+                            sample_every_s=parse_duration_s(sample_every, "--sample-every"), endpoint=endpoint)
     out_dir = out_dir or default_out_dir()
     console = output_console()
     result, verdict = run_soak(settings, out_dir, console)

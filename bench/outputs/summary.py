@@ -40,7 +40,7 @@ def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] 
         return None
     summary = cell_summary(measured, slos=slos, percentiles=percentiles)
     stored = with_settings(summary, settings or {}, labels or {})
-    stored.to_csv(run_dir / SUMMARY_CSV)
+    write_atomically(run_dir / SUMMARY_CSV, stored.to_csv)
     rows = stored.reset_index()
     write_json(run_dir / SUMMARY_JSON, rows.astype(object).where(rows.notna(), None).to_dict(orient="records"))
     return summary

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
-from bench.errors import RunDirError
+from bench.atomic import write_text_atomically
+from bench.errors import RunDirError, UsageError
 from bench.records import Run, load_run
 from bench.report import (
     answer,
@@ -68,8 +69,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathL
     runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
     html = render_report(runs)
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = out_path.with_name(out_path.name + ".tmp")
-    temp_path.write_text(html, encoding="utf-8")
-    os.replace(temp_path, out_path)
-    return out_path
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{out_path}: cannot write ({error.strerror or error})") from None
+    return write_text_atomically(out_path, html)

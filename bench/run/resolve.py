@@ -97,7 +97,9 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
     target = options.target or scenario.target
     kind: TargetKind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
     target_url = resolve_ollama_host(target) if kind == "url" else None
-    if target_url is not None:
+    # A resumed run whose cells are all complete only writes its outputs: no server is needed.
+    nothing_to_run = options.resume is not None and {c.cell_id for c in cells} <= options.resume.complete_cells
+    if target_url is not None and not nothing_to_run:
         preflight(target_url, api_key)  # fail before creating a run directory when there is nothing to measure
     check_sim_speed(scenario, options.target, options.sim_speed)
     # A directory bench makes here is removed again when the run measures nothing (a server

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from bench.atomic import write_atomically
 from bench.errors import UsageError
 from bench.plan import Cell, Overrides, plan_cells
 from bench.prompts import Calibration
@@ -195,5 +196,6 @@ def merge_telemetry(run_dir: Path) -> None:
         if not previous.exists():
             continue
         frames = [pd.read_parquet(previous)] + ([pd.read_parquet(path)] if path.exists() else [])
-        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+        merged = pd.concat(frames, ignore_index=True)
+        write_atomically(path, lambda temp: merged.to_parquet(temp, index=False))
         previous.unlink()

@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.errors import UsageError
+from bench.limits import MAX_SECONDS
 from bench.records import REQUESTS_JSONL, write_json
 from bench.run.runner import RunOptions, RunResult, run_scenario
 from bench.scenario import Scenario
@@ -35,12 +36,14 @@ TOLERANCE_MIN_BYTES = 16 * 2**20
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
 
-def parse_duration_s(text: str) -> float:
-    """`90`, `90s`, `10m`, `1h` -> seconds; anything else is a one-line UsageError."""
+def parse_duration_s(text: str, option: str = "--duration") -> float:
+    """`90`, `90s`, `10m`, `1h` -> seconds (at most a week); anything else is a one-line UsageError."""
     match = _DURATION_RE.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise UsageError(f"--duration {text!r}: expected a positive duration like 90s, 10m or 1h")
-    return float(match.group(1)) * {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+    seconds = (float(match.group(1)) * {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+               if match is not None else 0.0)
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UsageError(f"{option} {text!r}: expected a positive duration up to a week, like 90s, 10m or 1h")
+    return seconds
 
 
 @dataclass(frozen=True)

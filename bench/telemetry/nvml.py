@@ -14,7 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from bench.atomic import write_parquet_atomically
 
 GPU_COLUMNS: tuple[str, ...] = (
     "t_s",
@@ -258,5 +259,4 @@ class NvmlSampler:
         """Write gpu.parquet; nothing is written when NVML was unavailable."""
         if not self.available:
             return None
-        pq.write_table(self.to_table(), path)
-        return path
+        return write_parquet_atomically(self.to_table(), path)

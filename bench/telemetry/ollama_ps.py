@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from bench.atomic import write_parquet_atomically
 
 PS_COLUMNS: tuple[str, ...] = (
     "t_s",
@@ -154,5 +155,4 @@ class PsPoller:
         """Write ps.parquet; nothing is written when no poll ever succeeded."""
         if not self.rows:
             return None
-        pq.write_table(self.to_table(), path)
-        return path
+        return write_parquet_atomically(self.to_table(), path)
