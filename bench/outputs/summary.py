@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 
 from bench.analysis.kv import write_kv_analysis
+from bench.atomic import write_atomically
 from bench.load import ClientHealth
 from bench.analysis.metrics import cell_summary
 from bench.outputs.statistics import statistics_table

@@ -65,7 +65,7 @@ def test_a_bad_prompt_file_leaves_no_run_directory(tmp_path: Path, content: byte
 
 def test_validate_finds_bad_gates_and_slos_too(tmp_path: Path) -> None:
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(BASE % "" + "slos: {ttft_p42: 1s}\ngates: {nope: 5%}\n")
+    scenario.write_text(BASE % "" + "slos: {warp_speed: 1s}\ngates: {nope: 5%}\n")
     result = CliRunner().invoke(cli, ["validate", str(scenario)])
     assert result.exit_code == 2
     assert [line.split(": ")[1] for line in result.output.splitlines()] == [f"{scenario}:5", f"{scenario}:6"]
