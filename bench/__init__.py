@@ -7,11 +7,21 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+src"
 
-__all__ = ["__version__", "load_run"]
+__all__ = ["__version__", "load_run", "run"]
 
 
-def load_run(path):  # noqa: ANN001, ANN201 - thin re-export, typed in bench.records
-    """Load a run directory into DataFrames (see bench.records.load_run)."""
-    from bench.records import load_run as _load_run
+def load_run(path):  # noqa: ANN001, ANN201 - thin re-export, typed in bench.api
+    """Load a run directory into DataFrames, summary included (see bench.api.load_run)."""
+    from bench.api import load_run as _load_run
 
     return _load_run(path)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562 module attribute
+    # `bench.run` is both the orchestration package (bench/run/) and the Python API's entry
+    # point: the package is callable (bench/run/__init__.py), imported here on first use.
+    if name == "run":
+        import importlib
+
+        return importlib.import_module("bench.run")
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

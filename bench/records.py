@@ -300,6 +300,12 @@ class Run:
     gpu: pd.DataFrame | None = None
     ps: pd.DataFrame | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # recommendation.json, kv.json, ...
+    summary: pd.DataFrame | None = None  # summary.csv, when the run wrote one (bench.load_run)
+
+    @property
+    def status(self) -> str:
+        """complete, partial, failed, or running (a run still going or killed)."""
+        return str(self.manifest.get("status") or "unknown")
 
 
 def load_run(path: str | Path) -> Run:
