@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.errors import ScenarioError
 from bench.escape import plain_terminal
-from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario
+from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario, SweepSpec
 
 # Axes in the order they vary (outer first) after the server variables. Stable across versions:
 # the cell order, and so the run's timeline, must not depend on dict order in a YAML file.
@@ -201,6 +201,31 @@ def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -
     return settings
 
 
+# Settings that differ between the steps of one sweep (and a cell's identity); the rest
+# identify the sweep.
+_STEP_SETTINGS = ("sweep_step", "arrival", "concurrency", "rate_rps", "cell_id", "cell_index", "label")
+
+
+def sweep_key(settings: dict[str, Any]) -> str:
+    """The sweep a step belongs to (a scenario may sweep several endpoints, models, ...)."""
+    return cell_id_for({k: v for k, v in settings.items() if k not in _STEP_SETTINGS})
+
+
+def sweep_steps(settings: dict[str, Any], sweep: SweepSpec) -> list[dict[str, Any]]:
+    """A sweep point's cells: synchronous, maximum throughput, then the rate steps; else the point.
+
+    A rate step's rate_rps is None here: the run sets it from the first two steps' measured
+    rates (bench.run.sweep), so the cell id (from these settings) is known before the run.
+    """
+    if settings["arrival"] != "sweep":
+        return [settings]
+    sync = {**settings, "arrival": "closed", "concurrency": 1, "rate_rps": None, "sweep_step": "sync"}
+    throughput = {**sync, "concurrency": sweep.max_concurrency, "sweep_step": "throughput"}
+    rates = [{**sync, "arrival": sweep.arrival, "concurrency": sweep.max_concurrency,
+              "sweep_step": f"rate {step}/{sweep.rates}"} for step in range(1, sweep.rates + 1)]
+    return [sync, throughput, *rates]
+
+
 def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[Cell]:
     """Expand the scenario's matrix into cells, in the order they run."""
     overrides = overrides or Overrides()
@@ -214,21 +239,21 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
 
     cells: list[Cell] = []
     env_groups: dict[tuple[tuple[str, str], ...], int] = {}
-    for index, point in enumerate(points):
+    for point in points:
         server_env = tuple((name, str(point[name])) for name in server_axes)
         group = env_groups.setdefault(server_env, len(env_groups))
-        settings = _settings(point, scenario, overrides)
-        cells.append(
-            Cell(
-                cell_id=cell_id_for(settings),
-                cell_index=index,
-                settings=settings,
-                server_env=server_env,
-                server_group=group,
-                gap_s=float(point["gap_s"] or 0.0),
-                request_format=None if point["format"] == "none" else point["format"],
+        for settings in sweep_steps(_settings(point, scenario, overrides), scenario.load.sweep):
+            cells.append(
+                Cell(
+                    cell_id=cell_id_for(settings),
+                    cell_index=len(cells),
+                    settings=settings,
+                    server_env=server_env,
+                    server_group=group,
+                    gap_s=float(point["gap_s"] or 0.0),
+                    request_format=None if point["format"] == "none" else point["format"],
+                )
             )
-        )
     ids = [cell.cell_id for cell in cells]
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{scenario.where('matrix')}: two cells have identical settings (a list repeats a value)")

@@ -84,7 +84,7 @@ EndpointName = Literal[
     "openai/embeddings",
     "openai/embed",
 ]
-Arrival = Literal["closed", "constant", "poisson"]
+Arrival = Literal["closed", "constant", "poisson", "sweep"]
 # A keep_alive as Ollama takes it: "5m", "1h30m", "300ms", seconds, 0 or negative.
 KeepAlive = str | int | float
 _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
@@ -277,6 +277,24 @@ class Workload(_Strict):
         return values
 
 
+class SweepSpec(_Strict):
+    """A saturation sweep (GuideLLM's): synchronous, then maximum throughput, then rates between."""
+
+    rates: Annotated[int, Field(ge=1, le=50)] = Field(
+        6, description="rate steps between the synchronous rate and the maximum throughput"
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
+        32, description="requests in flight in the throughput step (and the cap of rate steps)"
+    )
+    arrival: Literal["constant", "poisson"] = Field("constant", description="arrivals of rate steps")
+    max_rate_factor: Annotated[float, Field(ge=1.0, le=10.0)] = Field(
+        1.0, description="the last rate step offers this times the measured maximum (>1: overload)"
+    )
+    stop_at_slo: bool = Field(
+        True, description="with slos: stop after the first rate step that breaks them"
+    )
+
+
 class Load(_Strict):
     arrival: _axis(Arrival) = Field(default_factory=lambda: ["closed"])  # type: ignore[valid-type]
     concurrency: _axis(Concurrency) | None = Field(  # type: ignore[valid-type]
@@ -289,9 +307,11 @@ class Load(_Strict):
     repeats: Annotated[int, Field(ge=1, le=1000, strict=True)] = 1
     timeout_s: Seconds = 300.0
 
+    sweep: SweepSpec = Field(default_factory=SweepSpec, description="for arrival: sweep")
+
     @model_validator(mode="after")
     def _consistent(self) -> Load:
-        open_loop = [a for a in self.arrival if a != "closed"]
+        open_loop = [a for a in self.arrival if a not in ("closed", "sweep")]
         if self.rate_rps is not None and not open_loop:
             raise ValueError("rate_rps: needs arrival constant or poisson (closed loop has no rate)")
         if open_loop and self.rate_rps is None:
@@ -474,6 +494,10 @@ class Scenario(_Strict):
     def _conversations_are_closed_loop(self) -> Scenario:
         # A virtual user waits for a reply before its next turn: only the closed loop has users.
         open_loop = [a for a in self.load.arrival if a != "closed"]
+        if self.workload.conversation is not None and "sweep" in self.load.arrival:
+            raise ValueError("load: arrival sweep cannot drive conversations (its rate steps are "
+                             "open loop); use arrival: closed")
+        open_loop = [a for a in open_loop if a != "sweep"]
         if self.workload.conversation is not None and open_loop:
             raise ValueError(f"load: arrival {open_loop[0]} cannot drive conversations "
                              "(each user waits for its reply); use arrival: closed")

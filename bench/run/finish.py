@@ -17,6 +17,7 @@ from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load import client_health
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
+from bench.outputs.sweep import print_sweep, write_sweep
 from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
 from bench.run.progress import busy
 from bench.run.resume import merge_telemetry
@@ -73,6 +74,8 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
                                        run.scenario.threshold_limits(), state.labels)
         loop.manifest.update(thresholds=[verdict.to_dict() for verdict in verdicts])
+    sweeps = write_sweep(run.run_dir, summary, [{"cell_id": c.cell_id, **c.settings} for c in run.cells],
+                         loop.sweep.slos)
     loop.write_manifest(status, ended=True)
     result = RunResult(run.run_dir, status, summary, loop.manifest.manifest)
     if quiet:
@@ -83,6 +86,7 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
+    print_sweep(console, sweeps)
     write_kv(run.run_dir, console)
     if run.report and summary is not None:
         with busy(console, "drawing report.html"):

@@ -30,6 +30,7 @@ from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_m
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
+from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, fetch_version
 from bench.scenario import Scenario
 from bench.secrets import auth_headers
@@ -59,6 +60,7 @@ class CellLoop:
         self.telemetry: TelemetrySession | None = None
         self.progress = RunProgress(console, len(run.cells))
         self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE, {})
+        self.sweep = SweepTracker(run.scenario.load.sweep, sweep_slos(run.scenario))
 
     # --- manifest ----------------------------------------------------------------------------
 
@@ -137,6 +139,11 @@ class CellLoop:
                     http = await self._connect(base_url)
                 assert http is not None
                 self.state.cell_server[cell.cell_id] = self.targets.server_id
+                if self.sweep.prepare(cell) is not None:  # a sweep stopped at its SLOs
+                    self.state.cell_status[cell.cell_id] = "skipped"
+                    continue
+                if cell.settings.get("rate_rps") is not None and "sweep_step" in cell.settings:
+                    self.state.labels[cell.cell_id] += f" rps={cell.settings['rate_rps']:g}"
                 await self._run_cell(cell, http, writer)
             if self.state.failed_reason:
                 return "failed"
@@ -202,6 +209,7 @@ class CellLoop:
 
         def on_record(record: RequestRecord) -> None:
             writer.append(record)
+            self.sweep.observe(cell, record)
             self._observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
@@ -217,6 +225,10 @@ class CellLoop:
                                       conversation_starter(cell, self.run.scenario, self.prompts))
         self.state.outcomes.append(outcome)
         self.state.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
+        stopped = self.sweep.finished(cell)
+        if stopped is not None:
+            self.state.add_note(stopped)
+            self.progress.note(stopped)
         self.progress.end_cell(self.state.cell_status[cell.cell_id])
         self.write_manifest("running")
 
