@@ -157,5 +157,7 @@ def load_catalog(extra_path: str | Path | None = None) -> Catalog:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise SimConfigError(f"--catalog {path}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise SimConfigError(f"--catalog {path}: not UTF-8 text (byte {error.start})") from None
         catalog = _merge(catalog, _read_yaml(text, str(path)), str(path))
     return catalog
