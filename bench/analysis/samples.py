@@ -82,3 +82,20 @@ def percentile_interval(values: Any, percentile: float, *, confidence: float = C
         return np.percentile(sample, percentile, axis=axis)
 
     return bootstrap_interval((data,), statistic, confidence=confidence, resamples=resamples, seed=seed)
+
+
+def percentile_change_interval(base: Any, current: Any, percentile: float, *, confidence: float = CONFIDENCE,
+                               resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Bootstrap interval of the relative change of a percentile, current against base (two
+    independent samples); None below min_samples_for_percentile on either side."""
+    base_data, current_data = _finite(base), _finite(current)
+    needed = min_samples_for_percentile(percentile)
+    if len(base_data) < needed or len(current_data) < needed or np.percentile(base_data, percentile) <= 0:
+        return None
+
+    def relative_change(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bootstrap_interval((base_data, current_data), relative_change, confidence=confidence,
+                                  resamples=resamples, seed=seed)

@@ -19,6 +19,9 @@ _HEADLINE_COLUMNS = ("requests", "ok", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT
 
 def build(views: list[RunView]) -> Section:
     blocks: list[Any] = []
+    for current in views[1:]:
+        # A comparison opens with its verdicts: the gates of `bench compare`, with n and intervals.
+        blocks.extend(_gate_blocks(views[0], current))
     for view in views:
         prefix = _prefix(views, view)
         recommendation = _recommendation(view, prefix)
@@ -291,3 +294,31 @@ def sample_size_warnings(view: RunView, prefix: str = "") -> list[Note]:
                           "95th percentile; no interval is drawn for them and `bench compare` gives them "
                           "no verdict (not enough samples).", "warning"))
     return notes
+
+
+def _gate_blocks(baseline: RunView, current: RunView) -> list[Any]:
+    """`bench compare BASELINE CURRENT` as report blocks: the headline, then one row per gate."""
+    from bench.analysis.baseline import load_baseline
+    from bench.analysis.compare import (compare, footer, format_change, format_interval, format_n,
+                                        format_threshold, format_value, headline, thresholds_for)
+
+    try:
+        before, after = load_baseline(baseline.run.path), load_baseline(current.run.path)
+        comparison = compare(before, after, thresholds_for((), after, before))
+    except BenchError as error:
+        return [Note(f"{current.label} against {baseline.label}: no gate verdicts ({error}).", "warning")]
+    words = {"pass": "ok", "warn": "worse, within noise", "fail": "REGRESSED", "skip": None}
+    rows = tuple((gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
+                  format_value(gate.metric, gate.current_value), format_change(gate), format_interval(gate),
+                  format_threshold(gate.metric, gate.threshold), words[gate.verdict] or gate.note or "no data")
+                 for gate in comparison.gates)
+    failed = tuple(index for index, gate in enumerate(comparison.gates) if gate.verdict == "fail")
+    return [
+        Note(f"{current.label} against the baseline {baseline.label}: {headline(comparison)}.",
+             "error" if comparison.regressed else "answer"),
+        Table(("cell", "metric", "n (base / current)", baseline.label, current.label, "change", "95% CI",
+               "allowed", "verdict"), rows,
+              caption=f"Gates: {current.label} against {baseline.label}, as `bench compare` judges them",
+              numeric=(False, False, True, True, True, True, True, True, False), highlight_rows=failed),
+        Note(footer(comparison), "info"),
+    ]

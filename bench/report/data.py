@@ -4,6 +4,7 @@ row per cell (settings + summary + a readable label). Pure: Run in, DataFrames o
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,3 +216,43 @@ def throughput_spread(view: RunView, slices: int = 8, low: float = 25, high: flo
         rates = tokens / ((end - start) / slices)
         rows[cell_id] = {"low": float(np.percentile(rates, low)), "high": float(np.percentile(rates, high))}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["low", "high"])
+
+
+_SIM_GPU_LINE = re.compile(r"bench sim listening on \S+ \(gpu (.+?) (\d+(?:\.\d+)?) GiB")
+
+
+def gpu_capacity(view: RunView) -> tuple[float, str] | None:
+    """(bytes, label) of the GPU the server had: NVML's device total, else what a managed or embedded
+    `bench sim` announced in its server log (its simulated card); None when neither is known."""
+    gpu = view.run.gpu
+    if gpu is not None and len(gpu) and "mem_total_bytes" in gpu and gpu["mem_total_bytes"].notna().any():
+        return float(gpu["mem_total_bytes"].max()), "GPU memory (NVML)"
+    for server in view.manifest.get("servers") or []:
+        log = view.run.path / str(server.get("log") or "")
+        if not server.get("log") or not log.is_file():
+            continue
+        with log.open(encoding="utf-8", errors="replace") as text:
+            match = _SIM_GPU_LINE.search(text.readline())
+        if match:
+            return float(match.group(2)) * 2**30, f"simulated {match.group(1)}: {float(match.group(2)):g} GiB"
+    return None
+
+
+def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tuple[float, float, str]]:
+    """(start s, end s, `NP=4`) per server of the run, from its cells' requests: when each server
+    setting was live, for labelling timelines."""
+    requests = view.requests
+    if requests.empty or setting not in view.cells or "sent_s" not in requests:
+        return []
+    server_of = {str(c.get("cell_id")): c.get("server_id") for c in view.manifest.get("cells", [])}
+    spans: list[tuple[float, float, str]] = []
+    frame = requests.assign(server_id=requests["cell_id"].map(server_of))
+    for server_id, group in frame.groupby("server_id", sort=False):
+        cell_ids = group["cell_id"].unique()
+        values = {clean(view.cells.at[c, setting]) for c in cell_ids if c in view.cells.index} - {None}
+        if len(values) != 1:
+            continue
+        start, end = float(group["sent_s"].min()), float(group["end_s"].max())
+        if math.isfinite(start) and math.isfinite(end):
+            spans.append((start, end, f"{_SHORT_NAMES.get(setting, setting)}={_format_setting(values.pop())}"))
+    return sorted(spans)

@@ -44,7 +44,8 @@ def _facts(view: RunView, suffix: str) -> Table:
         ("server", f"{fmt.text(target.get('kind'))} at {fmt.text(target.get('base_url'))}"),
         ("server version", fmt.text(target.get("version"))),
         ("fields read with", semantics_for(target.get("version")).describe()),
-        ("GPU", _gpu(manifest.get("gpu"))),
+        ("GPU", _gpu(manifest.get("gpu"), _simulated_gpus(manifest))),
+        *(_speed_rows(view)),
         ("host", f"{fmt.text(host.get('hostname'))}: {fmt.text(host.get('platform'))}, "
                  f"Python {fmt.text(host.get('python'))}, {fmt.text(host.get('cpu_count'))} CPUs"),
         ("load generator", f"{fmt.text(manifest.get('workers') or 1)} worker(s), CPU {fmt.text(client.get('cpu_s'))} s, "
@@ -56,7 +57,54 @@ def _facts(view: RunView, suffix: str) -> Table:
     return Table(("", ""), tuple(rows), caption=f"Run{suffix}")
 
 
-def _gpu(gpu: Any) -> str:
+def _sim_args(command: list[Any]) -> list[str] | None:
+    """The arguments of a `bench sim` command line (as bench ran it), None for another server."""
+    words = [str(word) for word in command]
+    for index in range(len(words) - 1):
+        if words[index] == "bench" and words[index + 1] == "sim":
+            return words[index + 2:]
+    return None
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for flag, value in zip(args, args[1:]):
+        if flag == name:
+            return value
+    return None
+
+
+def _simulated_gpus(manifest: dict[str, Any]) -> list[str]:
+    """`simulated l4 (24GiB)` for every bench sim server of the run (its --gpu / --gpu-memory)."""
+    described: list[str] = []
+    for server in manifest.get("servers") or []:
+        args = _sim_args(server.get("command") or [])
+        if args is None:
+            continue
+        gpu = _flag(args, "--gpu") or "rtx4090"  # bench sim's default profile
+        memory = _flag(args, "--gpu-memory")
+        text = f"simulated {gpu}" + (f" ({memory})" if memory else "")
+        if text not in described:
+            described.append(text)
+    return described
+
+
+def _speed_rows(view: RunView) -> list[tuple[str, str]]:
+    """The simulator's speed per server: every duration is 1/speed of the modelled GPU's."""
+    from bench.analysis.studies import time_scale
+
+    servers = view.manifest.get("servers") or []
+    sim_ids = [s.get("server_id") for s in servers if _sim_args(s.get("command") or []) is not None]
+    if not sim_ids:
+        return []
+    speeds = sorted({time_scale(view.run, server_id) for server_id in sim_ids})
+    text = " / ".join(f"×{speed:g}" for speed in speeds)
+    return [("simulator speed", f"{text} (durations are 1/speed of the modelled GPU's, tok/s speed times)")]
+
+
+def _gpu(gpu: Any, simulated: list[str] | None = None) -> str:
+    if simulated:
+        modelled = "; ".join(simulated) + " (bench sim's model of that card)"
+        return modelled if not gpu else f"{modelled}; the host's GPU (NVML): {_gpu(gpu)}"
     if not gpu:
         return "none recorded (no NVML)"
     devices = gpu if isinstance(gpu, list) else gpu.get("devices", [gpu]) if isinstance(gpu, dict) else [gpu]

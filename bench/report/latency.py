@@ -3,14 +3,16 @@ native API where TTFT goes (queue wait, model load, prefill)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from bench.report import plotting
-from bench.report.data import RunView, load_label, load_series, request_spread
+from bench.report.data import RunView, describe_settings, load_label, load_series, request_spread, series_settings
 from bench.report.page import Figure, Note, Section
 
-_MAX_CDF_CELLS = 16
+_MAX_CDF_PANELS = 12
 
 
 def build(views: list[RunView]) -> Section | None:
@@ -20,8 +22,9 @@ def build(views: list[RunView]) -> Section | None:
     for kind in ("closed", "open"):
         if load_series(views, kind):
             blocks.append(Figure(_percentiles_against_load(views, kind),
-                                 "Solid line: p50 (half the requests were faster). Shaded: the middle 80% of "
-                                 "requests (p10–p90). Dashed: p95 (one in twenty was slower)."))
+                                 "Line: p50 (half the requests were faster). Shaded: the middle 80% of "
+                                 "requests (p10–p90). Triangles: p95 (one in twenty was slower); with fewer than "
+                                 "40 successful requests in a cell a p95 is close to its slowest request."))
     blocks.append(Figure(_ttft_cdfs(views), "Read across at 0.95 to find a cell's TTFT p95. A curve further "
                                             "left is faster; a long tail to the right means some requests waited."))
     frontier = _frontier(views)
@@ -30,11 +33,13 @@ def build(views: list[RunView]) -> Section | None:
                                        "to the right is more throughput bought with more latency."))
     split = _native_ttft_split(views)
     if split is not None:
-        blocks.append(Figure(split, "From Ollama's own timings (v0.30+ meanings): load_duration = waiting in "
-                                    "Ollama's scheduler queue + any cold load; prefill = prompt_eval_duration, only "
-                                    "the prompt tokens not already in llama-server's prompt cache; slot wait = TTFT "
-                                    "− load − prefill (waiting for one of NUM_PARALLEL slots, the first token, the "
-                                    "network)."))
+        blocks.append(Figure(split, "From Ollama's own timings (means per cell, v0.30+ meanings). load_duration is "
+                                    "the time the scheduler took to hand the request a runner: waiting in Ollama's "
+                                    "scheduler queue plus any cold load. prefill = prompt_eval_duration, only the "
+                                    "prompt tokens not already in llama-server's prompt cache. The first token also "
+                                    "needs one decode step (estimated by the cell's TPOT). The rest of TTFT is waiting "
+                                    "for one of NUM_PARALLEL slots of a busy runner (not in load_duration), the "
+                                    "network and server overhead: at low load it is not a queue wait."))
     hits = _prefix_cache_note(views)
     if hits is not None:
         blocks.append(hits)
@@ -53,8 +58,11 @@ def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
         values = pd.concat([line.cells[[f"{metric}_p50_s", f"{metric}_p95_s"]] for line in lines])
         scale, unit = plotting.time_unit(values.to_numpy().ravel())
         for line in lines:
-            # Solid for every p50 here: dashes mean p95 in this figure, whatever the series.
-            style = {**plotting.series_style(names, line.name, line.run_index, len(views)), "linestyle": "-"}
+            # p50 is the line (runs told apart by its style, baseline dashed); p95 is markers only, so
+            # no line style means two things in one figure.
+            style = plotting.series_style(names, line.name, line.run_index, len(views))
+            if len(views) == 1:
+                style = {**style, "linestyle": "-"}
             x = line.cells["offered_load"].to_numpy(float)
             xs.extend(x)
             p50 = line.cells[f"{metric}_p50_s"].to_numpy(float) * scale
@@ -64,18 +72,18 @@ def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
             high = np.array([spread.at[c, "high"] if c in spread.index else np.nan for c in line.cells.index]) * scale
             ax.fill_between(x, low, high, color=style["color"], alpha=0.13, linewidth=0)
             ax.plot(x, line.cells[f"{metric}_p95_s"].to_numpy(float) * scale, color=style["color"],
-                    linestyle=(0, (2, 2)), linewidth=1.1, marker="^", markersize=4, alpha=0.85)
+                    linestyle="none", marker="^", markersize=5, alpha=0.9)
         ax.set_title(title)
         ax.set_ylabel(f"{metric.upper()} ({unit})")
         ax.set_ylim(bottom=0)
         plotting.load_axis(ax, xs, load_label(kind).replace("offered load: ", ""))
     from matplotlib.lines import Line2D
 
-    key = [Line2D([], [], color="#555555", linewidth=1.6, label="p50"),
-           Line2D([], [], color="#555555", linestyle=(0, (2, 2)), marker="^", markersize=4, label="p95")]
+    key = [Line2D([], [], color="#555555", linewidth=1.6),
+           Line2D([], [], color="#555555", linestyle="none", marker="^", markersize=5)]
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles + key, labels + ["p50 (solid)", "p95 (dashed)"], loc="outside lower center",
-                  ncols=min(6, len(handles) + 2))
+    figure.legend(handles + key, labels + ["p50 (line)", "p95 (▲ markers)"], loc="outside lower center",
+                  ncols=min(4, len(handles) + 2))
     figure.suptitle("Latency against offered load (p50, p10–p90 band, p95)", fontweight="bold")
     return plotting.render(figure, "Latency percentiles against offered load",
                            "Two line charts: TTFT and TPOT against offered load, median with the p10–p90 band "
@@ -83,45 +91,66 @@ def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
 
 
 def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:
-    shown = views[:4]
-    figure, axes = plotting.new_figure(len(shown), 1, height_in=3.2, sharex=True)
-    every_ttft = np.concatenate([v.measured.get("ttft_s", pd.Series(dtype=float)).to_numpy(float) for v in shown])
+    """One panel per setting other than load (small multiples), a line per offered load coloured from
+    a qualitative palette, runs overlaid in line styles; one legend below for the whole figure."""
+    split = series_settings(views)
+    panels: dict[str, list[tuple[int, RunView, str]]] = {}
+    for run_index, view in enumerate(views):
+        for cell_id, row in view.cells.iterrows():
+            if row.get("ok", 0) <= 0:
+                continue
+            panels.setdefault(describe_settings(row.to_dict(), split), []).append((run_index, view, str(cell_id)))
+    names = list(panels)[:_MAX_CDF_PANELS]
+    loads = sorted({float(view.cells.at[cid, "offered_load"]) for entries in panels.values()
+                    for _, view, cid in entries if np.isfinite(view.cells.at[cid, "offered_load"])})
+    columns = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure, axes = plotting.new_figure(rows, columns, height_in=2.6 if rows > 1 else 3.2, sharex=True, sharey=True)
+    every_ttft = np.concatenate([v.measured.get("ttft_s", pd.Series(dtype=float)).to_numpy(float) for v in views])
     scale, unit = plotting.time_unit(every_ttft)
     finite = every_ttft[np.isfinite(every_ttft) & (every_ttft > 0)]
     # One cold load can be 10x the warm TTFT: a log axis keeps the warm curves apart.
     log_x = len(finite) > 0 and float(finite.max()) / float(finite.min()) >= 10
-    for ax, view in zip(axes, shown):
+    load_colors = {load: plotting.QUALITATIVE[i % len(plotting.QUALITATIVE)] for i, load in enumerate(loads)}
+    for ax, name in zip(axes, names):
         if log_x:
             ax.set_xscale("log")
             plotting.plain_tick_labels(ax.xaxis)
-        ok = view.measured[view.measured["error_class"].isna()] if len(view.measured) else view.measured
-        cell_ids = [cid for cid in view.cells.index][:_MAX_CDF_CELLS]
-        colors = _cell_colors(len(cell_ids))
-        for color, cell_id in zip(colors, cell_ids):
+        for run_index, view, cell_id in panels[name]:
+            ok = view.measured[view.measured["error_class"].isna()] if len(view.measured) else view.measured
             ttft = np.sort(ok.loc[ok["cell_id"] == cell_id, "ttft_s"].dropna().to_numpy(float)) * scale
             if not len(ttft):
                 continue
+            load = float(view.cells.at[cell_id, "offered_load"])
             share = np.arange(1, len(ttft) + 1) / len(ttft)
-            ax.step(ttft, share, where="post", color=color, linewidth=1.6,
-                    label=plotting.shorten(str(view.cells.at[cell_id, "label"]), 40))
+            ax.step(ttft, share, where="post", color=load_colors.get(load, "#555555"), linewidth=1.6,
+                    linestyle=plotting.RUN_LINESTYLES[run_index % len(plotting.RUN_LINESTYLES)] if len(views) > 1 else "-")
         ax.axhline(0.95, color="#888888", linewidth=0.8, linestyle=":")
         ax.set_ylim(0, 1.02)
-        ax.set_ylabel("share of requests")
-        ax.set_title(f"TTFT distribution per cell{' — ' + view.label if len(views) > 1 else ''}")
-        ax.set_xlabel(f"TTFT ({unit})")
+        ax.set_title(plotting.shorten(name or "all cells", 36), fontsize=10)
         ax.tick_params(labelbottom=True)
-        plotting.legend(ax)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[::columns]:
+        ax.set_ylabel("share of requests")
+    for ax in axes[-columns:]:
+        ax.set_xlabel(f"TTFT ({unit})")
+    from matplotlib.lines import Line2D
+
+    kind = "closed" if any((v.cells["arrival_kind"] == "closed").any() for v in views) else "open"
+    load_name = "c" if kind == "closed" else "rps"
+    handles = [Line2D([], [], color=color, linewidth=2, label=f"{load_name}={load:g}") for load, color in load_colors.items()]
+    if len(views) > 1:
+        handles += [Line2D([], [], color="#555555", linestyle=plotting.RUN_LINESTYLES[i % len(plotting.RUN_LINESTYLES)],
+                           label=plotting.shorten(view.label, 30)) for i, view in enumerate(views)]
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(8, len(handles)))
+    more = f" (first {_MAX_CDF_PANELS} of {len(panels)} settings)" if len(panels) > _MAX_CDF_PANELS else ""
+    figure.suptitle(f"TTFT distribution per cell: one panel per setting, a colour per offered load{more}",
+                    fontweight="bold")
     return plotting.render(figure, "TTFT distribution per cell",
-                           "Cumulative distribution of time to first token, one curve per cell.")
-
-
-def _cell_colors(count: int) -> list[str]:
-    if count <= len(plotting.PALETTE):
-        return list(plotting.PALETTE[:count])
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(i / max(count - 1, 1)) for i in range(count)]
+                           "Cumulative distributions of time to first token: small multiples, one panel per "
+                           "setting, one curve per offered load.")
 
 
 def _frontier(views: list[RunView]) -> plotting.Plot | None:
@@ -161,9 +190,13 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
         for cell_id, group in native.groupby("cell_id", sort=False):
             if group["load_s"].notna().any() or group["prefill_s"].notna().any():
                 label = str(view.cells.at[cell_id, "label"]) if cell_id in view.cells.index else str(cell_id)
+                load, prefill, ttft = group["load_s"].mean(), group["prefill_s"].mean(), group["ttft_s"].mean()
+                # The first token also needs one decode step; a request's TPOT is the best estimate.
+                first_step = group["tpot_s"].mean() if group["tpot_s"].notna().any() else 0.0
+                rest = ttft - np.nansum([load, prefill, first_step])
                 rows.append({"label": (f"{view.label} · " if len(views) > 1 else "") + label,
-                             "queue": group["queue_wait_s"].mean(), "load": group["load_s"].mean(),
-                             "prefill": group["prefill_s"].mean(), "ttft": group["ttft_s"].mean()})
+                             "load": load, "wait": max(0.0, rest) if np.isfinite(rest) else np.nan,
+                             "prefill": prefill, "first_step": first_step, "ttft": ttft})
     if not rows:
         return None
     frame = pd.DataFrame(rows).fillna(0.0)
@@ -171,9 +204,10 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     figure, (ax,) = plotting.new_figure(1, 1, height_in=plotting.bar_height_in(len(frame)) + 0.6)
     y = np.arange(len(frame))
     left = np.zeros(len(frame))
-    for column, name, color in (("queue", "slot wait (TTFT − load − prefill)", "#9ecae1"),
-                                ("load", "scheduler queue + load (load_duration)", "#d62728"),
-                                ("prefill", "prefill of uncached tokens", "#2ca02c")):
+    for column, name, color in (("load", "scheduler queue + load (load_duration)", "#d62728"),
+                                ("wait", "rest: slot wait, network, overhead", "#9ecae1"),
+                                ("prefill", "prefill of uncached tokens", "#2ca02c"),
+                                ("first_step", "first decode step (≈ TPOT)", "#ff7f0e")):
         widths = frame[column].to_numpy(float) * scale
         ax.barh(y, widths, left=left, color=color, label=name, height=0.65)
         left += widths
@@ -183,9 +217,10 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     ax.invert_yaxis()
     ax.set_xlabel(f"mean time ({unit})")
     ax.set_title("Where TTFT goes (native API, mean per cell)")
-    plotting.figure_legend(figure, ax, columns=4)
+    plotting.figure_legend(figure, ax, columns=3)
     return plotting.render(figure, "Where TTFT goes on the native API",
-                           "Stacked bars: mean queue wait, model load and prefill per native cell.")
+                           "Stacked bars per native cell: load_duration, the unexplained rest (slot wait, HTTP), "
+                           "prefill and the first decode step.")
 
 
 def _prefix_cache_note(views: list[RunView]) -> Note | None:

@@ -12,7 +12,7 @@ from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
 from bench.report import plotting
-from bench.report.data import RunView
+from bench.report.data import RunView, gpu_capacity, server_spans
 from bench.report.page import Figure, Note, Section, Table
 
 GIB = 2**30
@@ -33,9 +33,10 @@ def build(views: list[RunView]) -> Section | None:
             what = ("the buffers llama-server allocated (weights, KV cache, compute, output); with every layer on "
                     "the GPU size equals size_vram" if semantics.llama_server else
                     "Ollama's estimate (weights + KV cache + compute graph)")
-            blocks.append(Figure(_ps_figure(ps, suffix), f"From /api/ps: size is {what}; size_vram the part on "
+            blocks.append(Figure(_ps_figure(ps, suffix, view), f"From /api/ps: size is {what}; size_vram the part on "
                                  "the GPU. size_vram below size means part of the model runs on the CPU "
-                                 f"(read as {semantics.label})."))
+                                 f"(read as {semantics.label}). Labels: the server setting live at the time; dotted line: "
+                                 "the GPU's memory."))
             table = _loads_table(view, ps, semantics, suffix)
             if table is not None:
                 blocks.append(table)
@@ -111,8 +112,8 @@ def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:
     return plotting.render(figure, "GPU memory over time", "Line chart: GPU memory used over the run, in GiB.")
 
 
-def _ps_figure(ps: pd.DataFrame, suffix: str) -> plotting.Plot:
-    figure, (ax,) = plotting.new_figure(1, 1, height_in=3.4)
+def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView) -> plotting.Plot:
+    figure, (ax,) = plotting.new_figure(1, 1, height_in=3.6)
     polls = np.sort(ps["t_s"].dropna().unique())
     models = sorted(str(m) for m in ps["name"].dropna().unique())
     for index, model in enumerate(models):
@@ -124,9 +125,17 @@ def _ps_figure(ps: pd.DataFrame, suffix: str) -> plotting.Plot:
         ax.step(polls, rows["size_bytes"] / GIB, where="post", color=color, label=f"{short} size")
         ax.step(polls, rows["size_vram_bytes"] / GIB, where="post", color=color, linestyle="--",
                 label=f"{short} size_vram")
+    capacity = gpu_capacity(view)
+    top = float(np.nanmax(ps["size_bytes"].to_numpy(float))) / GIB if ps["size_bytes"].notna().any() else 1.0
+    if capacity is not None:
+        ax.axhline(capacity[0] / GIB, color="#444444", linestyle=":", linewidth=1.2, label=capacity[1])
+        top = max(top, capacity[0] / GIB)
+    ax.set_ylim(0, top * 1.18)
+    for start, end, label in server_spans(view):
+        ax.axvline(start, color="#bbbbbb", linewidth=0.8, zorder=0)
+        ax.text(start, top * 1.16, f" {label}", fontsize=8, va="top", ha="left", color="#333333")
     ax.set_ylabel("memory (GiB)")
     ax.set_xlabel("time since the run started (s)")
-    ax.set_ylim(bottom=0)
     ax.set_title(f"Loaded models (/api/ps){suffix}")
     plotting.legend(ax)
     return plotting.render(figure, "Loaded models over time (/api/ps)",

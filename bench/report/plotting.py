@@ -41,6 +41,8 @@ _STYLE = {
 }
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
+# Tableau 10: distinct hues for categories (offered loads, settings); never a sequential map.
+QUALITATIVE = PALETTE
 RUN_LINESTYLES = ("--", "-", ":", "-.")  # baseline dashed, current solid
 SERIES_LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -65,11 +67,11 @@ def _style() -> Iterator[None]:
 
 
 def new_figure(rows: int = 1, cols: int = 1, height_in: float = 3.6, *,
-               sharex: bool = False) -> tuple[Figure, list[Axes]]:
+               sharex: bool = False, sharey: bool = False) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure (labels never overlap) and its axes, flattened."""
     with _style():
         figure = Figure(figsize=(WIDTH_IN, height_in * rows), layout="constrained")
-        axes = figure.subplots(rows, cols, sharex=sharex, squeeze=False)
+        axes = figure.subplots(rows, cols, sharex=sharex, sharey=sharey, squeeze=False)
     return figure, list(axes.flat)
 
 

@@ -74,16 +74,27 @@ def _figure(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> 
 
 
 def _table(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> Table:
+    from bench.analysis.samples import percentile_change_interval
+
     rows = []
+    ok = view.measured[view.measured["error_class"].isna()] if "error_class" in view.measured else view.measured
     for label, native, openai in pairs:
-        row: tuple[str, ...] = (label,)
+        row: tuple[str, ...] = (label, f"{int(view.cells.at[native, 'ok'])} / {int(view.cells.at[openai, 'ok'])}")
         for _, column, is_time in _METRICS:
             show = fmt.seconds if is_time else fmt.rate
-            row += (show(view.cells.at[native, column]), show(view.cells.at[openai, column]),
-                    fmt.change(view.cells.at[native, column], view.cells.at[openai, column]))
+            change = fmt.change(view.cells.at[native, column], view.cells.at[openai, column])
+            if is_time:
+                sample = column.replace("_p50_s", "_s")
+                interval = percentile_change_interval(ok.loc[ok["cell_id"] == native, sample],
+                                                      ok.loc[ok["cell_id"] == openai, sample], 50)
+                change += " " + ("(n too small)" if interval is None else
+                                 f"[{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]%")
+            row += (show(view.cells.at[native, column]), show(view.cells.at[openai, column]), change)
         rows.append(row)
-    columns = ("cell",) + tuple(f"{name} {part}" for name, _, _ in _METRICS
-                                for part in ("native", "OpenAI", "Δ"))
-    return Table(columns, tuple(rows), caption="Matched cells (Δ: OpenAI relative to native)"
+    columns = ("cell", "n (native / OpenAI)") + tuple(f"{name} {part}" for name, _, _ in _METRICS
+                                                      for part in ("native", "OpenAI", "Δ"))
+    return Table(columns, tuple(rows), caption="Matched cells (Δ: OpenAI relative to native, with the 95% "
+                 "bootstrap interval of the p50 change; an interval that spans 0 means no clear difference; "
+                 "n too small: fewer than 10 successful requests on a side)"
                  + (f" — {view.label}" if several else ""),
                  numeric=(False,) + (True,) * (len(columns) - 1))

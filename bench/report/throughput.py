@@ -11,9 +11,9 @@ from bench.errors import BenchError
 from bench.analysis.recommend import Recommendation, recommend, scenario_slos
 from bench.records import RECOMMENDATION_JSON
 from bench.report import plotting
-from bench.report.data import (RunView, clean, describe_settings, load_label, load_series, request_spread,
-                               series_settings, throughput_spread)
-from bench.report.page import Figure, Section
+from bench.report.data import (RunView, clean, describe_settings, gpu_capacity, load_label, load_series,
+                               request_spread, series_settings, throughput_spread)
+from bench.report.page import Figure, Note, Section
 
 NUM_PARALLEL = "OLLAMA_NUM_PARALLEL"
 
@@ -25,16 +25,20 @@ def build(views: list[RunView]) -> Section | None:
         # A cell with no successful request has throughput 0 by definition, not a measurement.
         if lines and any((line.cells["ok"] > 0).any() for line in lines):
             blocks.append(Figure(_against_load(views, kind),
-                                 "Top: aggregate output tokens per second of all requests together; error bars: "
-                                 "25th–75th percentile over 8 equal slices of the cell's measurement window. "
-                                 "Bottom: the speed one user sees (a request's output tokens / its generation "
-                                 "time), median with the 10th–90th percentile of requests shaded."))
+                                 "Top: aggregate output tokens per second of all requests together; shaded: how it "
+                                 "varied over time (25th–75th percentile over 8 equal slices of the cell's "
+                                 "measurement window) — a spread, not a confidence interval. Bottom: the speed one "
+                                 "user sees (a request's output tokens / its generation time), median with the "
+                                 "10th–90th percentile of requests shaded. n: successful requests per cell."))
+            blocks.extend(saturation_notes(lines, kind, len(views) > 1))
     swept = _num_parallel_figure(views)
     if swept is not None:
-        blocks.append(Figure(swept, "One line per offered concurrency. Left: throughput grows while extra slots "
-                                    "share each weight read, then flattens. Middle and right: what that costs each "
-                                    "user. Red dotted lines: the scenario's SLOs. Red band: the model did not fit "
-                                    "in GPU memory (/api/ps size_vram < size). Green band: the recommendation."))
+        blocks.append(Figure(swept, "One line per offered concurrency. Top left: throughput grows while extra slots "
+                                    "share each weight read, then flattens. Top right and bottom left: what that costs "
+                                    "each user. Red dotted lines: the scenario's SLOs. Red band: the model did not fit "
+                                    "in GPU memory (/api/ps size_vram < size). Green band: the recommendation. Bottom "
+                                    "right: the loaded model's size per setting in GiB (the part on the GPU, the part "
+                                    "spilled to the CPU) against the GPU's memory."))
     if not blocks:
         return None
     return Section("throughput", "Throughput against load",
@@ -47,6 +51,9 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
     figure, (total_ax, user_ax) = plotting.new_figure(2, 1, height_in=3.0, sharex=True)
     spreads = {view.label: (throughput_spread(view), request_spread(view, "user_tps")) for view in views}
     xs: list[float] = []
+    counts = {int(n) for line in lines for n in line.cells["ok"]}
+    same_n = len(counts) == 1
+    counts_at: dict[float, list[int]] = {}
     for line in lines:
         style = plotting.series_style(names, line.name, line.run_index, len(views))
         label = plotting.series_label(line.name, line.run_label, len(views))
@@ -55,13 +62,22 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
         total = line.cells["output_tps"].to_numpy(float)
         slices, users = spreads[line.run_label]
         low, high = _band(slices, line.cells.index, total)
-        total_ax.errorbar(x, total, yerr=[np.clip(total - low, 0, None), np.clip(high - total, 0, None)],
-                          capsize=3, label=label, **style)
+        total_ax.plot(x, total, label=label, **style)
+        total_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        for x_value, n in zip(x, line.cells["ok"].to_numpy(int)):
+            counts_at.setdefault(float(x_value), []).append(int(n))
         user = line.cells["user_tps_p50"].to_numpy(float)
         user_ax.plot(x, user, label=label, **style)
         low, high = _band(users, line.cells.index, user)
         user_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
-    total_ax.set_title("Output throughput against offered load")
+    if not same_n:
+        # n per offered load, along the bottom of the plot (a range when the lines differ there).
+        for x_value, ns in counts_at.items():
+            text = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
+            total_ax.text(x_value, 0.02, text, transform=total_ax.get_xaxis_transform(), ha="center",
+                          va="bottom", fontsize=7.5, color="#555555")
+    total_ax.set_title("Output throughput against offered load"
+                       + (f" (n = {counts.pop()} requests per cell)" if same_n else ""))
     total_ax.set_ylabel("output tokens/s (all requests)")
     user_ax.set_title("Per-user speed against offered load")
     user_ax.set_ylabel("tokens/s per request")
@@ -73,6 +89,31 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
     return plotting.render(figure, "Output throughput against offered load",
                            "Line charts: output tokens per second (with spread over time) and per-user speed "
                            "(with spread over requests) against offered load, one line per setting.")
+
+
+# Throughput that still grows by more than this between the two highest offered loads has not
+# levelled off: the run did not find the server's saturation point.
+_STILL_RISING = 0.10
+
+
+def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
+    """A note per line whose throughput still rose at the highest offered load (no knee found)."""
+    notes: list[Note] = []
+    for line in lines:
+        cells = line.cells[line.cells["ok"] > 0]
+        if len(cells) < 2:
+            continue
+        last, before = cells.iloc[-1], cells.iloc[-2]
+        if not (before["output_tps"] > 0 and last["output_tps"] > (1 + _STILL_RISING) * before["output_tps"]):
+            continue
+        unit = "concurrency" if kind == "closed" else "rate"
+        name = " · ".join(part for part in ((line.run_label if several else ""), line.name) if part)
+        notes.append(Note(
+            f"{name + ': ' if name else ''}throughput still rose at the highest offered load ({unit} "
+            f"{last['offered_load']:g}: {last['output_tps']:.0f} tok/s, {last['output_tps'] / before['output_tps'] - 1:+.0%} "
+            f"over {before['offered_load']:g}). Saturation was not reached: offer more load to find where "
+            "throughput levels off.", "warning"))
+    return notes
 
 
 def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +137,7 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
         return None
     split = tuple(n for n in series_settings(swept) if n != NUM_PARALLEL) + ("concurrency", "rate_rps")
     split = tuple(dict.fromkeys(split))
-    figure, axes = plotting.new_figure(1, 3, height_in=3.9)
+    figure, axes = plotting.new_figure(2, 2, height_in=3.3)
     entries: list[tuple[str, int, str, pd.DataFrame]] = []
     for run_index, view in enumerate(views):
         if view not in swept:
@@ -122,18 +163,60 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
             ax.plot(x, cells[column].to_numpy(float) * scale,
                     label=plotting.series_label(name, run_label, len(views)), **style)
     if len(views) == 1:
-        _mark_sweep(axes, views[0], units)
+        _mark_sweep(axes[:3], views[0], units)
     for ax, (column, title, ylabel) in zip(axes, panels):
         ax.set_title(title)
         ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
         ax.set_ylim(bottom=0)
         plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (slots)")
+    _memory_panel(axes[3], swept[0] if len(swept) == 1 else None, [x for x in xs if np.isfinite(x)])
     plotting.figure_legend(figure, axes[0], columns=6)
-    figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput and what it costs in latency", fontweight="bold")
-    return plotting.render(figure, "Output throughput and latency against OLLAMA_NUM_PARALLEL",
-                           "Three line charts against NUM_PARALLEL, one line per offered concurrency: output "
-                           "tokens per second, TTFT p95 and TPOT p95, with SLOs, CPU spill and the "
-                           "recommendation marked.")
+    figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput, what it costs in latency, and in memory",
+                    fontweight="bold")
+    return plotting.render(figure, "Output throughput, latency and memory against OLLAMA_NUM_PARALLEL",
+                           "Four charts against NUM_PARALLEL, one line per offered concurrency: output "
+                           "tokens per second, TTFT p95 and TPOT p95 with SLOs, CPU spill and the "
+                           "recommendation marked; and the model's memory per setting in GiB against the GPU.")
+
+
+def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
+    """Bars per NUM_PARALLEL: the loaded model's size (/api/ps) in GiB, the part on the GPU, the GPU."""
+    ax.set_title("Memory per setting (/api/ps)")
+    ax.set_ylabel("GiB")
+    candidates = _candidates(view) if view is not None else []
+    measured = [c for c in candidates if c.get("size_bytes")]
+    if not measured:
+        ax.text(0.5, 0.5, "no /api/ps data in this run" if view is not None else "one run at a time",
+                ha="center", va="center", transform=ax.transAxes, color="#666666")
+        ax.set_xticks([])
+        return
+    gib = 2**30
+    x = np.array([float(c["num_parallel"]) for c in measured])
+    size = np.array([float(c["size_bytes"]) / gib for c in measured])
+    vram = np.array([float(c.get("size_vram_bytes") or 0) / gib for c in measured])
+    # Bars of equal visual width on the log2 axis the other panels use.
+    widths = x * 0.45
+    ax.bar(x, vram, width=widths, color="#1f77b4", label="on the GPU (size_vram)")
+    ax.bar(x, size - vram, bottom=vram, width=widths, color="#d62728", hatch="//", alpha=0.6,
+           label="on the CPU (size − size_vram)")
+    for x_value, total in zip(x, size):
+        ax.text(x_value, total, f"{total:.1f}", ha="center", va="bottom", fontsize=8)
+    capacity = gpu_capacity(view) if view is not None else None
+    top = float(size.max())
+    if capacity is not None:
+        ax.axhline(capacity[0] / gib, color="#444444", linestyle=":", linewidth=1.2, label=capacity[1])
+        top = max(top, capacity[0] / gib)
+    ax.set_ylim(0, top * 1.15)
+    plotting.load_axis(ax, xs, "OLLAMA_NUM_PARALLEL (slots)")
+    ax.legend(loc="upper left", fontsize=7.5)
+
+
+def _candidates(view: RunView) -> list[dict[str, Any]]:
+    stored = view.run.extras.get(RECOMMENDATION_JSON)
+    if isinstance(stored, dict) and stored.get("candidates"):
+        return list(stored["candidates"])
+    computed = sweep_recommendation(view)
+    return [vars(c) for c in computed.candidates] if computed is not None else []
 
 
 def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, str]]) -> None:
@@ -151,11 +234,11 @@ def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, st
         if chosen is not None:
             ax.axvspan(chosen / 1.15, chosen * 1.15, color="#2ca02c", alpha=0.18, linewidth=0)
     if spilled:
-        axes[0].text(spilled[-1], axes[0].get_ylim()[1] * 0.97, "spills\nto CPU", ha="center", va="top",
-                     fontsize=8, color="#b3261e")
+        axes[0].text(spilled[-1], 0.97, "spills to CPU", ha="center", va="top", fontsize=8, color="#b3261e",
+                     rotation=90, transform=axes[0].get_xaxis_transform())
     if chosen is not None:
-        axes[0].text(chosen, axes[0].get_ylim()[1] * 0.97, "recom-\nmended", ha="center", va="top",
-                     fontsize=8, color="#1b5e20")
+        axes[0].text(chosen, 0.97, "recommended", ha="center", va="top", fontsize=8, color="#1b5e20",
+                     rotation=90, transform=axes[0].get_xaxis_transform())
     slos = (stored.get("slos") or {}) if isinstance(stored, dict) else (
         {slo.metric: slo.threshold for slo in computed.slos} if computed is not None else {})
     for ax, column, metric in ((axes[1], "ttft_p95_s", "ttft_p95"), (axes[2], "tpot_p95_s", "tpot_p95")):

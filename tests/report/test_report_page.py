@@ -126,7 +126,7 @@ def test_a_sweep_without_bench_recommend_still_answers_which_num_parallel(make_r
     html = render_report([load_run(run)])
     assert "Recommended OLLAMA_NUM_PARALLEL=4" in html
     assert "computed by the report from the scenario&#39;s SLOs" in html
-    assert "Three line charts against NUM_PARALLEL" in html  # throughput and latency against the setting
+    assert "Four charts against NUM_PARALLEL" in html  # throughput, latency and memory against the setting
 
 
 def test_the_answer_says_which_cells_meet_the_scenarios_slos(make_run: Callable[..., Path]) -> None:
@@ -166,3 +166,40 @@ def test_quick_cells_warn_about_fewer_requests_than_concurrency_and_thin_percent
     assert "No warnings" not in answer
     assert "fewer requests than their concurrency" in answer and "4 at concurrency 8" in answer
     assert "fewer than 40 successful requests" in answer and "not enough samples" in answer
+
+
+def test_environment_names_the_simulated_gpu_and_the_simulators_speed(make_run: Callable[..., Path]) -> None:
+    import json
+
+    run = make_run(surfaces=("native",), concurrencies=(1,))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["servers"][0]["command"] = ["/usr/bin/python3", "-m", "bench", "sim", "--speed", "10", "--gpu", "l4",
+                                         "--gpu-memory", "24GiB"]
+    manifest["target"]["kind"] = "managed"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    environment = report_of(run).split('<section id="environment">')[1]
+    assert "simulated l4 (24GiB)" in environment and "GPU none" not in environment
+    assert "×10" in environment
+
+
+def test_report_says_what_its_figures_rest_on(make_run: Callable[..., Path], tmp_path: Path) -> None:
+    html = report_of(make_run(gpu=True, ps=True, surfaces=("native", "openai"), rejected_at=None))
+    # Throughput still rose at the highest concurrency of this run: the report says saturation was not reached.
+    assert "Saturation was not reached" in html
+    # The throughput band is labelled as a spread over time, not passed off as an interval.
+    assert "a spread, not a confidence interval" in html
+    # The TTFT split does not call TTFT − load − prefill a queue wait.
+    assert "first decode step" in html and "queue wait = TTFT" not in html
+    # Native against OpenAI: n and an interval per difference.
+    surfaces = html.split('<section id="surfaces">')[1].split("</section>")[0]
+    assert "n (native / OpenAI)" in surfaces and ("n too small" in surfaces or "]%" in surfaces)
+
+
+def test_comparison_opens_with_gate_verdicts_n_and_intervals(make_run: Callable[..., Path], tmp_path: Path) -> None:
+    baseline = make_run(run_id="base", requests_per_cell=40)
+    current = make_run(run_id="next", requests_per_cell=40, speed_factor=1.5)
+    answer = report_of(baseline, current, out=tmp_path / "compare.html").split('<section id="answer">')[1]
+    first = answer.split("Headline figures per cell</caption>")[0]
+    assert "next against the baseline base: REGRESSION" in first
+    assert "95% CI" in first and "n (base / current)" in first and "REGRESSED" in first
+    assert "No p value" in first
