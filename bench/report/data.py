@@ -254,5 +254,5 @@ def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tu
             continue
         start, end = float(group["sent_s"].min()), float(group["end_s"].max())
         if math.isfinite(start) and math.isfinite(end):
-            spans.append((start, end, f"{_SHORT_NAMES.get(setting, setting)}={_format_setting(values.pop())}"))
+            spans.append((start, end, plan.describe_cell({setting: values.pop()}, (setting,))))
     return sorted(spans)
