@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bench.cli import params
-
-
+from bench.cli.console import output_console, working
 from bench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -167,10 +166,11 @@ def _per_token(value: float | None) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
-    from bench.analysis.kv import analyze_run, format_bytes
-    from bench.records import KV_JSON, load_run, write_json
+    with working(output_console(), f"fitting memory against context for {run_dir}"):
+        from bench.analysis.kv import analyze_run, format_bytes
+        from bench.records import KV_JSON, load_run, write_json
 
-    payload = analyze_run(load_run(run_dir))
+        payload = analyze_run(load_run(run_dir))
     write_json(Path(run_dir) / KV_JSON, payload)
     for group in payload["groups"]:
         per_token = group["bytes_per_token"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from bench.cli.console import output_console, working
+
 
 def register(group: click.Group) -> None:
     group.add_command(report)
@@ -18,10 +20,11 @@ def register(group: click.Group) -> None:
                    "with several runs, report-compare.html there).")
 def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (several: a comparison, the first is the baseline)."""
-    from bench.records import REPORT_HTML
-    from bench.report import write_report
+    with working(output_console(), f"drawing the report of {', '.join(str(d) for d in run_dirs)}"):
+        from bench.records import REPORT_HTML
+        from bench.report import write_report
 
-    if out is None:
-        out = run_dirs[0] / (REPORT_HTML if len(run_dirs) == 1 else "report-compare.html")
-    path = write_report(list(run_dirs), out)
+        if out is None:
+            out = run_dirs[0] / (REPORT_HTML if len(run_dirs) == 1 else "report-compare.html")
+        path = write_report(list(run_dirs), out)
     click.echo(f"report: {path}")

@@ -12,7 +12,7 @@ import click
 
 from bench.atomic import write_text_atomically
 from bench.cli import params
-from bench.cli.console import output_console
+from bench.cli.console import output_console, working
 from bench.errors import BenchError, ScenarioError, UsageError
 from bench.escape import plain_terminal
 
@@ -145,9 +145,11 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     With --resume RUN_DIR the scenario and overrides come from RUN_DIR's manifest (a SCENARIO_FILE
     given too must match it); --target and --sim-speed may point the resumed cells elsewhere.
     """
-    from bench.plan import Overrides
-    from bench.run.runner import RunOptions
-    from bench.scenario import flag_scenario, load_scenario, with_outputs
+    # pandas, pyarrow and the clients load here (seconds on a busy machine): say so at once.
+    with working(output_console(), "starting bench run"):
+        from bench.plan import Overrides
+        from bench.run.runner import RunOptions, run_scenario  # noqa: F401 - loaded under the spinner
+        from bench.scenario import flag_scenario, load_scenario, with_outputs
 
     percentiles, thresholds = flags.pop("percentiles"), _pairs(flags.pop("threshold"), "--threshold")
     if resume_dir is not None:
