@@ -1,0 +1,104 @@
+"""Model shapes for `bench gguf make`: the options, their checks, and presets from the sim catalog.
+
+Each preset keeps the attention structure of a catalog model (query heads per KV head, MHA vs GQA,
+head_dim relative to hidden) at a size a 2-core CPU serves at tens of tokens per second. Every
+preset uses the llama architecture: llama.cpp serves it everywhere, and the KV formulas are the same
+for the qwen2 family (which differs by attention biases only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from bench.errors import UsageError
+
+WeightType = Literal["f32", "f16"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """The architecture numbers written into the GGUF (llama.* keys)."""
+
+    block_count: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    head_dim: int
+    feed_forward_length: int
+    context_length: int
+    vocab_size: int = 4096
+    weight_type: WeightType = "f16"
+
+    def check(self) -> None:
+        """UsageError naming the first option that cannot make a working model."""
+        positive = {
+            "--layers": self.block_count, "--hidden": self.embedding_length, "--heads": self.head_count,
+            "--kv-heads": self.head_count_kv, "--head-dim": self.head_dim, "--ffn": self.feed_forward_length,
+            "--ctx": self.context_length, "--vocab": self.vocab_size,
+        }  # fmt: skip
+        for option, value in positive.items():
+            if value <= 0:
+                raise UsageError(f"{option} {value}: must be positive")
+        if self.head_count % self.head_count_kv:
+            raise UsageError(
+                f"--heads {self.head_count} / --kv-heads {self.head_count_kv}: query heads must be a "
+                "multiple of KV heads (GQA groups)"
+            )
+        if self.head_dim % 2:
+            raise UsageError(f"--head-dim {self.head_dim}: RoPE needs an even head dimension")
+        if self.embedding_length < 8:
+            raise UsageError(f"--hidden {self.embedding_length}: at least 8 (one dimension is reserved)")
+        if not 300 <= self.vocab_size <= 65536:
+            raise UsageError(f"--vocab {self.vocab_size}: between 300 (bytes + merges) and 65536")
+        if self.weight_type not in ("f32", "f16"):
+            raise UsageError(f"--type {self.weight_type}: expected f32 or f16")
+
+    @property
+    def attention(self) -> str:
+        return "MHA" if self.head_count == self.head_count_kv else "GQA"
+
+    def kv_bytes_per_token_f16(self) -> int:
+        """2 (K and V) × layers × KV heads × head_dim × 2 bytes: the exact f16 cache per token."""
+        return 2 * self.block_count * self.head_count_kv * self.head_dim * 2
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    shaped_like: str
+    shape: ModelShape
+
+
+# Scaled from bench/sim/catalog.yaml: layers ÷ 4, heads ÷ 4 (KV heads keep the group size),
+# head_dim ÷ 4 or ÷ 2, hidden = heads × head_dim, ffn keeps its ratio to hidden.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("tiny-llama3.2-1b", "llama3.2:1b (16 L, 32 h / 8 kv, head_dim 64, GQA 4:1)",
+               ModelShape(4, 128, 8, 2, 16, 512, 16384)),
+        Preset("tiny-llama3.2-3b", "llama3.2:3b (28 L, 24 h / 8 kv, head_dim 128, GQA 3:1)",
+               ModelShape(7, 192, 6, 2, 32, 512, 16384)),
+        Preset("tiny-llama3.1-8b", "llama3.1:8b (32 L, 32 h / 8 kv, head_dim 128, GQA 4:1)",
+               ModelShape(8, 256, 8, 2, 32, 896, 16384)),
+        Preset("tiny-qwen2.5-0.5b", "qwen2.5:0.5b (24 L, 14 h / 2 kv, head_dim 64, GQA 7:1)",
+               ModelShape(6, 112, 7, 1, 16, 608, 8192)),
+        Preset("tiny-mha", "an MHA model such as nomic-embed-text / llama2 (every head has its own KV)",
+               ModelShape(4, 128, 8, 8, 16, 512, 8192)),
+        # Large KV per token (16 KiB f16) against small weights: the KV fit's slope dominates
+        # everything else that grows with the context (compute buffers), for the 2% check.
+        Preset("kv-heavy", "a KV-dominated GQA shape for memory fits (8 L, 16 h / 8 kv, head_dim 64)",
+               ModelShape(8, 256, 16, 8, 64, 512, 32768)),
+    )
+}  # fmt: skip
+
+
+def resolve_shape(preset: str | None, **overrides: int | str | None) -> ModelShape:
+    """The preset's shape (default tiny-llama3.2-1b) with any option given on the command line."""
+    name = preset or "tiny-llama3.2-1b"
+    if name not in PRESETS:
+        raise UsageError(f"--preset {name}: expected one of {', '.join(PRESETS)}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    shape = replace(PRESETS[name].shape, **given)  # type: ignore[arg-type]
+    shape.check()
+    return shape
