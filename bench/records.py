@@ -9,6 +9,7 @@ A run directory (results/<run-id>/ or --out DIR) holds:
     summary.csv/.json    one row per cell (bench.analysis.metrics.cell_summary)
     gpu.parquet          NVML timeline (bench.telemetry.nvml), absent without a GPU
     ps.parquet           /api/ps timeline (bench.telemetry.ollama_ps)
+    proc.parquet         RSS of the managed server's process tree (bench.telemetry.process_memory)
     server-<n>.log       logs of managed servers (bench.run.managed_server)
     recommendation.json  bench recommend's verdict, when computed
     kv.json              KV-cache analysis, when the run varied num_ctx / NUM_PARALLEL / cache type
@@ -48,6 +49,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 GPU_PARQUET = "gpu.parquet"
 PS_PARQUET = "ps.parquet"
+PROC_PARQUET = "proc.parquet"
 RECOMMENDATION_JSON = "recommendation.json"
 KV_JSON = "kv.json"
 REPORT_HTML = "report.html"
@@ -299,6 +301,7 @@ class Run:
     cells: pd.DataFrame  # one row per cell: cell_id, cell_index, and one column per setting
     gpu: pd.DataFrame | None = None
     ps: pd.DataFrame | None = None
+    proc: pd.DataFrame | None = None  # process-memory timeline (managed servers on Linux)
     extras: dict[str, Any] = field(default_factory=dict)  # recommendation.json, kv.json, ...
     summary: pd.DataFrame | None = None  # summary.csv, when the run wrote one (bench.load_run)
 
@@ -331,12 +334,13 @@ def load_run(path: str | Path) -> Run:
     # A timeline cut by a kill is left out (the report says what it lacks), not a crash.
     gpu = _read_parquet(run_dir / GPU_PARQUET)
     ps = _read_parquet(run_dir / PS_PARQUET)
+    proc = _read_parquet(run_dir / PROC_PARQUET)
     extras = {
         name: read_json(run_dir / name)
         for name in (RECOMMENDATION_JSON, KV_JSON)
         if (run_dir / name).exists()
     }
-    return Run(run_dir, manifest, requests, cells, gpu, ps, extras)
+    return Run(run_dir, manifest, requests, cells, gpu, ps, proc, extras)
 
 
 def _checked_manifest(manifest: Any, path: Path) -> dict[str, Any]:

@@ -476,6 +476,8 @@ class KvPoint:
     ollama_ps_bytes: float | None  # median /api/ps size while the cell ran (Ollama's estimate)
     nvml_bytes: float | None  # median NVML memory while the cell ran (measured)
     nvml_source: str | None  # "server_process" (managed server's PIDs) or "device_used"
+    process_rss_bytes: float | None = None  # median RSS of the managed server's engine processes
+    process_source: str | None = None  # "engine_rss" (llama-server processes) or "tree_rss"
 
 
 def _model_key(name: str) -> str:
@@ -534,6 +536,19 @@ def _nvml_bytes(gpu: Any, start_s: float, end_s: float) -> tuple[float | None, s
     return float(per_sample.median()), source
 
 
+def _process_bytes(proc: Any, start_s: float, end_s: float) -> tuple[float | None, str | None]:
+    """Median RSS while the cell ran: of llama-server processes if any ran, else the whole tree."""
+    if proc is None or len(proc) == 0:
+        return None, None
+    steady_from, _ = _steady_window(start_s, end_s)
+    steady = proc[(proc["t_s"] >= steady_from) & (proc["t_s"] <= end_s)]
+    if len(steady) == 0:
+        return None, None
+    if (steady["engine_rss_bytes"] > 0).any():
+        return float(steady["engine_rss_bytes"].median()), "engine_rss"
+    return float(steady["rss_bytes"].median()), "tree_rss"
+
+
 def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     """One point per cell of a loaded run that has a context size; plus notes."""
     notes: list[str] = []
@@ -563,6 +578,7 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
         model = str(settings["model"])
         ctx_total = num_ctx * num_parallel
         nvml_bytes, nvml_source = _nvml_bytes(run.gpu, start_s, end_s)
+        process_bytes, process_source = _process_bytes(getattr(run, "proc", None), start_s, end_s)
         points.append(
             KvPoint(
                 cell_id=cell_id,
@@ -574,6 +590,8 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
                 ollama_ps_bytes=_ps_bytes(run.ps, model, (start_s, end_s, until_s), {ctx_total, num_ctx}),
                 nvml_bytes=nvml_bytes,
                 nvml_source=nvml_source,
+                process_rss_bytes=process_bytes,
+                process_source=process_source,
             )
         )
     return points, notes
@@ -600,7 +618,20 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
     tiers = [automatic_batch_tier(total) for total in ctx_totals]
     ps_fit = fit_bytes_per_token(ctx_totals, [p.ollama_ps_bytes if p.ollama_ps_bytes is not None else math.nan for p in points], tiers)
     nvml_fit = fit_bytes_per_token(ctx_totals, [p.nvml_bytes if p.nvml_bytes is not None else math.nan for p in points], tiers)
-    measured_fit, measured_source = (nvml_fit, "nvml") if nvml_fit else (ps_fit, "ollama_ps" if ps_fit else None)
+    process_fit = fit_bytes_per_token(
+        ctx_totals, [p.process_rss_bytes if p.process_rss_bytes is not None else math.nan for p in points], tiers
+    )
+    # NVML of the server's processes measures device memory; an engine on the CPU (no device
+    # memory at all) leaves it at zero, and then the engine processes' RSS is the real memory.
+    # The RSS of a server without llama-server children (the simulated engine) measures no KV.
+    nvml_measures = nvml_fit is not None and any(p.nvml_bytes for p in points)
+    engine_measured = any(p.process_source == "engine_rss" for p in points)
+    if nvml_measures:
+        measured_fit, measured_source = nvml_fit, "nvml"
+    elif process_fit is not None and engine_measured:
+        measured_fit, measured_source = process_fit, "process_rss"
+    else:
+        measured_fit, measured_source = ps_fit, "ollama_ps" if ps_fit else None
     measured = measured_fit.bytes_per_token if measured_fit else None
     per_token: dict[str, float | None] = {
         "rule_of_thumb": float(rule_of_thumb_bytes_per_token(arch)) if arch else None,
@@ -608,6 +639,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "exact_stored": kv_bytes_per_token(arch, cache_type, stored=True) if arch else None,
         "ollama_ps": ps_fit.bytes_per_token if ps_fit else None,
         "nvml": nvml_fit.bytes_per_token if nvml_fit else None,
+        "process_rss": process_fit.bytes_per_token if process_fit else None,
     }
     return {
         "model": points[0].model,
@@ -617,8 +649,10 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "fits": {
             "ollama_ps": ps_fit.to_json() if ps_fit else None,
             "nvml": nvml_fit.to_json() if nvml_fit else None,
+            "process_rss": process_fit.to_json() if process_fit else None,
         },
         "nvml_source": next((p.nvml_source for p in points if p.nvml_source), None),
+        "process_source": next((p.process_source for p in points if p.process_source), None),
         "bytes_per_token": per_token,
         "measured_source": measured_source,
         "ratio_to_measured": {
@@ -653,7 +687,7 @@ def write_kv_analysis(run_dir: str | Path) -> Path | None:
     For the runner's end of run: a run that never varied num_ctx / NUM_PARALLEL gets no kv.json.
     """
     payload = analyze_run(load_run(run_dir))
-    if not any(group["fits"]["ollama_ps"] or group["fits"]["nvml"] for group in payload["groups"]):
+    if not any(any(group["fits"].values()) for group in payload["groups"]):
         return None
     path = Path(run_dir) / KV_JSON
     write_json(path, payload)

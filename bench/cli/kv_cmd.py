@@ -177,11 +177,13 @@ def kv_analyze_command(run_dir: Path) -> None:
         click.echo(f"{group['model']} (cache {group['cache_type']}, {len(group['points'])} cells)")
         for label, key in (("rule of thumb", "rule_of_thumb"), ("exact (GQA)", "exact"),
                            ("exact, stored blocks", "exact_stored"), ("Ollama /api/ps fit", "ollama_ps"),
-                           ("NVML fit (measured)", "nvml")):  # fmt: skip
+                           ("NVML fit (measured)", "nvml"), ("process RSS fit (measured)", "process_rss")):  # fmt: skip
             ratio = group["ratio_to_measured"].get(key)
             ratio_text = "" if ratio is None else f"  {ratio:.3f}x measured"
-            click.echo(f"  {label:<22} {_per_token(per_token[key]):>12} B/token{ratio_text}")
-        measured_fit = group["fits"]["nvml" if group["measured_source"] == "nvml" else "ollama_ps"]
+            if per_token.get(key) is None and key in ("nvml", "process_rss"):
+                continue  # that measurement was not taken in this run
+            click.echo(f"  {label:<26} {_per_token(per_token[key]):>12} B/token{ratio_text}")
+        measured_fit = group["fits"].get(group["measured_source"] or "", None)
         if measured_fit is not None:
             ci = measured_fit["bytes_per_token_ci95"]
             ci_text = "" if ci is None else f", 95% CI [{ci[0]:,.0f}, {ci[1]:,.0f}]"

@@ -150,15 +150,16 @@ def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
         per_token = group.get("bytes_per_token") or {}
         ratios = group.get("ratio_to_measured") or {}
         rows.append((str(group.get("model")), str(group.get("cache_type")),
-                     *(_per_token(per_token.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps", "nvml")),
+                     *(_per_token(per_token.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps", "nvml",
+                                                                     "process_rss")),
                      *(_ratio(ratios.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps"))))
         sources.add(str(group.get("measured_source")))
     blocks.append(Table(
-        ("model", "KV cache type", "rule of thumb", "exact (GQA)", "/api/ps fit", "NVML fit",
+        ("model", "KV cache type", "rule of thumb", "exact (GQA)", "/api/ps fit", "NVML fit", "process RSS fit",
          "rule ÷ measured", "exact ÷ measured", "/api/ps ÷ measured"),
         tuple(rows), caption=f"KV cache bytes per token of context{suffix} (measured = the "
                              f"{' / '.join(sorted(s for s in sources if s != 'None')) or 'no'} fit)",
-        numeric=(False, False) + (True,) * 7))
+        numeric=(False, False) + (True,) * 8))
     for group in kv["groups"]:
         plot = _kv_fit_figure(group, suffix)
         if plot is not None:
@@ -182,7 +183,8 @@ def _kv_fit_figure(group: dict[str, Any], suffix: str) -> plotting.Plot | None:
     points = pd.DataFrame(group.get("points") or [])
     if points.empty or "ctx_total" not in points:
         return None
-    measured = [c for c in ("nvml_bytes", "ollama_ps_bytes") if c in points and points[c].notna().any()]
+    measured = [c for c in ("nvml_bytes", "process_rss_bytes", "ollama_ps_bytes")
+                if c in points and points[c].notna().any()]
     if not measured:
         return None
     figure, (ax,) = plotting.new_figure(1, 1, height_in=3.6)
@@ -190,6 +192,7 @@ def _kv_fit_figure(group: dict[str, Any], suffix: str) -> plotting.Plot | None:
     span = np.linspace(0, ctx.max() * 1.05, 50)
     fits = group.get("fits") or {}
     names = {"nvml_bytes": ("NVML (measured)", "nvml", "#1f77b4"),
+             "process_rss_bytes": ("process RSS (measured)", "process_rss", "#9467bd"),
              "ollama_ps_bytes": ("/api/ps (Ollama's estimate)", "ollama_ps", "#ff7f0e")}
     intercept = None
     for column in measured:

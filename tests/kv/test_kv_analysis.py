@@ -107,6 +107,6 @@ def test_a_run_with_one_context_size_gets_no_fit() -> None:
     run.cells = run.cells.iloc[:1]
     payload = analyze_run(run)
     (group,) = payload["groups"]
-    assert group["fits"] == {"ollama_ps": None, "nvml": None}
+    assert group["fits"] == {"ollama_ps": None, "nvml": None, "process_rss": None}
     assert group["ratio_to_measured"]["exact"] is None
     assert payload["notes"] == ["llama3.1:8b f16: one context size only; no fit"]
