@@ -147,6 +147,7 @@ def write_gguf(
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
     writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
     writer.add_vocab_size(vocab_size)
+    writer.add_uint64("general.parameter_count", sum(int(t.size) for t in tensors.values()))
     _add_tokenizer(writer, vocab)
     for tensor_name, values in tensors.items():
         # Norm vectors stay f32 (as llama.cpp's converter writes them); matrices take the type.
