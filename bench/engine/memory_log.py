@@ -78,6 +78,11 @@ class MemoryLog:
                 component, backend, kind, mib = match.groups()
                 self._buffers[(component, backend, kind)] = int(float(mib) * MIB)
 
+    def layers(self) -> tuple[int, int, bool]:
+        """(layers offloaded to GPU, total layers, fit overflowed) as logged; (0, 0, False) if never logged."""
+        with self._lock:
+            return self._gpu_layers, self._total_layers, self._overflow_layers > 0
+
     def memory(self, model_file_bytes: int) -> EngineMemory:
         """size / size_vram as Ollama's MemorySize computes them."""
         with self._lock:
