@@ -42,7 +42,7 @@ def _facts(view: RunView, suffix: str) -> Table:
         ("started / ended", f"{fmt.text(manifest.get('started_at'))} / {fmt.text(manifest.get('ended_at'))}"),
         ("bench version", fmt.text(manifest.get("bench_version"))),
         ("server", f"{fmt.text(target.get('kind'))} at {fmt.text(target.get('base_url'))}"),
-        ("server version", fmt.text(target.get("version"))),
+        ("server version", fmt.text(target.get("server") or target.get("version"))),
         ("fields read with", semantics_for(target.get("version")).describe()),
         ("GPU", _gpu(manifest.get("gpu"), _simulated_gpus(manifest))),
         *(_speed_rows(view)),

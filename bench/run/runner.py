@@ -31,7 +31,7 @@ from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
 from bench.run.sweep import SweepTracker, sweep_slos
-from bench.run.targets import Targets, fetch_version
+from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario
 from bench.secrets import auth_headers
 from bench.specs import calibrate_cell, calibration_key, calibration_needed, conversation_starter, spec_factory
@@ -160,16 +160,23 @@ class CellLoop:
             await asyncio.to_thread(self.targets.stop)
 
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
-        """Check a (new) server: version, models; start telemetry on the first; make the client."""
+        """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
-        version = await fetch_version(base_url, self.run.api_key)
-        self.manifest.manifest["target"].update(base_url=base_url, version=version)
+        identity = await identify_server(base_url, self.run.api_key)
+        self.manifest.manifest["target"].update(base_url=base_url, version=identity.version,
+                                                server=identity.name, api=identity.api)
         models = sorted({cell.settings["model"] for cell in self.run.cells})
-        shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
+        if identity.is_ollama:
+            shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
+        else:
+            # Not Ollama: /api/show does not exist; the OpenAI model list is all there is to check.
+            check_openai_models(base_url, identity, models, {cell.surface for cell in self.run.cells})
+            shown = {}
+            self.state.add_note(f"{identity.name} is not Ollama: /api/version and /api/ps probes skipped")
         self.manifest.update(models={
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
         })
-        self._start_or_move_telemetry(base_url)
+        self._start_or_move_telemetry(base_url if identity.is_ollama else None)
         max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.run.cells)
         transport = resolve_transport(self.run.transport, base_url)
         self.manifest.update(transport=transport)  # what measured, not what was asked ("auto")
@@ -177,7 +184,7 @@ class CellLoop:
         return make_http_client(base_url, self.run.api_key, max_in_flight,
                                 timeout_s=self.run.scenario.load.timeout_s, transport=transport)
 
-    def _start_or_move_telemetry(self, base_url: str) -> None:
+    def _start_or_move_telemetry(self, base_url: str | None) -> None:
         if self.telemetry is not None:
             self.telemetry.set_target(base_url, self.targets.pids())
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -213,3 +214,69 @@ async def fetch_version(base_url: str, api_key: str | None = None) -> str | None
         return str(response.json().get("version"))
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """What the target is: Ollama (answers /api/version) or only OpenAI-compatible (/v1/models)."""
+
+    api: str  # "ollama" | "openai-compatible"
+    name: str  # shown in the report: "Ollama 0.33.0", "llama.cpp llama-server (build 11434 ...)"
+    version: str | None
+    openai_models: tuple[str, ...] = ()  # /v1/models ids (OpenAI-compatible servers only)
+
+    @property
+    def is_ollama(self) -> bool:
+        return self.api == "ollama"
+
+
+async def identify_server(base_url: str, api_key: str | None = None) -> ServerIdentity:
+    """Ollama if /api/version answers; else an OpenAI-compatible server if /v1/models does."""
+    version = await fetch_version(base_url, api_key)
+    if version is not None:
+        return ServerIdentity("ollama", f"Ollama {version}", version)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
+                                     headers=auth_headers(api_key)) as http:
+            models_response = await http.get("/v1/models")
+            props_response = await http.get("/props")  # llama.cpp's server describes itself here
+    except httpx.HTTPError as error:
+        raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+    if models_response.status_code != 200:
+        raise TargetError(
+            f"{base_url}: neither Ollama (/api/version) nor OpenAI-compatible (/v1/models answered HTTP "
+            f"{models_response.status_code})"
+        )
+    try:
+        listed = models_response.json().get("data") or []
+        ids = tuple(str(entry["id"]) for entry in listed if isinstance(entry, dict) and "id" in entry)
+    except (ValueError, AttributeError, KeyError):
+        raise TargetError(f"{base_url}/v1/models: not an OpenAI model list") from None
+    return ServerIdentity("openai-compatible", _openai_server_name(models_response, props_response), None, ids)
+
+
+def _openai_server_name(models_response: httpx.Response, props_response: httpx.Response) -> str:
+    build = None
+    if props_response.status_code == 200:
+        try:
+            props = props_response.json()
+        except ValueError:
+            props = None
+        if isinstance(props, dict) and ("build_info" in props or "default_generation_settings" in props):
+            build = str(props.get("build_info") or "").strip()
+            return f"llama.cpp llama-server{f' ({build})' if build else ''}"
+    header = models_response.headers.get("server")
+    return f"OpenAI-compatible server ({header})" if header else "OpenAI-compatible server"
+
+
+def check_openai_models(base_url: str, identity: ServerIdentity, models: list[str], surfaces: set[str]) -> None:
+    """One-line TargetErrors, before any load: native cells, or models the server does not list."""
+    if "native" in surfaces:
+        raise TargetError(
+            f"{base_url} is {identity.name}, not Ollama: the native surface (/api/generate, /api/chat) "
+            "needs Ollama; use surface openai"
+        )
+    missing = [model for model in models if model not in identity.openai_models]
+    if missing:
+        offered = ", ".join(identity.openai_models) or "none"
+        raise TargetError(f'model "{missing[0]}" not offered by {base_url} (/v1/models lists: {offered})')
