@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
 import socket
 import sys
@@ -34,6 +35,9 @@ DEFAULT_LOAD_TIMEOUT_S = 300.0  # OLLAMA_LOAD_TIMEOUT's default is 5 minutes
 _STOP_GRACE_S = 5.0
 _ERROR_TAIL_LINES = 8
 _PR_SET_PDEATHSIG = 1
+# llama.cpp states the cause of a failed load in lines like these (the "failed to create
+# context" lines that follow only say that it failed).
+_ERRORISH = re.compile(r"error|fail|unable|invalid|cannot|does not|requires|out of memory", re.IGNORECASE)
 
 
 def _die_with_parent() -> Callable[[], Any] | None:
@@ -60,7 +64,7 @@ def free_loopback_port() -> int:
 def error_tail(log_text: str, lines: int = _ERROR_TAIL_LINES) -> str:
     """The last lines that look like errors (else the last lines), joined for a one-line message."""
     all_lines = [line.strip() for line in log_text.splitlines() if line.strip()]
-    errors = [line for line in all_lines if "error" in line.lower() or "failed" in line.lower()]
+    errors = [line for line in all_lines if _ERRORISH.search(line)]
     chosen = (errors or all_lines)[-lines:]
     return " | ".join(chosen)
 

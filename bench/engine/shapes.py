@@ -71,20 +71,23 @@ class Preset:
 
 
 # Scaled from bench/sim/catalog.yaml: layers ÷ 4, heads ÷ 4 (KV heads keep the group size),
-# head_dim ÷ 4 or ÷ 2, hidden = heads × head_dim, ffn keeps its ratio to hidden.
+# head_dim ÷ 2 or ÷ 4 but at least 32, hidden = heads × head_dim, ffn keeps its ratio to hidden.
+# head_dim stays a multiple of 32: llama.cpp refuses a quantised KV cache (q8_0, q4_0: blocks of
+# 32) whose head_dim the block does not divide ("K cache type q8_0 with block size 32 does not
+# divide n_embd_head_k=16"), and every real model has 64 or more.
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
         Preset("tiny-llama3.2-1b", "llama3.2:1b (16 L, 32 h / 8 kv, head_dim 64, GQA 4:1)",
-               ModelShape(4, 128, 8, 2, 16, 512, 16384)),
+               ModelShape(4, 256, 8, 2, 32, 1024, 16384)),
         Preset("tiny-llama3.2-3b", "llama3.2:3b (28 L, 24 h / 8 kv, head_dim 128, GQA 3:1)",
                ModelShape(7, 192, 6, 2, 32, 512, 16384)),
         Preset("tiny-llama3.1-8b", "llama3.1:8b (32 L, 32 h / 8 kv, head_dim 128, GQA 4:1)",
                ModelShape(8, 256, 8, 2, 32, 896, 16384)),
         Preset("tiny-qwen2.5-0.5b", "qwen2.5:0.5b (24 L, 14 h / 2 kv, head_dim 64, GQA 7:1)",
-               ModelShape(6, 112, 7, 1, 16, 608, 8192)),
+               ModelShape(6, 224, 7, 1, 32, 1216, 8192)),
         Preset("tiny-mha", "an MHA model such as nomic-embed-text / llama2 (every head has its own KV)",
-               ModelShape(4, 128, 8, 8, 16, 512, 8192)),
+               ModelShape(4, 256, 8, 8, 32, 1024, 8192)),
         # Large KV per token (16 KiB f16) against small weights: the KV fit's slope dominates
         # everything else that grows with the context (compute buffers), for the 2% check.
         Preset("kv-heavy", "a KV-dominated GQA shape for memory fits (8 L, 16 h / 8 kv, head_dim 64)",

@@ -111,6 +111,21 @@ def test_stop_leaves_no_process_behind(llama_server_binary: Path, tiny_gguf: Pat
         os.kill(pid, 0)
 
 
+def test_a_quantised_cache_the_head_dim_cannot_hold_fails_the_load(llama_server_binary: Path, tmp_path: Path) -> None:
+    from bench.engine.gguf_maker import make_model
+    from bench.engine.shapes import resolve_shape
+
+    path = tmp_path / "hd16.gguf"
+    make_model(path, resolve_shape(None, head_dim=16, vocab_size=512), "hd16")
+
+    async def scenario() -> None:
+        server = LlamaServer(llama_server_binary, LaunchSettings(path, num_ctx=256, kv_cache_type="q8_0"))
+        with pytest.raises(EngineError, match="does not divide n_embd_head_k=16"):
+            await server.start(timeout_s=60)
+
+    asyncio.run(scenario())
+
+
 def test_a_broken_model_fails_the_load_with_llama_servers_words(llama_server_binary: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)

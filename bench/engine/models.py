@@ -1,0 +1,130 @@
+"""Model names → GGUF files for the engine, and their catalog entries for the sim's Ollama front.
+
+Two sources: files the user names (`--model-file NAME=PATH`, any llama.cpp GGUF), and the
+`bench gguf make` presets, served by name (`tiny-llama3.2-1b`, ...) and made on first use into a
+cache directory ($BENCH_CACHE_DIR, else $XDG_CACHE_HOME/bench, else ~/.cache/bench), so a scenario
+that names a preset runs on a fresh machine with nothing but the engine installed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from bench.engine.shapes import PRESETS, ModelShape
+from bench.errors import UsageError
+
+# Bumped whenever the maker's output changes, so cached presets are remade.
+MAKER_VERSION = 1
+_make_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("BENCH_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bench"
+
+
+def ollama_name(name: str) -> str:
+    """Ollama's default tag: "tiny" → "tiny:latest"."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def parse_model_files(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """`--model-file NAME=PATH` values → {NAME:tag: PATH}; UsageError naming a bad pair or a missing file."""
+    files: dict[str, Path] = {}
+    for pair in pairs:
+        name, separator, raw_path = pair.partition("=")
+        if not separator or not name.strip() or not raw_path.strip():
+            raise UsageError(f"--model-file {pair!r}: expected NAME=PATH, e.g. tiny=./tiny.gguf")
+        path = Path(raw_path).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--model-file {pair!r}: {path} is not a file")
+        files[ollama_name(name.strip())] = path.resolve()
+    return files
+
+
+def preset_for(name: str) -> str | None:
+    """The preset a model name refers to ("tiny-mha" or "tiny-mha:latest"), if any."""
+    bare = name.removesuffix(":latest")
+    return bare if bare in PRESETS else None
+
+
+def preset_path(preset: str) -> Path:
+    """The cached GGUF of a preset, made on first use (seed 0); safe to call from several threads."""
+    from bench.engine.gguf_maker import make_model
+    from bench.engine.tokenizer import default_corpus
+
+    corpus = default_corpus()
+    path = cache_dir() / "gguf" / f"{preset}-v{MAKER_VERSION}-{corpus.sha256[:12]}.gguf"
+    with _make_lock:
+        if not path.is_file():
+            partial = path.with_suffix(".partial")
+            make_model(partial, PRESETS[preset].shape, preset, seed=0, corpus=corpus)
+            partial.replace(path)  # atomic: a half-written model is never served
+    return path
+
+
+def shape_weight_bytes(shape: ModelShape) -> int:
+    """Tensor bytes of a preset's GGUF (matrices at the weight type, norm vectors f32)."""
+    hidden, vocab = shape.embedding_length, shape.vocab_size
+    q_dim, kv_dim = shape.head_count * shape.head_dim, shape.head_count_kv * shape.head_dim
+    per_layer = hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * shape.feed_forward_length
+    matrices = 2 * vocab * hidden + shape.block_count * per_layer
+    vectors = hidden * (1 + 2 * shape.block_count)
+    return matrices * (2 if shape.weight_type == "f16" else 4) + vectors * 4
+
+
+def _entry(name: str, shape: ModelShape, size_bytes: int, parameter_count: int, quantization: str) -> dict[str, Any]:
+    return {
+        "name": ollama_name(name), "architecture": "llama", "family": "llama", "quantization": quantization,
+        "size_bytes": size_bytes, "parameter_count": parameter_count, "block_count": shape.block_count,
+        "embedding_length": shape.embedding_length, "head_count": shape.head_count,
+        "head_count_kv": shape.head_count_kv, "context_length": shape.context_length,
+        "feed_forward_length": shape.feed_forward_length, "key_length": shape.head_dim,
+        "value_length": shape.head_dim, "vocab_size": shape.vocab_size,
+    }  # fmt: skip
+
+
+def preset_entries() -> list[dict[str, Any]]:
+    """Catalog entries (ModelSpec fields) for every preset, without making any file."""
+    entries = []
+    for preset in PRESETS.values():
+        shape = preset.shape
+        size = shape_weight_bytes(shape)
+        parameters = size // (2 if shape.weight_type == "f16" else 4)
+        entries.append(_entry(preset.name, shape, size, parameters, shape.weight_type.upper()))
+    return entries
+
+
+_FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 2: "Q4_0", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+def file_entry(name: str, path: Path) -> dict[str, Any]:
+    """A catalog entry from a GGUF file's own metadata; UsageError when it is not a usable GGUF."""
+    from gguf import GGUFReader
+
+    from bench.analysis.kv import read_gguf
+
+    model = read_gguf(path)
+    arch = model.arch
+    reader = GGUFReader(path)
+    file_type_field = reader.fields.get("general.file_type")
+    file_type = int(file_type_field.contents()) if file_type_field is not None else -1
+    head_count_kv = arch.head_count_kv
+    shape = ModelShape(
+        block_count=arch.block_count, embedding_length=arch.embedding_length, head_count=arch.head_count,
+        head_count_kv=head_count_kv, head_dim=arch.key_length, feed_forward_length=0,
+        context_length=arch.context_length or 2048, vocab_size=arch.vocab_size or 32000,
+    )
+    entry = _entry(name, shape, path.stat().st_size, arch.parameter_count or 0, _FILE_TYPES.get(file_type, "unknown"))
+    entry.update(architecture=arch.arch, family=arch.arch, value_length=arch.value_length)
+    ffn = reader.fields.get(f"{arch.arch}.feed_forward_length")
+    if ffn is not None:
+        raw = ffn.contents()
+        entry["feed_forward_length"] = int(max(raw) if isinstance(raw, list) else raw)
+    return entry
