@@ -61,6 +61,15 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
         console.print(summary_table(ordered, labels, slos or {}))
         if percentiles:
             console.print(statistics_table(ordered, labels, percentiles))
+    if summary is not None and len(summary) and "ok" in summary:
+        from bench.analysis.samples import min_samples_for_percentile
+
+        needed = min_samples_for_percentile(95)
+        thin = int((summary["ok"] < needed).sum())
+        if thin:
+            console.print(f"note: {thin} of {len(summary)} cells have fewer than {needed} successful requests: "
+                          "their p95 is close to the slowest request, not a 95th percentile (not enough "
+                          "samples for an interval or a gate verdict)", highlight=False, soft_wrap=True, markup=False)
     if health.saturated:
         console.print(
             f"warning: the load generator may be the bottleneck (dispatch lag p99 "

@@ -96,3 +96,16 @@ def test_end_of_run_table_shows_goodput_and_slo_verdicts_with_one_precision_per_
     plain = Console(width=250, record=True)
     plain.print(summary_table(summary, {"a": "c=1", "b": "c=8"}))
     assert "goodput" not in plain.export_text()
+
+
+def test_end_of_run_says_when_p95s_rest_on_too_few_requests(tmp_path) -> None:  # noqa: ANN001
+    from bench.load import ClientHealth
+    from bench.outputs.summary import print_summary
+
+    summary = pd.DataFrame({"ok": [16, 64], "requests": [16, 64], "rejected": [0, 0], "errors": [0, 0],
+                            "ttft_p95_s": [0.2, 0.2]}, index=["a", "b"])
+    console = Console(width=250, record=True)
+    print_summary(console, tmp_path, "complete", None, summary, {"a": 0, "b": 1}, {"a": "c=1", "b": "c=2"},
+                  ClientHealth(cpu_s=1.0, wall_s=10.0, dispatch_lag_p99_s=0.001, saturated=False), [])
+    text = console.export_text()
+    assert "1 of 2 cells have fewer than 40 successful requests" in text
