@@ -24,7 +24,7 @@ from typing import IO, Any
 import httpx
 
 from bench.errors import TargetError
-from bench.run.reaper import RELEASE
+from bench.run.reaper import RELEASE, group_exists
 from bench.secrets import auth_headers
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -227,9 +227,9 @@ class ManagedServer:
         except subprocess.TimeoutExpired:
             pass
         # The leader may be gone while children it spawned (Ollama's runners) linger in the group.
-        while _group_exists(group) and time.monotonic() < deadline:
+        while group_exists(group) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if process.poll() is None or _group_exists(group):
+        if process.poll() is None or group_exists(group):
             _signal_group(group, signal.SIGKILL)
             try:
                 process.wait(timeout=10)
@@ -299,14 +299,6 @@ def _signal_group(group: int, signum: signal.Signals) -> None:
         os.killpg(group, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_exists(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def server_pids(server: ManagedServer) -> list[int]:

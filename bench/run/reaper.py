@@ -19,7 +19,8 @@ import time
 RELEASE = b"."
 
 
-def _group_exists(group: int) -> bool:
+def group_exists(group: int) -> bool:
+    """Does any process of process group `group` still exist?"""
     try:
         os.killpg(group, 0)
     except (ProcessLookupError, PermissionError):
@@ -34,9 +35,9 @@ def stop_group(group: int, grace_s: float) -> None:
     except (ProcessLookupError, PermissionError):
         return
     deadline = time.monotonic() + grace_s
-    while _group_exists(group) and time.monotonic() < deadline:
+    while group_exists(group) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _group_exists(group):
+    if group_exists(group):
         try:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
