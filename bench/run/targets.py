@@ -14,7 +14,8 @@ import httpx
 from bench.errors import TargetError, UsageError
 from bench.secrets import auth_headers
 from bench.plan import Cell
-from bench.run.managed_server import ManagedServer, sim_command
+from bench.run.listeners import non_loopback_listeners
+from bench.run.managed_server import ManagedServer, server_pids, sim_command
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -97,7 +98,17 @@ class Targets:
         self.server, self.group = server, cell.server_group
         ready_timeout_s = self.scenario.server.ready_timeout_s if self.scenario.server else 60.0
         server.wait_ready(ready_timeout_s)
+        self._hold_to_loopback(server)
         return server.base_url, True
+
+    def _hold_to_loopback(self, server: ManagedServer) -> None:
+        """Stop a ready server that listens beyond loopback (a script can bind 0.0.0.0 unannounced)."""
+        exposed = non_loopback_listeners(server_pids(server))
+        if exposed:
+            self.stop()
+            field = "server.command" if self.scenario.server is not None else "sim.args"
+            raise TargetError(f"{field}: the managed server listened on {', '.join(exposed)}; bench's "
+                              "servers listen on loopback (127.0.0.1) only, so bench stopped it")
 
     def _mark(self, group: int) -> bool:
         self.group = group

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability.support import measured, start_bench, wait_for, write_scenario
+from reliability.support import bench, measured, start_bench, wait_for, write_scenario
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc, PDEATHSIG")]
@@ -67,3 +67,20 @@ load: {{concurrency: 1, duration_s: 300, warmup_requests: 0}}
         process.kill()
         if group is not None and _group_members(group):
             os.killpg(group, signal.SIGKILL)
+
+
+def test_a_managed_server_that_listens_beyond_loopback_is_stopped(tmp_path: Path) -> None:
+    fake = Path(__file__).resolve().parents[1] / "server" / "fake_ollama.py"
+    # Nothing in the command says 0.0.0.0: the script binds every interface on its own.
+    scenario = write_scenario(tmp_path, f"""\
+server:
+  command: [{json.dumps(sys.executable)}, {json.dumps(str(fake))}]
+  env: {{FAKE_OLLAMA_ALSO_ALL_INTERFACES: "1", FAKE_OLLAMA_MODELS: m}}
+workload: {{model: m, prompt: {{tokens: 16, calibrate: false}}}}
+load: {{concurrency: 1, requests: 1}}
+""")
+    result = bench("run", str(scenario), "--out", str(tmp_path / "run"), "--no-report")
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: server.command: the managed server listened on 0.0.0.0:")
+    assert "bench stopped it" in line

@@ -2,13 +2,15 @@
 
 Listens on OLLAMA_HOST; `GET /` answers like Ollama, `POST /api/show` knows FAKE_OLLAMA_MODELS
 (comma-separated), `GET /die` makes the process exit at once (a crash mid-run). With
-FAKE_OLLAMA_CHILD=1 it spawns a child process first, as Ollama spawns its runners.
+FAKE_OLLAMA_CHILD=1 it spawns a child process first, as Ollama spawns its runners; with
+FAKE_OLLAMA_ALSO_ALL_INTERFACES=1 it also listens on every interface (a server bench must stop).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,10 @@ def main() -> None:
     host, _, port = os.environ["OLLAMA_HOST"].rpartition(":")
     if os.environ.get("FAKE_OLLAMA_CHILD") == "1":
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    if os.environ.get("FAKE_OLLAMA_ALSO_ALL_INTERFACES") == "1":
+        exposed = socket.socket()
+        exposed.bind(("", 0))  # "" is every interface: what a careless script does
+        exposed.listen()
     server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
     print(f"Listening on {os.environ['OLLAMA_HOST']} NUM_PARALLEL={os.environ.get('OLLAMA_NUM_PARALLEL')}", flush=True)
     server.serve_forever()
