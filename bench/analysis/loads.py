@@ -88,3 +88,22 @@ def _load(model: str, current: dict, semantics: Semantics, training: int | None)
     return Load(model=model, first_seen_s=current["first"], last_seen_s=current["last"], reported_context=context,
                 effective_num_ctx=effective_num_ctx(context, training, semantics), size_bytes=size,
                 size_vram_bytes=size_vram, training_context=training)
+
+
+def truncated_prompts(requests: pd.DataFrame, intended_tokens: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Cells whose server-counted prompt tokens fell well short of the prompt sent.
+
+    {cell_id: (intended tokens, median counted)} where the median prompt_tokens of successful
+    requests is under 80 % of the cell's prompt length: Ollama cut the prompt to fit the
+    context (v0.33 keeps num_keep tokens and the tail, about half the context).
+    """
+    if requests.empty or "prompt_tokens" not in requests or "cell_id" not in requests:
+        return {}
+    ok = requests["error_class"].isna() if "error_class" in requests else pd.Series(True, index=requests.index)
+    counted = pd.to_numeric(requests.loc[ok, "prompt_tokens"], errors="coerce").groupby(requests.loc[ok, "cell_id"]).median()
+    found: dict[str, tuple[float, float]] = {}
+    for cell_id, median in counted.items():
+        intended = intended_tokens.get(str(cell_id))
+        if intended and np.isfinite(median) and median < 0.8 * float(intended):
+            found[str(cell_id)] = (float(intended), float(median))
+    return found

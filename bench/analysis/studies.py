@@ -298,7 +298,7 @@ def _keep_alive_verdict(
         as_sent, ignored = _mismatches(rows, "expected_cold_as_sent"), _mismatches(rows, "expected_cold")
         if as_sent == ignored:
             lines.append(f"keep_alive {sent} in the OpenAI body: cannot tell from this run whether it took "
-                         f"effect (the gaps do not separate it from the server's {server_keep_alive})")
+                         "effect (the gaps do not separate it from the keep_alive the model already had)")
         elif ignored < as_sent:
             lines.append(f"keep_alive {sent} in the OpenAI body was ignored: the request left keep_alive unset, "
                          f"so the model kept its last explicit keep_alive (OLLAMA_KEEP_ALIVE {server_keep_alive} "

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.loads import loads_from_ps
+from bench.analysis.loads import loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
@@ -40,6 +40,9 @@ def build(views: list[RunView]) -> Section | None:
             table = _loads_table(view, ps, semantics, suffix)
             if table is not None:
                 blocks.append(table)
+        truncation = _truncation_note(view)
+        if truncation is not None:
+            blocks.append(truncation)
         kv = view.run.extras.get(KV_JSON)
         if isinstance(kv, dict) and kv.get("groups"):
             blocks.extend(_kv_blocks(kv, suffix))
@@ -74,15 +77,44 @@ def _loads_table(view: RunView, ps: pd.DataFrame, semantics: Any, suffix: str) -
     rows = []
     for load in loads:
         share = load.gpu_share
-        rows.append((plotting.shorten(load.model, 36), f"{load.first_seen_s:.1f} s",
+        rows.append((plotting.shorten(load.model, 36), _cells_during(view, load.first_seen_s, load.last_seen_s),
+                     f"{load.first_seen_s:.1f} s",
                      fmt.DASH if load.effective_num_ctx is None else f"{load.effective_num_ctx:,}",
                      fmt.gib(load.size_bytes) if load.size_bytes is not None else fmt.DASH,
                      fmt.gib(load.size_vram_bytes) if load.size_vram_bytes is not None else fmt.DASH,
                      fmt.DASH if share is None else f"{share:.0%}",
                      "; ".join(load.notes(requested)) or fmt.DASH))
-    return Table(("model", "first seen", "effective num_ctx (per slot)", "size", "size_vram", "on GPU", "note"),
+    return Table(("model", "cells served", "first seen", "effective num_ctx (per slot)", "size", "size_vram", "on GPU",
+                  "note"),
                  tuple(rows), caption=f"Every load seen in /api/ps{suffix}: the context each runner really has",
-                 numeric=(False, True, True, True, True, True, False))
+                 numeric=(False, False, True, True, True, True, True, False))
+
+
+def _cells_during(view: RunView, first_s: float, last_s: float) -> str:
+    """Labels of the cells whose requests ran while this load was listed."""
+    requests = view.requests
+    if requests.empty or "sent_s" not in requests:
+        return fmt.DASH
+    overlapping = requests[(requests["sent_s"] <= last_s) & (requests["end_s"].fillna(requests["sent_s"]) >= first_s)]
+    labels = [str(view.cells.at[c, "label"]) if c in view.cells.index else str(c)
+              for c in dict.fromkeys(overlapping["cell_id"])]
+    if not labels:
+        return fmt.DASH
+    return ", ".join(plotting.shorten(label, 40) for label in labels[:3]) + (" …" if len(labels) > 3 else "")
+
+
+def _truncation_note(view: RunView) -> Note | None:
+    intended = {}
+    if "prompt_tokens" in view.cells:
+        intended = {str(c): v for c, v in view.cells["prompt_tokens"].items() if isinstance(v, (int, float))}
+    found = truncated_prompts(view.measured, intended)
+    if not found:
+        return None
+    parts = [f"{view.cells.at[c, 'label'] if c in view.cells.index else c}: {counted:,.0f} of ~{sent:,.0f}"
+             for c, (sent, counted) in found.items()]
+    return Note("Prompts cut to fit the context — the server counted fewer prompt tokens than were sent ("
+                + "; ".join(parts) + "). Ollama truncates a prompt longer than num_ctx (v0.33 keeps the first "
+                "num_keep tokens and the tail, about half the context) instead of refusing it.")
 
 
 def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:

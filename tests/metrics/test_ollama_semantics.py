@@ -60,3 +60,11 @@ def test_slot_wait_and_prefix_cache_hits_follow_v033_field_meanings() -> None:
     # total − load − prompt_eval − eval: the wait for a runner slot (not in load_duration since v0.30)
     assert round(float(frame["slot_wait_s"].iloc[0]), 3) == 0.2
     assert frame["prefix_cache_hit"].tolist() == [False] * 5 + [True]
+
+
+def test_prompts_counted_short_of_what_was_sent_are_reported_as_truncated() -> None:
+    from bench.analysis.loads import truncated_prompts
+
+    requests = pd.DataFrame({"cell_id": ["a", "a", "b", "b"], "prompt_tokens": [2050, 2050, 990, 1010],
+                             "error_class": [None] * 4})
+    assert truncated_prompts(requests, {"a": 6000, "b": 1000}) == {"a": (6000.0, 2050.0)}

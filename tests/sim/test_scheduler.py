@@ -203,3 +203,19 @@ def test_client_leaving_mid_stream_frees_its_slot_and_lets_the_model_expire(sim)
     follow_up = _generate(base_url, keep_alive="1s")  # the single slot is free again
     assert follow_up["eval_count"] == 3
     _wait_for(lambda: _ps(base_url) == [])
+
+
+def test_listed_families_are_forced_to_one_slot(sim, tmp_path) -> None:
+    """Scheduler.load: qwen3vl, qwen35, qwen3next, lfm2, nemotron_h, mllama, ... run NUM_PARALLEL=1."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "models:\n"
+        "  - {name: 'tiny-next:1b', architecture: qwen3next, family: qwen3next, quantization: Q4_K_M,\n"
+        "     size_bytes: 600000000, parameter_count: 1000000000, block_count: 16, embedding_length: 1024,\n"
+        "     head_count: 16, head_count_kv: 4, context_length: 32768, vocab_size: 32000}\n"
+    )
+    base_url = sim(speed=50, env={"OLLAMA_NUM_PARALLEL": "4"}, catalog_path=str(catalog))
+    _generate(base_url, "tiny-next:1b")
+    _generate(base_url, TINY)
+    scheduler = simulator_for(base_url).scheduler
+    assert scheduler.loaded["tiny-next:1b"].num_parallel == 1 and scheduler.loaded[TINY].num_parallel == 4
