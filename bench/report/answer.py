@@ -288,9 +288,14 @@ def sample_size_warnings(view: RunView, prefix: str = "") -> list[Note]:
     needed = min_samples_for_percentile(95)
     thin = measured[measured["ok"] < needed]
     if len(thin):
-        labels = [f"{row['label']} (n={int(row['ok'])})" for _, row in thin.iterrows()]
-        notes.append(Note(f"{prefix}p95 figures of {len(thin)} cell(s) rest on fewer than {needed} successful "
-                          f"requests: {_listed(labels)}. They are close to the largest value seen, not a "
+        counts = sorted({int(n) for n in thin["ok"]})
+        if len(thin) == len(measured):
+            where = "every cell (n=" + (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}") + ")"
+        else:
+            where = f"{len(thin)} of {len(measured)} cells: " + _listed(
+                [f"{row['label']} (n={int(row['ok'])})" for _, row in thin.iterrows()])
+        notes.append(Note(f"{prefix}p95 figures rest on fewer than {needed} successful requests in {where}. "
+                          "They are close to the largest value seen, not a "
                           "95th percentile; no interval is drawn for them and `bench compare` gives them "
                           "no verdict (not enough samples).", "warning"))
     return notes

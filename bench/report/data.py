@@ -218,7 +218,7 @@ def throughput_spread(view: RunView, slices: int = 8, low: float = 25, high: flo
     return pd.DataFrame.from_dict(rows, orient="index", columns=["low", "high"])
 
 
-_SIM_GPU_LINE = re.compile(r"bench sim listening on \S+ \(gpu (.+?) (\d+(?:\.\d+)?) GiB")
+_SIM_GPU_LINE = re.compile(r"bench sim listening on \S+ \((?:[^()]*?, )?gpu ([^,()]+?) (\d+(?:\.\d+)?) GiB")
 
 
 def gpu_capacity(view: RunView) -> tuple[float, str] | None:

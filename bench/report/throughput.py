@@ -98,7 +98,7 @@ _STILL_RISING = 0.10
 
 def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
     """A note per line whose throughput still rose at the highest offered load (no knee found)."""
-    notes: list[Note] = []
+    rising: list[str] = []
     for line in lines:
         cells = line.cells[line.cells["ok"] > 0]
         if len(cells) < 2:
@@ -108,12 +108,12 @@ def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
             continue
         unit = "concurrency" if kind == "closed" else "rate"
         name = " · ".join(part for part in ((line.run_label if several else ""), line.name) if part)
-        notes.append(Note(
-            f"{name + ': ' if name else ''}throughput still rose at the highest offered load ({unit} "
-            f"{last['offered_load']:g}: {last['output_tps']:.0f} tok/s, {last['output_tps'] / before['output_tps'] - 1:+.0%} "
-            f"over {before['offered_load']:g}). Saturation was not reached: offer more load to find where "
-            "throughput levels off.", "warning"))
-    return notes
+        rising.append(f"{name + ' ' if name else ''}{last['output_tps'] / before['output_tps'] - 1:+.0%} from {unit} "
+                      f"{before['offered_load']:g} to {last['offered_load']:g}")
+    if not rising:
+        return []
+    return [Note("Throughput still rose at the highest offered load (" + "; ".join(rising) + "). Saturation was "
+                 "not reached: offer more load to find where throughput levels off.", "warning")]
 
 
 def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

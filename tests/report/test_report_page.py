@@ -171,13 +171,20 @@ def test_quick_cells_warn_about_fewer_requests_than_concurrency_and_thin_percent
 def test_environment_names_the_simulated_gpu_and_the_simulators_speed(make_run: Callable[..., Path]) -> None:
     import json
 
-    run = make_run(surfaces=("native",), concurrencies=(1,))
+    run = make_run(surfaces=("native",), concurrencies=(1,), ps=True)
+    (run / "server-0.log").write_text("bench sim listening on http://127.0.0.1:5 (Ollama 0.33.0, engine simulated, "
+                                      "gpu L4 22.5 GiB, NUM_PARALLEL=2, speed x10)\n")
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["servers"][0]["command"] = ["/usr/bin/python3", "-m", "bench", "sim", "--speed", "10", "--gpu", "l4",
                                          "--gpu-memory", "24GiB"]
     manifest["target"]["kind"] = "managed"
     (run / "manifest.json").write_text(json.dumps(manifest))
-    environment = report_of(run).split('<section id="environment">')[1]
+    html = report_of(run)
+    from bench.records import load_run as load
+    from bench.report.data import build_view, gpu_capacity
+
+    assert gpu_capacity(build_view(load(run), "r")) == (22.5 * 2**30, "simulated L4: 22.5 GiB")
+    environment = html.split('<section id="environment">')[1]
     assert "simulated l4 (24GiB)" in environment and "GPU none" not in environment
     assert "×10" in environment
 
