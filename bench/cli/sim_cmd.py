@@ -33,6 +33,9 @@ class SimError(BenchError):
 @click.option("--fault-oom-rate", type=params.FRACTION, default=None, help="Fraction of requests failing with a runtime out-of-memory (every model then expires).")
 @click.option("--ollama-version", default=None, help="Ollama release to behave as: 0.33.0 (default) or 0.12.6 [env BENCH_SIM_OLLAMA_VERSION].")
 @click.option("--engine", default=None, help="What serves loaded models: simulated (default) or llama-server [env BENCH_SIM_ENGINE].")
+@click.option("--llama-server", "llama_server", default=None, help="llama-server binary for --engine llama-server (default: PATH, then the engine extra) [env BENCH_SIM_LLAMA_SERVER].")
+@click.option("--model-file", "model_files", multiple=True, metavar="NAME=PATH", help="Serve a GGUF file as model NAME (--engine llama-server; repeatable). Presets from `bench gguf presets` are served by name without it.")
+@click.option("--engine-log-dir", type=click.Path(file_okay=False), default=None, help="Keep each llama-server's log here (default: a temporary file per runner).")
 @click.option("--host-memory", default=None, help="System RAM of the simulated machine, e.g. 64GiB (default from the GPU profile).")
 @click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
@@ -40,7 +43,8 @@ def sim(
     host: str | None, port: int | None, gpu: str | None, gpu_memory: str | None, seed: int, catalog_path: str | None,
     speed: float, fault_error_rate: float | None, fault_cut_rate: float | None, fault_stall_rate: float | None,
     fault_stall_s: float | None, fault_malformed_rate: float | None, fault_no_done_rate: float | None,
-    fault_oom_rate: float | None, ollama_version: str | None, engine: str | None, host_memory: str | None,
+    fault_oom_rate: float | None, ollama_version: str | None, engine: str | None, llama_server: str | None,
+    model_files: tuple[str, ...], engine_log_dir: str | None, host_memory: str | None,
     emit_log: str | None, log_level: str,
 ) -> None:
     """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
@@ -52,6 +56,7 @@ def sim(
         config = build_config(
             os.environ, host=host, port=port, gpu=gpu, gpu_memory=gpu_memory, seed=seed, catalog_path=catalog_path,
             speed=speed, emit_log_path=emit_log, ollama_version=ollama_version, engine=engine, host_memory=host_memory,
+            llama_server=llama_server, model_files=model_files, engine_log_dir=engine_log_dir,
             fault_rates={
                 "error_rate": fault_error_rate, "cut_rate": fault_cut_rate, "stall_rate": fault_stall_rate,
                 "stall_s": fault_stall_s, "malformed_rate": fault_malformed_rate,

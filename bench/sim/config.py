@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.sim import context
 from bench.sim.catalog import Catalog, GpuProfile, load_catalog
+from bench.sim.catalog import _merge as merge_entries
 from bench.sim.durations import keep_alive_s, parse_bytes
 from bench.sim.errors import SimConfigError
 from bench.sim.memory import KV_TYPE_BYTES
@@ -63,6 +64,11 @@ class SimConfig:
     emit_log_path: Path | None = None
     rules: OllamaRules = V0_33
     engine: str = "simulated"
+    # --engine llama-server: the binary (None: PATH, then the `engine` extra), model name → GGUF
+    # file (--model-file), and where each runner's log goes (None: a temporary file).
+    llama_server_path: str | None = None
+    model_files: dict[str, Path] = field(default_factory=dict)
+    engine_log_dir: Path | None = None
 
     @property
     def kv_bytes_per_element(self) -> float:
@@ -159,6 +165,9 @@ def build_config(
     ollama_version: str | None = None,
     engine: str | None = None,
     host_memory: str | None = None,
+    llama_server: str | None = None,
+    model_files: Sequence[str] = (),
+    engine_log_dir: str | Path | None = None,
 ) -> SimConfig:
     """Resolve flags over OLLAMA_* / BENCH_SIM_* variables into a SimConfig; bad values raise SimConfigError."""
     env_host, env_port = parse_host(env.get("OLLAMA_HOST", ""))
@@ -178,7 +187,9 @@ def build_config(
     max_queue = _uint(env, "OLLAMA_MAX_QUEUE", 512, zero_is_default=False)
     if speed <= 0:
         raise SimConfigError(f"--speed {speed}: must be > 0")
-    catalog = load_catalog(catalog_path)
+    catalog = with_engine_models(load_catalog(catalog_path), model_files, engine_name)
+    if engine_name == "llama-server" and not gpu and not env.get("BENCH_SIM_GPU", "").strip():
+        gpu = "cpu"  # the engine runs on this machine's CPU: Ollama's CPU-only rules apply
     gpu_name = (gpu or env.get("BENCH_SIM_GPU", "") or DEFAULT_GPU).strip().lower()
     profile = catalog.gpus.get(gpu_name)
     if profile is None:
@@ -227,4 +238,44 @@ def build_config(
         emit_log_path=Path(emit_log_path) if emit_log_path else None,
         rules=rules,
         engine=engine_name,
+        llama_server_path=llama_server or env.get("BENCH_SIM_LLAMA_SERVER", "").strip() or None,
+        model_files=engine_model_files(model_files),
+        engine_log_dir=Path(engine_log_dir) if engine_log_dir else None,
     )
+
+
+def engine_model_files(pairs: Sequence[str]) -> dict[str, Path]:
+    """--model-file NAME=PATH values; a bad pair is one SimConfigError line."""
+    if not pairs:
+        return {}
+    from bench.engine.models import parse_model_files
+    from bench.errors import UsageError
+
+    try:
+        return parse_model_files(list(pairs))
+    except UsageError as error:
+        raise SimConfigError(str(error)) from None
+
+
+def with_engine_models(catalog: Catalog, model_files: Sequence[str], engine_name: str) -> Catalog:
+    """The catalog plus the `bench gguf make` presets (both engines serve them by name) and, for
+    --engine llama-server, one entry per --model-file read from the GGUF's own metadata, and a
+    "cpu" device profile (no GPU memory: Ollama's CPU-only context and preflight rules)."""
+    from bench.engine.models import file_entry, preset_entries
+    from bench.errors import UsageError
+
+    if model_files and engine_name != "llama-server":
+        raise SimConfigError("--model-file: only with --engine llama-server")
+    files = []
+    for name, path in engine_model_files(model_files).items():
+        try:
+            files.append(file_entry(name, path))
+        except UsageError as error:
+            raise SimConfigError(f"--model-file {name}: {error}") from None
+    presets = merge_entries(Catalog(), {"models": preset_entries()}, "bench gguf presets")
+    named = merge_entries(Catalog(), {"models": files}, "--model-file")
+    # Catalog entries win over presets of the same name; a file the user named wins over both.
+    models = {**presets.models, **catalog.models, **named.models}
+    cpu = GpuProfile(name="cpu", label="CPU (llama-server)", memory_bytes=0, bandwidth_bytes_per_s=30e9,
+                     flops=1e12, cpu_bandwidth_bytes_per_s=30e9, cpu_flops=1e12)
+    return Catalog(models=models, gpus={"cpu": cpu, **catalog.gpus})

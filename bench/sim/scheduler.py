@@ -338,7 +338,8 @@ class Scheduler:
             num_gpu=options.num_gpu, num_thread=options.num_thread, use_mmap=options.use_mmap,
             embedding=model.embedding_only, gpu_free_bytes=available, host_free_bytes=self.config.host_memory_bytes,
         )
-        if not require_full or not self.loaded or 0 < options.num_gpu < model.block_count + 1:
+        # sched.go 547: no preflight without a GPU (a CPU-only machine: the llama-server engine here).
+        if not require_full or not self.loaded or 0 < options.num_gpu < model.block_count + 1 or self.gpu_total_bytes() == 0:
             return launch, False
         if self.rules.llama_server_memory:
             return launch, predicted + surcharge > available * 80 // 100
@@ -513,6 +514,12 @@ class Scheduler:
         loaded.unloaded.set()
         if self._unloaded_signal is not None:
             self._unloaded_signal.set()
+
+    async def close_runners(self) -> None:
+        """Server shutdown: stop every runner (a real engine's child processes exit with the server)."""
+        for loaded in list(self.loaded.values()):
+            if loaded.runner is not None:
+                await loaded.runner.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

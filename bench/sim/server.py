@@ -84,7 +84,10 @@ def serve(config: SimConfig, log_level: str = "warning", on_ready: Callable[[str
             await asyncio.sleep(0.01)
         if server.started and on_ready is not None:
             on_ready(base_url_of(sock))
-        await task
+        try:
+            await task
+        finally:
+            await sim.scheduler.close_runners()
 
     try:
         asyncio.run(main())

@@ -30,6 +30,8 @@ def running_sim(
     emit_log_path: str | None = None,
     ollama_version: str | None = None,
     host_memory: str | None = None,
+    engine: str | None = None,
+    model_files: tuple[str, ...] = (),
     ready_timeout_s: float = 30.0,
 ) -> Iterator[str]:
     """Serve on a free loopback port in a background thread; yield the base URL; always stop.
@@ -39,12 +41,19 @@ def running_sim(
     config = build_config(
         dict(env or {}), host="127.0.0.1", port=0, gpu=gpu, gpu_memory=gpu_memory, seed=seed,
         catalog_path=catalog_path, speed=speed, faults=faults, emit_log_path=emit_log_path,
-        ollama_version=ollama_version, host_memory=host_memory,
+        ollama_version=ollama_version, host_memory=host_memory, engine=engine, model_files=model_files,
     )
     sock = bind_socket("127.0.0.1", 0)
     server, sim = make_server(config)
     server.config.install_signal_handlers = False  # not the main thread
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name="bench-sim", daemon=True)
+
+    async def serve_then_close_runners() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await sim.scheduler.close_runners()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve_then_close_runners()), name="bench-sim", daemon=True)
     base_url = base_url_of(sock)
     thread.start()
     try:
