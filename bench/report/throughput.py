@@ -206,9 +206,9 @@ def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
     if capacity is not None:
         ax.axhline(capacity[0] / gib, color="#444444", linestyle=":", linewidth=1.2, label=capacity[1])
         top = max(top, capacity[0] / gib)
-    ax.set_ylim(0, top * 1.15)
+    ax.set_ylim(0, top * 1.45)  # headroom: the legend sits above the tallest bar
     plotting.load_axis(ax, xs, "OLLAMA_NUM_PARALLEL (slots)")
-    ax.legend(loc="upper left", fontsize=7.5)
+    ax.legend(loc="upper left", fontsize=7.5, ncols=2)
 
 
 def _candidates(view: RunView) -> list[dict[str, Any]]:

@@ -124,6 +124,16 @@ def test_comparison_report_renders(browser: Any, make_run: Callable[..., Path], 
     assert "next against the baseline base" in opened.body_text
 
 
+def test_sizing_sweep_report_renders_its_four_panel_figure(browser: Any, make_run: Callable[..., Path]) -> None:
+    run = make_run(sweep=True, ps=True, surfaces=("native",), concurrencies=(1, 2, 4, 8), rejected_at=None,
+                   slos={"ttft_p95": "1s"})
+    opened = open_report(browser, write_report([run], run / "report.html"), screenshot="report-sizing.png")
+    assert opened.console_errors == [] and opened.images
+    alts = [image["alt"] or "" for image in opened.images]
+    assert any("memory per setting in GiB" in alt for alt in alts), alts
+    assert "Recommended OLLAMA_NUM_PARALLEL" in opened.body_text
+
+
 async def _through_simulator(base_url: str, t0: float) -> list[Any]:
     """One good request and one naming an unknown model `<script>…`, on each surface, via bench's clients."""
     from bench.clients import send
