@@ -219,3 +219,32 @@ def test_listed_families_are_forced_to_one_slot(sim, tmp_path) -> None:
     _generate(base_url, TINY)
     scheduler = simulator_for(base_url).scheduler
     assert scheduler.loaded["tiny-next:1b"].num_parallel == 1 and scheduler.loaded[TINY].num_parallel == 4
+
+
+def test_v0126_ollama_engine_models_were_listed_while_loading_and_did_not_fill_the_queue(sim, tmp_path) -> None:
+    """v0.12.6 load(): an Ollama-engine runner (qwen3, gemma3, ...) entered s.loaded before its weights
+    loaded; arrivals waited on its lock, not in the pending queue. v0.33 blocks: Q + 1 served."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "models:\n"
+        "  - {name: 'tiny-q3:4b', architecture: qwen3, family: qwen3, quantization: Q4_K_M,\n"
+        "     size_bytes: 4000000000, parameter_count: 4000000000, block_count: 36, embedding_length: 2560,\n"
+        "     head_count: 32, head_count_kv: 8, key_length: 128, value_length: 128, context_length: 40960,\n"
+        "     vocab_size: 151936}\n"
+    )
+    env = {"OLLAMA_MAX_QUEUE": "1", "OLLAMA_NUM_PARALLEL": "2"}
+
+    async def burst_during_load(base_url: str) -> list[int]:
+        scheduler = simulator_for(base_url).scheduler
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=8)) as client:
+            body = {"model": "tiny-q3:4b", "prompt": "burst", "stream": False, "options": {"num_predict": 3}}
+            first = asyncio.create_task(client.post(f"{base_url}/api/generate", json=body))
+            while scheduler.loads_total == 0:  # the load has started (deadline: the test timeout)
+                await asyncio.sleep(0.005)
+            rest = await asyncio.gather(*(client.post(f"{base_url}/api/generate", json=body) for _ in range(6)))
+            return sorted(r.status_code for r in [await first, *rest])
+
+    old = sim(speed=1, env=env, catalog_path=str(catalog), ollama_version="0.12.6")
+    new = sim(speed=1, env=env, catalog_path=str(catalog))
+    assert asyncio.run(burst_during_load(old)) == [200] * 7
+    assert asyncio.run(burst_during_load(new)) == [200, 200] + [503] * 5
