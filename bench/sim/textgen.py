@@ -1,7 +1,6 @@
-"""Deterministic text: prompt token counts, seeded output tokens, schema-conforming JSON, embeddings.
+"""Deterministic text: seeded output tokens, schema-conforming JSON, embeddings.
 
-Prompt tokens are counted as ceil(characters / 4) per text (at least 1), plus 4 per chat message
-for the template's role markers: stable and monotone in the text, so clients can calibrate.
+Prompt tokenization lives in tokens.py (token identity, for the prompt cache).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import random
 from typing import Any
 
 CHARS_PER_TOKEN = 4
-CHAT_TOKENS_PER_MESSAGE = 4
 MIN_NATURAL_TOKENS = 150
 MAX_NATURAL_TOKENS = 900
 
@@ -30,20 +28,6 @@ def stable_int(*parts: object) -> int:
     """A process-independent hash (Python's hash() is salted per process)."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
-
-
-def text_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
-
-
-def chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 1
-    for message in messages:
-        content = message.get("content") or ""
-        if not isinstance(content, str):
-            content = json.dumps(content)
-        total += CHAT_TOKENS_PER_MESSAGE + (text_tokens(content) if content else 0)
-    return total
 
 
 def natural_length(sim_seed: int, prompt_key: str) -> int:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.sim import textgen
+from bench.sim import tokens
 from bench.sim.config import FaultConfig
 
 MODEL = "qwen2.5:0.5b"
@@ -113,8 +113,9 @@ def test_output_is_seeded_and_temperature_changes_words_not_length(base_url: str
 
 @given(st.text(max_size=400), st.text(min_size=1, max_size=50))
 def test_prompt_token_count_is_monotone_in_text(text: str, more: str) -> None:
-    assert textgen.text_tokens(text + more) >= textgen.text_tokens(text) >= 1
-    assert textgen.text_tokens("x" * 400) == 100
+    assert tokens.count(text + more) >= tokens.count(text) >= 0
+    assert tokens.count("x" * 400) == 100 == len(tokens.tokenize("x" * 400))
+    assert tokens.count(text) == len(tokens.tokenize(text))
 
 
 def test_fault_injection_cuts_streams_and_fails_requests(sim) -> None:
