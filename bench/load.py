@@ -117,6 +117,12 @@ class CellLoad:
     repeats: int = 1
     seed: int | None = None
     schedule_key: str = ""  # seeds the Poisson arrivals (the cell id), so runs repeat exactly
+    # One client process's slice of the cell (bench run --workers N): request indexes worker,
+    # worker+workers, ...; an open loop sends those arrivals of the one schedule. Concurrency,
+    # requests and warmup are already this worker's share.
+    worker: int = 0
+    workers: int = 1
+    warmup_total: int | None = None  # the whole cell's warmup (None: warmup_requests)
 
 
 @dataclass
@@ -179,8 +185,11 @@ class _Dispatcher:
     """Sends requests as tasks, records results, and tracks what is in flight."""
 
     def __init__(self, send: SendFn, make_spec: SpecFactory, on_record: RecordSink,
-                 stop: StopControl) -> None:
+                 stop: StopControl, enough: asyncio.Event | None = None) -> None:
         self.send, self.make_spec, self.on_record, self.stop = send, make_spec, on_record, stop
+        # Set when the cell knows enough (stop_when, bench.run.adaptive): no new requests, the
+        # cell stays complete; in-flight requests finish and are recorded.
+        self.enough = enough if enough is not None else asyncio.Event()
         self.outcome = CellOutcome(complete=True)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -240,7 +249,7 @@ async def _closed_loop(d: _Dispatcher, clock: Clock, workers: int, total: int | 
 
     async def worker() -> None:
         nonlocal issued
-        while not d.stop.stopped:
+        while not d.stop.stopped and not d.enough.is_set():
             if total is not None and issued >= total:
                 return
             if deadline_s is not None and clock.now_s() >= deadline_s:
@@ -262,7 +271,7 @@ async def _conversation_loop(d: _Dispatcher, clock: Clock, users: int, total: in
     conversation_indexes = itertools.count()
 
     def may_send() -> bool:
-        if d.stop.stopped or (total is not None and issued >= total):
+        if d.stop.stopped or d.enough.is_set() or (total is not None and issued >= total):
             return False
         return deadline_s is None or clock.now_s() < deadline_s
 
@@ -272,7 +281,7 @@ async def _conversation_loop(d: _Dispatcher, clock: Clock, users: int, total: in
             conversation = start(repeat, next(conversation_indexes), phase)
             while may_send() and not conversation.finished:
                 pause_s = conversation.think_time_s()
-                if pause_s > 0 and (await _stopped_within(d.stop, pause_s) or not may_send()):
+                if pause_s > 0 and (await _stopped_within(d, pause_s) or not may_send()):
                     return
                 issued += 1
                 if not await d.turn(conversation, next(indexes), phase, clock.now_s()):
@@ -289,8 +298,7 @@ def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iter
         offset += 1.0 / rate_rps if arrival == "constant" else rng.expovariate(rate_rps)
 
 
-async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int,
-                     indexes: itertools.count[int]) -> None:
+async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int) -> None:
     assert load.rate_rps is not None
     rng = random.Random(f"{load.seed}:{load.schedule_key}:{repeat}:arrivals")
     cap = asyncio.Semaphore(load.concurrency) if load.concurrency else None
@@ -309,40 +317,52 @@ async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int,
             break
         if load.duration_s is not None and offset_s >= load.duration_s:
             break
+        if count % load.workers != load.worker:
+            continue  # another client process sends this arrival
         scheduled_s = start_s + offset_s
         delay_s = scheduled_s - clock.now_s()
-        if delay_s > 0 and await _stopped_within(d.stop, delay_s):
+        if delay_s > 0 and await _stopped_within(d, delay_s):
             break
-        if d.stop.stopped:
+        if d.stop.stopped or d.enough.is_set():
             break
         if cap is not None:
             # Over the cap the request waits here; its lateness shows as dispatch lag.
             await cap.acquire()
-        tasks.append(asyncio.ensure_future(capped(next(indexes), scheduled_s)))
+        # The schedule's own numbering after the cell's warmup: the same index (and so the same
+        # prompt) for an arrival whichever process sends it.
+        first_index = load.warmup_requests if load.warmup_total is None else load.warmup_total
+        tasks.append(asyncio.ensure_future(capped(first_index + count, scheduled_s)))
         # Drop finished tasks so an hour-long run keeps a short list; failures stay to raise.
         tasks = [t for t in tasks if not t.done() or t.cancelled() or t.exception() is not None]
     await d.wait_all(tasks)
 
 
-async def _stopped_within(stop: StopControl, delay_s: float) -> bool:
+async def _stopped_within(d: _Dispatcher, delay_s: float) -> bool:
+    """Sleep delay_s unless the run stops or the cell knows enough first (then True)."""
+    waiters = {asyncio.ensure_future(d.stop.stop_dispatch.wait()), asyncio.ensure_future(d.enough.wait())}
     try:
-        await asyncio.wait_for(stop.stop_dispatch.wait(), timeout=delay_s)
-    except TimeoutError:
-        return False
-    return True
+        done, _ = await asyncio.wait(waiters, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
 
 
 async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
                         on_record: RecordSink, clock: Clock, stop: StopControl,
-                        start_conversation: ConversationStarter | None = None) -> CellOutcome:
+                        start_conversation: ConversationStarter | None = None,
+                        enough: asyncio.Event | None = None,
+                        ready: Callable[[], Awaitable[None]] | None = None) -> CellOutcome:
     """Drive one cell: for each repeat, warmup (closed loop) then the measured schedule.
 
     With `start_conversation`, the closed loop's workers are virtual users holding conversations.
+    `enough` (optional) ends the measured schedule early once set, the cell still complete;
+    `ready` is awaited once, after the first warmup (several client processes line up there).
     """
-    d = _Dispatcher(send, make_spec, on_record, stop)
+    d = _Dispatcher(send, make_spec, on_record, stop, enough)
     cpu_start_s, wall_start_s = time.process_time(), clock.now_s()
     for repeat in range(load.repeats):
-        indexes = itertools.count()
+        indexes = itertools.count(load.worker, load.workers)
         if load.warmup_requests and not stop.stopped:
             workers = min(load.concurrency or 1, load.warmup_requests)
             if start_conversation is not None:
@@ -351,6 +371,9 @@ async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
             else:
                 await _closed_loop(d, clock, workers, load.warmup_requests, None, repeat, "warmup",
                                    indexes)
+        if ready is not None:
+            await ready()
+            ready = None
         if stop.stopped:
             break
         if start_conversation is not None:
@@ -362,8 +385,8 @@ async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
             await _closed_loop(d, clock, load.concurrency or 1, load.requests, deadline_s, repeat,
                                "measure", indexes)
         else:
-            await _open_loop(d, clock, load, repeat, indexes)
-        if stop.stopped:
+            await _open_loop(d, clock, load, repeat)
+        if stop.stopped or d.enough.is_set():
             break
     d.outcome.cpu_s = time.process_time() - cpu_start_s
     d.outcome.wall_s = clock.now_s() - wall_start_s

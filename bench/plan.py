@@ -30,6 +30,9 @@ _WORKLOAD_AXES = (
 _OPTIONAL_AXES = ("shared_prefix_tokens", "turns", "prompt_cache")
 
 
+TARGET_AXIS = "target"  # the setting naming a cell's server when the scenario lists `targets:`
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the matrix, fully resolved."""
@@ -117,6 +120,9 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
     server_axes: dict[str, list[Any]] = {}
     if scenario.server is not None:
         server_axes = {name: [str(v) for v in values] for name, values in scenario.server.env.items()}
+    if scenario.targets is not None:
+        # Several existing servers: the outermost axis, one server group per URL.
+        server_axes = {TARGET_AXIS: list(scenario.targets)}
     return server_axes, workload_axes
 
 
@@ -240,8 +246,9 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
     cells: list[Cell] = []
     env_groups: dict[tuple[tuple[str, str], ...], int] = {}
     for point in points:
-        server_env = tuple((name, str(point[name])) for name in server_axes)
-        group = env_groups.setdefault(server_env, len(env_groups))
+        server_env = tuple((name, str(point[name])) for name in server_axes if name != TARGET_AXIS)
+        target = (TARGET_AXIS, str(point[TARGET_AXIS])) if TARGET_AXIS in server_axes else None
+        group = env_groups.setdefault(server_env + ((target,) if target else ()), len(env_groups))
         for settings in sweep_steps(_settings(point, scenario, overrides), scenario.load.sweep):
             cells.append(
                 Cell(

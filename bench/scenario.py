@@ -404,6 +404,69 @@ class AbortOn(_Strict):
     min_requests: PositiveInt = Field(20, description="error_rate is checked after this many")
 
 
+_STOP_METRIC_RE = re.compile(r"^((ttft|tpot|e2e|itl|queue_wait)_p([1-9][0-9]?)|output_tps|rps)$")
+_FRACTION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+class StopWhen(_Strict):
+    """Adaptive cells: stop a cell's load once its key metrics are known well enough."""
+
+    within: dict[str, str | float] = Field(
+        description="metric -> largest deviation of its interval from the value: 5% or 0.05")
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    min_requests: PositiveInt = Field(20, description="never stop before this many measured requests")
+    max_requests: PositiveInt | None = Field(None, description="stop here even if not met (default: the cell's requests)")
+    min_s: PositiveFloat | None = None
+    max_s: PositiveFloat | None = Field(None, description="stop here even if not met (default: the cell's duration_s)")
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, within: dict[str, str | float]) -> dict[str, str | float]:
+        if not within:
+            raise ValueError("name at least one metric, e.g. {ttft_p95: 5%, output_tps: 5%}")
+        for metric, value in within.items():
+            if not _STOP_METRIC_RE.match(metric):
+                raise ValueError(f"{metric!r}: stop_when judges latency percentiles (ttft_p95, tpot_p50, "
+                                 "e2e_p99, ...), output_tps and rps")
+            fraction = _fraction(value)
+            if fraction is None or not 0 < fraction < 1:
+                raise ValueError(f"{metric}: {value!r} is not a fraction like 5% or 0.05")
+        return within
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StopWhen:
+        if self.max_requests is not None and self.max_requests < self.min_requests:
+            raise ValueError("max_requests: smaller than min_requests")
+        if self.max_s is not None and self.min_s is not None and self.max_s < self.min_s:
+            raise ValueError("max_s: smaller than min_s")
+        return self
+
+    def within_fractions(self) -> dict[str, float]:
+        return {metric: float(_fraction(value) or 0.0) for metric, value in self.within.items()}
+
+
+def _fraction(value: str | float) -> float | None:
+    if isinstance(value, str):
+        match = _FRACTION_RE.match(value)
+        return float(match.group(1)) / 100 if match else None
+    return float(value)
+
+
+class Prune(_Strict):
+    """Pruned studies: skip cells that cannot win (bench.analysis.pruning)."""
+
+    knee_growth: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.05, description="throughput growing less than this fraction over the lower concurrency is flat")
+
+
+class Placement(_Strict):
+    """What a node must have to run one server group under `bench run --ray`."""
+
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Ray resources per group, e.g. {GPU: 1} or {L4: 1}")
+    num_cpus: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Scenario(_Strict):
     """A benchmark scenario: what to hit, with which requests, at which load, over which matrix."""
 
@@ -429,6 +492,12 @@ class Scenario(_Strict):
     )
     store_text: bool = False
     abort_on: AbortOn = Field(default_factory=AbortOn)
+    stop_when: StopWhen | None = None
+    prune: Prune | bool = False
+    placement: Placement = Field(default_factory=Placement)
+    targets: list[str] | None = Field(
+        None, description="several existing servers (base URLs) measured side by side: a target axis, "
+                          "one group of cells per server")
 
     # Where the scenario came from, so later checks (bench.plan) can name FILE:LINE too.
     _source: str = PrivateAttr(default="<scenario>")
@@ -484,10 +553,24 @@ class Scenario(_Strict):
             raise ValueError("must be the NAME of an environment variable, not a key")
         return name
 
+    @field_validator("targets")
+    @classmethod
+    def _target_urls(cls, targets: list[str] | None) -> list[str] | None:
+        if targets is not None:
+            if not targets:
+                raise ValueError("name at least one base URL")
+            for url in targets:
+                base_url_of(url)  # ValueError: one line at the targets' line
+            if len(set(targets)) != len(targets):
+                raise ValueError("a URL is listed twice")
+        return targets
+
     @model_validator(mode="after")
     def _target_vs_server(self) -> Scenario:
         if self.server is not None and self.target not in (None, "managed"):
             raise ValueError("target: leave it out when a server: block manages the server")
+        if self.targets is not None and (self.server is not None or self.target is not None):
+            raise ValueError("targets: a list of servers replaces target: and server:, give only one")
         return self
 
     @model_validator(mode="after")

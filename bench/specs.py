@@ -38,11 +38,14 @@ def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
     )
 
 
-def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource) -> SpecFactory:
+def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: int = 0) -> SpecFactory:
     """The cell's request maker: settings from the cell, a prompt unique to each request, and the
-    shared system prompt (identical, or made unique when the cell defeats the prompt cache)."""
+    shared system prompt (identical, or made unique when the cell defeats the prompt cache).
+
+    Deterministic in (seed, cell, repeat, index), so any client process (`bench run --workers`)
+    makes the same request; `worker` is that process, kept in each record."""
     key = calibration_key(cell)
-    template = request_template(cell, scenario)
+    template = dataclasses.replace(request_template(cell, scenario), worker=worker)
     shared_tokens = cell.settings.get("shared_prefix_tokens")
     cache = cell.settings.get("prompt_cache", "reuse")
 

@@ -128,6 +128,18 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
               help="HTTP client transport: bench's lean one (http:// only; kernel receive "
                    "timestamps, far less client CPU, see `bench perf`), httpx's own, or auto "
                    "(lean for http://, httpx for https://).")
+@click.option("--adaptive", is_flag=True,
+              help="Stop each cell once its intervals are tight (the scenario's stop_when, else 95% "
+                   "intervals of ttft_p95 and output_tps within ±5%, 20 requests at least) and skip "
+                   "cells of a sweep that cannot win (spilled settings, past the knee).")
+@click.option("--full-grid", is_flag=True, help="Ignore the scenario's stop_when and prune: every cell to its end.")
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Client processes per cell: the cell's streams (closed loop) or arrivals (open "
+                   "loop) spread over N processes on one clock, records merged.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run each server group as a Ray task (pip install 'bench[ray]'): on a local Ray "
+                   "cluster, or the one at ADDRESS (ray://host:10001, or `auto` for the cluster "
+                   "this machine belongs to). Give the scenario first: `bench run FILE --ray`.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Finish an interrupted run: run only its cells not yet complete, in RUN_DIR.")
 @scenario_flags
@@ -135,7 +147,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
                 results_root: Path, requests: int | None, duration_s: float | None,
                 warmup_requests: int | None, repeats: int | None, quick: bool,
                 sim_speed: float | None, grace_s: float, baseline: Path | None, no_report: bool,
-                transport: str, resume_dir: Path | None, **flags: Any) -> None:
+                transport: str, adaptive: bool, full_grid: bool, workers: int, ray_address: str | None,
+                resume_dir: Path | None, **flags: Any) -> None:
     """Run SCENARIO_FILE: expand its matrix into cells, load the target, record every request.
 
     Without a file, flags alone describe the run: `bench run --target sim --model llama3.2:1b
@@ -156,8 +169,12 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
         if out_dir is not None or quick or (requests, duration_s, warmup_requests, repeats) != (None,) * 4:
             raise UsageError("--resume: --out, --quick, --requests, --duration, --warmup and --repeats "
                              "come from the run being resumed")
+        if adaptive or full_grid:
+            raise UsageError("--resume: --adaptive and --full-grid come from the run being resumed")
         resume_options = RunOptions(target=target, sim_speed=sim_speed, grace_s=grace_s,
-                                    baseline=baseline, report=not no_report, transport=transport)
+                                    baseline=baseline, report=not no_report, transport=transport,
+                                    workers=workers, use_ray=ray_address is not None,
+                                    ray_address=None if ray_address in (None, "local") else ray_address)
         _resume(resume_dir, scenario_file, resume_options)
         return
     given = [name for name in _WORKLOAD_FLAGS if flags.get(name) not in (None, (), [])]
@@ -185,7 +202,9 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     options = RunOptions(scenario_path=scenario_file, target=target, out_dir=out_dir,
                          results_root=results_root, overrides=overrides, sim_speed=sim_speed,
                          baseline=baseline, grace_s=grace_s, report=not no_report,
-                         transport=transport)
+                         transport=transport, adaptive=adaptive, full_grid=full_grid, workers=workers,
+                         use_ray=ray_address is not None,
+                         ray_address=None if ray_address in (None, "local") else ray_address)
     _exit_for(_run(scenario, options))
 
 

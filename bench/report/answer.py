@@ -219,12 +219,31 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
     if len(cells) and "requests" in cells and int(cells["requests"].sum()) == 0:
         notes.append(Note(f"{prefix}No measured request was recorded.", "error"))
     elif len(cells) and "requests" in cells and (cells["requests"] == 0).any():
-        empty = [str(label) for label in cells.loc[cells["requests"] == 0, "label"]]
-        notes.append(Note(f"{prefix}{len(empty)} cell(s) have no measured request and appear in no plot: "
-                          + ", ".join(empty[:8]) + (", …" if len(empty) > 8 else "") + ".", "warning"))
+        skipped = {c.get("cell_id") for c in manifest.get("cells", []) if c.get("status") == "skipped"}
+        unmeasured = (cells["requests"] == 0) & ~cells.index.isin(list(skipped))
+        empty = [str(label) for label in cells.loc[unmeasured, "label"]]
+        if empty:
+            notes.append(Note(f"{prefix}{len(empty)} cell(s) have no measured request and appear in no plot: "
+                              + ", ".join(empty[:8]) + (", …" if len(empty) > 8 else "") + ".", "warning"))
+    notes.extend(_adaptive_notes(manifest, prefix))
     notes.extend(sample_size_warnings(view, prefix))
     notes.extend(_spill_warnings(view, prefix))
     notes.extend(_cold_warnings(view, prefix))
+    return notes
+
+
+def _adaptive_notes(manifest: dict[str, Any], prefix: str) -> list[Note]:
+    """An adaptive run (bench run --adaptive): every skip, and every cell that hit its maximum."""
+    adaptive = manifest.get("adaptive") or {}
+    notes = [Note(f"{prefix}skipped: {skip.get('reason')}", "info") for skip in adaptive.get("skips") or []]
+    stopped = [c for c in manifest.get("cells", []) if isinstance(c.get("stop"), dict)]
+    for cell in stopped:
+        if not cell["stop"].get("met"):
+            notes.append(Note(f"{prefix}{cell.get('label')}: {cell['stop'].get('reason')}", "warning"))
+    if stopped:
+        met = sum(1 for c in stopped if c["stop"].get("met"))
+        notes.append(Note(f"{prefix}stop_when met in {met} of {len(stopped)} cells; the target was busy "
+                          f"{adaptive.get('target_busy_s', 0):.1f} s.", "info"))
     return notes
 
 

@@ -61,6 +61,7 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
     """Close the run directory with `status`; `quiet` (a run that raised) prints nothing."""
     run, state = loop.run, loop.state
     loop.stop_telemetry()
+    loop.conclude()  # adaptive runs: skips, cells that hit their maximum, target busy time
     if run.resume is not None:
         merge_telemetry(run.run_dir)
     # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.

@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def new_manifest(run: ResolvedRun, t0_epoch_s: float) -> dict[str, Any]:
         "models": {},
         "scenario": run.scenario.model_dump(mode="json"),
         "scenario_path": str(run.scenario_path) if run.scenario_path else None,
-        "workers": 1,
+        "workers": run.workers,
         "transport": run.transport,
         "gpu": None,
         "baseline": str(run.baseline) if run.baseline else None,
@@ -112,6 +113,8 @@ class ManifestWriter:
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
         self.path, self.manifest = path, manifest
+        # What a kind of run adds before each write (stop verdicts, skips, the node of each cell).
+        self.annotators: list[Callable[[dict[str, Any]], None]] = []
 
     def update(self, **fields: Any) -> None:
         """Facts learned during the run (target version, models, GPU, transport)."""
@@ -126,4 +129,6 @@ class ManifestWriter:
             servers=servers, health=client_health(state.outcomes), calibrations=calibrations,
             notes=state.notes, failure=state.failed_reason, stop_reason=stop_reason,
         ))
+        for annotate in self.annotators:
+            annotate(self.manifest)
         write_json(self.path, self.manifest)

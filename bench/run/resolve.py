@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from bench.errors import UsageError
 from bench.plan import Cell, Overrides, plan_cells
 from bench.prompts import PromptSource
-from bench.records import MANIFEST_FILE
+from bench.records import MANIFEST_FILE, RequestRecord
 from bench.run.checks import check_before_run, prompt_source
 from bench.run.resume import ResumePoint
 from bench.run.targets import check_sim_speed, preflight
@@ -28,7 +29,7 @@ from bench.secrets import read_api_key
 DEFAULT_GRACE_S = 10.0
 _SLUG_CHARS = 80
 
-TargetKind = Literal["url", "sim", "managed"]
+TargetKind = Literal["url", "urls", "sim", "managed"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,16 @@ class RunOptions:
     report: bool = True
     resume: ResumePoint | None = None  # --resume RUN_DIR: run only the cells not yet complete
     transport: str = "auto"  # --transport auto|httpx|fast (bench.clients.http.make_http_client)
+    adaptive: bool = False  # --adaptive: stop_when and prune, with defaults where the scenario has none
+    full_grid: bool = False  # --full-grid: the scenario's stop_when and prune off
+    workers: int = 1  # --workers N: client processes per cell (bench.run.cell_workers)
+    use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
+    ray_address: str | None = None  # None: a local Ray cluster
+    # Set by bench.run.ray_groups for the run inside a Ray task: its group's cells, the driver's
+    # clock, and where every record goes besides the task's own scratch run directory.
+    only_cells: frozenset[str] | None = None
+    t0_epoch_s: float | None = None
+    record_hook: Callable[[RequestRecord], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,14 @@ class ResolvedRun:
     # mutable part: its calibrations fill in as the run goes (and are recorded in the manifest).
     prompts: PromptSource = field(repr=False, compare=False)
     api_key: str | None = field(default=None, repr=False, compare=False)
+    adaptive: bool = False
+    full_grid: bool = False
+    workers: int = 1
+    use_ray: bool = False
+    ray_address: str | None = None
+    only_cells: frozenset[str] | None = None
+    t0_epoch_s: float | None = None
+    record_hook: Callable[[RequestRecord], None] | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
         """What manifest.json keeps of the resolution (`options`), so --resume plans the same cells."""
@@ -82,6 +101,9 @@ class ResolvedRun:
             "transport": self.transport,
             "api_key_env": self.api_key_env,
             "resumed": self.resume is not None,
+            "adaptive": self.adaptive,
+            "full_grid": self.full_grid,
+            "workers": self.workers,
         }
 
 
@@ -90,17 +112,29 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
     options = _with_resume(options)
     if scenario.server is not None and options.target is not None:
         raise UsageError("--target: the scenario has a server: block; bench manages that server")
+    if scenario.targets is not None and options.target is not None:
+        raise UsageError("--target: the scenario lists targets:; edit the list instead")
+    if options.adaptive and options.full_grid:
+        raise UsageError("--adaptive and --full-grid: choose one")
+    if options.workers > 1 and scenario.workload.conversation is not None:
+        raise UsageError("--workers: a multi-turn workload keeps each conversation in one process; "
+                         "run it without --workers")
     cells = tuple(plan_cells(scenario, options.overrides))
     api_key = _api_key(scenario.api_key_env)
     check_before_run(scenario, options.baseline)
     prompts = prompt_source(scenario)  # a bad prompt file fails before the run directory
     target = options.target or scenario.target
     kind: TargetKind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
+    if scenario.targets is not None:
+        kind = "urls"  # several existing servers, one group of cells each
     target_url = resolve_ollama_host(target) if kind == "url" else None
     # A resumed run whose cells are all complete only writes its outputs: no server is needed.
     nothing_to_run = options.resume is not None and {c.cell_id for c in cells} <= options.resume.complete_cells
     if target_url is not None and not nothing_to_run:
         preflight(target_url, api_key)  # fail before creating a run directory when there is nothing to measure
+    if kind == "urls" and not nothing_to_run:
+        for url in scenario.targets or []:
+            preflight(resolve_ollama_host(url), api_key)
     check_sim_speed(scenario, options.target, options.sim_speed)
     # A directory bench makes here is removed again when the run measures nothing (a server
     # that never started): a failed attempt should not leave a "failed" run behind.
@@ -112,6 +146,9 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
         transport=options.transport, api_key_env=scenario.api_key_env, overrides=options.overrides,
         resume=options.resume, baseline=options.baseline, grace_s=options.grace_s,
         report=options.report, made_run_dir=made_run_dir, prompts=prompts, api_key=api_key,
+        adaptive=options.adaptive, full_grid=options.full_grid, workers=options.workers,
+        use_ray=options.use_ray, ray_address=options.ray_address, only_cells=options.only_cells,
+        t0_epoch_s=options.t0_epoch_s, record_hook=options.record_hook,
     )
 
 
@@ -122,8 +159,11 @@ def _with_resume(options: RunOptions) -> RunOptions:
     if point is None:
         return options
     stored_baseline, stored_path = point.manifest.get("baseline"), point.manifest.get("scenario_path")
+    stored = point.manifest.get("options") or {}
     return dataclasses.replace(
         options,
+        # A resumed study keeps its adaptivity: the same stop rule and pruning as it began with.
+        adaptive=bool(stored.get("adaptive")), full_grid=bool(stored.get("full_grid")),
         scenario_path=Path(stored_path) if stored_path else None,
         target=options.target or point.target, overrides=point.overrides,
         sim_speed=options.sim_speed or point.sim_speed,

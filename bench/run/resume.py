@@ -136,7 +136,8 @@ def load_resume_point(run_dir: Path, given: Scenario | None = None, given_source
     _check_same_cells(run_dir, manifest, plan_cells(scenario, overrides))
     complete = frozenset(
         cell["cell_id"] for cell in manifest["cells"]
-        if isinstance(cell, dict) and cell.get("status") == "complete"
+        # A skipped cell (pruned study) was decided, not interrupted: it stays skipped.
+        if isinstance(cell, dict) and cell.get("status") in ("complete", "skipped")
     )
     options = manifest.get("options") or {}
     return ResumePoint(run_dir=run_dir, manifest=manifest, scenario=scenario, overrides=overrides,

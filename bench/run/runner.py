@@ -8,6 +8,7 @@ bench.specs (the requests), bench.run.manifest (the one manifest writer), bench.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import signal
 import time
@@ -30,6 +31,8 @@ from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_m
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
+from bench.run.cell_workers import CellWorkerPlan, run_cell_in_workers, split_load
+from bench.run.study import AdaptiveStudy
 from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario
@@ -52,7 +55,8 @@ class CellLoop:
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
         self.targets = Targets(run)
-        self.clock = Clock() if run.resume is None else _continued_clock(run.resume.manifest)
+        self.clock = (_continued_clock(run.resume.manifest) if run.resume is not None else
+                      _continued_clock({"t0_epoch_s": run.t0_epoch_s}) if run.t0_epoch_s is not None else Clock())
         self.stop = StopControl()
         self.prompts = run.prompts
         abort_on = run.scenario.abort_on
@@ -61,6 +65,9 @@ class CellLoop:
         self.progress = RunProgress(console, len(run.cells))
         self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE, {})
         self.sweep = SweepTracker(run.scenario.load.sweep, sweep_slos(run.scenario))
+        self.study = AdaptiveStudy.for_run(run.scenario, list(run.cells), run.adaptive, run.full_grid)
+        self.manifest.annotators.append(self.study.annotate)
+        self._cell_records: dict[str, list[RequestRecord]] = {}
 
     # --- manifest ----------------------------------------------------------------------------
 
@@ -77,13 +84,15 @@ class CellLoop:
             write_scenario_yaml(self.run)
             return
         stored = {cell["cell_id"]: cell for cell in resume.manifest["cells"]}
+        self.study.pick_up(resume.manifest)
         for cell_id in resume.complete_cells:
-            self.state.cell_status[cell_id] = "complete"
+            # complete, or skipped by a pruned study (decided, not interrupted)
+            self.state.cell_status[cell_id] = str(stored[cell_id].get("status") or "complete")
             self.state.cell_server[cell_id] = stored[cell_id].get("server_id")
         self.prompts.calibrations.update(resume.calibrations())
         for note in resume.manifest.get("notes") or []:
             self.state.add_note(note)
-        rerun = [c.cell_id for c in self.run.cells if self.state.cell_status[c.cell_id] != "complete"]
+        rerun = [c.cell_id for c in self.run.cells if c.cell_id not in resume.complete_cells]
         self.manifest.manifest = resumed_manifest(resume.manifest, rerun)
         moved = keep_complete_records(self.run.run_dir, resume.complete_cells)
         if moved:
@@ -128,8 +137,13 @@ class CellLoop:
             for cell in self.run.cells:
                 if self.stop.stopped:
                     break
-                if self.state.cell_status[cell.cell_id] == "complete":
+                if self.state.cell_status[cell.cell_id] in ("complete", "skipped"):
                     continue  # done by an earlier session (--resume)
+                if self.run.only_cells is not None and cell.cell_id not in self.run.only_cells:
+                    continue  # another Ray task's group (bench.run.ray_groups)
+                if self.study.skip_reason(cell) is not None:
+                    self.state.cell_status[cell.cell_id] = "skipped"
+                    continue
                 if self.targets.needs_start(cell):
                     self.progress.status(f"starting {self.targets.describe_start(cell)}…")
                 base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
@@ -145,6 +159,8 @@ class CellLoop:
                 if cell.settings.get("rate_rps") is not None and "sweep_step" in cell.settings:
                     self.state.labels[cell.cell_id] += f" rps={cell.settings['rate_rps']:g}"
                 await self._run_cell(cell, http, writer)
+                if self.state.cell_status[cell.cell_id] == "complete":
+                    await self._prune_after(cell, http)
             if self.state.failed_reason:
                 return "failed"
             return "partial" if self.stop.stopped else "complete"
@@ -165,6 +181,9 @@ class CellLoop:
         identity = await identify_server(base_url, self.run.api_key)
         self.manifest.manifest["target"].update(base_url=base_url, version=identity.version,
                                                 server=identity.name, api=identity.api)
+        if self.run.target_kind == "urls":
+            self.manifest.manifest.setdefault("targets", {})[base_url] = {
+                "version": identity.version, "server": identity.name}
         models = sorted({cell.settings["model"] for cell in self.run.cells})
         if identity.is_ollama:
             shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
@@ -196,6 +215,7 @@ class CellLoop:
         async def send_probe(spec: RequestSpec) -> RequestRecord:
             record = await clients.send(http, spec, self.clock.t0)
             writer.append(record)
+            self._record_seen(record)
             return record
 
         if calibration_needed(cell, self.run.scenario, self.prompts):
@@ -214,30 +234,94 @@ class CellLoop:
         if self.stop.stopped:
             return
 
+        stopper = self.study.stopper()
+        load = _cell_load(cell, self.run.scenario)
+        requests, duration_s = self.study.limits(load.requests, load.duration_s)
+        load = dataclasses.replace(load, requests=requests, duration_s=duration_s)
+        cell_records: list[RequestRecord] = []
+        keep = self.study.pruner is not None
+
         def on_record(record: RequestRecord) -> None:
             writer.append(record)
             self.sweep.observe(cell, record)
+            self._record_seen(record)
+            if stopper is not None:
+                stopper.observe(record)
+            if keep:
+                cell_records.append(record)
             self._observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
             return await clients.send(http, spec, self.clock.t0)
 
+        enough = stopper.done if stopper is not None else asyncio.Event()
+
+        async def after_warmup() -> None:
+            # The model is loaded now: a server setting that spilled it is skipped from here on.
+            skip = await self.study.check_load(cell, http, self._pending_after(cell))
+            if skip is not None:
+                enough.set()
+                self.progress.note(f"skipped: {skip.reason}")
+
         settings = cell.settings
-        expected = (settings["requests"] or 0) * settings["repeat"] or None
+        expected = (requests or 0) * settings["repeat"] or None
         warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
         self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
-        outcome = await run_cell_load(_cell_load(cell, self.run.scenario),
-                                      spec_factory(cell, self.run.scenario, self.prompts),
-                                      send, on_record, self.clock, self.stop,
-                                      conversation_starter(cell, self.run.scenario, self.prompts))
+        if self.run.workers > 1:
+            outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
+                                                on_record, self.stop, enough)
+        else:
+            outcome = await run_cell_load(load, spec_factory(cell, self.run.scenario, self.prompts),
+                                          send, on_record, self.clock, self.stop,
+                                          conversation_starter(cell, self.run.scenario, self.prompts),
+                                          enough=enough, ready=after_warmup)
         self.state.outcomes.append(outcome)
-        self.state.cell_status[cell.cell_id] = "complete" if outcome.complete else "partial"
+        status = "complete" if outcome.complete else "partial"
+        if self.study.skip_reason(cell) is not None:
+            status = "skipped"
+        elif stopper is not None:
+            ended_by = self.study.ended_by(outcome.complete, self.stop.reason, stopper, requests, duration_s)
+            verdict = await self.study.finish_cell(cell, stopper, ended_by)
+            self.progress.note(f"{self.state.labels[cell.cell_id]}: {verdict.reason}")
+        self._cell_records[cell.cell_id] = cell_records
+        self.state.cell_status[cell.cell_id] = status
         stopped = self.sweep.finished(cell)
         if stopped is not None:
             self.state.add_note(stopped)
             self.progress.note(stopped)
-        self.progress.end_cell(self.state.cell_status[cell.cell_id])
+        self.progress.end_cell(status)
         self.write_manifest("running")
+
+    def _record_seen(self, record: RequestRecord) -> None:
+        """Every record of the run, once written: the study's busy time, a Ray task's stream."""
+        if self.study.active:
+            self.study.observe(record)
+        if self.run.record_hook is not None:
+            self.run.record_hook(record)
+
+    def _worker_plans(self, cell: Cell, load: CellLoad, http: httpx.AsyncClient) -> list[CellWorkerPlan]:
+        """The cell's load in --workers shares, each with what a fresh process needs."""
+        scenario = self.run.scenario.model_dump(mode="json")
+        transport = str(self.manifest.manifest.get("transport") or self.run.transport)
+        return [CellWorkerPlan(scenario=scenario, cell=cell, load=share,
+                               calibrations=dict(self.prompts.calibrations),
+                               base_url=str(http.base_url).rstrip("/"), api_key=self.run.api_key,
+                               transport=transport)
+                for share in split_load(load, self.run.workers)]
+
+    def _pending_after(self, cell: Cell) -> list[Cell]:
+        return [c for c in self.run.cells if c.cell_index > cell.cell_index
+                and self.state.cell_status[c.cell_id] == "pending"]
+
+    async def _prune_after(self, cell: Cell, http: httpx.AsyncClient) -> None:
+        records = self._cell_records.pop(cell.cell_id, [])
+        for skip in await self.study.after_cell(cell, records, http, self._pending_after(cell)):
+            self.progress.note(f"skipped: {skip.reason}")
+
+    def conclude(self) -> None:
+        """Before the run's end is written: the study's lines (skips, unmet cells, busy time) as notes."""
+        for note in self.study.notes(self.state.labels):
+            self.state.add_note(note)
 
     def _observe(self, record: RequestRecord) -> None:
         """Per record: progress, abort_on, and whether the server is gone."""
@@ -299,7 +383,13 @@ def run_scenario(scenario: Scenario, options: RunOptions, console: Console | Non
     console, progress and the summary go to a plain rich Console.
     """
     console = console if console is not None else Console()
-    loop = CellLoop(resolve_run(scenario, options), console)
+    run = resolve_run(scenario, options)
+    loop_class = CellLoop
+    if run.use_ray:
+        from bench.run.ray_groups import RayCellLoop  # Ray is an optional extra: bench[ray]
+
+        loop_class = RayCellLoop
+    loop = loop_class(run, console)
     loop.begin()
     try:
         status = run_async(loop.run_cells())

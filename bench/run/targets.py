@@ -16,7 +16,7 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.scenario import Scenario
+from bench.scenario import Scenario, resolve_ollama_host
 
 if TYPE_CHECKING:
     from bench.run.resolve import ResolvedRun
@@ -66,7 +66,7 @@ class Targets:
 
     def needs_start(self, cell: Cell) -> bool:
         """Whether `ensure(cell)` will start a server (for the progress line)."""
-        if self.kind == "url":
+        if self.kind in ("url", "urls"):
             return False
         return not (self.server is not None and self.group == cell.server_group and self.server.is_alive())
 
@@ -82,6 +82,11 @@ class Targets:
         if self.kind == "url":
             assert self.base_url is not None
             return self.base_url, self.group is None and self._mark(cell.server_group)
+        if self.kind == "urls":  # the scenario's `targets:` list: this cell's server
+            fresh = self.group != cell.server_group
+            self.base_url = resolve_ollama_host(str(cell.settings["target"]))
+            self.group = cell.server_group
+            return self.base_url, fresh
         if self.server is not None and self.group == cell.server_group and self.server.is_alive():
             return self.server.base_url, False
         self.stop()

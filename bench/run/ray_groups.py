@@ -1,0 +1,276 @@
+"""`bench run SCENARIO --ray [ADDRESS]`: every server group (the cells that share one managed
+server) runs as a Ray task on a node with what the scenario's `placement` asks for; groups run
+concurrently; records stream back to the driver into one run directory with one manifest.
+
+On the node, the task is an ordinary bench run restricted to its group's cells (RunOptions.
+only_cells) in a scratch directory, on the driver's clock (t0 from the driver's epoch time, so
+every node's records share one axis to within the hosts' clock sync), starting its managed
+server there. Records reach the driver through a Ray queue in small batches; the rest (cell
+states, stop verdicts, skips, server logs, /api/ps timeline, calibrations) comes back with the
+task's result. A task that dies (node lost, worker killed) leaves its group's cells partial, and
+`bench run --resume RUN_DIR` finishes them like any interrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from bench.errors import UsageError
+from bench.plan import Cell
+from bench.records import RecordWriter, RequestRecord, read_json
+from bench.run.resolve import ResolvedRun, RunOptions
+from bench.run.runner import CellLoop, run_scenario
+from bench.scenario import Scenario
+
+# Records are sent to the driver in batches: at most this many, at least this often.
+BATCH_RECORDS = 64
+BATCH_INTERVAL_S = 0.25
+PS_FILE = "ps.parquet"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError as error:
+        if error.name != "ray":
+            raise
+        raise UsageError("--ray needs Ray: pip install 'bench[ray]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """What a Ray task needs to run one server group (picklable)."""
+
+    scenario: dict[str, Any]
+    options: RunOptions  # the driver's options with only_cells and the driver's t0
+    group: int
+
+
+class _Batcher:
+    """Buffers a task's records and puts them on the driver's queue every BATCH_INTERVAL_S."""
+
+    def __init__(self, queue: Any, group: int) -> None:
+        self.queue, self.group = queue, group
+        self.buffer: list[RequestRecord] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def add(self, record: RequestRecord) -> None:
+        with self.lock:
+            self.buffer.append(record)
+
+    def _flush(self) -> None:
+        with self.lock:
+            batch, self.buffer = self.buffer, []
+        if batch:
+            self.queue.put(("records", self.group, batch))
+
+    def _loop(self) -> None:
+        while not self.done.wait(BATCH_INTERVAL_S):
+            self._flush()
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self._flush()
+
+
+def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
+    """The body of one Ray task: run the group's cells here, return what the driver merges."""
+    ray = import_ray()
+    node = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid()}
+    queue.put(("started", job.group, node))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    batcher = _Batcher(queue, job.group)
+    try:
+        options = replace(job.options, out_dir=scratch / "run", report=False, record_hook=batcher.add)
+        result = run_scenario(Scenario.model_validate(job.scenario), options, Console(file=io.StringIO()))
+        batcher.close()
+        run_dir = result.run_dir
+        logs = {path.name: path.read_text(encoding="utf-8", errors="replace")
+                for path in run_dir.glob("server-*.log")}
+        ps = (run_dir / PS_FILE).read_bytes() if (run_dir / PS_FILE).exists() else None
+        return {"node": node, "manifest": read_json(run_dir / "manifest.json"), "logs": logs, "ps": ps,
+                "status": result.status}
+    finally:
+        batcher.done.set()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class RayCellLoop(CellLoop):
+    """A cell loop that hands each server group to a Ray task; the rest of the run is bench's own."""
+
+    def __init__(self, run: ResolvedRun, console: Console) -> None:
+        super().__init__(run, console)
+        self.cell_node: dict[str, dict[str, Any]] = {}
+        self._ps_tables: list[pa.Table] = []
+        self.manifest.annotators.append(self._annotate_nodes)
+
+    def _annotate_nodes(self, manifest: dict[str, Any]) -> None:
+        for cell in manifest["cells"]:
+            node = self.cell_node.get(cell["cell_id"])
+            if node is not None:
+                cell["node"] = node
+        manifest["ray"] = {"address": self.run.ray_address or "local"}
+
+    def _groups(self) -> dict[int, list[Cell]]:
+        groups: dict[int, list[Cell]] = {}
+        for cell in self.run.cells:
+            if self.state.cell_status[cell.cell_id] not in ("complete", "skipped"):
+                groups.setdefault(cell.server_group, []).append(cell)
+        return groups
+
+    def _task_options(self, cells: list[Cell]) -> RunOptions:
+        """What the run on the node is asked: this run's settings, its cells, the driver's clock."""
+        run = self.run
+        return RunOptions(target=run.target_override, overrides=run.overrides, sim_speed=run.sim_speed,
+                          grace_s=run.grace_s, transport=run.transport, adaptive=run.adaptive,
+                          full_grid=run.full_grid, workers=run.workers,
+                          only_cells=frozenset(c.cell_id for c in cells), t0_epoch_s=self.clock.t0_epoch_s)
+
+    async def run_cells(self) -> str:
+        ray = import_ray()
+        with _ray_session(ray, self.run.ray_address) as queue_cls:
+            queue = queue_cls()
+            writer = RecordWriter(self.run.run_dir)
+            try:
+                return await self._dispatch(ray, queue, writer)
+            finally:
+                writer.close()
+                self.progress.close()
+                self._write_ps()
+
+    async def _dispatch(self, ray: Any, queue: Any, writer: RecordWriter) -> str:
+        placement = self.run.scenario.placement
+        task = ray.remote(run_group).options(num_cpus=placement.num_cpus, resources=placement.resources or None,
+                                             max_retries=0)
+        scenario = self.run.scenario.model_dump(mode="json")
+        pending: dict[Any, list[Cell]] = {}
+        for group, cells in self._groups().items():
+            pending[task.remote(GroupJob(scenario, self._task_options(cells), group), queue)] = cells
+        self.progress.note(f"ray: {len(pending)} server group(s) submitted to "
+                           f"{self.run.ray_address or 'a local Ray cluster'}")
+        lost = False
+        while pending:
+            self._drain(queue, writer)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0)
+            if not done:
+                await asyncio.sleep(BATCH_INTERVAL_S)
+                continue
+            cells = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except Exception as error:  # noqa: BLE001 - a lost node or a killed worker: cells partial
+                self._drain(queue, writer)
+                self._lost(cells, error)
+                lost = True
+                continue
+            self._drain(queue, writer)
+            self._merge(cells, result)
+            self.write_manifest("running")
+        self._drain(queue, writer)
+        if self.state.failed_reason:
+            return "failed"
+        return "partial" if self.stop.stopped or lost else "complete"
+
+    def _drain(self, queue: Any, writer: RecordWriter) -> None:
+        while not queue.empty():
+            kind, group, payload = queue.get_nowait()
+            if kind == "started":
+                for cell in self._groups().get(group, []):
+                    self.cell_node[cell.cell_id] = payload
+                self.progress.note(f"ray: group {group} started on {payload['hostname']}")
+                continue
+            for record in payload:
+                writer.append(record)
+                if self.study.active:
+                    self.study.observe(record)
+                self._observe(record)
+
+    def _lost(self, cells: list[Cell], error: BaseException) -> None:
+        node = self.cell_node.get(cells[0].cell_id, {})
+        reason = (f"ray: the task of {len(cells)} cell(s) on {node.get('hostname') or 'its node'} was lost "
+                  f"({type(error).__name__})")
+        self.state.add_note(reason + f"; `bench run --resume {self.run.run_dir}` finishes them")
+        self.progress.note(reason)
+        for cell in cells:
+            self.state.cell_status[cell.cell_id] = "partial"
+        self.stop.reason = self.stop.reason or "a Ray task was lost"
+
+    def _merge(self, cells: list[Cell], result: dict[str, Any]) -> None:
+        """One group's results into the driver's run: cell states, servers and logs, telemetry."""
+        manifest = result["manifest"]
+        offset = len(self.targets.servers)
+        for server in manifest.get("servers") or []:
+            log_name = f"server-{offset + int(server['server_id'])}.log"
+            text = result["logs"].get(server.get("log") or "", "")
+            (self.run.run_dir / log_name).write_text(text, encoding="utf-8")
+            self.targets.servers.append({**server, "server_id": offset + int(server["server_id"]),
+                                         "log": log_name, "node": result["node"]})
+        by_id = {cell["cell_id"]: cell for cell in manifest.get("cells") or []}
+        for cell in cells:
+            stored = by_id.get(cell.cell_id, {})
+            self.state.cell_status[cell.cell_id] = str(stored.get("status") or "partial")
+            server_id = stored.get("server_id")
+            self.state.cell_server[cell.cell_id] = None if server_id is None else offset + int(server_id)
+            self.cell_node[cell.cell_id] = result["node"]
+            if isinstance(stored.get("stop"), dict):
+                self.study.verdicts[cell.cell_id] = stored["stop"]
+            if stored.get("skip_reason") and self.study.pruner is not None:
+                self.study.pruner.skipped[cell.cell_id] = stored["skip_reason"]
+        self.study.earlier_skips.extend((manifest.get("adaptive") or {}).get("skips") or [])
+        # What the task's own run learnt about its server: version, models, transport, calibration.
+        if manifest.get("targets"):
+            self.manifest.manifest.setdefault("targets", {}).update(manifest["targets"])
+        self.manifest.manifest.setdefault("models", {}).update(manifest.get("models") or {})
+        if manifest.get("transport"):
+            self.manifest.update(transport=manifest["transport"])
+        target = manifest.get("target") or {}
+        if target.get("version") and not self.manifest.manifest["target"].get("version"):
+            self.manifest.manifest["target"]["version"] = target["version"]
+        for note in manifest.get("notes") or []:
+            self.state.add_note(note)
+        if result.get("ps"):
+            self._ps_tables.append(pq.read_table(io.BytesIO(result["ps"])))
+
+    def _write_ps(self) -> None:
+        if self._ps_tables:
+            pq.write_table(pa.concat_tables(self._ps_tables), self.run.run_dir / PS_FILE)
+
+
+@contextmanager
+def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
+    """ray.init for this run (a local cluster when no address), the queue class; shut down after."""
+    from ray.util.queue import Queue
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            kwargs["address"] = address
+        ray.init(**kwargs)
+    try:
+        yield Queue
+    finally:
+        if started:
+            ray.shutdown()
