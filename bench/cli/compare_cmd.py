@@ -68,10 +68,11 @@ def baseline_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def save_command(run_dir: Path, path: Path) -> None:
     """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
-    from bench.analysis.baseline import load_baseline, save_baseline
+    with working(output_console(), f"reading {run_dir}"):
+        from bench.analysis.baseline import load_baseline, save_baseline
 
-    written = save_baseline(run_dir, path)
-    baseline = load_baseline(written)
+        written = save_baseline(run_dir, path)
+        baseline = load_baseline(written)
     size_kb = written.stat().st_size / 1024
     click.echo(f"baseline: {written} ({len(baseline.cells)} cells, {size_kb:.1f} kB)")
 

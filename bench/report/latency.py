@@ -127,7 +127,9 @@ def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:
                     linestyle=plotting.RUN_LINESTYLES[run_index % len(plotting.RUN_LINESTYLES)] if len(views) > 1 else "-")
         ax.axhline(0.95, color="#888888", linewidth=0.8, linestyle=":")
         ax.set_ylim(0, 1.02)
-        ax.set_title(plotting.shorten(name or "all cells", 36), fontsize=10)
+        ns = sorted({int(view.cells.at[cid, "ok"]) for _, view, cid in panels[name]})
+        n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+        ax.set_title(f"{plotting.shorten(name or 'all cells', 32)} ({n_text})", fontsize=10)
         ax.tick_params(labelbottom=True)
     for ax in axes[len(names):]:
         ax.set_visible(False)
