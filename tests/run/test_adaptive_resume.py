@@ -1,0 +1,55 @@
+"""An adaptive sweep's skips are decisions: they survive --resume, and the report names them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import cli
+
+pytestmark = pytest.mark.e2e
+
+# NUM_PARALLEL=1 queues a second user: throughput stays flat while TTFT doubles past the SLO, so
+# the knee rule skips concurrency 4 of that setting.
+SWEEP = """
+name: knee
+server:
+  command: python -m bench sim --speed 1 --gpu l4
+  env: {OLLAMA_NUM_PARALLEL: [1, 2], OLLAMA_KEEP_ALIVE: "-1"}
+workload: {endpoint: native/chat, model: qwen2.5:0.5b, prompt: {tokens: 512}, max_tokens: 64, seed: 3}
+load: {arrival: closed, concurrency: [1, 2, 4], requests: 12, warmup_requests: 1}
+slos: {ttft_p95: 200ms}
+"""
+
+
+def cells(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "manifest.json").read_text())["cells"]
+
+
+def test_skipped_cells_stay_skipped_when_a_run_is_resumed(tmp_path: Path) -> None:
+    scenario = tmp_path / "knee.yaml"
+    scenario.write_text(SWEEP)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(scenario), "--adaptive", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    skipped = [c for c in cells(out) if c["status"] == "skipped"]
+    assert [(c["settings"]["OLLAMA_NUM_PARALLEL"], c["settings"]["concurrency"]) for c in skipped] == [("1", 4)]
+    assert skipped[0]["skip_reason"].startswith("NP=1 c=2: above the knee")
+    assert "skipped: NP=1 c=2: above the knee" in (out / "report.html").read_text()
+
+    # As if the run had been cut short during its last measured cell.
+    manifest = json.loads((out / "manifest.json").read_text())
+    last = [c for c in manifest["cells"] if c["status"] == "complete"][-1]
+    last["status"], manifest["status"] = "partial", "partial"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["run", "--resume", str(out), "--no-report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 of 6 cells to run" in result.output
+    after = {c["cell_id"]: c for c in cells(out)}
+    assert after[skipped[0]["cell_id"]]["status"] == "skipped"
+    assert after[last["cell_id"]]["status"] == "complete"
+    assert json.loads((out / "manifest.json").read_text())["options"]["adaptive"] is True
