@@ -161,6 +161,8 @@ class RayCellLoop(CellLoop):
 
     async def _dispatch(self, ray: Any, queue: Any, writer: RecordWriter) -> str:
         placement = self.run.scenario.placement
+        check_placement(placement.resources, placement.num_cpus, ray.cluster_resources(),
+                        self.run.ray_address or "local")
         task = ray.remote(run_group).options(num_cpus=placement.num_cpus, resources=placement.resources or None,
                                              max_retries=0)
         scenario = self.run.scenario.model_dump(mode="json")
@@ -255,6 +257,19 @@ class RayCellLoop(CellLoop):
     def _write_ps(self) -> None:
         if self._ps_tables:
             pq.write_table(pa.concat_tables(self._ps_tables), self.run.run_dir / PS_FILE)
+
+
+def check_placement(resources: dict[str, float], num_cpus: float, cluster: dict[str, float],
+                    address: str) -> None:
+    """A placement no node of the cluster can satisfy would leave its tasks pending for ever: say so."""
+    wanted = {"CPU": num_cpus, **resources}
+    missing = {name: amount for name, amount in wanted.items() if cluster.get(name, 0.0) < amount}
+    if missing:
+        have = ", ".join(f"{name}: {cluster[name]:g}" for name in sorted(cluster)
+                         if not name.startswith(("node:", "memory", "object_store")))
+        asked = ", ".join(f"{name}: {amount:g}" for name, amount in missing.items())
+        raise UsageError(f"placement asks for {{{asked}}} per server group; the Ray cluster ({address}) "
+                         f"has {{{have}}} in all")
 
 
 @contextmanager

@@ -90,6 +90,14 @@ def test_ray_run_gives_the_sequential_runs_cells_and_recommendation(scenario: Pa
     assert all((tmp_path / "ray" / server["log"]).exists() for server in manifest["servers"])
 
 
+def test_placement_no_node_has_is_refused_in_one_line(scenario: Path, tmp_path: Path) -> None:
+    gpu = scenario.parent / "gpu.yaml"
+    gpu.write_text(SWEEP.replace("placement: {num_cpus: 1}", "placement: {num_cpus: 1, resources: {GPU: 1}}"))
+    code, output = run("run", str(gpu), "--out", str(tmp_path / "gpu"), "--no-report", "--ray")
+    assert code == 2
+    assert "placement asks for {GPU: 1} per server group; the Ray cluster (local) has {CPU: " in output
+
+
 def ray_task_pids() -> list[int]:
     """Processes running a group's Ray task (Ray titles a busy worker `ray::run_group`)."""
     pids = []
