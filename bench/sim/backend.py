@@ -46,6 +46,10 @@ Contract (every method is a coroutine on the server's event loop unless noted):
 `Runner.close()`
     Kill the child and wait for it to exit (Ollama's `stopProcess`); memory is free afterwards.
 
+Registration: `bench sim --engine llama-server` (or BENCH_SIM_ENGINE) makes bench/sim/state.py import
+`bench.engine.sim_backend.create_backend(config: SimConfig) -> Backend` lazily; an ImportError is
+one line ("not available in this installation"), exit 2.
+
 Nothing here imports from bench outside bench/sim; implementations may (bench/engine).
 """
 
