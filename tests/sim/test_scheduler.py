@@ -72,7 +72,10 @@ def test_warm_model_is_served_while_another_model_loads(sim) -> None:
         async with httpx.AsyncClient(timeout=60) as client:
             cold = [asyncio.create_task(client.post(f"{base_url}/api/generate", json={
                 "model": BIG, "prompt": "cold", "stream": False, "options": {"num_predict": 1}})) for _ in range(3)]
-            await asyncio.sleep(0.3)  # the cold load (2.75 s) is under way; the queue is full
+            scheduler = simulator_for(base_url).scheduler
+            while scheduler.loads_total < 2:  # wait until the cold load (2.75 s) is under way
+                await asyncio.sleep(0.005)
+            assert BIG not in scheduler.loaded
             warm = await client.post(f"{base_url}/api/generate", json={
                 "model": SMALL, "prompt": "warm", "stream": False, "options": {"num_predict": 1}})
             return await asyncio.gather(*cold), warm
