@@ -14,7 +14,6 @@ store_text is off, then dropped from the record), as a real client would resend 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from bench.clients.base import RequestSpec
 from bench.errors import ScenarioError
-from bench.prompts import PromptSource, draw_tokens, nonce, read_text_file
+from bench.prompts import PromptSource, draw_tokens, nonce, read_json_items
 from bench.records import Phase, RequestRecord
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
 
@@ -44,29 +43,11 @@ def read_conversation_file(path: Path) -> list[FileConversation]:
 
     JSONL (one item a line) or one JSON list. Errors name the file and the line (or item).
     """
-    conversations = [_conversation_of(item, path, where) for where, item in _items(path)]
+    conversations = [_conversation_of(item, path, where) for where, item in read_json_items(path)]
     conversations = [c for c in conversations if c.user_turns]
     if not conversations:
         raise ScenarioError(f"{path}:1: no conversations with a user turn in file")
     return conversations
-
-
-def _items(path: Path) -> list[tuple[int, Any]]:
-    text = read_text_file(path)
-    if text.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as error:
-            raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    items = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append((line_number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise ScenarioError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-    return items
 
 
 def _conversation_of(item: Any, path: Path, where: int) -> FileConversation:

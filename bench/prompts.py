@@ -97,17 +97,15 @@ def read_text_file(path: Path) -> str:
         raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-def read_prompt_file(path: Path) -> list[str]:
-    """Prompts from JSONL (`prompt` per line) or ShareGPT (`conversations`, JSONL or a JSON list)."""
+def read_json_items(path: Path) -> list[tuple[int, Any]]:
+    """(line or position, value) of a JSONL file or a JSON list; ScenarioError naming the line."""
     text = read_text_file(path)
-    stripped = text.lstrip()
-    items: list[tuple[int, Any]]
-    if stripped.startswith("["):
-        try:
-            items = list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as error:
-            raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    else:
+    try:
+        if text.lstrip().startswith("["):
+            try:
+                return list(enumerate(json.loads(text), start=1))
+            except json.JSONDecodeError as error:
+                raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
         items = []
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -116,7 +114,14 @@ def read_prompt_file(path: Path) -> list[str]:
                 items.append((line_number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise ScenarioError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-    prompts = [_prompt_of(item, path, where) for where, item in items]
+        return items
+    except RecursionError:
+        raise ScenarioError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """Prompts from JSONL (`prompt` per line) or ShareGPT (`conversations`, JSONL or a JSON list)."""
+    prompts = [_prompt_of(item, path, where) for where, item in read_json_items(path)]
     if not prompts:
         raise ScenarioError(f"{path}:1: no prompts in file")
     return prompts

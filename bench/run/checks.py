@@ -42,9 +42,6 @@ def prompt_source(scenario: Scenario) -> PromptSource:
                             conversations=scenario.workload.conversation is not None)
     except ScenarioError as error:
         raise ScenarioError(f"{where}: {error}") from None
-    except RecursionError:
-        raise ScenarioError(f"{where}: {scenario.workload.prompt.file}: not valid JSON "
-                            "(nested too deeply)") from None
 
 
 def check_before_run(scenario: Scenario, baseline: Path | None) -> None:
