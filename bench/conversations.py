@@ -184,6 +184,7 @@ class ConversationMaker:
     shared_prefix_tokens: int | None
     cache: str
     file_conversations: list[FileConversation] | None = None
+    max_tokens: Any = None  # the cell's number, `from_data`, or a Distribution (per turn)
 
     def start(self, repeat: int, index: int, phase: Phase) -> Conversation:
         cell_id = self.template.cell_id
@@ -198,7 +199,9 @@ class ConversationMaker:
             first = f"[{nonce(self.prompts.seed, cell_id, repeat, index)}] {source.user_turns[0]}"
             users = [first, *source.user_turns[1:count]]
             system = source.system
-            max_tokens: list[int | None] = [None] * count
+            max_tokens: list[int | None] = [
+                self.prompts.reply_tokens(self.key, reply) if self.max_tokens == "from_data" else None
+                for reply in source.reference_replies[:count]]
         else:
             count = self._draw_turns(rng)
             users = [
@@ -208,6 +211,8 @@ class ConversationMaker:
             ]
             system = None
             max_tokens = [None] * count
+        if isinstance(self.max_tokens, Distribution):
+            max_tokens = [draw_tokens(self.max_tokens, rng) for _ in range(count)]
         shared = self.prompts.system_for(self.key, self.shared_prefix_tokens, "reuse", "")
         if shared is not None:
             system = shared if system is None else f"{shared}\n\n{system}"
@@ -220,3 +225,36 @@ class ConversationMaker:
         if isinstance(self.spec.turns, Distribution):
             return draw_tokens(self.spec.turns, rng)
         return self.turns or 1
+
+
+def trace_conversations(entries: list[Any], template: RequestSpec, prompts: PromptSource,
+                        key: tuple[str, str, str], time_scale: float, cache: str,
+                        system: str | None) -> list[tuple[float, Conversation]]:
+    """A trace's requests as (offset seconds, conversation): lines sharing a conversation_id are
+    the turns of one conversation object; every other line is a one-turn conversation."""
+    if not entries:
+        return []
+    first_s = entries[0].time_s
+    grouped: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        grouped.setdefault(entry.conversation_id or f"line-{index}", []).append(index)
+    conversations: dict[str, Conversation] = {}
+    for conversation_id, indexes in grouped.items():
+        users = []
+        for turn, index in enumerate(indexes):
+            entry = entries[index]
+            seed_key = f"{template.cell_id}:{template.repeat}:trace:{index}"
+            if entry.prompt is not None:
+                text = entry.prompt
+                if turn == 0:  # unique per replay, as every bench prompt (bench.prompts)
+                    text = f"[{nonce(prompts.seed, template.cell_id, template.repeat, index)}] {text}"
+            else:
+                text = prompts.user_text(key, seed_key, entry.prompt_tokens)
+            users.append(text)
+        conversations[conversation_id] = Conversation(
+            conversation_id=f"r{template.repeat}-{conversation_id}", template=template, user_turns=users,
+            think_times_s=[], system=system, cache=cache, seed=prompts.seed,
+            max_tokens=[entries[index].max_tokens for index in indexes],
+        )
+    by_line = {index: conversations[cid] for cid, indexes in grouped.items() for index in indexes}
+    return [((entry.time_s - first_s) * time_scale, by_line[index]) for index, entry in enumerate(entries)]

@@ -45,6 +45,9 @@ class ConversationLike(Protocol):
 
 # start_conversation(repeat, conversation_index, phase) -> a new conversation
 ConversationStarter = Callable[[int, int, Phase], ConversationLike]
+# trace_steps(repeat) -> (offset seconds, conversation) per request of a trace, in time order; the
+# same conversation object for the turns of one conversation (bench.trace, bench.specs).
+TraceSteps = Callable[[int], list[tuple[float, ConversationLike]]]
 
 SATURATION_LAG_P99_S = 0.05  # a loop this late means arrivals are no longer what was asked
 SATURATION_CPU_FRACTION = 0.8  # of one core: past this, the client competes for its own loop
@@ -290,6 +293,30 @@ async def _conversation_loop(d: _Dispatcher, clock: Clock, users: int, total: in
     await d.wait_all([asyncio.ensure_future(user()) for _ in range(users)])
 
 
+async def _trace_loop(d: _Dispatcher, clock: Clock, steps: list[tuple[float, ConversationLike]],
+                      indexes: itertools.count[int]) -> None:
+    """Each request at its trace offset; a conversation's turn waits for its previous turn."""
+    start_s = clock.now_s()
+    turn_locks: dict[int, asyncio.Lock] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def send_turn(conversation: ConversationLike, scheduled_s: float, lock: asyncio.Lock) -> None:
+        async with lock:  # asyncio locks are FIFO: turns go out in trace order
+            await d.turn(conversation, next(indexes), "measure", scheduled_s)
+
+    for offset_s, conversation in steps:
+        scheduled_s = start_s + offset_s
+        delay_s = scheduled_s - clock.now_s()
+        if delay_s > 0 and await _stopped_within(d.stop, delay_s):
+            break
+        if d.stop.stopped:
+            break
+        lock = turn_locks.setdefault(id(conversation), asyncio.Lock())
+        tasks.append(asyncio.ensure_future(send_turn(conversation, scheduled_s, lock)))
+        tasks = [t for t in tasks if not t.done() or t.cancelled() or t.exception() is not None]
+    await d.wait_all(tasks)
+
+
 def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iterator[float]:
     """Endless arrival times (seconds from the start): constant spacing, or Poisson (exponential gaps)."""
     offset = 0.0
@@ -352,7 +379,8 @@ async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
                         on_record: RecordSink, clock: Clock, stop: StopControl,
                         start_conversation: ConversationStarter | None = None,
                         enough: asyncio.Event | None = None,
-                        ready: Callable[[], Awaitable[None]] | None = None) -> CellOutcome:
+                        ready: Callable[[], Awaitable[None]] | None = None,
+                        trace_steps: TraceSteps | None = None) -> CellOutcome:
     """Drive one cell: for each repeat, warmup (closed loop) then the measured schedule.
 
     With `start_conversation`, the closed loop's workers are virtual users holding conversations.
@@ -376,7 +404,9 @@ async def run_cell_load(load: CellLoad, make_spec: SpecFactory, send: SendFn,
             ready = None
         if stop.stopped:
             break
-        if start_conversation is not None:
+        if trace_steps is not None:
+            await _trace_loop(d, clock, trace_steps(repeat), indexes)
+        elif start_conversation is not None:
             deadline_s = clock.now_s() + load.duration_s if load.duration_s is not None else None
             await _conversation_loop(d, clock, load.concurrency or 1, load.requests, deadline_s,
                                      repeat, "measure", indexes, start_conversation)

@@ -105,7 +105,9 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         "prompt_tokens": prompt_tokens,
         "shared_prefix_tokens": workload.prompt.shared_prefix_tokens or [None],
         "turns": turns,
-        "max_tokens": list(workload.max_tokens),
+        # A distribution is drawn per request (bench.prompts); the cell shows its mean.
+        "max_tokens": ([round(workload.max_tokens.mean_tokens)]
+                       if isinstance(workload.max_tokens, Distribution) else list(workload.max_tokens)),
         "keep_alive": workload.keep_alive or [None],
         "temperature": workload.temperature or [None],
         "format": list(workload.format),
@@ -196,6 +198,10 @@ def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -
         # The number of times the cell's load is repeated; records carry their repeat index.
         "repeat": overrides.repeats if overrides.repeats is not None else load.repeats,
     }
+    if arrival == "trace":
+        # The trace decides how many requests and when; no warmup (it would shift the timing).
+        settings.update(concurrency=None, rate_rps=None, requests=None, duration_s=None,
+                        warmup_requests=0)
     if point["gap_s"]:
         settings["gap_s"] = point["gap_s"]
     for name in _OPTIONAL_AXES:
@@ -227,7 +233,9 @@ def sweep_steps(settings: dict[str, Any], sweep: SweepSpec) -> list[dict[str, An
         return [settings]
     sync = {**settings, "arrival": "closed", "concurrency": 1, "rate_rps": None, "sweep_step": "sync"}
     throughput = {**sync, "concurrency": sweep.max_concurrency, "sweep_step": "throughput"}
-    rates = [{**sync, "arrival": sweep.arrival, "concurrency": sweep.max_concurrency,
+    # Rate steps have no cap on requests in flight: past capacity the server's own queue grows
+    # (and shows in TTFT), not a client-side wait that would read as dispatch lag.
+    rates = [{**sync, "arrival": sweep.arrival, "concurrency": None,
               "sweep_step": f"rate {step}/{sweep.rates}"} for step in range(1, sweep.rates + 1)]
     return [sync, throughput, *rates]
 

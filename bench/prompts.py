@@ -155,17 +155,43 @@ class PromptSource:
     conversations: bool = False  # the file holds conversations to replay turn by turn
     _file_prompts: list[str] | None = None
     file_conversations: list[Any] | None = None  # bench.conversations.FileConversation
+    file_replies: list[str | None] = field(default_factory=list)  # reference answer per file item
 
     def __post_init__(self) -> None:
         if self.spec.file is None:
             return
-        if self.conversations:
-            from bench.conversations import read_conversation_file  # it imports this module
+        from bench.conversations import read_conversation_file  # it imports this module
 
-            self.file_conversations = read_conversation_file(Path(self.spec.file))
-            self._file_prompts = [c.user_turns[0] for c in self.file_conversations]
-        else:
-            self._file_prompts = read_prompt_file(Path(self.spec.file))
+        # Every form a prompt file takes (prompt lines, ShareGPT, messages), with reference answers.
+        conversations = read_conversation_file(Path(self.spec.file))
+        self._file_prompts = [c.user_turns[0] for c in conversations]
+        self.file_replies = [c.reference_replies[0] for c in conversations]
+        if self.conversations:
+            self.file_conversations = conversations
+
+    def reply_tokens(self, key: tuple[str, str, str], reply: str | None) -> int | None:
+        """A reference answer's length in tokens: characters / the calibration's chars per token
+        (4 when the prompts come from a file and nothing was fitted); None without an answer."""
+        if reply is None:
+            return None
+        calibration = self.calibrations.get(key, Calibration())
+        return max(1, round(len(reply) / calibration.chars_per_token))
+
+    def max_tokens_for(self, key: tuple[str, str, str], max_tokens: Any, seed_key: str,
+                       file_index: int) -> int | None:
+        """One request's max_tokens: the cell's number, a draw from the scenario's distribution,
+        or (from_data) the length of the file item's reference answer (the median of the file's
+        answers for an item without one)."""
+        if isinstance(max_tokens, Distribution):
+            return draw_tokens(max_tokens, random.Random(f"{self.seed}:{seed_key}:max_tokens"))
+        if max_tokens != "from_data":
+            return max_tokens
+        lengths = [self.reply_tokens(key, reply) for reply in self.file_replies]
+        own = lengths[file_index % len(lengths)] if lengths else None
+        if own is not None:
+            return own
+        known = sorted(length for length in lengths if length is not None)
+        return known[len(known) // 2] if known else None
 
     @property
     def synthetic(self) -> bool:

@@ -84,7 +84,7 @@ EndpointName = Literal[
     "openai/embeddings",
     "openai/embed",
 ]
-Arrival = Literal["closed", "constant", "poisson", "sweep"]
+Arrival = Literal["closed", "constant", "poisson", "sweep", "trace"]
 # A keep_alive as Ollama takes it: "5m", "1h30m", "300ms", seconds, 0 or negative.
 KeepAlive = str | int | float
 _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
@@ -247,8 +247,10 @@ class Workload(_Strict):
     )
     model: _axis(str)  # type: ignore[valid-type]
     prompt: PromptSpec = Field(default_factory=PromptSpec)
-    max_tokens: _axis(PositiveInt) = Field(  # type: ignore[valid-type]
-        default_factory=lambda: [128], description="num_predict / max_tokens"
+    max_tokens: _axis(PositiveInt | Literal["from_data"]) | Distribution = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [128],
+        description="num_predict / max_tokens: tokens, a list (axis), a distribution drawn per "
+                    "request, or from_data (each request: its reference answer's length in prompt.file)",
     )
     num_ctx: _axis(PositiveInt) | None = None  # type: ignore[valid-type]
     keep_alive: _axis(KeepAlive) | None = None  # type: ignore[valid-type]
@@ -260,6 +262,21 @@ class Workload(_Strict):
     conversation: ConversationSpec | None = Field(
         None, description="multi-turn conversations (each turn resends the whole history)"
     )
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _max_tokens_words(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item != "from_data":
+                raise ValueError(f"Input should be a valid integer, a distribution or from_data, not {item!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _from_data_needs_a_file(self) -> Workload:
+        if isinstance(self.max_tokens, list) and "from_data" in self.max_tokens and self.prompt.file is None:
+            raise ValueError("max_tokens: from_data takes each request's length from the reference "
+                             "answers in prompt.file; give a file")
+        return self
 
     @model_validator(mode="after")
     def _conversation_needs_chat_text(self) -> Workload:
@@ -284,7 +301,7 @@ class SweepSpec(_Strict):
         6, description="rate steps between the synchronous rate and the maximum throughput"
     )
     max_concurrency: Annotated[int, Field(ge=1, le=4096)] = Field(
-        32, description="requests in flight in the throughput step (and the cap of rate steps)"
+        32, description="requests in flight in the throughput step"
     )
     arrival: Literal["constant", "poisson"] = Field("constant", description="arrivals of rate steps")
     max_rate_factor: Annotated[float, Field(ge=1.0, le=10.0)] = Field(
@@ -292,6 +309,15 @@ class SweepSpec(_Strict):
     )
     stop_at_slo: bool = Field(
         True, description="with slos: stop after the first rate step that breaks them"
+    )
+
+
+class TraceSpec(_Strict):
+    """Replay a JSONL trace with its original timing (bench.trace)."""
+
+    file: str = Field(description="JSONL: timestamp, prompt or prompt_tokens, max_tokens, conversation_id")
+    time_scale: Annotated[float, Field(gt=0, le=1000)] = Field(
+        1.0, description="multiply the trace's gaps: 0.5 replays twice as fast"
     )
 
 
@@ -308,10 +334,13 @@ class Load(_Strict):
     timeout_s: Seconds = 300.0
 
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="for arrival: sweep")
+    trace: TraceSpec | None = Field(None, description="for arrival: trace")
 
     @model_validator(mode="after")
     def _consistent(self) -> Load:
-        open_loop = [a for a in self.arrival if a not in ("closed", "sweep")]
+        if "trace" in self.arrival and self.trace is None:
+            raise ValueError("trace: required for arrival trace ({file: trace.jsonl})")
+        open_loop = [a for a in self.arrival if a not in ("closed", "sweep", "trace")]
         if self.rate_rps is not None and not open_loop:
             raise ValueError("rate_rps: needs arrival constant or poisson (closed loop has no rate)")
         if open_loop and self.rate_rps is None:
@@ -580,7 +609,7 @@ class Scenario(_Strict):
         if self.workload.conversation is not None and "sweep" in self.load.arrival:
             raise ValueError("load: arrival sweep cannot drive conversations (its rate steps are "
                              "open loop); use arrival: closed")
-        open_loop = [a for a in open_loop if a != "sweep"]
+        open_loop = [a for a in open_loop if a not in ("sweep", "trace")]
         if self.workload.conversation is not None and open_loop:
             raise ValueError(f"load: arrival {open_loop[0]} cannot drive conversations "
                              "(each user waits for its reply); use arrival: closed")
@@ -895,6 +924,13 @@ def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None 
         raise ScenarioError(
             f"{source}:{line}: workload.prompt.file: no such file {scenario.workload.prompt.file}"
         )
+    trace = scenario.load.trace
+    if trace is not None:
+        if base_dir is not None and not Path(trace.file).is_absolute():
+            trace.file = str((base_dir / trace.file).resolve())
+        if not Path(trace.file).is_file():
+            line, _ = _line_for(root, ("load", "trace", "file"))
+            raise ScenarioError(f"{source}:{line}: load.trace.file: no such file {trace.file}")
     return scenario
 
 
@@ -1028,6 +1064,8 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>",
     prompt_file = scenario.workload.prompt.file
     if prompt_file is not None and not Path(prompt_file).is_file():
         raise ScenarioError(f"{source}: workload.prompt.file: no such file {prompt_file}")
+    if scenario.load.trace is not None and not Path(scenario.load.trace.file).is_file():
+        raise ScenarioError(f"{source}: load.trace.file: no such file {scenario.load.trace.file}")
     return scenario
 
 

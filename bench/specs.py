@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from bench.clients.base import RequestSpec
-from bench.conversations import ConversationMaker
-from bench.load import ConversationStarter
+from bench.conversations import ConversationMaker, trace_conversations
+from bench.load import ConversationLike, ConversationStarter, TraceSteps
 from bench.plan import Cell
 from bench.prompts import Calibration, PromptSource, calibrate, nonce
 from bench.records import Phase, RequestRecord
-from bench.scenario import Scenario
+from bench.scenario import Distribution, Scenario
+from bench.trace import read_trace
 
 # make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.SpecFactory)
 SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
@@ -31,7 +34,9 @@ def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
     return RequestSpec(
         cell_id=cell.cell_id, request_index=0, surface=cell.surface,  # type: ignore[arg-type]
         endpoint=cell.endpoint, model=settings["model"], prompt="",  # type: ignore[arg-type]
-        max_tokens=settings["max_tokens"], num_ctx=settings["num_ctx"],
+        # A number here; from_data and distributions are set per request (spec_factory).
+        max_tokens=settings["max_tokens"] if isinstance(settings["max_tokens"], int) else None,
+        num_ctx=settings["num_ctx"],
         keep_alive=settings["keep_alive"], temperature=settings["temperature"],
         seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
         store_text=scenario.store_text, timeout_s=scenario.load.timeout_s,
@@ -48,6 +53,7 @@ def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: 
     template = dataclasses.replace(request_template(cell, scenario), worker=worker)
     shared_tokens = cell.settings.get("shared_prefix_tokens")
     cache = cell.settings.get("prompt_cache", "reuse")
+    max_tokens = cell_max_tokens(cell, scenario)
 
     def make_spec(repeat: int, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec:
         prompt = prompts.prompt_for(key, cell.cell_id, repeat, request_index, cell.settings["prompt_tokens"])
@@ -55,10 +61,18 @@ def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: 
         if shared_tokens or cache == "defeat":
             request_nonce = nonce(scenario.workload.seed, cell.cell_id, repeat, request_index)
             system = prompts.system_for(key, shared_tokens, cache, request_nonce)
+        tokens = prompts.max_tokens_for(key, max_tokens, f"{cell.cell_id}:{repeat}:{request_index}",
+                                        request_index)
         return dataclasses.replace(template, request_index=request_index, prompt=prompt, system=system,
-                                   repeat=repeat, phase=phase, scheduled_s=scheduled_s)
+                                   repeat=repeat, phase=phase, scheduled_s=scheduled_s, max_tokens=tokens)
 
     return make_spec
+
+
+def cell_max_tokens(cell: Cell, scenario: Scenario) -> Any:
+    """What decides a request's max_tokens: the cell's number, `from_data`, or the distribution."""
+    distribution = scenario.workload.max_tokens
+    return distribution if isinstance(distribution, Distribution) else cell.settings["max_tokens"]
 
 
 def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) -> ConversationStarter | None:
@@ -73,9 +87,27 @@ def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) 
         prompt_tokens=cell.settings["prompt_tokens"],
         shared_prefix_tokens=cell.settings.get("shared_prefix_tokens"),
         cache=cell.settings.get("prompt_cache", "reuse"),
-        file_conversations=prompts.file_conversations,
+        file_conversations=prompts.file_conversations, max_tokens=cell_max_tokens(cell, scenario),
     )
     return maker.start
+
+
+def trace_steps(cell: Cell, scenario: Scenario, prompts: PromptSource) -> TraceSteps | None:
+    """The trace's requests as (offset, conversation) for a cell with arrival: trace."""
+    trace = scenario.load.trace
+    if cell.settings["arrival"] != "trace" or trace is None:
+        return None
+    entries = read_trace(Path(trace.file))
+    template = request_template(cell, scenario)
+    key = calibration_key(cell)
+    cache = cell.settings.get("prompt_cache", "reuse")
+    shared = prompts.system_for(key, cell.settings.get("shared_prefix_tokens"), "reuse", "")
+
+    def steps(repeat: int) -> list[tuple[float, ConversationLike]]:
+        return trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
+                                   trace.time_scale, cache, shared)
+
+    return steps
 
 
 def calibration_needed(cell: Cell, scenario: Scenario, prompts: PromptSource) -> bool:

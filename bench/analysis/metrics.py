@@ -422,7 +422,9 @@ count over the measurement window.
 | `cold` | The request paid for a model load: `load_duration` > 100 ms (a warm hand-off takes milliseconds, a real load hundreds of ms or more). |
 | `dispatch_lag_s` | Sent minus scheduled: how late bench's own client sent the request (a large value means the client, not the server, is the bottleneck). |
 
-Percentiles p50/p90/p95/p99 use numpy's linear interpolation. Spread: the p50 and p95 of TTFT
+Percentiles p50/p90/p95/p99 (plus any a scenario lists in `percentiles:`) use numpy's linear
+interpolation; every latency also has its mean and sample standard deviation (`ttft_mean_s`,
+`ttft_std_s`, n−1). Spread: the p50 and p95 of TTFT
 and TPOT carry 95% bootstrap confidence intervals (`ttft_p95_ci_lo_s`, `ttft_p95_ci_hi_s`, ...;
 `scipy.stats.bootstrap`, 1000 seeded resamples of the requests, percentile method), so two runs
 whose intervals overlap are not clearly different. Sample size: a percentile needs at least two
@@ -430,7 +432,8 @@ samples beyond it and never fewer than 10 (p50: 10, p90: 20, p95: 40, p99: 200 s
 requests); below that the interval is empty, the report and summary say "not enough samples",
 and `bench compare` gives no verdict for that gate.
 
-Metric names used in SLOs and gates drop the `_s`: `ttft_p95`, `tpot_p95`, `itl_p99`, `e2e_p50`,
-`queue_wait_p95`, `output_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`,
-`error_rate`, `load_mean`, `prefill_mean`.
+Metric names used in SLOs, gates and thresholds drop the `_s`: `ttft_p95`, `tpot_p95`,
+`itl_p99`, `e2e_p50` (any percentile: `ttft_p99.9`), `ttft_mean`, `ttft_std`, `queue_wait_p95`,
+`output_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`, `error_rate`,
+`load_mean`, `prefill_mean`.
 """

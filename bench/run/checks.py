@@ -31,6 +31,13 @@ def scenario_problems(scenario: Scenario) -> list[str]:
     except UsageError as error:
         problems.append(f"{scenario.where('gates')}: {error}")
     problems.extend(threshold_problems(scenario))
+    if scenario.load.trace is not None:
+        from bench.trace import read_trace
+
+        try:
+            read_trace(Path(scenario.load.trace.file))
+        except ScenarioError as error:
+            problems.append(f"{scenario.where('load', 'trace', 'file')}: {error}")
     return problems
 
 

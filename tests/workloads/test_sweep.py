@@ -25,7 +25,7 @@ def test_a_sweep_plans_sync_throughput_and_rate_steps_with_stable_ids() -> None:
     cells = plan_cells(scenario)
     assert [c.settings["sweep_step"] for c in cells] == ["sync", "throughput", "rate 1/3",
                                                          "rate 2/3", "rate 3/3"]
-    assert [c.settings["concurrency"] for c in cells] == [1, 16, 16, 16, 16]
+    assert [c.settings["concurrency"] for c in cells] == [1, 16, None, None, None]
     assert [c.settings["arrival"] for c in cells] == ["closed", "closed", "constant", "constant", "constant"]
     assert all(c.settings["rate_rps"] is None for c in cells)  # set during the run
     assert [c.cell_id for c in plan_cells(scenario)] == [c.cell_id for c in cells]
