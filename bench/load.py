@@ -307,7 +307,7 @@ async def _trace_loop(d: _Dispatcher, clock: Clock, steps: list[tuple[float, Con
     for offset_s, conversation in steps:
         scheduled_s = start_s + offset_s
         delay_s = scheduled_s - clock.now_s()
-        if delay_s > 0 and await _stopped_within(d.stop, delay_s):
+        if delay_s > 0 and await _stopped_within(d, delay_s):
             break
         if d.stop.stopped:
             break
