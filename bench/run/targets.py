@@ -88,6 +88,7 @@ class Targets:
             self.group = cell.server_group
             return self.base_url, fresh
         if self.server is not None and self.group == cell.server_group and self.server.is_alive():
+            self._hold_to_loopback(self.server)  # again per cell: a socket opened later counts too
             return self.server.base_url, False
         self.stop()
         command, env = self._command_and_env(cell)
