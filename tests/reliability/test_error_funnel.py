@@ -108,3 +108,32 @@ def test_validate_lists_every_problem_of_every_file(tmp_path: Path) -> None:
         f"error: {bad}:4: load.requsts: unknown field (did you mean requests?)",
         f"{good}: ok (1 cells)",
     ]
+
+
+@pytest.mark.e2e
+def test_ctrl_c_while_the_report_is_drawn_is_exit_130_in_one_line(tmp_path: Path) -> None:
+    import signal
+
+    from reliability.support import start_bench
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("target: sim\nsim: {speed: 50}\nworkload: {model: llama3.2:1b, max_tokens: 8, "
+                        "prompt: {tokens: 16, calibrate: false}}\nload: {concurrency: 1, requests: 2, "
+                        "warmup_requests: 0}\n")
+    process = start_bench("run", str(scenario), "--out", str(tmp_path / "run"))
+    assert process.stdout is not None
+    seen = []
+    try:
+        for line in process.stdout:  # ends when bench exits: no line, no hang past the timeout
+            seen.append(line)
+            if "drawing report.html" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        rest = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert any("drawing report.html" in line for line in seen), "".join(seen)
+    output = "".join(seen) + rest
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "Aborted" not in output
+    assert output.rstrip().splitlines()[-1] == "error: interrupted"
