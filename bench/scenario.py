@@ -1101,6 +1101,30 @@ def with_run_settings(scenario: Scenario, *, target: str | None = None,
     return resolved
 
 
+def with_sim_engine(scenario: Scenario, engine: str, target: str | None = None) -> Scenario:
+    """The scenario with the embedded simulator's engine set (`bench run --sim-engine`).
+
+    Replaces any `--engine` in `sim.args`, so the same file runs on the simulated engine and on
+    llama-server unchanged; UsageError when the target is not the embedded simulator.
+    """
+    if scenario.server is not None or (target or scenario.target) != "sim":
+        raise UsageError(f"--sim-engine {engine}: only for target: sim (the embedded simulator)")
+    data = scenario.model_dump(mode="json")
+    kept: list[str] = []
+    skip = False
+    for arg in data["sim"]["args"]:
+        if skip:
+            skip = False
+        elif arg == "--engine":
+            skip = True
+        elif not arg.startswith("--engine="):
+            kept.append(arg)
+    data["sim"]["args"] = [*kept, "--engine", engine]
+    resolved = Scenario.model_validate(data)
+    resolved._source, resolved._root = scenario._source, scenario._root
+    return resolved
+
+
 def flag_scenario(*, model: list[str], target: str | None = None, name: str = "flags",
                   endpoint: list[str] | None = None, prompt_tokens: list[int] | None = None,
                   prompt_file: str | None = None, max_tokens: list[int] | None = None,

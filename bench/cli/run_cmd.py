@@ -118,6 +118,9 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
 @click.option("--quick", is_flag=True, help="Smoke test: 4 requests per cell, 1 warmup, 1 repeat.")
 @click.option("--sim-speed", type=params.SPEED,
               help="Speed factor of the embedded simulator (target: sim).")
+@click.option("--sim-engine", type=click.Choice(["simulated", "llama-server"]),
+              help="Engine behind the embedded simulator (target: sim): the roofline model or a real "
+                   "llama-server per loaded model; replaces the scenario's own choice.")
 @click.option("--grace", "grace_s", type=params.SECONDS_OR_ZERO, default=10.0, show_default=True,
               help="Seconds in-flight requests get after Ctrl-C / SIGTERM.")
 @click.option("--baseline", type=click.Path(path_type=Path, exists=True),
@@ -146,7 +149,7 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
 def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | None,
                 results_root: Path, requests: int | None, duration_s: float | None,
                 warmup_requests: int | None, repeats: int | None, quick: bool,
-                sim_speed: float | None, grace_s: float, baseline: Path | None, no_report: bool,
+                sim_speed: float | None, sim_engine: str | None, grace_s: float, baseline: Path | None, no_report: bool,
                 transport: str, adaptive: bool, full_grid: bool, workers: int, ray_address: str | None,
                 resume_dir: Path | None, **flags: Any) -> None:
     """Run SCENARIO_FILE: expand its matrix into cells, load the target, record every request.
@@ -162,13 +165,14 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     with working(output_console(), "starting bench run"):
         from bench.plan import Overrides
         from bench.run.runner import RunOptions, run_scenario  # noqa: F401 - loaded under the spinner
-        from bench.scenario import flag_scenario, load_scenario, with_outputs
+        from bench.scenario import flag_scenario, load_scenario, with_outputs, with_sim_engine
 
     percentiles, thresholds = flags.pop("percentiles"), _pairs(flags.pop("threshold"), "--threshold")
     if resume_dir is not None:
-        if out_dir is not None or quick or (requests, duration_s, warmup_requests, repeats) != (None,) * 4:
-            raise UsageError("--resume: --out, --quick, --requests, --duration, --warmup and --repeats "
-                             "come from the run being resumed")
+        if (out_dir is not None or quick or sim_engine is not None
+                or (requests, duration_s, warmup_requests, repeats) != (None,) * 4):
+            raise UsageError("--resume: --out, --quick, --sim-engine, --requests, --duration, --warmup and "
+                             "--repeats come from the run being resumed")
         if adaptive or full_grid:
             raise UsageError("--resume: --adaptive and --full-grid come from the run being resumed")
         resume_options = RunOptions(target=target, sim_speed=sim_speed, grace_s=grace_s,
@@ -193,6 +197,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     else:
         scenario = load_scenario(scenario_file)
     scenario = with_outputs(scenario, percentiles=percentiles, thresholds=thresholds)
+    if sim_engine is not None:
+        scenario = with_sim_engine(scenario, sim_engine, target)
     if quick:
         requests = requests or 4
         warmup_requests = 1 if warmup_requests is None else warmup_requests
