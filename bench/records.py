@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.errors import RunDirError
+from bench.manifest import Manifest
 from bench.secrets import has_secrets, redact
 
 MANIFEST_FILE = "manifest.json"
@@ -261,6 +262,19 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path}: cannot read ({error.strerror or error})") from error
 
 
+def read_manifest(path: Path) -> Manifest:
+    """manifest.json parsed once; RunDirError naming the first bad field."""
+    from pydantic import ValidationError
+
+    payload = read_json(path)
+    try:
+        return Manifest.model_validate(payload)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise RunDirError(f"{path}: {where}: {first['msg']}") from None
+
+
 def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
                            phase: Phase | None = None) -> pd.DataFrame:
     """Convert requests.jsonl to requests.parquet, a batch of lines at a time; returns the records.
@@ -296,7 +310,7 @@ class Run:
     """A run directory loaded back: everything the analysis and the report need."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest  # a dict is parsed (tests and tools build runs by hand)
     requests: pd.DataFrame  # one row per RequestRecord
     cells: pd.DataFrame  # one row per cell: cell_id, cell_index, and one column per setting
     gpu: pd.DataFrame | None = None
@@ -308,7 +322,11 @@ class Run:
     @property
     def status(self) -> str:
         """complete, partial, failed, or running (a run still going or killed)."""
-        return str(self.manifest.get("status") or "unknown")
+        return self.manifest.status
+
+    def __post_init__(self) -> None:
+        if isinstance(self.manifest, dict):
+            self.manifest = Manifest.model_validate(self.manifest)
 
 
 def load_run(path: str | Path) -> Run:
@@ -316,7 +334,7 @@ def load_run(path: str | Path) -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a run directory")
-    manifest = _checked_manifest(read_json(run_dir / MANIFEST_FILE), run_dir / MANIFEST_FILE)
+    manifest = read_manifest(run_dir / MANIFEST_FILE)
     jsonl_path = run_dir / REQUESTS_JSONL
     parquet_path = run_dir / REQUESTS_PARQUET
     # The JSONL is the source of truth; the parquet is a cache written at the end of a run.
@@ -328,8 +346,7 @@ def load_run(path: str | Path) -> Run:
     if requests is None:
         requests = read_records_jsonl(jsonl_path)
     cells = pd.DataFrame(
-        [{"cell_id": c["cell_id"], "cell_index": c.get("cell_index", index), **c.get("settings", {})}
-         for index, c in enumerate(manifest.get("cells", []))]
+        [{"cell_id": c.cell_id, "cell_index": c.cell_index, **c.settings} for c in manifest.cells]
     )
     # A timeline cut by a kill is left out (the report says what it lacks), not a crash.
     gpu = _read_parquet(run_dir / GPU_PARQUET)
@@ -341,24 +358,6 @@ def load_run(path: str | Path) -> Run:
         if (run_dir / name).exists()
     }
     return Run(run_dir, manifest, requests, cells, gpu, ps, proc, extras)
-
-
-def _checked_manifest(manifest: Any, path: Path) -> dict[str, Any]:
-    """The manifest if its shape is a bench manifest's; RunDirError naming what is wrong."""
-    if not isinstance(manifest, dict):
-        raise RunDirError(f"{path}: not a bench manifest (expected a JSON object)")
-    cells = manifest.get("cells", [])
-    if not isinstance(cells, list):
-        raise RunDirError(f"{path}: cells: expected a list")
-    for index, cell in enumerate(cells):
-        if not (isinstance(cell, dict) and isinstance(cell.get("cell_id"), str)
-                and isinstance(cell.get("settings", {}), dict)):
-            raise RunDirError(f"{path}: cells[{index}]: expected an object with cell_id and settings")
-    for name in ("scenario", "target", "servers"):
-        expected = list if name == "servers" else dict
-        if manifest.get(name) is not None and not isinstance(manifest[name], expected):
-            raise RunDirError(f"{path}: {name}: expected a {'list' if expected is list else 'JSON object'}")
-    return manifest
 
 
 def _read_parquet(path: Path, required: bool = False) -> pd.DataFrame | None:

@@ -22,6 +22,7 @@ import pandas as pd
 from bench.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
+from bench.manifest import Manifest
 from bench.records import MANIFEST_FILE, load_run
 
 FORMAT = "bench-baseline"
@@ -76,26 +77,26 @@ def settings_key(settings: dict[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def _environment(manifest: dict[str, Any]) -> dict[str, Any]:
-    target = manifest.get("target") or {}
-    gpu = manifest.get("gpu")
+def _environment(manifest: Manifest) -> dict[str, Any]:
+    target = manifest.target.model_dump(mode="json")
+    gpu = manifest.gpu
     gpu_name = None
     if isinstance(gpu, dict):
         gpu_name = gpu.get("name") or (gpu.get("devices") or [{}])[0].get("name")
     elif isinstance(gpu, list) and gpu:
         gpu_name = gpu[0].get("name") if isinstance(gpu[0], dict) else str(gpu[0])
     return {
-        "run_id": manifest.get("run_id"),
-        "scenario": (manifest.get("scenario") or {}).get("name"),
-        "started_at": manifest.get("started_at"),
-        "bench_version": manifest.get("bench_version"),
+        "run_id": manifest.run_id,
+        "scenario": manifest.scenario.get("name"),
+        "started_at": manifest.started_at,
+        "bench_version": manifest.bench_version,
         "target_kind": target.get("kind"),
         "target_version": target.get("version"),
         "gpu": gpu_name,
-        "host": manifest.get("host"),
-        "status": manifest.get("status"),
+        "host": manifest.host.model_dump(mode="json"),
+        "status": manifest.status,
         # The scenario's `gates:` travel with the baseline, so `bench compare` can use them.
-        "gates": (manifest.get("scenario") or {}).get("gates") or {},
+        "gates": manifest.scenario.get("gates") or {},
     }
 
 
@@ -134,11 +135,11 @@ def baseline_from_run(run_dir: str | Path) -> Baseline:
         requests = requests[requests["phase"].fillna("measure") == "measure"]
     by_cell = dict(tuple(requests.groupby("cell_id", sort=False))) if len(requests) else {}
     cells: list[BaselineCell] = []
-    for entry in run.manifest.get("cells", []):
-        cell_requests = by_cell.get(entry["cell_id"])
+    for entry in run.manifest.cells:
+        cell_requests = by_cell.get(entry.cell_id)
         if cell_requests is None or cell_requests.empty:
             continue  # a cell an interrupted run never reached has nothing to compare
-        cells.append(_cell_from_requests(entry["cell_id"], entry.get("settings", {}), cell_requests))
+        cells.append(_cell_from_requests(entry.cell_id, entry.settings, cell_requests))
     if not cells:
         raise RunDirError(f"{run_dir}: no measured requests to compare")
     return Baseline(str(run_dir), _environment(run.manifest), cells)

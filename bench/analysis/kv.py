@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from bench.errors import TargetError, UsageError
+from bench.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
 
 CacheType = Literal["f16", "q8_0", "q4_0"]
@@ -601,8 +602,8 @@ def _ratio(estimate: float | None, measured: float | None) -> float | None:
     return None if estimate is None or not measured else estimate / measured
 
 
-def _arch_for(manifest: dict[str, Any], model: str) -> ModelArch | None:
-    shown = (manifest.get("models") or {}).get(model) or {}
+def _arch_for(manifest: Manifest, model: str) -> ModelArch | None:
+    shown = manifest.models.get(model) or {}
     model_info = shown.get("model_info")
     if not model_info:
         return None
@@ -675,7 +676,7 @@ def analyze_run(run: Run) -> dict[str, Any]:
         groups.append(analyze_group(group_points, _arch_for(run.manifest, model), cache_type))
     return {
         "schema_version": KV_SCHEMA_VERSION,
-        "run_id": run.manifest.get("run_id"),
+        "run_id": run.manifest.run_id,
         "groups": groups,
         "notes": notes,
     }

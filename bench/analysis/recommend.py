@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
+from bench.manifest import Manifest
 from bench.records import Run
 
 SETTING = "OLLAMA_NUM_PARALLEL"
@@ -66,9 +67,9 @@ def parse_slo(text: str) -> Slo:
     return Slo(name.strip(), column, threshold, higher_is_better(column))
 
 
-def scenario_slos(manifest: dict[str, Any]) -> tuple[Slo, ...]:
+def scenario_slos(manifest: Manifest) -> tuple[Slo, ...]:
     """The SLOs the run's scenario declared (`slos:`), parsed like --slo."""
-    declared = (manifest.get("scenario") or {}).get("slos") or {}
+    declared = manifest.scenario.get("slos") or {}
     return tuple(parse_slo(f"{metric}={value}") for metric, value in declared.items())
 
 

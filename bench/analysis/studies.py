@@ -52,13 +52,13 @@ def keep_alive_seconds(value: Any) -> float:
 
 
 def _server_of_cells(run: Run) -> dict[str, int | None]:
-    return {cell["cell_id"]: cell.get("server_id") for cell in run.manifest.get("cells", [])}
+    return {cell.cell_id: cell.server_id for cell in run.manifest.cells}
 
 
 def _server_entry(run: Run, server_id: int | None) -> dict[str, Any]:
-    for server in run.manifest.get("servers", []) or []:
-        if server.get("server_id") == server_id:
-            return dict(server)
+    for server in run.manifest.servers:
+        if server.server_id == server_id:
+            return server.model_dump(mode="json")
     return {}
 
 
@@ -72,8 +72,8 @@ def time_scale(run: Run, server_id: int | None) -> float:
     for flag, value in zip(command, command[1:]):
         if flag == "--speed":
             return float(value)
-    scenario = run.manifest.get("scenario") or {}
-    if (run.manifest.get("target") or {}).get("kind") == "sim":
+    scenario = run.manifest.scenario
+    if run.manifest.target.kind == "sim":
         return float((scenario.get("sim") or {}).get("speed") or 1.0)
     return 1.0
 

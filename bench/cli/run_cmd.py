@@ -228,9 +228,9 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
 
     given: Scenario | None = load_scenario(scenario_file) if scenario_file is not None else None
     point = load_resume_point(run_dir, given, str(scenario_file or ""))
-    total = len(point.manifest["cells"])
+    total = len(point.manifest.cells)
     remaining = total - len(point.complete_cells)
-    if remaining == 0 and point.manifest.get("status") == "complete":
+    if remaining == 0 and point.manifest.status == "complete":
         click.echo(f"nothing to resume: every cell of {run_dir} is complete")
         return
     if remaining == 0:
@@ -243,13 +243,13 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
 
 
 def _exit_for(result: RunResult) -> None:
-    baseline = result.manifest.get("baseline")
+    baseline = result.manifest.baseline
     regressed = bool(baseline) and result.status == "complete" and gate_run(Path(baseline), result.run_dir)
     if result.status == "failed":
         sys.exit(EXIT_FAILED)
     if result.status == "partial":
         sys.exit(EXIT_INTERRUPTED if result.interrupted else EXIT_PARTIAL)
-    broken = [t for t in result.manifest.get("thresholds") or [] if not t.get("passed")]
+    broken = [t for t in result.manifest.thresholds or [] if not t.get("passed")]
     if regressed or broken:
         sys.exit(EXIT_REGRESSED)  # 1: a gate regressed or a threshold is broken
 

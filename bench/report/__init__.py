@@ -52,13 +52,13 @@ def render_report(runs: Sequence[Run]) -> str:
     sections = build_sections(views)
     if len(views) == 1:
         manifest = views[0].manifest
-        scenario = manifest.get("scenario") or {}
+        scenario = manifest.scenario
         title = f"bench report: {scenario.get('name') or views[0].label}"
-        subtitle_parts = [f"run {views[0].label}", str(manifest.get("status") or "unknown status"),
-                          str(manifest.get("started_at") or ""), str(scenario.get("description") or "")]
+        subtitle_parts = [f"run {views[0].label}", str(manifest.status or "unknown status"),
+                          str(manifest.started_at or ""), str(scenario.get("description") or "")]
     else:
         title = f"bench comparison: {views[0].label} (baseline) against " + ", ".join(v.label for v in views[1:])
-        subtitle_parts = [f"{v.label}: {v.manifest.get('status') or 'unknown'}, {v.manifest.get('started_at') or ''}"
+        subtitle_parts = [f"{v.label}: {v.manifest.status or 'unknown'}, {v.manifest.started_at or ''}"
                           for v in views]
     subtitle = " · ".join(part for part in subtitle_parts if part)
     sources = ", ".join(str(v.run.path) for v in views)

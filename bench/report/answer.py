@@ -9,6 +9,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.analysis.recommend import Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures
 from bench.records import RECOMMENDATION_JSON
+from bench.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
 from bench.report.page import Note, Section, Table, Warnings
@@ -124,7 +125,7 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 def _speed_note(view: RunView, prefix: str) -> Note | None:
     from bench.analysis.studies import time_scale
 
-    server_ids = {clean(c.get("server_id")) for c in view.manifest.get("cells", [])} or {None}
+    server_ids = {c.server_id for c in view.manifest.cells} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})
     if not speeds:
         return None
@@ -196,16 +197,15 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
     """Everything that makes the figures less trustworthy, one line each."""
     notes: list[Note] = []
     manifest = view.manifest
-    status = manifest.get("status")
+    status = manifest.status
     if status and status != "complete":
-        pending = [c.get("label") or c.get("cell_id") for c in manifest.get("cells", [])
-                   if c.get("status") != "complete"]
+        pending = [c.label or c.cell_id for c in manifest.cells if c.status != "complete"]
         notes.append(Note(f"{prefix}The run is {status}: {len(pending)} cell(s) did not complete"
                           + (f" ({', '.join(str(p) for p in pending[:6])}{', …' if len(pending) > 6 else ''})" if pending else "")
                           + ".", "error"))
-    client = manifest.get("client") or {}
-    if client.get("saturated"):
-        lag = client.get("dispatch_lag_p99_s")
+    client = manifest.client
+    if client is not None and client.saturated:
+        lag = client.dispatch_lag_p99_s
         notes.append(Note(f"{prefix}bench's own client was saturated (dispatch lag p99 {fmt.seconds(lag)}): "
                           "the load generator, not the server, may have limited throughput.", "error"))
     cells = view.cells
@@ -219,7 +219,7 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
     if len(cells) and "requests" in cells and int(cells["requests"].sum()) == 0:
         notes.append(Note(f"{prefix}No measured request was recorded.", "error"))
     elif len(cells) and "requests" in cells and (cells["requests"] == 0).any():
-        skipped = {c.get("cell_id") for c in manifest.get("cells", []) if c.get("status") == "skipped"}
+        skipped = {c.cell_id for c in manifest.cells if c.status == "skipped"}
         unmeasured = (cells["requests"] == 0) & ~cells.index.isin(list(skipped))
         empty = [str(label) for label in cells.loc[unmeasured, "label"]]
         if empty:
@@ -232,16 +232,16 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
     return notes
 
 
-def _adaptive_notes(manifest: dict[str, Any], prefix: str) -> list[Note]:
+def _adaptive_notes(manifest: Manifest, prefix: str) -> list[Note]:
     """An adaptive run (bench run --adaptive): every skip, and every cell that hit its maximum."""
-    adaptive = manifest.get("adaptive") or {}
+    adaptive = manifest.adaptive or {}
     notes = [Note(f"{prefix}skipped: {skip.get('reason')}", "info") for skip in adaptive.get("skips") or []]
-    stopped = [c for c in manifest.get("cells", []) if isinstance(c.get("stop"), dict)]
+    stopped = [c for c in manifest.cells if c.stop is not None]
     for cell in stopped:
-        if not cell["stop"].get("met"):
-            notes.append(Note(f"{prefix}{cell.get('label')}: {cell['stop'].get('reason')}", "warning"))
+        if not cell.stop.get("met"):
+            notes.append(Note(f"{prefix}{cell.label}: {cell.stop.get('reason')}", "warning"))
     if stopped:
-        met = sum(1 for c in stopped if c["stop"].get("met"))
+        met = sum(1 for c in stopped if c.stop.get("met"))
         notes.append(Note(f"{prefix}stop_when met in {met} of {len(stopped)} cells; the target was busy "
                           f"{adaptive.get('target_busy_s', 0):.1f} s.", "info"))
     return notes

@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
+from bench.manifest import Manifest
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
@@ -46,7 +47,7 @@ class RunView:
     varying: tuple[str, ...]  # settings that differ between this run's cells
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self.run.manifest
 
 
@@ -63,7 +64,7 @@ describe_settings = plan.describe_cell
 def _unique_labels(runs: list[Run]) -> list[str]:
     labels: list[str] = []
     for index, run in enumerate(runs):
-        label = str(run.manifest.get("run_id") or run.path.name or f"run {index + 1}")
+        label = str(run.manifest.run_id or run.path.name or f"run {index + 1}")
         while label in labels:
             label = f"{label} ({index + 1})"
         labels.append(label)
@@ -83,7 +84,7 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     cells["cell_id"] = cells["cell_id"].astype(str)
     cells = cells.set_index("cell_id", drop=False).rename_axis(None)
     varying = varying_settings(cells)
-    manifest_labels = {str(c.get("cell_id")): c.get("label") for c in run.manifest.get("cells", [])}
+    manifest_labels = run.manifest.cell_labels()
     labels = []
     for cell_id, settings in cells.iterrows():
         label = manifest_labels.get(str(cell_id)) or plan.cell_label(settings.to_dict(), varying)
@@ -107,9 +108,9 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     return cells, varying
 
 
-def scenario_percentiles(manifest: dict[str, Any]) -> tuple[float, ...]:
+def scenario_percentiles(manifest: Manifest) -> tuple[float, ...]:
     """The percentiles the run's scenario chose (p50/p90/p95/p99 when it chose none)."""
-    chosen = (manifest.get("scenario") or {}).get("percentiles")
+    chosen = manifest.scenario.get("percentiles")
     try:
         return tuple(float(p) for p in chosen) if chosen else tuple(float(p) for p in PERCENTILES)
     except (TypeError, ValueError):
@@ -227,9 +228,9 @@ def gpu_capacity(view: RunView) -> tuple[float, str] | None:
     gpu = view.run.gpu
     if gpu is not None and len(gpu) and "mem_total_bytes" in gpu and gpu["mem_total_bytes"].notna().any():
         return float(gpu["mem_total_bytes"].max()), "GPU memory (NVML)"
-    for server in view.manifest.get("servers") or []:
-        log = view.run.path / str(server.get("log") or "")
-        if not server.get("log") or not log.is_file():
+    for server in view.manifest.servers:
+        log = view.run.path / str(server.log or "")
+        if not server.log or not log.is_file():
             continue
         with log.open(encoding="utf-8", errors="replace") as text:
             match = _SIM_GPU_LINE.search(text.readline())
@@ -244,7 +245,7 @@ def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tu
     requests = view.requests
     if requests.empty or setting not in view.cells or "sent_s" not in requests:
         return []
-    server_of = {str(c.get("cell_id")): c.get("server_id") for c in view.manifest.get("cells", [])}
+    server_of = {c.cell_id: c.server_id for c in view.manifest.cells}
     spans: list[tuple[float, float, str]] = []
     frame = requests.assign(server_id=requests["cell_id"].map(server_of))
     for server_id, group in frame.groupby("server_id", sort=False):

@@ -8,6 +8,7 @@ import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
 from bench.report import formatting as fmt
+from bench.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
 
@@ -24,36 +25,35 @@ def build(views: list[RunView]) -> Section:
         servers = _servers(view, suffix)
         if servers is not None:
             blocks.append(servers)
-        scenario = view.manifest.get("scenario")
+        scenario = view.manifest.scenario
         if scenario:
             blocks.append(Preformatted(_as_yaml(scenario), caption=f"Scenario as run "
-                                       f"({view.manifest.get('scenario_path') or 'resolved'}){suffix}"))
+                                       f"({view.manifest.scenario_path or 'resolved'}){suffix}"))
     return Section("environment", "Environment", "What was measured, on what, with which settings.", tuple(blocks))
 
 
 def _facts(view: RunView, suffix: str) -> Table:
     manifest = view.manifest
-    target = manifest.get("target") or {}
-    host = manifest.get("host") or {}
-    client = manifest.get("client") or {}
+    target, host = manifest.target, manifest.host
+    client = manifest.client or ClientRecord()
     rows = [
-        ("run", fmt.text(manifest.get("run_id"))),
-        ("status", fmt.text(manifest.get("status"))),
-        ("started / ended", f"{fmt.text(manifest.get('started_at'))} / {fmt.text(manifest.get('ended_at'))}"),
-        ("bench version", fmt.text(manifest.get("bench_version"))),
-        ("server", f"{fmt.text(target.get('kind'))} at {fmt.text(target.get('base_url'))}"),
-        ("server version", fmt.text(target.get("server") or target.get("version"))),
-        ("fields read with", semantics_for(target.get("version")).describe()),
-        ("GPU", _gpu(manifest.get("gpu"), _simulated_gpus(manifest))),
+        ("run", fmt.text(manifest.run_id)),
+        ("status", fmt.text(manifest.status)),
+        ("started / ended", f"{fmt.text(manifest.started_at)} / {fmt.text(manifest.ended_at)}"),
+        ("bench version", fmt.text(manifest.bench_version)),
+        ("server", f"{fmt.text(target.kind)} at {fmt.text(target.base_url)}"),
+        ("server version", fmt.text(target.server or target.version)),
+        ("fields read with", semantics_for(target.version).describe()),
+        ("GPU", _gpu(manifest.gpu, _simulated_gpus(manifest))),
         *(_speed_rows(view)),
-        ("host", f"{fmt.text(host.get('hostname'))}: {fmt.text(host.get('platform'))}, "
-                 f"Python {fmt.text(host.get('python'))}, {fmt.text(host.get('cpu_count'))} CPUs"),
-        ("load generator", f"{fmt.text(manifest.get('workers') or 1)} worker(s), CPU {fmt.text(client.get('cpu_s'))} s, "
-                           f"dispatch lag p99 {fmt.seconds(client.get('dispatch_lag_p99_s'))}, "
-                           f"saturated: {'yes' if client.get('saturated') else 'no'}"),
+        ("host", f"{fmt.text(host.hostname)}: {fmt.text(host.platform)}, "
+                 f"Python {fmt.text(host.python)}, {fmt.text(host.cpu_count)} CPUs"),
+        ("load generator", f"{fmt.text(manifest.workers or 1)} worker(s), CPU {fmt.text(client.cpu_s)} s, "
+                           f"dispatch lag p99 {fmt.seconds(client.dispatch_lag_p99_s)}, "
+                           f"saturated: {'yes' if client.saturated else 'no'}"),
         ("run directory", str(view.run.path)),
     ]
-    rows += [("note", str(note)) for note in manifest.get("notes") or []]
+    rows += [("note", str(note)) for note in manifest.notes]
     return Table(("", ""), tuple(rows), caption=f"Run{suffix}")
 
 
@@ -73,11 +73,11 @@ def _flag(args: list[str], name: str) -> str | None:
     return None
 
 
-def _simulated_gpus(manifest: dict[str, Any]) -> list[str]:
+def _simulated_gpus(manifest: Manifest) -> list[str]:
     """`simulated l4 (24GiB)` for every bench sim server of the run (its --gpu / --gpu-memory)."""
     described: list[str] = []
-    for server in manifest.get("servers") or []:
-        args = _sim_args(server.get("command") or [])
+    for server in manifest.servers:
+        args = _sim_args(server.command)
         if args is None:
             continue
         gpu = _flag(args, "--gpu") or "rtx4090"  # bench sim's default profile
@@ -92,8 +92,7 @@ def _speed_rows(view: RunView) -> list[tuple[str, str]]:
     """The simulator's speed per server: every duration is 1/speed of the modelled GPU's."""
     from bench.analysis.studies import time_scale
 
-    servers = view.manifest.get("servers") or []
-    sim_ids = [s.get("server_id") for s in servers if _sim_args(s.get("command") or []) is not None]
+    sim_ids = [s.server_id for s in view.manifest.servers if _sim_args(s.command) is not None]
     if not sim_ids:
         return []
     speeds = sorted({time_scale(view.run, server_id) for server_id in sim_ids})
@@ -121,7 +120,7 @@ def _gpu(gpu: Any, simulated: list[str] | None = None) -> str:
 
 
 def _models(view: RunView, suffix: str) -> Table | None:
-    models = view.manifest.get("models") or {}
+    models = view.manifest.models
     if not models:
         return None
     rows = []
@@ -139,13 +138,13 @@ def _models(view: RunView, suffix: str) -> Table | None:
 
 
 def _servers(view: RunView, suffix: str) -> Table | None:
-    servers = view.manifest.get("servers") or []
+    servers = view.manifest.servers
     if not servers:
         return None
-    rows = tuple((fmt.text(s.get("server_id")),
-                  " ".join(f"{k}={v}" for k, v in (s.get("env") or {}).items()) or fmt.DASH,
-                  " ".join(str(part) for part in s.get("command") or []) or fmt.DASH,
-                  fmt.text(s.get("log"))) for s in servers)
+    rows = tuple((fmt.text(s.server_id),
+                  " ".join(f"{k}={v}" for k, v in s.env.items()) or fmt.DASH,
+                  " ".join(str(part) for part in s.command) or fmt.DASH,
+                  fmt.text(s.log)) for s in servers)
     return Table(("server", "environment", "command", "log"), rows, caption=f"Servers started by bench{suffix}")
 
 

@@ -29,7 +29,7 @@ def build(views: list[RunView]) -> Section | None:
                                  "(and the server process's own share when bench started the server)."))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
-            semantics = semantics_for((view.manifest.get("target") or {}).get("version"))
+            semantics = semantics_for(view.manifest.target.version)
             what = ("the buffers llama-server allocated (weights, KV cache, compute, output); with every layer on "
                     "the GPU size equals size_vram" if semantics.llama_server else
                     "Ollama's estimate (weights + KV cache + compute graph)")
@@ -54,7 +54,7 @@ def build(views: list[RunView]) -> Section | None:
 
 def _training_contexts(view: RunView) -> dict[str, int]:
     contexts: dict[str, int] = {}
-    for name, shown in (view.manifest.get("models") or {}).items():
+    for name, shown in view.manifest.models.items():
         info = (shown or {}).get("model_info") or {}
         arch = info.get("general.architecture")
         value = info.get(f"{arch}.context_length") if arch else None

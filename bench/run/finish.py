@@ -8,7 +8,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.console import Console
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load import client_health
+from bench.manifest import Manifest
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
 from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
@@ -33,11 +34,11 @@ class RunResult:
     run_dir: Path
     status: str  # complete | partial | failed
     summary: pd.DataFrame | None
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def interrupted(self) -> bool:
-        return str(self.manifest.get("stop_reason", "")).startswith("interrupted")
+        return self.manifest.interrupted
 
 
 def write_scenario_yaml(run: ResolvedRun) -> None:
@@ -74,7 +75,7 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
     if run.scenario.thresholds:
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
                                        run.scenario.threshold_limits(), state.labels)
-        loop.manifest.update(thresholds=[verdict.to_dict() for verdict in verdicts])
+        loop.manifest.manifest.thresholds = [verdict.to_dict() for verdict in verdicts]
     sweeps = write_sweep(run.run_dir, summary, [{"cell_id": c.cell_id, **c.settings} for c in run.cells],
                          loop.sweep.slos)
     loop.write_manifest(status, ended=True)

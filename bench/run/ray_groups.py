@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from bench.errors import UsageError
+from bench.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter, RequestRecord, read_json
 from bench.run.resolve import ResolvedRun, RunOptions
@@ -125,12 +126,12 @@ class RayCellLoop(CellLoop):
         self._ps_tables: list[pa.Table] = []
         self.manifest.annotators.append(self._annotate_nodes)
 
-    def _annotate_nodes(self, manifest: dict[str, Any]) -> None:
-        for cell in manifest["cells"]:
-            node = self.cell_node.get(cell["cell_id"])
+    def _annotate_nodes(self, manifest: Manifest) -> None:
+        for cell in manifest.cells:
+            node = self.cell_node.get(cell.cell_id)
             if node is not None:
-                cell["node"] = node
-        manifest["ray"] = {"address": self.run.ray_address or "local"}
+                cell.node = node
+        manifest.ray = {"address": self.run.ray_address or "local"}
 
     def _groups(self) -> dict[int, list[Cell]]:
         groups: dict[int, list[Cell]] = {}
@@ -220,36 +221,36 @@ class RayCellLoop(CellLoop):
 
     def _merge(self, cells: list[Cell], result: dict[str, Any]) -> None:
         """One group's results into the driver's run: cell states, servers and logs, telemetry."""
-        manifest = result["manifest"]
+        manifest = Manifest.model_validate(result["manifest"])
         offset = len(self.targets.servers)
-        for server in manifest.get("servers") or []:
-            log_name = f"server-{offset + int(server['server_id'])}.log"
-            text = result["logs"].get(server.get("log") or "", "")
+        for server in manifest.servers:
+            log_name = f"server-{offset + server.server_id}.log"
+            text = result["logs"].get(server.log or "", "")
             (self.run.run_dir / log_name).write_text(text, encoding="utf-8")
-            self.targets.servers.append({**server, "server_id": offset + int(server["server_id"]),
+            self.targets.servers.append({**server.model_dump(mode="json"), "server_id": offset + server.server_id,
                                          "log": log_name, "node": result["node"]})
-        by_id = {cell["cell_id"]: cell for cell in manifest.get("cells") or []}
+        by_id = {cell.cell_id: cell for cell in manifest.cells}
         for cell in cells:
-            stored = by_id.get(cell.cell_id, {})
-            self.state.cell_status[cell.cell_id] = str(stored.get("status") or "partial")
-            server_id = stored.get("server_id")
-            self.state.cell_server[cell.cell_id] = None if server_id is None else offset + int(server_id)
+            stored = by_id.get(cell.cell_id)
+            self.state.cell_status[cell.cell_id] = stored.status if stored is not None else "partial"
+            server_id = stored.server_id if stored is not None else None
+            self.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
             self.cell_node[cell.cell_id] = result["node"]
-            if isinstance(stored.get("stop"), dict):
-                self.study.verdicts[cell.cell_id] = stored["stop"]
-            if stored.get("skip_reason") and self.study.pruner is not None:
-                self.study.pruner.skipped[cell.cell_id] = stored["skip_reason"]
-        self.study.earlier_skips.extend((manifest.get("adaptive") or {}).get("skips") or [])
+            if stored is not None and stored.stop is not None:
+                self.study.verdicts[cell.cell_id] = stored.stop
+            if stored is not None and stored.skip_reason and self.study.pruner is not None:
+                self.study.pruner.skipped[cell.cell_id] = stored.skip_reason
+        self.study.earlier_skips.extend((manifest.adaptive or {}).get("skips") or [])
         # What the task's own run learnt about its server: version, models, transport, calibration.
-        if manifest.get("targets"):
-            self.manifest.manifest.setdefault("targets", {}).update(manifest["targets"])
-        self.manifest.manifest.setdefault("models", {}).update(manifest.get("models") or {})
-        if manifest.get("transport"):
-            self.manifest.update(transport=manifest["transport"])
-        target = manifest.get("target") or {}
-        if target.get("version") and not self.manifest.manifest["target"].get("version"):
-            self.manifest.manifest["target"]["version"] = target["version"]
-        for note in manifest.get("notes") or []:
+        driver = self.manifest.manifest
+        if manifest.targets:
+            driver.targets = {**(driver.targets or {}), **manifest.targets}
+        driver.models.update(manifest.models)
+        if manifest.transport:
+            driver.transport = manifest.transport
+        if manifest.target.version and not driver.target.version:
+            driver.target.version = manifest.target.version
+        for note in manifest.notes:
             self.state.add_note(note)
         if result.get("ps"):
             self._ps_tables.append(pq.read_table(io.BytesIO(result["ps"])))

@@ -158,12 +158,12 @@ def _with_resume(options: RunOptions) -> RunOptions:
     point = options.resume
     if point is None:
         return options
-    stored_baseline, stored_path = point.manifest.get("baseline"), point.manifest.get("scenario_path")
-    stored = point.manifest.get("options") or {}
+    stored_baseline, stored_path = point.manifest.baseline, point.manifest.scenario_path
+    stored = point.manifest.options
     return dataclasses.replace(
         options,
         # A resumed study keeps its adaptivity: the same stop rule and pruning as it began with.
-        adaptive=bool(stored.get("adaptive")), full_grid=bool(stored.get("full_grid")),
+        adaptive=stored.adaptive, full_grid=stored.full_grid,
         scenario_path=Path(stored_path) if stored_path else None,
         target=options.target or point.target, overrides=point.overrides,
         sim_speed=options.sim_speed or point.sim_speed,

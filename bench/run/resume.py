@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 import pandas as pd
+from pydantic import ValidationError
 
 from bench.atomic import write_atomically
 from bench.errors import UsageError
+from bench.manifest import Manifest
 from bench.plan import Cell, Overrides, plan_cells
 from bench.prompts import Calibration
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL
@@ -37,7 +39,7 @@ class ResumePoint:
     """A run directory as the resumed session picks it up."""
 
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     scenario: Scenario
     overrides: Overrides
     target: str | None  # the --target the run was started with
@@ -48,7 +50,7 @@ class ResumePoint:
         """The prompt calibrations of the earlier session, so re-run cells get the same prompts."""
         known = {f.name for f in fields(Calibration)}
         restored = {}
-        for key, payload in (self.manifest.get("calibration") or {}).items():
+        for key, payload in self.manifest.calibration.items():
             # The key is model/surface/endpoint and a model name may itself contain "/".
             parts = key.rsplit("/", 2)
             if len(parts) != 3 or not isinstance(payload, dict):
@@ -63,27 +65,30 @@ def _refuse(run_dir: Path, why: str) -> UsageError:
     return UsageError(f"--resume {run_dir}: {why}")
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
+def _read_manifest(run_dir: Path) -> Manifest:
     if not run_dir.is_dir():
         raise _refuse(run_dir, "no such directory")
     path = run_dir / MANIFEST_FILE
     if not path.is_file():
         raise _refuse(run_dir, "not a bench run (no manifest.json)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _refuse(run_dir, f"manifest.json is unreadable ({type(error).__name__})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("scenario"), dict) \
-            or not isinstance(manifest.get("cells"), list):
+    if not isinstance(payload, dict) or not isinstance(payload.get("scenario"), dict) \
+            or not isinstance(payload.get("cells"), list):
         raise _refuse(run_dir, "not a bench run (manifest.json has no scenario or cells)")
-    return manifest
-
-
-def _stored_scenario(run_dir: Path, manifest: dict[str, Any]) -> Scenario:
-    from pydantic import ValidationError
-
     try:
-        scenario = Scenario.model_validate(manifest["scenario"])
+        return Manifest.model_validate(payload)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise _refuse(run_dir, f"manifest.json: {where}: {first['msg']}") from None
+
+
+def _stored_scenario(run_dir: Path, manifest: Manifest) -> Scenario:
+    try:
+        scenario = Scenario.model_validate(manifest.scenario)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -114,14 +119,14 @@ def _check_same_scenario(run_dir: Path, stored: Scenario, given: Scenario | None
                                "resume without a scenario file, or start a new run")
 
 
-def _overrides(manifest: dict[str, Any]) -> Overrides:
-    stored = (manifest.get("options") or {}).get("overrides") or {}
+def _overrides(manifest: Manifest) -> Overrides:
+    stored = manifest.options.overrides
     known = {f.name for f in fields(Overrides)}
     return Overrides(**{name: value for name, value in stored.items() if name in known})
 
 
-def _check_same_cells(run_dir: Path, manifest: dict[str, Any], cells: list[Cell]) -> None:
-    stored_ids = [cell.get("cell_id") for cell in manifest["cells"] if isinstance(cell, dict)]
+def _check_same_cells(run_dir: Path, manifest: Manifest, cells: list[Cell]) -> None:
+    stored_ids = [cell.cell_id for cell in manifest.cells]
     if stored_ids != [cell.cell_id for cell in cells]:
         raise _refuse(run_dir, "the scenario no longer plans the cells this run holds "
                                "(was it started by another bench version?)")
@@ -134,14 +139,10 @@ def load_resume_point(run_dir: Path, given: Scenario | None = None, given_source
     _check_same_scenario(run_dir, scenario, given, given_source or "the scenario file")
     overrides = _overrides(manifest)
     _check_same_cells(run_dir, manifest, plan_cells(scenario, overrides))
-    complete = frozenset(
-        cell["cell_id"] for cell in manifest["cells"]
-        # A skipped cell (pruned study) was decided, not interrupted: it stays skipped.
-        if isinstance(cell, dict) and cell.get("status") in ("complete", "skipped")
-    )
-    options = manifest.get("options") or {}
+    # A skipped cell (pruned study) was decided, not interrupted: it stays skipped.
+    complete = frozenset(cell.cell_id for cell in manifest.cells if cell.status in ("complete", "skipped"))
     return ResumePoint(run_dir=run_dir, manifest=manifest, scenario=scenario, overrides=overrides,
-                       target=options.get("target"), sim_speed=options.get("sim_speed"),
+                       target=manifest.options.target, sim_speed=manifest.options.sim_speed,
                        complete_cells=complete)
 
 

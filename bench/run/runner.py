@@ -13,7 +13,6 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from rich.console import Console
@@ -62,15 +61,15 @@ class CellLoop:
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
         self.targets = Targets(run)
-        self.clock = (_continued_clock(run.resume.manifest) if run.resume is not None else
-                      _continued_clock({"t0_epoch_s": run.t0_epoch_s}) if run.t0_epoch_s is not None else Clock())
+        # A resumed run, and a Ray task's run, keep the original run's t0: one time axis.
+        self.clock = _continued_clock(run.resume.manifest.t0_epoch_s if run.resume is not None else run.t0_epoch_s)
         self.stop = StopControl()
         self.prompts = run.prompts
         abort_on = run.scenario.abort_on
         self.abort = AbortTracker(abort_on.error_rate, abort_on.consecutive_failures, abort_on.min_requests)
         self.telemetry: TelemetrySession | None = None
         self.progress = RunProgress(console, len(run.cells))
-        self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE, {})
+        self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE)
         self.sweep = SweepTracker(run.scenario.load.sweep, sweep_slos(run.scenario))
         self.study = AdaptiveStudy.for_run(run.scenario, list(run.cells), run.adaptive, run.full_grid)
         self.manifest.annotators.append(self.study.annotate)
@@ -90,14 +89,14 @@ class CellLoop:
             self.write_manifest("running")
             write_scenario_yaml(self.run)
             return
-        stored = {cell["cell_id"]: cell for cell in resume.manifest["cells"]}
+        stored = {cell.cell_id: cell for cell in resume.manifest.cells}
         self.study.pick_up(resume.manifest)
         for cell_id in resume.complete_cells:
             # complete, or skipped by a pruned study (decided, not interrupted)
-            self.state.cell_status[cell_id] = str(stored[cell_id].get("status") or "complete")
-            self.state.cell_server[cell_id] = stored[cell_id].get("server_id")
+            self.state.cell_status[cell_id] = stored[cell_id].status
+            self.state.cell_server[cell_id] = stored[cell_id].server_id
         self.prompts.calibrations.update(resume.calibrations())
-        for note in resume.manifest.get("notes") or []:
+        for note in resume.manifest.notes:
             self.state.add_note(note)
         rerun = [c.cell_id for c in self.run.cells if c.cell_id not in resume.complete_cells]
         self.manifest.manifest = resumed_manifest(resume.manifest, rerun)
@@ -186,10 +185,12 @@ class CellLoop:
         """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
         identity = await identify_server(base_url, self.run.api_key)
-        self.manifest.manifest["target"].update(base_url=base_url, version=identity.version,
-                                                server=identity.name, api=identity.api)
+        target = self.manifest.manifest.target
+        target.base_url, target.version, target.server, target.api = (base_url, identity.version,
+                                                                      identity.name, identity.api)
         if self.run.target_kind == "urls":
-            self.manifest.manifest.setdefault("targets", {})[base_url] = {
+            self.manifest.manifest.targets = self.manifest.manifest.targets or {}
+            self.manifest.manifest.targets[base_url] = {
                 "version": identity.version, "server": identity.name}
         models = sorted({cell.settings["model"] for cell in self.run.cells})
         if identity.is_ollama:
@@ -199,13 +200,13 @@ class CellLoop:
             check_openai_models(base_url, identity, models, {cell.surface for cell in self.run.cells})
             shown = {}
             self.state.add_note(f"{identity.name} is not Ollama: /api/version and /api/ps probes skipped")
-        self.manifest.update(models={
+        self.manifest.manifest.models = {
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
-        })
+        }
         self._start_or_move_telemetry(base_url if identity.is_ollama else None)
         max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.run.cells)
         transport = resolve_transport(self.run.transport, base_url)
-        self.manifest.update(transport=transport)  # what measured, not what was asked ("auto")
+        self.manifest.manifest.transport = transport  # what measured, not what was asked ("auto")
         self.write_manifest("running")
         return make_http_client(base_url, self.run.api_key, max_in_flight,
                                 timeout_s=self.run.scenario.load.timeout_s, transport=transport)
@@ -216,7 +217,7 @@ class CellLoop:
             return
         self.telemetry = start_telemetry(self.run.run_dir, self.clock.t0, base_url, self.targets.pids(),
                                          ps_headers=auth_headers(self.run.api_key))
-        self.manifest.update(gpu=self.telemetry.gpu_info)
+        self.manifest.manifest.gpu = self.telemetry.gpu_info
 
     async def _calibrate(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
         async def send_probe(spec: RequestSpec) -> RequestRecord:
@@ -310,7 +311,7 @@ class CellLoop:
     def _worker_plans(self, cell: Cell, load: CellLoad, http: httpx.AsyncClient) -> list[CellWorkerPlan]:
         """The cell's load in --workers shares, each with what a fresh process needs."""
         scenario = self.run.scenario.model_dump(mode="json")
-        transport = str(self.manifest.manifest.get("transport") or self.run.transport)
+        transport = self.manifest.manifest.transport or self.run.transport
         return [CellWorkerPlan(scenario=scenario, cell=cell, load=share,
                                calibrations=dict(self.prompts.calibrations),
                                base_url=str(http.base_url).rstrip("/"), api_key=self.run.api_key,
@@ -376,12 +377,12 @@ def _cell_load(cell: Cell, scenario: Scenario) -> CellLoad:
     )
 
 
-def _continued_clock(manifest: dict[str, Any]) -> Clock:
-    """A clock whose t0 is the original run's, so every session's times share one axis."""
-    t0_epoch_s = manifest.get("t0_epoch_s")
-    if not isinstance(t0_epoch_s, (int, float)):
+def _continued_clock(t0_epoch_s: float | None) -> Clock:
+    """A clock whose t0 is the original run's (wall time `t0_epoch_s`), so every session's times
+    share one axis; a fresh clock when there is none."""
+    if t0_epoch_s is None:
         return Clock()
-    return Clock(time.monotonic() - (time.time() - float(t0_epoch_s)))
+    return Clock(time.monotonic() - (time.time() - t0_epoch_s))
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:

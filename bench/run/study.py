@@ -14,6 +14,7 @@ import httpx
 
 from bench.analysis.pruning import Skip
 from bench.analysis.stopping import StopRule, StopVerdict
+from bench.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RequestRecord
 from bench.run.adaptive import CellStopper
@@ -117,29 +118,28 @@ class AdaptiveStudy:
         self.verdicts[cell.cell_id] = {**verdict.to_json(), "evaluations": stopper.judged}
         return verdict
 
-    def pick_up(self, manifest: dict[str, Any]) -> None:
+    def pick_up(self, manifest: Manifest) -> None:
         """A resumed run keeps the earlier session's verdicts and skips (skipped cells stay skipped)."""
-        for cell in manifest.get("cells") or []:
-            if isinstance(cell, dict) and isinstance(cell.get("stop"), dict):
-                self.verdicts[cell["cell_id"]] = cell["stop"]
-            if self.pruner is not None and isinstance(cell, dict) and cell.get("status") == "skipped":
-                self.pruner.skipped[cell["cell_id"]] = str(cell.get("skip_reason") or "skipped")
-        self.earlier_skips = [s for s in (manifest.get("adaptive") or {}).get("skips") or []
-                              if isinstance(s, dict)]
+        for cell in manifest.cells:
+            if cell.stop is not None:
+                self.verdicts[cell.cell_id] = cell.stop
+            if self.pruner is not None and cell.status == "skipped":
+                self.pruner.skipped[cell.cell_id] = cell.skip_reason or "skipped"
+        self.earlier_skips = [s for s in (manifest.adaptive or {}).get("skips") or [] if isinstance(s, dict)]
 
-    def annotate(self, manifest: dict[str, Any]) -> None:
+    def annotate(self, manifest: Manifest) -> None:
         """Write each cell's stop verdict / skip reason and the study's settings into the manifest."""
         if not self.active:
             return
-        for cell in manifest.get("cells") or []:
-            verdict = self.verdicts.get(cell["cell_id"])
+        for cell in manifest.cells:
+            verdict = self.verdicts.get(cell.cell_id)
             if verdict is not None:
-                cell["stop"] = verdict
-            reason = self.skip_reason_by_id(cell["cell_id"])
-            if reason is not None and cell.get("status") in ("skipped", "pending"):
-                cell["skip_reason"] = reason
+                cell.stop = verdict
+            reason = self.skip_reason_by_id(cell.cell_id)
+            if reason is not None and cell.status in ("skipped", "pending"):
+                cell.skip_reason = reason
         skips = self.earlier_skips + ([s.to_json() for s in self.pruner.skips] if self.pruner else [])
-        manifest["adaptive"] = {
+        manifest.adaptive = {
             "stop_when": None if self.rule is None else {
                 "within": self.rule.within, "confidence": self.rule.confidence,
                 "min_requests": self.rule.min_requests, "max_requests": self.rule.max_requests,

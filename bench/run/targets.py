@@ -40,7 +40,7 @@ class Targets:
         self.servers: list[dict[str, Any]] = []
         if run.resume is not None:
             # Server ids (and server-<n>.log names) continue where the last session stopped.
-            self.servers = list(run.resume.manifest.get("servers") or [])
+            self.servers = [server.model_dump(mode="json") for server in run.resume.manifest.servers]
         self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
 
     def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:

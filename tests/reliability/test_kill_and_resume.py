@@ -58,7 +58,7 @@ def test_kill_9_keeps_every_request_the_client_had_received(sim, tmp_path: Path)
     done_before_kill = sum(1 for row in json_lines(emit_log)
                            if row["chunk_index"] == MAX_TOKENS and row["t_monotonic_s"] < killed_at)
     run = load_run(out)  # the directory loads: manifest, JSONL (no parquet: it never finished)
-    assert run.manifest["status"] == "running"
+    assert run.manifest.status == "running"
     rows = run.requests[run.requests["phase"] == "measure"]
     assert rows["error_class"].isna().all()
     # Each record is flushed when its request ends: at most the two requests in flight at the kill
@@ -70,10 +70,10 @@ def test_kill_9_keeps_every_request_the_client_had_received(sim, tmp_path: Path)
     result = bench("run", "--resume", str(out), "--no-report")
     assert result.returncode == 0, result.stdout + result.stderr
     resumed = load_run(out)
-    assert resumed.manifest["status"] == "complete"
+    assert resumed.manifest.status == "complete"
     final = resumed.requests[resumed.requests["phase"] == "measure"]
     assert len(final) == 400 and final["error_class"].isna().all()
-    assert resumed.manifest["sessions"][0]["previous_status"] == "running"
+    assert resumed.manifest.sessions[0].previous_status == "running"
 
 
 RESUME_SCENARIO = """\

@@ -99,6 +99,6 @@ def test_short_soak_writes_samples_verdict_and_plot(tmp_path: Path) -> None:
     assert "soak bounded" in result.stdout or "soak GROWING" in result.stdout
     assert (out / "soak-rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = load_run(out)
-    assert run.manifest["status"] == "complete"
+    assert run.manifest.status == "complete"
     # Every request the soak counted is in the run; the verdict's window ends just before the last.
     assert len(run.requests) == soak["samples"][-1]["requests_done"] >= verdict["requests"]

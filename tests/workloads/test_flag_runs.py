@@ -52,8 +52,8 @@ def test_a_flag_only_run_stores_a_scenario_that_reruns_the_same_cells(sim, tmp_p
     again = tmp_path / "again"
     result = invoke("run", str(stored), "--out", str(again), "--no-report")
     assert result.exit_code == 0, result.output
-    first_cells = [c["cell_id"] for c in load_run(first).manifest["cells"]]
-    assert first_cells == [c["cell_id"] for c in load_run(again).manifest["cells"]]
+    first_cells = [c.cell_id for c in load_run(first).manifest.cells]
+    assert first_cells == [c.cell_id for c in load_run(again).manifest.cells]
     assert len(first_cells) == 2
     measured = load_run(again).requests.query("phase == 'measure'")
     assert len(measured) == 8 and measured["error_class"].isna().all()
