@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pandas as pd
@@ -67,10 +68,14 @@ def parse_slo(text: str) -> Slo:
     return Slo(name.strip(), column, threshold, higher_is_better(column))
 
 
+def declared_slos(declared: Mapping[str, Any]) -> tuple[Slo, ...]:
+    """A scenario's `slos:` mapping, parsed like --slo."""
+    return tuple(parse_slo(f"{metric}={value}") for metric, value in declared.items())
+
+
 def scenario_slos(manifest: Manifest) -> tuple[Slo, ...]:
     """The SLOs the run's scenario declared (`slos:`), parsed like --slo."""
-    declared = manifest.scenario.get("slos") or {}
-    return tuple(parse_slo(f"{metric}={value}") for metric, value in declared.items())
+    return declared_slos(manifest.scenario.get("slos") or {})
 
 
 def is_num_parallel_sweep(run: Run) -> bool:

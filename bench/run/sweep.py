@@ -94,6 +94,6 @@ def sweep_slos(scenario: Any) -> tuple[Any, ...]:
     """The scenario's SLOs as bench.analysis.recommend.Slo (a sweep stops on them)."""
     if not scenario.slos:
         return ()
-    from bench.analysis.recommend import scenario_slos
+    from bench.analysis.recommend import declared_slos
 
-    return scenario_slos({"scenario": {"slos": scenario.slos}})
+    return declared_slos(scenario.slos)
