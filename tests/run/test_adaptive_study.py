@@ -40,18 +40,17 @@ def test_adaptive_sizing_study_recommends_the_same_in_at_most_half_the_target_ti
     print(f"target busy: full grid {busy_full_s:.1f} s, adaptive {busy_adaptive_s:.1f} s "
           f"({busy_adaptive_s / busy_full_s:.0%}); recommended NUM_PARALLEL={chosen['full']}")
     assert busy_adaptive_s <= 0.5 * busy_full_s
-    assert adaptive.manifest["adaptive"]["target_busy_s"] == pytest.approx(busy_adaptive_s, rel=1e-3)
+    assert adaptive.manifest.adaptive["target_busy_s"] == pytest.approx(busy_adaptive_s, rel=1e-3)
 
-    cells = adaptive.manifest["cells"]
-    skipped = [c for c in cells if c["status"] == "skipped"]
-    assert skipped and all(c["skip_reason"] for c in skipped)
+    cells = adaptive.manifest.cells
+    skipped = [c for c in cells if c.status == "skipped"]
+    assert skipped and all(c.skip_reason for c in skipped)
     # The spilled setting is skipped at load, all of it, and the reason names it.
-    np16 = [c for c in cells if c["settings"]["OLLAMA_NUM_PARALLEL"] == "16"]
-    assert all(c["status"] == "skipped" and c["skip_reason"].startswith("NP=16 spilled at load")
-               for c in np16)
-    measured = [c for c in cells if c["status"] == "complete"]
-    assert all(c["stop"]["kind"] in ("met", "max") for c in measured)
+    np16 = [c for c in cells if c.settings["OLLAMA_NUM_PARALLEL"] == "16"]
+    assert all(c.status == "skipped" and c.skip_reason.startswith("NP=16 spilled at load") for c in np16)
+    measured = [c for c in cells if c.status == "complete"]
+    assert all(c.stop["kind"] in ("met", "max") for c in measured)
     # A cell that could not meet stop_when stopped at its maximum and says so.
-    assert any(c["stop"]["kind"] == "max" and "not met by the maximum" in c["stop"]["reason"] for c in measured)
-    assert any(note.startswith("skipped: NP=16 spilled at load") for note in adaptive.manifest["notes"])
-    assert "adaptive" not in full.manifest or not full.manifest["adaptive"]
+    assert any(c.stop["kind"] == "max" and "not met by the maximum" in c.stop["reason"] for c in measured)
+    assert any(note.startswith("skipped: NP=16 spilled at load") for note in adaptive.manifest.notes)
+    assert not full.manifest.adaptive

@@ -86,8 +86,8 @@ def test_ray_run_gives_the_sequential_runs_cells_and_recommendation(scenario: Pa
         spans.append((group["sent_s"].min(), group["end_s"].max()))
     assert max(start for start, _ in spans) < min(end for _, end in spans)
     manifest = on_ray.manifest
-    assert manifest["ray"]["address"] == "local" and len(manifest["servers"]) == 2
-    assert all((tmp_path / "ray" / server["log"]).exists() for server in manifest["servers"])
+    assert manifest.ray["address"] == "local" and len(manifest.servers) == 2
+    assert all((tmp_path / "ray" / server.log).exists() for server in manifest.servers)
 
 
 def test_placement_no_node_has_is_refused_in_one_line(scenario: Path, tmp_path: Path) -> None:

@@ -45,12 +45,12 @@ def test_one_run_measures_every_listed_server(sim: Callable[..., str], tmp_path:
     result = CliRunner().invoke(cli, ["run", str(scenario), "--out", str(tmp_path / "run"), "--no-report"])
     assert result.exit_code == 0, result.output
     run = load_run(tmp_path / "run")
-    cells = run.manifest["cells"]
-    assert len(cells) == 4 and all(cell["status"] == "complete" for cell in cells)
-    assert sorted(run.manifest["targets"]) == sorted([first, second])
+    cells = run.manifest.cells
+    assert len(cells) == 4 and all(cell.status == "complete" for cell in cells)
+    assert sorted(run.manifest.targets) == sorted([first, second])
     measured = run.requests[run.requests["phase"] == "measure"]
-    by_target = {url: measured[measured["cell_id"].isin([c["cell_id"] for c in cells
-                                                          if c["settings"]["target"] == url])]
+    by_target = {url: measured[measured["cell_id"].isin([c.cell_id for c in cells
+                                                          if c.settings["target"] == url])]
                  for url in (first, second)}
     assert all(len(frame) == 12 and frame["error_class"].isna().all() for frame in by_target.values())
-    assert all("target=" in cell["label"] for cell in cells)
+    assert all("target=" in cell.label for cell in cells)

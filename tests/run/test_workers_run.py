@@ -62,7 +62,7 @@ def _run(tmp_path: Path, workers: int) -> Path:
 
 def test_two_workers_give_the_same_records_and_summary_as_one(tmp_path: Path) -> None:
     one, two = load_run(_run(tmp_path, 1)), load_run(_run(tmp_path, 2))
-    assert two.manifest["workers"] == 2
+    assert two.manifest.workers == 2
     measured = {name: run.requests[run.requests["phase"] == "measure"] for name, run in (("1", one), ("2", two))}
     assert len(measured["1"]) == len(measured["2"]) == 32
     # Every arrival is sent once, under the same index and with the same scheduled time.
