@@ -186,6 +186,18 @@ def slo_failures(row: pd.Series | dict[str, Any], slos: tuple[Slo, ...], min_use
     return failures
 
 
+def slo_verdict(row: pd.Series | dict[str, Any], slos: tuple[Slo, ...]) -> str:
+    """`met` / `misses ttft_p95 1.2s (SLO 500ms)`, with `(n=16: too few for ttft_p95)` when a
+    percentile SLO was judged on fewer requests than bench.analysis.samples asks for."""
+    from bench.analysis.samples import min_samples_for
+
+    failures = slo_failures(row, slos)
+    text = "met" if not failures else "misses " + "; ".join(failures)
+    ok = int(row.get("ok", 0) or 0)
+    thin = [slo.metric for slo in slos if 0 < ok < min_samples_for(slo.metric)]
+    return text + (f" (n={ok}: too few for {', '.join(thin)})" if thin else "")
+
+
 def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo, ...],
                min_user_tps: float | None) -> Candidate:
     failures = {cell_id: slo_failures(row, slos, min_user_tps) for cell_id, row in cells.iterrows()}

@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.analysis.recommend import Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures
+from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
+                                      slo_verdict)
 from bench.records import RECOMMENDATION_JSON
 from bench.manifest import Manifest
 from bench.report import formatting as fmt
@@ -138,8 +139,7 @@ def _speed_note(view: RunView, prefix: str) -> Note | None:
 def _slo_cell(row: pd.Series, slos: tuple[Slo, ...]) -> str:
     if not slos:
         return fmt.DASH
-    failures = slo_failures(row, slos)
-    return "met" if not failures else "misses " + "; ".join(failures)
+    return slo_verdict(row, slos)
 
 
 def headline_row(cells: pd.DataFrame, cell_id: str) -> tuple[str, ...]:

@@ -290,15 +290,11 @@ def _slo_verdicts(summary: pd.DataFrame, slos: dict[str, Any]) -> list[str] | No
     """'met' or 'misses ttft_p95 …' per row; None without SLOs (or with SLOs bench cannot read)."""
     if not slos:
         return None
-    from bench.analysis.recommend import parse_slo, slo_failures
+    from bench.analysis.recommend import parse_slo, slo_verdict
     from bench.errors import BenchError
 
     try:
         parsed = tuple(parse_slo(f"{metric}={value}") for metric, value in slos.items())
     except BenchError:
         return None
-    verdicts = []
-    for _, row in summary.iterrows():
-        failures = slo_failures(row, parsed)
-        verdicts.append("met" if not failures else "misses " + "; ".join(failures))
-    return verdicts
+    return [slo_verdict(row, parsed) for _, row in summary.iterrows()]

@@ -92,6 +92,7 @@ def test_end_of_run_table_shows_goodput_and_slo_verdicts_with_one_precision_per_
     text = console.export_text()
     assert "goodput req/s" in text and "SLOs" in text
     assert "met" in text and "misses ttft_p95" in text
+    assert "(n=10: too few for ttft_p95)" in text  # a p95 SLO judged on 10 requests says so
     assert "11.00" in text and "8.64" in text  # same decimals in the TTFT p50 column
     plain = Console(width=250, record=True)
     plain.print(summary_table(summary, {"a": "c=1", "b": "c=8"}))
