@@ -22,6 +22,7 @@ Every time in a record is in seconds on the monotonic clock, relative to the run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -30,13 +31,9 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from bench.errors import RunDirError
 from bench.manifest import Manifest
@@ -163,8 +160,19 @@ class RecordWriter:
 PARQUET_BATCH_LINES = 20_000
 
 
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas and pyarrow are imported where a frame or a table is made, not here: the clients and
+# the load engine import this module for RequestRecord alone, and every `bench perf` worker and
+# `bench run --workers` process would pay ~1 s for them (tests/cli/test_startup.py checks).
+
+
 def _arrow_type(annotation: Any) -> pa.DataType:
     """The parquet column type of a RequestRecord field (None is a null value, not a type)."""
+    import pyarrow as pa
+
     if isinstance(annotation, types.UnionType):
         (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     if typing.get_origin(annotation) is Literal or annotation is str:
@@ -174,11 +182,24 @@ def _arrow_type(annotation: Any) -> pa.DataType:
     return {int: pa.int64(), float: pa.float64()}[annotation]
 
 
-# Explicit, because a batch types a column by what it holds: error_message is all null in a
-# batch without errors and a string in the next, and one file needs one schema.
-REQUESTS_SCHEMA = pa.schema(
-    [(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(RequestRecord).items()]
-)
+@functools.cache
+def requests_schema() -> pa.Schema:
+    """The parquet schema of requests.parquet: one column per RequestRecord field.
+
+    Explicit, because a batch types a column by what it holds: error_message is all null in a
+    batch without errors and a string in the next, and one file needs one schema.
+    """
+    import pyarrow as pa
+
+    hints = typing.get_type_hints(RequestRecord)
+    return pa.schema([(name, _arrow_type(hint)) for name, hint in hints.items()])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "REQUESTS_SCHEMA":  # the schema under its old constant name, built on first use
+        return requests_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 _INT64_MAX = 2**63 - 1
 
 
@@ -198,6 +219,8 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _fits(arrow_type: pa.DataType, value: Any) -> bool:
+    import pyarrow as pa
+
     if isinstance(value, bool):
         return False
     if pa.types.is_integer(arrow_type):
@@ -211,28 +234,34 @@ def _fits(arrow_type: pa.DataType, value: Any) -> bool:
     return True
 
 
-_FIELD_TYPES = {schema_field.name: schema_field.type for schema_field in REQUESTS_SCHEMA}
+@functools.cache
+def _field_types() -> dict[str, pa.DataType]:
+    return {schema_field.name: schema_field.type for schema_field in requests_schema()}
 
 
 def _with_sane_types(row: dict[str, Any]) -> dict[str, Any]:
     """The row with every value of the wrong type (a hand-edited or foreign file, a server count
     past int64) set to missing: one bad field must not make the whole run unreadable."""
     for name, value in row.items():
-        arrow_type = _FIELD_TYPES.get(name)
+        arrow_type = _field_types().get(name)
         if arrow_type is not None and value is not None and not _fits(arrow_type, value):
             row[name] = None
     return row
 
 
 def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
+    import pyarrow as pa
+
     try:
-        return pa.Table.from_pylist(rows, schema=REQUESTS_SCHEMA)
+        return pa.Table.from_pylist(rows, schema=requests_schema())
     except (OverflowError, TypeError, ValueError, pa.ArrowException):
-        return pa.Table.from_pylist([_with_sane_types(row) for row in rows], schema=REQUESTS_SCHEMA)
+        return pa.Table.from_pylist([_with_sane_types(row) for row in rows], schema=requests_schema())
 
 
 def read_records_jsonl(path: Path) -> pd.DataFrame:
     """Read requests.jsonl, skipping a torn last line (a run killed mid-write)."""
+    import pandas as pd
+
     rows = [_with_sane_types(row) for row in _jsonl_rows(path)]
     frame = pd.DataFrame(rows, columns=list(RECORD_FIELDS)) if not rows else pd.DataFrame(rows)
     for name in RECORD_FIELDS:
@@ -287,8 +316,11 @@ def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
     run_dir = Path(run_dir)
     parquet_path = run_dir / REQUESTS_PARQUET
     temp_path = parquet_path.with_suffix(parquet_path.suffix + ".tmp")
-    kept = [_rows_and_columns(REQUESTS_SCHEMA.empty_table(), columns, phase)]
-    with pq.ParquetWriter(temp_path, REQUESTS_SCHEMA) as writer:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kept = [_rows_and_columns(requests_schema().empty_table(), columns, phase)]
+    with pq.ParquetWriter(temp_path, requests_schema()) as writer:
         lines = _jsonl_rows(run_dir / REQUESTS_JSONL)
         while rows := list(itertools.islice(lines, PARQUET_BATCH_LINES)):
             table = _records_table(rows)
@@ -300,6 +332,8 @@ def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
 
 
 def _rows_and_columns(table: pa.Table, columns: Sequence[str] | None, phase: Phase | None) -> pa.Table:
+    import pyarrow.compute as pc
+
     if phase is not None:
         table = table.filter(pc.equal(table["phase"], phase))  # a null phase is not `phase`
     return table.select(list(columns)) if columns is not None else table
@@ -345,6 +379,8 @@ def load_run(path: str | Path) -> Run:
         requests = _read_parquet(parquet_path, required=not jsonl_path.exists())
     if requests is None:
         requests = read_records_jsonl(jsonl_path)
+    import pandas as pd
+
     cells = pd.DataFrame(
         [{"cell_id": c.cell_id, "cell_index": c.cell_index, **c.settings} for c in manifest.cells]
     )
@@ -364,6 +400,9 @@ def _read_parquet(path: Path, required: bool = False) -> pd.DataFrame | None:
     """A Parquet file, or None when absent or unreadable (RunDirError when `required`)."""
     if not path.exists():
         return None
+    import pandas as pd
+    import pyarrow as pa
+
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as error:
