@@ -223,21 +223,24 @@ def automatic_num_batch(ctx_total: int) -> int:
 
 
 def compute_buffer_bytes(arch: ModelArch, num_ctx: int, num_batch: int, flash_attention: bool = True) -> int | None:
-    """llama-server's device compute buffer for one ubatch of `num_batch` tokens, approximately.
+    """llama-server's compute buffer for one ubatch of `num_batch` tokens (per slot context `num_ctx`).
 
-    ggml-alloc's peak for a llama-style graph: the ubatch's logits (batch × vocab × 4 B), or with
-    flash attention off the attention scores (heads × batch × num_ctx × 4 B), or the FFN
-    activations, whichever is largest, plus one hidden state. Anchored on llama.cpp's log for
-    llama3.1:8b at -ub 512 with flash attention (258.50 MiB); other graphs (MoE, SWA, vision)
+    Per ubatch token: the attention mask over the slot's cells (2 B each with flash attention,
+    4 B without) plus the largest stage of the graph — logits (vocab × 4 B), the FFN (3 × ffn ×
+    4 B + 5 hidden states), or without flash attention the scores (heads × cells × 4 B + 8 hidden
+    states). Fitted to llama-server's logged `compute buffer size` for a 16-layer 1024-wide GGUF
+    at three contexts, three batch sizes, flash attention on and off (within 0.05 MiB), and to
+    llama.cpp's 258.50 MiB for llama3.1:8b at -ub 512, -c 8192. MoE, SWA and vision graphs
     differ. None when the vocabulary size is unknown.
     """
     if not arch.vocab_size:
         return None
-    hidden = num_batch * arch.embedding_length * 4
-    logits = num_batch * arch.vocab_size * 4
-    ffn = num_batch * 2 * max(arch.feed_forward_length or 0, arch.embedding_length) * 4
-    scores = 0 if flash_attention else arch.head_count * num_batch * num_ctx * 4
-    return max(logits, ffn, scores) + hidden
+    hidden = arch.embedding_length * 4
+    mask = num_ctx * (2 if flash_attention else 4)
+    logits = arch.vocab_size * 4
+    ffn = 3 * max(arch.feed_forward_length or 0, arch.embedding_length) * 4 + 5 * hidden
+    attention = 0 if flash_attention else arch.head_count * num_ctx * 4 + 8 * hidden
+    return num_batch * (mask + max(logits, ffn, attention))
 
 
 # llama-server's `--fit` keeps this much VRAM free (Ollama v0.33 starts it without -ngl): a model
@@ -411,12 +414,16 @@ def automatic_batch_tier(ctx_total: float) -> int:
     return 2048 if ctx_total > 32768 else 1024 if ctx_total > 4096 else 512
 
 
-def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any, batch_tiers: Any = None) -> LinearFit | None:
+def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any, batch_tiers: Any = None,
+                        mask_cells: Any = None) -> LinearFit | None:
     """Least-squares line through (ctx_total, bytes) with a 95% CI on the slope; None if < 2 distinct x.
 
-    With `batch_tiers` (one label per point) each tier gets its own intercept, so a compute
-    buffer that steps with the automatic batch does not leak into the per-token slope; the
-    fixed part reported is the smallest tier's.
+    Two llama-server effects are kept out of the per-token slope when the points allow it:
+    `batch_tiers` (one label per point) gives each automatic-batch tier its own intercept (the
+    compute buffer steps with -ub), and `mask_cells` (-ub × per-slot num_ctx per point) takes the
+    attention mask, which grows with the per-slot context, as its own term. A term the points
+    cannot separate from the slope (e.g. one NUM_PARALLEL only) is left out. The fixed part
+    reported is the smallest tier's.
     """
     x = np.asarray(ctx_totals, dtype=float)
     y = np.asarray(memory_bytes, dtype=float)
@@ -424,25 +431,30 @@ def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any, batch_tiers: Any = N
     x, y = x[keep], y[keep]
     if len(np.unique(x)) < 2:
         return None
-    if batch_tiers is not None:
-        tiers = np.asarray(batch_tiers)[keep]
-        if len(np.unique(tiers)) > 1:
-            return _fit_with_tier_intercepts(x, y, tiers)
-    result = stats.linregress(x, y)
-    ci: tuple[float, float] | None = None
-    if len(x) >= 3:
-        half_width = float(stats.t.ppf(0.975, len(x) - 2) * result.stderr)
-        ci = (float(result.slope) - half_width, float(result.slope) + half_width)
-    r_squared = float(result.rvalue**2) if math.isfinite(result.rvalue) else None
-    return LinearFit(float(result.intercept), float(result.slope), ci, r_squared, len(x))
+    tiers = np.asarray(batch_tiers)[keep] if batch_tiers is not None else np.zeros(len(x))
+    mask = np.asarray(mask_cells, dtype=float)[keep] if mask_cells is not None else None
+    if len(np.unique(tiers)) == 1 and mask is None:
+        result = stats.linregress(x, y)
+        ci: tuple[float, float] | None = None
+        if len(x) >= 3:
+            half_width = float(stats.t.ppf(0.975, len(x) - 2) * result.stderr)
+            ci = (float(result.slope) - half_width, float(result.slope) + half_width)
+        r_squared = float(result.rvalue**2) if math.isfinite(result.rvalue) else None
+        return LinearFit(float(result.intercept), float(result.slope), ci, r_squared, len(x))
+    if mask is not None:
+        fit = _fit_with_tier_intercepts(x, y, tiers, mask)
+        if fit is not None:
+            return fit
+    return _fit_with_tier_intercepts(x, y, tiers, None)
 
 
-def _fit_with_tier_intercepts(x: Any, y: Any, tiers: Any) -> LinearFit | None:
+def _fit_with_tier_intercepts(x: Any, y: Any, tiers: Any, mask: Any) -> LinearFit | None:
     labels = sorted(np.unique(tiers))
     within = [len(np.unique(x[tiers == label])) for label in labels]
     if max(within) < 2:
         return None  # no tier varies its context: the slope is not identified
-    design = np.column_stack([x] + [(tiers == label).astype(float) for label in labels])
+    columns = [x] + ([mask] if mask is not None else []) + [(tiers == label).astype(float) for label in labels]
+    design = np.column_stack(columns)
     coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     if rank < design.shape[1]:
         return None
@@ -456,7 +468,8 @@ def _fit_with_tier_intercepts(x: Any, y: Any, tiers: Any) -> LinearFit | None:
         ci = (float(coef[0]) - half_width, float(coef[0]) + half_width)
     total = float(((y - y.mean()) ** 2).sum())
     r_squared = 1 - float(residuals @ residuals) / total if total > 0 else None
-    return LinearFit(float(coef[1]), float(coef[0]), ci, r_squared, len(x))
+    first_tier = 1 + (mask is not None)
+    return LinearFit(float(coef[first_tier]), float(coef[0]), ci, r_squared, len(x))
 
 
 # --- KV analysis of a run (kv.json) ------------------------------------------------------------
@@ -617,10 +630,13 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
     """Estimates, fits and ratios for one (model, cache type): one entry of kv.json `groups`."""
     ctx_totals = [p.ctx_total for p in points]
     tiers = [automatic_batch_tier(total) for total in ctx_totals]
-    ps_fit = fit_bytes_per_token(ctx_totals, [p.ollama_ps_bytes if p.ollama_ps_bytes is not None else math.nan for p in points], tiers)
-    nvml_fit = fit_bytes_per_token(ctx_totals, [p.nvml_bytes if p.nvml_bytes is not None else math.nan for p in points], tiers)
+    # llama-server's attention mask: -ub × per-slot num_ctx cells (v0.33 automatic batch).
+    mask_cells = [automatic_batch_tier(p.ctx_total) * p.num_ctx for p in points]
+    ps_fit = fit_bytes_per_token(ctx_totals, [p.ollama_ps_bytes if p.ollama_ps_bytes is not None else math.nan for p in points], tiers, mask_cells)
+    nvml_fit = fit_bytes_per_token(ctx_totals, [p.nvml_bytes if p.nvml_bytes is not None else math.nan for p in points], tiers, mask_cells)
     process_fit = fit_bytes_per_token(
-        ctx_totals, [p.process_rss_bytes if p.process_rss_bytes is not None else math.nan for p in points], tiers
+        ctx_totals, [p.process_rss_bytes if p.process_rss_bytes is not None else math.nan for p in points], tiers,
+        mask_cells,
     )
     # NVML of the server's processes measures device memory; an engine on the CPU (no device
     # memory at all) leaves it at zero, and then the engine processes' RSS is the real memory.

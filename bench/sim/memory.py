@@ -7,9 +7,8 @@ Three separate things, as in Ollama v0.33:
   PredictServerVRAM), used only by the preflight and the batch policy;
 - `legacy_layout`: v0.12.6's estimate (weights + KV + graph), kept for --ollama-version 0.12.6.
 
-The compute buffer is an approximation of ggml-alloc's peak for a llama-style graph, anchored on
-llama.cpp logs for llama3.1:8b (FA on, -ub 512: CUDA0 compute 258.50 MiB = logits 250.5 MiB +
-one hidden state; CUDA_Host compute 24 MiB = three hidden states). It is not measured here.
+The compute buffer follows ggml-alloc's peak for a llama-style graph, fitted to llama-server's
+logged compute buffers (see `compute_buffers`); other graphs (MoE, SWA, vision) differ.
 """
 
 from __future__ import annotations
@@ -63,15 +62,21 @@ def _split_weights(model: ModelSpec) -> tuple[int, int, int]:
 def compute_buffers(model: ModelSpec, num_batch: int, ctx_per_slot: int, flash_attention: bool) -> tuple[int, int]:
     """(device, host) compute buffer bytes for one ubatch of `num_batch` tokens.
 
-    Device peak: the logits of the ubatch, or the attention scores (heads × ubatch × KV cells,
-    f32) without flash attention, or the FFN activations — whichever is largest — plus one hidden
-    state. Host: three hidden states (inputs staged for the device).
+    Per ubatch token: the attention mask over the slot's cells (f16 with flash attention, f32
+    without; a graph input, live throughout) plus the largest stage — the logits (vocab × 4 B),
+    the FFN (gate, up and activation, f32, with five hidden states), or without flash attention
+    the attention scores (heads × cells × 4 B, with eight hidden states). Fitted to llama-server's
+    own log (`sched_reserve: CPU compute buffer size`) for a 16-layer, 1024-wide, 8-head, ffn
+    2816, vocab 4096 GGUF at -c 4096/8192/16384, -ub 256/512/1024, flash attention on/off (all
+    within 0.05 MiB; measured 2026-11-30 with bench's llama-server), and llama.cpp's 258.50 MiB for
+    llama3.1:8b at -ub 512, -c 8192 with flash attention. Host: three hidden states per token.
     """
-    hidden = num_batch * model.embedding_length * 4
-    logits = 0 if model.embedding_only else num_batch * model.vocab_size * 4
-    ffn = num_batch * 2 * max(model.feed_forward_length, model.embedding_length) * 4
-    scores = 0 if flash_attention else model.head_count * num_batch * ctx_per_slot * 4
-    return max(logits, ffn, scores) + hidden, 3 * hidden
+    hidden = model.embedding_length * 4
+    mask = ctx_per_slot * (2 if flash_attention else 4)
+    logits = 0 if model.embedding_only else model.vocab_size * 4
+    ffn = 3 * max(model.feed_forward_length, model.embedding_length) * 4 + 5 * hidden
+    attention = 0 if flash_attention else model.head_count * ctx_per_slot * 4 + 8 * hidden
+    return num_batch * (mask + max(logits, ffn, attention)), 3 * num_batch * hidden
 
 
 def output_buffer(model: ModelSpec, num_parallel: int) -> int:

@@ -78,13 +78,15 @@ def test_fit_on_api_ps_recovers_simulator_bytes_per_token(sim: Callable[..., str
 
     ctx_totals: list[int] = []
     sizes: list[int] = []
+    mask_cells: list[int] = []  # llama-server's attention mask: -ub (pinned 512) × per-slot num_ctx
     for num_parallel in NUM_PARALLEL_VALUES:
         base_url = sim(speed=100.0, gpu_memory="80GiB", env={"OLLAMA_NUM_PARALLEL": str(num_parallel), **env})
         for num_ctx in NUM_CTX_VALUES:
             load_model(base_url, "llama3.1:8b", num_ctx)
             ctx_totals.append(num_ctx * num_parallel)
+            mask_cells.append(512 * num_ctx)
             sizes.append(ps_size(base_url, "llama3.1:8b"))
-    fit = fit_bytes_per_token(ctx_totals, sizes)
+    fit = fit_bytes_per_token(ctx_totals, sizes, mask_cells=mask_cells)
     assert fit is not None
     shown = httpx.post(f"{base_url}/api/show", json={"model": "llama3.1:8b"}).json()
     arch = ModelArch.from_model_info(shown["model_info"])

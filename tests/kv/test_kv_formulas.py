@@ -208,12 +208,28 @@ def test_compute_buffer_is_sized_like_llama_server_not_graphsize(llama31_8b: Mod
     """`bench kv` shows llama-server's compute buffer (Ollama v0.33) instead of v0.12.6's GraphSize."""
     from bench.analysis.kv import automatic_num_batch, compute_buffer_bytes, graph_estimate_bytes
 
-    # llama.cpp logs 258.50 MiB for llama3.1:8b at -ub 512 with flash attention.
+    # llama.cpp logs 258.50 MiB for llama3.1:8b at -ub 512, -c 8192 with flash attention.
     assert compute_buffer_bytes(llama31_8b, 8192, 512) / 2**20 == pytest.approx(258.5, abs=0.01)
     assert automatic_num_batch(8192) == 1024 and automatic_num_batch(40000) == 2048 and automatic_num_batch(4096) == 512
-    # The old GraphSize grows with context; llama-server's buffer with flash attention does not.
-    assert compute_buffer_bytes(llama31_8b, 65536, 512) == compute_buffer_bytes(llama31_8b, 8192, 512)
+    # With flash attention only the f16 mask grows with context; GraphSize grew ~30x faster.
+    grown = compute_buffer_bytes(llama31_8b, 65536, 512) - compute_buffer_bytes(llama31_8b, 8192, 512)
+    assert grown == 512 * (65536 - 8192) * 2
     assert graph_estimate_bytes(llama31_8b, 65536) > 4 * compute_buffer_bytes(llama31_8b, 65536, 512)
     unknown = ModelArch("x", 16, 1024, 8, 8, 128, 128)
     assert compute_buffer_bytes(unknown, 16384, 1024) is None
     assert not size_model(unknown, None, 16384).graph_known
+
+
+@pytest.mark.parametrize(
+    ("num_ctx", "num_batch", "flash", "logged_mib"),
+    [(16384, 1024, True, 85.04), (16384, 512, True, 42.52), (16384, 256, True, 21.26), (8192, 512, True, 34.52),
+     (4096, 512, True, 30.52), (16384, 512, False, 304.01), (4096, 512, False, 88.01)],
+)
+def test_compute_buffer_matches_llama_servers_log(num_ctx: int, num_batch: int, flash: bool, logged_mib: float) -> None:
+    """llama-server's `sched_reserve: CPU compute buffer size` for a 16-layer, 1024-wide, 8-head (MHA,
+    head_dim 128), ffn 2816, vocab 4096 GGUF (`bench gguf make`), measured 2026-11-30 with -np 1; the
+    old GraphSize said 296 MiB at 16384 for this shape."""
+    from bench.analysis.kv import compute_buffer_bytes
+
+    probe = ModelArch("llama", 16, 1024, 8, 8, 128, 128, vocab_size=4096, feed_forward_length=2816)
+    assert compute_buffer_bytes(probe, num_ctx, num_batch, flash) / 2**20 == pytest.approx(logged_mib, abs=0.06)

@@ -8,7 +8,7 @@ import pytest
 
 from bench.sim import memory, perf
 from bench.sim.backend import LoadRequest
-from bench.sim.catalog import load_catalog
+from bench.sim.catalog import ModelSpec, load_catalog
 from bench.sim.testing import simulator_for
 
 MODEL = "llama3.1:8b"
@@ -71,6 +71,14 @@ def test_compute_buffer_grows_with_batch_and_without_flash_attention_with_contex
     device_512, host_512 = memory.compute_buffers(model, 512, 8192, flash_attention=True)
     assert round(device_512 / 2**20, 2) == 258.5 and round(host_512 / 2**20, 2) == 24.0  # llama.cpp's log
     assert memory.compute_buffers(model, 2048, 8192, True)[0] == 4 * device_512
+    # llama-server's own log for a 16-layer, 1024-wide, 8-head, ffn 2816, vocab 4096 GGUF (bench gguf make)
+    # at -c 16384 -ub 512: 42.52 MiB with flash attention, 304.01 MiB without.
+    probe = ModelSpec(name="probe:latest", architecture="llama", family="llama", quantization="F16",
+                      size_bytes=428094144, parameter_count=200_000_000, block_count=16, embedding_length=1024,
+                      head_count=8, head_count_kv=8, context_length=16384, feed_forward_length=2816,
+                      key_length=128, value_length=128, vocab_size=4096)
+    assert round(memory.compute_buffers(probe, 512, 16384, True)[0] / 2**20, 2) == pytest.approx(42.52, abs=0.06)
+    assert round(memory.compute_buffers(probe, 512, 16384, False)[0] / 2**20, 2) == pytest.approx(304.01, abs=0.06)
     no_fa_small = memory.compute_buffers(model, 512, 8192, flash_attention=False)[0]
     no_fa_large = memory.compute_buffers(model, 512, 32768, flash_attention=False)[0]
     assert no_fa_large > no_fa_small > device_512
