@@ -171,6 +171,43 @@ def take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | 
         record.output_text = "".join(text_parts)
 
 
+class TextStamps:
+    """The per-chunk bookkeeping both stream readers share: a chunk that carried generated text
+    (answer or thinking) is stamped with its read's arrival; answer text is counted (and kept only
+    when the spec asks to store it). On the hot path: slots, no logging, nothing allocated per
+    chunk beyond the stamp itself."""
+
+    __slots__ = ("chunk_times", "output_chars", "record", "t0", "text_parts")
+
+    def __init__(self, record: RequestRecord, t0: float, store_text: bool) -> None:
+        self.record, self.t0 = record, t0
+        self.chunk_times = record.chunk_times_s
+        self.text_parts: list[str] | None = [] if store_text else None
+        self.output_chars = 0
+
+    def add(self, now: float, content: Any, thinking: Any) -> None:
+        """One parsed chunk that arrived at `now` (monotonic s): stamped if it carried any text."""
+        # A role-only delta ({"role": "assistant", "content": ""}) is not a token.
+        has_content = type(content) is str and content != ""
+        if not has_content and not (type(thinking) is str and thinking != ""):
+            return
+        stamp = now - self.t0
+        record = self.record
+        if record.first_token_s is None:
+            record.first_token_s = stamp
+        self.chunk_times.append(stamp)
+        if has_content:
+            if record.first_content_s is None:
+                record.first_content_s = stamp
+            self.output_chars += len(content)
+            if self.text_parts is not None:
+                self.text_parts.append(content)
+
+    def finish(self) -> None:
+        """The stream's text into the record (its length always)."""
+        take_text(self.record, self.output_chars, self.text_parts)
+
+
 async def read_whole_body(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> bytes:

@@ -15,7 +15,7 @@ from bench.clients._exchange import (
     exchange,
     int_or_none,
     read_whole_body,
-    take_text,
+    TextStamps,
 )
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
@@ -105,9 +105,7 @@ async def _read_stream(
     chat: bool,
 ) -> None:
     """NDJSON: one object a line; every line with text is stamped with its read's arrival time."""
-    chunk_times = record.chunk_times_s
-    text_parts: list[str] | None = [] if store_text else None
-    output_chars = 0
+    stamps = TextStamps(record, t0, store_text)
     pending = b""
     finished = False
     async for raw in response.aiter_bytes():
@@ -133,30 +131,19 @@ async def _read_stream(
             else:
                 content = parsed.get("response")
                 thinking = parsed.get("thinking")
-            has_content = type(content) is str and content != ""
-            if has_content or (type(thinking) is str and thinking != ""):
-                stamp = now - t0
-                if record.first_token_s is None:
-                    record.first_token_s = stamp
-                chunk_times.append(stamp)
-                if has_content:
-                    if record.first_content_s is None:
-                        record.first_content_s = stamp
-                    output_chars += len(content)
-                    if text_parts is not None:
-                        text_parts.append(content)
+            stamps.add(now, content, thinking)
             if parsed.get("done") is True:
                 # Everything is recorded now: a server that then holds the body open is cut
                 # off by the watchdog's drain budget without losing the measurement.
                 record.end_s = now - t0
                 _take_final_metrics(record, parsed)
-                take_text(record, output_chars, text_parts)
+                stamps.finish()
                 finished = True
                 watchdog.finish()
                 break
     if finished:
         return
-    take_text(record, output_chars, text_parts)
+    stamps.finish()
     if pending.strip():
         # The last line lacked its newline; judge it like any other line.
         parsed = _parse_line(pending)

@@ -17,7 +17,7 @@ from bench.clients._exchange import (
     exchange,
     int_or_none,
     read_whole_body,
-    take_text,
+    TextStamps,
     truncate,
 )
 from bench.clients.base import RequestSpec, chat_messages
@@ -143,9 +143,7 @@ async def _read_sse(
     """SSE via httpx-sse: every event with generated text is stamped when it is decoded."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
         raise await _not_an_event_stream(response)
-    chunk_times = record.chunk_times_s
-    text_parts: list[str] | None = [] if store_text else None
-    output_chars = 0
+    stamps = TextStamps(record, t0, store_text)
     finished = False
     try:
         async for event in EventSource(response).aiter_sse():
@@ -156,7 +154,7 @@ async def _read_sse(
             data = event.data
             if data == "[DONE]":
                 record.end_s = now - t0
-                take_text(record, output_chars, text_parts)
+                stamps.finish()
                 finished = True
                 watchdog.finish()
                 continue
@@ -178,19 +176,7 @@ async def _read_sse(
                 else:
                     content = choice.get("text")
                     thinking = None
-                # A role-only delta ({"role": "assistant", "content": ""}) is not a token.
-                has_content = type(content) is str and content != ""
-                if has_content or (type(thinking) is str and thinking != ""):
-                    stamp = now - t0
-                    if record.first_token_s is None:
-                        record.first_token_s = stamp
-                    chunk_times.append(stamp)
-                    if has_content:
-                        if record.first_content_s is None:
-                            record.first_content_s = stamp
-                        output_chars += len(content)
-                        if text_parts is not None:
-                            text_parts.append(content)
+                stamps.add(now, content, thinking)
                 finish_reason = choice.get("finish_reason")
                 if type(finish_reason) is str:
                     record.done_reason = finish_reason
@@ -205,7 +191,7 @@ async def _read_sse(
     except SSEError as error:
         raise StreamFailure("bad_stream", str(error)) from None
     if not finished:
-        take_text(record, output_chars, text_parts)
+        stamps.finish()
         # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
         raise StreamFailure("bad_stream", "stream ended without data: [DONE]")
 
