@@ -196,8 +196,14 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
                 # The first token also needs one decode step; a request's TPOT is the best estimate.
                 first_step = group["tpot_s"].mean() if group["tpot_s"].notna().any() else 0.0
                 rest = ttft - np.nansum([load, prefill, first_step])
+                rest = max(0.0, rest) if np.isfinite(rest) else np.nan
+                # The server's own count of the wait for a slot (total − load − prefill − decode,
+                # Ollama v0.33 meanings), within the rest; what remains is network and client.
+                slot = group["slot_wait_s"].mean() if "slot_wait_s" in group else np.nan
+                slot = min(slot, rest) if np.isfinite(slot) and np.isfinite(rest) else np.nan
                 rows.append({"label": (f"{view.label} · " if len(views) > 1 else "") + label,
-                             "load": load, "wait": max(0.0, rest) if np.isfinite(rest) else np.nan,
+                             "load": load, "slot": slot,
+                             "wait": rest - slot if np.isfinite(slot) else rest,
                              "prefill": prefill, "first_step": first_step, "ttft": ttft})
     if not rows:
         return None
@@ -207,7 +213,8 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     y = np.arange(len(frame))
     left = np.zeros(len(frame))
     for column, name, color in (("load", "scheduler queue + load (load_duration)", "#d62728"),
-                                ("wait", "rest: slot wait, network, overhead", "#9ecae1"),
+                                ("slot", "slot wait (server-counted)", "#6baed6"),
+                                ("wait", "rest: network, client", "#c6dbef"),
                                 ("prefill", "prefill of uncached tokens", "#2ca02c"),
                                 ("first_step", "first decode step (≈ TPOT)", "#ff7f0e")):
         widths = frame[column].to_numpy(float) * scale
@@ -221,8 +228,8 @@ def _native_ttft_split(views: list[RunView]) -> plotting.Plot | None:
     ax.set_title("Where TTFT goes (native API, mean per cell)")
     plotting.figure_legend(figure, ax, columns=3)
     return plotting.render(figure, "Where TTFT goes on the native API",
-                           "Stacked bars per native cell: load_duration, the unexplained rest (slot wait, HTTP), "
-                           "prefill and the first decode step.")
+                           "Stacked bars per native cell: load_duration, the server-counted slot wait, the "
+                           "unexplained rest (HTTP, client), prefill and the first decode step.")
 
 
 def _prefix_cache_note(views: list[RunView]) -> Note | None:
