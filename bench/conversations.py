@@ -16,72 +16,13 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.clients.base import RequestSpec
-from bench.errors import ScenarioError
-from bench.prompts import PromptSource, draw_tokens, nonce, read_json_items
+from bench.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
+from bench.prompts import PromptSource, draw_tokens, nonce
 from bench.records import Phase, RequestRecord
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
-
-_SHAREGPT_USER = ("human", "user")
-_SHAREGPT_ASSISTANT = ("gpt", "assistant", "chatgpt", "bard", "bing", "model")
-
-
-@dataclass(frozen=True)
-class FileConversation:
-    """A conversation read from a file: its user turns and the reference reply after each."""
-
-    user_turns: tuple[str, ...]
-    reference_replies: tuple[str | None, ...]  # the file's assistant reply to each user turn
-    system: str | None = None
-
-
-def read_conversation_file(path: Path) -> list[FileConversation]:
-    """Conversations from ShareGPT (`conversations`), OpenAI-style `messages`, or `prompt` lines.
-
-    JSONL (one item a line) or one JSON list. Errors name the file and the line (or item).
-    """
-    conversations = [_conversation_of(item, path, where) for where, item in read_json_items(path)]
-    conversations = [c for c in conversations if c.user_turns]
-    if not conversations:
-        raise ScenarioError(f"{path}:1: no conversations with a user turn in file")
-    return conversations
-
-
-def _conversation_of(item: Any, path: Path, where: int) -> FileConversation:
-    if isinstance(item, dict) and isinstance(item.get("prompt"), str):
-        reply = next((item[k] for k in ("output", "completion", "response")
-                      if isinstance(item.get(k), str)), None)
-        return FileConversation((item["prompt"],), (reply,))
-    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
-        pairs = [(turn.get("from"), turn.get("value")) for turn in item["conversations"]
-                 if isinstance(turn, dict)]
-    elif isinstance(item, dict) and isinstance(item.get("messages"), list):
-        pairs = [(turn.get("role"), turn.get("content")) for turn in item["messages"]
-                 if isinstance(turn, dict)]
-    else:
-        raise ScenarioError(
-            f"{path}:{where}: expected {{\"prompt\": ...}}, ShareGPT conversations or messages"
-        )
-    system: str | None = None
-    users: list[str] = []
-    replies: list[str | None] = []
-    for role, content in pairs:
-        if not isinstance(content, str):
-            raise ScenarioError(f"{path}:{where}: a turn's text is not a string")
-        if role == "system" and not users:
-            system = content
-        elif role in _SHAREGPT_USER:
-            users.append(content)
-            replies.append(None)
-        elif role in _SHAREGPT_ASSISTANT and users and replies[-1] is None:
-            replies[-1] = content
-        # Other roles (tool, function) and assistant turns before any user turn are skipped:
-        # they are not something a load generator can ask for.
-    return FileConversation(tuple(users), tuple(replies), system)
-
 
 def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Random) -> float:
     if isinstance(think_time, SecondsDistribution):

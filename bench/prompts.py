@@ -9,7 +9,6 @@ prompt_eval_count / usage.prompt_tokens (two probes), so no tokenizer is needed.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ScenarioError
+from bench.prompt_files import read_conversation_file, read_prompt_file  # noqa: F401 - read_prompt_file re-exported
 from bench.records import RequestRecord
 from bench.scenario import Distribution, PromptSpec
 
@@ -87,58 +86,6 @@ def draw_tokens(distribution: Distribution, rng: random.Random) -> int:
     return int(min(max(round(value), distribution.min), distribution.max))
 
 
-def read_text_file(path: Path) -> str:
-    """A prompt or conversation file's text; ScenarioError (one line) when unreadable or not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
-
-
-def read_json_items(path: Path) -> list[tuple[int, Any]]:
-    """(line or position, value) of a JSONL file or a JSON list; ScenarioError naming the line."""
-    text = read_text_file(path)
-    try:
-        if text.lstrip().startswith("["):
-            try:
-                return list(enumerate(json.loads(text), start=1))
-            except json.JSONDecodeError as error:
-                raise ScenarioError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-        items = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ScenarioError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-        return items
-    except RecursionError:
-        raise ScenarioError(f"{path}: not valid JSON (nested too deeply)") from None
-
-
-def read_prompt_file(path: Path) -> list[str]:
-    """Prompts from JSONL (`prompt` per line) or ShareGPT (`conversations`, JSONL or a JSON list)."""
-    prompts = [_prompt_of(item, path, where) for where, item in read_json_items(path)]
-    if not prompts:
-        raise ScenarioError(f"{path}:1: no prompts in file")
-    return prompts
-
-
-def _prompt_of(item: Any, path: Path, where: int) -> str:
-    if isinstance(item, dict) and isinstance(item.get("prompt"), str):
-        return item["prompt"]
-    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
-        for turn in item["conversations"]:
-            if isinstance(turn, dict) and turn.get("from") in ("human", "user") and isinstance(
-                turn.get("value"), str
-            ):
-                return turn["value"]
-    raise ScenarioError(f"{path}:{where}: expected {{\"prompt\": ...}} or ShareGPT conversations")
-
-
 def shared_prefix_text(seed: int | None, tokens: int, calibration: Calibration) -> str:
     """The system prompt common to every request of a run with this prefix length."""
     rng = random.Random(f"{seed}:shared-prefix:{tokens}")
@@ -160,8 +107,6 @@ class PromptSource:
     def __post_init__(self) -> None:
         if self.spec.file is None:
             return
-        from bench.conversations import read_conversation_file  # it imports this module
-
         # Every form a prompt file takes (prompt lines, ShareGPT, messages), with reference answers.
         conversations = read_conversation_file(Path(self.spec.file))
         self._file_prompts = [c.user_turns[0] for c in conversations]

@@ -6,7 +6,6 @@ callback so the CLI decides how it looks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import multiprocessing
