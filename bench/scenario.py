@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.endpoints import base_url_of, resolve_ollama_host  # noqa: F401 - resolve_ollama_host re-exported
 from bench.errors import ScenarioError, UsageError
 from bench.escape import plain_terminal
 from bench.limits import (
@@ -956,70 +956,6 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bench scenario"
     return schema
-
-
-# --- targets ---------------------------------------------------------------------------------
-
-
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-
-
-def base_url_of(raw: str) -> str:
-    """A base URL from an OLLAMA_HOST-style value, parsed strictly; ValueError names the problem.
-
-    Scheme optional (http); without a port: 11434, or 80/443 when the scheme was written (as
-    Ollama's envconfig.Host()). Unlike Ollama, a bad port is refused rather than replaced by
-    the default: a benchmark of the wrong server is worse than no benchmark.
-    """
-    raw = raw.strip().strip("\"'")
-    default_port = "11434"
-    if "://" in raw:
-        scheme, hostport = raw.split("://", 1)
-        if scheme not in ("http", "https"):
-            raise ValueError(f"scheme {scheme!r}: only http and https")
-        default_port = {"http": "80", "https": "443"}[scheme]
-    else:
-        scheme, hostport = "http", raw
-    hostport, _, url_path = hostport.partition("/")
-    if any(char in hostport for char in "?#@ \t\\"):
-        raise ValueError("not a host[:port]")
-    host, port = "127.0.0.1", default_port
-    if hostport.startswith("["):  # [::1]:11434
-        bracket_end = hostport.find("]")
-        if bracket_end < 0:
-            raise ValueError("unclosed [ in an IPv6 address")
-        host, rest = hostport[: bracket_end + 1], hostport[bracket_end + 1:]
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{host}: not an IPv6 address") from None
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError("not a host[:port]")
-            port = rest[1:]
-    elif hostport.count(":") > 1:
-        raise ValueError("more than one port (an IPv6 address goes in brackets: [::1]:11434)")
-    elif ":" in hostport:
-        host_part, port = hostport.split(":")
-        host = host_part or "127.0.0.1"
-    elif hostport:
-        host = hostport
-    if not host.startswith("[") and not _HOSTNAME_RE.match(host):
-        raise ValueError(f"{host!r} is not a host name or address")
-    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r}: must be a number from 1 to 65535")
-    base = f"{scheme}://{host}:{int(port)}"
-    return f"{base}/{url_path}".rstrip("/") if url_path else base
-
-
-def resolve_ollama_host(value: str | None = None) -> str:
-    """The target's base URL from --target / the scenario (value), else OLLAMA_HOST; a bad one
-    is a one-line UsageError naming where it came from."""
-    where, raw = ("target", value) if value is not None else ("OLLAMA_HOST", os.environ.get("OLLAMA_HOST", ""))
-    try:
-        return base_url_of(raw)
-    except ValueError as error:
-        raise UsageError(f"{where} {raw!r}: {error}") from None
 
 
 # --- scenarios from command-line flags, and back to YAML ---------------------------------------

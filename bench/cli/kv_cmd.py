@@ -126,7 +126,8 @@ def kv_command(
 ) -> None:
     """KV-cache calculator: rule of thumb vs exact GQA figure, weights, and the NUM_PARALLEL that fits."""
     from bench.analysis.kv import ModelArch, parse_bytes, read_gguf, size_model
-    from bench.telemetry.server_info import default_base_url, list_models, show_model
+    from bench.endpoints import resolve_ollama_host
+    from bench.telemetry.server_info import list_models, show_model
 
     gpu_memory_bytes = parse_bytes(gpu_memory) if gpu_memory else None
     graph_bytes = parse_bytes(graph_size) if graph_size else None
@@ -140,7 +141,7 @@ def kv_command(
         return
     if not model and not all_models:
         raise UsageError("bench kv: give a MODEL, --all, or --gguf FILE")
-    base_url = (target or default_base_url()).rstrip("/")
+    base_url = resolve_ollama_host(target)
     if "://" not in base_url:
         base_url = f"http://{base_url}"
     tags = list_models(base_url)

@@ -24,8 +24,8 @@ from typing import IO, Any
 import httpx
 
 from bench.errors import TargetError
+from bench.telemetry.server_info import show_model
 from bench.run.reaper import RELEASE, group_exists
-from bench.secrets import auth_headers
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -331,36 +331,7 @@ def server_pids(server: ManagedServer) -> list[int]:
 
 def check_models(base_url: str, models: list[str], timeout_s: float = 10,
                  api_key: str | None = None) -> dict[str, dict[str, Any]]:
-    """`POST /api/show` per model; TargetError naming the model (and `ollama pull`) when one is missing."""
-    shown: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=base_url, timeout=timeout_s, trust_env=False,
-                      headers=auth_headers(api_key)) as http:
-        for model in models:
-            try:
-                response = http.post("/api/show", json={"model": model})
-            except httpx.ConnectError:
-                raise TargetError(f"cannot connect to {base_url} (connection refused): is the server running?") from None
-            except httpx.HTTPError as error:
-                raise TargetError(f"{base_url}/api/show for {model!r}: {type(error).__name__}: {error}") from None
-            if response.status_code == 404:
-                raise TargetError(f'model "{model}" not found on {base_url}: try "ollama pull {model}"')
-            if response.status_code != 200:
-                raise TargetError(
-                    f"{base_url}/api/show for {model!r}: HTTP {response.status_code}: {_error_text(response)}"
-                )
-            try:
-                shown[model] = response.json()
-            except ValueError:
-                raise TargetError(f"{base_url}/api/show for {model!r}: answer is not JSON") from None
-    return shown
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict) and "error" in body:
-        error = body["error"]
-        return str(error.get("message", error) if isinstance(error, dict) else error)[:200]
-    return response.text[:200]
+    """`POST /api/show` per model (bench.telemetry.server_info.show_model); TargetError naming the
+    model (and `ollama pull`) when one is missing."""
+    return {model: show_model(base_url, model, api_key=api_key, need_model_info=False, timeout_s=timeout_s)
+            for model in models}

@@ -22,7 +22,8 @@ from bench.records import MANIFEST_FILE, RequestRecord
 from bench.run.checks import check_before_run, prompt_source
 from bench.run.resume import ResumePoint
 from bench.run.targets import check_sim_speed, preflight
-from bench.scenario import Scenario, resolve_ollama_host
+from bench.endpoints import resolve_ollama_host
+from bench.scenario import Scenario
 from bench.secrets import read_api_key
 
 # After the first Ctrl-C / SIGTERM, in-flight requests get this long to finish.

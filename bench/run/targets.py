@@ -16,7 +16,8 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.scenario import Scenario, resolve_ollama_host
+from bench.endpoints import resolve_ollama_host
+from bench.scenario import Scenario
 
 if TYPE_CHECKING:
     from bench.run.resolve import ResolvedRun

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.telemetry.server_info import default_base_url
+from bench.endpoints import resolve_ollama_host
 
 from .test_kv_formulas import write_tiny_gguf
 
@@ -75,7 +75,7 @@ def test_all_models_table_shows_each_rule_of_thumb_error(sim_url: str) -> None:
 def test_missing_model_is_one_line_error(sim_url: str) -> None:
     code, output = run_cli("kv", "nosuch:7b", "--target", sim_url)
     assert code == 2
-    assert output.strip().splitlines() == [f"error: {sim_url}: model 'nosuch:7b' not found (pull it first: ollama pull nosuch:7b)"]
+    assert output.strip().splitlines() == [f'error: model "nosuch:7b" not found on {sim_url}: try "ollama pull nosuch:7b"']
 
 
 def test_unreachable_server_is_one_line_error() -> None:
@@ -119,4 +119,4 @@ def test_bad_sizes_and_combinations_are_usage_errors(tmp_path: Path) -> None:
     ],
 )
 def test_ollama_host_resolves_like_ollama_clients(ollama_host: str, base_url: str) -> None:
-    assert default_base_url(ollama_host) == base_url
+    assert resolve_ollama_host(ollama_host) == base_url

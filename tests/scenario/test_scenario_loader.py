@@ -145,7 +145,7 @@ def test_schema_is_json_schema_with_axes_accepting_scalars() -> None:
     ("value", "expected"),
     [
         ("", "http://127.0.0.1:11434"),
-        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("0.0.0.0", "http://127.0.0.1:11434"),  # a listen address: reached through loopback
         ("example.com:8080", "http://example.com:8080"),
         ("https://example.com", "https://example.com:443"),
         ("http://box", "http://box:80"),
