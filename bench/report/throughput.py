@@ -51,7 +51,7 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
     figure, (total_ax, user_ax) = plotting.new_figure(2, 1, height_in=3.0, sharex=True)
     spreads = {view.label: (throughput_spread(view), request_spread(view, "user_tps")) for view in views}
     xs: list[float] = []
-    counts = {int(n) for line in lines for n in line.cells["ok"]}
+    counts = {int(n) for line in lines for n in line.cells["ok"] if n > 0}
     same_n = len(counts) == 1
     counts_at: dict[float, list[int]] = {}
     for line in lines:
@@ -65,7 +65,8 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
         total_ax.plot(x, total, label=label, **style)
         total_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
         for x_value, n in zip(x, line.cells["ok"].to_numpy(int)):
-            counts_at.setdefault(float(x_value), []).append(int(n))
+            if n > 0:  # a cell with no successful request is not drawn (the answer section names it)
+                counts_at.setdefault(float(x_value), []).append(int(n))
         user = line.cells["user_tps_p50"].to_numpy(float)
         user_ax.plot(x, user, label=label, **style)
         low, high = _band(users, line.cells.index, user)

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
@@ -137,6 +138,7 @@ def test_the_answer_says_which_cells_meet_the_scenarios_slos(make_run: Callable[
     assert "misses ttft_p95" in html
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib's "layout collapsed": a plot drawn wrong
 def test_a_failed_sweep_still_reports_what_it_measured_and_names_the_cells_it_did_not(
         make_run: Callable[..., Path]) -> None:
     # A NUM_PARALLEL sweep that failed after its first cell: later cells have no record at all.
