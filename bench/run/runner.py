@@ -23,7 +23,7 @@ from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
 from bench.load import AbortTracker, CellLoad, Clock, StopControl, run_async, run_cell_load
 from bench.plan import Cell, cell_labels
-from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord
+from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
 from bench.run.managed_server import check_models
 from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_manifest
@@ -104,6 +104,8 @@ class CellLoop:
         if moved:
             self.state.add_note(f"resume: {moved} records of unfinished cells moved to "
                                 "requests.superseded.jsonl; those cells were run again")
+        self.sweep.pick_up(self.run.cells, stored, resume.complete_cells,
+                           self.run.run_dir / REQUESTS_JSONL)
         stash_telemetry(self.run.run_dir)
         self.write_manifest("running")
 

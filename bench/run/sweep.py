@@ -10,6 +10,7 @@ them are skipped: higher rates only break them further.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -82,6 +83,26 @@ class SweepTracker:
                 return self._stopped[key]
         return None
 
+    def pick_up(self, cells: list[Cell], stored: dict[str, dict[str, Any]], complete: Any,
+                records_path: Path) -> None:
+        """--resume: the rates (and SLO stops) of the sweep steps an earlier session completed,
+        from their stored records, so the remaining rate steps get the same rates."""
+        done = [cell for cell in cells if "sweep_step" in cell.settings and cell.cell_id in complete]
+        if not done:
+            return
+        from bench.records import read_records_jsonl
+
+        frame = read_records_jsonl(records_path)
+        for cell in done:
+            rate = (stored.get(cell.cell_id) or {}).get("settings", {}).get("rate_rps")
+            if rate is not None:
+                cell.settings["rate_rps"] = rate
+            rows = frame[(frame["cell_id"] == cell.cell_id) & (frame["phase"] == "measure")]
+            self._records[cell.cell_id] = [
+                {k: (None if _missing(v) else v) for k, v in row.items()}
+                for row in rows.to_dict(orient="records")]
+            self.finished(cell)
+
     def _slo_failures(self, records: list[dict[str, Any]]) -> list[str]:
         from bench.analysis.metrics import cell_summary
         from bench.analysis.recommend import slo_failures
@@ -97,3 +118,10 @@ def sweep_slos(scenario: Any) -> tuple[Any, ...]:
     from bench.analysis.recommend import declared_slos
 
     return declared_slos(scenario.slos)
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False  # lists (chunk times)

@@ -146,3 +146,32 @@ def test_with_slos_the_sweep_stops_at_the_highest_load_that_meets_them(sim, tmp_
     assert result["slo_rps"] == max(met)
     assert result["slo_rps"] <= 1.1 * capacity
     assert "highest load within the SLOs" in output
+
+
+@pytest.mark.e2e
+def test_a_resumed_sweep_gives_its_remaining_steps_the_same_rates(sim, tmp_path: Path) -> None:  # noqa: ANN001
+    base_url = sim(speed=50.0, env={"OLLAMA_NUM_PARALLEL": "2"})
+    scenario = tmp_path / "sweep.yaml"
+    scenario.write_text("workload: {model: llama3.2:1b, prompt: {tokens: 32}, max_tokens: 8}\n"
+                        "load: {arrival: sweep, sweep: {rates: 2, max_concurrency: 4}, requests: 6, "
+                        "warmup_requests: 0}\n")
+    out = tmp_path / "run"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", str(scenario), "--target", base_url, "--out", str(out),
+                                "--no-report"], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    rates = {c["cell_id"]: c["settings"]["rate_rps"] for c in manifest["cells"]}
+    # As if the run had been interrupted after the throughput step.
+    for cell in manifest["cells"]:
+        if cell["settings"]["sweep_step"].startswith("rate "):
+            cell["status"] = "partial"
+    manifest["status"] = "partial"
+    manifest_path.write_text(json.dumps(manifest))
+    resumed = runner.invoke(cli, ["run", "--resume", str(out), "--target", base_url, "--no-report"],
+                            catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    after = json.loads(manifest_path.read_text())
+    assert {c["cell_id"]: c["settings"]["rate_rps"] for c in after["cells"]} == rates
+    assert all(c["status"] == "complete" for c in after["cells"])
