@@ -101,7 +101,7 @@ SWEEP = """\
 workload: {{model: llama3.2:1b, prompt: {{tokens: 64}}, max_tokens: 128, seed: 1}}
 load:
   arrival: sweep
-  sweep: {{rates: 4, max_concurrency: 8, max_rate_factor: 1.5}}
+  sweep: {{rates: 5, max_concurrency: 8, max_rate_factor: 2.0}}
   requests: 32
   warmup_requests: 2
 {slos}"""
