@@ -83,7 +83,7 @@ class SweepTracker:
                 return self._stopped[key]
         return None
 
-    def pick_up(self, cells: list[Cell], stored: dict[str, dict[str, Any]], complete: Any,
+    def pick_up(self, cells: list[Cell], stored: dict[str, Any], complete: Any,
                 records_path: Path) -> None:
         """--resume: the rates (and SLO stops) of the sweep steps an earlier session completed,
         from their stored records, so the remaining rate steps get the same rates."""
@@ -94,7 +94,9 @@ class SweepTracker:
 
         frame = read_records_jsonl(records_path)
         for cell in done:
-            rate = (stored.get(cell.cell_id) or {}).get("settings", {}).get("rate_rps")
+            stored_cell = stored.get(cell.cell_id)
+            settings = getattr(stored_cell, "settings", None) or {}
+            rate = settings.get("rate_rps")
             if rate is not None:
                 cell.settings["rate_rps"] = rate
             rows = frame[(frame["cell_id"] == cell.cell_id) & (frame["phase"] == "measure")]
