@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.endpoints import free_port
 from bench.errors import TargetError
 
 READY_DEADLINE_S = 30.0  # generous: the machine may be shared and busy
@@ -33,12 +33,6 @@ def process_cpu_s(pid: int) -> float:
         # Fields after the command name (which may hold spaces, so split after its ')').
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_plan() -> tuple[int | None, int | None]:

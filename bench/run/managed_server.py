@@ -13,7 +13,6 @@ import ctypes.util
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import IO, Any
 
 import httpx
 
+from bench.endpoints import free_port
 from bench.errors import TargetError
 from bench.telemetry.server_info import show_model
 from bench.run.reaper import RELEASE, group_exists
@@ -67,14 +67,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(bare).is_loopback
     except ValueError:
         return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now on `host` (bind port 0, read it, release it)."""
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host.strip("[]"), 0))
-        return int(probe.getsockname()[1])
 
 
 def _host_port(host: str, port: int) -> str:

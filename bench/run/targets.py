@@ -4,7 +4,6 @@ plus the checks that it is there (preflight, /api/version)."""
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,17 +15,11 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.endpoints import resolve_ollama_host
+from bench.endpoints import free_port, resolve_ollama_host
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
     from bench.run.resolve import ResolvedRun
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Targets:
@@ -42,7 +35,7 @@ class Targets:
         if run.resume is not None:
             # Server ids (and server-<n>.log names) continue where the last session stopped.
             self.servers = [server.model_dump(mode="json") for server in run.resume.manifest.servers]
-        self.port = free_loopback_port()  # one port for every server of the run: URLs stay stable
+        self.port = free_port()  # one port for every server of the run: URLs stay stable
 
     def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
         if self.kind == "sim":

@@ -15,17 +15,10 @@ from bench.cli import cli
 from bench.analysis.kv import ModelArch, analyze_run, exact_kv_bytes
 from bench.records import RecordWriter, RequestRecord, load_run, write_json
 from bench.telemetry import start_telemetry
+from conftest import wait_for
 
 NUM_CTX_VALUES = (2048, 4096, 8192, 16384)
 NUM_PARALLEL_VALUES = (1, 2, 4)
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 def load_model(base_url: str, model: str, num_ctx: int, keep_alive: str | int = "10m") -> None:

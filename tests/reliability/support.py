@@ -6,12 +6,11 @@ import json
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import wait_for  # noqa: F401 - the reliability tests import it from here
 
 # Generous: a loaded 2-core CI machine runs these next to other suites.
 RUN_TIMEOUT_S = 180.0
@@ -33,14 +32,6 @@ def bench(*args: str, env: dict[str, str] | None = None, timeout_s: float = RUN_
 def start_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {timeout_s:.0f}s")
-        time.sleep(0.05)
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.records import load_run
+from conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +27,6 @@ load:
   requests: 200
   warmup_requests: 0
 """
-
-
-def wait_for(condition, timeout_s: float = 60.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 def measured_lines(out: Path) -> int:

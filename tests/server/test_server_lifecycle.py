@@ -15,17 +15,10 @@ import pytest
 
 from bench.errors import TargetError
 from bench.run.managed_server import ManagedServer, check_models, free_port, server_pids, sim_command
+from conftest import wait_for
 
 FAKE_OLLAMA = str(Path(__file__).with_name("fake_ollama.py"))
 DEADLINE_S = 60.0  # generous: the box is shared and loaded
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def pid_exists(pid: int) -> bool:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import httpx
 import ollama
 
 from bench.sim.scheduler import MAX_QUEUE_MESSAGE
 from bench.sim.testing import simulator_for
+from conftest import wait_for
 
 BIG = "llama3.1:8b"  # ~2.75 simulated seconds to load: long against a burst's arrival spread
 SMALL = "qwen2.5:0.5b"
@@ -28,13 +28,6 @@ async def _burst(base_url: str, model: str, count: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
         body = {"model": model, "prompt": "burst", "stream": False, "options": {"num_predict": 3}}
         return await asyncio.gather(*(client.post(f"{base_url}/api/generate", json=body) for _ in range(count)))
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.01)
 
 
 def _ps(base_url: str) -> list[dict]:
@@ -117,7 +110,7 @@ def test_keep_alive_zero_unloads_so_next_request_loads_again(sim) -> None:
     """processCompleted: a runner with sessionDuration 0 is expired as soon as it is idle."""
     base_url = sim(speed=20)
     first = _generate(base_url, keep_alive=0)
-    _wait_for(lambda: _ps(base_url) == [])
+    wait_for(lambda: _ps(base_url) == [])
     reloaded = _generate(base_url)
     warm = _generate(base_url)
     assert first["load_duration"] > 10 * warm["load_duration"]
@@ -127,7 +120,7 @@ def test_keep_alive_zero_unloads_so_next_request_loads_again(sim) -> None:
 def test_keep_alive_duration_expires_and_negative_never_does(sim) -> None:
     base_url = sim(speed=100)
     _generate(base_url, keep_alive="1s")
-    _wait_for(lambda: _ps(base_url) == [])
+    wait_for(lambda: _ps(base_url) == [])
     _generate(base_url, keep_alive=-1)
     time.sleep(0.2)  # 20 simulated seconds: longer than any finite keep_alive used here
     models = _ps(base_url)
@@ -181,7 +174,7 @@ def test_load_only_requests_load_and_unload(sim) -> None:
     assert [m["name"] for m in _ps(base_url)] == [SMALL]
     unloaded = httpx.post(f"{base_url}/api/chat", json={"model": SMALL, "messages": [], "keep_alive": 0}, timeout=30).json()
     assert unloaded["done_reason"] == "unload" and unloaded["message"] == {"role": "assistant", "content": ""}
-    _wait_for(lambda: _ps(base_url) == [])
+    wait_for(lambda: _ps(base_url) == [])
 
 
 def test_embedding_models_run_one_slot(sim) -> None:
@@ -204,10 +197,10 @@ def test_client_leaving_mid_stream_frees_its_slot_and_lets_the_model_expire(sim)
     with httpx.stream("POST", f"{base_url}/api/generate", json=body, timeout=60) as response:
         next(response.iter_lines())  # one token, then hang up
     loaded = simulator_for(base_url).scheduler.loaded[SMALL]
-    _wait_for(lambda: loaded.runner.generating == 0 and loaded.ref_count == 0)
+    wait_for(lambda: loaded.runner.generating == 0 and loaded.ref_count == 0)
     follow_up = _generate(base_url, keep_alive="1s")  # the single slot is free again
     assert follow_up["eval_count"] == 3
-    _wait_for(lambda: _ps(base_url) == [])
+    wait_for(lambda: _ps(base_url) == [])
 
 
 def test_listed_families_are_forced_to_one_slot(sim, tmp_path) -> None:

@@ -9,16 +9,9 @@ import httpx
 import pytest
 
 from bench.sim.testing import accepted_sockets, running_sim
+from conftest import wait_for
 
 MODEL = "qwen2.5:0.5b"
-
-
-def _wait_for(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 def test_reused_connections_have_nagle_off_so_first_chunks_are_not_held_for_delayed_acks(sim) -> None:
@@ -30,7 +23,7 @@ def test_reused_connections_have_nagle_off_so_first_chunks_are_not_held_for_dela
         for _ in range(2):  # the second request reuses the pooled connection
             with client.stream("POST", f"{base_url}/api/generate", json=body) as response:
                 assert [line for line in response.iter_lines() if line]
-        _wait_for(lambda: len(accepted_sockets(base_url)) == 1)
+        wait_for(lambda: len(accepted_sockets(base_url)) == 1)
         (server_side,) = accepted_sockets(base_url)
         assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 

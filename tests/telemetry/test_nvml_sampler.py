@@ -16,16 +16,9 @@ from bench.telemetry import start_telemetry
 from bench.telemetry.nvml import GPU_COLUMNS, NvmlSampler, descendant_pids
 
 from .fake_nvml import FakeDevice, FakeNvml
+from conftest import wait_for
 
 GIB = 1024**3
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench.telemetry import start_telemetry
 from bench.telemetry.ollama_ps import PS_COLUMNS, PsPoller
+from conftest import wait_for
 
 LOADED = {
     "models": [
@@ -27,14 +28,6 @@ LOADED = {
         }
     ]
 }
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 class ScriptedServer:
