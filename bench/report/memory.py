@@ -1,4 +1,4 @@
-"""Section 6: memory — NVML VRAM and /api/ps timelines, and the KV-cache estimates against the fit."""
+"""Section 6: memory — NVML VRAM, process RSS and /api/ps timelines, and the KV-cache estimates against the fit."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def build(views: list[RunView]) -> Section | None:
         if gpu is not None and len(gpu) and "mem_used_bytes" in gpu:
             blocks.append(Figure(_gpu_figure(gpu, suffix), "Measured by NVML on the GPU: device memory in use "
                                  "(and the server process's own share when bench started the server)."))
+        proc = getattr(view.run, "proc", None)
+        if proc is not None and len(proc) and "rss_bytes" in proc:
+            blocks.append(Figure(_proc_figure(proc, suffix), "Measured by bench from /proc: resident memory of the "
+                                 "server bench started and its children; with the real engine, the llama-server "
+                                 "processes alone (their KV cache, weights and compute buffers), on the same clock."))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
             semantics = semantics_for(view.manifest.target.version)
@@ -142,6 +147,23 @@ def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:
         axes[1].set_ylim(0, 105)
     axes[-1].set_xlabel("time since the run started (s)")
     return plotting.render(figure, "GPU memory over time", "Line chart: GPU memory used over the run, in GiB.")
+
+
+def _proc_figure(proc: pd.DataFrame, suffix: str) -> plotting.Plot:
+    figure, (ax,) = plotting.new_figure(1, 1, height_in=2.8)
+    samples = proc.sort_values("t_s")
+    mib = 2**20
+    ax.plot(samples["t_s"], samples["rss_bytes"] / mib, color=plotting.PALETTE[0], label="server process tree")
+    if (samples["engine_rss_bytes"] > 0).any():
+        ax.plot(samples["t_s"], samples["engine_rss_bytes"] / mib, color=plotting.PALETTE[1], linestyle="--",
+                label="llama-server processes")
+    ax.set_ylabel("resident memory (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("time since the run started (s)")
+    ax.set_title(f"Server memory (process RSS){suffix}")
+    plotting.legend(ax)
+    return plotting.render(figure, "Server process memory over time",
+                           "Line chart: resident memory of the managed server and its llama-server children, in MiB.")
 
 
 def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView) -> plotting.Plot:

@@ -57,3 +57,20 @@ def test_no_server_pids_means_no_file(tmp_path: Path) -> None:
     sampler = ProcessMemorySampler(time.monotonic(), None)
     assert sampler.sample_once() is None
     assert sampler.write(tmp_path / "proc.parquet") is None
+
+
+def test_the_report_draws_the_process_memory_timeline() -> None:
+    import pandas as pd
+
+    from bench.records import Run
+    from bench.report import memory
+    from bench.report.data import RunView
+
+    proc = pd.DataFrame({"t_s": [0.0, 0.25, 0.5], "processes": [2, 2, 2], "rss_bytes": [2**27] * 3,
+                         "rss_anon_bytes": [2**26] * 3, "rss_file_bytes": [2**26] * 3, "engine_processes": [1] * 3,
+                         "engine_rss_bytes": [2**26] * 3})
+    run = Run(Path("."), {"run_id": "r"}, pd.DataFrame(), pd.DataFrame(), proc=proc)
+    view = RunView(run, "r", pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), ())
+    section = memory.build([view])
+    assert section is not None
+    assert any("llama-server processes" in str(getattr(block, "caption", "")) for block in section.blocks)
