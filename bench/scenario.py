@@ -88,7 +88,7 @@ Arrival = Literal["closed", "constant", "poisson", "sweep", "trace"]
 # A keep_alive as Ollama takes it: "5m", "1h30m", "300ms", seconds, 0 or negative.
 KeepAlive = str | int | float
 _DURATION_RE = re.compile(r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_SLO_VALUE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # k6-style threshold: "<500ms", "<=2s", ">20", "<1%" (a percentage of a rate that is a fraction).
 _THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|%)?\s*$")
@@ -638,14 +638,28 @@ _MODEL_NAMES = {"Distribution", "PromptSpec", "Workload", "Load", "Pace", "SimTa
                 "Matrix", "AbortOn", "Scenario"}
 
 
-def parse_slo_value(value: str | float) -> float:
+_SECONDS_PER_UNIT = {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "h": 3600.0}
+
+
+def seconds_of(value: str | float) -> float:
+    """`2s`, `100ms`, `1.5` (seconds), `10m`, `1h` -> seconds; ValueError otherwise.
+
+    The one reader of a duration a user writes (SLOs, thresholds, `--slo`, soak flags); Ollama's
+    Go-style keep_alive strings (`1h30m`) are checked by the model and read by the server.
+    """
     if not isinstance(value, str):
         return float(value)
     match = _SLO_VALUE_RE.match(value)
     if match is None:
-        raise ScenarioError(f"{value!r} is not a number or a duration")
-    number = float(match.group(1))
-    return number * {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}[match.group(2)]
+        raise ValueError(f"{value!r} is not a number or a duration like 2s, 100ms, 10m or 1h")
+    return float(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+
+
+def parse_slo_value(value: str | float) -> float:
+    try:
+        return seconds_of(value)
+    except ValueError:
+        raise ScenarioError(f"{value!r} is not a number or a duration") from None
 
 
 @dataclass(frozen=True)

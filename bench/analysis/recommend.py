@@ -7,7 +7,6 @@ Pure analysis on a loaded run; bench.cli.recommend_cmd prints it and stores reco
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -18,13 +17,13 @@ from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
 from bench.manifest import Manifest
 from bench.records import Run
+from bench.scenario import seconds_of
 
 SETTING = "OLLAMA_NUM_PARALLEL"
 # Throughputs within this fraction of the best are a tie: a person picks the smaller setting
 # (less KV memory, lower per-request latency) rather than a higher one that gains only noise.
 TIE_FRACTION = 0.05
 _PS_SLACK_S = 1.0
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 Outcome = Literal["chosen", "runner-up", "lost"]
 
@@ -49,10 +48,10 @@ class Slo:
 
 def parse_duration_s(text: str) -> float:
     """`2s`, `100ms`, `1.5` (seconds), `1m` → seconds; UsageError otherwise."""
-    match = _DURATION_RE.match(str(text))
-    if match is None:
-        raise UsageError(f"{text!r} is not a number or a duration like 2s, 100ms")
-    return float(match.group(1)) * {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}[match.group(2)]
+    try:
+        return seconds_of(str(text))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def parse_slo(text: str) -> Slo:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import statistics
 import threading
 import time
@@ -25,7 +24,7 @@ from bench.errors import UsageError
 from bench.limits import MAX_SECONDS
 from bench.records import REQUESTS_JSONL, write_json
 from bench.run.runner import RunOptions, RunResult, run_scenario
-from bench.scenario import Scenario
+from bench.scenario import Scenario, seconds_of
 
 SOAK_JSON = "soak.json"
 SOAK_PLOT = "soak-rss.png"
@@ -33,14 +32,14 @@ SOAK_PLOT = "soak-rss.png"
 # a per-request leak of even 100 bytes at 200 req/s adds 70 MiB an hour.
 TOLERANCE_FRACTION = 0.05
 TOLERANCE_MIN_BYTES = 16 * 2**20
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
 
 def parse_duration_s(text: str, option: str = "--duration") -> float:
     """`90`, `90s`, `10m`, `1h` -> seconds (at most a week); anything else is a one-line UsageError."""
-    match = _DURATION_RE.match(text)
-    seconds = (float(match.group(1)) * {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
-               if match is not None else 0.0)
+    try:
+        seconds = seconds_of(text)
+    except ValueError:
+        seconds = 0.0
     if not 0 < seconds <= MAX_SECONDS:
         raise UsageError(f"{option} {text!r}: expected a positive duration up to a week, like 90s, 10m or 1h")
     return seconds

@@ -15,7 +15,7 @@ from bench.cli import cli
 from bench.analysis.kv import ModelArch, analyze_run, exact_kv_bytes
 from bench.records import RecordWriter, RequestRecord, load_run, write_json
 from bench.telemetry import start_telemetry
-from conftest import wait_for
+from polling import wait_for
 
 NUM_CTX_VALUES = (2048, 4096, 8192, 16384)
 NUM_PARALLEL_VALUES = (1, 2, 4)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import wait_for  # noqa: F401 - the reliability tests import it from here
+from polling import wait_for  # noqa: F401 - the reliability tests import it from here
 
 # Generous: a loaded 2-core CI machine runs these next to other suites.
 RUN_TIMEOUT_S = 180.0

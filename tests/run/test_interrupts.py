@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.records import load_run
-from conftest import wait_for
+from polling import wait_for
 
 pytestmark = pytest.mark.e2e
 

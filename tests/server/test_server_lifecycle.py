@@ -15,7 +15,7 @@ import pytest
 
 from bench.errors import TargetError
 from bench.run.managed_server import ManagedServer, check_models, free_port, server_pids, sim_command
-from conftest import wait_for
+from polling import wait_for
 
 FAKE_OLLAMA = str(Path(__file__).with_name("fake_ollama.py"))
 DEADLINE_S = 60.0  # generous: the box is shared and loaded

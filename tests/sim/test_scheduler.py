@@ -10,7 +10,7 @@ import ollama
 
 from bench.sim.scheduler import MAX_QUEUE_MESSAGE
 from bench.sim.testing import simulator_for
-from conftest import wait_for
+from polling import wait_for
 
 BIG = "llama3.1:8b"  # ~2.75 simulated seconds to load: long against a burst's arrival spread
 SMALL = "qwen2.5:0.5b"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bench.sim.testing import accepted_sockets, running_sim
-from conftest import wait_for
+from polling import wait_for
 
 MODEL = "qwen2.5:0.5b"
 

@@ -16,7 +16,7 @@ from bench.telemetry import start_telemetry
 from bench.telemetry.nvml import GPU_COLUMNS, NvmlSampler, descendant_pids
 
 from .fake_nvml import FakeDevice, FakeNvml
-from conftest import wait_for
+from polling import wait_for
 
 GIB = 1024**3
 

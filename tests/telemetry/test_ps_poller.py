@@ -12,7 +12,7 @@ import pandas as pd
 
 from bench.telemetry import start_telemetry
 from bench.telemetry.ollama_ps import PS_COLUMNS, PsPoller
-from conftest import wait_for
+from polling import wait_for
 
 LOADED = {
     "models": [
