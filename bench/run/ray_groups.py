@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -98,7 +99,7 @@ def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
     """The body of one Ray task: run the group's cells here, return what the driver merges."""
     ray = import_ray()
     node = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "task_started_epoch_s": time.time()}
     queue.put(("started", job.group, node))
     scratch = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     batcher = _Batcher(queue, job.group)
@@ -123,6 +124,7 @@ class RayCellLoop(CellLoop):
     def __init__(self, run: ResolvedRun, console: Console) -> None:
         super().__init__(run, console)
         self.cell_node: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
         self._ps_tables: list[pa.Table] = []
         self.manifest.annotators.append(self._annotate_nodes)
 
@@ -131,7 +133,8 @@ class RayCellLoop(CellLoop):
             node = self.cell_node.get(cell.cell_id)
             if node is not None:
                 cell.node = node
-        manifest.ray = {"address": self.run.ray_address or "local"}
+        manifest.ray = {"address": self.run.ray_address or "local",
+                        "tasks": [{"group": group, **task} for group, task in sorted(self.tasks.items())]}
 
     def _groups(self) -> dict[int, list[Cell]]:
         groups: dict[int, list[Cell]] = {}
@@ -167,9 +170,9 @@ class RayCellLoop(CellLoop):
         task = ray.remote(run_group).options(num_cpus=placement.num_cpus, resources=placement.resources or None,
                                              max_retries=0)
         scenario = self.run.scenario.model_dump(mode="json")
-        pending: dict[Any, list[Cell]] = {}
+        pending: dict[Any, tuple[int, list[Cell]]] = {}
         for group, cells in self._groups().items():
-            pending[task.remote(GroupJob(scenario, self._task_options(cells), group), queue)] = cells
+            pending[task.remote(GroupJob(scenario, self._task_options(cells), group), queue)] = (group, cells)
         self.progress.note(f"ray: {len(pending)} server group(s) submitted to "
                            f"{self.run.ray_address or 'a local Ray cluster'}")
         lost = False
@@ -179,15 +182,17 @@ class RayCellLoop(CellLoop):
             if not done:
                 await asyncio.sleep(BATCH_INTERVAL_S)
                 continue
-            cells = pending.pop(done[0])
+            group, cells = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
             except Exception as error:  # noqa: BLE001 - a lost node or a killed worker: cells partial
                 self._drain(queue, writer)
+                self.tasks.setdefault(group, {})["ended_epoch_s"] = time.time()
                 self._lost(cells, error)
                 lost = True
                 continue
             self._drain(queue, writer)
+            self.tasks.setdefault(group, {})["ended_epoch_s"] = time.time()
             self._merge(cells, result)
             self.write_manifest("running")
         self._drain(queue, writer)
@@ -199,6 +204,7 @@ class RayCellLoop(CellLoop):
         while not queue.empty():
             kind, group, payload = queue.get_nowait()
             if kind == "started":
+                self.tasks.setdefault(group, {}).update(node=payload, started_epoch_s=payload["task_started_epoch_s"])
                 for cell in self._groups().get(group, []):
                     self.cell_node[cell.cell_id] = payload
                 self.progress.note(f"ray: group {group} started on {payload['hostname']}")
