@@ -120,6 +120,9 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
     if options.workers > 1 and scenario.workload.conversation is not None:
         raise UsageError("--workers: a multi-turn workload keeps each conversation in one process; "
                          "run it without --workers")
+    if options.workers > 1 and "trace" in scenario.load.arrival:
+        raise UsageError("--workers: a trace is replayed in one process (its conversations and "
+                         "timing are one schedule); run it without --workers")
     cells = tuple(plan_cells(scenario, options.overrides))
     api_key = _api_key(scenario.api_key_env)
     check_before_run(scenario, options.baseline)

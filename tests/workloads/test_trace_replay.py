@@ -55,3 +55,15 @@ def test_a_trace_replays_with_its_timing_turns_and_lengths(sim, tmp_path: Path) 
     prompts = turns["prompt_tokens"].tolist()
     assert prompts[1] > prompts[0] + 100 and prompts[2] > prompts[1] + 100
     assert (tmp_path / "run" / "scenario.yaml").exists()
+
+
+def test_a_trace_with_workers_is_refused_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "trace.jsonl").write_text(TRACE)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("target: sim\nworkload: {model: llama3.2:1b}\n"
+                        "load: {arrival: trace, trace: {file: trace.jsonl}}\n")
+    result = CliRunner().invoke(cli, ["run", str(scenario), "--workers", "2", "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--workers: a trace is replayed in one process" in result.output
+    assert not (tmp_path / "run").exists()
