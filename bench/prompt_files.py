@@ -84,7 +84,7 @@ def read_conversation_file(path: Path) -> list[FileConversation]:
     conversations = [_conversation_of(item, path, where) for where, item in read_json_items(path)]
     conversations = [c for c in conversations if c.user_turns]
     if not conversations:
-        raise ScenarioError(f"{path}:1: no conversations with a user turn in file")
+        raise ScenarioError(f"{path}:1: no prompts in file (no line with a prompt or a user turn)")
     return conversations
 
 
