@@ -215,6 +215,10 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
 
 
 def _run(scenario, options: RunOptions) -> RunResult:  # noqa: ANN001 - a bench.scenario.Scenario
+    if options.use_ray:
+        from bench.run.ray_groups import run_on_ray  # Ray is an optional extra: bench[ray]
+
+        return run_on_ray(scenario, options, output_console())
     from bench.run.runner import run_scenario
 
     return run_scenario(scenario, options, output_console())

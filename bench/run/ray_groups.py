@@ -36,7 +36,7 @@ from bench.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter, RequestRecord, read_json
 from bench.run.resolve import ResolvedRun, RunOptions
-from bench.run.runner import CellLoop, run_scenario
+from bench.run.runner import CellLoop, RunResult, run_scenario
 from bench.scenario import Scenario
 
 # Records are sent to the driver in batches: at most this many, at least this often.
@@ -120,6 +120,8 @@ def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
 
 class RayCellLoop(CellLoop):
     """A cell loop that hands each server group to a Ray task; the rest of the run is bench's own."""
+
+    uses_ray = True
 
     def __init__(self, run: ResolvedRun, console: Console) -> None:
         super().__init__(run, console)
@@ -296,3 +298,8 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
     finally:
         if started:
             ray.shutdown()
+
+
+def run_on_ray(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
+    """`bench run --ray`: the whole run, each server group a Ray task (options.use_ray is set)."""
+    return run_scenario(scenario, options, console, loop_class=RayCellLoop)

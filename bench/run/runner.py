@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 from rich.console import Console
@@ -55,6 +56,10 @@ _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
 
 class CellLoop:
     """Runs a resolved run's cells; owns the clock, the stop control and the manifest's state."""
+
+    # bench.run.ray_groups.RayCellLoop says True: a --ray run must be handed that loop
+    # (bench.run.ray_groups.run_on_ray), never run here by accident.
+    uses_ray: ClassVar[bool] = False
 
     def __init__(self, run: ResolvedRun, console: Console) -> None:
         self.run = run
@@ -387,19 +392,20 @@ def _continued_clock(t0_epoch_s: float | None) -> Clock:
     return Clock(time.monotonic() - (time.time() - t0_epoch_s))
 
 
-def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
+def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None,
+                 loop_class: type[CellLoop] = CellLoop) -> RunResult:
     """Run a scenario end to end; returns where the results are and how it ended.
 
     The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
-    console, progress and the summary go to a plain rich Console.
+    console, progress and the summary go to a plain rich Console. `--ray` runs come through
+    bench.run.ray_groups.run_on_ray, which passes its RayCellLoop (so this module never imports
+    Ray's: no import circle).
     """
     console = console if console is not None else Console()
     run = resolve_run(scenario, options)
-    loop_class = CellLoop
-    if run.use_ray:
-        from bench.run.ray_groups import RayCellLoop  # Ray is an optional extra: bench[ray]
-
-        loop_class = RayCellLoop
+    if run.use_ray != loop_class.uses_ray:
+        raise ValueError(f"use_ray={run.use_ray} needs a loop with uses_ray={run.use_ray}, "
+                         f"got {loop_class.__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
     loop = loop_class(run, console)
     loop.begin()
     try:

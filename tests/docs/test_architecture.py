@@ -58,11 +58,7 @@ FUNCTION_REASONS = {
 
 
 # Import circles allowed for now, with why. Empty is the goal.
-ALLOWED_CIRCLES = {
-    ("bench.run.ray_groups", "bench.run.runner"):
-        "run_scenario picks RayCellLoop (a CellLoop subclass) lazily for --ray; to break it, move "
-        "run_scenario beside resolve/finish so runner.py holds the cell loop only (issue 15 follow-up)",
-}
+ALLOWED_CIRCLES: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> list[Path]:
