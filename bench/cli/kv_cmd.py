@@ -12,9 +12,9 @@ from bench.cli.console import output_console, working
 from bench.errors import UsageError
 
 if TYPE_CHECKING:
-    from bench.analysis.kv import KvSizing
+    from bench.analysis.kv_formulas import KvSizing
 
-# bench.analysis.kv.CACHE_TYPES, repeated so that `bench --help` need not import numpy and scipy
+# bench.analysis.kv_formulas.CACHE_TYPES, repeated so that `bench --help` need not import numpy and scipy
 # (tests/cli/test_startup.py keeps the two equal).
 CACHE_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0")
 
@@ -28,7 +28,7 @@ def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
 
 
 def _print_sizing(name: str, sizing: KvSizing) -> None:
-    from bench.analysis.kv import describe_ratio, format_bytes
+    from bench.analysis.kv_formulas import describe_ratio, format_bytes
 
     arch = sizing.arch
     click.echo(
@@ -71,7 +71,7 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
 
 
 def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
-    from bench.analysis.kv import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.analysis.kv_formulas import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
 
     header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
               "rule of thumb", "KV exact", "max parallel")  # fmt: skip
@@ -125,7 +125,8 @@ def kv_command(
     all_models: bool,
 ) -> None:
     """KV-cache calculator: rule of thumb vs exact GQA figure, weights, and the NUM_PARALLEL that fits."""
-    from bench.analysis.kv import ModelArch, parse_bytes, read_gguf, size_model
+    from bench.analysis.kv_formulas import parse_bytes, size_model
+    from bench.analysis.kv_model import ModelArch, read_gguf
     from bench.endpoints import resolve_ollama_host
     from bench.telemetry.server_info import list_models, show_model
 
@@ -168,7 +169,8 @@ def _per_token(value: float | None) -> str:
 def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
     with working(output_console(), f"fitting memory against context for {run_dir}"):
-        from bench.analysis.kv import analyze_run, format_bytes
+        from bench.analysis.kv_fit import analyze_run
+        from bench.analysis.kv_formulas import format_bytes
         from bench.records import KV_JSON, load_run, write_json
 
         payload = analyze_run(load_run(run_dir))

@@ -108,7 +108,7 @@ def file_entry(name: str, path: Path) -> dict[str, Any]:
     """A catalog entry from a GGUF file's own metadata; UsageError when it is not a usable GGUF."""
     from gguf import GGUFReader
 
-    from bench.analysis.kv import read_gguf
+    from bench.analysis.kv_model import read_gguf
 
     model = read_gguf(path)
     arch = model.arch

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from bench.analysis.kv import write_kv_analysis
+from bench.analysis.kv_fit import write_kv_analysis
 from bench.atomic import write_atomically
 from bench.load import ClientHealth
 from bench.analysis.metrics import cell_summary

@@ -47,6 +47,6 @@ def test_importing_the_cli_imports_no_heavy_library():
 
 def test_kv_cache_type_choices_match_the_calculator():
     from bench.cli.kv_cmd import CACHE_TYPES
-    from bench.analysis.kv import CACHE_TYPES as KV_CACHE_TYPES
+    from bench.analysis.kv_formulas import CACHE_TYPES as KV_CACHE_TYPES
 
     assert CACHE_TYPES == KV_CACHE_TYPES

@@ -22,7 +22,6 @@ LIMIT_FUNCTION_LINES = 50
 MODULE_REASONS = {
     "bench/scenario.py": "the scenario model and its YAML loader; to split: model vs file loading "
                          "(issue 15 left it: three other issues were adding fields to it today)",
-    "bench/analysis/kv.py": "KV formulas, GGUF reading and the measured fit; to split (issue 15 follow-up)",
     "bench/analysis/compare.py": "gate statistics and gate rendering (Markdown, JUnit); the rendering "
                                  "belongs in bench/outputs/ (issue 15 follow-up)",
     "bench/analysis/studies.py": "keep_alive and queue studies share the per-request timeline builder",
@@ -52,8 +51,7 @@ FUNCTION_REASONS = {
     "bench/sim/emitter.py:__call__": "the ASGI hot path of the perf emitter",
     "bench/sim/testing.py:running_sim": "fixture with its cleanup in one place",
     "bench/cli/perf_cmd.py:summary_table": "one table row per measured quantity",
-    "bench/analysis/kv.py:analyze_group": "three fits, the choice among them and the kv.json entry; "
-                                          "goes with the kv.py split (issue 15 follow-up)",
+    "bench/analysis/kv_fit.py:analyze_group": "three fits, the choice among them and the kv.json entry",
 }
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.analysis.kv import kv_bytes_per_token, read_gguf
+from bench.analysis.kv_formulas import kv_bytes_per_token
+from bench.analysis.kv_model import read_gguf
 from bench.cli import cli
 from bench.engine.gguf_maker import BANNED_LOGIT_WEIGHT, banned_token_ids, build_tensors
 from bench.engine.shapes import PRESETS, ModelShape, resolve_shape

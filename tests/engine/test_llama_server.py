@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.kv import read_gguf, kv_bytes_per_token
+from bench.analysis.kv_model import read_gguf
+from bench.analysis.kv_formulas import kv_bytes_per_token
 from bench.engine.binary import EngineError
 from bench.engine.completion import (
     CompletionChunk,

@@ -12,7 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.analysis.kv import ModelArch, analyze_run, exact_kv_bytes
+from bench.analysis.kv_fit import analyze_run
+from bench.analysis.kv_formulas import exact_kv_bytes
+from bench.analysis.kv_model import ModelArch
 from bench.records import RecordWriter, RequestRecord, load_run, write_json
 from bench.telemetry import start_telemetry
 from polling import wait_for
@@ -67,7 +69,7 @@ def load_run_ps(run_dir: Path) -> Any:
 
 @pytest.mark.parametrize(("cache_type", "env"), [("f16", {}), ("q8_0", {"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "1"})])
 def test_fit_on_api_ps_recovers_simulator_bytes_per_token(sim: Callable[..., str], cache_type: str, env: dict[str, str]) -> None:
-    from bench.analysis.kv import fit_bytes_per_token
+    from bench.analysis.kv_fit import fit_bytes_per_token
 
     ctx_totals: list[int] = []
     sizes: list[int] = []

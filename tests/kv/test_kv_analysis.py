@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.analysis.kv import analyze_run
+from bench.analysis.kv_fit import analyze_run
 from bench.records import Run
 
 from .test_kv_formulas import LLAMA31_8B_INFO

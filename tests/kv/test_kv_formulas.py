@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 
 from bench.errors import TargetError, UsageError
-from bench.analysis.kv import (
-    ModelArch,
+from bench.analysis.kv_fit import fit_bytes_per_token
+from bench.analysis.kv_formulas import (
     describe_ratio,
     exact_kv_bytes,
-    fit_bytes_per_token,
     format_bytes,
     max_parallel_that_fits,
     parse_bytes,
-    read_gguf,
     rule_of_thumb_bytes,
     size_model,
 )
+from bench.analysis.kv_model import ModelArch, read_gguf
 
 GIB = 1024**3
 
@@ -206,7 +205,7 @@ def test_a_file_that_is_not_gguf_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_compute_buffer_is_sized_like_llama_server_not_graphsize(llama31_8b: ModelArch) -> None:
     """`bench kv` shows llama-server's compute buffer (Ollama v0.33) instead of v0.12.6's GraphSize."""
-    from bench.analysis.kv import automatic_num_batch, compute_buffer_bytes, graph_estimate_bytes
+    from bench.analysis.kv_formulas import automatic_num_batch, compute_buffer_bytes, graph_estimate_bytes
 
     # llama.cpp logs 258.50 MiB for llama3.1:8b at -ub 512, -c 8192 with flash attention.
     assert compute_buffer_bytes(llama31_8b, 8192, 512) / 2**20 == pytest.approx(258.5, abs=0.01)
@@ -229,7 +228,7 @@ def test_compute_buffer_matches_llama_servers_log(num_ctx: int, num_batch: int, 
     """llama-server's `sched_reserve: CPU compute buffer size` for a 16-layer, 1024-wide, 8-head (MHA,
     head_dim 128), ffn 2816, vocab 4096 GGUF (`bench gguf make`), measured 2026-11-30 with -np 1; the
     old GraphSize said 296 MiB at 16384 for this shape."""
-    from bench.analysis.kv import compute_buffer_bytes
+    from bench.analysis.kv_formulas import compute_buffer_bytes
 
     probe = ModelArch("llama", 16, 1024, 8, 8, 128, 128, vocab_size=4096, feed_forward_length=2816)
     assert compute_buffer_bytes(probe, num_ctx, num_batch, flash) / 2**20 == pytest.approx(logged_mib, abs=0.06)
