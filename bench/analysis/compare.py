@@ -42,7 +42,6 @@ import numpy as np
 from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
 from bench.analysis.samples import bootstrap_interval, min_samples_for, not_enough
 from bench.errors import RunDirError, UsageError
-from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.plan import cell_label, varying_settings
 from bench.analysis.metrics import METRIC_COLUMNS, METRIC_DIRECTIONS, PERCENTILES
 
@@ -74,7 +73,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 
 Verdict = Literal["pass", "warn", "fail", "skip"]
-VERDICT_MARKS: dict[str, str] = {"pass": "✓", "warn": "⚠", "fail": "✗", "skip": "–"}
 
 
 class CellMatchError(RunDirError):
@@ -149,12 +147,6 @@ def parse_gate_options(options: Iterable[str]) -> dict[str, float]:
 def parse_gates(gates: dict[str, str | float]) -> dict[str, float]:
     """A scenario's `gates:` mapping ({ttft_p95: "10%"}) as thresholds."""
     return {gate_metric_name(metric): parse_threshold(metric, value) for metric, value in gates.items()}
-
-
-def format_threshold(metric: str, threshold: float) -> str:
-    if is_rate(metric):
-        return f"{threshold * 100:+g} pt"
-    return f"{threshold * 100:+g}%"
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -459,156 +451,3 @@ def compare_paths(baseline_path: str | Path, current_path: str | Path,
     directories or baseline files; thresholds as in thresholds_for."""
     baseline, current = load_baseline(baseline_path), load_baseline(current_path)
     return compare(baseline, current, thresholds_for(max_regression, current, baseline))
-
-
-# --- outputs ---------------------------------------------------------------------------------
-
-
-def format_value(metric: str, value: float) -> str:
-    if not np.isfinite(value):
-        return "–"
-    if is_rate(metric):
-        return f"{value * 100:.1f}%"
-    if metric == "rps":
-        return f"{value:.2f} req/s"
-    if metric in ("output_tps", "user_tps_p50"):
-        return f"{value:.1f} tok/s"
-    return f"{value * 1000:.2f} ms"
-
-
-def format_change(gate: GateResult) -> str:
-    if not np.isfinite(gate.change):
-        return "–"
-    if gate.relative:
-        return f"{gate.change * 100:+.1f}%"
-    return f"{gate.change * 100:+.1f} pt"
-
-
-def format_interval(gate: GateResult) -> str:
-    if not np.isfinite(gate.ci_low):
-        return "–"
-    scale, unit = 100.0, ("%" if gate.relative else " pt")
-    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
-
-
-def format_n(gate: GateResult) -> str:
-    """Sample sizes behind the gate: `40 / 38` (baseline / current)."""
-    return f"{gate.baseline_n} / {gate.current_n}"
-
-
-def _verdict_text(gate: GateResult) -> str:
-    words = {"pass": "ok", "warn": "worse, within noise", "fail": "REGRESSED",
-             "skip": gate.note or "no data"}
-    return f"{VERDICT_MARKS[gate.verdict]} {words[gate.verdict]}"
-
-
-def headline(comparison: Comparison) -> str:
-    counted = {v: sum(g.verdict == v for g in comparison.gates) for v in VERDICT_MARKS}
-    if comparison.regressed:
-        names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
-        return f"REGRESSION: {counted['fail']} of {len(comparison.gates)} gates failed: {names}"
-    extra = f", {counted['warn']} worse but within noise" if counted["warn"] else ""
-    skipped = f", {counted['skip']} not judged (not enough samples or no data)" if counted["skip"] else ""
-    if counted["pass"] + counted["warn"] == 0 and counted["skip"]:
-        return f"no verdict: all {counted['skip']} gates lacked the samples to judge (see the table)"
-    return f"no regression: {counted['pass'] + counted['warn']} gates passed{extra}{skipped}"
-
-
-def footer(comparison: Comparison) -> str:
-    """What the columns mean and how the verdict is reached (printed under every gate table)."""
-    return (f"change: current against baseline (relative; rates in percentage points). "
-            f"{comparison.confidence:.0%} CI: scipy.stats.bootstrap interval of that change, both runs' "
-            "requests resampled. n: successful requests (rates: all requests) baseline / current. "
-            "A gate fails (✗) only when the whole interval lies beyond 'allowed'; ⚠ the change is beyond "
-            "'allowed' but the interval reaches back inside it; – not judged: a percentile needs at least "
-            "two samples beyond it (p50 10, p90 20, p95 40, p99 200 per side), anything else 10. "
-            "No p value: a test of 'no difference' answers another question than this verdict.")
-
-
-def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, imported lazily
-    """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate, the rule as its caption."""
-    from rich.table import Table
-
-    title = f"bench compare: {comparison.baseline_source} → {comparison.current_source}"
-    table = Table(title=for_terminal(title), title_justify="left",
-                  caption=for_terminal(footer(comparison)), caption_justify="left")
-    for column in ("cell", "metric", "n", "baseline", "current", "change",
-                   f"{comparison.confidence:.0%} CI", "allowed", "verdict"):
-        table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
-                         else "left")
-    styles = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    for gate in comparison.gates:
-        table.add_row(
-            for_terminal(gate.cell_label), gate.metric, format_n(gate),
-            format_value(gate.metric, gate.baseline_value),
-            format_value(gate.metric, gate.current_value), format_change(gate),
-            format_interval(gate), format_threshold(gate.metric, gate.threshold),
-            _verdict_text(gate), style=styles[gate.verdict],
-        )
-    return table
-
-
-def to_markdown(comparison: Comparison) -> str:
-    """A GitHub-flavoured Markdown report (fits $GITHUB_STEP_SUMMARY)."""
-    status = "❌" if comparison.regressed else "✅"
-    lines = [
-        f"## {status} bench compare: {for_markdown(headline(comparison))}",
-        "",
-        f"Baseline {for_markdown(comparison.baseline_source)} → current "
-        f"{for_markdown(comparison.current_source)}.",
-        "",
-    ]
-    lines += [f"> note: {for_markdown(note)}" for note in comparison.environment_notes]
-    if comparison.environment_notes:
-        lines.append("")
-    lines += [
-        f"| | cell | metric | n | baseline | current | change | {comparison.confidence:.0%} CI "
-        "| allowed | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for gate in comparison.gates:
-        metric = f"**{gate.metric}**" if gate.verdict == "fail" else gate.metric
-        lines.append(
-            f"| {VERDICT_MARKS[gate.verdict]} | {for_markdown(gate.cell_label)} | {metric} | {format_n(gate)} "
-            f"| {format_value(gate.metric, gate.baseline_value)} "
-            f"| {format_value(gate.metric, gate.current_value)} | {format_change(gate)} "
-            f"| {format_interval(gate)} | {format_threshold(gate.metric, gate.threshold)} "
-            f"| {_verdict_text(gate)[2:]} |"
-        )
-    lines += ["", footer(comparison), ""]
-    return "\n".join(lines)
-
-
-def to_junit_xml(comparison: Comparison) -> str:
-    """JUnit XML: one testcase per cell x metric gate, a <failure> per regression."""
-    import xml.etree.ElementTree as ET
-
-    suite = ET.Element("testsuite", {
-        "name": "bench compare",
-        "tests": str(len(comparison.gates)),
-        "failures": str(len(comparison.regressions)),
-        "errors": "0",
-        "skipped": str(sum(g.verdict == "skip" for g in comparison.gates)),
-    })
-    ET.SubElement(ET.SubElement(suite, "properties"), "property",
-                  {"name": "baseline", "value": plain_terminal(comparison.baseline_source)})
-    for gate in comparison.gates:
-        # ElementTree escapes <&>" but writes control characters as they are: invalid XML 1.0.
-        case = ET.SubElement(suite, "testcase", {"classname": f"bench.{plain_terminal(gate.cell_label)}",
-                                                 "name": gate.metric})
-        detail = (f"{gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
-                  f"{format_value(gate.metric, gate.current_value)} ({format_change(gate)}, "
-                  f"{comparison.confidence:.0%} CI {format_interval(gate)}, allowed "
-                  f"{format_threshold(gate.metric, gate.threshold)}, n {format_n(gate)})")
-        if gate.verdict == "fail":
-            ET.SubElement(case, "failure", {"message": f"regressed: {detail}",
-                                            "type": "regression"}).text = detail
-        elif gate.verdict == "skip":
-            ET.SubElement(case, "skipped", {"message": plain_terminal(f"{gate.note or 'no data'} ({detail})")})
-        else:
-            ET.SubElement(case, "system-out").text = detail
-    testsuites = ET.Element("testsuites", {"name": "bench", "tests": suite.get("tests", "0"),
-                                           "failures": suite.get("failures", "0")})
-    testsuites.append(suite)
-    ET.indent(testsuites)
-    return ET.tostring(testsuites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,4 +1,5 @@
-"""`bench compare` and `bench baseline save`: parse, call bench.analysis.compare / bench.analysis.baseline, print."""
+"""`bench compare` and `bench baseline save`: parse, call bench.analysis.compare / bench.analysis.baseline,
+print through bench.outputs.gate_tables."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     """
     console = output_console()
     with working(console, f"comparing {current_path} with {baseline_path}"):
-        from bench.analysis.compare import compare_paths, headline, render_table, to_junit_xml, to_markdown
+        from bench.analysis.compare import compare_paths
+        from bench.outputs.gate_tables import headline, render_table, to_junit_xml, to_markdown
 
         comparison = compare_paths(baseline_path, current_path, max_regression)
     console.print(render_table(comparison))

@@ -260,7 +260,8 @@ def _exit_for(result: RunResult) -> None:
 
 def gate_run(baseline: Path, run_dir: Path) -> bool:
     """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?"""
-    from bench.analysis.compare import compare_paths, headline, render_table, to_markdown
+    from bench.analysis.compare import compare_paths
+    from bench.outputs.gate_tables import headline, render_table, to_markdown
 
     comparison = compare_paths(baseline, run_dir)
     console = output_console()

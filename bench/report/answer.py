@@ -323,8 +323,9 @@ def sample_size_warnings(view: RunView, prefix: str = "") -> list[Note]:
 def _gate_blocks(baseline: RunView, current: RunView) -> list[Any]:
     """`bench compare BASELINE CURRENT` as report blocks: the headline, then one row per gate."""
     from bench.analysis.baseline import load_baseline
-    from bench.analysis.compare import (compare, footer, format_change, format_interval, format_n,
-                                        format_threshold, format_value, headline, thresholds_for)
+    from bench.analysis.compare import compare, thresholds_for
+    from bench.outputs.gate_tables import (footer, format_change, format_interval, format_n, format_threshold,
+                                           format_value, headline)
 
     try:
         before, after = load_baseline(baseline.run.path), load_baseline(current.run.path)

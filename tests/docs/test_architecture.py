@@ -22,8 +22,8 @@ LIMIT_FUNCTION_LINES = 50
 MODULE_REASONS = {
     "bench/scenario.py": "the scenario model and its YAML loader; to split: model vs file loading "
                          "(issue 15 left it: three other issues were adding fields to it today)",
-    "bench/analysis/compare.py": "gate statistics and gate rendering (Markdown, JUnit); the rendering "
-                                 "belongs in bench/outputs/ (issue 15 follow-up)",
+    "bench/analysis/compare.py": "gate statistics only (thresholds, bootstrap intervals, verdicts, cell "
+                                 "matching); the rendering moved to bench/outputs/gate_tables.py",
     "bench/analysis/studies.py": "keep_alive and queue studies share the per-request timeline builder",
     "bench/analysis/metrics.py": "per-request and per-cell metrics plus their README definitions text",
     "bench/load.py": "closed, open and conversation schedules share the dispatcher and the clock",

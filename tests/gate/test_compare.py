@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.analysis.compare import compare, headline, parse_gate_options, render_table, to_junit_xml, to_markdown
+from bench.analysis.compare import compare, parse_gate_options
+from bench.outputs.gate_tables import headline, render_table, to_junit_xml, to_markdown
 from bench.errors import UsageError
 from tests.gate.gate_samples import SETTINGS, make_baseline, make_cell, write_baseline
 

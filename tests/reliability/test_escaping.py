@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 from rich.console import Console
 
-from bench.analysis.compare import Comparison, GateResult, render_table, to_junit_xml, to_markdown
+from bench.analysis.compare import Comparison, GateResult
+from bench.outputs.gate_tables import render_table, to_junit_xml, to_markdown
 from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.plan import describe_cell
 from bench.run.progress import RunProgress, summary_table
