@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import types
 import typing
@@ -268,6 +269,20 @@ def read_records_jsonl(path: Path) -> pd.DataFrame:
         if name not in frame.columns:
             frame[name] = None
     return frame
+
+
+def missing_as_none(value: Any) -> Any:
+    """A stored value with pandas' missing marker (NaN) as None, for JSON and for `is None` tests."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def number_or_none(value: Any) -> float | None:
+    """A stored value as a float; None when it is missing (None, NaN) or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from bench.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
 from bench.manifest import Manifest
-from bench.records import MANIFEST_FILE, load_run
+from bench.records import MANIFEST_FILE, load_run, missing_as_none
 
 FORMAT = "bench-baseline"
 FORMAT_VERSION = 1
@@ -148,10 +147,6 @@ def baseline_from_run(run_dir: str | Path) -> Baseline:
 # --- the file --------------------------------------------------------------------------------
 
 
-def _json_number(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def _cell_to_json(cell: BaselineCell) -> dict[str, Any]:
     return {
         "cell_id": cell.cell_id,
@@ -159,9 +154,9 @@ def _cell_to_json(cell: BaselineCell) -> dict[str, Any]:
         "requests": cell.requests,
         "rejected": cell.rejected,
         "errors": cell.errors,
-        "aggregates": {k: _json_number(v) for k, v in cell.aggregates.items()},
-        "per_repeat": {k: [_json_number(v) for v in vs] for k, vs in cell.per_repeat.items()},
-        "samples": {k: [_json_number(float(v)) for v in vs] for k, vs in cell.samples.items()},
+        "aggregates": {k: missing_as_none(v) for k, v in cell.aggregates.items()},
+        "per_repeat": {k: [missing_as_none(v) for v in vs] for k, vs in cell.per_repeat.items()},
+        "samples": {k: [missing_as_none(float(v)) for v in vs] for k, vs in cell.samples.items()},
     }
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
 from bench.manifest import Manifest
-from bench.records import Run
+from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
 
 SETTING = "OLLAMA_NUM_PARALLEL"
@@ -85,7 +85,7 @@ def is_num_parallel_sweep(run: Run) -> bool:
 
 
 def _format_value(column: str, value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing_as_none(value) is None:
         return "n/a"
     if column.endswith("_s"):
         return f"{value * 1000:.3g}ms" if value < 1 else f"{value:.2f}s"
@@ -132,24 +132,20 @@ class Recommendation:
             "num_parallel": self.num_parallel,
             "cell_id": self.cell_id,
             "concurrency": self.concurrency,
-            "output_tps": _json_float(self.output_tps),
+            "output_tps": missing_as_none(self.output_tps),
             "runner_up": None if runner_up is None else {
                 "num_parallel": runner_up.num_parallel, "cell_id": runner_up.cell_id,
-                "output_tps": _json_float(runner_up.output_tps), "reason": runner_up.reason,
+                "output_tps": missing_as_none(runner_up.output_tps), "reason": runner_up.reason,
             },
             "slos": {slo.metric: slo.threshold for slo in self.slos},
             "min_user_tps": self.min_user_tps,
             "memory_checked": self.memory_checked,
             "verdict": self.verdict,
             "candidates": [
-                {key: _json_float(value) for key, value in asdict(candidate).items()}
+                {key: missing_as_none(value) for key, value in asdict(candidate).items()}
                 for candidate in self.candidates
             ],
         }
-
-
-def _json_float(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | None, int | None, int | None]:
@@ -231,7 +227,8 @@ def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo
 
 
 def _int(value: Any) -> int | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+    value = missing_as_none(value)
+    return None if value is None else int(value)
 
 
 def _nan_to(value: Any, default: float = -1.0) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.metrics import COLD_LOAD_THRESHOLD_NS, request_metrics
-from bench.records import Run
+from bench.records import Run, missing_as_none
 
 DEFAULT_KEEP_ALIVE = "5m"  # envconfig.KeepAlive default
 DEFAULT_CONTEXT_LENGTH = 4096  # envconfig.ContextLength default in recent versions
@@ -79,18 +79,10 @@ def time_scale(run: Run, server_id: int | None) -> float:
 
 
 def _server_setting(run: Run, server_id: int | None, name: str, settings: dict[str, Any]) -> str | None:
-    if settings.get(name) is not None and not _is_nan(settings.get(name)):
+    if missing_as_none(settings.get(name)) is not None:
         return str(settings[name])
     env = _server_entry(run, server_id).get("env") or {}
     return None if env.get(name) is None else str(env[name])
-
-
-def _is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _clean(value: Any) -> Any:
-    return None if value is None or _is_nan(value) else value
 
 
 def request_timeline(run: Run) -> pd.DataFrame:
@@ -105,7 +97,7 @@ def request_timeline(run: Run) -> pd.DataFrame:
         return frame.assign(server_id=[], scale=[], idle_before_s=[], cold=[], evidence=[])
     servers = _server_of_cells(run)
     frame["server_id"] = frame["cell_id"].map(servers)
-    frame["scale"] = [time_scale(run, _clean(sid)) for sid in frame["server_id"]]
+    frame["scale"] = [time_scale(run, missing_as_none(sid)) for sid in frame["server_id"]]
     answered = frame[frame["error_class"].isna() & frame["sent_s"].notna()].copy()
     answered = answered.sort_values("sent_s", kind="stable")
     keys = [answered["server_id"].fillna(-1), answered["model"]]
@@ -208,13 +200,13 @@ def _expected_cold(run: Run, timeline: pd.DataFrame, honor_openai: bool) -> pd.S
         for index, row in requests.iterrows():
             settings_row = run.cells.loc[run.cells["cell_id"] == row["cell_id"]]
             cell_settings = settings_row.iloc[0].to_dict() if len(settings_row) else {}
-            server_id = _clean(row["server_id"])
+            server_id = missing_as_none(row["server_id"])
             honored = row["surface"] == "native" or honor_openai
-            sent_keep_alive = _clean(settings_keep_alive.get(row["cell_id"]))
+            sent_keep_alive = missing_as_none(settings_keep_alive.get(row["cell_id"]))
             server_default = _server_setting(run, server_id, "OLLAMA_KEEP_ALIVE", cell_settings) or DEFAULT_KEEP_ALIVE
             # None: the request leaves keep_alive unset (nil): a loaded runner keeps its value.
             request_keep_alive = keep_alive_seconds(sent_keep_alive) if honored and sent_keep_alive is not None else None
-            sent_ctx = _clean(settings_ctx.get(row["cell_id"]))
+            sent_ctx = missing_as_none(settings_ctx.get(row["cell_id"]))
             ctx = sent_ctx if honored and sent_ctx is not None else "default"
             idle_s = row["idle_before_s"]
             wall_keep_alive_s = keep_alive_s / row["scale"]
@@ -264,8 +256,8 @@ def keep_alive_study(run: Run) -> KeepAliveStudy:
 def _keep_alive_cell(run: Run, cell_id: str, rows: pd.DataFrame) -> KeepAliveCell:
     settings_row = run.cells.loc[run.cells["cell_id"] == cell_id]
     settings = settings_row.iloc[0].to_dict() if len(settings_row) else {}
-    server_id = _clean(rows["server_id"].iloc[0])
-    sent = _clean(settings.get("keep_alive"))
+    server_id = missing_as_none(rows["server_id"].iloc[0])
+    sent = missing_as_none(settings.get("keep_alive"))
     server_keep_alive = _server_setting(run, server_id, "OLLAMA_KEEP_ALIVE", settings) or DEFAULT_KEEP_ALIVE
     cold = rows["cold"].astype(bool)
     surface = str(rows["surface"].iloc[0])
@@ -273,7 +265,7 @@ def _keep_alive_cell(run: Run, cell_id: str, rows: pd.DataFrame) -> KeepAliveCel
     return KeepAliveCell(
         cell_id=cell_id, surface=surface, model=str(rows["model"].iloc[0]),
         keep_alive_sent=None if sent is None else str(sent), server_keep_alive=server_keep_alive,
-        gap_s=_clean(settings.get("gap_s")), requests=len(rows), cold_requests=int(cold.sum()),
+        gap_s=missing_as_none(settings.get("gap_s")), requests=len(rows), cold_requests=int(cold.sum()),
         expected_cold_requests=int((rows["expected_cold"] == True).sum()),  # noqa: E712 - object column
         cold_ttft_p50_s=float(rows.loc[cold, "ttft_s"].median()) if cold.any() else math.nan,
         warm_ttft_p50_s=float(rows.loc[~cold, "ttft_s"].median()) if (~cold).any() else math.nan,
@@ -305,7 +297,7 @@ def _keep_alive_verdict(
                          "applies only to a fresh load)")
         else:
             lines.append(f"keep_alive {sent} in the OpenAI body took effect")
-    num_ctx = _clean(settings.get("num_ctx"))
+    num_ctx = missing_as_none(settings.get("num_ctx"))
     if num_ctx is not None:
         lines.append(_num_ctx_verdict(run, rows, int(num_ctx), settings))
     return "; ".join(lines)
@@ -320,7 +312,7 @@ def _num_ctx_verdict(run: Run, rows: pd.DataFrame, num_ctx: int, settings: dict[
     lengths = sorted({int(v) for v in during["context_length"].dropna()})
     if not lengths:
         return f"num_ctx {num_ctx} in the OpenAI body: /api/ps reported no context_length during the cell"
-    parallel = int(_clean(settings.get("OLLAMA_NUM_PARALLEL")) or 1)
+    parallel = int(missing_as_none(settings.get("OLLAMA_NUM_PARALLEL")) or 1)
     if any(length in (num_ctx, num_ctx * parallel) for length in lengths):
         return f"num_ctx {num_ctx} in the OpenAI body took effect (/api/ps context_length {lengths[-1]})"
     return (f"num_ctx {num_ctx} in the OpenAI body was ignored: /api/ps context_length {lengths[-1]} "
@@ -409,8 +401,8 @@ def queue_study(run: Run) -> tuple[QueueCell, ...]:
         max_queue = _server_setting(run, server_id, "OLLAMA_MAX_QUEUE", settings)
         cell = QueueCell(
             cell_id=str(cell_id), max_queue=max_queue,
-            offered_concurrency=None if _clean(settings.get("concurrency")) is None else int(settings["concurrency"]),
-            rate_rps=_clean(settings.get("rate_rps")), requests=len(rows), rejected=len(rejected),
+            offered_concurrency=None if missing_as_none(settings.get("concurrency")) is None else int(settings["concurrency"]),
+            rate_rps=missing_as_none(settings.get("rate_rps")), requests=len(rows), rejected=len(rejected),
             rejection_rate=len(rejected) / len(rows) if len(rows) else math.nan,
             rejected_while_loading=int(while_loading), rejected_while_warm=len(rejected) - int(while_loading),
             model_state=state,

@@ -11,11 +11,12 @@ Definitions (README "Saturation sweep"):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
+
+from bench.records import number_or_none
 
 KNEE_TTFT_FACTOR = 2.0
 
@@ -67,14 +68,6 @@ def _rps(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g} req/s"
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def sweep_results(cells: pd.DataFrame, summary: pd.DataFrame,
                   slos: tuple[Any, ...] = ()) -> list[SweepResult]:
     """One result per sweep in the run. `cells`: cell_id, settings (incl. sweep_step); `summary`:
@@ -92,10 +85,10 @@ def sweep_results(cells: pd.DataFrame, summary: pd.DataFrame,
         for _, row in group.iterrows():
             cell_id = row["cell_id"]
             measured = summary.loc[cell_id] if cell_id in summary.index else None
-            get = (lambda name: _number(measured.get(name))) if measured is not None else (lambda name: None)
+            get = (lambda name: number_or_none(measured.get(name))) if measured is not None else (lambda name: None)
             failures = tuple(slo_failures(measured, slos)) if measured is not None and slos else ()
             steps.append(SweepStep(
-                cell_id=cell_id, step=str(row["sweep_step"]), offered_rps=_number(row.get("rate_rps")),
+                cell_id=cell_id, step=str(row["sweep_step"]), offered_rps=number_or_none(row.get("rate_rps")),
                 achieved_rps=get("rps"), output_tps=get("output_tps"), ttft_p50_s=get("ttft_p50_s"),
                 ttft_p95_s=get("ttft_p95_s"),
                 failed=int((get("errors") or 0) + (get("rejected") or 0)), slo_failures=failures,

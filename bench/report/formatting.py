@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from bench.records import missing_as_none, number_or_none
 
 DASH = "–"
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 def seconds(value_s: Any) -> str:
     """0.1234 → '123 ms'; 12.3 → '12.30 s'."""
-    number = _number(value_s)
+    number = number_or_none(value_s)
     if number is None:
         return DASH
     if abs(number) >= 10:
@@ -30,7 +23,7 @@ def seconds(value_s: Any) -> str:
 
 
 def rate(value: Any, unit: str = "") -> str:
-    number = _number(value)
+    number = number_or_none(value)
     if number is None:
         return DASH
     text = f"{number:.1f}" if abs(number) >= 10 else f"{number:.2f}"
@@ -38,31 +31,31 @@ def rate(value: Any, unit: str = "") -> str:
 
 
 def percent(value: Any) -> str:
-    number = _number(value)
+    number = number_or_none(value)
     if number is None:
         return DASH
     return "0%" if number == 0 else f"{number * 100:.1f}%"
 
 
 def gib(value_bytes: Any) -> str:
-    number = _number(value_bytes)
+    number = number_or_none(value_bytes)
     return DASH if number is None else f"{number / 2**30:.2f} GiB"
 
 
 def integer(value: Any) -> str:
-    number = _number(value)
+    number = number_or_none(value)
     return DASH if number is None else f"{int(number)}"
 
 
 def change(baseline: Any, current: Any) -> str:
     """Relative change, signed: '+12.3%'."""
-    base, now = _number(baseline), _number(current)
+    base, now = number_or_none(baseline), number_or_none(current)
     if base is None or now is None or base == 0:
         return DASH
     return f"{(now - base) / base * 100:+.1f}%"
 
 
 def text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing_as_none(value) is None:
         return DASH
     return str(value)
