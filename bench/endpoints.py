@@ -15,6 +15,15 @@ import socket
 from bench.errors import UsageError
 
 DEFAULT_PORT = 11434
+
+# The routes bench calls, in one place: Ollama's native API (server/routes.go) and the
+# OpenAI-compatible surface (Ollama's middleware/openai.go; also llama-server's and others').
+NATIVE_PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
+OPENAI_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embed": "/v1/embeddings"}
+VERSION_PATH = "/api/version"
+SHOW_PATH = "/api/show"
+PS_PATH = "/api/ps"
+MODELS_PATH = "/v1/models"
 _LISTEN_ALL = ("0.0.0.0", "[::]")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 

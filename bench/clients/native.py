@@ -19,9 +19,10 @@ from bench.clients._exchange import (
 )
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
+from bench.endpoints import NATIVE_PATHS
 from bench.records import RequestRecord
 
-PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
+PATHS = NATIVE_PATHS
 
 
 def build_body(spec: RequestSpec) -> tuple[str, dict[str, Any]]:

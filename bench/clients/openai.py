@@ -22,13 +22,10 @@ from bench.clients._exchange import (
 )
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
+from bench.endpoints import OPENAI_PATHS
 from bench.records import RequestRecord
 
-PATHS = {
-    "chat": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "embed": "/v1/embeddings",
-}
+PATHS = OPENAI_PATHS
 
 # Sampling options the OpenAI surface has as top-level fields (openai/openai.go); any other
 # extra option goes into `options`, where Ollama's OpenAI surface ignores it.

@@ -14,6 +14,7 @@ import httpx
 from bench.analysis.metrics import cell_summary
 from bench.analysis.pruning import GroupMemory, Skip, Study, cells_to_skip
 from bench.analysis.recommend import parse_slo
+from bench.endpoints import PS_PATH
 from bench.plan import Cell
 from bench.records import RequestRecord
 from bench.run.adaptive import records_frame
@@ -96,7 +97,7 @@ class StudyPruner:
 async def read_memory(http: httpx.AsyncClient, model: str) -> GroupMemory | None:
     """/api/ps's size and size_vram of `model` (None: not loaded, or no /api/ps)."""
     try:
-        response = await http.get("/api/ps")
+        response = await http.get(PS_PATH)
         response.raise_for_status()
         rows = parse_ps(response.json(), 0.0)
     except (httpx.HTTPError, ValueError):

@@ -15,7 +15,7 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.endpoints import free_port, resolve_ollama_host
+from bench.endpoints import MODELS_PATH, VERSION_PATH, free_port, resolve_ollama_host
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ async def fetch_version(base_url: str, api_key: str | None = None) -> str | None
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:
-            response = await http.get("/api/version")
+            response = await http.get(VERSION_PATH)
     except httpx.ConnectError:
         raise _refused(base_url) from None
     except httpx.HTTPError as error:
@@ -249,7 +249,7 @@ async def identify_server(base_url: str, api_key: str | None = None) -> ServerId
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:
-            models_response = await http.get("/v1/models")
+            models_response = await http.get(MODELS_PATH)
             props_response = await http.get("/props")  # llama.cpp's server describes itself here
     except httpx.HTTPError as error:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None

@@ -16,6 +16,7 @@ import httpx
 import pyarrow as pa
 
 from bench.atomic import write_parquet_atomically
+from bench.endpoints import PS_PATH
 
 PS_COLUMNS: tuple[str, ...] = (
     "t_s",
@@ -114,7 +115,7 @@ class PsPoller:
             return []
         self.polls += 1
         try:
-            response = self._client.get(f"{base_url}/api/ps")
+            response = self._client.get(f"{base_url}{PS_PATH}")
             t_s = time.monotonic() - self.t0
             response.raise_for_status()
             rows = parse_ps(response.json(), t_s)

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from bench.endpoints import SHOW_PATH
 from bench.errors import TargetError
 from bench.secrets import auth_headers
 
@@ -48,7 +49,7 @@ def show_model(base_url: str, model: str, transport: httpx.BaseTransport | None 
     with `need_model_info`, answers without the architecture bench kv reads)."""
     with httpx.Client(transport=transport, timeout=timeout_s, trust_env=False,
                       headers=auth_headers(api_key)) as client:
-        response = _request(client, "POST", f"{base_url}/api/show", json={"model": model})
+        response = _request(client, "POST", f"{base_url}{SHOW_PATH}", json={"model": model})
         if response.status_code == 404:
             raise TargetError(f'model "{model}" not found on {base_url}: try "ollama pull {model}"')
         if response.status_code != 200:
