@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+from collections.abc import Callable
 
 import pytest
 
 from bench.clients.base import RequestSpec
-from bench.load import AbortTracker, CellLoad, Clock, StopControl, arrival_offsets_s, run_cell_load
+from bench import load
+from bench.load import (AbortTracker, CellLoad, Clock, StopControl, arrival_offsets_s, run_async, run_cell_load,
+                        uninterrupted)
 from bench.records import RequestRecord
 
 
@@ -158,3 +163,37 @@ def test_abort_tracker_error_rate_waits_for_enough_requests() -> None:
                         error_class="server_error")
     assert [tracker.observe(r) for r in (bad, bad, ok)] == [None, None, None]
     assert tracker.observe(bad) is not None  # 3 of 4 failed > 50%
+
+
+def test_a_signal_during_loop_construction_waits_until_the_loop_is_whole() -> None:
+    """Ctrl-C landing inside an event loop's constructor left a half-built loop that printed a
+    traceback at exit (CI: `bench perf` SIGTERM between levels). uninterrupted() holds it back."""
+    steps: list[str] = []
+    built: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered here at once, were it not held back
+        steps.append("signalled")
+        built.append(asyncio.new_event_loop())
+        steps.append("built")
+        return built[0]
+
+    with pytest.raises(KeyboardInterrupt):
+        uninterrupted(factory)()
+    assert steps == ["signalled", "built"]
+    assert built[0].is_closed()  # whole, and closed on the way out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+
+
+def test_run_async_closes_a_coroutine_interrupted_before_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never_started() -> None:
+        raise AssertionError("must not run")
+
+    def interrupted_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(load, "_loop_factory", interrupted_factory)
+    coroutine = never_started()
+    with pytest.raises(KeyboardInterrupt):
+        run_async(coroutine)
+    assert coroutine.cr_frame is None  # closed: no "never awaited" warning at exit
