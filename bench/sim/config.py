@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +151,23 @@ def parse_host(raw: str) -> tuple[str, int]:
     return host, port if port is not None else DEFAULT_PORT
 
 
+def loopback_host(host: str, where: str, hint: str = "") -> str:
+    """`host` if it is a loopback address, else SimConfigError naming where it came from.
+
+    bench sim is a teaching and test target with no authentication: it never listens beyond the
+    machine, even when OLLAMA_HOST (often exported for a real `ollama serve`) says 0.0.0.0.
+    """
+    name = host.strip("[]")
+    try:
+        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SimConfigError(
+            f"{where}: bench sim listens on loopback only (127.0.0.1, ::1 or localhost), not {host!r}{hint}")
+    return host
+
+
 def build_config(
     env: Mapping[str, str],
     *,
@@ -218,7 +237,9 @@ def build_config(
     raw_host = host_memory or env.get("BENCH_SIM_HOST_MEMORY", "").strip()
     host_memory_bytes = parse_bytes(raw_host, "--host-memory") if raw_host else profile.host_memory_bytes
     return SimConfig(
-        host=host or env_host,
+        host=(loopback_host(host, f"--host {host}") if host else
+              loopback_host(env_host, f"OLLAMA_HOST={env.get('OLLAMA_HOST', '').strip()}",
+                            "; unset it for bench sim or pass --host 127.0.0.1")),
         port=port if port is not None else env_port,
         num_parallel=_uint(env, "OLLAMA_NUM_PARALLEL", 1),
         max_queue=max_queue,

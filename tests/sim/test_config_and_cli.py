@@ -86,6 +86,26 @@ def test_unknown_ollama_version_and_engine_exit_2() -> None:
         assert result.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.parametrize(("flags", "env", "named"), [
+    (["--host", "0.0.0.0"], {}, "--host 0.0.0.0"),
+    (["--host", "192.168.1.20"], {}, "--host 192.168.1.20"),
+    ([], {"OLLAMA_HOST": "0.0.0.0:11500"}, "OLLAMA_HOST=0.0.0.0:11500"),
+    ([], {"OLLAMA_HOST": "[::]"}, "OLLAMA_HOST=[::]"),
+])
+def test_the_simulator_refuses_to_listen_beyond_loopback(flags: list[str], env: dict[str, str], named: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "sim", "--port", "0", *flags], env=_cli_env(**env),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and named in result.stderr and "loopback only" in result.stderr
+
+
+def test_loopback_addresses_are_allowed_and_a_flag_wins_over_ollama_host() -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert build_config({}, host=host).host == host
+    assert build_config({"OLLAMA_HOST": "0.0.0.0"}, host="127.0.0.1").host == "127.0.0.1"
+    assert build_config({"OLLAMA_HOST": "localhost:11500"}).host == "localhost"
+
+
 def test_version_setting_selects_the_rules() -> None:
     assert build_config({}, ollama_version="v0.12.6").rules.version == "0.12.6"
     assert build_config({"BENCH_SIM_OLLAMA_VERSION": "0.12"}).rules.version == "0.12.6"
