@@ -16,8 +16,8 @@ from bench.scenario import flag_scenario, load_scenario
 ROOT = Path(__file__).resolve().parents[2]
 
 QUICKSTART_FLAGS = ["--model", "llama3.2:1b", "--endpoint", "native/chat,openai/chat",
-                    "--prompt-tokens", "4096", "--max-tokens", "64", "--temperature", "0",
-                    "--seed", "42", "--concurrency", "1,2,4,8", "--requests", "16",
+                    "--prompt-tokens", "4096", "--max-tokens", "32", "--temperature", "0",
+                    "--seed", "42", "--concurrency", "1,2,4,8", "--requests", "40",
                     "--warmup", "2"]
 
 
