@@ -26,11 +26,13 @@ def gguf() -> None:
 @click.option("--ctx", type=click.IntRange(16, 1 << 20), default=None, help="Training context (llama.context_length).")
 @click.option("--vocab", type=click.IntRange(300, 65536), default=None, help="Vocabulary size, specials included.")
 @click.option("--type", "weight_type", type=click.Choice(["f32", "f16"]), default=None, help="Weight type of the matrices.")
+@click.option("--pooling", type=click.Choice(["mean", "cls", "last"]), default=None,
+              help="Make an embedding model: write llama.pooling_type (served on /api/embed, /v1/embeddings only).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--name", default=None, help="general.name (default: the file's stem).")
 def make(out: Path, preset: str | None, layers: int | None, hidden: int | None, heads: int | None,
          kv_heads: int | None, head_dim: int | None, ffn: int | None, ctx: int | None, vocab: int | None,
-         weight_type: str | None, seed: int, name: str | None) -> None:
+         weight_type: str | None, pooling: str | None, seed: int, name: str | None) -> None:
     """Write OUT.gguf: a llama-architecture model that always generates exactly max_tokens tokens."""
     from bench.engine.gguf_maker import make_model
     from bench.engine.shapes import resolve_shape
@@ -38,7 +40,7 @@ def make(out: Path, preset: str | None, layers: int | None, hidden: int | None, 
     shape = resolve_shape(
         preset, block_count=layers, embedding_length=hidden, head_count=heads, head_count_kv=kv_heads,
         head_dim=head_dim, feed_forward_length=ffn, context_length=ctx, vocab_size=vocab,
-        weight_type=weight_type,
+        weight_type=weight_type, pooling=pooling,
     )
     made = make_model(out, shape, name or out.stem, seed=seed)
     output_console().print(
@@ -46,7 +48,8 @@ def make(out: Path, preset: str | None, layers: int | None, hidden: int | None, 
         f"{shape.embedding_length}, {shape.head_count} heads / {shape.head_count_kv} KV heads "
         f"({shape.attention}), head_dim {shape.head_dim}, ffn {shape.feed_forward_length}, ctx "
         f"{shape.context_length}, {shape.weight_type}; vocab {made.vocab_size} "
-        f"({made.banned_tokens} never sampled); KV f16 {shape.kv_bytes_per_token_f16()} bytes/token",
+        f"({made.banned_tokens} never sampled); KV f16 {shape.kv_bytes_per_token_f16()} bytes/token"
+        + (f"; embedding model ({shape.pooling} pooling)" if shape.pooling else ""),
         highlight=False, markup=False, soft_wrap=True,
     )
 
@@ -62,7 +65,7 @@ def presets() -> None:
             f"{preset.name:20} {shape.block_count:2d} L  hidden {shape.embedding_length:4d}  "
             f"{shape.head_count:2d} h / {shape.head_count_kv} kv  head_dim {shape.head_dim:3d}  ffn "
             f"{shape.feed_forward_length:4d}  ctx {shape.context_length:6d}  KV {shape.kv_bytes_per_token_f16():6d} B/token"
-            f"  — {preset.shaped_like}",
+            f"  {'embed ' + shape.pooling if shape.pooling else 'generate':10}  — {preset.shaped_like}",
             highlight=False, markup=False, soft_wrap=True,
         )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.engine.shapes import ModelShape
+from bench.engine.shapes import POOLING_TYPES, ModelShape
 from bench.engine.tokenizer import BOS_TOKEN, CHAT_TEMPLATE, IM_END, Corpus, TrainedVocab, train_vocab
 
 # Residual-stream constant and the weight that turns it into a logit penalty. After the final
@@ -147,6 +147,8 @@ def write_gguf(
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
     writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
     writer.add_vocab_size(vocab_size)
+    if shape.pooling:
+        writer.add_pooling_type(gguf.PoolingType(POOLING_TYPES[shape.pooling]))
     writer.add_uint64("general.parameter_count", sum(int(t.size) for t in tensors.values()))
     _add_tokenizer(writer, vocab)
     for tensor_name, values in tensors.items():

@@ -86,7 +86,7 @@ def _entry(name: str, shape: ModelShape, size_bytes: int, parameter_count: int, 
         "embedding_length": shape.embedding_length, "head_count": shape.head_count,
         "head_count_kv": shape.head_count_kv, "context_length": shape.context_length,
         "feed_forward_length": shape.feed_forward_length, "key_length": shape.head_dim,
-        "value_length": shape.head_dim, "vocab_size": shape.vocab_size,
+        "value_length": shape.head_dim, "vocab_size": shape.vocab_size, "embedding_only": shape.embedding_only,
     }  # fmt: skip
 
 
@@ -122,9 +122,12 @@ def file_entry(name: str, path: Path) -> dict[str, Any]:
         context_length=arch.context_length or 2048, vocab_size=arch.vocab_size or 32000,
     )
     entry = _entry(name, shape, path.stat().st_size, arch.parameter_count or 0, _FILE_TYPES.get(file_type, "unknown"))
-    entry.update(architecture=arch.arch, family=arch.arch, value_length=arch.value_length)
+    # Ollama: a `{arch}.pooling_type` key makes an embedding model (server/images.go Capabilities).
+    entry.update(architecture=arch.arch, family=arch.arch, value_length=arch.value_length,
+                 embedding_only=f"{arch.arch}.pooling_type" in reader.fields)
     ffn = reader.fields.get(f"{arch.arch}.feed_forward_length")
     if ffn is not None:
         raw = ffn.contents()
         entry["feed_forward_length"] = int(max(raw) if isinstance(raw, list) else raw)
     return entry
+

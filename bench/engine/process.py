@@ -69,6 +69,28 @@ def error_tail(log_text: str, lines: int = _ERROR_TAIL_LINES) -> str:
     return " | ".join(chosen)
 
 
+class EngineHTTPError(EngineError):
+    """llama-server answered a request with an HTTP error status."""
+
+    def __init__(self, path: str, status: int, body_text: str) -> None:
+        super().__init__(f"llama-server {path}: HTTP {status}: {body_text[:300]}")
+        self.status = status
+        self.body_text = body_text
+
+    @property
+    def message(self) -> str:
+        """llama-server's `error` (a string or `{"message": ...}`), else the whole body."""
+        try:
+            error = orjson.loads(self.body_text).get("error")
+        except (orjson.JSONDecodeError, AttributeError):
+            return self.body_text.strip()
+        if isinstance(error, str):
+            return error.strip()
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"].strip()
+        return self.body_text.strip()
+
+
 class LlamaServer:
     """Start, health-check, query and stop one llama-server; async, one event loop."""
 
@@ -208,17 +230,21 @@ class LlamaServer:
                 yield event
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """POST a JSON request and return the decoded answer; EngineError on HTTP errors."""
+        """POST a JSON request and return the decoded answer; EngineHTTPError on HTTP errors."""
         assert self._client is not None, "start() first"
         response = await self._client.post(path, content=orjson.dumps(body),
                                            headers={"Content-Type": "application/json"})
         if response.status_code >= 400:
-            raise EngineError(f"llama-server {path}: HTTP {response.status_code}: {response.text[:300]}")
+            raise EngineHTTPError(path, response.status_code, response.text)
         return orjson.loads(response.content)
 
     async def tokenize(self, content: str, add_special: bool = False) -> list[int]:
         answer = await self.post_json("/tokenize", {"content": content, "add_special": add_special})
         return list(answer.get("tokens", []))
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        answer = await self.post_json("/detokenize", {"tokens": tokens})
+        return str(answer.get("content", ""))
 
     async def apply_template(self, messages: list[dict[str, Any]]) -> str:
         answer = await self.post_json("/apply-template", {"messages": messages})

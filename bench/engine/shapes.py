@@ -14,6 +14,8 @@ from typing import Literal
 from bench.errors import UsageError
 
 WeightType = Literal["f32", "f16"]
+# llama.cpp's LLAMA_POOLING_TYPE_* values, as `{arch}.pooling_type` stores them.
+POOLING_TYPES = {"mean": 1, "cls": 2, "last": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,10 @@ class ModelShape:
     context_length: int
     vocab_size: int = 4096
     weight_type: WeightType = "f16"
+    # "" makes a generation model; mean/cls/last write `llama.pooling_type`, which makes an embedding
+    # model: Ollama gives it the embedding capability only (server/images.go), llama-server --embedding
+    # serves /v1/embeddings only with a pooling type ("Pooling type 'none' is not OAI compatible").
+    pooling: str = ""
 
     def check(self) -> None:
         """UsageError naming the first option that cannot make a working model."""
@@ -53,6 +59,12 @@ class ModelShape:
             raise UsageError(f"--vocab {self.vocab_size}: between 300 (bytes + merges) and 65536")
         if self.weight_type not in ("f32", "f16"):
             raise UsageError(f"--type {self.weight_type}: expected f32 or f16")
+        if self.pooling and self.pooling not in POOLING_TYPES:
+            raise UsageError(f"--pooling {self.pooling}: expected one of {', '.join(POOLING_TYPES)}")
+
+    @property
+    def embedding_only(self) -> bool:
+        return bool(self.pooling)
 
     @property
     def attention(self) -> str:
@@ -86,6 +98,10 @@ PRESETS: dict[str, Preset] = {
                ModelShape(8, 256, 8, 2, 32, 896, 16384)),
         Preset("tiny-qwen2.5-0.5b", "qwen2.5:0.5b (24 L, 14 h / 2 kv, head_dim 64, GQA 7:1)",
                ModelShape(6, 224, 7, 1, 32, 1216, 8192)),
+        # Ollama forces NUM_PARALLEL 1 and num_batch min(2048, num_ctx) for it and launches
+        # llama-server with --embedding; llama architecture with mean pooling (causal attention).
+        Preset("tiny-embed", "nomic-embed-text (12 L, 12 h MHA, head_dim 64, hidden 768, mean pooling)",
+               ModelShape(3, 192, 6, 6, 32, 768, 2048, pooling="mean")),
         Preset("tiny-mha", "an MHA model such as nomic-embed-text / llama2 (every head has its own KV)",
                ModelShape(4, 256, 8, 8, 32, 1024, 8192)),
         # Large KV per token (16 KiB f16) against small weights: the KV fit's slope dominates

@@ -17,9 +17,10 @@ from typing import Any
 
 from bench.engine.binary import EngineError, find_llama_server
 from bench.engine.completion import CompletionChunk, SamplingOptions, completion_body, stream_completion
+from bench.engine.embedding import EmbeddingMetadata, embed_one, read_embedding_metadata
 from bench.engine.launch import LaunchSettings
 from bench.engine.models import preset_for, preset_path
-from bench.engine.process import LlamaServer
+from bench.engine.process import EngineHTTPError, LlamaServer
 from bench.sim.config import SimConfig
 from bench.sim.backend import (
     CompletionRequest,
@@ -30,6 +31,7 @@ from bench.sim.backend import (
     LoadReport,
     LoadRequest,
     MemoryBuffer,
+    RunnerRequestError,
 )
 
 # llama.cpp's allocation failures, as Ollama's IsOutOfMemoryMessage looks for them.
@@ -112,6 +114,7 @@ class LlamaServerRunner:
         self.server = server
         self.request = request
         self.memory = load_report(server, request)
+        self._embedding_metadata: EmbeddingMetadata | None = None
 
     @property
     def pid(self) -> int | None:
@@ -149,11 +152,23 @@ class LlamaServerRunner:
         except EngineError as error:
             raise LoadFailed(str(error)) from None
 
-    async def embed(self, texts: Sequence[str]) -> EmbedResult:
-        answer = await self.server.post_json("/v1/embeddings", {"input": list(texts)})
-        data = sorted(answer.get("data", []), key=lambda item: item.get("index", 0))
-        vectors = [list(map(float, item["embedding"])) for item in data]
-        prompt_n = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+    async def embed(self, texts: Sequence[str], truncate: bool = True) -> EmbedResult:
+        # Ollama embeds the inputs concurrently, but the runner's semaphore (P = 1 for embedding
+        # models) lets one /v1/embeddings through at a time: serial calls, in order.
+        if self._embedding_metadata is None:
+            self._embedding_metadata = await asyncio.to_thread(read_embedding_metadata, self.server.settings.model_path)
+        vectors: list[list[float]] = []
+        prompt_n = 0
+        try:
+            for text in texts:
+                embedded = await embed_one(self.server, text, self.request.num_ctx, self.memory.num_batch, truncate,
+                                           self._embedding_metadata)
+                vectors.append(embedded.vector)
+                prompt_n += embedded.prompt_tokens
+        except EngineHTTPError as error:  # /tokenize or /detokenize refused
+            raise RunnerRequestError(error.status, error.message) from None
+        except EngineError as error:
+            raise LoadFailed(str(error)) from None
         return EmbedResult(vectors=vectors, prompt_n=prompt_n)
 
     async def close(self) -> None:

@@ -37,8 +37,13 @@ Contract (every method is a coroutine on the server's event loop unless noted):
     from a slot, `prompt_n` evaluated in `prompt_ms`. Closing the iterator early (client gone)
     must free the slot at once.
 
-`Runner.embed(texts) -> EmbedResult`
-    llama-server `/v1/embeddings` for an embedding model: unit vectors and the tokens evaluated.
+`Runner.embed(texts, truncate) -> EmbedResult`
+    Ollama's EmbedHandler per input, in order (P is 1 for embedding models, so Ollama's concurrent
+    inputs run one after another): tokenise, cut to the context (or, with `truncate` false, raise
+    `RunnerRequestError(400, "the input length exceeds the context length")`), then llama-server
+    `/v1/embeddings` with that one input. Returns the raw vectors (the front normalises them, as
+    Ollama does) and the prompt tokens the engine reported. An error llama-server answered with a
+    status is a `RunnerRequestError` (Ollama's api.StatusError); anything else the front answers 400.
 
 `Runner.health() -> bool`
     llama-server `/health` answers ok. False makes the scheduler reload the model.
@@ -72,6 +77,15 @@ class LoadOutOfMemory(Exception):
 
 class LoadFailed(Exception):
     """The runner did not come up for another reason; str() is the error text Ollama returns (500)."""
+
+
+class RunnerRequestError(Exception):
+    """The runner refused one request with an HTTP status (Ollama's api.StatusError); the front answers with it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -188,7 +202,7 @@ class Runner(Protocol):
 
     def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]: ...
 
-    async def embed(self, texts: Sequence[str]) -> EmbedResult: ...
+    async def embed(self, texts: Sequence[str], truncate: bool = True) -> EmbedResult: ...
 
     async def close(self) -> None: ...
 

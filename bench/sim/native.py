@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bench.sim import front, tokens
+from bench.sim.backend import LoadFailed, RunnerRequestError
 from bench.sim.catalog import ModelSpec
 from bench.sim.front import FrontError, Prompt
 from bench.sim.generation import FaultPlan, RuntimeOutOfMemory, SimulatedCut, Timings, run_completion
@@ -249,16 +251,26 @@ async def embed_vectors(
     loaded = await acquire(sim, front.schedule_request(sim, spec, raw_options, options, keep_alive))
     timings = Timings.after_acquire(arrival_s, loaded)
     try:
-        num_ctx = loaded.options.num_ctx
-        if not truncate and any(tokens.count(text) > num_ctx for text in texts):
-            raise FrontError(400, "the input length exceeds the context length")
-        clipped = [text[: num_ctx * tokens.CHARS_PER_TOKEN] for text in texts]
         assert loaded.runner is not None
         async with loaded.slots:
-            result = await loaded.runner.embed(clipped)
+            result = await loaded.runner.embed(texts, truncate)
+        vectors = [unit_vector(vector) for vector in result.vectors]  # "TODO: … done by the model"
+    except RunnerRequestError as error:
+        raise FrontError(error.status, error.message.strip()) from None
+    except (LoadFailed, ValueError) as error:
+        # EmbedHandler: any failure that is not an api.StatusError is a 400 (routes.go 1010-1013).
+        raise FrontError(400, str(error).strip()) from None
     finally:
         sim.scheduler.release(loaded)
-    return result.vectors, timings, result.prompt_n
+    return vectors, timings, result.prompt_n
+
+
+def unit_vector(vector: list[float]) -> list[float]:
+    """Ollama's normalize: divide by the L2 norm; NaN or Inf is an error (ValueError)."""
+    if any(math.isnan(v) or math.isinf(v) for v in vector):
+        raise ValueError("embedding contains NaN or Inf values")
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm > 0 else list(vector)
 
 
 async def embed(request: Request) -> Response:
@@ -285,7 +297,7 @@ async def embed(request: Request) -> Response:
         return error_response(error.status, error.message)
     dimensions = body.get("dimensions")
     if isinstance(dimensions, int) and 0 < dimensions < spec.embedding_length:
-        vectors = [_renormalise(vector[:dimensions]) for vector in vectors]
+        vectors = [unit_vector(vector[:dimensions]) for vector in vectors]
     metrics = timings.metrics()
     return JSONResponse(
         {
@@ -296,11 +308,6 @@ async def embed(request: Request) -> Response:
             "prompt_eval_count": prompt_count,
         }
     )
-
-
-def _renormalise(vector: list[float]) -> list[float]:
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
-    return [v / norm for v in vector]
 
 
 async def embeddings_legacy(request: Request) -> Response:

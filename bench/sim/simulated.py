@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bench.sim import memory, perf, textgen, tokens
-from bench.sim.backend import CompletionRequest, CompletionTimings, EmbedResult, LoadReport, LoadRequest
+from bench.sim.backend import (
+    CompletionRequest,
+    CompletionTimings,
+    EmbedResult,
+    LoadReport,
+    LoadRequest,
+    RunnerRequestError,
+)
 from bench.sim.catalog import GpuProfile
 from bench.sim.prompt_cache import SlotCache
 
@@ -136,7 +143,11 @@ class SimulatedRunner:
             self.context_tokens_total -= held_tokens
             self.slots.give_back(slot, prompt + tokens.tokenize("".join(produced)))
 
-    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+    async def embed(self, texts: Sequence[str], truncate: bool = True) -> EmbedResult:
+        num_ctx = self.memory.context_length  # the front's loaded.options.num_ctx
+        if not truncate and any(tokens.count(text) > num_ctx for text in texts):
+            raise RunnerRequestError(400, "the input length exceeds the context length")
+        texts = [text[: num_ctx * tokens.CHARS_PER_TOKEN] for text in texts]
         counts = [tokens.count(text) for text in texts]
         total = sum(counts)
         hardware = self.backend.hardware

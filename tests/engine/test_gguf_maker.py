@@ -12,6 +12,7 @@ from bench.analysis.kv_formulas import kv_bytes_per_token
 from bench.analysis.kv_model import read_gguf
 from bench.cli import cli
 from bench.engine.gguf_maker import BANNED_LOGIT_WEIGHT, banned_token_ids, build_tensors
+from bench.engine.models import file_entry
 from bench.engine.shapes import PRESETS, ModelShape, resolve_shape
 from bench.engine.tokenizer import SPECIAL_TOKENS, Corpus, default_corpus, train_vocab
 from bench.errors import UsageError
@@ -71,6 +72,24 @@ def test_made_model_reads_back_with_its_shape(tmp_path: Path) -> None:
     assert (arch.key_length, arch.value_length, arch.context_length, arch.vocab_size) == (24, 24, 1024, 512)
     assert kv_bytes_per_token(arch) == 2 * 2 * 2 * 24 * 2
     assert "wrote" in result.output and "GQA" in result.output
+
+
+def test_pooling_makes_an_embedding_model_the_sim_catalog_serves_as_one(tmp_path: Path) -> None:
+    out = tmp_path / "embed.gguf"
+    result = CliRunner().invoke(cli, ["gguf", "make", str(out), "--layers", "1", "--hidden", "64", "--heads", "2",
+                                      "--kv-heads", "2", "--head-dim", "32", "--ffn", "64", "--vocab", "512",
+                                      "--pooling", "mean"])
+    assert result.exit_code == 0, result.output
+    assert "embedding model (mean pooling)" in result.output
+    from gguf import GGUFReader
+
+    assert int(GGUFReader(out).fields["llama.pooling_type"].contents()) == 1  # LLAMA_POOLING_TYPE_MEAN
+    assert file_entry("embed", out)["embedding_only"] is True
+    plain = tmp_path / "plain.gguf"
+    assert CliRunner().invoke(cli, ["gguf", "make", str(plain), "--layers", "1", "--vocab", "512"]).exit_code == 0
+    assert file_entry("plain", plain)["embedding_only"] is False
+    bad = CliRunner().invoke(cli, ["gguf", "make", str(tmp_path / "x.gguf"), "--pooling", "max"])
+    assert bad.exit_code == 2 and "--pooling" in bad.output
 
 
 def test_presets_cover_mha_and_gqa_and_all_check() -> None:
