@@ -28,6 +28,9 @@ class ManifestCell(_Stored):
     stop: dict[str, Any] | None = None  # adaptive runs: the stop_when verdict (bench.run.study)
     skip_reason: str | None = None  # pruned studies: why the cell was skipped
     node: dict[str, Any] | None = None  # --ray: the node that measured the cell
+    # Why a cell is partial or was not run when the run could say more than "interrupted"
+    # (--ray: its task was lost, and whether mid-cell or before the cell began).
+    unfinished_reason: str | None = None
 
 
 class ServerRecord(_Stored):

@@ -203,6 +203,10 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
         notes.append(Note(f"{prefix}The run is {status}: {len(pending)} cell(s) did not complete"
                           + (f" ({', '.join(str(p) for p in pending[:6])}{', …' if len(pending) > 6 else ''})" if pending else "")
                           + ".", "error"))
+        for cell in manifest.cells:
+            if cell.status != "complete" and cell.unfinished_reason:
+                state = "partial" if cell.status == "partial" else "not run"
+                notes.append(Note(f"{prefix}{cell.label or cell.cell_id}: {state}, {cell.unfinished_reason}.", "error"))
     client = manifest.client
     if client is not None and client.saturated:
         lag = client.dispatch_lag_p99_s

@@ -5,10 +5,11 @@ concurrently; records stream back to the driver into one run directory with one 
 On the node, the task is an ordinary bench run restricted to its group's cells (RunOptions.
 only_cells) in a scratch directory, on the driver's clock (t0 from the driver's epoch time, so
 every node's records share one axis to within the hosts' clock sync), starting its managed
-server there. Records reach the driver through a Ray queue in small batches; the rest (cell
-states, stop verdicts, skips, server logs, /api/ps timeline, calibrations) comes back with the
-task's result. A task that dies (node lost, worker killed) leaves its group's cells partial, and
-`bench run --resume RUN_DIR` finishes them like any interrupted run.
+server there. Records reach the driver through a Ray queue in small batches, and after a cell's
+last record, word that the cell ended (its status, stop verdict, skip, server); the rest (server
+logs, /api/ps timeline, calibrations, notes) comes back with the task's result. A task that dies
+(node lost, worker killed) keeps the cells it had finished; the cell it was running is partial,
+the ones after it not run, and `bench run --resume RUN_DIR` runs those like any interrupted run.
 """
 
 from __future__ import annotations
@@ -65,12 +66,16 @@ class GroupJob:
 
 
 class _Batcher:
-    """Buffers a task's records and puts them on the driver's queue every BATCH_INTERVAL_S."""
+    """Buffers a task's records and puts them on the driver's queue every BATCH_INTERVAL_S; a
+    cell's start and end go out at once, after every record before them (one order on the queue)."""
 
     def __init__(self, queue: Any, group: int) -> None:
         self.queue, self.group = queue, group
         self.buffer: list[RequestRecord] = []
         self.lock = threading.Lock()
+        # Held across a flush and its put: Queue.put returns once the queue actor holds the item,
+        # so whatever is put under it lands in the order it was put.
+        self.send_lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -79,7 +84,17 @@ class _Batcher:
         with self.lock:
             self.buffer.append(record)
 
+    def cell(self, event: str, cell_id: str, details: dict[str, Any]) -> None:
+        """A cell started or ended (bench.run.resolve.CellHook): sent after its records."""
+        with self.send_lock:
+            self._flush_locked()
+            self.queue.put(("cell", self.group, (event, cell_id, details)))
+
     def _flush(self) -> None:
+        with self.send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         with self.lock:
             batch, self.buffer = self.buffer, []
         if batch:
@@ -104,7 +119,8 @@ def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     batcher = _Batcher(queue, job.group)
     try:
-        options = replace(job.options, out_dir=scratch / "run", report=False, record_hook=batcher.add)
+        options = replace(job.options, out_dir=scratch / "run", report=False, record_hook=batcher.add,
+                          cell_hook=batcher.cell)
         result = run_scenario(Scenario.model_validate(job.scenario), options, Console(file=io.StringIO()))
         batcher.close()
         run_dir = result.run_dir
@@ -127,6 +143,8 @@ class RayCellLoop(CellLoop):
         super().__init__(run, console)
         self.cell_node: dict[str, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
+        self.in_flight: dict[int, str] = {}  # server group -> the cell its task has begun, not ended
+        self.ended: dict[str, dict[str, Any]] = {}  # cell_id -> what its task said at the cell's end
         self._ps_tables: list[pa.Table] = []
         self.manifest.annotators.append(self._annotate_nodes)
 
@@ -190,7 +208,8 @@ class RayCellLoop(CellLoop):
             except Exception as error:  # noqa: BLE001 - a lost node or a killed worker: cells partial
                 self._drain(queue, writer)
                 self.tasks.setdefault(group, {})["ended_epoch_s"] = time.time()
-                self._lost(cells, error)
+                self._lost(group, cells, error)
+                self.write_manifest("running")
                 lost = True
                 continue
             self._drain(queue, writer)
@@ -203,8 +222,12 @@ class RayCellLoop(CellLoop):
         return "partial" if self.stop.stopped or lost else "complete"
 
     def _drain(self, queue: Any, writer: RecordWriter) -> None:
+        cells_ended = False
         while not queue.empty():
             kind, group, payload = queue.get_nowait()
+            if kind == "cell":
+                cells_ended = self._cell_event(group, *payload) or cells_ended
+                continue
             if kind == "started":
                 self.tasks.setdefault(group, {}).update(node=payload, started_epoch_s=payload["task_started_epoch_s"])
                 for cell in self._groups().get(group, []):
@@ -216,16 +239,64 @@ class RayCellLoop(CellLoop):
                 if self.study.active:
                     self.study.observe(record)
                 self._observe(record)
+        if cells_ended:  # the records before it are written already (unbuffered, bench.records)
+            self.write_manifest("running")
 
-    def _lost(self, cells: list[Cell], error: BaseException) -> None:
-        node = self.cell_node.get(cells[0].cell_id, {})
-        reason = (f"ray: the task of {len(cells)} cell(s) on {node.get('hostname') or 'its node'} was lost "
-                  f"({type(error).__name__})")
-        self.state.add_note(reason + f"; `bench run --resume {self.run.run_dir}` finishes them")
-        self.progress.note(reason)
+    def _cell_event(self, group: int, event: str, cell_id: str, details: dict[str, Any]) -> bool:
+        """A task began or finished a cell; True when one finished (the manifest says so at once)."""
+        if event == "started":
+            self.in_flight[group] = cell_id
+            return False
+        if self.in_flight.get(group) == cell_id:
+            del self.in_flight[group]
+        self.ended[cell_id] = details
+        self.state.cell_status[cell_id] = details["status"]
+        if details.get("stop") is not None:
+            self.study.verdicts[cell_id] = details["stop"]
+        if details.get("skip_reason") and self.study.pruner is not None:
+            self.study.pruner.skipped[cell_id] = details["skip_reason"]
+        return True
+
+    def _lost(self, group: int, cells: list[Cell], error: BaseException) -> None:
+        """A task died: the cells it finished stay finished (their records and end had arrived); the
+        cell it was running is partial, the rest were not run; --resume runs exactly those."""
+        node = self.tasks.get(group, {}).get("node") or {}
+        lost = f"ray: the task of server group {group} on {node.get('hostname') or 'its node'} was lost " \
+               f"({type(error).__name__})"
+        in_flight = self.in_flight.pop(group, None)
+        finished = [cell for cell in cells if cell.cell_id in self.ended]
+        self._keep_servers(finished, node)
+        partial = not_run = 0
         for cell in cells:
-            self.state.cell_status[cell.cell_id] = "partial"
+            if cell.cell_id in self.ended:
+                continue
+            if cell.cell_id == in_flight:
+                self.state.cell_status[cell.cell_id] = "partial"
+                self.state.cell_reason[cell.cell_id] = f"{lost} while this cell was running"
+                partial += 1
+            else:
+                self.state.cell_status[cell.cell_id] = "pending"
+                self.state.cell_reason[cell.cell_id] = f"{lost} before this cell began"
+                not_run += 1
+        note = (f"{lost}: {len(finished)} of its {len(cells)} cell(s) had finished and are kept, {partial} partial, "
+                f"{not_run} not run; `bench run --resume {self.run.run_dir}` runs those")
+        self.state.add_note(note)
+        self.progress.note(note)
         self.stop.reason = self.stop.reason or "a Ray task was lost"
+
+    def _keep_servers(self, finished: list[Cell], node: dict[str, Any]) -> None:
+        """The servers of a lost task's finished cells, as their ends described them (the logs
+        stayed on the node with the task's scratch directory)."""
+        driver_ids: dict[int, int] = {}
+        for cell in finished:
+            server = self.ended[cell.cell_id].get("server")
+            if server is None:
+                continue
+            if server["server_id"] not in driver_ids:
+                driver_ids[server["server_id"]] = len(self.targets.servers)
+                self.targets.servers.append({**server, "server_id": len(self.targets.servers), "log": None,
+                                             "node": node})
+            self.state.cell_server[cell.cell_id] = driver_ids[server["server_id"]]
 
     def _merge(self, cells: list[Cell], result: dict[str, Any]) -> None:
         """One group's results into the driver's run: cell states, servers and logs, telemetry."""

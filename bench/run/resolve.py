@@ -31,6 +31,9 @@ DEFAULT_GRACE_S = 10.0
 _SLUG_CHARS = 80
 
 TargetKind = Literal["url", "urls", "sim", "managed"]
+# (event, cell_id, details): "started" as a cell begins; "ended" once its last record is out,
+# with details {status, stop, skip_reason, server} (bench.run.runner.CellLoop._tell_cell).
+CellHook = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ class RunOptions:
     use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
     ray_address: str | None = None  # None: a local Ray cluster
     # Set by bench.run.ray_groups for the run inside a Ray task: its group's cells, the driver's
-    # clock, and where every record goes besides the task's own scratch run directory.
+    # clock, where every record goes besides the task's own scratch run directory, and who hears
+    # each cell start and end (so a lost task's finished cells stay finished).
     only_cells: frozenset[str] | None = None
     t0_epoch_s: float | None = None
     record_hook: Callable[[RequestRecord], None] | None = None
+    cell_hook: CellHook | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class ResolvedRun:
     only_cells: frozenset[str] | None = None
     t0_epoch_s: float | None = None
     record_hook: Callable[[RequestRecord], None] | None = field(default=None, repr=False, compare=False)
+    cell_hook: CellHook | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
         """What manifest.json keeps of the resolution (`options`), so --resume plans the same cells."""
@@ -152,7 +158,7 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
         report=options.report, made_run_dir=made_run_dir, prompts=prompts, api_key=api_key,
         adaptive=options.adaptive, full_grid=options.full_grid, workers=options.workers,
         use_ray=options.use_ray, ray_address=options.ray_address, only_cells=options.only_cells,
-        t0_epoch_s=options.t0_epoch_s, record_hook=options.record_hook,
+        t0_epoch_s=options.t0_epoch_s, record_hook=options.record_hook, cell_hook=options.cell_hook,
     )
 
 

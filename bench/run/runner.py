@@ -13,7 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 from rich.console import Console
@@ -156,6 +156,7 @@ class CellLoop:
                     continue  # another Ray task's group (bench.run.ray_groups)
                 if self.study.skip_reason(cell) is not None:
                     self.state.cell_status[cell.cell_id] = "skipped"
+                    self._tell_cell("ended", cell)
                     continue
                 if self.targets.needs_start(cell):
                     self.progress.status(f"starting {self.targets.describe_start(cell)}…")
@@ -168,6 +169,7 @@ class CellLoop:
                 self.state.cell_server[cell.cell_id] = self.targets.server_id
                 if self.sweep.prepare(cell) is not None:  # a sweep stopped at its SLOs
                     self.state.cell_status[cell.cell_id] = "skipped"
+                    self._tell_cell("ended", cell)
                     continue
                 if cell.settings.get("rate_rps") is not None and "sweep_step" in cell.settings:
                     self.state.labels[cell.cell_id] += f" rps={cell.settings['rate_rps']:g}"
@@ -240,6 +242,7 @@ class CellLoop:
             self.state.add_note(f"prompt calibration {'/'.join(calibration_key(cell))}: {calibration.source}")
 
     async def _run_cell(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
+        self._tell_cell("started", cell)
         await self._calibrate(cell, http, writer)
         if cell.gap_s > 0 and not self.stop.stopped:
             try:
@@ -307,6 +310,23 @@ class CellLoop:
             self.progress.note(stopped)
         self.progress.end_cell(status)
         self.write_manifest("running")
+        self._tell_cell("ended", cell)
+
+    def _tell_cell(self, event: str, cell: Cell) -> None:
+        """A Ray task's driver hears each cell start and end (after the cell's last record), so a
+        task lost later still leaves the cells it finished finished (bench.run.ray_groups)."""
+        hook = self.run.cell_hook
+        if hook is None:
+            return
+        details: dict[str, Any] = {}
+        if event == "ended":
+            server_id = self.state.cell_server.get(cell.cell_id)
+            details = {"status": self.state.cell_status[cell.cell_id],
+                       "stop": self.study.verdicts.get(cell.cell_id),
+                       "skip_reason": self.study.skip_reason(cell),
+                       "server": next((dict(s) for s in self.targets.servers if s.get("server_id") == server_id),
+                                      None)}
+        hook(event, cell.cell_id, details)
 
     def _record_seen(self, record: RequestRecord) -> None:
         """Every record of the run, once written: the study's busy time, a Ray task's stream."""

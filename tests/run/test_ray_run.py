@@ -18,6 +18,7 @@ import pytest
 
 from bench.analysis.recommend import recommend, scenario_slos
 from bench.records import load_run
+from bench.report import write_report
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -98,46 +99,84 @@ def test_placement_no_node_has_is_refused_in_one_line(scenario: Path, tmp_path: 
     assert "placement asks for {GPU: 1} per server group; the Ray cluster (local) has {CPU: " in output
 
 
-def ray_task_pids() -> list[int]:
-    """Processes running a group's Ray task (Ray titles a busy worker `ray::run_group`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::run_group"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+# One server group of three cells run in order: a short one, a long one (about 75 s at speed 1,
+# so it is surely still running when the short one's end reaches the driver and the task is
+# killed), and one the task never begins. --resume runs the last two at --sim-speed 100.
+LOST = """
+name: ray-lost
+target: sim
+sim: {speed: 1, gpu: l4}
+placement: {num_cpus: 1}
+workload:
+  endpoint: native/chat
+  model: qwen2.5:0.5b
+  prompt: {tokens: 128}
+  max_tokens: 64
+  temperature: 0
+  seed: 3
+load:
+  arrival: closed
+  concurrency: 1
+  requests: [4, 300, 5]
+  warmup_requests: 1
+"""
 
 
-def test_killed_ray_worker_leaves_a_partial_run_that_resume_completes(scenario: Path, tmp_path: Path) -> None:
-    out = tmp_path / "killed"
+def read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):  # not written yet, or caught mid-replace
+        return None
+
+
+def kill_after_first_cell(out: Path, killed: list[int]) -> None:
+    """As a lost node would: SIGKILL the group's task once the driver has its first cell's end."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        manifest = read_manifest(out)
+        if manifest is not None and manifest["cells"] and manifest["cells"][0]["status"] == "complete":
+            tasks = (manifest.get("ray") or {}).get("tasks") or []
+            pid = tasks[0]["node"]["pid"] if tasks and tasks[0].get("node") else None
+            if pid is not None:
+                assert manifest["cells"][1]["status"] == "pending"  # the long cell is still running
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.1)
+
+
+def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
+    scenario, out = tmp_path / "lost.yaml", tmp_path / "lost"
+    scenario.write_text(LOST)
     killed: list[int] = []
-
-    def killer() -> None:
-        # As a lost node would: SIGKILL the first worker that runs a group, once it is measuring.
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (out / "requests.jsonl").exists():
-            time.sleep(0.2)
-        while time.monotonic() < deadline and not killed:
-            pids = ray_task_pids()
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=killer, daemon=True)
+    thread = threading.Thread(target=kill_after_first_cell, args=(out, killed), daemon=True)
     thread.start()
     code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray")
     thread.join()
     assert killed and code == 4, output
-    cells = cells_of(out)
-    assert any(cell["status"] == "partial" for cell in cells.values())
-    assert "was lost" in output
-    code, output = run("run", "--resume", str(out), "--no-report")
+    assert "1 of its 3 cell(s) had finished and are kept, 1 partial, 1 not run" in output
+    first, long, never = cells_of(out).values()
+    assert first["status"] == "complete" and first["unfinished_reason"] is None
+    assert first["node"]["pid"] == killed[0] and first["server_id"] is not None
+    assert long["status"] == "partial" and "was lost (" in long["unfinished_reason"]
+    assert long["unfinished_reason"].endswith("while this cell was running")
+    assert never["status"] == "pending" and never["unfinished_reason"].endswith("before this cell began")
+    before = load_run(out).requests
+    kept = before[(before["cell_id"] == first["cell_id"]) & (before["phase"] == "measure")]
+    assert len(kept) == 4
+    html = write_report([out], tmp_path / "report.html").read_text()
+    assert f"{long['label']}: partial, ray: the task of server group 0 on " in html
+    assert f"{never['label']}: not run, ray: the task of server group 0 on " in html
+
+    code, output = run("run", "--resume", str(out), "--no-report", "--sim-speed", "100")
     assert code == 0, output
-    assert all(cell["status"] == "complete" for cell in cells_of(out).values())
-    measured = load_run(out).requests
-    measured = measured[measured["phase"] == "measure"]
-    assert measured.groupby("cell_id").size().to_dict() == {cell_id: 12 for cell_id in cells}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sessions"][-1]["cells"] == [long["cell_id"], never["cell_id"]]
+    assert all(cell["status"] == "complete" and cell["unfinished_reason"] is None for cell in manifest["cells"])
+    after = load_run(out).requests
+    measured = after[after["phase"] == "measure"]
+    assert measured.groupby("cell_id").size().to_dict() == {first["cell_id"]: 4, long["cell_id"]: 300,
+                                                            never["cell_id"]: 5}
+    # The finished cell was not run again: its records are the first session's.
+    again = measured[measured["cell_id"] == first["cell_id"]]
+    assert sorted(again["sent_s"]) == sorted(kept["sent_s"])
