@@ -11,8 +11,10 @@ so their measured windows start together. The parent can ask them to stop dispat
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 
 # Spawning N interpreters that import bench, then warming each up, on a busy machine.
 READY_DEADLINE_S = 120.0
+# How often a worker checks that its parent still lives (see _end_with_parent).
+PARENT_CHECK_S = 0.5
 
 
 def split_evenly(total: int, workers: int) -> list[int]:
@@ -39,6 +43,7 @@ class WorkerLink:
     _barrier: Any
     _results: Any
     _stop: Any
+    parent_pid: int  # the process that started the pool
 
     def ready(self) -> None:
         """Block until every worker is ready (call after warmup, right before measuring)."""
@@ -58,7 +63,20 @@ class WorkerLink:
 WorkerMain = Callable[[Any, WorkerLink], Any]
 
 
+def _end_with_parent(parent_pid: int) -> None:
+    """End this worker when its parent dies (SIGKILLed: a lost Ray task, `kill -9` of bench) rather
+    than send load for nobody; a dead parent's children are re-parented, so getppid() changes.
+    (PR_SET_PDEATHSIG would fire when the parent's starting *thread* ends, not the process.)"""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def _entry(main: WorkerMain, plan: Any, link: WorkerLink) -> None:
+    _end_with_parent(link.parent_pid)
     try:
         result = main(plan, link)
         link._results.put(("done", link.worker, result, None))
@@ -78,7 +96,7 @@ class WorkerPool:
         self._stop = context.Event()
         self.processes = [
             context.Process(target=_entry, daemon=True, args=(main, plan, WorkerLink(
-                index, len(plans), t0, self._barrier, self._results, self._stop)))
+                index, len(plans), t0, self._barrier, self._results, self._stop, os.getpid())))
             for index, plan in enumerate(plans)
         ]
         for process in self.processes:

@@ -19,6 +19,7 @@ import pytest
 from bench.analysis.recommend import recommend, scenario_slos
 from bench.records import load_run
 from bench.report import write_report
+from polling import wait_for
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -129,8 +130,27 @@ def read_manifest(out: Path) -> dict | None:
         return None
 
 
+def children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def kill_after_first_cell(out: Path, killed: list[int]) -> None:
-    """As a lost node would: SIGKILL the group's task once the driver has its first cell's end."""
+    """As a lost node would: SIGKILL the group's task once the driver has its first cell's end;
+    `killed` gets the task's pid, then the pids of the processes it had started."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         manifest = read_manifest(out)
@@ -139,8 +159,9 @@ def kill_after_first_cell(out: Path, killed: list[int]) -> None:
             pid = tasks[0]["node"]["pid"] if tasks and tasks[0].get("node") else None
             if pid is not None:
                 assert manifest["cells"][1]["status"] == "pending"  # the long cell is still running
+                children = children_of(pid)
                 os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+                killed.extend([pid, *children])
                 return
         time.sleep(0.1)
 
@@ -158,6 +179,9 @@ def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tm
     first, long, never = cells_of(out).values()
     assert first["status"] == "complete" and first["unfinished_reason"] is None
     assert first["node"]["pid"] == killed[0] and first["server_id"] is not None
+    # What the task had started (its managed simulator, the simulator's reaper) went with it.
+    assert len(killed) >= 2
+    wait_for(lambda: all(gone(pid) for pid in killed[1:]), timeout_s=60, what="the task's processes end")
     assert long["status"] == "partial" and "was lost (" in long["unfinished_reason"]
     assert long["unfinished_reason"].endswith("while this cell was running")
     assert never["status"] == "pending" and never["unfinished_reason"].endswith("before this cell began")
@@ -180,3 +204,47 @@ def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tm
     # The finished cell was not run again: its records are the first session's.
     again = measured[measured["cell_id"] == first["cell_id"]]
     assert sorted(again["sent_s"]) == sorted(kept["sent_s"])
+
+
+# One server group, one cell of two closed-loop streams: --workers 2 gives each stream its own
+# client process inside the group's Ray task.
+WORKERS = """
+name: ray-workers
+target: sim
+sim: {speed: 4, gpu: l4}
+placement: {num_cpus: 1}
+workload:
+  endpoint: native/chat
+  model: qwen2.5:0.5b
+  prompt: {tokens: 128}
+  max_tokens: 32
+  temperature: 0
+  seed: 3
+load:
+  arrival: closed
+  concurrency: 2
+  requests: 12
+  warmup_requests: 2
+"""
+
+
+def test_workers_inside_a_ray_task_share_its_clock_and_merge_their_records(tmp_path: Path) -> None:
+    scenario, out = tmp_path / "workers.yaml", tmp_path / "workers"
+    scenario.write_text(WORKERS)
+    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray", "--workers", "2")
+    assert code == 0, output
+    stored = load_run(out)
+    manifest = stored.manifest
+    assert manifest.workers == 2 and [cell.status for cell in manifest.cells] == ["complete"]
+    (task,) = manifest.ray["tasks"]
+    assert manifest.cells[0].node["pid"] == task["node"]["pid"]
+    measured = stored.requests[stored.requests["phase"] == "measure"]
+    assert len(measured) == 12 and measured["error_class"].isna().all()
+    assert measured.groupby("worker").size().to_dict() == {0: 6, 1: 6}
+    # One clock: both processes' times, on the driver's axis, lie within the task's lifetime,
+    # and the two measured windows overlap (one barrier, then both streams at once).
+    t0 = manifest.t0_epoch_s
+    assert (t0 + measured["sent_s"] >= task["started_epoch_s"]).all()
+    assert (t0 + measured["end_s"] <= task["ended_epoch_s"]).all()
+    windows = measured.groupby("worker").agg(first=("sent_s", "min"), last=("end_s", "max"))
+    assert windows["first"].max() < windows["last"].min()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from bench.cli import cli
 from bench.load import CellLoad
 from bench.records import load_run
 from bench.run.cell_workers import split_load
+from polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -79,3 +84,44 @@ def test_two_workers_give_the_same_records_and_summary_as_one(tmp_path: Path) ->
     # Rate-limited: the window is the schedule's, so request rate and tok/s match closely.
     assert second["rps"] == pytest.approx(first["rps"], rel=0.1)
     assert second["output_tps"] == pytest.approx(first["output_tps"], rel=0.1)
+
+
+# A parent that starts one client process, which blocks, then waits; the test SIGKILLs the parent.
+ORPHAN_PARENT = """
+import os, sys, time
+from bench.workers import WorkerPool
+
+def block(plan, link):
+    print("child", os.getpid(), flush=True)
+    link.wait_stop(600)
+
+if __name__ == "__main__":
+    pool = WorkerPool(block, [None], time.monotonic())
+    time.sleep(600)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_client_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    # As when a Ray task's worker or bench itself is SIGKILLed: no client process lives on.
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        line = parent.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("child "), line
+        child = int(line.split()[1])
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: gone(child), timeout_s=60, what="the orphaned client process ends")
+    finally:
+        parent.kill()
+        if child and not gone(child):
+            os.kill(child, signal.SIGKILL)
