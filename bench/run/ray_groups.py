@@ -2,10 +2,10 @@
 server) runs as a Ray task on a node with what the scenario's `placement` asks for; groups run
 concurrently; records stream back to the driver into one run directory with one manifest.
 
-On the node, the task is an ordinary bench run restricted to its group's cells (RunOptions.
-only_cells) in a scratch directory, on the driver's clock (t0 from the driver's epoch time, so
-every node's records share one axis to within the hosts' clock sync), starting its managed
-server there. Records reach the driver through a Ray queue in small batches, and after a cell's
+On the node, the task (bench.run.ray_task) is an ordinary bench run restricted to its group's
+cells in a scratch directory, on the driver's clock (t0 from the driver's epoch time, so every
+node's records share one axis to within the hosts' clock sync), starting its managed server
+there. Records reach the driver through a Ray queue in small batches, and after a cell's
 last record, word that the cell ended (its status, stop verdict, skip, server); the rest (server
 logs, /api/ps timeline, calibrations, notes) comes back with the task's result. A task that dies
 (node lost, worker killed) keeps the cells it had finished; the cell it was running is partial,
@@ -16,16 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import shutil
-import socket
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -35,103 +28,11 @@ from rich.console import Console
 from bench.errors import UsageError
 from bench.manifest import Manifest
 from bench.plan import Cell
-from bench.records import RecordWriter, RequestRecord, read_json
+from bench.records import RecordWriter
+from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
 from bench.run.resolve import ResolvedRun, RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
 from bench.scenario import Scenario
-
-# Records are sent to the driver in batches: at most this many, at least this often.
-BATCH_RECORDS = 64
-BATCH_INTERVAL_S = 0.25
-PS_FILE = "ps.parquet"
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ModuleNotFoundError as error:
-        if error.name != "ray":
-            raise
-        raise UsageError("--ray needs Ray: pip install 'bench[ray]'") from None
-    return ray
-
-
-@dataclass(frozen=True)
-class GroupJob:
-    """What a Ray task needs to run one server group (picklable)."""
-
-    scenario: dict[str, Any]
-    options: RunOptions  # the driver's options with only_cells and the driver's t0
-    group: int
-
-
-class _Batcher:
-    """Buffers a task's records and puts them on the driver's queue every BATCH_INTERVAL_S; a
-    cell's start and end go out at once, after every record before them (one order on the queue)."""
-
-    def __init__(self, queue: Any, group: int) -> None:
-        self.queue, self.group = queue, group
-        self.buffer: list[RequestRecord] = []
-        self.lock = threading.Lock()
-        # Held across a flush and its put: Queue.put returns once the queue actor holds the item,
-        # so whatever is put under it lands in the order it was put.
-        self.send_lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def add(self, record: RequestRecord) -> None:
-        with self.lock:
-            self.buffer.append(record)
-
-    def cell(self, event: str, cell_id: str, details: dict[str, Any]) -> None:
-        """A cell started or ended (bench.run.resolve.CellHook): sent after its records."""
-        with self.send_lock:
-            self._flush_locked()
-            self.queue.put(("cell", self.group, (event, cell_id, details)))
-
-    def _flush(self) -> None:
-        with self.send_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        with self.lock:
-            batch, self.buffer = self.buffer, []
-        if batch:
-            self.queue.put(("records", self.group, batch))
-
-    def _loop(self) -> None:
-        while not self.done.wait(BATCH_INTERVAL_S):
-            self._flush()
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join()
-        self._flush()
-
-
-def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
-    """The body of one Ray task: run the group's cells here, return what the driver merges."""
-    ray = import_ray()
-    node = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid(), "task_started_epoch_s": time.time()}
-    queue.put(("started", job.group, node))
-    scratch = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    batcher = _Batcher(queue, job.group)
-    try:
-        options = replace(job.options, out_dir=scratch / "run", report=False, record_hook=batcher.add,
-                          cell_hook=batcher.cell)
-        result = run_scenario(Scenario.model_validate(job.scenario), options, Console(file=io.StringIO()))
-        batcher.close()
-        run_dir = result.run_dir
-        logs = {path.name: path.read_text(encoding="utf-8", errors="replace")
-                for path in run_dir.glob("server-*.log")}
-        ps = (run_dir / PS_FILE).read_bytes() if (run_dir / PS_FILE).exists() else None
-        return {"node": node, "manifest": read_json(run_dir / "manifest.json"), "logs": logs, "ps": ps,
-                "status": result.status}
-    finally:
-        batcher.done.set()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class RayCellLoop(CellLoop):
@@ -280,13 +181,16 @@ class RayCellLoop(CellLoop):
                 not_run += 1
         note = (f"{lost}: {len(finished)} of its {len(cells)} cell(s) had finished and are kept, {partial} partial, "
                 f"{not_run} not run; `bench run --resume {self.run.run_dir}` runs those")
+        if node.get("scratch_dir"):
+            note += (f" (its server logs stay in {node['scratch_dir']} on {node.get('hostname')} until the next "
+                     "--ray task there)")
         self.state.add_note(note)
         self.progress.note(note)
         self.stop.reason = self.stop.reason or "a Ray task was lost"
 
     def _keep_servers(self, finished: list[Cell], node: dict[str, Any]) -> None:
         """The servers of a lost task's finished cells, as their ends described them (the logs
-        stayed on the node with the task's scratch directory)."""
+        stayed on the node in the task's scratch directory)."""
         driver_ids: dict[int, int] = {}
         for cell in finished:
             server = self.ended[cell.cell_id].get("server")

@@ -56,7 +56,7 @@ class RunOptions:
     workers: int = 1  # --workers N: client processes per cell (bench.run.cell_workers)
     use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
     ray_address: str | None = None  # None: a local Ray cluster
-    # Set by bench.run.ray_groups for the run inside a Ray task: its group's cells, the driver's
+    # Set by bench.run.ray_groups and ray_task for the run inside a Ray task: its group's cells, the driver's
     # clock, where every record goes besides the task's own scratch run directory, and who hears
     # each cell start and end (so a lost task's finished cells stay finished).
     only_cells: frozenset[str] | None = None

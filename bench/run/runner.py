@@ -314,7 +314,7 @@ class CellLoop:
 
     def _tell_cell(self, event: str, cell: Cell) -> None:
         """A Ray task's driver hears each cell start and end (after the cell's last record), so a
-        task lost later still leaves the cells it finished finished (bench.run.ray_groups)."""
+        task lost later still leaves the cells it finished finished (bench.run.ray_task)."""
         hook = self.run.cell_hook
         if hook is None:
             return
