@@ -73,6 +73,7 @@ class RunState:
     cell_status: dict[str, str] = field(default_factory=dict)  # pending | complete | partial
     cell_server: dict[str, int | None] = field(default_factory=dict)
     cell_reason: dict[str, str] = field(default_factory=dict)  # cell_id -> why partial / not run
+    cell_node: dict[str, dict[str, Any]] = field(default_factory=dict)  # --ray: cell_id -> its node
     outcomes: list[CellOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failed_reason: str | None = None  # abort_on, or the error that ended the run
@@ -84,7 +85,8 @@ class RunState:
     def manifest_cells(self) -> list[ManifestCell]:
         return [ManifestCell(cell_id=c.cell_id, cell_index=c.cell_index, settings=c.settings,
                              status=self.cell_status[c.cell_id], server_id=self.cell_server.get(c.cell_id),
-                             label=self.labels[c.cell_id], unfinished_reason=self.cell_reason.get(c.cell_id))
+                             label=self.labels[c.cell_id], unfinished_reason=self.cell_reason.get(c.cell_id),
+                             node=self.cell_node.get(c.cell_id))
                 for c in self.cells]
 
 

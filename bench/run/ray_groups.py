@@ -42,20 +42,18 @@ class RayCellLoop(CellLoop):
 
     def __init__(self, run: ResolvedRun, console: Console) -> None:
         super().__init__(run, console)
-        self.cell_node: dict[str, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
+        # A resumed run keeps the tasks of its earlier sessions in the manifest.
+        self.earlier_tasks: list[dict[str, Any]] = (
+            list((run.resume.manifest.ray or {}).get("tasks") or []) if run.resume is not None else [])
         self.in_flight: dict[int, str] = {}  # server group -> the cell its task has begun, not ended
         self.ended: dict[str, dict[str, Any]] = {}  # cell_id -> what its task said at the cell's end
         self._ps_tables: list[pa.Table] = []
-        self.manifest.annotators.append(self._annotate_nodes)
+        self.manifest.annotators.append(self._annotate_tasks)
 
-    def _annotate_nodes(self, manifest: Manifest) -> None:
-        for cell in manifest.cells:
-            node = self.cell_node.get(cell.cell_id)
-            if node is not None:
-                cell.node = node
-        manifest.ray = {"address": self.run.ray_address or "local",
-                        "tasks": [{"group": group, **task} for group, task in sorted(self.tasks.items())]}
+    def _annotate_tasks(self, manifest: Manifest) -> None:
+        tasks = [{"group": group, **task} for group, task in sorted(self.tasks.items())]
+        manifest.ray = {"address": self.run.ray_address or "local", "tasks": self.earlier_tasks + tasks}
 
     def _groups(self) -> dict[int, list[Cell]]:
         groups: dict[int, list[Cell]] = {}
@@ -132,7 +130,7 @@ class RayCellLoop(CellLoop):
             if kind == "started":
                 self.tasks.setdefault(group, {}).update(node=payload, started_epoch_s=payload["task_started_epoch_s"])
                 for cell in self._groups().get(group, []):
-                    self.cell_node[cell.cell_id] = payload
+                    self.state.cell_node[cell.cell_id] = payload
                 self.progress.note(f"ray: group {group} started on {payload['hostname']}")
                 continue
             for record in payload:
@@ -152,6 +150,8 @@ class RayCellLoop(CellLoop):
             del self.in_flight[group]
         self.ended[cell_id] = details
         self.state.cell_status[cell_id] = details["status"]
+        if details.get("outcome") is not None:
+            self.state.outcomes.append(details["outcome"])
         if details.get("stop") is not None:
             self.study.verdicts[cell_id] = details["stop"]
         if details.get("skip_reason") and self.study.pruner is not None:
@@ -178,6 +178,7 @@ class RayCellLoop(CellLoop):
             else:
                 self.state.cell_status[cell.cell_id] = "pending"
                 self.state.cell_reason[cell.cell_id] = f"{lost} before this cell began"
+                self.state.cell_node.pop(cell.cell_id, None)  # no node measured it
                 not_run += 1
         note = (f"{lost}: {len(finished)} of its {len(cells)} cell(s) had finished and are kept, {partial} partial, "
                 f"{not_run} not run; `bench run --resume {self.run.run_dir}` runs those")
@@ -218,7 +219,7 @@ class RayCellLoop(CellLoop):
             self.state.cell_status[cell.cell_id] = stored.status if stored is not None else "partial"
             server_id = stored.server_id if stored is not None else None
             self.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
-            self.cell_node[cell.cell_id] = result["node"]
+            self.state.cell_node[cell.cell_id] = result["node"]
             if stored is not None and stored.stop is not None:
                 self.study.verdicts[cell.cell_id] = stored.stop
             if stored is not None and stored.skip_reason and self.study.pruner is not None:

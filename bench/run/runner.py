@@ -22,7 +22,7 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
-from bench.load import AbortTracker, CellLoad, Clock, StopControl, run_async, run_cell_load
+from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, run_async, run_cell_load
 from bench.plan import Cell, cell_labels
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
@@ -100,6 +100,8 @@ class CellLoop:
             # complete, or skipped by a pruned study (decided, not interrupted)
             self.state.cell_status[cell_id] = stored[cell_id].status
             self.state.cell_server[cell_id] = stored[cell_id].server_id
+            if stored[cell_id].node is not None:  # measured on a Ray node in an earlier session
+                self.state.cell_node[cell_id] = stored[cell_id].node
         self.prompts.calibrations.update(resume.calibrations())
         for note in resume.manifest.notes:
             self.state.add_note(note)
@@ -310,9 +312,9 @@ class CellLoop:
             self.progress.note(stopped)
         self.progress.end_cell(status)
         self.write_manifest("running")
-        self._tell_cell("ended", cell)
+        self._tell_cell("ended", cell, outcome)
 
-    def _tell_cell(self, event: str, cell: Cell) -> None:
+    def _tell_cell(self, event: str, cell: Cell, outcome: CellOutcome | None = None) -> None:
         """A Ray task's driver hears each cell start and end (after the cell's last record), so a
         task lost later still leaves the cells it finished finished (bench.run.ray_task)."""
         hook = self.run.cell_hook
@@ -325,7 +327,8 @@ class CellLoop:
                        "stop": self.study.verdicts.get(cell.cell_id),
                        "skip_reason": self.study.skip_reason(cell),
                        "server": next((dict(s) for s in self.targets.servers if s.get("server_id") == server_id),
-                                      None)}
+                                      None),
+                       "outcome": outcome}  # the client's CPU and dispatch lags, for client health
         hook(event, cell.cell_id, details)
 
     def _record_seen(self, record: RequestRecord) -> None:

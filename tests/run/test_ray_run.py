@@ -199,6 +199,7 @@ def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tm
     assert long["status"] == "partial" and "was lost (" in long["unfinished_reason"]
     assert long["unfinished_reason"].endswith("while this cell was running")
     assert never["status"] == "pending" and never["unfinished_reason"].endswith("before this cell began")
+    assert long["node"]["pid"] == killed[0] and never["node"] is None
     before = load_run(out).requests
     kept = before[(before["cell_id"] == first["cell_id"]) & (before["phase"] == "measure")]
     assert len(kept) == 4
@@ -217,6 +218,10 @@ def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tm
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sessions"][-1]["cells"] == [long["cell_id"], never["cell_id"]]
     assert all(cell["status"] == "complete" and cell["unfinished_reason"] is None for cell in manifest["cells"])
+    # The finished cell still names the node (the killed task) that measured it; both sessions' tasks.
+    assert manifest["cells"][0]["node"]["pid"] == killed[0] != manifest["cells"][1]["node"]["pid"]
+    assert [task["node"]["pid"] for task in manifest["ray"]["tasks"]][0] == killed[0]
+    assert len(manifest["ray"]["tasks"]) == 2
     after = load_run(out).requests
     measured = after[after["phase"] == "measure"]
     assert measured.groupby("cell_id").size().to_dict() == {first["cell_id"]: 4, long["cell_id"]: 300,
@@ -256,6 +261,7 @@ def test_workers_inside_a_ray_task_share_its_clock_and_merge_their_records(tmp_p
     stored = load_run(out)
     manifest = stored.manifest
     assert manifest.workers == 2 and [cell.status for cell in manifest.cells] == ["complete"]
+    assert manifest.client.cpu_s > 0 and manifest.client.wall_s > 0  # the task's client health
     (task,) = manifest.ray["tasks"]
     assert manifest.cells[0].node["pid"] == task["node"]["pid"]
     measured = stored.requests[stored.requests["phase"] == "measure"]
