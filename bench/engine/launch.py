@@ -2,7 +2,9 @@
 
 Only what applies to a text GGUF without projectors, adapters or drafts: always
 `--model --port --host 127.0.0.1 --no-webui --offline -c num_ctx×P -np P --log-verbosity 4
---no-log-prefix --no-log-timestamps`, then the KV cache type (iff OLLAMA_KV_CACHE_TYPE is set,
+--no-log-prefix --no-log-timestamps`, then `--no-jinja --chat-template chatml` when Ollama renders
+the prompt itself (a Go TEMPLATE; not with OLLAMA_GO_TEMPLATE=false, which leaves llama-server's
+Jinja on for /v1/chat/completions), the KV cache type (iff OLLAMA_KV_CACHE_TYPE is set,
 passed verbatim), `--flash-attn on|off|auto`, the batch (`--embedding` for embedding models),
 `-ngl` only when num_gpu is set, `-t` only when num_thread > 0, and `--context-shift --keep
 num_keep` when context shift is on (the default for every family but deepseek2).
@@ -29,6 +31,7 @@ class LaunchSettings:
     flash_attention: str = "auto"  # on | off | auto
     num_batch: int = 512
     embedding: bool = False
+    disable_jinja: bool = False  # Ollama renders the prompt: `--no-jinja --chat-template chatml`
     num_gpu: int | None = None  # None: Ollama's default -1, no -ngl flag
     num_thread: int | None = None
     context_shift: bool = True
@@ -82,6 +85,8 @@ def llama_server_args(settings: LaunchSettings, port: int) -> list[str]:
         "--no-log-prefix",
         "--no-log-timestamps",
     ]  # fmt: skip
+    if settings.disable_jinja:
+        args += ["--no-jinja", "--chat-template", "chatml"]
     if settings.kv_cache_type:
         args += ["--cache-type-k", settings.kv_cache_type, "--cache-type-v", settings.kv_cache_type]
     args += ["--flash-attn", settings.flash_attention]

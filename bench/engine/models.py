@@ -87,6 +87,7 @@ def _entry(name: str, shape: ModelShape, size_bytes: int, parameter_count: int, 
         "head_count_kv": shape.head_count_kv, "context_length": shape.context_length,
         "feed_forward_length": shape.feed_forward_length, "key_length": shape.head_dim,
         "value_length": shape.head_dim, "vocab_size": shape.vocab_size, "embedding_only": shape.embedding_only,
+        "chat_template": "" if shape.embedding_only else "chatml",
     }  # fmt: skip
 
 
@@ -125,6 +126,10 @@ def file_entry(name: str, path: Path) -> dict[str, Any]:
     # Ollama: a `{arch}.pooling_type` key makes an embedding model (server/images.go Capabilities).
     entry.update(architecture=arch.arch, family=arch.arch, value_length=arch.value_length,
                  embedding_only=f"{arch.arch}.pooling_type" in reader.fields)
+    # Ollama's Go TEMPLATE for an imported GGUF follows its Jinja template; ChatML is the one we render.
+    template_field = reader.fields.get("tokenizer.chat_template")
+    jinja = str(template_field.contents()) if template_field is not None else ""
+    entry["chat_template"] = "chatml" if "<|im_start|>" in jinja and not entry["embedding_only"] else ""
     ffn = reader.fields.get(f"{arch.arch}.feed_forward_length")
     if ffn is not None:
         raw = ffn.contents()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine.binary import EngineError, find_llama_server
+from bench.engine.chat import chat_body, stream_chat
 from bench.engine.completion import CompletionChunk, SamplingOptions, completion_body, stream_completion
 from bench.engine.embedding import EmbeddingMetadata, embed_one, read_embedding_metadata
 from bench.engine.launch import LaunchSettings
@@ -74,6 +75,7 @@ class LlamaServerBackend:
             flash_attention=request.flash_attention,
             num_batch=request.num_batch,
             embedding=request.embedding,
+            disable_jinja=request.disable_jinja,
             num_gpu=None if request.num_gpu < 0 else request.num_gpu,
             num_thread=request.num_thread or None,
             context_shift=request.context_shift,
@@ -127,26 +129,44 @@ class LlamaServerRunner:
         # completionPromptForRequest tokenises with add_special=true (BOS counted).
         return await self.server.tokenize(text, add_special=True)
 
+    async def _ready(self) -> None:
+        """getServerStatusRetry: every Completion, Chat and Embedding call starts with a /health."""
+        status = await self.server.health()
+        if status != "ok":
+            raise LoadFailed(f"unexpected server status: {status}")
+
+    async def apply_template(self, messages: Sequence[dict[str, Any]]) -> str:
+        try:
+            return await self.server.apply_template(list(messages))
+        except EngineError as error:
+            raise LoadFailed(str(error)) from None
+
     async def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]:
         options = SamplingOptions.from_options(
             {**request.options, "num_predict": request.n_predict, "num_keep": request.n_keep}
         )
-        prompt = request.prompt if isinstance(request.prompt, str) else list(request.prompt)
-        body = completion_body(prompt, options, self.request.num_ctx)
-        if request.json_schema:
-            body["json_schema"] = _ANY_OBJECT_SCHEMA if request.json_schema == "json" else request.json_schema
+        await self._ready()
+        if request.messages is not None:  # OLLAMA_GO_TEMPLATE=false: llama-server's Jinja chat
+            events = stream_chat(self.server, chat_body(request.messages, options, self.request.num_ctx,
+                                                        request.json_schema))
+        else:
+            prompt = request.prompt if isinstance(request.prompt, str) else list(request.prompt)
+            body = completion_body(prompt, options, self.request.num_ctx)
+            if request.json_schema:
+                body["json_schema"] = _ANY_OBJECT_SCHEMA if request.json_schema == "json" else request.json_schema
+            events = stream_completion(self.server, body)
         try:
-            async for item in stream_completion(self.server, body):
+            async for item in events:
                 if isinstance(item, CompletionChunk):
                     yield item.content
                     continue
                 if item.content:
                     yield item.content
                 timings = item.timings
+                stop_type = str(item.raw.get("stop_type") or ("limit" if item.done_reason == "length" else "eos"))
                 yield CompletionTimings(
                     cache_n=timings.cache_n, prompt_n=timings.prompt_n, prompt_ms=timings.prompt_ms,
-                    predicted_n=timings.predicted_n, predicted_ms=timings.predicted_ms,
-                    stop_type=str(item.raw.get("stop_type") or "eos"),
+                    predicted_n=timings.predicted_n, predicted_ms=timings.predicted_ms, stop_type=stop_type,
                 )
                 return
         except EngineError as error:
@@ -161,6 +181,7 @@ class LlamaServerRunner:
         prompt_n = 0
         try:
             for text in texts:
+                await self._ready()
                 embedded = await embed_one(self.server, text, self.request.num_ctx, self.memory.num_batch, truncate,
                                            self._embedding_metadata)
                 vectors.append(embedded.vector)

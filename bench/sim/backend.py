@@ -28,6 +28,11 @@ Contract (every method is a coroutine on the server's event loop unless noted):
 `Runner.tokenize(text) -> list[int]`
     llama-server `/tokenize` (Ollama uses it to truncate over-long prompts).
 
+`Runner.apply_template(messages) -> str`
+    llama-server `/apply-template`: the model's own (Jinja) chat template applied to `messages`.
+    Ollama's native chat path renders candidate histories with it to truncate them
+    (truncateNativeChatMessages), and /api/generate on that path renders its prompt with it.
+
 `Runner.completion(request) -> AsyncIterator[str | CompletionTimings]`
     llama-server `/completion` with `stream: true, cache_prompt: true`: yields each generated
     text piece as it is produced, then exactly one `CompletionTimings` (the final event's
@@ -35,7 +40,10 @@ Contract (every method is a coroutine on the server's event loop unless noted):
     runner's NUM_PARALLEL slots (Ollama's semaphore), so at most `num_parallel` run at once.
     Slot choice and the prompt cache are the runner's (llama-server's): `cache_n` tokens reused
     from a slot, `prompt_n` evaluated in `prompt_ms`. Closing the iterator early (client gone)
-    must free the slot at once.
+    must free the slot at once. With `request.messages` set (OLLAMA_GO_TEMPLATE=false), the same
+    stream comes from llama-server `/v1/chat/completions` (SSE, `cache_prompt: true`, the model's
+    Jinja template; llm/llama_server.go Chat 1885-2081), its final chunk's `timings` and
+    `finish_reason` ("length" → stop type "limit") ending it.
 
 `Runner.embed(texts, truncate) -> EmbedResult`
     Ollama's EmbedHandler per input, in order (P is 1 for embedding models, so Ollama's concurrent
@@ -104,6 +112,9 @@ class LoadRequest:
     num_thread: int = 0  # `-t n` when > 0
     use_mmap: bool | None = None  # False → `--load-mode none`
     embedding: bool = False  # `--embedding`
+    # `--no-jinja --chat-template chatml`: Ollama renders the prompt itself (Go TEMPLATE), so
+    # llama-server's Jinja engine is switched off (appendJinjaArgs, llm/llama_server.go 776-787).
+    disable_jinja: bool = False
     # Free VRAM the scheduler saw (total − loaded runners): a simulated backend places layers by it;
     # a real one asks the device.
     gpu_free_bytes: int = 0
@@ -167,6 +178,10 @@ class CompletionRequest:
     json_schema: Any = None  # `format` (a schema, or "json")
     # A key for deterministic simulated output; a real engine ignores it.
     sample_key: str = ""
+    # Ollama's native chat path (OLLAMA_GO_TEMPLATE=false): the messages go to llama-server's own
+    # Jinja `/v1/chat/completions` instead of `prompt` to `/completion` (`prompt` stays the rendered
+    # text, for a backend that has no template engine).
+    messages: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,8 @@ class Runner(Protocol):
     async def health(self) -> bool: ...
 
     async def tokenize(self, text: str) -> list[int]: ...
+
+    async def apply_template(self, messages: Sequence[dict[str, Any]]) -> str: ...
 
     def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]: ...
 

@@ -34,6 +34,9 @@ class ModelSpec:
     value_length: int = 0
     vocab_size: int = 32000
     embedding_only: bool = False
+    # How Ollama's Go TEMPLATE renders a chat: "" the simulator's own markers (bench/sim/tokens.py),
+    # "chatml" ChatML (the models `bench gguf make` writes, whose Jinja template is ChatML too).
+    chat_template: str = ""
     aliases: tuple[str, ...] = ()
 
     @property

@@ -66,6 +66,10 @@ class SimConfig:
     emit_log_path: Path | None = None
     rules: OllamaRules = V0_33
     engine: str = "simulated"
+    # OLLAMA_GO_TEMPLATE (v0.33, default true): Ollama renders chat prompts with the model's Go
+    # TEMPLATE and calls llama-server /completion; false sends chat to llama-server's own Jinja
+    # /v1/chat/completions (routes.go shouldUseGoTemplate, chatModeForModel).
+    go_template: bool = True
     # --engine llama-server: the binary (None: PATH, then the `engine` extra), model name → GGUF
     # file (--model-file), and where each runner's log goes (None: a temporary file).
     llama_server_path: str | None = None
@@ -242,6 +246,8 @@ def build_config(
                             "; unset it for bench sim or pass --host 127.0.0.1")),
         port=port if port is not None else env_port,
         num_parallel=_uint(env, "OLLAMA_NUM_PARALLEL", 1),
+        # v0.12.6 had no such variable: it always rendered the prompt itself.
+        go_template=not rules.llama_server_memory or _bool(env, "OLLAMA_GO_TEMPLATE") is not False,
         max_queue=max_queue,
         keep_alive_s=default_keep_alive_s,
         max_loaded_models=_uint(env, "OLLAMA_MAX_LOADED_MODELS", 0),

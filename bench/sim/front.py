@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.sim import context, textgen, tokens
-from bench.sim.backend import CompletionRequest
+from bench.sim.backend import CompletionRequest, LoadFailed
 from bench.sim.catalog import ModelSpec
 from bench.sim.durations import NEVER_S, parse_go_duration_s
 from bench.sim.options import OptionTypeError, RunnerOptions, decode_options
@@ -89,10 +89,13 @@ class Prompt:
     sample_key: str  # what the simulated output is seeded by
 
 
-def trim_chat(messages: list[dict[str, Any]], num_ctx: int) -> list[dict[str, Any]]:
-    """chatPrompt (server/prompt.go 35-74): drop the oldest non-system messages until the prompt fits."""
+async def trim_chat(loaded: LoadedModel, messages: list[dict[str, Any]], num_ctx: int) -> list[dict[str, Any]]:
+    """chatPrompt (server/prompt.go 23-92): drop the oldest non-system messages until the rendered
+    prompt fits, counting with the runner's /tokenize (at least one call per request, as Ollama)."""
+    assert loaded.runner is not None
+    template = loaded.model.chat_template
     kept = list(messages)
-    while tokens.count(tokens.render_chat(kept)) > num_ctx:
+    while len(await loaded.runner.tokenize(tokens.render_chat(kept, template))) > num_ctx:
         droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
         if not droppable:
             break
@@ -121,6 +124,62 @@ async def completion_request(sim: Simulator, loaded: LoadedModel, prompt: Prompt
         prompt=prompt_value, n_predict=n_predict, n_keep=num_keep, options=sampling, json_schema=json_schema,
         sample_key=prompt.sample_key,
     )
+
+
+def native_chat(sim: Simulator) -> bool:
+    """chatModeForModel: Ollama leaves chat to llama-server's Jinja template when it does not render
+    it itself (OLLAMA_GO_TEMPLATE=false; every catalog model otherwise has a Go TEMPLATE)."""
+    return not sim.config.go_template
+
+
+async def trim_native_chat(loaded: LoadedModel, messages: list[dict[str, Any]], num_ctx: int) -> list[dict[str, Any]]:
+    """truncateNativeChatMessages (routes.go 3040-3097): drop leading messages (keeping earlier system
+    ones) until the runner's own template renders a prompt of at most num_ctx tokens.
+
+    One /apply-template + /tokenize per candidate history, only for more than one message.
+    """
+    assert loaded.runner is not None
+    if num_ctx <= 0 or len(messages) <= 1:
+        return messages
+    keep_from = len(messages) - 1
+    try:
+        for start in range(len(messages)):
+            system = [m for m in messages[:start] if m.get("role") == "system"]
+            rendered = await loaded.runner.apply_template(system + messages[start:])
+            if len(await loaded.runner.tokenize(rendered)) <= num_ctx:
+                keep_from = start
+                break
+    except LoadFailed as error:  # handleNativeChat: "chat template prompt error" → 500
+        raise FrontError(500, str(error)) from None
+    return [m for m in messages[:keep_from] if m.get("role") == "system"] + messages[keep_from:]
+
+
+async def native_chat_request(sim: Simulator, loaded: LoadedModel, messages: list[dict[str, Any]], prompt: Prompt,
+                              options: dict[str, Any], json_schema: Any, truncate: bool) -> CompletionRequest:
+    """handleNativeChat → llamaServerRunner.Chat: the messages themselves go to the runner, with
+    the num_predict bound of the loaded runner's context and no prompt truncation of its own."""
+    num_ctx = loaded.options.num_ctx
+    if truncate:
+        messages = await trim_native_chat(loaded, messages, num_ctx)
+    n_predict = context.bounded_num_predict(options.get("num_predict", -1), num_ctx, sim.config.rules.bounded_num_predict)
+    sampling = {key: options[key] for key in ("temperature", "seed", "top_k", "top_p", "min_p", "stop") if key in options}
+    return CompletionRequest(
+        prompt=tokens.render_chat(messages, loaded.model.chat_template), n_predict=n_predict, n_keep=options.get("num_keep", 4), options=sampling,
+        json_schema=json_schema, sample_key=prompt.sample_key, messages=tuple(messages),
+    )
+
+
+async def native_generate_prompt(loaded: LoadedModel, prompt_text: str, system: str, truncate: bool) -> str:
+    """/api/generate on the native path (routes.go 556-597): the runner's template renders the
+    system and user messages (/apply-template), then the prompt goes to /completion as usual."""
+    assert loaded.runner is not None
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt_text}]
+    if truncate:
+        messages = await trim_native_chat(loaded, messages, loaded.options.num_ctx)
+    try:
+        return await loaded.runner.apply_template(messages)
+    except LoadFailed as error:
+        raise FrontError(500, str(error)) from None
 
 
 def fault_token_budget(sim: Simulator, prompt: Prompt, options: dict[str, Any]) -> int:

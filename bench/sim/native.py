@@ -110,14 +110,14 @@ async def acquire(sim: Simulator, request: ScheduleRequest) -> LoadedModel:
         raise FrontError(500, str(error)) from None
 
 
-def _prompt_of(body: dict[str, Any], kind: str) -> Prompt | None:
+def _prompt_of(body: dict[str, Any], kind: str, chat_template: str = "") -> Prompt | None:
     if kind == "chat":
         messages = body.get("messages") or []
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise FrontError(400, "json: cannot unmarshal messages into Go struct field ChatRequest.messages of type []api.Message")
         if not messages:
             return None
-        return Prompt(tokens.render_chat(messages), orjson.dumps(messages).decode())
+        return Prompt(tokens.render_chat(messages, chat_template), orjson.dumps(messages).decode())
     prompt = body.get("prompt") or ""
     system = body.get("system") or ""
     if not isinstance(prompt, str) or not isinstance(system, str):
@@ -137,7 +137,7 @@ async def completion(request: Request, kind: str) -> Response:
         spec = resolve_model(sim, body, kind)
         if spec.embedding_only:
             raise FrontError(400, f'"{spec.name}" does not support {kind}')
-        prompt = _prompt_of(body, kind)
+        prompt = _prompt_of(body, kind, spec.chat_template)
         raw_options, options = front.decoded_options(body)
         shift = body.get("shift") if isinstance(body.get("shift"), bool) else None
         if prompt is None:
@@ -147,11 +147,20 @@ async def completion(request: Request, kind: str) -> Response:
         if faults.error:
             raise FrontError(500, "simulated fault: internal server error")
         loaded = await acquire(sim, schedule)
+        truncate = body.get("truncate", True) is not False
         try:
-            if kind == "chat" and body.get("truncate", True) is not False:
-                messages = front.trim_chat(body["messages"], loaded.options.num_ctx)
-                prompt = Prompt(tokens.render_chat(messages), prompt.sample_key)
-            job = await front.completion_request(sim, loaded, prompt, options, body.get("format"))
+            if kind == "chat" and front.native_chat(sim):
+                job = await front.native_chat_request(sim, loaded, body["messages"], prompt, options,
+                                                      body.get("format"), truncate)
+            else:
+                if kind == "chat" and truncate:
+                    messages = await front.trim_chat(loaded, body["messages"], loaded.options.num_ctx)
+                    prompt = Prompt(tokens.render_chat(messages, spec.chat_template), prompt.sample_key)
+                elif kind == "generate" and front.native_chat(sim):
+                    rendered = await front.native_generate_prompt(loaded, body.get("prompt") or "",
+                                                                  body.get("system") or "", truncate)
+                    prompt = Prompt(rendered, prompt.sample_key)
+                job = await front.completion_request(sim, loaded, prompt, options, body.get("format"))
         except FrontError:
             sim.scheduler.release(loaded)
             raise

@@ -87,12 +87,12 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _prompt(body: dict[str, Any], kind: str) -> Prompt:
+def _prompt(body: dict[str, Any], kind: str, chat_template: str = "") -> Prompt:
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise FrontError(400, "[] is too short - 'messages'")
-        return Prompt(tokens.render_chat(messages), orjson.dumps(messages).decode())
+        return Prompt(tokens.render_chat(messages, chat_template), orjson.dumps(messages).decode())
     prompt = body.get("prompt")
     prompt = "".join(prompt) if isinstance(prompt, list) else str(prompt or "")
     return Prompt(tokens.render_generate(prompt), f"\x1f{prompt}")
@@ -111,7 +111,7 @@ async def completions(request: Request, kind: str) -> Response:
         spec = _model(sim, body, kind)
         if spec.embedding_only:
             raise FrontError(400, f'"{spec.name}" does not support {"chat" if kind == "chat" else "generate"}')
-        prompt = _prompt(body, kind)
+        prompt = _prompt(body, kind, spec.chat_template)
         options = _options(body)
         try:
             typed = front.decode_options(options)
@@ -123,10 +123,14 @@ async def completions(request: Request, kind: str) -> Response:
             raise FrontError(500, "simulated fault: internal server error")
         loaded = await acquire(sim, schedule)
         try:
-            if kind == "chat":
-                messages = front.trim_chat(body["messages"], loaded.options.num_ctx)
-                prompt = Prompt(tokens.render_chat(messages), prompt.sample_key)
-            job = await front.completion_request(sim, loaded, prompt, typed, _format(body))
+            if kind == "chat" and front.native_chat(sim):
+                # The middleware turns this into an /api/chat request (truncate unset: on).
+                job = await front.native_chat_request(sim, loaded, body["messages"], prompt, typed, _format(body), True)
+            else:
+                if kind == "chat":
+                    messages = await front.trim_chat(loaded, body["messages"], loaded.options.num_ctx)
+                    prompt = Prompt(tokens.render_chat(messages, spec.chat_template), prompt.sample_key)
+                job = await front.completion_request(sim, loaded, prompt, typed, _format(body))
         except FrontError:
             sim.scheduler.release(loaded)
             raise

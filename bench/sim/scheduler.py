@@ -278,6 +278,8 @@ class Scheduler:
             context_shift=self.resolve_context_shift(request.shift, model), num_keep=4,
             num_gpu=options.num_gpu, num_thread=options.num_thread, use_mmap=options.use_mmap,
             embedding=model.embedding_only, gpu_free_bytes=available, host_free_bytes=self.config.host_memory_bytes,
+            # Catalog models carry a Go TEMPLATE, embedding models none (llamaServerConfigForModel).
+            disable_jinja=self.config.go_template and not model.embedding_only,
         )
         # sched.go 547: no preflight without a GPU (a CPU-only machine: the llama-server engine here).
         if not require_full or not self.loaded or 0 < options.num_gpu < model.block_count + 1 or self.gpu_total_bytes() == 0:

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bench.sim import memory, perf, textgen, tokens
 from bench.sim.backend import (
@@ -77,6 +78,9 @@ class SimulatedRunner:
 
     async def tokenize(self, text: str) -> list[int]:
         return tokens.tokenize(text)
+
+    async def apply_template(self, messages: Sequence[dict[str, Any]]) -> str:
+        return tokens.render_chat(messages, self.request.model.chat_template)
 
     async def close(self) -> None:
         self.closed = True

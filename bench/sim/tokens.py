@@ -53,8 +53,15 @@ def message_text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content) if content is not None else ""
 
 
-def render_chat(messages: Sequence[dict[str, Any]]) -> str:
-    """The prompt a chat template would produce (Ollama renders it before calling llama-server)."""
+def render_chat(messages: Sequence[dict[str, Any]], template: str = "") -> str:
+    """The prompt a chat template would produce (Ollama renders it before calling llama-server).
+
+    `template` "chatml": ChatML, as the Go TEMPLATE of a ChatML model renders it (no BOS: the
+    engine's tokenizer adds one if the model wants it).
+    """
+    if template == "chatml":
+        turns = [f"<|im_start|>{m.get('role') or 'user'}\n{message_text(m.get('content'))}<|im_end|>\n" for m in messages]
+        return "".join(turns) + "<|im_start|>assistant\n"
     parts = [BOS]
     for message in messages:
         role = str(message.get("role") or "user").lower()

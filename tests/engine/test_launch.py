@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.engine.chat import chat_body
 from bench.engine.completion import (
     EngineTimings,
     SamplingOptions,
@@ -65,3 +66,22 @@ def test_timings_map_to_native_durations_like_ollama() -> None:
     assert timings.prompt_eval_duration_ns == 4_500_000 and timings.eval_duration_ns == 210_250_000
     assert timings.eval_count == 16
     assert done_reason("limit") == "length" and done_reason("eos") == "stop" and done_reason(None) == "stop"
+
+
+def test_go_rendered_models_launch_with_jinja_off_as_ollama_does() -> None:
+    args = llama_server_args(LaunchSettings(Path("m"), 2048, disable_jinja=True), 1)
+    at = args.index("--no-log-timestamps") + 1
+    assert args[at:at + 3] == ["--no-jinja", "--chat-template", "chatml"]
+    assert "--no-jinja" not in llama_server_args(LaunchSettings(Path("m"), 2048), 1)
+
+
+def test_native_chat_body_sends_every_option_and_maps_format() -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    body = chat_body(messages, SamplingOptions.from_options({"num_predict": -1}), 1024)
+    assert body["messages"] == messages and body["stream"] is True and body["cache_prompt"] is True
+    assert body["n_predict"] == 10240 and body["stop"] is None and body["n_keep"] == 4  # no omitempty
+    assert "response_format" not in body
+    assert chat_body(messages, SamplingOptions(), 1024, "json")["response_format"] == {"type": "json_object"}
+    schema = {"type": "object"}
+    assert chat_body(messages, SamplingOptions(), 1024, schema)["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "schema", "schema": schema}}

@@ -56,6 +56,28 @@ def test_bad_environment_values_raise_a_config_error_naming_the_variable(env: di
         build_config(env)
 
 
+def test_ollama_go_template_false_selects_the_native_chat_path_on_v033_only() -> None:
+    assert build_config({}).go_template is True
+    assert build_config({"OLLAMA_GO_TEMPLATE": "false"}).go_template is False
+    assert build_config({"OLLAMA_GO_TEMPLATE": "0"}, ollama_version="0.12.6").go_template is True  # no such variable
+    with pytest.raises(SimConfigError, match="OLLAMA_GO_TEMPLATE"):
+        build_config({"OLLAMA_GO_TEMPLATE": "perhaps"})
+
+
+def test_simulated_engine_serves_chat_on_the_native_path_too() -> None:
+    from bench.sim.testing import running_sim
+
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q " * 100},
+                {"role": "assistant", "content": "a"}, {"role": "user", "content": "again"}]
+    with running_sim(speed=50, env={"OLLAMA_GO_TEMPLATE": "false"}) as base_url:
+        answer = httpx.post(f"{base_url}/api/chat", json={"model": "llama3.2:1b", "messages": messages, "stream": False,
+                                                          "options": {"num_predict": 5}}, timeout=30).json()
+        generated = httpx.post(f"{base_url}/api/generate", json={"model": "llama3.2:1b", "prompt": "hi", "stream": False,
+                                                                 "options": {"num_predict": 5}}, timeout=30).json()
+    assert answer["done"] and answer["eval_count"] == 5 and answer["prompt_eval_count"] > 50
+    assert generated["done"] and generated["eval_count"] == 5
+
+
 def _cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
     env.update(extra)
