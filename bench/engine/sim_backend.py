@@ -129,6 +129,13 @@ class LlamaServerRunner:
         # completionPromptForRequest tokenises with add_special=true (BOS counted).
         return await self.server.tokenize(text, add_special=True)
 
+    async def count_tokens(self, text: str) -> int:
+        # Ollama's Tokenize (chatPrompt, truncateNativeChatMessages) sends no add_special.
+        try:
+            return len(await self.server.tokenize(text, add_special=False))
+        except EngineError as error:
+            raise LoadFailed(str(error)) from None
+
     async def _ready(self) -> None:
         """getServerStatusRetry: every Completion, Chat and Embedding call starts with a /health."""
         status = await self.server.health()

@@ -28,6 +28,10 @@ Contract (every method is a coroutine on the server's event loop unless noted):
 `Runner.tokenize(text) -> list[int]`
     llama-server `/tokenize` (Ollama uses it to truncate over-long prompts).
 
+`Runner.count_tokens(text) -> int`
+    How many tokens `text` is (llama-server: `len(/tokenize)`); what Ollama's chatPrompt counts to
+    fit a chat history into the context (at least one call per chat request).
+
 `Runner.apply_template(messages) -> str`
     llama-server `/apply-template`: the model's own (Jinja) chat template applied to `messages`.
     Ollama's native chat path renders candidate histories with it to truncate them
@@ -214,6 +218,8 @@ class Runner(Protocol):
     async def health(self) -> bool: ...
 
     async def tokenize(self, text: str) -> list[int]: ...
+
+    async def count_tokens(self, text: str) -> int: ...
 
     async def apply_template(self, messages: Sequence[dict[str, Any]]) -> str: ...
 

@@ -95,7 +95,7 @@ async def trim_chat(loaded: LoadedModel, messages: list[dict[str, Any]], num_ctx
     assert loaded.runner is not None
     template = loaded.model.chat_template
     kept = list(messages)
-    while len(await loaded.runner.tokenize(tokens.render_chat(kept, template))) > num_ctx:
+    while await loaded.runner.count_tokens(tokens.render_chat(kept, template)) > num_ctx:
         droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
         if not droppable:
             break
@@ -146,7 +146,7 @@ async def trim_native_chat(loaded: LoadedModel, messages: list[dict[str, Any]], 
         for start in range(len(messages)):
             system = [m for m in messages[:start] if m.get("role") == "system"]
             rendered = await loaded.runner.apply_template(system + messages[start:])
-            if len(await loaded.runner.tokenize(rendered)) <= num_ctx:
+            if await loaded.runner.count_tokens(rendered) <= num_ctx:
                 keep_from = start
                 break
     except LoadFailed as error:  # handleNativeChat: "chat template prompt error" → 500

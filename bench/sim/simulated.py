@@ -79,6 +79,9 @@ class SimulatedRunner:
     async def tokenize(self, text: str) -> list[int]:
         return tokens.tokenize(text)
 
+    async def count_tokens(self, text: str) -> int:
+        return tokens.count(text)  # no ids: the front's per-request fit stays cheap
+
     async def apply_template(self, messages: Sequence[dict[str, Any]]) -> str:
         return tokens.render_chat(messages, self.request.model.chat_template)
 
