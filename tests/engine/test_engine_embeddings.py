@@ -3,19 +3,16 @@ launched the way Ollama v0.33 launches one, both embedding endpoints, and `bench
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from bench.cli import cli
 from bench.engine.gguf_maker import make_model
 from bench.engine.shapes import PRESETS, resolve_shape
 from bench.sim.testing import running_sim, simulator_for
+from tests.engine.runs import run_scenario
 
 pytestmark = pytest.mark.engine
 
@@ -99,12 +96,8 @@ def test_bench_run_measures_both_embedding_endpoints_on_the_engine(
         "workload": {"endpoint": ["native/embed", "openai/embeddings"], "model": "embed", "prompt": {"tokens": 64}},
         "load": {"arrival": "closed", "concurrency": [2], "requests": 4, "warmup_requests": 1},
     }
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario))
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(run_dir), "--no-report"])
-    assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    records = run_scenario(scenario, run_dir)
     measured = [r for r in records if r["phase"] == "measure"]
     assert len(measured) == 8 and all(r["error_class"] is None for r in measured), measured
     assert {r["endpoint"] for r in measured} == {"embed"}

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.engine.process import free_loopback_port
+from tests.engine.runs import run_scenario
 
 pytestmark = pytest.mark.engine
 
@@ -62,10 +63,7 @@ def test_openai_chat_run_against_bare_llama_server_gets_max_tokens_every_time(
     bare_llama_server: str, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(_scenario(tmp_path, bare_llama_server, "openai/chat")),
-                                      "--out", str(run_dir), "--no-report"])
-    assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    records = run_scenario(_scenario(tmp_path, bare_llama_server, "openai/chat"), run_dir)
     measured = [r for r in records if r["phase"] == "measure"]
     assert len(measured) == 12
     assert all(r["error_class"] is None for r in records)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,12 +10,10 @@ import httpx
 import ollama
 import openai
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from bench.cli import cli
 from bench.engine.memory_log import MIB
 from bench.sim.testing import running_sim, simulator_for
+from tests.engine.runs import run_scenario
 
 pytestmark = pytest.mark.engine
 
@@ -109,12 +106,8 @@ def test_client_times_agree_with_the_engines_own_timings(llama_server_binary: Pa
                      "prompt": {"tokens": 128}, "max_tokens": 32, "temperature": 0.7},
         "load": {"arrival": "closed", "concurrency": [1, 2], "requests": 6, "warmup_requests": 1},
     }
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario))
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(run_dir), "--no-report"])
-    assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    records = run_scenario(scenario, run_dir)
     measured = [r for r in records if r["phase"] == "measure"]
     assert len(measured) == 24 and all(r["error_class"] is None for r in measured)
     for record in measured:
