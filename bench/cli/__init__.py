@@ -17,6 +17,7 @@ from bench.cli import (
     conformance_cmd,
     gguf_cmd,
     kv_cmd,
+    ollama_cmd,
     perf_cmd,
     recommend_cmd,
     report_cmd,
@@ -63,7 +64,7 @@ def cli() -> None:
 
 
 for _command_module in (sim_cmd, run_cmd, report_cmd, compare_cmd, kv_cmd, recommend_cmd, perf_cmd,
-                        soak_cmd, gguf_cmd, conformance_cmd):
+                        soak_cmd, gguf_cmd, ollama_cmd, conformance_cmd):
     _command_module.register(cli)
 
 

@@ -29,18 +29,19 @@ def _recorded_real(path: Path) -> tuple[str, dict]:  # type: ignore[type-arg]
 
 
 @click.command()
-@click.option("--ollama", "ollama_binary", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The real `ollama` binary to start (with its llama-server in ../lib/ollama).")
 @click.option("--recorded", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Compare the simulator with the real side of an earlier conformance.json instead of a live server.")
+              help="Compare the simulator with the real side of an earlier conformance.json instead of starting Ollama.")
 @click.option("--probe", "probe_names", multiple=True, help="Run only this probe (repeatable; default: all).")
 @click.option("--known", "known_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Known deviations file (default: the list shipped with bench).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("conformance.json"),
               show_default=True, help="Where to write every observation and verdict.")
-def conformance(ollama_binary: Path | None, recorded: Path | None, probe_names: tuple[str, ...],
+def conformance(recorded: Path | None, probe_names: tuple[str, ...],
                 known_path: Path | None, out: Path) -> None:
-    """Run the same probes against `bench sim` and a real Ollama; table every observable difference."""
+    """Run the same probes against `bench sim` and the real Ollama (`bench ollama build`); table every difference.
+
+    Exit 0 when every difference is a known deviation, 1 on any other, 2 on bad input.
+    """
     from bench.atomic import write_atomically
     from bench.conformance.compare import DIFFERS, compare, document
     from bench.conformance.known import load_known
@@ -54,17 +55,16 @@ def conformance(ollama_binary: Path | None, recorded: Path | None, probe_names: 
     unknown = [name for name in probe_names if name not in PROBE_NAMES]
     if unknown:
         raise UsageError(f"--probe {unknown[0]!r}: expected one of {', '.join(PROBE_NAMES)}")
-    if (ollama_binary is None) == (recorded is None):
-        raise UsageError("give exactly one of --ollama PATH (a live server) or --recorded conformance.json")
     names = tuple(probe_names) or PROBE_NAMES
     known = load_known(known_path)
     if recorded is not None:
         real_label, real = _recorded_real(recorded)
         real = {name: fields for name, fields in real.items() if name in names}
     else:
-        assert ollama_binary is not None
-        click.echo(f"probing the real Ollama ({ollama_binary}) ...", err=True)
-        real_label, real = observe(ollama_target(ollama_binary, PROBE_ENV, ProbeModels()), names)
+        from bench.ollama.build import require_installed
+
+        click.echo(f"probing the real Ollama ({require_installed().binary}) ...", err=True)
+        real_label, real = observe(ollama_target(PROBE_ENV, ProbeModels()), names)
     click.echo("probing bench sim ...", err=True)
     sim_label, sim = observe(sim_target(PROBE_ENV), names)
     rows = compare(sim, real, known)

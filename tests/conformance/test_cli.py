@@ -58,7 +58,7 @@ def test_a_listed_difference_is_a_known_deviation_with_its_reason(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--probe", "nonsense", "--recorded", "x.json"], "--probe 'nonsense': expected one of"),
-    ([], "give exactly one of --ollama"),
+    (["--recorded", "a.json", "--known", "missing.yaml"], "missing.yaml: No such file"),
     (["--recorded", "missing.json"], "missing.json: No such file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
