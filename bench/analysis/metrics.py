@@ -1,7 +1,7 @@
 """Per-request and per-cell statistics from request records (pure functions on DataFrames).
 
 Inputs are `Run.requests` frames (one row per RequestRecord, bench.records). Nothing here does
-I/O. The definitions are in README_SECTION (the README's "Metrics: definitions").
+I/O. The definitions are in README_SECTION (docs/metrics.md, "Metrics: definitions").
 """
 
 from __future__ import annotations
@@ -391,7 +391,7 @@ def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None,
 
 
 def metrics_readme() -> str:
-    """The README's "Metrics: definitions" section (Markdown)."""
+    """The "Metrics: definitions" section of docs/metrics.md (Markdown)."""
     return README_SECTION
 
 

@@ -131,7 +131,7 @@ class Recommendation:
         return f"Speed basis (bench sim): {self.speed_basis}." if self.speed_basis else None
 
     def to_json(self) -> dict[str, Any]:
-        """recommendation.json (schema in the README section 'Sizing OLLAMA_NUM_PARALLEL')."""
+        """recommendation.json (schema in docs/sizing.md)."""
         runner_up = next((c for c in self.candidates if c.outcome == "runner-up"), None)
         return {
             "setting": SETTING,
