@@ -44,11 +44,32 @@ def expiry_check(seconds: float | None) -> Check:
     return approx(round(seconds, 1), EXPIRY_TOLERANCE_S)
 
 
-async def expires_of(session: ProbeSession, model: str) -> float | None:
+async def expires_at_of(session: ProbeSession, model: str) -> str | None:
     for entry in await session.ps():
         if entry.get("name") == model:
-            return expires_in_s(str(entry.get("expires_at")))
+            return str(entry.get("expires_at"))
     return None
+
+
+async def expires_of(session: ProbeSession, model: str) -> float | None:
+    stamp = await expires_at_of(session, model)
+    return None if stamp is None else expires_in_s(stamp)
+
+
+async def settled_expiry(session: ProbeSession, model: str, before: str | None, deadline_s: float = 3.0) -> float | None:
+    """Seconds to expiry once the runner went idle after a request.
+
+    Ollama re-arms `expires_at` (now + keep_alive) only when the finished request reaches the
+    scheduler, a moment after the client has the whole response; until then /api/ps shows the
+    previous value. Every completion writes a new timestamp, so wait (briefly) for it to change.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        stamp = await expires_at_of(session, model)
+        if stamp is not None and stamp != before:
+            return expires_in_s(stamp)
+        await asyncio.sleep(0.02)
+    return await expires_of(session, model)
 
 
 def _generate_body(model: str, prompt: str = "hi", num_predict: int = 1, **fields: Any) -> dict[str, Any]:
@@ -100,10 +121,11 @@ async def probe_fast_path(session: ProbeSession) -> dict[str, Check]:
 
 
 async def _expiry_after(session: ProbeSession, path: str, body: dict[str, Any], model: str) -> Check:
+    before = await expires_at_of(session, model)
     response = await session.post(path, body)
     if response.status_code != 200:
         return exact(f"HTTP {response.status_code}")
-    return expiry_check(await expires_of(session, model))
+    return expiry_check(await settled_expiry(session, model, before))
 
 
 async def probe_keep_alive(session: ProbeSession) -> dict[str, Check]:
@@ -120,12 +142,15 @@ async def probe_keep_alive(session: ProbeSession) -> dict[str, Check]:
         "set -1": await _expiry_after(session, "/api/generate", _generate_body(model, keep_alive=-1), model),
         "v1 after -1": await _expiry_after(session, "/v1/chat/completions", openai_body, model),
     }
+    served = await session.post("/api/generate", _generate_body(model, keep_alive=0))
+    checks["0 with a prompt: status"] = exact(served.status_code)
+    await session.wait_until(lambda: _absent(session, model), 30, f"{model} to unload after keep_alive 0")
     await session.post("/api/generate", _generate_body(model, keep_alive="1s"))
     expiry_s = await session.wait_until(lambda: _absent(session, model), 30, f"{model} to expire")
     checks["'1s' unloads when idle"] = exact(expiry_s < 30)
     load = body_of(await session.post("/api/generate", {"model": model}))
     checks["empty prompt done_reason"] = exact(load.get("done_reason") if isinstance(load, dict) else load)
-    checks["after empty prompt"] = expiry_check(await expires_of(session, model))
+    checks["after empty prompt"] = expiry_check(await settled_expiry(session, model, None))
     unload = body_of(await session.post("/api/generate", {"model": model, "keep_alive": 0}))
     checks["keep_alive 0 done_reason"] = exact(unload.get("done_reason") if isinstance(unload, dict) else unload)
     checks["keep_alive 0 unload shape"] = exact(shape_of(unload))
