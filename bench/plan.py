@@ -105,7 +105,7 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         "prompt_tokens": prompt_tokens,
         "shared_prefix_tokens": workload.prompt.shared_prefix_tokens or [None],
         "turns": turns,
-        # A distribution is drawn per request (bench.prompts); the cell shows its mean.
+        # A distribution is drawn per request (bench.workload.prompts); the cell shows its mean.
         "max_tokens": ([round(workload.max_tokens.mean_tokens)]
                        if isinstance(workload.max_tokens, Distribution) else list(workload.max_tokens)),
         "keep_alive": workload.keep_alive or [None],

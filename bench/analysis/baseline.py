@@ -21,7 +21,7 @@ import pandas as pd
 from bench.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import MANIFEST_FILE, load_run, missing_as_none
 
 FORMAT = "bench-baseline"

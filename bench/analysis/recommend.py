@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
 

@@ -276,7 +276,8 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 def validate_command(files: tuple[Path, ...]) -> None:
     """Check scenario FILES without running them (one line per problem; exit 2 if any)."""
     from bench.plan import plan_cells
-    from bench.run.checks import prompt_source, scenario_problems
+    from bench.workload.prompts import prompt_source
+    from bench.run.checks import scenario_problems
     from bench.scenario import load_scenario
 
     failed = False

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from bench.analysis.kv_fit import write_kv_analysis
 from bench.atomic import write_atomically
-from bench.load import ClientHealth
+from bench.load.health import ClientHealth
 from bench.analysis.metrics import cell_summary
 from bench.outputs.statistics import statistics_table
 from bench.run.progress import summary_table

@@ -1,6 +1,6 @@
 """Driving bench's real client path against the emitter: closed-loop steps and held streams.
 
-The path measured is the one `bench run` takes per request: bench.load.run_cell_load (closed
+The path measured is the one `bench run` takes per request: bench.load.cell.run_cell_load (closed
 loop) → bench.clients.send → httpx over make_http_client, and every record appended to a
 requests.jsonl through RecordWriter. Nothing here is a shortcut around it.
 """
@@ -22,7 +22,9 @@ import httpx
 from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client
-from bench.load import CellLoad, Clock, StopControl, run_cell_load
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.clock import Clock
+from bench.load.control import StopControl
 from bench.records import Phase, RecordWriter, RequestRecord, Surface
 
 MODEL = "emitter:latest"

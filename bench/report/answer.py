@@ -10,7 +10,7 @@ from bench.errors import BenchError
 from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
                                       slo_verdict)
 from bench.records import RECOMMENDATION_JSON
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
 from bench.report.page import Note, Section, Table, Warnings

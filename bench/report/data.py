@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.

@@ -8,7 +8,7 @@ import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
 from bench.report import formatting as fmt
-from bench.manifest import ClientRecord, Manifest
+from bench.records.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
 

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
-from bench.load import client_health
-from bench.manifest import Manifest
+from bench.load.health import client_health
+from bench.records.manifest import Manifest
 from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
 from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet

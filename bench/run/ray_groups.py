@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from bench.errors import UsageError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group

@@ -2,7 +2,7 @@
 interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
 
 The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
-bench.specs (the requests), bench.run.manifest (the one manifest writer), bench.run.finish (the end).
+bench.workload.specs (the requests), bench.run.manifest (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
-from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, run_async, run_cell_load
+from bench.load.control import AbortTracker, StopControl
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.health import CellOutcome
+from bench.load.clock import Clock, run_async
 from bench.plan import Cell, cell_labels
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
@@ -31,20 +34,13 @@ from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_m
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
-from bench.run.cell_workers import CellWorkerPlan, run_cell_in_workers, split_load
+from bench.load.workers import CellWorkerPlan, run_cell_in_workers, split_load
 from bench.run.study import AdaptiveStudy
 from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario
 from bench.secrets import auth_headers
-from bench.specs import (
-    calibrate_cell,
-    calibration_key,
-    calibration_needed,
-    conversation_starter,
-    spec_factory,
-    trace_steps,
-)
+from bench.workload.specs import calibrate_cell, calibration_key, calibration_needed, conversation_starter, spec_factory, trace_steps
 from bench.telemetry import TelemetrySession, start_telemetry
 
 __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenario"]

@@ -24,11 +24,10 @@ MODULE_REASONS = {
                                  "matching); the rendering moved to bench/outputs/gate_tables.py",
     "bench/analysis/studies.py": "keep_alive and queue studies share the per-request timeline builder",
     "bench/analysis/metrics.py": "per-request and per-cell metrics plus their definitions text (docs/metrics.md)",
-    "bench/load.py": "closed, open and conversation schedules share the dispatcher and the clock",
     "bench/clients/transport.py": "one HTTP/1.1 transport (pool, connection, parser callbacks) kept "
                                   "together on purpose: the hot path, measured by bench perf",
     "bench/run/runner.py": "the cell loop with the adaptive, sweep and --workers hooks of issues 18/19",
-    "bench/records.py": "the record, JSONL, Parquet conversion and load_run",
+    "bench/records/__init__.py": "the record, JSONL, Parquet conversion and load_run",
     "bench/sim/scheduler.py": "the simulator's scheduler mirrors Ollama's server/sched.go",
     "bench/sim/native.py": "the simulator's native routes mirror Ollama's server/routes.go",
 }
@@ -163,6 +162,72 @@ def import_circles() -> list[list[str]]:
     return circles
 
 
+# Folders whose every module the map names (the stages; the others are named as packages).
+STAGE_FOLDERS = tuple(BENCH / name for name in ("", "run", "analysis", "outputs", "load", "workload", "records"))
+
+
+# The stages of docs/architecture.md's map, lowest first: a module imports from its own stage or
+# those before it, never after ("a climb back up"). `bench.sim` and `bench.engine` stand apart: a
+# server shares no code with the client side, and only the commands may start one in-process.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("helpers", ("bench.errors", "bench.limits", "bench.escape", "bench.secrets", "bench.atomic",
+                 "bench.endpoints", "bench.numbers", "bench.processes")),
+    ("scenario", ("bench.scenario",)),
+    ("plan", ("bench.plan", "bench.workload")),
+    ("load", ("bench.clients", "bench.load")),
+    ("records", ("bench.records", "bench.telemetry")),
+    ("analysis", ("bench.analysis",)),
+    ("outputs", ("bench.outputs",)),
+    ("report", ("bench.report",)),
+    ("orchestration", ("bench.run", "bench.perf")),
+    ("api", ("bench.api",)),
+    ("commands", ("bench.cli", "bench.__main__", "bench")),
+]
+APART = ("bench.sim", "bench.engine")
+# Modules of the helpers stage the servers apart may use too (they are not client code).
+APART_MAY_USE = ("bench.errors", "bench.processes")
+# Who may import a server apart: the commands that serve one.
+APART_USERS = ("bench.cli",)
+
+# Imports against the stage order allowed for now, with why. Empty is the goal.
+ALLOWED_CLIMBS: dict[tuple[str, str], str] = {}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def stage_rank(name: str) -> int | None:
+    """The index of the module's stage in LAYERS (the longest matching prefix), None when apart."""
+    if _within(name, APART):
+        return None
+    matches = [(len(prefix), rank) for rank, (_, prefixes) in enumerate(LAYERS)
+               for prefix in prefixes if _within(name, (prefix,))]
+    assert matches, f"{name}: in no stage of LAYERS"
+    return max(matches)[1]
+
+
+def climbs() -> list[str]:
+    """Every import that goes against the stage order, or into or out of the servers apart."""
+    known = {_name(path) for path in _modules()}
+    found = []
+    for path in _modules():
+        importer = _name(path)
+        for imported in sorted(_imports(path, known)):
+            if (importer, imported) in ALLOWED_CLIMBS:
+                continue
+            low, high = stage_rank(importer), stage_rank(imported)
+            if low is None:
+                wrong = high is not None and not _within(imported, APART_MAY_USE)
+            elif high is None:
+                wrong = not _within(importer, APART_USERS)
+            else:
+                wrong = high > low
+            if wrong:
+                found.append(f"{importer} -> {imported}")
+    return found
+
+
 def _architecture_section() -> str:
     start = ARCHITECTURE.index("## Architecture")
     end = ARCHITECTURE.find("\n## ", start + 3)
@@ -174,12 +239,21 @@ def test_no_module_imports_itself_in_a_circle() -> None:
     assert [group for group in import_circles() if tuple(group) not in ALLOWED_CIRCLES] == []
 
 
+def test_no_module_imports_from_a_later_stage() -> None:
+    assert climbs() == []
+
+
+def test_a_climb_back_up_is_caught() -> None:
+    assert stage_rank("bench.load.cell") < stage_rank("bench.report.page")  # type: ignore[operator]
+    assert stage_rank("bench.sim.app") is None and stage_rank("bench.run.runner") is not None
+
+
 def test_the_architecture_map_names_every_package_and_stage_module() -> None:
     section = _architecture_section()
     named_paths = set(re.findall(r"`(bench/[\w/.]+)`", section))
     shorthand = set(re.findall(r"`(\w+\.py)`", section))
     missing = [str(path.relative_to(ROOT)) for path in _modules()
-               if path.name != "__init__.py" and path.parent in (BENCH, BENCH / "run", BENCH / "analysis", BENCH / "outputs")
+               if path.name != "__init__.py" and path.parent in STAGE_FOLDERS
                and path.name != "__main__.py"
                and str(path.relative_to(ROOT)) not in named_paths and path.name not in shorthand]
     packages = [f"bench/{p.name}/" for p in BENCH.iterdir() if (p / "__init__.py").exists()]
@@ -210,3 +284,5 @@ if __name__ == "__main__":
         print(f"function {lines:5d}  {name}: {FUNCTION_REASONS.get(name, 'NO REASON')}")
     for circle in import_circles():
         print("circle  ", " -> ".join(circle))
+    for climb in climbs():
+        print("climb   ", climb)

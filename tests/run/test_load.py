@@ -12,8 +12,10 @@ import pytest
 
 from bench.clients.base import RequestSpec
 from bench import load
-from bench.load import (AbortTracker, CellLoad, Clock, StopControl, arrival_offsets_s, run_async, run_cell_load,
-                        uninterrupted)
+from bench.load.control import AbortTracker, StopControl
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.clock import Clock, run_async, uninterrupted
+from bench.load.schedules import arrival_offsets_s
 from bench.records import RequestRecord
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.clients.base import RequestSpec, chat_messages
-from bench.conversations import ConversationMaker, read_conversation_file, render_transcript
+from bench.workload.conversations import ConversationMaker, read_conversation_file, render_transcript
 from bench.errors import ScenarioError
-from bench.load import CellLoad, Clock, StopControl, run_cell_load
-from bench.prompts import PromptSource
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.clock import Clock
+from bench.load.control import StopControl
+from bench.workload.prompts import PromptSource
 from bench.records import RequestRecord
 from bench.scenario import ConversationSpec, PromptSpec, SecondsDistribution
 

@@ -59,7 +59,7 @@ class HostRecord(_Stored):
 
 
 class ClientRecord(_Stored):
-    """Was the load generator the bottleneck? (bench.load.client_health)"""
+    """Was the load generator the bottleneck? (bench.load.health.client_health)"""
 
     cpu_s: float | None = None
     wall_s: float | None = None

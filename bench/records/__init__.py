@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import orjson
 
 from bench.errors import RunDirError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.secrets import has_secrets, redact
 
 MANIFEST_FILE = "manifest.json"

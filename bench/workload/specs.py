@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients.base import RequestSpec
-from bench.conversations import ConversationMaker, trace_conversations
-from bench.load import ConversationLike, ConversationStarter, TraceSteps
+from bench.workload.conversations import ConversationMaker, trace_conversations
+from bench.load.dispatch import ConversationLike, ConversationStarter, TraceSteps
 from bench.plan import Cell
-from bench.prompts import Calibration, PromptSource, calibrate, nonce
+from bench.workload.prompts import Calibration, PromptSource, calibrate, nonce
 from bench.records import Phase, RequestRecord
 from bench.scenario import Distribution, Scenario
-from bench.trace import read_trace
+from bench.workload.trace import read_trace
 
-# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.SpecFactory)
+# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.dispatch.SpecFactory)
 SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
 # Sends one calibration probe and keeps its record (the run appends it to requests.jsonl).
 ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]

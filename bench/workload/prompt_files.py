@@ -1,6 +1,6 @@
 """Prompt and conversation files, read once: JSONL `prompt` lines, ShareGPT `conversations`,
 OpenAI-style `messages`, or one JSON list of those. Every problem is one ScenarioError naming the
-file and the line (bench.prompts and bench.conversations use what is read here)."""
+file and the line (bench.workload.prompts and bench.workload.conversations use what is read here)."""
 
 from __future__ import annotations
 
