@@ -16,6 +16,7 @@ from bench.cli import (
     compare_cmd,
     gguf_cmd,
     kv_cmd,
+    ollama_cmd,
     perf_cmd,
     recommend_cmd,
     report_cmd,
@@ -62,7 +63,7 @@ def cli() -> None:
 
 
 for _command_module in (sim_cmd, run_cmd, report_cmd, compare_cmd, kv_cmd, recommend_cmd, perf_cmd,
-                        soak_cmd, gguf_cmd):
+                        soak_cmd, gguf_cmd, ollama_cmd):
     _command_module.register(cli)
 
 

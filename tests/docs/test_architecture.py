@@ -179,15 +179,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("bench.analysis",)),
     ("outputs", ("bench.outputs",)),
     ("report", ("bench.report",)),
-    ("orchestration", ("bench.run", "bench.perf")),
+    ("orchestration", ("bench.run", "bench.perf", "bench.ollama")),
     ("api", ("bench.api",)),
     ("commands", ("bench.cli", "bench.__main__", "bench")),
 ]
 APART = ("bench.sim", "bench.engine")
 # Modules of the helpers stage the servers apart may use too (they are not client code).
 APART_MAY_USE = ("bench.errors", "bench.processes")
-# Who may import a server apart: the commands that serve one.
-APART_USERS = ("bench.cli",)
+# Who may import a server apart: the commands that serve one, and the real Ollama target, which
+# imports models made by the engine's GGUF maker and finds llama-server the way the engine does.
+APART_USERS = ("bench.cli", "bench.ollama")
 
 # Imports against the stage order allowed for now, with why. Empty is the goal.
 ALLOWED_CLIMBS: dict[tuple[str, str], str] = {
