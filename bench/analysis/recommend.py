@@ -18,6 +18,7 @@ from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_
 from bench.records.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
+from bench.numbers import gib
 
 SETTING = "OLLAMA_NUM_PARALLEL"
 # Throughputs within this fraction of the best are a tie: a person picks the smaller setting
@@ -284,7 +285,7 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
             reason += " (GPU fit unknown: no /api/ps data)"
     elif candidate.fits_in_gpu is False and candidate.cell_id is not None:
         spilled = (candidate.size_bytes or 0) - (candidate.size_vram_bytes or 0)
-        reason = (f"spills to CPU: size_vram {_gib(candidate.size_vram_bytes)} of size {_gib(candidate.size_bytes)} "
+        reason = (f"spills to CPU: size_vram {gib(candidate.size_vram_bytes)} of size {gib(candidate.size_bytes)} "
                   f"({spilled / max(1, candidate.size_bytes or 1):.0%} on CPU)")
     elif candidate.cell_id is not None and chosen is not None:
         if candidate.output_tps >= (1 - TIE_FRACTION) * chosen.output_tps and candidate.num_parallel > chosen.num_parallel:
@@ -298,9 +299,6 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
         outcome = "runner-up"
     return Candidate(**{**asdict(candidate), "outcome": outcome, "reason": reason})
 
-
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"
 
 
 def _verdict(chosen: Candidate | None, runner_up: Candidate | None, slos: tuple[Slo, ...],

@@ -28,7 +28,8 @@ def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
 
 
 def _print_sizing(name: str, sizing: KvSizing) -> None:
-    from bench.analysis.kv_formulas import describe_ratio, format_bytes
+    from bench.analysis.kv_formulas import describe_ratio
+    from bench.numbers import binary_size
 
     arch = sizing.arch
     click.echo(
@@ -39,16 +40,16 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
         f"num_ctx {sizing.num_ctx} x NUM_PARALLEL {sizing.num_parallel} = {sizing.ctx_total} tokens, "
         f"cache {sizing.cache_type}"
     )
-    weights = "unknown" if sizing.weights_bytes is None else format_bytes(sizing.weights_bytes)
+    weights = "unknown" if sizing.weights_bytes is None else binary_size(sizing.weights_bytes)
     rows = [
         ("weights", weights),
-        ("KV, rule of thumb (ctx x layers x hidden x 2 B)", format_bytes(sizing.rule_of_thumb_bytes)),
-        ("KV, exact (2 x layers x ctx x kv_heads x head_dim x bpe)", format_bytes(sizing.exact_bytes)),
+        ("KV, rule of thumb (ctx x layers x hidden x 2 B)", binary_size(sizing.rule_of_thumb_bytes)),
+        ("KV, exact (2 x layers x ctx x kv_heads x head_dim x bpe)", binary_size(sizing.exact_bytes)),
     ]
     if sizing.exact_stored_bytes != sizing.exact_bytes:
-        rows.append((f"KV, exact as stored ({sizing.cache_type} blocks)", format_bytes(sizing.exact_stored_bytes)))
+        rows.append((f"KV, exact as stored ({sizing.cache_type} blocks)", binary_size(sizing.exact_stored_bytes)))
     if sizing.graph_known:
-        compute = (f"{format_bytes(sizing.graph_bytes)} (approx., -ub {sizing.num_batch} as Ollama v0.33 picks it, "
+        compute = (f"{binary_size(sizing.graph_bytes)} (approx., -ub {sizing.num_batch} as Ollama v0.33 picks it, "
                    "flash attention on)")
     else:
         compute = "cannot know: the model reports no vocabulary size (give --graph)"
@@ -57,13 +58,13 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
         ("compute buffer (llama-server)", compute),
     ]
     if sizing.total_bytes is not None:
-        rows.append(("total (weights + stored KV + compute)", format_bytes(sizing.total_bytes)))
+        rows.append(("total (weights + stored KV + compute)", binary_size(sizing.total_bytes)))
     if sizing.gpu_memory_bytes is None:
         rows.append(("largest NUM_PARALLEL that fits", "give --gpu-memory"))
     elif sizing.max_parallel is None:
         rows.append(("largest NUM_PARALLEL that fits", "unknown weights size"))
     else:
-        where = f"in {format_bytes(sizing.gpu_memory_bytes)} (less llama-server's 1 GiB fit margin) at num_ctx {sizing.num_ctx}"
+        where = f"in {binary_size(sizing.gpu_memory_bytes)} (less llama-server's 1 GiB fit margin) at num_ctx {sizing.num_ctx}"
         rows.append((f"largest NUM_PARALLEL that fits {where}", str(sizing.max_parallel)))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -71,7 +72,8 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
 
 
 def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
-    from bench.analysis.kv_formulas import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.analysis.kv_formulas import describe_ratio, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.numbers import binary_size
 
     header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
               "rule of thumb", "KV exact", "max parallel")  # fmt: skip
@@ -88,7 +90,7 @@ def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
                 str(rule_of_thumb_bytes_per_token(arch)),
                 f"{kv_bytes_per_token(arch, cache_type):g}",
                 describe_ratio(sizing.rule_to_exact),
-                format_bytes(sizing.exact_stored_bytes),
+                binary_size(sizing.exact_stored_bytes),
                 "-" if sizing.max_parallel is None else str(sizing.max_parallel),
             )
         )
@@ -170,7 +172,7 @@ def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
     with working(output_console(), f"fitting memory against context for {run_dir}"):
         from bench.analysis.kv_fit import analyze_run
-        from bench.analysis.kv_formulas import format_bytes
+        from bench.numbers import binary_size
         from bench.records import KV_JSON, load_run, write_json
 
         payload = analyze_run(load_run(run_dir))
@@ -191,7 +193,7 @@ def kv_analyze_command(run_dir: Path) -> None:
             ci = measured_fit["bytes_per_token_ci95"]
             ci_text = "" if ci is None else f", 95% CI [{ci[0]:,.0f}, {ci[1]:,.0f}]"
             click.echo(
-                f"  measured ({group['measured_source']}): fixed {format_bytes(measured_fit['fixed_bytes'])}"
+                f"  measured ({group['measured_source']}): fixed {binary_size(measured_fit['fixed_bytes'])}"
                 f"{ci_text}"
             )
     for note in payload["notes"]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import BenchError, ScenarioError, UsageError

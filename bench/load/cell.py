@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from bench.load.clock import Clock
 from bench.load.control import StopControl
-from bench.load.dispatch import ConversationStarter, RecordSink, SendFn, SpecFactory, TraceSteps, Dispatcher
+from bench.load.dispatch import Dispatcher, RecordSink, SendFn
+from bench.workload.specs import ConversationStarter, SpecFactory, TraceSteps
 from bench.load.health import CellOutcome
 from bench.load.schedules import _closed_loop, _conversation_loop, _open_loop, _trace_loop
 

@@ -9,37 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from bench.clients.base import RequestSpec
 from bench.load.control import StopControl
 from bench.load.health import CellOutcome
-from bench.records import Phase, RequestRecord
+from bench.records.model import Phase, RequestRecord
+from bench.workload.specs import ConversationLike, SpecFactory
 
 SendFn = Callable[[RequestSpec], Awaitable[RequestRecord]]
-# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send
-SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
 RecordSink = Callable[[RequestRecord], None]
-
-
-class ConversationLike(Protocol):
-    """A virtual user's conversation as the load engine drives it (bench.workload.conversations)."""
-
-    @property
-    def finished(self) -> bool: ...
-
-    def think_time_s(self) -> float: ...
-
-    def next_spec(self, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec: ...
-
-    def observe(self, record: RequestRecord) -> bool: ...
-
-
-# start_conversation(repeat, conversation_index, phase) -> a new conversation
-ConversationStarter = Callable[[int, int, Phase], ConversationLike]
-# trace_steps(repeat) -> (offset seconds, conversation) per request of a trace, in time order; the
-# same conversation object for the turns of one conversation (bench.workload.trace, bench.workload.specs).
-TraceSteps = Callable[[int], list[tuple[float, ConversationLike]]]
 
 
 class Dispatcher:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bench.load.clock import Clock
-from bench.load.dispatch import ConversationLike, ConversationStarter, Dispatcher, stopped_within
-from bench.records import Phase
+from bench.load.dispatch import Dispatcher, stopped_within
+from bench.workload.specs import ConversationLike, ConversationStarter
+from bench.records.model import Phase
 
 if TYPE_CHECKING:
     from bench.load.cell import CellLoad

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError, UsageError
 from bench.records import Run, load_run
 from bench.report import (

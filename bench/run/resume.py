@@ -19,7 +19,7 @@ import orjson
 import pandas as pd
 from pydantic import ValidationError
 
-from bench.atomic import write_atomically
+from bench.records.atomic import write_atomically
 from bench.errors import UsageError
 from bench.records.manifest import Manifest
 from bench.plan import Cell, Overrides, plan_cells

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.limits import MAX_RATE_RPS
+from bench.numbers import MAX_RATE_RPS
 from bench.scenario.fields import (
     _DURATION_RE,
     Arrival,

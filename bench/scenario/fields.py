@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from bench.errors import ScenarioError
-from bench.limits import (
+from bench.numbers import (
     INT64_MAX,
     INT64_MIN,
     MAX_CONCURRENCY,

@@ -10,7 +10,7 @@ import yaml
 
 from bench.errors import ScenarioError
 from bench.escape import plain_terminal
-from bench.limits import MAX_YAML_NODES
+from bench.numbers import MAX_YAML_NODES
 
 
 class _LineLoader(yaml.SafeLoader):

@@ -6,19 +6,39 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.clients.base import RequestSpec
 from bench.workload.conversations import ConversationMaker, trace_conversations
-from bench.load.dispatch import ConversationLike, ConversationStarter, TraceSteps
 from bench.plan import Cell
 from bench.workload.prompts import Calibration, PromptSource, calibrate, nonce
-from bench.records import Phase, RequestRecord
+from bench.records.model import Phase, RequestRecord
 from bench.scenario import Distribution, Scenario
 from bench.workload.trace import read_trace
 
-# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.dispatch.SpecFactory)
+# What the load stage consumes (bench.load): request makers, conversations, trace steps.
+# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send
 SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
+
+
+class ConversationLike(Protocol):
+    """A virtual user's conversation as the load engine drives it (bench.workload.conversations)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def think_time_s(self) -> float: ...
+
+    def next_spec(self, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec: ...
+
+    def observe(self, record: RequestRecord) -> bool: ...
+
+
+# start_conversation(repeat, conversation_index, phase) -> a new conversation
+ConversationStarter = Callable[[int, int, Phase], ConversationLike]
+# trace_steps(repeat) -> (offset seconds, conversation) per request of a trace, in time order; the
+# same conversation object for the turns of one conversation (bench.workload.trace).
+TraceSteps = Callable[[int], list[tuple[float, ConversationLike]]]
 # Sends one calibration probe and keeps its record (the run appends it to requests.jsonl).
 ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]
 

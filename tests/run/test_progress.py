@@ -12,7 +12,8 @@ from rich.console import Console
 
 from bench.analysis.metrics import cell_summary
 from bench.records import RequestRecord
-from bench.run.progress import RunProgress, _CellStats, summary_table
+from bench.outputs.summary import summary_table
+from bench.run.progress import RunProgress, _CellStats
 
 
 def record(index: int, sent_s: float, ttft_s: float, tokens: int, *, phase: str = "measure",
