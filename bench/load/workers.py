@@ -40,7 +40,7 @@ from bench.plan import Cell
 from bench.records.model import RequestRecord
 from bench.scenario import Scenario
 from bench.workload.prompts import Calibration, prompt_source
-from bench.workload.specs import spec_factory
+from bench.workload.specs import cell_requests
 
 # Spawning N interpreters that import bench, then warming each up, on a busy machine.
 READY_DEADLINE_S = 120.0
@@ -203,7 +203,7 @@ def _worker_main(plan: CellWorkerPlan, link: WorkerLink) -> CellOutcome:
     scenario = Scenario.model_validate(plan.scenario)
     prompts = prompt_source(scenario)
     prompts.calibrations.update(plan.calibrations)
-    make_spec = spec_factory(plan.cell, scenario, prompts, worker=link.worker)
+    requests = cell_requests(plan.cell, scenario, prompts, worker=link.worker)
     clock = Clock(link.t0)
 
     async def drive() -> CellOutcome:
@@ -228,7 +228,7 @@ def _worker_main(plan: CellWorkerPlan, link: WorkerLink) -> CellOutcome:
             async def ready() -> None:
                 await asyncio.to_thread(link.ready)
 
-            return await run_cell_load(plan.load, make_spec, send, link.send, clock, stop,
+            return await run_cell_load(plan.load, requests, send, link.send, clock, stop,
                                        enough=enough, ready=ready)
         finally:
             finished.set()

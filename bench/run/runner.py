@@ -40,7 +40,7 @@ from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario
 from bench.secrets import auth_headers
-from bench.workload.specs import calibrate_cell, calibration_key, calibration_needed, conversation_starter, spec_factory, trace_steps
+from bench.workload.specs import calibrate_cell, calibration_key, calibration_needed, cell_requests
 from bench.telemetry import TelemetrySession, start_telemetry
 
 __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenario"]
@@ -287,11 +287,8 @@ class CellLoop:
             outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
                                                 on_record, self.stop, enough)
         else:
-            outcome = await run_cell_load(load, spec_factory(cell, self.run.scenario, self.prompts),
-                                          send, on_record, self.clock, self.stop,
-                                          conversation_starter(cell, self.run.scenario, self.prompts),
-                                          enough=enough, ready=after_warmup,
-                                          trace_steps=trace_steps(cell, self.run.scenario, self.prompts))
+            outcome = await run_cell_load(load, cell_requests(cell, self.run.scenario, self.prompts), send,
+                                          on_record, self.clock, self.stop, enough=enough, ready=after_warmup)
         self.state.outcomes.append(outcome)
         status = "complete" if outcome.complete else "partial"
         if self.study.skip_reason(cell) is not None:

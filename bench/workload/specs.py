@@ -4,6 +4,7 @@ or conversations), and the prompt calibration probes sent before a cell's first 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +40,16 @@ ConversationStarter = Callable[[int, int, Phase], ConversationLike]
 # trace_steps(repeat) -> (offset seconds, conversation) per request of a trace, in time order; the
 # same conversation object for the turns of one conversation (bench.workload.trace).
 TraceSteps = Callable[[int], list[tuple[float, ConversationLike]]]
+
+
+@dataclass(frozen=True)
+class CellRequests:
+    """What a cell sends, as the load stage asks for it: single requests (`make_spec`), and for a
+    multi-turn workload its conversations, for a trace its timed steps."""
+
+    make_spec: SpecFactory
+    start_conversation: ConversationStarter | None = None
+    trace_steps: TraceSteps | None = None
 # Sends one calibration probe and keeps its record (the run appends it to requests.jsonl).
 ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]
 
@@ -87,6 +98,12 @@ def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: 
                                    repeat=repeat, phase=phase, scheduled_s=scheduled_s, max_tokens=tokens)
 
     return make_spec
+
+
+def cell_requests(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: int = 0) -> CellRequests:
+    """Everything the cell sends, for client process `worker` (see spec_factory)."""
+    return CellRequests(spec_factory(cell, scenario, prompts, worker=worker),
+                        conversation_starter(cell, scenario, prompts), trace_steps(cell, scenario, prompts))
 
 
 def cell_max_tokens(cell: Cell, scenario: Scenario) -> Any:
