@@ -1,7 +1,7 @@
 """Per-request and per-cell statistics from request records (pure functions on DataFrames).
 
 Inputs are `Run.requests` frames (one row per RequestRecord, bench.records). Nothing here does
-I/O. The definitions are in README_SECTION (the README's "Metrics: definitions").
+I/O. The definitions are in README_SECTION (docs/metrics.md, "Metrics: definitions").
 """
 
 from __future__ import annotations
@@ -287,6 +287,19 @@ def _window_s(cell: pd.DataFrame) -> float:
     return total
 
 
+def _latency_statistics(samples: dict[str, np.ndarray], extra_percentiles: tuple[float, ...]) -> dict[str, float]:
+    """Percentiles, mean and standard deviation of each latency's samples."""
+    row: dict[str, float] = {}
+    for base, values in samples.items():
+        values = np.asarray(values, float)
+        for p, value in zip(PERCENTILES, _percentiles(values)):
+            row[f"{base}_p{p}_s"] = value
+        row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
+        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
+            row[f"{base}_{percentile_label(p)}_s"] = value
+    return row
+
+
 def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
                     extra_percentiles: tuple[float, ...] = ()) -> dict[str, float]:
     ok = _ok_mask(cell)
@@ -305,13 +318,7 @@ def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
         "itl": itl_gaps(good), "e2e": good["e2e_s"].to_numpy(float),
         "queue_wait": good["queue_wait_s"].to_numpy(float),
     }
-    for base, values in samples.items():
-        values = np.asarray(values, float)
-        for p, value in zip(PERCENTILES, _percentiles(values)):
-            row[f"{base}_p{p}_s"] = value
-        row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
-        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
-            row[f"{base}_{percentile_label(p)}_s"] = value
+    row.update(_latency_statistics(samples, extra_percentiles))
     row["load_s_mean"] = float(good["load_s"].mean()) if good["load_s"].notna().any() else np.nan
     row["prefill_s_mean"] = (
         float(good["prefill_s"].mean()) if good["prefill_s"].notna().any() else np.nan
@@ -399,7 +406,7 @@ def cell_summary(requests: pd.DataFrame, slos: dict[str, float] | None = None,
 
 
 def metrics_readme() -> str:
-    """The README's "Metrics: definitions" section (Markdown)."""
+    """The "Metrics: definitions" section of docs/metrics.md (Markdown)."""
     return README_SECTION
 
 

@@ -125,7 +125,7 @@ class Recommendation:
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
-        """recommendation.json (schema in the README section 'Sizing OLLAMA_NUM_PARALLEL')."""
+        """recommendation.json (schema in docs/sizing.md)."""
         runner_up = next((c for c in self.candidates if c.outcome == "runner-up"), None)
         return {
             "setting": SETTING,
