@@ -181,16 +181,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("bench.analysis",)),
     ("outputs", ("bench.outputs",)),
     ("report", ("bench.report",)),
-    ("orchestration", ("bench.run", "bench.perf", "bench.ollama")),
+    ("orchestration", ("bench.run", "bench.perf", "bench.ollama", "bench.conformance")),
     ("api", ("bench.api",)),
     ("commands", ("bench.cli", "bench.__main__", "bench")),
 ]
 APART = ("bench.sim", "bench.engine")
 # Modules of the helpers stage the servers apart may use too (they are not client code).
 APART_MAY_USE = ("bench.errors", "bench.processes")
-# Who may import a server apart: the commands that serve one, and the real Ollama target, which
-# imports models made by the engine's GGUF maker and finds llama-server the way the engine does.
-APART_USERS = ("bench.cli", "bench.ollama")
+# Who may import a server apart: the commands that serve one; the real Ollama target, which
+# imports models made by the engine's GGUF maker and finds llama-server the way the engine does;
+# and `bench conformance`, which holds the simulator beside the real Ollama and reads its state.
+APART_USERS = ("bench.cli", "bench.ollama", "bench.conformance")
 
 # Imports against the stage order allowed for now, with why. Empty is the goal.
 ALLOWED_CLIMBS: dict[tuple[str, str], str] = {}
