@@ -3,7 +3,6 @@ thresholds, and the loopback-only check on server arguments."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from bench.numbers import (
     MAX_COUNT,
     MAX_SECONDS,
 )
+from bench.processes import is_loopback
 
 
 def _as_list(value: Any) -> Any:
@@ -97,12 +97,7 @@ def _is_loopback(host_port: str) -> bool:
         host = host[1:host.find("]")] if "]" in host else host[1:]
     elif host.count(":") == 1:
         host = host.split(":")[0]
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(host) and is_loopback(host)
 
 
 def refuse_listen_args(words: list[str]) -> None:
