@@ -23,7 +23,7 @@ import orjson
 
 from bench.clients.base import RequestSpec
 from bench.clients.transport import arrival_s
-from bench.records.model import RequestRecord
+from bench.records.record import RequestRecord
 
 ERROR_MESSAGE_MAX_CHARS = 500
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.records.model import Endpoint, Phase, Surface
+from bench.records.record import Endpoint, Phase, Surface
 
 # A keep_alive as Ollama accepts it: a duration string ("5m", "1h30m", "300ms"), a number of
 # seconds, 0 (unload when idle) or negative (never unload).

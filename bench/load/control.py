@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from bench.records.model import RequestRecord
+from bench.records.record import RequestRecord
 
 
 @dataclass

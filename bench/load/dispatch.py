@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from bench.clients.base import RequestSpec
 from bench.load.control import StopControl
 from bench.load.health import CellOutcome
-from bench.records.model import Phase, RequestRecord
+from bench.records.record import Phase, RequestRecord
 from bench.workload.specs import ConversationLike, SpecFactory
 
 SendFn = Callable[[RequestSpec], Awaitable[RequestRecord]]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from bench.load.clock import Clock
 from bench.load.dispatch import Dispatcher, stopped_within
-from bench.records.model import Phase
+from bench.records.record import Phase
 from bench.workload.specs import CellRequests, ConversationLike, ConversationStarter, TraceSteps
 
 if TYPE_CHECKING:

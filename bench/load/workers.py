@@ -37,7 +37,7 @@ from bench.load.control import StopControl
 from bench.load.dispatch import RecordSink
 from bench.load.health import CellOutcome
 from bench.plan import Cell
-from bench.records.model import RequestRecord
+from bench.records.record import RequestRecord
 from bench.scenario import Scenario
 from bench.workload.prompts import Calibration, prompt_source
 from bench.workload.specs import cell_requests

@@ -26,7 +26,7 @@ from bench.load.cell import CellLoad, run_cell_load
 from bench.load.clock import Clock
 from bench.load.control import StopControl
 from bench.records import RecordWriter
-from bench.records.model import Phase, RequestRecord, Surface
+from bench.records.record import Phase, RequestRecord, Surface
 
 MODEL = "emitter:latest"
 HOLD_DEADLINE_S = 120.0  # opening thousands of connections on a busy shared machine is slow

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from bench.load.clock import Clock, run_async
 from bench.perf.drive import StepResult, closed_loop
-from bench.records.model import RequestRecord, Surface
+from bench.records.record import RequestRecord, Surface
 from bench.load.workers import READY_DEADLINE_S, WorkerLink, WorkerPool, split_evenly
 
 

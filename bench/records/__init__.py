@@ -38,7 +38,7 @@ import orjson
 
 from bench.errors import RunDirError
 from bench.records.manifest import Manifest
-from bench.records.model import (  # noqa: F401 - the record model, re-exported for the later stages
+from bench.records.record import (  # noqa: F401 - the record model, re-exported for the later stages
     ERROR_CLASSES,
     RECORD_FIELDS,
     Endpoint,

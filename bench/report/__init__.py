@@ -18,7 +18,7 @@ from bench.report import (
     answer,
     conversations,
     environment,
-    errors,
+    failures,
     keepalive,
     latency,
     memory,
@@ -34,7 +34,7 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, keepalive.build,
+    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, failures.build, keepalive.build,
     memory.build,
     surfaces.build, environment.build,
 )

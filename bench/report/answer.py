@@ -127,7 +127,7 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     server_ids = {c.server_id for c in view.manifest.cells} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})

@@ -90,7 +90,7 @@ def _simulated_gpus(manifest: Manifest) -> list[str]:
 
 def _speed_rows(view: RunView) -> list[tuple[str, str]]:
     """The simulator's speed per server: every duration is 1/speed of the modelled GPU's."""
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     sim_ids = [s.server_id for s in view.manifest.servers if _sim_args(s.command) is not None]
     if not sim_ids:

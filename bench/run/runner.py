@@ -2,7 +2,7 @@
 interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
 
 The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
-bench.workload.specs (the requests), bench.run.manifest (the one manifest writer), bench.run.finish (the end).
+bench.workload.specs (the requests), bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from bench.plan import Cell, cell_labels
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
 from bench.run.managed_server import check_models
-from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_manifest
+from bench.run.manifest_writer import ManifestWriter, RunState, new_manifest, resumed_manifest
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
 from bench.load.workers import CellWorkerPlan, run_cell_in_workers, split_load
-from bench.run.study import AdaptiveStudy
+from bench.run.adaptive_study import AdaptiveStudy
 from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from bench.sim.durations import parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 
 @dataclass(frozen=True)

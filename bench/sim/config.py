@@ -16,7 +16,7 @@ from bench.sim import context
 from bench.sim.catalog import Catalog, GpuProfile, load_catalog
 from bench.sim.catalog import _merge as merge_entries
 from bench.sim.durations import keep_alive_s, parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 from bench.sim.memory import KV_TYPE_BYTES
 from bench.sim.versions import V0_33, OllamaRules, rules_for
 from bench.processes import is_loopback

@@ -21,7 +21,7 @@ from typing import Any
 from bench.clients.base import RequestSpec
 from bench.workload.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
 from bench.workload.prompts import PromptSource, draw_tokens, nonce
-from bench.records.model import Phase, RequestRecord
+from bench.records.record import Phase, RequestRecord
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
 
 def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Random) -> float:

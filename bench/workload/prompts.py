@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.workload.prompt_files import read_conversation_file, read_prompt_file  # noqa: F401 - read_prompt_file re-exported
 from bench.errors import ScenarioError
-from bench.records.model import RequestRecord
+from bench.records.record import RequestRecord
 from bench.scenario import Distribution, PromptSpec, Scenario
 
 DEFAULT_CHARS_PER_TOKEN = 4.0  # English text with Llama-family tokenizers, before calibration

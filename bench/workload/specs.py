@@ -13,7 +13,7 @@ from bench.clients.base import RequestSpec
 from bench.workload.conversations import ConversationMaker, trace_conversations
 from bench.plan import Cell
 from bench.workload.prompts import Calibration, PromptSource, calibrate, nonce
-from bench.records.model import Phase, RequestRecord
+from bench.records.record import Phase, RequestRecord
 from bench.scenario import Distribution, Scenario
 from bench.workload.trace import read_trace
 
