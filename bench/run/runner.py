@@ -13,7 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 import httpx
 from rich.console import Console
@@ -50,14 +50,30 @@ __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenar
 _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
 
 
+class CellExecutor(Protocol):
+    """Where a run's cells are measured: here, one after another (LocalExecutor), or each server
+    group as a Ray task (bench.run.ray_groups.RayExecutor). Within a cell, --workers N spreads the
+    load over client processes (CellLoop._measure_in_workers) with either executor."""
+
+    uses_ray: bool
+
+    async def run_cells(self, loop: CellLoop) -> str: ...
+
+
+class LocalExecutor:
+    """The cells one after another in this process, against servers it starts or is given."""
+
+    uses_ray = False
+
+    async def run_cells(self, loop: CellLoop) -> str:
+        return await loop.run_cells_here()
+
+
 class CellLoop:
     """Runs a resolved run's cells; owns the clock, the stop control and the manifest's state."""
 
-    # bench.run.ray_groups.RayCellLoop says True: a --ray run must be handed that loop
-    # (bench.run.ray_groups.run_on_ray), never run here by accident.
-    uses_ray: ClassVar[bool] = False
-
-    def __init__(self, run: ResolvedRun, console: Console) -> None:
+    def __init__(self, run: ResolvedRun, console: Console, executor: CellExecutor | None = None) -> None:
+        self.executor: CellExecutor = executor if executor is not None else LocalExecutor()
         self.run = run
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
@@ -139,7 +155,11 @@ class CellLoop:
     # --- the loop ----------------------------------------------------------------------------
 
     async def run_cells(self) -> str:
-        """Every cell not yet complete, in order; the run's status (complete, partial, failed)."""
+        """Every cell not yet complete, by the run's executor; the run's status (complete, partial, failed)."""
+        return await self.executor.run_cells(self)
+
+    async def run_cells_here(self) -> str:
+        """Every cell not yet complete, in order, in this process."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         writer = RecordWriter(self.run.run_dir)
@@ -266,7 +286,7 @@ class CellLoop:
                 stopper.observe(record)
             if keep:
                 cell_records.append(record)
-            self._observe(record)
+            self.observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
             return await clients.send(http, spec, self.clock.t0)
@@ -284,7 +304,7 @@ class CellLoop:
         expected = (requests or 0) * settings["repeat"] or None
         warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
         self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
-        if self.run.workers > 1:
+        if self.run.workers > 1:  # --workers N: the cell's load over N client processes
             outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
                                                 on_record, self.stop, enough)
         else:
@@ -356,7 +376,7 @@ class CellLoop:
         for note in self.study.notes(self.state.labels):
             self.state.add_note(note)
 
-    def _observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord) -> None:
         """Per record: progress, abort_on, and whether the server is gone."""
         self.progress.record(record)
         reason = self.abort.observe(record)
@@ -410,20 +430,21 @@ def _continued_clock(t0_epoch_s: float | None) -> Clock:
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None,
-                 loop_class: type[CellLoop] = CellLoop) -> RunResult:
+                 executor: CellExecutor | None = None) -> RunResult:
     """Run a scenario end to end; returns where the results are and how it ended.
 
     The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
     console, progress and the summary go to a plain rich Console. `--ray` runs come through
-    bench.run.ray_groups.run_on_ray, which passes its RayCellLoop (so this module never imports
+    bench.run.ray_groups.run_on_ray, which passes its RayExecutor (so this module never imports
     Ray's: no import circle).
     """
     console = console if console is not None else Console()
     run = resolve_run(scenario, options)
-    if run.use_ray != loop_class.uses_ray:
-        raise ValueError(f"use_ray={run.use_ray} needs a loop with uses_ray={run.use_ray}, "
-                         f"got {loop_class.__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
-    loop = loop_class(run, console)
+    executor = executor if executor is not None else LocalExecutor()
+    if run.use_ray != executor.uses_ray:
+        raise ValueError(f"use_ray={run.use_ray} needs an executor with uses_ray={run.use_ray}, "
+                         f"got {type(executor).__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
+    loop = CellLoop(run, console, executor)
     loop.begin()
     try:
         status = run_async(loop.run_cells())
