@@ -64,8 +64,8 @@ def uninterrupted(factory: Callable[[], LoopT]) -> Callable[[], LoopT]:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         try:
-            for signum, frame in held:
-                _deliver(signum, frame, previous[signum])
+            for number, frame in held:
+                _deliver(number, frame, previous[signal.Signals(number)])
         except BaseException:
             loop.close()
             raise

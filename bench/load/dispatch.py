@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bench.clients.base import RequestSpec
 from bench.load.control import StopControl
@@ -60,8 +61,8 @@ class Dispatcher:
 
     async def wait_all(self, tasks: list[asyncio.Task[None]]) -> None:
         """Wait for tasks; cancel them if the run is aborted (second Ctrl-C, grace over)."""
-        pending = {task for task in tasks if not task.done()}
-        abort_waiter = asyncio.ensure_future(self.stop.abort.wait())
+        pending: set[asyncio.Future[Any]] = {task for task in tasks if not task.done()}
+        abort_waiter: asyncio.Future[Any] = asyncio.ensure_future(self.stop.abort.wait())
         try:
             while pending:
                 done, pending = await asyncio.wait(

@@ -76,7 +76,7 @@ class WorkerLink:
         self._results.put(("item", self.worker, item))
 
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return bool(self._stop.is_set())
 
     def wait_stop(self, timeout_s: float) -> bool:
         return bool(self._stop.wait(timeout_s))
@@ -255,8 +255,10 @@ async def run_cell_in_workers(plans: list[CellWorkerPlan], t0: float, on_record:
     relay = asyncio.ensure_future(relay_stop())
     timeout_s = max(plan.load.duration_s or 0.0 for plan in plans) + READY_DEADLINE_S + 600.0
     try:
-        outcomes = await asyncio.to_thread(
-            pool.collect, lambda _worker, record: loop.call_soon_threadsafe(on_record, record), timeout_s)
+        def relay_record(_worker: int, record: Any) -> None:
+            loop.call_soon_threadsafe(on_record, record)
+
+        outcomes = await asyncio.to_thread(pool.collect, relay_record, timeout_s)
     finally:
         relay.cancel()
     await asyncio.sleep(0)  # let the records scheduled by the collector land before we return

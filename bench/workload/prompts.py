@@ -131,7 +131,7 @@ class PromptSource:
         if isinstance(max_tokens, Distribution):
             return draw_tokens(max_tokens, random.Random(f"{self.seed}:{seed_key}:max_tokens"))
         if max_tokens != "from_data":
-            return max_tokens
+            return None if max_tokens is None else int(max_tokens)
         lengths = [self.reply_tokens(key, reply) for reply in self.file_replies]
         own = lengths[file_index % len(lengths)] if lengths else None
         if own is not None:

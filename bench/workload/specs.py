@@ -141,8 +141,8 @@ def trace_steps(cell: Cell, scenario: Scenario, prompts: PromptSource) -> TraceS
     shared = prompts.system_for(key, cell.settings.get("shared_prefix_tokens"), "reuse", "")
 
     def steps(repeat: int) -> list[tuple[float, ConversationLike]]:
-        return trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
-                                   trace.time_scale, cache, shared)
+        return [*trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
+                                   trace.time_scale, cache, shared)]
 
     return steps
 
