@@ -128,9 +128,15 @@ class Recommendation:
     provisional: bool = False  # the chosen or runner-up cell has fewer requests than the SLOs' percentiles need
     tie_with: int | None = None  # the runner-up when the two cannot be told apart (intervals overlap)
     samples: dict[str, Any] | None = None  # n and output tok/s interval of the chosen and runner-up cells
+    speed_basis: str | None = None  # a simulated target: what its speed rests on (manifest target)
+
+    @property
+    def basis_line(self) -> str | None:
+        """"Speed basis: ..." for answers measured on bench sim; None on a real server."""
+        return f"Speed basis (bench sim): {self.speed_basis}." if self.speed_basis else None
 
     def to_json(self) -> dict[str, Any]:
-        """recommendation.json (schema in the README section 'Sizing OLLAMA_NUM_PARALLEL')."""
+        """recommendation.json (schema in docs/sizing.md)."""
         runner_up = next((c for c in self.candidates if c.outcome == "runner-up"), None)
         return {
             "setting": SETTING,
@@ -149,6 +155,7 @@ class Recommendation:
             "provisional": self.provisional,
             "tie_with": self.tie_with,
             "samples": self.samples,
+            "speed_basis": self.speed_basis,
             "candidates": [
                 {key: missing_as_none(value) for key, value in asdict(candidate).items()}
                 for candidate in self.candidates
@@ -290,6 +297,7 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         provisional=chosen is not None and basis.provisional,
         tie_with=runner_up.num_parallel if basis.tie and runner_up is not None else None,
         samples=basis.to_json() if chosen is not None else None,
+        speed_basis=run.manifest.target.speed_basis,
     )
 
 

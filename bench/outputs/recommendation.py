@@ -41,6 +41,8 @@ def print_recommendation(console: Console, recommendation: Recommendation, title
     plain = recommendation.num_parallel is not None and not recommendation.provisional
     console.print(recommendation.verdict, highlight=False, markup=False,
                   style="bold" if plain else "bold yellow")
+    if recommendation.basis_line:
+        console.print(recommendation.basis_line, highlight=False, soft_wrap=True, markup=False)
 
 
 def print_run_recommendation(console: Console, run_dir: Path) -> None:
