@@ -15,16 +15,12 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
-from bench.analysis.recommend_basis import (CellBasis, basis_text, cell_basis, needed_samples, ratio_interval,
-                                            tied)
+from bench.analysis.recommend_basis import TIE_FRACTION, SampleBasis
 from bench.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
 
 SETTING = "OLLAMA_NUM_PARALLEL"
-# Throughputs within this fraction of the best are a tie: a person picks the smaller setting
-# (less KV memory, lower per-request latency) rather than a higher one that gains only noise.
-TIE_FRACTION = 0.05
 _PS_SLACK_S = 1.0
 
 Outcome = Literal["chosen", "runner-up", "lost"]
@@ -279,11 +275,11 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         chosen = min(tied, key=lambda c: c.num_parallel)
     others = [c for c in ranked if c is not chosen]
     runner_up = others[0] if others else None
-    basis = _SampleBasis.of(run, chosen, runner_up, slos)
+    basis = SampleBasis.of(run, chosen, runner_up, slos)
     if basis.tie and runner_up is not None and chosen is not None and runner_up.num_parallel < chosen.num_parallel:
         # Within the noise of each other: the smaller setting, for its memory.
         chosen, runner_up = runner_up, chosen
-        basis = _SampleBasis.of(run, chosen, runner_up, slos)
+        basis = SampleBasis.of(run, chosen, runner_up, slos)
     final = tuple(_with_outcome(c, chosen, runner_up, basis.tie) for c in candidates)
     memory_checked = any(c.fits_in_gpu is not None for c in candidates)
     verdict = _verdict(chosen, runner_up, slos, min_user_tps, memory_checked, final)
@@ -299,53 +295,6 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         samples=basis.to_json() if chosen is not None else None,
         speed_basis=run.manifest.target.speed_basis,
     )
-
-
-@dataclass(frozen=True)
-class _SampleBasis:
-    """The chosen and runner-up cells' n and intervals, and what they make of the answer."""
-
-    cells: tuple[tuple[int, CellBasis], ...]
-    needed: int
-    needed_by: str
-    tie: bool
-
-    @classmethod
-    def of(cls, run: Run, chosen: Candidate | None, runner_up: Candidate | None,
-           slos: tuple[Slo, ...]) -> _SampleBasis:
-        needed, needed_by = needed_samples([slo.metric for slo in slos])
-        cells = tuple((c.num_parallel, cell_basis(run.requests, c.cell_id))
-                      for c in (chosen, runner_up) if c is not None and c.cell_id is not None)
-        tie = False
-        if chosen is not None and runner_up is not None and len(cells) == 2:
-            close = abs(runner_up.output_tps - chosen.output_tps) <= TIE_FRACTION * max(
-                chosen.output_tps, runner_up.output_tps)
-            tie = close or tied(cells[0][1], cells[1][1])
-        return cls(cells, needed, needed_by, tie)
-
-    @property
-    def provisional(self) -> bool:
-        return any(basis.ok < self.needed for _, basis in self.cells)
-
-    def framed(self, verdict: str, chosen: Candidate, runner_up: Candidate | None) -> str:
-        """The verdict with its basis: `tie: ...`, the samples, and `provisional` first when thin."""
-        if self.tie and runner_up is not None and len(self.cells) == 2:
-            (_, mine), (_, theirs) = self.cells
-            ratio = ratio_interval(mine, theirs)
-            between = "" if ratio is None else f"; NP={runner_up.num_parallel} {ratio[0]:+.1%} to {ratio[1]:+.1%}"
-            verdict += (f"; tie: NP={chosen.num_parallel} or NP={runner_up.num_parallel}, pick the smaller "
-                        f"for memory ({chosen.output_tps:.1f} tok/s, {mine.interval_text()}, vs "
-                        f"{runner_up.output_tps:.1f}, {theirs.interval_text()}{between})")
-        verdict += "; " + basis_text(list(self.cells), self.needed, self.needed_by)
-        if self.provisional:
-            thin = min(basis.ok for _, basis in self.cells)
-            verdict = (f"provisional (n={thin} where {self.needed_by} needs ≥{self.needed}: rerun with more "
-                       f"requests per cell): {verdict}")
-        return verdict
-
-    def to_json(self) -> dict[str, Any]:
-        return {"needed": self.needed, "needed_by": self.needed_by,
-                "cells": {str(num_parallel): basis.to_json() for num_parallel, basis in self.cells}}
 
 
 def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Candidate | None,

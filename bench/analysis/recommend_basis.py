@@ -19,6 +19,9 @@ import pandas as pd
 from bench.analysis.samples import CONFIDENCE, MIN_SAMPLES, min_samples_for
 
 
+# Throughputs within this fraction of each other are a tie whatever their intervals: a person picks
+# the smaller setting (less KV memory) rather than a higher one that gains only noise.
+TIE_FRACTION = 0.05
 RESAMPLES = 2000
 SEED = 20261207  # fixed: the same run always gives the same tie verdict
 
@@ -113,3 +116,49 @@ def basis_text(bases: list[tuple[int, CellBasis]], needed: int, metric: str) -> 
     """`samples: NP=4 n=45, NP=8 n=44 (ttft_p95 needs ≥40)`."""
     cells = ", ".join(f"NP={num_parallel} n={basis.ok}" for num_parallel, basis in bases)
     return f"samples: {cells} ({metric} needs ≥{needed})"
+
+
+@dataclass(frozen=True)
+class SampleBasis:
+    """The chosen and runner-up cells' n and intervals, and what they make of the answer."""
+
+    cells: tuple[tuple[int, CellBasis], ...]
+    needed: int
+    needed_by: str
+    tie: bool
+
+    @classmethod
+    def of(cls, run: Any, chosen: Any, runner_up: Any, slos: tuple[Any, ...]) -> SampleBasis:
+        needed, needed_by = needed_samples([slo.metric for slo in slos])
+        cells = tuple((c.num_parallel, cell_basis(run.requests, c.cell_id))
+                      for c in (chosen, runner_up) if c is not None and c.cell_id is not None)
+        tie = False
+        if chosen is not None and runner_up is not None and len(cells) == 2:
+            close = abs(runner_up.output_tps - chosen.output_tps) <= TIE_FRACTION * max(
+                chosen.output_tps, runner_up.output_tps)
+            tie = close or tied(cells[0][1], cells[1][1])
+        return cls(cells, needed, needed_by, tie)
+
+    @property
+    def provisional(self) -> bool:
+        return any(basis.ok < self.needed for _, basis in self.cells)
+
+    def framed(self, verdict: str, chosen: Any, runner_up: Any) -> str:
+        """The verdict with its basis: `tie: ...`, the samples, and `provisional` first when thin."""
+        if self.tie and runner_up is not None and len(self.cells) == 2:
+            (_, mine), (_, theirs) = self.cells
+            ratio = ratio_interval(mine, theirs)
+            between = "" if ratio is None else f"; NP={runner_up.num_parallel} {ratio[0]:+.1%} to {ratio[1]:+.1%}"
+            verdict += (f"; tie: NP={chosen.num_parallel} or NP={runner_up.num_parallel}, pick the smaller "
+                        f"for memory ({chosen.output_tps:.1f} tok/s, {mine.interval_text()}, vs "
+                        f"{runner_up.output_tps:.1f}, {theirs.interval_text()}{between})")
+        verdict += "; " + basis_text(list(self.cells), self.needed, self.needed_by)
+        if self.provisional:
+            thin = min(basis.ok for _, basis in self.cells)
+            verdict = (f"provisional (n={thin} where {self.needed_by} needs ≥{self.needed}: rerun with more "
+                       f"requests per cell): {verdict}")
+        return verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"needed": self.needed, "needed_by": self.needed_by,
+                "cells": {str(num_parallel): basis.to_json() for num_parallel, basis in self.cells}}
