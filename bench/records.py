@@ -213,7 +213,9 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
     line that is JSON but not a record (an object)."""
     if not path.exists():
         return
-    with open(path, "rb") as lines:
+    from bench.inputs import open_input
+
+    with open_input(path, RunDirError, "records file") as lines:
         for raw_line in lines:
             try:
                 row = orjson.loads(raw_line)
@@ -303,14 +305,15 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    from bench.inputs import MAX_JSON_BYTES, read_input_bytes
+
+    if not path.exists() and not path.is_symlink():
+        raise RunDirError(f"{path}: not found")
+    data = read_input_bytes(path, MAX_JSON_BYTES, RunDirError, "JSON file")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RunDirError(f"{path}: not found") from error
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise RunDirError(f"{path}: not valid JSON ({error})") from error
-    except OSError as error:
-        raise RunDirError(f"{path}: cannot read ({error.strerror or error})") from error
 
 
 def read_manifest(path: Path) -> Manifest:

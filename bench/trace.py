@@ -51,10 +51,9 @@ class TraceEntry(BaseModel):
 
 def read_trace(path: Path) -> list[TraceEntry]:
     """The trace's entries in time order; ScenarioError `FILE:LINE: problem` for a bad line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{path}: cannot read ({error})") from None
+    from bench.inputs import MAX_DATA_BYTES, read_input_text
+
+    text = read_input_text(path, MAX_DATA_BYTES, ScenarioError, "trace file")
     entries = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
