@@ -1,6 +1,6 @@
 """A saturation sweep's answer from its stored summary: capacity, knee, highest load within SLOs.
 
-Definitions (README "Saturation sweep"):
+Definitions (docs/workloads.md, "Saturation sweep"):
 - synchronous rate: successful requests/s of the one-at-a-time step;
 - capacity: the most successful requests/s any step achieved (normally the throughput step);
 - knee: the highest offered rate whose median TTFT is at most KNEE_TTFT_FACTOR times the

@@ -105,7 +105,8 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
 
 @click.command("run")
 @click.argument("scenario_file", type=click.Path(path_type=Path), required=False)
-@click.option("--target", help="Base URL of the server, or `sim` (overrides the scenario and OLLAMA_HOST).")
+@click.option("--target", help="Base URL of the server, `sim`, or `ollama` (the real Ollama `bench ollama build` made, "
+              "started and stopped by bench) (overrides the scenario and OLLAMA_HOST).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Run directory (default results/<run-id>).")
 @click.option("--results", "results_root", type=click.Path(path_type=Path, file_okay=False),

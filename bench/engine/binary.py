@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -46,3 +48,17 @@ def find_llama_server(explicit: str | Path | None = None) -> Path:
     if from_extra is not None and from_extra.is_file():
         return from_extra
     raise EngineError(NOT_FOUND)
+
+
+_BUILD_RE = re.compile(r"version:\s*(\d+)")
+
+
+def llama_server_build(binary: Path) -> int | None:
+    """The llama.cpp build number `llama-server --version` reports (b10488 → 10488); None if unknown."""
+    try:
+        answer = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _BUILD_RE.search(answer.stdout + answer.stderr)
+    return int(match.group(1)) if match else None

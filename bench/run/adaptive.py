@@ -34,7 +34,7 @@ class CellStopper:
         self.done = asyncio.Event()
         self.records: list[RequestRecord] = []
         self.verdict: StopVerdict | None = None
-        self.judged = 0  # bootstraps run for this cell (the cost the README states)
+        self.judged = 0  # bootstraps run for this cell (the cost docs/scaling.md states)
         self._start_s: float | None = None
         self._last_end_s = 0.0
         self._next_check = rule.min_requests_for_metrics()

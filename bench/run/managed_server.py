@@ -27,6 +27,7 @@ from bench.errors import TargetError
 from bench.telemetry.server_info import show_model
 from bench.run.reaper import RELEASE, group_exists
 from bench.run.redacted_log import RedactedLogCopier
+from bench.run.server_marks import MARK_ENV, marked_pids, new_mark, stop_marked
 from bench.secrets import has_secrets
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -100,6 +101,7 @@ class ManagedServer:
         self._log_file: IO[bytes] | None = None
         self._log_copier: RedactedLogCopier | None = None
         self._stopped = False
+        self.mark = new_mark()  # in the child's environment: finds what leaves the group (setsid)
         self.stop_grace_s = stop_grace_s  # also the reaper's grace when bench dies
 
     # --- start -------------------------------------------------------------------------------
@@ -116,7 +118,8 @@ class ManagedServer:
             raise RuntimeError("ManagedServer.start() called twice")
         if self.port is None:
             self.port = free_port("127.0.0.1" if self.host == "localhost" else self.host)
-        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port)}
+        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
+                     MARK_ENV: self.mark}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
         try:
@@ -135,7 +138,7 @@ class ManagedServer:
             raise TargetError(f"cannot start server {self.command[0]!r}: {reason}") from None
         if self._process.stdout is not None:
             self._log_copier = RedactedLogCopier(self._process.stdout, self._log_file)
-        self._reaper = _start_reaper(self._process.pid, self.stop_grace_s)
+        self._reaper = _start_reaper(self._process.pid, self.mark, self.stop_grace_s)
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         """Poll `GET /` until 200 `Ollama is running`; TargetError if the child exits or time runs out."""
@@ -210,12 +213,19 @@ class ManagedServer:
     # --- stop --------------------------------------------------------------------------------
 
     def stop(self, grace_s: float = 10) -> None:
-        """SIGTERM the process group, SIGKILL what is left after grace_s; safe to call twice."""
+        """SIGTERM the process group, SIGKILL what is left after grace_s, then the same for every
+        process carrying the server's mark (daemons that left the group); safe to call twice."""
         process = self._process
         if process is None or self._stopped:
             self._close_log()
             return
         self._stopped = True
+        self._stop_group(process, grace_s)
+        stop_marked(self.mark, grace_s)
+        self._release_reaper()
+        self._close_log()
+
+    def _stop_group(self, process: subprocess.Popen[bytes], grace_s: float) -> None:
         group = process.pid  # start_new_session: the group id is the leader's pid
         _signal_group(group, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -232,8 +242,6 @@ class ManagedServer:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        self._release_reaper()
-        self._close_log()
 
     def __enter__(self) -> ManagedServer:
         if self._process is None:
@@ -282,11 +290,11 @@ class ManagedServer:
             self._log_file.close()
 
 
-def _start_reaper(group: int, grace_s: float) -> subprocess.Popen[bytes] | None:
-    """bench.run.reaper for `group`: it stops the group if bench dies (see that module)."""
+def _start_reaper(group: int, mark: str, grace_s: float) -> subprocess.Popen[bytes] | None:
+    """bench.run.reaper for `group` and `mark`: it stops both if bench dies (see that module)."""
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "bench.run.reaper", str(group), f"{grace_s:g}"],
+            [sys.executable, "-m", "bench.run.reaper", str(group), f"{grace_s:g}", mark],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # not in the server's group, not hit by bench's Ctrl-C
         )
@@ -302,10 +310,19 @@ def _signal_group(group: int, signum: signal.Signals) -> None:
 
 
 def server_pids(server: ManagedServer) -> list[int]:
-    """The server's pid and all its descendants (Ollama's runner processes), for NVML matching."""
+    """Every process the server's command started: its pid, all its descendants (Ollama's runner
+    processes) and anything carrying its mark (a daemon that double-forked out of the tree), for
+    NVML matching and the loopback check."""
     root = server.pid
-    if root is None or not server.is_alive():
+    if root is None:
         return []
+    marked = marked_pids(server.mark)
+    if not server.is_alive():
+        return marked
+    return sorted(set(_descendants(root)) | set(marked))
+
+
+def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     proc = Path("/proc")
     if not proc.is_dir():

@@ -22,7 +22,7 @@ from bench.prompts import PromptSource
 from bench.records import RequestRecord
 from bench.run.checks import check_before_run, prompt_source
 from bench.run.resume import ResumePoint
-from bench.run.targets import check_sim_speed, preflight
+from bench.run.targets import check_ollama_target, check_sim_speed, preflight
 from bench.endpoints import resolve_ollama_host
 from bench.scenario import Scenario
 from bench.secrets import read_api_key
@@ -31,7 +31,7 @@ from bench.secrets import read_api_key
 DEFAULT_GRACE_S = 10.0
 _SLUG_CHARS = 80
 
-TargetKind = Literal["url", "urls", "sim", "managed"]
+TargetKind = Literal["url", "urls", "sim", "managed", "ollama"]
 # (event, cell_id, details): "started" as a cell begins; "ended" once its last record is out,
 # with details {status, stop, skip_reason, server} (bench.run.runner.CellLoop._tell_cell).
 CellHook = Callable[[str, str, dict[str, Any]], None]
@@ -42,7 +42,7 @@ class RunOptions:
     """Everything the command line adds to a scenario."""
 
     scenario_path: Path | None = None
-    target: str | None = None  # --target URL|sim (overrides the scenario)
+    target: str | None = None  # --target URL|sim|ollama (overrides the scenario)
     out_dir: Path | None = None  # --out DIR (else results/<run-id>)
     results_root: Path = Path("results")
     overrides: Overrides = field(default_factory=Overrides)
@@ -74,7 +74,7 @@ class ResolvedRun:
     scenario_path: Path | None
     cells: tuple[Cell, ...]  # the plan, in run order (resume: every cell, done or not)
     run_dir: Path
-    target_kind: TargetKind  # url: a server we do not own; sim / managed: bench starts it
+    target_kind: TargetKind  # url: a server we do not own; sim / managed / ollama: bench starts it
     target_url: str | None  # the URL of a `url` target; sim and managed servers get theirs at start
     target_override: str | None  # --target as given (resume re-plans with it)
     sim_speed: float | None
@@ -118,8 +118,9 @@ class ResolvedRun:
 def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
     """Check and resolve a run; the run directory exists afterwards (unless a check failed)."""
     options = _with_resume(options)
-    if scenario.server is not None and options.target is not None:
-        raise UsageError("--target: the scenario has a server: block; bench manages that server")
+    if scenario.server is not None and options.target not in (None, "ollama"):
+        raise UsageError("--target: the scenario has a server: block; bench manages that server "
+                         "(--target ollama runs the real Ollama with the block's env instead)")
     if scenario.targets is not None and options.target is not None:
         raise UsageError("--target: the scenario lists targets:; edit the list instead")
     if options.adaptive and options.full_grid:
@@ -136,6 +137,9 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
     prompts = prompt_source(scenario)  # a bad prompt file fails before the run directory
     target = options.target or scenario.target
     kind: TargetKind = "managed" if scenario.server is not None else ("sim" if target == "sim" else "url")
+    if target == "ollama":
+        kind = "ollama"  # the real `ollama serve` from `bench ollama build`, managed like a server: block
+        check_ollama_target(cells)  # not built, or a model it cannot import: before any run directory
     if scenario.targets is not None:
         kind = "urls"  # several existing servers, one group of cells each
     target_url = resolve_ollama_host(target) if kind == "url" else None

@@ -199,6 +199,7 @@ class CellLoop:
         target = self.manifest.manifest.target
         target.base_url, target.version, target.server, target.api = (base_url, identity.version,
                                                                       identity.name, identity.api)
+        target.speed_basis = identity.speed_basis
         if self.run.target_kind == "urls":
             self.manifest.manifest.targets = self.manifest.manifest.targets or {}
             self.manifest.manifest.targets[base_url] = {
@@ -272,7 +273,11 @@ class CellLoop:
             self._observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
-            return await clients.send(http, spec, self.clock.t0)
+            self.progress.request_sent()  # the live view's in-flight count
+            try:
+                return await clients.send(http, spec, self.clock.t0)
+            finally:
+                self.progress.request_done()
 
         enough = stopper.done if stopper is not None else asyncio.Event()
 

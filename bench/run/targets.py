@@ -4,6 +4,7 @@ plus the checks that it is there (preflight, /api/version)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
 from bench.endpoints import MODELS_PATH, VERSION_PATH, free_port, resolve_ollama_host
+from bench.ollama.pins import OLLAMA_VERSION
+from bench.ollama.serve import import_models, ollama_command_and_env
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ class Targets:
             # Server ids (and server-<n>.log names) continue where the last session stopped.
             self.servers = [server.model_dump(mode="json") for server in run.resume.manifest.servers]
         self.port = free_port()  # one port for every server of the run: URLs stay stable
+        self.models = sorted({str(cell.settings["model"]) for cell in run.cells})
+        self.imported: dict[str, str] = {}  # target ollama: model -> the preset imported for it
 
     def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
         if self.kind == "sim":
@@ -49,9 +54,13 @@ class Targets:
                 args += ["--seed", str(sim.seed)]
             if sim.ollama_version is not None:
                 args += ["--ollama-version", sim.ollama_version]
+            if sim.calibrate:
+                args += ["--calibrate", str(Path(sim.calibrate).expanduser().resolve())]
             # Last, so they win over anything in sim.args: the simulator listens on loopback only.
             loopback = ["--host", "127.0.0.1", "--port", str(self.port)]
             return sim_command(args + list(sim.args) + loopback), {k: str(v) for k, v in sim.env.items()}
+        if self.kind == "ollama":
+            return ollama_command_and_env(self.scenario, cell)
         assert self.scenario.server is not None
         command = resolve_server_command(self.scenario.server.argv)
         if self.sim_speed is not None:
@@ -68,6 +77,9 @@ class Targets:
         """`bench sim` / `the server (OLLAMA_NUM_PARALLEL=4)`: what ensure(cell) is starting."""
         if self.kind == "sim":
             return "the simulator (bench sim)"
+        settings = " ".join(f"{name}={value}" for name, value in cell.server_env)
+        if self.kind == "ollama":
+            return f"Ollama {OLLAMA_VERSION} (ollama serve{f', {settings}' if settings else ''})"
         settings = " ".join(f"{name}={value}" for name, value in cell.server_env)
         return f"the server{f' ({settings})' if settings else ''}"
 
@@ -99,6 +111,8 @@ class Targets:
         ready_timeout_s = self.scenario.server.ready_timeout_s if self.scenario.server else 60.0
         server.wait_ready(ready_timeout_s)
         self._hold_to_loopback(server)
+        if self.kind == "ollama" and not self.imported:  # OLLAMA_MODELS outlives the restarts
+            self.imported = import_models(Path(command[0]), f"127.0.0.1:{self.port}", self.models, env)
         return server.base_url, True
 
     def _hold_to_loopback(self, server: ManagedServer) -> None:
@@ -178,11 +192,21 @@ def with_sim_speed(command: list[str], speed: float) -> list[str]:
     return sim_command(["--speed", f"{speed:g}", *kept])
 
 
+def check_ollama_target(cells: tuple[Cell, ...]) -> None:
+    """`target: ollama`: the pinned Ollama is built and every model has a preset to import."""
+    from bench.ollama.build import require_installed
+    from bench.ollama.serve import preset_of
+
+    require_installed()
+    for model in sorted({str(cell.settings["model"]) for cell in cells}):
+        preset_of(model)
+
+
 def check_sim_speed(scenario: Scenario, target_override: str | None, sim_speed: float | None) -> None:
     """Refuse --sim-speed where there is no simulator to apply it to (before a run directory exists)."""
     if sim_speed is None:
         return
-    if scenario.server is not None:
+    if scenario.server is not None and (target_override or scenario.target) != "ollama":
         with_sim_speed(resolve_server_command(scenario.server.argv), sim_speed)
         return
     target = target_override or scenario.target
@@ -209,22 +233,35 @@ def preflight(base_url: str, api_key: str | None = None) -> None:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
 
 
-async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
+# bench sim names the basis of its speed figures here ("speed from published llama.cpp measurements
+# of this GPU, ±15%", "calibrated from run X"); a real Ollama sends no such header.
+SPEED_BASIS_HEADER = "x-bench-speed-basis"
+
+
+async def _version_response(base_url: str, api_key: str | None) -> httpx.Response:
     """GET /api/version; connection refused becomes a one-line TargetError."""
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:
-            response = await http.get(VERSION_PATH)
+            return await http.get(VERSION_PATH)
     except httpx.ConnectError:
         raise _refused(base_url) from None
     except httpx.HTTPError as error:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+
+
+def _version_of(response: httpx.Response) -> str | None:
     if response.status_code != 200:
         return None
     try:
         return str(response.json().get("version"))
     except ValueError:
         return None
+
+
+async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
+    """GET /api/version's version (None when the server does not answer it as Ollama does)."""
+    return _version_of(await _version_response(base_url, api_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +272,7 @@ class ServerIdentity:
     name: str  # shown in the report: "Ollama 0.33.0", "llama.cpp llama-server (build 11434 ...)"
     version: str | None
     openai_models: tuple[str, ...] = ()  # /v1/models ids (OpenAI-compatible servers only)
+    speed_basis: str | None = None  # bench sim only: what its speed figures rest on
 
     @property
     def is_ollama(self) -> bool:
@@ -243,9 +281,12 @@ class ServerIdentity:
 
 async def identify_server(base_url: str, api_key: str | None = None) -> ServerIdentity:
     """Ollama if /api/version answers; else an OpenAI-compatible server if /v1/models does."""
-    version = await fetch_version(base_url, api_key)
+    response = await _version_response(base_url, api_key)
+    version = _version_of(response)
     if version is not None:
-        return ServerIdentity("ollama", f"Ollama {version}", version)
+        basis = response.headers.get(SPEED_BASIS_HEADER)  # percent-encoded: it holds "±"
+        return ServerIdentity("ollama", f"Ollama {version}", version,
+                              speed_basis=unquote(basis) if basis else None)
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:

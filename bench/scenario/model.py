@@ -39,7 +39,8 @@ class Scenario(_Strict):
 
     name: str = "scenario"
     description: str = ""
-    target: str | None = Field(None, description="base URL, or `sim`; default from OLLAMA_HOST")
+    target: str | None = Field(None, description="base URL, `sim`, or `ollama` (a managed real Ollama that "
+                                                  "`bench ollama build` built); default from OLLAMA_HOST")
     sim: SimTarget = Field(default_factory=SimTarget)
     server: ServerBlock | None = None
     api_key_env: str | None = Field(None, description="name of the env var holding an API key")
@@ -88,7 +89,7 @@ class Scenario(_Strict):
     @field_validator("target")
     @classmethod
     def _target_url(cls, target: str | None) -> str | None:
-        if target is not None and target not in ("sim", "managed"):
+        if target is not None and target not in ("sim", "managed", "ollama"):
             base_url_of(target)  # ValueError: one line at the target's line
         return target
 
@@ -134,8 +135,11 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _target_vs_server(self) -> Scenario:
-        if self.server is not None and self.target not in (None, "managed"):
+        if self.server is not None and self.target not in (None, "managed", "ollama"):
             raise ValueError("target: leave it out when a server: block manages the server")
+        if self.server is not None and self.target == "ollama" and self.server.argv != ["ollama", "serve"]:
+            # target: ollama runs the Ollama `bench ollama build` made; the block gives its env only.
+            raise ValueError("target: ollama runs bench's built `ollama serve`; leave server.command out")
         if self.targets is not None and (self.server is not None or self.target is not None):
             raise ValueError("targets: a list of servers replaces target: and server:, give only one")
         return self

@@ -1,4 +1,4 @@
-"""The tree shows the pipeline and stays that way: the README's written map matches bench/, no
+"""The tree shows the pipeline and stays that way: the written map (docs/architecture.md) matches bench/, no
 import circle, and no module or function grows past the house limits without a written reason.
 
 `python tests/docs/test_architecture.py` prints every module over LIMIT_MODULE_LINES and every
@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 
 LIMIT_MODULE_LINES = 400
 LIMIT_FUNCTION_LINES = 50
@@ -23,7 +23,7 @@ MODULE_REASONS = {
     "bench/analysis/compare.py": "gate statistics only (thresholds, bootstrap intervals, verdicts, cell "
                                  "matching); the rendering moved to bench/outputs/gate_tables.py",
     "bench/analysis/studies.py": "keep_alive and queue studies share the per-request timeline builder",
-    "bench/analysis/metrics.py": "per-request and per-cell metrics plus their README definitions text",
+    "bench/analysis/metrics.py": "per-request and per-cell metrics plus their definitions text (docs/metrics.md)",
     "bench/load.py": "closed, open and conversation schedules share the dispatcher and the clock",
     "bench/clients/transport.py": "one HTTP/1.1 transport (pool, connection, parser callbacks) kept "
                                   "together on purpose: the hot path, measured by bench perf",
@@ -164,9 +164,9 @@ def import_circles() -> list[list[str]]:
 
 
 def _architecture_section() -> str:
-    start = README.index("## Architecture")
-    end = README.find("\n## ", start + 3)
-    return README[start:] if end == -1 else README[start:end]
+    start = ARCHITECTURE.index("## Architecture")
+    end = ARCHITECTURE.find("\n## ", start + 3)
+    return ARCHITECTURE[start:] if end == -1 else ARCHITECTURE[start:end]
 
 
 def test_no_module_imports_itself_in_a_circle() -> None:
@@ -174,7 +174,7 @@ def test_no_module_imports_itself_in_a_circle() -> None:
     assert [group for group in import_circles() if tuple(group) not in ALLOWED_CIRCLES] == []
 
 
-def test_the_readme_map_names_every_package_and_stage_module() -> None:
+def test_the_architecture_map_names_every_package_and_stage_module() -> None:
     section = _architecture_section()
     named_paths = set(re.findall(r"`(bench/[\w/.]+)`", section))
     shorthand = set(re.findall(r"`(\w+\.py)`", section))

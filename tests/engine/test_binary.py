@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.engine import binary
-from bench.engine.binary import EngineError, find_llama_server
+from bench.engine.binary import EngineError, find_llama_server, llama_server_build
+from bench.ollama.pins import LLAMA_CPP_BUILD
 
 
 def test_missing_binary_names_all_three_ways(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -47,3 +48,9 @@ def test_bad_model_file_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "expected NAME=PATH" in result.output
     result = CliRunner().invoke(cli, ["sim", "--engine", "llama-server", "--model-file", f"x={tmp_path / 'no.gguf'}"])
     assert result.exit_code == 2 and "is not a file" in result.output
+
+
+@pytest.mark.engine
+def test_the_engine_is_the_llama_cpp_build_the_pinned_ollama_runs(llama_server_binary: Path) -> None:
+    """bench sim --engine llama-server and the built Ollama run one llama.cpp: bench/ollama/pins.py."""
+    assert llama_server_build(llama_server_binary) == LLAMA_CPP_BUILD

@@ -1,0 +1,1 @@
+"""The real Ollama: the pinned release, building it (`bench ollama build`), and running it as a target."""
