@@ -31,6 +31,7 @@ class EndlessServer:
         self._stopped = threading.Event()
         self._connections: list[socket.socket] = []
         self.requests = 0
+        self.streams = 0  # generation requests answered with an endless stream (now in flight)
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -86,6 +87,7 @@ class EndlessServer:
 
     def _stream(self, connection: socket.socket) -> None:
         connection.sendall(_HEADERS["sse" if self.mode == "ping" else "ndjson"])
+        self.streams += 1
         index = 0
         while not self._stopped.is_set():
             if self.mode == "forever":
