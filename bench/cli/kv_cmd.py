@@ -178,7 +178,14 @@ def kv_command(
     if named_server or (target is None and not all_models and not _in_catalog(model)):
         _from_server(model, all_models, target, num_ctx, num_parallel, cache_type, gpu_memory_bytes, graph_bytes)
         return
-    # Offline: bench sim's catalog (the same figures /api/show of `bench sim` reports).
+    _from_catalog(model, all_models, num_ctx, num_parallel, cache_type, gpu_memory_bytes, graph_bytes)
+
+
+def _from_catalog(model: str | None, all_models: bool, num_ctx: int, num_parallel: int, cache_type: str,
+                  gpu_memory_bytes: int | None, graph_bytes: int | None) -> None:
+    """Offline: bench sim's catalog (the same figures /api/show of `bench sim` reports)."""
+    from bench.analysis.kv_formulas import size_model
+    from bench.analysis.kv_model import ModelArch
     from bench.sim.catalog import load_catalog
 
     catalog = load_catalog()
