@@ -52,6 +52,27 @@ class ModelSpec:
         # Not the registry digest: a stable sha256 of the name so clients see a well-formed value.
         return hashlib.sha256(self.name.encode()).hexdigest()
 
+    def model_info(self) -> dict[str, Any]:
+        """The GGUF keys /api/show reports in `model_info` (also what `bench kv` reads offline)."""
+        arch = self.architecture
+        info: dict[str, Any] = {
+            "general.architecture": arch,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{arch}.block_count": self.block_count,
+            f"{arch}.context_length": self.context_length,
+            f"{arch}.embedding_length": self.embedding_length,
+            f"{arch}.feed_forward_length": self.feed_forward_length,
+            f"{arch}.attention.head_count": self.head_count,
+            f"{arch}.attention.head_count_kv": self.head_count_kv,
+            f"{arch}.vocab_size": self.vocab_size,
+        }
+        if self.key_length:
+            info[f"{arch}.attention.key_length"] = self.key_length
+        if self.value_length:
+            info[f"{arch}.attention.value_length"] = self.value_length
+        return info
+
     @property
     def parameter_size(self) -> str:
         """Ollama's human parameter size: "8.0B", "494.03M"."""
