@@ -55,6 +55,27 @@ class ModelSpec:
         # Not the registry digest: a stable sha256 of the name so clients see a well-formed value.
         return hashlib.sha256(self.name.encode()).hexdigest()
 
+    def model_info(self) -> dict[str, Any]:
+        """The GGUF keys /api/show reports in `model_info` (also what `bench kv` reads offline)."""
+        arch = self.architecture
+        info: dict[str, Any] = {
+            "general.architecture": arch,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{arch}.block_count": self.block_count,
+            f"{arch}.context_length": self.context_length,
+            f"{arch}.embedding_length": self.embedding_length,
+            f"{arch}.feed_forward_length": self.feed_forward_length,
+            f"{arch}.attention.head_count": self.head_count,
+            f"{arch}.attention.head_count_kv": self.head_count_kv,
+            f"{arch}.vocab_size": self.vocab_size,
+        }
+        if self.key_length:
+            info[f"{arch}.attention.key_length"] = self.key_length
+        if self.value_length:
+            info[f"{arch}.attention.value_length"] = self.value_length
+        return info
+
     @property
     def parameter_size(self) -> str:
         """Ollama's human parameter size: "8.0B", "494.03M"."""
@@ -224,6 +245,13 @@ def _merge(catalog: Catalog, document: dict[str, Any], origin: str) -> Catalog:
     return Catalog(models=models, gpus=gpus)
 
 
+def read_catalog_text(path: Path) -> str:
+    """A --catalog file's text: a regular file, bounded (bench.inputs), never a blocking FIFO."""
+    from bench.inputs import MAX_SCENARIO_BYTES, read_input_text
+
+    return read_input_text(path, MAX_SCENARIO_BYTES, SimConfigError, "catalog file")
+
+
 def load_catalog(extra_path: str | Path | None = None) -> Catalog:
     """The shipped catalog, extended (or replaced, with `replace: true`) by an optional file."""
     shipped = resources.files("bench.sim").joinpath("catalog.yaml").read_text(encoding="utf-8")
@@ -231,10 +259,8 @@ def load_catalog(extra_path: str | Path | None = None) -> Catalog:
     if extra_path is not None:
         path = Path(extra_path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise SimConfigError(f"--catalog {path}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise SimConfigError(f"--catalog {path}: not UTF-8 text (byte {error.start})") from None
+            text = read_catalog_text(path)
+        except SimConfigError as error:
+            raise SimConfigError(f"--catalog {error}") from None
         catalog = _merge(catalog, _read_yaml(text, str(path)), str(path))
     return catalog
