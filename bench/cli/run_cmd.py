@@ -81,7 +81,7 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
         click.option("--rate", "rate_rps", type=CommaList(click.FloatRange(min=0, min_open=True)),
                      help="Requests per second for constant/poisson arrivals (comma list)."),
         click.option("--turns", type=_INTS, help="Multi-turn conversations of this many user turns."),
-        click.option("--think-time", "think_time_s", type=click.FloatRange(min=0),
+        click.option("--think-time", "think_time_s", type=params.SECONDS_OR_ZERO,
                      help="Seconds between a reply and the user's next turn."),
         click.option("--shared-prefix-tokens", type=CommaList(click.IntRange(min=0)),
                      help="A common system prompt of this many tokens."),

@@ -197,6 +197,13 @@ def _merge(catalog: Catalog, document: dict[str, Any], origin: str) -> Catalog:
     return Catalog(models=models, gpus=gpus)
 
 
+def read_catalog_text(path: Path) -> str:
+    """A --catalog file's text: a regular file, bounded (bench.inputs), never a blocking FIFO."""
+    from bench.inputs import MAX_SCENARIO_BYTES, read_input_text
+
+    return read_input_text(path, MAX_SCENARIO_BYTES, SimConfigError, "catalog file")
+
+
 def load_catalog(extra_path: str | Path | None = None) -> Catalog:
     """The shipped catalog, extended (or replaced, with `replace: true`) by an optional file."""
     shipped = resources.files("bench.sim").joinpath("catalog.yaml").read_text(encoding="utf-8")
@@ -204,10 +211,8 @@ def load_catalog(extra_path: str | Path | None = None) -> Catalog:
     if extra_path is not None:
         path = Path(extra_path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise SimConfigError(f"--catalog {path}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise SimConfigError(f"--catalog {path}: not UTF-8 text (byte {error.start})") from None
+            text = read_catalog_text(path)
+        except SimConfigError as error:
+            raise SimConfigError(f"--catalog {error}") from None
         catalog = _merge(catalog, _read_yaml(text, str(path)), str(path))
     return catalog
