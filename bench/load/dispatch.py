@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.clients.base import RequestSpec
+from bench.clients.base import RequestInterrupted, RequestSpec
 from bench.load.control import StopControl
 from bench.load.health import CellOutcome
 from bench.records.record import Phase, RequestRecord
@@ -49,6 +49,11 @@ class Dispatcher:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             record = await self.send(spec)
+        except RequestInterrupted as interrupted:
+            # Cancelled in flight (grace over): the record says so; the cancellation goes on.
+            self.outcome.completed += 1
+            self.on_record(interrupted.record)
+            raise
         finally:
             self.in_flight -= 1
         if record.sent_s is not None and record.scheduled_s is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich import box
 from rich.table import Table
 
 from bench.analysis.kv_fit import write_kv_analysis
@@ -18,6 +19,11 @@ from bench.escape import for_terminal
 from bench.numbers import column
 from bench.outputs.statistics import statistics_table
 from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
+
+
+# Below this many terminal columns the end-of-run table drops low-value columns (the live bars in
+# bench.run.progress switch layout at the same width).
+NARROW_COLUMNS = 120
 
 
 def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
@@ -60,7 +66,7 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
     """
     if summary is not None:
         ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
-        console.print(summary_table(ordered, labels, slos or {}))
+        console.print(summary_table(ordered, labels, slos or {}, width=console.width))
         if percentiles:
             console.print(statistics_table(ordered, labels, percentiles))
     if summary is not None and len(summary) and "ok" in summary:
@@ -129,33 +135,46 @@ def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
     return column(summary[name] if name in summary else [None] * len(summary), scale)
 
 
-def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None) -> Table:
+def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None,
+                  width: int | None = None) -> Table:
     """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
-    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column."""
-    table = Table(title="summary (measured requests)", show_lines=False)
+    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column.
+
+    On a terminal narrower than 120 columns (`width`) the low-value columns go (rej and err when
+    every cell has none, req/s: out tok/s says as much), headers wrap and numbers never do;
+    summary.csv keeps every column."""
+    narrow = width is not None and width < NARROW_COLUMNS
+    table = Table(title="summary (measured requests)", show_lines=False,
+                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow, collapse_padding=narrow)
     columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
                "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
                "req/s": _column(summary, "rps")}
+    counts = {"ok/req": [f"{int(row.get('ok', 0) or 0)}/{int(row.get('requests', 0) or 0)}" for _, row in summary.iterrows()],
+              "rej": [str(int(row.get("rejected", 0) or 0)) for _, row in summary.iterrows()],
+              "err": [str(int(row.get("errors", 0) or 0)) for _, row in summary.iterrows()]}
     verdicts = _slo_verdicts(summary, slos or {})
     if verdicts is not None:
         columns["goodput req/s"] = _column(summary, "goodput_rps")
+    if narrow:
+        counts = {name: values for name, values in counts.items() if name == "ok/req" or set(values) != {"0"}}
+        columns.pop("req/s")
     table.add_column("cell", no_wrap=True)
-    for name in ("ok/req", "rej", "err", *columns):
-        table.add_column(name, justify="right")
+    figures = {**counts, **columns}
+    for name in figures:
+        # Narrow: the header in two lines ("TTFT / p50 ms"), the column as wide as its widest figure.
+        header = name.replace(" ", "\n", 1) if narrow else name
+        widest = max([len(v) for v in figures[name]] + [len(line) for line in header.splitlines()])
+        table.add_column(header, justify="right", no_wrap=True, max_width=widest if narrow else None)
     if verdicts is not None:
-        table.add_column("SLOs")
-    for row_index, (cell_id, row) in enumerate(summary.iterrows()):
-        get = row.get
+        table.add_column("SLOs", min_width=16 if narrow else None, overflow="fold")
+    for row_index, cell_id in enumerate(summary.index):
         table.add_row(
             for_terminal(labels.get(str(cell_id), str(cell_id))),
-            f"{int(get('ok', 0) or 0)}/{int(get('requests', 0) or 0)}",
-            str(int(get("rejected", 0) or 0)),
-            str(int(get("errors", 0) or 0)),
-            *(values[row_index] for values in columns.values()),
+            *(values[row_index] for values in figures.values()),
             *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
         )
     if verdicts is not None:
-        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in slos.items()) + ": goodput counts the "
+        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in (slos or {}).items()) + ": goodput counts the "
                          "requests/s that met them, the SLOs column whether the cell's percentiles did")
     return table
 

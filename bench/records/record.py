@@ -26,6 +26,7 @@ ERROR_CLASSES = (
     "timeout",  # no byte for longer than the request timeout
     "disconnected",  # connection refused / reset / closed before done
     "bad_stream",  # a line or event that is not valid JSON, or a stream with no done/[DONE]
+    "interrupted",  # still in flight when Ctrl-C / SIGTERM's grace ran out: kept, not dropped
 )
 
 

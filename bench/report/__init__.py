@@ -13,6 +13,7 @@ from pathlib import Path
 from bench import __version__
 from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError, UsageError
+from bench.numbers import MAX_REPORT_CELLS
 from bench.records import Run, load_run
 from bench.report import (
     answer,
@@ -46,10 +47,20 @@ def build_sections(views: list[RunView]) -> list[Section]:
     return [section for build in _SECTION_BUILDERS if (section := build(views)) is not None]
 
 
+def _check_report_size(runs: Sequence[Run]) -> None:
+    """Refuse, before drawing, a page past MAX_REPORT_CELLS (cells x runs): minutes to draw and a
+    page no browser opens; the summary files and `bench compare` still read such a run."""
+    cells = sum(len(run.manifest.cells) for run in runs)
+    if cells > MAX_REPORT_CELLS:
+        raise UsageError(f"report: {cells:,} cells, over the report's limit of {MAX_REPORT_CELLS:,}; "
+                         "report fewer runs at once, or read summary.csv")
+
+
 def render_report(runs: Sequence[Run]) -> str:
     """The HTML page for these loaded runs (the first is the baseline of a comparison)."""
     if not runs:
         raise RunDirError("no run directory given")
+    _check_report_size(runs)
     views = build_views(list(runs))
     sections = build_sections(views)
     if len(views) == 1:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.table import Column
 from rich.text import Text
 
 from bench.escape import plain_terminal
@@ -97,6 +98,25 @@ class _LiveProgress(Progress):
             yield Text("  " + self.window.line(), no_wrap=True, overflow="ellipsis", style="dim")
 
 
+# Below this many columns the bars drop their words and shrink, and the cell label is trimmed:
+# the figures (counts, times, TTFT, tok/s) always keep their full width.
+_NARROW_COLUMNS = 120
+
+
+def _bar_columns(width: int) -> list[Any]:
+    """The progress columns for a terminal `width` columns wide."""
+    figures = TextColumn("{task.fields[stats]}", markup=False, table_column=Column(no_wrap=True))
+    if width >= _NARROW_COLUMNS:
+        return [TextColumn("{task.description}", markup=False), BarColumn(bar_width=28), MofNCompleteColumn(),
+                TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), figures]
+    # What the figures take: bar 8, "123/456" 7, "0:00:00" 7, "TTFT p50 1234 ms  1234.5 tok/s" 30,
+    # and a space between columns; the label gets the rest.
+    label = TextColumn("{task.description}", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(8, width - 58)))
+    return [label, BarColumn(bar_width=8), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)), figures]
+
+
 class RunProgress:
     """The run as it goes: rich.progress bars on a terminal (the run's cells, the current cell's
     requests, elapsed and ETA, warmup, live TTFT p50 and tok/s of the measured requests), plain
@@ -126,15 +146,8 @@ class RunProgress:
         if not self.console.is_terminal:
             return None
         if self.progress is None:
-            self.progress = _LiveProgress(
-                TextColumn("{task.description}", markup=False),
-                BarColumn(bar_width=28),
-                MofNCompleteColumn(),
-                TextColumn("elapsed"), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}", markup=False),
-                console=self.console, transient=False, refresh_per_second=4, window=self.live,
-            )
+            self.progress = _LiveProgress(*_bar_columns(self.console.width), console=self.console,
+                                          transient=False, refresh_per_second=4, window=self.live)
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=self.total_cells, stats="")
         return self.progress

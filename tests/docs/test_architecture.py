@@ -169,8 +169,8 @@ STAGE_FOLDERS = tuple(BENCH / name for name in ("", "run", "analysis", "outputs"
 # those before it, never after ("a climb back up"). `bench.sim` and `bench.engine` stand apart: a
 # server shares no code with the client side, and only the commands may start one in-process.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("helpers", ("bench.errors", "bench.numbers", "bench.escape", "bench.secrets", "bench.records.atomic",
-                 "bench.endpoints", "bench.numbers", "bench.processes")),
+    ("helpers", ("bench.errors", "bench.numbers", "bench.escape", "bench.secrets", "bench.endpoints",
+                 "bench.processes", "bench.inputs")),
     ("scenario", ("bench.scenario",)),
     # The request a client is asked to send and the record it gives back: the contract between
     # the workload (which makes requests and reads replies) and the load stage (which fills records).
@@ -187,7 +187,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 APART = ("bench.sim", "bench.engine")
 # Modules of the helpers stage the servers apart may use too (they are not client code).
-APART_MAY_USE = ("bench.errors", "bench.processes")
+APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs")
 # Who may import a server apart: the commands that serve one; the real Ollama target, which
 # imports models made by the engine's GGUF maker and finds llama-server the way the engine does;
 # and `bench conformance`, which holds the simulator beside the real Ollama and reads its state.
