@@ -31,7 +31,9 @@ def build(views: list[RunView]) -> Section | None:
                                  "measurement window) — a spread, not a confidence interval. Bottom: the speed one "
                                  "user sees (a request's output tokens / its generation time), median with the "
                                  "10th–90th percentile of requests shaded. n: successful requests per cell."))
-            blocks.extend(saturation_notes(lines, kind, len(views) > 1))
+            # No "offer more load" for a setting already ruled out (it spilled to the CPU).
+            live = [line for line in lines if not _ruled_out(views[line.run_index], line.cells)]
+            blocks.extend(saturation_notes(live, kind, len(views) > 1))
     table = rates_table(views)
     if table is not None:
         blocks.append(table)
@@ -157,6 +159,14 @@ def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
         return []
     return [Note("Throughput still rose at the highest offered load (" + "; ".join(rising) + "). Saturation was "
                  "not reached: offer more load to find where throughput levels off.", "warning")]
+
+
+def _ruled_out(view: RunView, cells: pd.DataFrame) -> bool:
+    """Whether /api/ps showed these cells' model partly on the CPU (size_vram < size)."""
+    from bench.analysis.recommend import memory_fit
+
+    models = set(cells["model"].dropna().astype(str)) if "model" in cells else set()
+    return bool(models) and memory_fit(view.run, list(cells.index), models)[0] is False
 
 
 def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
