@@ -399,12 +399,20 @@ def _match(baseline: Baseline, current: Baseline) -> list[tuple[BaselineCell, Ba
     return [(cell, current_cells[key]) for key, cell in base_cells.items()]
 
 
+# What else two runs must share for a change to mean a regression, as the notes name it.
+_LIKE_FOR_LIKE = {"sim_speed": "simulator speed", "sim_engine": "simulator engine", "target_kind": "server kind",
+                  "target_server": "server", "target_version": "server version", "gpu": "GPU",
+                  "bench_version": "bench version"}
+
+
 def _environment_notes(baseline: Baseline, current: Baseline) -> list[str]:
+    """One line per difference between the runs beyond their cells' settings (those must match)."""
     notes = []
-    for key in ("target_kind", "target_version", "gpu", "bench_version"):
+    for key, name in _LIKE_FOR_LIKE.items():
         before, after = baseline.environment.get(key), current.environment.get(key)
-        if before != after:
-            notes.append(f"{key} differs: baseline {before}, current {after}")
+        if key in baseline.environment and key in current.environment and before != after:
+            notes.append(f"unlike runs: {name} differs (baseline {before}, current {after}); a change here "
+                         "may be that difference, not a regression")
     return notes
 
 

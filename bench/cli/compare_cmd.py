@@ -49,7 +49,8 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
         comparison = compare_paths(baseline_path, current_path, max_regression)
     console.print(render_table(comparison))
     for note in comparison.environment_notes:
-        console.print(f"note: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"warning: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False,
+                      style="yellow")
     if junit_path is not None:
         _write(junit_path, to_junit_xml(comparison), "--junit")
     if markdown_path is not None:

@@ -85,6 +85,15 @@ def verdict_label(gate: GateResult) -> str:
 
 
 def headline(comparison: Comparison) -> str:
+    """The one-line outcome; it names unlike runs (other speed, engine, versions) when they are."""
+    text = _outcome(comparison)
+    if comparison.environment_notes:
+        differing = [note.split(" differs")[0].removeprefix("unlike runs: ") for note in comparison.environment_notes]
+        text += f" — unlike runs: {', '.join(differing)}"
+    return text
+
+
+def _outcome(comparison: Comparison) -> str:
     counted = {v: sum(g.verdict == v for g in comparison.gates) for v in VERDICT_MARKS}
     if comparison.regressed:
         names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
@@ -139,7 +148,7 @@ def to_markdown(comparison: Comparison) -> str:
         f"{for_markdown(comparison.current_source)}.",
         "",
     ]
-    lines += [f"> note: {for_markdown(note)}" for note in comparison.environment_notes]
+    lines += [f"> ⚠ {for_markdown(note)}" for note in comparison.environment_notes]
     if comparison.environment_notes:
         lines.append("")
     lines += [
