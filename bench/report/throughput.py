@@ -221,15 +221,7 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
                                        str(style["color"]), center=values)
     if len(views) == 1:
         _mark_sweep(axes[:3], views[0], units)
-    for ax, (column, title, ylabel) in zip(axes, panels):
-        ax.set_title(title)
-        ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
-        if column in units:  # a latency: log when it spans decades, so the SLO line is not at the floor
-            plotting.latency_axis(ax, latencies[column].to_numpy(float))
-        else:
-            ax.set_ylim(bottom=0)
-        plotting.headroom(ax, 0.14)
-        plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (slots)")
+    _format_sweep_axes(axes, panels, units, latencies, [x for x in xs if np.isfinite(x)])
     _memory_panel(axes[3], swept[0] if len(swept) == 1 else None, [x for x in xs if np.isfinite(x)])
     plotting.figure_legend(figure, axes[0], columns=6)
     figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput, what it costs in latency, and in memory",
@@ -238,6 +230,19 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
                            "Four charts against NUM_PARALLEL, one line per offered concurrency: output "
                            "tokens per second, TTFT p95 and TPOT p95 with SLOs, CPU spill and the "
                            "recommendation marked; and the model's memory per setting in GiB against the GPU.")
+
+
+def _format_sweep_axes(axes: list[Any], panels: tuple[tuple[str, str, str], ...],
+                       units: dict[str, tuple[float, str]], latencies: pd.DataFrame, xs: list[float]) -> None:
+    for ax, (column, title, ylabel) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
+        if column in units:  # a latency: log when it spans decades, so the SLO line is not at the floor
+            plotting.latency_axis(ax, latencies[column].to_numpy(float))
+        else:
+            ax.set_ylim(bottom=0)
+        plotting.headroom(ax, 0.14)
+        plotting.load_axis(ax, xs, "OLLAMA_NUM_PARALLEL (slots)")
 
 
 def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
