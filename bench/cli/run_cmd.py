@@ -195,6 +195,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
             sim_env=_pairs(flags.pop("sim_env"), "--sim-env"), slos=_pairs(flags.pop("slo"), "--slo"),
             name=flags.pop("name") or "flags", **{k: v for k, v in flags.items() if v is not None},
         )
+        if scenario.server is not None:
+            target = None  # --sim-env NAME=A,B: the scenario now manages one `bench sim` per value
     else:
         scenario = load_scenario(scenario_file)
     scenario = with_outputs(scenario, percentiles=percentiles, thresholds=thresholds)

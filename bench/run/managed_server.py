@@ -88,6 +88,7 @@ class ManagedServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         stop_grace_s: float = 10.0,
+        not_inherited: tuple[str, ...] = (),
     ) -> None:
         if not command:
             raise TargetError("server.command: empty command")
@@ -103,6 +104,9 @@ class ManagedServer:
         self._stopped = False
         self.mark = new_mark()  # in the child's environment: finds what leaves the group (setsid)
         self.stop_grace_s = stop_grace_s  # also the reaper's grace when bench dies
+        # Prefixes of bench's own environment variables the child does not inherit (`env` may
+        # still set them: what is set there is recorded in the manifest).
+        self.not_inherited = not_inherited
 
     # --- start -------------------------------------------------------------------------------
 
@@ -118,7 +122,9 @@ class ManagedServer:
             raise RuntimeError("ManagedServer.start() called twice")
         if self.port is None:
             self.port = free_port("127.0.0.1" if self.host == "localhost" else self.host)
-        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
+        inherited = {name: value for name, value in os.environ.items()
+                     if not (self.not_inherited and name.startswith(self.not_inherited))}
+        child_env = {**inherited, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
                      MARK_ENV: self.mark}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
