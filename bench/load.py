@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from bench.clients.base import RequestSpec
+from bench.clients.base import RequestInterrupted, RequestSpec
 from bench.records import Phase, RequestRecord
 
 SendFn = Callable[[RequestSpec], Awaitable[RequestRecord]]
@@ -266,6 +266,11 @@ class _Dispatcher:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             record = await self.send(spec)
+        except RequestInterrupted as interrupted:
+            # Cancelled in flight (grace over): the record says so; the cancellation goes on.
+            self.outcome.completed += 1
+            self.on_record(interrupted.record)
+            raise
         finally:
             self.in_flight -= 1
         if record.sent_s is not None and record.scheduled_s is not None:

@@ -13,12 +13,9 @@ from bench.errors import ScenarioError
 
 def read_text_file(path: Path) -> str:
     """A prompt or conversation file's text; ScenarioError (one line) when unreadable or not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
+    from bench.inputs import MAX_DATA_BYTES, read_input_text
+
+    return read_input_text(path, MAX_DATA_BYTES, ScenarioError, "prompt file")
 
 
 def read_json_items(path: Path) -> list[tuple[int, Any]]:

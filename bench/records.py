@@ -66,6 +66,7 @@ ERROR_CLASSES = (
     "timeout",  # no byte for longer than the request timeout
     "disconnected",  # connection refused / reset / closed before done
     "bad_stream",  # a line or event that is not valid JSON, or a stream with no done/[DONE]
+    "interrupted",  # still in flight when Ctrl-C / SIGTERM's grace ran out: kept, not dropped
 )
 
 
@@ -138,11 +139,14 @@ class RecordWriter:
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def append(self, record: RequestRecord) -> None:
-        if record.error_message:
-            # A server or library may quote the request's headers back: never store the key.
-            record.error_message = redact(record.error_message)
+        line = record.to_json_line()
+        if has_secrets():
+            # A server or library may quote the key back (headers in an error, an echo in any
+            # field, changed in case or cut): never store it. Keys are visible ASCII, which JSON
+            # leaves as it is, so the encoded line is redacted as text.
+            line = redact(line.decode("utf-8")).encode("utf-8")
         # One write() per record on an unbuffered file: each line reaches the OS whole.
-        self._file.write(record.to_json_line())
+        self._file.write(line)
 
     def close(self) -> None:
         if not self._file.closed:
@@ -209,7 +213,9 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
     line that is JSON but not a record (an object)."""
     if not path.exists():
         return
-    with open(path, "rb") as lines:
+    from bench.inputs import open_input
+
+    with open_input(path, RunDirError, "records file") as lines:
         for raw_line in lines:
             try:
                 row = orjson.loads(raw_line)
@@ -287,6 +293,9 @@ def number_or_none(value: Any) -> float | None:
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
+    from bench.atomic import refuse_unless_replaceable
+
+    refuse_unless_replaceable(path)
     temp_path = path.with_suffix(path.suffix + ".tmp")
     encoded = orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
     if has_secrets():  # failure reasons, notes: text that may quote an error message
@@ -296,14 +305,15 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    from bench.inputs import MAX_JSON_BYTES, read_input_bytes
+
+    if not path.exists() and not path.is_symlink():
+        raise RunDirError(f"{path}: not found")
+    data = read_input_bytes(path, MAX_JSON_BYTES, RunDirError, "JSON file")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RunDirError(f"{path}: not found") from error
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise RunDirError(f"{path}: not valid JSON ({error})") from error
-    except OSError as error:
-        raise RunDirError(f"{path}: cannot read ({error.strerror or error})") from error
 
 
 def read_manifest(path: Path) -> Manifest:

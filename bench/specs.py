@@ -40,6 +40,7 @@ def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
         keep_alive=settings["keep_alive"], temperature=settings["temperature"],
         seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
         store_text=scenario.store_text, timeout_s=scenario.load.timeout_s,
+        deadline_s=scenario.load.request_deadline_s,
     )
 
 
@@ -137,7 +138,8 @@ async def calibrate_cell(cell: Cell, scenario: Scenario, prompts: PromptSource, 
             endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
             phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
             keep_alive=cell.settings["keep_alive"], store_text=scenario.store_text,
-            timeout_s=scenario.load.timeout_s, scheduled_s=now_s(),
+            timeout_s=scenario.load.timeout_s, deadline_s=scenario.load.request_deadline_s,
+            scheduled_s=now_s(),
         )
         return await send(spec)
 

@@ -256,10 +256,11 @@ def _cell_from_json(entry: Any, where: str) -> BaselineCell:
 
 
 def _read_baseline_file(path: Path) -> Baseline:
+    from bench.inputs import MAX_JSON_BYTES, read_input_text
+
+    text = read_input_text(path, MAX_JSON_BYTES, RunDirError, "baseline file")
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        raise RunDirError(f"{path}: cannot read ({error})") from None
+        payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise RunDirError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -81,7 +81,7 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
         click.option("--rate", "rate_rps", type=CommaList(click.FloatRange(min=0, min_open=True)),
                      help="Requests per second for constant/poisson arrivals (comma list)."),
         click.option("--turns", type=_INTS, help="Multi-turn conversations of this many user turns."),
-        click.option("--think-time", "think_time_s", type=click.FloatRange(min=0),
+        click.option("--think-time", "think_time_s", type=params.SECONDS_OR_ZERO,
                      help="Seconds between a reply and the user's next turn."),
         click.option("--shared-prefix-tokens", type=CommaList(click.IntRange(min=0)),
                      help="A common system prompt of this many tokens."),
@@ -195,6 +195,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
             sim_env=_pairs(flags.pop("sim_env"), "--sim-env"), slos=_pairs(flags.pop("slo"), "--slo"),
             name=flags.pop("name") or "flags", **{k: v for k, v in flags.items() if v is not None},
         )
+        if scenario.server is not None:
+            target = None  # --sim-env NAME=A,B: the scenario now manages one `bench sim` per value
     else:
         scenario = load_scenario(scenario_file)
     scenario = with_outputs(scenario, percentiles=percentiles, thresholds=thresholds)

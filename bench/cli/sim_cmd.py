@@ -85,10 +85,24 @@ def sim(
             err=True,
         )
 
+    _check_writable("--emit-log", emit_log)
     try:
         serve(config, log_level=log_level, on_ready=announce)
     except OSError as error:
+        if error.filename:  # a file the server opens (a log, a model), not the listening socket
+            raise SimError(f"{error.filename}: {error.strerror}") from None
         raise SimError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+
+
+def _check_writable(flag: str, path: str | None) -> None:
+    """The server opens its log after binding: a bad path is the flag's fault, not the port's."""
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise SimError(f"{flag} {path}: cannot write ({error.strerror})") from None
 
 
 def _print_speed_table(catalog_path: str | None) -> None:

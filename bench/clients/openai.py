@@ -140,7 +140,7 @@ async def _read_sse(
     """SSE via httpx-sse: every event with generated text is stamped when it is decoded."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
         raise await _not_an_event_stream(response)
-    stamps = TextStamps(record, t0, store_text)
+    stamps = TextStamps(record, t0, store_text, watchdog.max_chunks)
     finished = False
     try:
         async for event in EventSource(response).aiter_sse():

@@ -58,7 +58,7 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
     """
     if summary is not None:
         ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
-        console.print(summary_table(ordered, labels, slos or {}))
+        console.print(summary_table(ordered, labels, slos or {}, width=console.width))
         if percentiles:
             console.print(statistics_table(ordered, labels, percentiles))
     if summary is not None and len(summary) and "ok" in summary:

@@ -10,7 +10,8 @@ from bench.report import plotting
 from bench.report.data import RunView, load_label, load_series
 from bench.report.page import Figure, Note, Section, Table
 
-_CLASS_COLORS = dict(zip(ERROR_CLASSES, ("#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f")))
+_CLASS_COLORS = dict(zip(ERROR_CLASSES, ("#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f",
+                                             "#bcbd22")))
 _MESSAGE_LIMIT = 240
 
 

@@ -15,6 +15,8 @@ from typing import Literal
 import jinja2
 from markupsafe import Markup
 
+from bench.escape import html_text
+
 from bench.report.plotting import Plot
 
 
@@ -135,7 +137,9 @@ def render_page(title: str, subtitle: str, sections: list[Section], bench_versio
     # render_block's output is already escaped markup: mark it safe for the outer template.
     environment.globals["render_block"] = lambda block: Markup(render_block(block))
     css = resources.files("bench.report").joinpath("report.css").read_text(encoding="utf-8")
-    return environment.from_string(_TEMPLATE).render(
+    # Server text (an error body, a model name) may hold NUL, ESC or BEL: invalid in HTML, and
+    # some viewers stop at a NUL. Nothing bench itself writes holds one, so the page is cleaned whole.
+    return html_text(environment.from_string(_TEMPLATE).render(
         title=title, subtitle=subtitle, sections=sections, bench_version=bench_version,
         sources=sources, css=css,
-    )
+    ))

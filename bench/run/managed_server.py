@@ -26,7 +26,9 @@ from bench.endpoints import free_port
 from bench.errors import TargetError
 from bench.telemetry.server_info import show_model
 from bench.run.reaper import RELEASE, group_exists
+from bench.run.redacted_log import RedactedLogCopier
 from bench.run.server_marks import MARK_ENV, marked_pids, new_mark, stop_marked
+from bench.secrets import has_secrets
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -86,6 +88,7 @@ class ManagedServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         stop_grace_s: float = 10.0,
+        not_inherited: tuple[str, ...] = (),
     ) -> None:
         if not command:
             raise TargetError("server.command: empty command")
@@ -97,9 +100,13 @@ class ManagedServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._log_copier: RedactedLogCopier | None = None
         self._stopped = False
         self.mark = new_mark()  # in the child's environment: finds what leaves the group (setsid)
         self.stop_grace_s = stop_grace_s  # also the reaper's grace when bench dies
+        # Prefixes of bench's own environment variables the child does not inherit (`env` may
+        # still set them: what is set there is recorded in the manifest).
+        self.not_inherited = not_inherited
 
     # --- start -------------------------------------------------------------------------------
 
@@ -115,7 +122,9 @@ class ManagedServer:
             raise RuntimeError("ManagedServer.start() called twice")
         if self.port is None:
             self.port = free_port("127.0.0.1" if self.host == "localhost" else self.host)
-        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
+        inherited = {name: value for name, value in os.environ.items()
+                     if not (self.not_inherited and name.startswith(self.not_inherited))}
+        child_env = {**inherited, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
                      MARK_ENV: self.mark}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
@@ -124,7 +133,7 @@ class ManagedServer:
                 self.command,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
+                stdout=subprocess.PIPE if has_secrets() else self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals runners it spawned too
                 preexec_fn=_DIE_WITH_PARENT,
@@ -133,6 +142,8 @@ class ManagedServer:
             self._log_file.close()
             reason = error.strerror or str(error)
             raise TargetError(f"cannot start server {self.command[0]!r}: {reason}") from None
+        if self._process.stdout is not None:
+            self._log_copier = RedactedLogCopier(self._process.stdout, self._log_file)
         self._reaper = _start_reaper(self._process.pid, self.mark, self.stop_grace_s)
 
     def wait_ready(self, timeout_s: float = 60) -> None:
@@ -278,6 +289,9 @@ class ManagedServer:
             reaper.kill()
 
     def _close_log(self) -> None:
+        if self._log_copier is not None:
+            self._log_copier.join(timeout_s=2.0)
+            self._log_copier = None
         if self._log_file is not None and not self._log_file.closed:
             self._log_file.close()
 

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from bench.escape import for_terminal, plain_terminal
@@ -100,6 +101,25 @@ class _LiveProgress(Progress):
             yield Text("  " + self.window.line(), no_wrap=True, overflow="ellipsis", style="dim")
 
 
+# Below this many columns the bars drop their words and shrink, and the cell label is trimmed:
+# the figures (counts, times, TTFT, tok/s) always keep their full width.
+_NARROW_COLUMNS = 120
+
+
+def _bar_columns(width: int) -> list[Any]:
+    """The progress columns for a terminal `width` columns wide."""
+    figures = TextColumn("{task.fields[stats]}", markup=False, table_column=Column(no_wrap=True))
+    if width >= _NARROW_COLUMNS:
+        return [TextColumn("{task.description}", markup=False), BarColumn(bar_width=28), MofNCompleteColumn(),
+                TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), figures]
+    # What the figures take: bar 8, "123/456" 7, "0:00:00" 7, "TTFT p50 1234 ms  1234.5 tok/s" 30,
+    # and a space between columns; the label gets the rest.
+    label = TextColumn("{task.description}", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(8, width - 58)))
+    return [label, BarColumn(bar_width=8), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)), figures]
+
+
 class RunProgress:
     """The run as it goes: rich.progress bars on a terminal (the run's cells, the current cell's
     requests, elapsed and ETA, warmup, live TTFT p50 and tok/s of the measured requests), plain
@@ -129,15 +149,8 @@ class RunProgress:
         if not self.console.is_terminal:
             return None
         if self.progress is None:
-            self.progress = _LiveProgress(
-                TextColumn("{task.description}", markup=False),
-                BarColumn(bar_width=28),
-                MofNCompleteColumn(),
-                TextColumn("elapsed"), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}", markup=False),
-                console=self.console, transient=False, refresh_per_second=4, window=self.live,
-            )
+            self.progress = _LiveProgress(*_bar_columns(self.console.width), console=self.console,
+                                          transient=False, refresh_per_second=4, window=self.live)
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=self.total_cells, stats="")
         return self.progress
@@ -289,29 +302,42 @@ def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
     return [_fixed(v, decimals) for v in values]
 
 
-def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None) -> Table:
+def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None,
+                  width: int | None = None) -> Table:
     """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
-    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column."""
-    table = Table(title="summary (measured requests)", show_lines=False)
+    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column.
+
+    On a terminal narrower than 120 columns (`width`) the low-value columns go (rej and err when
+    every cell has none, req/s: out tok/s says as much), headers wrap and numbers never do;
+    summary.csv keeps every column."""
+    narrow = width is not None and width < _NARROW_COLUMNS
+    table = Table(title="summary (measured requests)", show_lines=False,
+                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow, collapse_padding=narrow)
     columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
                "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
                "req/s": _column(summary, "rps")}
+    counts = {"ok/req": [f"{int(row.get('ok', 0) or 0)}/{int(row.get('requests', 0) or 0)}" for _, row in summary.iterrows()],
+              "rej": [str(int(row.get("rejected", 0) or 0)) for _, row in summary.iterrows()],
+              "err": [str(int(row.get("errors", 0) or 0)) for _, row in summary.iterrows()]}
     verdicts = _slo_verdicts(summary, slos or {})
     if verdicts is not None:
         columns["goodput req/s"] = _column(summary, "goodput_rps")
+    if narrow:
+        counts = {name: values for name, values in counts.items() if name == "ok/req" or set(values) != {"0"}}
+        columns.pop("req/s")
     table.add_column("cell", no_wrap=True)
-    for name in ("ok/req", "rej", "err", *columns):
-        table.add_column(name, justify="right")
+    figures = {**counts, **columns}
+    for name in figures:
+        # Narrow: the header in two lines ("TTFT / p50 ms"), the column as wide as its widest figure.
+        header = name.replace(" ", "\n", 1) if narrow else name
+        widest = max([len(v) for v in figures[name]] + [len(line) for line in header.splitlines()])
+        table.add_column(header, justify="right", no_wrap=True, max_width=widest if narrow else None)
     if verdicts is not None:
-        table.add_column("SLOs")
-    for row_index, (cell_id, row) in enumerate(summary.iterrows()):
-        get = row.get
+        table.add_column("SLOs", min_width=16 if narrow else None, overflow="fold")
+    for row_index, cell_id in enumerate(summary.index):
         table.add_row(
             for_terminal(labels.get(str(cell_id), str(cell_id))),
-            f"{int(get('ok', 0) or 0)}/{int(get('requests', 0) or 0)}",
-            str(int(get("rejected", 0) or 0)),
-            str(int(get("errors", 0) or 0)),
-            *(values[row_index] for values in columns.values()),
+            *(values[row_index] for values in figures.values()),
             *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
         )
     if verdicts is not None:

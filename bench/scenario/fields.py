@@ -164,3 +164,13 @@ def parse_threshold(metric: str, text: str) -> Threshold:
     op, number, unit = match.group(1), float(match.group(2)), match.group(3)
     scale = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0, "%": 0.01}[unit]
     return Threshold(metric=metric, op=op, limit=number * scale, text=text.strip())
+
+
+def refuse_impossible_threshold(threshold: Threshold) -> None:
+    """ValueError for a limit no run can meet or fail: every metric bench computes is 0 or more,
+    and a rate (`error_rate`, `rejection_rate`) is a fraction of the requests, at most 100%."""
+    where = f"{threshold.metric}: {threshold.text!r}"
+    if threshold.limit < 0 or (threshold.limit == 0 and threshold.op == "<"):
+        raise ValueError(f"{where}: no metric is below 0, so this limit can never hold")
+    if threshold.metric.endswith("_rate") and threshold.limit > 1:
+        raise ValueError(f"{where}: a rate is at most 100% (1.0)")

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from bench.sim import perf
 from bench.sim.catalog import Catalog, ModelSpec
+from bench.yaml12 import load_yaml
 
 F16_BYTES = 2.0
 DECODE_TOLERANCE = 0.15
@@ -50,7 +49,7 @@ class SpeedRow:
 def measurements() -> dict[str, Any]:
     """speed_measurements.yaml as shipped."""
     text = resources.files("bench.sim").joinpath("speed_measurements.yaml").read_text(encoding="utf-8")
-    document: dict[str, Any] = yaml.safe_load(text)
+    document: dict[str, Any] = load_yaml(text)
     return document
 
 
