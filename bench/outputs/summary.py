@@ -86,6 +86,31 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                       markup=False)
 
 
+def saturation_lines(summary: pd.DataFrame | None, cells: list[Any], managed: bool) -> list[str]:
+    """'saturated at concurrency N, server NUM_PARALLEL=M: ...' per closed-loop series of the run
+    (`cells`: bench.plan.Cell; `managed`: bench started the server, so its unset settings are defaults)."""
+    from bench.analysis.saturation import effective_num_parallel, find_saturation
+    from bench.plan import describe_cell, varying_settings
+
+    if summary is None or summary.empty:
+        return []
+    closed = [c for c in cells if c.settings.get("arrival") == "closed" and c.cell_id in summary.index
+              and c.settings.get("concurrency") is not None]
+    others = [n for n in varying_settings(c.settings for c in closed) if n not in ("concurrency", "requests")]
+    series: dict[str, list[Any]] = {}
+    for cell in closed:
+        series.setdefault(describe_cell(cell.settings, others), []).append(cell)
+    lines = []
+    for name, members in series.items():
+        frame = summary.loc[[c.cell_id for c in members]].assign(
+            concurrency=[int(c.settings["concurrency"]) for c in members])
+        env = dict(members[0].server_env) if managed else None
+        found = find_saturation(frame, name, effective_num_parallel(members[0].settings.get("OLLAMA_NUM_PARALLEL"), env))
+        if found is not None:
+            lines.append(found.sentence())
+    return lines
+
+
 def write_kv(run_dir: Path, console: Console) -> None:
     """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
     try:

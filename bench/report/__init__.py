@@ -26,6 +26,7 @@ from bench.report import (
     surfaces,
     sweep,
     throughput,
+    timeline,
 )
 from bench.report.data import RunView, build_views
 from bench.report.page import Section, render_page
@@ -34,7 +35,7 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, keepalive.build,
+    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, timeline.build, keepalive.build,
     memory.build,
     surfaces.build, environment.build,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
@@ -138,14 +139,36 @@ def _models(view: RunView, suffix: str) -> Table | None:
 
 
 def _servers(view: RunView, suffix: str) -> Table | None:
+    """The settings each server ran with: a managed server's environment with Ollama's defaults for
+    what it left unset; for a server bench did not start, what /api/version and /api/ps showed."""
+    from bench.analysis.saturation import effective_settings
+
     servers = view.manifest.servers
     if not servers:
-        return None
+        return _remote_settings(view, suffix)
     rows = tuple((fmt.text(s.server_id),
-                  " ".join(f"{k}={v}" for k, v in s.env.items()) or fmt.DASH,
+                  " ".join(f"{name}={value}" for name, value in effective_settings(s.env)),
                   " ".join(str(part) for part in s.command) or fmt.DASH,
                   fmt.text(s.log)) for s in servers)
-    return Table(("server", "environment", "command", "log"), rows, caption=f"Servers started by bench{suffix}")
+    return Table(("server", "effective settings (unset: Ollama v0.33's default)", "command", "log"), rows,
+                 caption=f"Servers started by bench{suffix}")
+
+
+def _remote_settings(view: RunView, suffix: str) -> Table | None:
+    """A server bench did not start: its version, and per loaded model the context and placement
+    /api/ps reported (NUM_PARALLEL itself is not reported by Ollama's API)."""
+    target = view.manifest.target
+    rows: list[tuple[str, str]] = [("version (/api/version)", fmt.text(target.version))]
+    ps = view.run.ps
+    if ps is not None and len(ps) and "name" in ps:
+        for model, group in ps.dropna(subset=["name"]).groupby("name"):
+            contexts = sorted({int(c) for c in group.get("context_length", pd.Series(dtype=float)).dropna()})
+            size = group["size_bytes"].max() if "size_bytes" in group else None
+            vram = group["size_vram_bytes"].min() if "size_vram_bytes" in group else None
+            rows.append((f"{model} (/api/ps)", f"context_length {', '.join(f'{c:,}' for c in contexts) or fmt.DASH}; "
+                                              f"size {fmt.gib(size)}, size_vram {fmt.gib(vram)}"))
+    rows.append(("OLLAMA_NUM_PARALLEL", "not reported by the API (bench did not start this server)"))
+    return Table(("setting", "value"), tuple(rows), caption=f"Server settings seen{suffix}")
 
 
 def _as_yaml(scenario: Any) -> str:

@@ -11,7 +11,7 @@ from bench.analysis.loads import loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
-from bench.report import plotting
+from bench.report import plotting, server_memory
 from bench.report.data import RunView, gpu_capacity, server_spans
 from bench.report.page import Figure, Note, Section, Table
 
@@ -32,6 +32,7 @@ def build(views: list[RunView]) -> Section | None:
             blocks.append(Figure(_proc_figure(proc, suffix), "Measured by bench from /proc: resident memory of the "
                                  "server bench started and its children; with the real engine, the llama-server "
                                  "processes alone (their KV cache, weights and compute buffers), on the same clock."))
+        blocks.extend(server_memory.blocks(view, suffix))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
             semantics = semantics_for(view.manifest.target.version)

@@ -24,7 +24,15 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
     numeric: tuple[bool, ...] = ()  # per column: right-align
-    highlight_rows: tuple[int, ...] = ()  # row indexes drawn emphasised
+    highlight_rows: tuple[int, ...] = ()  # row indexes of the chosen answer (drawn green)
+    # Per row, a verdict class ('fail' red, 'warn' amber, 'pass' neutral, 'skip' muted; '' none):
+    # a regression is never drawn in the chosen answer's green.
+    row_classes: tuple[str, ...] = ()
+
+    def row_class(self, index: int) -> str:
+        if index in self.highlight_rows:
+            return "highlight"
+        return self.row_classes[index] if index < len(self.row_classes) else ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ _BLOCK_TEMPLATES = {
     "Table": """<div class="table-wrap"><table>
 {% if block.caption %}<caption>{{ block.caption }}</caption>{% endif %}
 <thead><tr>{% for column in block.columns %}<th{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ column }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in block.rows %}{% set row_index = loop.index0 %}<tr{% if row_index in block.highlight_rows %} class="highlight"{% endif %}>{% for cell in row %}<td{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+<tbody>{% for row in block.rows %}{% set row_index = loop.index0 %}{% set row_class = block.row_class(row_index) %}<tr{% if row_class %} class="{{ row_class }}"{% endif %}>{% for cell in row %}<td{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table></div>
 """,
     "Note": """<p class="note {{ block.level }}">{{ block.text }}</p>

@@ -17,7 +17,8 @@ from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load import client_health
 from bench.manifest import Manifest
-from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
+from bench.outputs.recommendation import print_run_recommendation
+from bench.outputs.summary import print_summary, saturation_lines, write_kv, write_run_report, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
 from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
 from bench.run.progress import busy
@@ -88,9 +89,14 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
+    for line in saturation_lines(summary, list(run.cells), managed=run.target_kind in ("sim", "managed")):
+        console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
     print_sweep(console, sweeps)
     write_kv(run.run_dir, console)
     if run.report and summary is not None:
         with busy(console, "drawing report.html"):
             write_run_report(run.run_dir, console)
+    if summary is not None and status == "complete":
+        # Last, so the answer of a sizing sweep is what the user sees when the run ends.
+        print_run_recommendation(console, run.run_dir)
     return result

@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from bench.escape import for_terminal, plain_terminal
 from bench.records import RequestRecord
+from bench.run.live_view import LiveWindow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +87,19 @@ class _CellStats:
         return "  ".join(parts)
 
 
+class _LiveProgress(Progress):
+    """The bars, and under them the running cell's last seconds (bench.run.live_view)."""
+
+    def __init__(self, *columns: Any, window: LiveWindow, **options: Any) -> None:
+        self.window = window  # not `live`: rich's Progress keeps its Live there
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterator[Any]:
+        yield self.make_tasks_table(self.tasks)
+        if len(self.tasks) > 1:  # a cell is running (the run bar alone: between cells)
+            yield Text("  " + self.window.line(), no_wrap=True, overflow="ellipsis", style="dim")
+
+
 class RunProgress:
     """The run as it goes: rich.progress bars on a terminal (the run's cells, the current cell's
     requests, elapsed and ETA, warmup, live TTFT p50 and tok/s of the measured requests), plain
@@ -100,11 +115,13 @@ class RunProgress:
         self.cell_task: TaskID | None = None
         self.cells_done = 0
         self.started = time.monotonic()
+        self.live = LiveWindow()
         self._reset("", 0, None, 0)
 
     def _reset(self, label: str, index: int, expected: int | None, warmup: int) -> None:
         self.label, self.index, self.expected, self.expected_warmup = label, index, expected, warmup
         self.stats = _CellStats()
+        self.live.reset()
         self.cell_started = time.monotonic()
         self.last_plain = self.cell_started
 
@@ -112,14 +129,14 @@ class RunProgress:
         if not self.console.is_terminal:
             return None
         if self.progress is None:
-            self.progress = Progress(
+            self.progress = _LiveProgress(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(bar_width=28),
                 MofNCompleteColumn(),
                 TextColumn("elapsed"), TimeElapsedColumn(),
                 TextColumn("ETA"), TimeRemainingColumn(),
                 TextColumn("{task.fields[stats]}", markup=False),
-                console=self.console, transient=False, refresh_per_second=4,
+                console=self.console, transient=False, refresh_per_second=4, window=self.live,
             )
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=self.total_cells, stats="")
@@ -155,6 +172,7 @@ class RunProgress:
         if record.request_index is not None and record.request_index < 0:
             return  # a calibration probe, not one of the cell's requests
         self.stats.add(record)
+        self._to_live(record)
         if self.progress is not None and self.cell_task is not None:
             self.progress.update(self.cell_task, advance=1, description=self._cell_description(),
                                  stats=self.stats.describe())
@@ -163,6 +181,22 @@ class RunProgress:
         if now - self.last_plain >= _PLAIN_EVERY_S:
             self.last_plain = now
             self.console.print(f"  {self._counts()}", highlight=False, soft_wrap=True, markup=False)
+            self.console.print(f"  {self.live.line()}", highlight=False, soft_wrap=True, markup=False)
+
+    def request_sent(self) -> None:
+        """A request went out (the live view's in-flight count)."""
+        self.live.sent()
+
+    def request_done(self) -> None:
+        self.live.finished()
+
+    def _to_live(self, record: RequestRecord) -> None:
+        ok = record.error_class is None
+        ttft = (record.first_token_s - record.sent_s if ok and record.first_token_s is not None
+                and record.sent_s is not None else None)
+        tokens = (record.output_tokens if record.output_tokens is not None else len(record.chunk_times_s or ())) if ok else 0
+        self.live.add(float(tokens), ttft, failed=not ok and record.error_class != "rejected",
+                      rejected=record.error_class == "rejected")
 
     def _counts(self) -> str:
         of = f"/{self.expected}" if self.expected else ""

@@ -273,7 +273,11 @@ class CellLoop:
             self._observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
-            return await clients.send(http, spec, self.clock.t0)
+            self.progress.request_sent()  # the live view's in-flight count
+            try:
+                return await clients.send(http, spec, self.clock.t0)
+            finally:
+                self.progress.request_done()
 
         enough = stopper.done if stopper is not None else asyncio.Event()
 

@@ -111,8 +111,8 @@ def test_full_report_renders_every_section_and_plot(browser: Any, make_run: Call
     run = make_run(gpu=True, ps=True, kv=True, recommendation=True)
     out = write_report([run], run / "report.html")
     opened = open_report(browser, out, screenshot="report-synthetic.png")
-    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "memory", "surfaces",
-                          "environment"])
+    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "memory",
+                          "surfaces", "environment"])
     assert len(opened.images) >= 10
 
 
@@ -120,7 +120,8 @@ def test_comparison_report_renders(browser: Any, make_run: Callable[..., Path], 
     baseline, current = make_run(run_id="base"), make_run(run_id="next", speed_factor=0.6, rejected_at=None)
     out = write_report([baseline, current], tmp_path / "compare.html")
     opened = open_report(browser, out, screenshot="report-compare.png")
-    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "surfaces", "environment"])
+    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "surfaces",
+                          "environment"])
     assert "next against the baseline base" in opened.body_text
 
 
@@ -219,5 +220,5 @@ def test_report_of_a_real_simulator_run(browser: Any, sim: Callable[..., str], t
     optional = {"memory", "keepalive"}
     assert_clean(opened, opened.section_ids)
     assert [s for s in opened.section_ids if s not in optional] == [
-        "answer", "throughput", "latency", "statistics", "surfaces", "environment"]
+        "answer", "throughput", "latency", "statistics", "timeline", "surfaces", "environment"]
     assert "native/chat c=4" in opened.body_text
