@@ -43,7 +43,9 @@ def format_interval(gate: GateResult) -> str:
     if not np.isfinite(gate.ci_low):
         return "–"
     scale, unit = 100.0, ("%" if gate.relative else " pt")
-    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
+    runs = f" (runs {gate.interval_basis.rpartition(' + ')[2].removesuffix(' repeats')})" \
+        if gate.interval_basis != "requests" else ""  # widened by run-to-run variation
+    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}{runs}"
 
 
 def format_n(gate: GateResult) -> str:
@@ -83,6 +85,15 @@ def verdict_label(gate: GateResult) -> str:
 
 
 def headline(comparison: Comparison) -> str:
+    """The one-line outcome; it names unlike runs (other speed, engine, versions) when they are."""
+    text = _outcome(comparison)
+    if comparison.environment_notes:
+        differing = [note.split(" differs")[0].removeprefix("unlike runs: ") for note in comparison.environment_notes]
+        text += f" — unlike runs: {', '.join(differing)}"
+    return text
+
+
+def _outcome(comparison: Comparison) -> str:
     counted = {v: sum(g.verdict == v for g in comparison.gates) for v in VERDICT_MARKS}
     if comparison.regressed:
         names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
@@ -137,7 +148,7 @@ def to_markdown(comparison: Comparison) -> str:
         f"{for_markdown(comparison.current_source)}.",
         "",
     ]
-    lines += [f"> note: {for_markdown(note)}" for note in comparison.environment_notes]
+    lines += [f"> ⚠ {for_markdown(note)}" for note in comparison.environment_notes]
     if comparison.environment_notes:
         lines.append("")
     lines += [

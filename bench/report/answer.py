@@ -10,7 +10,7 @@ from bench.errors import BenchError
 from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
                                       slo_verdict)
 from bench.records import RECOMMENDATION_JSON
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
 from bench.report.page import Note, Section, Table, Warnings
@@ -128,16 +128,28 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     server_ids = {c.server_id for c in view.manifest.cells} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})
     if not speeds:
         return None
+    return Note(prefix + speed_sentence(speeds), "info")
+
+
+def speed_sentence(speeds: list[float]) -> str:
+    """What the simulator's speed does to every figure, faster (--speed 10) or slower (0.7)."""
     factor = "/".join(f"{speed:g}" for speed in speeds)
-    return Note(f"{prefix}The simulator ran {factor}× faster than real time: every duration in this report is "
-                f"1/{factor} of the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these "
-                "wall-clock terms).", "info")
+    if all(speed > 1 for speed in speeds):
+        return (f"The simulator ran {factor}× faster than real time: every duration in this report is 1/{factor} of "
+                f"the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these wall-clock terms).")
+    if all(speed < 1 for speed in speeds):
+        slower = "/".join(f"{1 / speed:.3g}" for speed in speeds)
+        return (f"The simulator ran {slower}× slower than real time (speed {factor}): every duration in this report "
+                f"is {slower}× the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these "
+                "wall-clock terms).")
+    return (f"The simulator ran at speeds {factor} (×real time) on different servers: durations and tokens/s are "
+            "scaled by each server's speed; compare cells of one speed only.")
 
 
 def _slo_cell(row: pd.Series, slos: tuple[Slo, ...]) -> str:

@@ -61,3 +61,22 @@ def test_environment_of_a_remote_server_shows_what_its_api_reported(make_run: Ca
     environment = report_of(run).split('<section id="environment">')[1]
     assert "Server settings seen" in environment and "context_length 8,192" in environment
     assert "version (/api/version)" in environment and "0.12.6" in environment
+
+
+def test_a_kv_table_without_a_measurement_says_so_instead_of_a_zero_fit(make_run: Callable[..., Path]) -> None:
+    from bench.records import KV_JSON, read_json, write_json
+
+    run = make_run(kv=True)
+    payload = read_json(run / KV_JSON)
+    group = payload["groups"][0]
+    # As an older bench wrote it for the simulated engine: the simulator's own RSS fitted as "measured".
+    group.update(measured_source="ollama_ps", process_source="tree_rss",
+                 fits={**group["fits"], "nvml": None, "process_rss": {"fixed_bytes": 1.9e8, "bytes_per_token": 0.0}})
+    group["bytes_per_token"].update(nvml=None, process_rss=0.0)
+    group["ratio_to_measured"]["ollama_ps"] = 1.0
+    for point in group["points"]:
+        point.update(nvml_bytes=None, process_rss_bytes=1.9e8)
+    write_json(run / KV_JSON, payload)
+    memory = report_of(run).split('<section id="memory">')[1].split("</section>")[0]
+    assert "0.0 KiB" not in memory and "1.00×" not in memory
+    assert "no KV measurement in this run" in memory and "nothing measured" in memory
