@@ -44,6 +44,7 @@ class WorkerLink:
     _results: Any
     _stop: Any
     parent_pid: int  # the process that started the pool
+    _abort: Any = None  # set with _stop when in-flight requests must end now (grace over)
 
     def ready(self) -> None:
         """Block until every worker is ready (call after warmup, right before measuring)."""
@@ -58,6 +59,9 @@ class WorkerLink:
 
     def wait_stop(self, timeout_s: float) -> bool:
         return bool(self._stop.wait(timeout_s))
+
+    def abort_requested(self) -> bool:
+        return self._abort is not None and self._abort.is_set()
 
 
 WorkerMain = Callable[[Any, WorkerLink], Any]
@@ -94,9 +98,10 @@ class WorkerPool:
         self._barrier = context.Barrier(len(plans))
         self._results = context.Queue()
         self._stop = context.Event()
+        self._abort = context.Event()
         self.processes = [
             context.Process(target=_entry, daemon=True, args=(main, plan, WorkerLink(
-                index, len(plans), t0, self._barrier, self._results, self._stop, os.getpid())))
+                index, len(plans), t0, self._barrier, self._results, self._stop, os.getpid(), self._abort)))
             for index, plan in enumerate(plans)
         ]
         for process in self.processes:
@@ -104,6 +109,11 @@ class WorkerPool:
 
     def stop_dispatch(self) -> None:
         """Ask every worker to send no new requests (those in flight finish)."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Ask every worker to end its in-flight requests now (recorded as interrupted)."""
+        self._abort.set()
         self._stop.set()
 
     def collect(self, on_item: Callable[[int, Any], None], deadline_s: float,

@@ -77,10 +77,16 @@ def _worker_main(plan: CellWorkerPlan, link: WorkerLink) -> CellOutcome:
         finished = threading.Event()
 
         def watch_stop() -> None:
+            stopped = False
             while not finished.is_set():
-                if link.wait_stop(0.2):
+                if not stopped and link.wait_stop(0.2):
                     loop.call_soon_threadsafe(enough.set)
+                    stopped = True
+                if link.abort_requested():  # the parent's grace is over: cancel what is in flight
+                    loop.call_soon_threadsafe(stop.request_abort, "interrupted")
                     return
+                if stopped:
+                    finished.wait(0.2)
 
         watcher = threading.Thread(target=watch_stop, daemon=True)
         watcher.start()
@@ -110,11 +116,14 @@ async def run_cell_in_workers(plans: list[CellWorkerPlan], t0: float, on_record:
 
     async def relay_stop() -> None:
         waiters = [asyncio.ensure_future(stop.stop_dispatch.wait()), asyncio.ensure_future(enough.wait())]
+        aborted = asyncio.ensure_future(stop.abort.wait())
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             pool.stop_dispatch()
+            await aborted  # grace over (or a second Ctrl-C): workers cancel and record their in-flight requests
+            pool.abort()
         finally:
-            for waiter in waiters:
+            for waiter in [*waiters, aborted]:
                 waiter.cancel()
 
     relay = asyncio.ensure_future(relay_stop())
