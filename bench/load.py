@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from bench.arrival_shapes import ArrivalShape
 from bench.clients.base import RequestInterrupted, RequestSpec
 from bench.records import Phase, RequestRecord
 
@@ -180,6 +181,8 @@ class CellLoad:
     worker: int = 0
     workers: int = 1
     warmup_total: int | None = None  # the whole cell's warmup (None: warmup_requests)
+    # An open loop's shape beyond a steady rate (bursts, ramp-up, stages); None: rate_rps, steady.
+    shape: ArrivalShape | None = None
 
 
 @dataclass
@@ -377,15 +380,17 @@ async def _trace_loop(d: _Dispatcher, clock: Clock, steps: list[tuple[float, Con
 
 
 def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iterator[float]:
-    """Endless arrival times (seconds from the start): constant spacing, or Poisson (exponential gaps)."""
-    offset = 0.0
-    while True:
-        yield offset
-        offset += 1.0 / rate_rps if arrival == "constant" else rng.expovariate(rate_rps)
+    """Endless arrival times (seconds from the start) at a steady rate: constant spacing, or Poisson."""
+    return steady_shape(arrival, rate_rps).offsets_s(rng)
+
+
+def steady_shape(arrival: str, rate_rps: float | None) -> ArrivalShape:
+    return ArrivalShape(arrival="constant" if arrival == "constant" else "poisson", rate_rps=rate_rps)
 
 
 async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int) -> None:
-    assert load.rate_rps is not None
+    # A shape (bench.arrival_shapes: bursts, ramp-up, stages) from the scenario, else the steady rate.
+    shape = load.shape or steady_shape(load.arrival, load.rate_rps)
     rng = random.Random(f"{load.seed}:{load.schedule_key}:{repeat}:arrivals")
     cap = asyncio.Semaphore(load.concurrency) if load.concurrency else None
     start_s = clock.now_s()
@@ -398,7 +403,7 @@ async def _open_loop(d: _Dispatcher, clock: Clock, load: CellLoad, repeat: int) 
             if cap is not None:
                 cap.release()
 
-    for count, offset_s in enumerate(arrival_offsets_s(load.arrival, load.rate_rps, rng)):
+    for count, offset_s in enumerate(shape.offsets_s(rng)):
         if load.requests is not None and count >= load.requests:
             break
         if load.duration_s is not None and offset_s >= load.duration_s:
