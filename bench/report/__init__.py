@@ -11,15 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError, UsageError
-from bench.limits import MAX_REPORT_CELLS
+from bench.numbers import MAX_REPORT_CELLS
 from bench.records import MANIFEST_FILE, Run, load_run, read_manifest
 from bench.report import (
     answer,
     conversations,
     environment,
-    errors,
+    failures,
     keepalive,
     latency,
     memory,
@@ -36,7 +36,8 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, timeline.build, keepalive.build,
+    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, failures.build,
+    timeline.build, keepalive.build,
     memory.build,
     surfaces.build, environment.build,
 )

@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
@@ -92,7 +92,7 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
         labels.append(str(label or cell_id))
     cells["label"] = labels
     load = run.manifest.scenario.get("load") or {}
-    # A ramp or stages (bench.arrival_shapes) offer no one rate: rate_rps is at most where they start.
+    # A ramp or stages (bench.load.arrival_shapes) offer no one rate: rate_rps is at most where they start.
     shaped = isinstance(load, dict) and bool(load.get("ramp_up") or load.get("stages"))
     cells["offered_load"] = [math.nan if shaped and s.get("arrival") in _OPEN else offered_load(s)
                              for s in cells.to_dict("records")]
@@ -128,7 +128,7 @@ def offered_load(settings: dict[str, Any]) -> float:
     if rate is not None:
         return float(rate)
     if settings.get("arrival") in _OPEN:
-        return math.nan  # a ramp or stages (bench.arrival_shapes): no one offered rate
+        return math.nan  # a ramp or stages (bench.load.arrival_shapes): no one offered rate
     concurrency = clean(settings.get("concurrency"))
     return float(concurrency) if concurrency is not None else math.nan
 

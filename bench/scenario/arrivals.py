@@ -1,5 +1,5 @@
 """The scenario's arrival-shape fields of `load:` (pydantic): ramp-up and k6-style stages, and the
-checks that tie them and `burstiness` to an open loop. The schedule itself: bench.arrival_shapes."""
+checks that tie them and `burstiness` to an open loop. The schedule itself: bench.load.arrival_shapes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bench.limits import MAX_RATE_RPS
+from bench.numbers import MAX_RATE_RPS
 from bench.scenario.fields import Seconds
 
 Rate = Annotated[float, Field(ge=0, le=MAX_RATE_RPS, strict=True)]

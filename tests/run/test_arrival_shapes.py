@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from bench.arrival_shapes import ArrivalShape, Stage
+from bench.load.arrival_shapes import ArrivalShape, Stage
 
 
 def _gaps(shape: ArrivalShape, count: int, seed: int = 7) -> np.ndarray:

@@ -61,7 +61,7 @@ class ArrivalShape:
             progress = _progress(index, offset_s, self.requests, self.duration_s)
             start, end = self.ramp_start_rps, self.ramp_end_rps
             if self.ramp_strategy == "exponential":
-                return start * (end / start) ** progress
+                return float(start * (end / start) ** progress)
             return start + (end - start) * progress
         if self.rate_rps is None:
             raise ValueError("an arrival shape needs rate_rps, ramp_up or stages")
