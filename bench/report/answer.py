@@ -173,10 +173,13 @@ def _headline_table(views: list[RunView]) -> Table:
     with_slos = any(slos.values())
     rows = []
     for view in views:
+        # A pruned cell was never measured: say so, not "misses every SLO".
+        skipped = {c.cell_id for c in view.manifest.cells if c.status == "skipped"}
         for cell_id in view.cells.index:
+            verdict = ("skipped: not measured (see the warnings)" if cell_id in skipped
+                       else _slo_cell(view.cells.loc[cell_id], slos[view.label]))
             rows.append(((view.label,) if several else ()) + (view.cells.at[cell_id, "label"],)
-                        + headline_row(view.cells, cell_id)
-                        + ((_slo_cell(view.cells.loc[cell_id], slos[view.label]),) if with_slos else ()))
+                        + headline_row(view.cells, cell_id) + ((verdict,) if with_slos else ()))
     columns = (("run",) if several else ()) + ("cell",) + _HEADLINE_COLUMNS + (("SLOs",) if with_slos else ())
     numeric = ((False,) if several else ()) + (False,) + (True,) * len(_HEADLINE_COLUMNS) + (
         (False,) if with_slos else ())
