@@ -212,11 +212,15 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     # Only /api/ps rows that name this runner's context use that extension: NVML and unlabelled
     # rows could be a stopping server's or the next runner's, so they keep the cell's own window.
     windows["until_s"] = windows["start_s"].shift(-1).fillna(math.inf).clip(lower=windows["end_s"])
+    unmeasured = 0
     for settings in run.cells.to_dict("records"):
         cell_id = str(settings["cell_id"])
         num_ctx = _setting_int(settings, "num_ctx", "OLLAMA_CONTEXT_LENGTH")
-        if cell_id not in windows.index or num_ctx is None or settings.get("model") is None:
-            notes.append(f"cell {cell_id}: no requests or no num_ctx; left out of the fit")
+        if cell_id not in windows.index:
+            unmeasured += 1  # skipped by a pruned study, or never reached: one note for all of them
+            continue
+        if num_ctx is None or settings.get("model") is None:
+            notes.append(f"cell {cell_id}: no num_ctx; left out of the fit")
             continue
         num_parallel = _setting_int(settings, "OLLAMA_NUM_PARALLEL") or 1
         cache_type = str(settings.get("OLLAMA_KV_CACHE_TYPE") or "f16")
@@ -240,6 +244,8 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
                 process_source=process_source,
             )
         )
+    if unmeasured:
+        notes.append(f"{unmeasured} cell(s) without measured requests (skipped or not reached): left out of the fit")
     return points, notes
 
 
