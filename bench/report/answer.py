@@ -121,10 +121,15 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
                      "warning")]
     best = max(meeting, key=lambda cid: float(cells.at[cid, "output_tps"]))
     row = cells.loc[best]
+    from bench.analysis.recommend_basis import needed_samples
+
+    needed, needed_by = needed_samples([slo.metric for slo in slos])
+    ok = int(row.get("ok", 0) or 0)
+    basis = f" (n={ok})" if ok >= needed else f" Provisional: n={ok} where {needed_by} needs ≥{needed}."
     return [Note(f"{prefix}{len(meeting)} of {len(cells)} cells meet the SLOs ({goals}). The most output "
                  f"throughput among them: {row['label']}, {fmt.rate(row.get('output_tps'))} tok/s at TTFT p95 "
-                 f"{fmt.seconds(row.get('ttft_p95_s'))} and TPOT p95 {fmt.seconds(row.get('tpot_p95_s'))}.",
-                 "answer")]
+                 f"{fmt.seconds(row.get('ttft_p95_s'))} and TPOT p95 {fmt.seconds(row.get('tpot_p95_s'))}."
+                 + basis, "answer" if ok >= needed else "warning")]
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
