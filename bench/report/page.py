@@ -15,6 +15,8 @@ from typing import Literal
 import jinja2
 from markupsafe import Markup
 
+from bench.escape import html_text
+
 from bench.report.plotting import Plot
 
 
@@ -112,7 +114,7 @@ _BLOCK_TEMPLATES = {
 """,
     "Preformatted": """<figure class="pre">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}<pre>{{ block.text }}</pre></figure>
 """,
-    "Figure": """<figure class="plot"><img src="{{ block.plot.data_uri }}" alt="{{ block.plot.alt }}" width="{{ block.plot.width_px }}" height="{{ block.plot.height_px }}">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
+    "Figure": """<figure class="plot" style="max-width: {{ block.plot.width_px }}px">{{ svg(block.plot) }}{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
 """,
 }
 
@@ -129,12 +131,15 @@ def render_page(title: str, subtitle: str, sections: list[Section], bench_versio
     block_templates = {name: environment.from_string(text) for name, text in _BLOCK_TEMPLATES.items()}
 
     def render_block(block: Block) -> str:
-        return block_templates[type(block).__name__].render(block=block)
+        # A plot's SVG is matplotlib's output, which escapes every text it draws: trusted markup.
+        return block_templates[type(block).__name__].render(block=block, svg=lambda plot: Markup(plot.svg))
 
     # render_block's output is already escaped markup: mark it safe for the outer template.
     environment.globals["render_block"] = lambda block: Markup(render_block(block))
     css = resources.files("bench.report").joinpath("report.css").read_text(encoding="utf-8")
-    return environment.from_string(_TEMPLATE).render(
+    # Server text (an error body, a model name) may hold NUL, ESC or BEL: invalid in HTML, and
+    # some viewers stop at a NUL. Nothing bench itself writes holds one, so the page is cleaned whole.
+    return html_text(environment.from_string(_TEMPLATE).render(
         title=title, subtitle=subtitle, sections=sections, bench_version=bench_version,
         sources=sources, css=css,
-    )
+    ))

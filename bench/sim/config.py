@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from bench.sim import context
 from bench.sim.catalog import Catalog, GpuProfile, load_catalog
 from bench.sim.catalog import _merge as merge_entries
 from bench.sim.durations import keep_alive_s, parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 from bench.sim.memory import KV_TYPE_BYTES
 from bench.sim.versions import V0_33, OllamaRules, rules_for
+from bench.processes import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
@@ -162,12 +162,7 @@ def loopback_host(host: str, where: str, hint: str = "") -> str:
     bench sim is a teaching and test target with no authentication: it never listens beyond the
     machine, even when OLLAMA_HOST (often exported for a real `ollama serve`) says 0.0.0.0.
     """
-    name = host.strip("[]")
-    try:
-        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise SimConfigError(
             f"{where}: bench sim listens on loopback only (127.0.0.1, ::1 or localhost), not {host!r}{hint}")
     return host

@@ -83,7 +83,8 @@ def open_report(browser: Any, path: Path, screenshot: str | None = None) -> Open
         opened.images = page.eval_on_selector_all(
             "img, svg", """nodes => nodes.map(n => { const r = n.getBoundingClientRect();
                 return {tag: n.tagName, width: r.width, height: r.height,
-                        natural: n.tagName === 'IMG' ? n.naturalWidth : -1, alt: n.getAttribute('alt')}; })""")
+                        natural: n.tagName === 'IMG' ? n.naturalWidth : -1,
+                        alt: n.getAttribute('alt') || n.getAttribute('aria-label')}; })""")
         opened.script_elements = page.evaluate("document.querySelectorAll('script').length")
         opened.pwned = page.evaluate("window.__pwned")
         opened.body_text = page.inner_text("body")
