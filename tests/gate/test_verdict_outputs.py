@@ -15,7 +15,7 @@ import pytest
 
 from bench.analysis.compare import Comparison, GateResult
 from bench.outputs.gate_tables import render_table, to_junit_xml, to_markdown, verdict_label
-from bench.report.answer import gate_table
+from bench.report.gates import gate_table
 from bench.report.page import Section, render_page
 
 
