@@ -212,8 +212,7 @@ def build_config(
         # --calibrate RUN_DIR: a profile measured on the user's machine, served as --gpu calibrated.
         if gpu:
             raise SimConfigError(f"--gpu {gpu} with --calibrate: the calibration is the GPU profile; drop --gpu")
-        catalog = merge_entries(catalog, dict(calibrated), "--calibrate")
-        gpu = str(calibrated["gpus"][0]["name"])
+        catalog, gpu = _with_calibrated(catalog, calibrated)
     if engine_name == "llama-server" and not gpu and not env.get("BENCH_SIM_GPU", "").strip():
         gpu = "cpu"  # the engine runs on this machine's CPU: Ollama's CPU-only rules apply
     gpu_name = (gpu or env.get("BENCH_SIM_GPU", "") or DEFAULT_GPU).strip().lower()
@@ -272,6 +271,23 @@ def build_config(
         model_files=engine_model_files(model_files),
         engine_log_dir=Path(engine_log_dir) if engine_log_dir else None,
     )
+
+
+def _with_calibrated(catalog: Catalog, calibrated: Mapping[str, Any]) -> tuple[Catalog, str]:
+    """The catalog with the calibrated profile, and its name.
+
+    A run measured without a GPU gives memory 0: a machine with no GPU memory, Ollama's CPU-only
+    rules, as the engine's own "cpu" profile. A --catalog file may not say 0 (a typo there), so
+    the profile is read with a placeholder size and given its 0 afterwards.
+    """
+    entry = dict(calibrated["gpus"][0])
+    no_gpu = str(entry["memory"]).strip() == "0"
+    merged = merge_entries(catalog, {"gpus": [{**entry, "memory": "1" if no_gpu else entry["memory"]}]}, "--calibrate")
+    name = str(entry["name"])
+    if no_gpu:
+        profile = GpuProfile(**{**merged.gpus[name].__dict__, "memory_bytes": 0})
+        merged = Catalog(models=merged.models, gpus={**merged.gpus, name: profile})
+    return merged, name
 
 
 def engine_model_files(pairs: Sequence[str]) -> dict[str, Path]:
