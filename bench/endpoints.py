@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 
 from bench.errors import UsageError
 from bench.secrets import redact_address
@@ -98,12 +97,3 @@ def resolve_ollama_host(value: str | None = None) -> str:
         return base_url_of(raw)
     except ValueError as error:
         raise UsageError(f"{where} {redact_address(raw)!r}: {error}") from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now on `host` (bind port 0, read it, release it): for the
-    servers bench starts (managed servers, the perf emitter)."""
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host.strip("[]"), 0))
-        return int(probe.getsockname()[1])

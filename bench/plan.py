@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ScenarioError
-from bench.limits import MAX_CELLS
+from bench.numbers import MAX_CELLS
 from bench.escape import plain_terminal
 from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario, SweepSpec
 
@@ -107,7 +107,7 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         "prompt_tokens": prompt_tokens,
         "shared_prefix_tokens": workload.prompt.shared_prefix_tokens or [None],
         "turns": turns,
-        # A distribution is drawn per request (bench.prompts); the cell shows its mean.
+        # A distribution is drawn per request (bench.workload.prompts); the cell shows its mean.
         "max_tokens": ([round(workload.max_tokens.mean_tokens)]
                        if isinstance(workload.max_tokens, Distribution) else list(workload.max_tokens)),
         "keep_alive": workload.keep_alive or [None],

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import MANIFEST_FILE, load_run, missing_as_none
 
 FORMAT = "bench-baseline"

@@ -16,7 +16,7 @@ from scipy import stats
 from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_per_token
 from bench.analysis.kv_model import ModelArch
 from bench.errors import TargetError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
 
 

@@ -16,9 +16,10 @@ import pandas as pd
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
 from bench.analysis.recommend_basis import TIE_FRACTION, SampleBasis
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
+from bench.numbers import gib
 
 SETTING = "OLLAMA_NUM_PARALLEL"
 _PS_SLACK_S = 1.0
@@ -307,7 +308,7 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
             reason += " (GPU fit unknown: no /api/ps data)"
     elif candidate.fits_in_gpu is False and candidate.cell_id is not None:
         spilled = (candidate.size_bytes or 0) - (candidate.size_vram_bytes or 0)
-        reason = (f"spills to CPU: size_vram {_gib(candidate.size_vram_bytes)} of size {_gib(candidate.size_bytes)} "
+        reason = (f"spills to CPU: size_vram {gib(candidate.size_vram_bytes)} of size {gib(candidate.size_bytes)} "
                   f"({spilled / max(1, candidate.size_bytes or 1):.0%} on CPU)")
     elif candidate.cell_id is not None and chosen is not None:
         close = abs(candidate.output_tps - chosen.output_tps) <= TIE_FRACTION * max(candidate.output_tps,
@@ -327,9 +328,6 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
         outcome = "runner-up"
     return Candidate(**{**asdict(candidate), "outcome": outcome, "reason": reason})
 
-
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"
 
 
 def _verdict(chosen: Candidate | None, runner_up: Candidate | None, slos: tuple[Slo, ...],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.atomic import check_output_file, write_text_atomically
+from bench.records.atomic import check_output_file, write_text_atomically
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
 from bench.escape import plain_terminal

@@ -29,7 +29,8 @@ def _weights_from_tags(models: list[dict[str, Any]], name: str) -> int | None:
 
 
 def _print_sizing(name: str, sizing: KvSizing) -> None:
-    from bench.analysis.kv_formulas import describe_ratio, format_bytes
+    from bench.analysis.kv_formulas import describe_ratio
+    from bench.numbers import binary_size
 
     arch = sizing.arch
     _echo_wrapped(
@@ -38,16 +39,16 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
     _echo_wrapped(
         f"num_ctx {sizing.num_ctx} x NUM_PARALLEL {sizing.num_parallel} = {sizing.ctx_total} tokens, "
         f"cache {sizing.cache_type}", "  ")
-    weights = "unknown" if sizing.weights_bytes is None else format_bytes(sizing.weights_bytes)
+    weights = "unknown" if sizing.weights_bytes is None else binary_size(sizing.weights_bytes)
     rows = [
         ("weights", weights),
-        ("KV, rule of thumb", f"{format_bytes(sizing.rule_of_thumb_bytes)} (ctx x layers x hidden x 2 B)"),
-        ("KV, exact", f"{format_bytes(sizing.exact_bytes)} (2 x layers x ctx x kv_heads x head_dim x bytes)"),
+        ("KV, rule of thumb", f"{binary_size(sizing.rule_of_thumb_bytes)} (ctx x layers x hidden x 2 B)"),
+        ("KV, exact", f"{binary_size(sizing.exact_bytes)} (2 x layers x ctx x kv_heads x head_dim x bytes)"),
     ]
     if sizing.exact_stored_bytes != sizing.exact_bytes:
-        rows.append(("KV, exact as stored", f"{format_bytes(sizing.exact_stored_bytes)} ({sizing.cache_type} blocks)"))
+        rows.append(("KV, exact as stored", f"{binary_size(sizing.exact_stored_bytes)} ({sizing.cache_type} blocks)"))
     if sizing.graph_known:
-        compute = (f"{format_bytes(sizing.graph_bytes)} (approx., -ub {sizing.num_batch} as Ollama v0.33 picks it, "
+        compute = (f"{binary_size(sizing.graph_bytes)} (approx., -ub {sizing.num_batch} as Ollama v0.33 picks it, "
                    "flash attention on)")
     else:
         compute = "cannot know: the model reports no vocabulary size (give --graph)"
@@ -56,13 +57,13 @@ def _print_sizing(name: str, sizing: KvSizing) -> None:
         ("compute buffer (llama-server)", compute),
     ]
     if sizing.total_bytes is not None:
-        rows.append(("total", f"{format_bytes(sizing.total_bytes)} (weights + stored KV + compute)"))
+        rows.append(("total", f"{binary_size(sizing.total_bytes)} (weights + stored KV + compute)"))
     if sizing.gpu_memory_bytes is None:
         rows.append(("largest NUM_PARALLEL that fits", "give --gpu-memory"))
     elif sizing.max_parallel is None:
         rows.append(("largest NUM_PARALLEL that fits", "unknown weights size"))
     else:
-        where = (f"in {format_bytes(sizing.gpu_memory_bytes)} less llama-server's 1 GiB fit margin, at num_ctx "
+        where = (f"in {binary_size(sizing.gpu_memory_bytes)} less llama-server's 1 GiB fit margin, at num_ctx "
                  f"{sizing.num_ctx}")
         rows.append(("largest NUM_PARALLEL that fits", f"{sizing.max_parallel} ({where})"))
     _echo_rows(rows)
@@ -95,7 +96,8 @@ def _echo_rows(rows: list[tuple[str, str]]) -> None:
 
 
 def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
-    from bench.analysis.kv_formulas import describe_ratio, format_bytes, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.analysis.kv_formulas import describe_ratio, kv_bytes_per_token, rule_of_thumb_bytes_per_token
+    from bench.numbers import binary_size
 
     header = ("model", "arch", "layers", "hidden", "q/kv heads", "rule B/tok", "exact B/tok",
               "rule of thumb", "KV exact", "max parallel")  # fmt: skip
@@ -112,7 +114,7 @@ def _print_table(sizings: list[tuple[str, KvSizing]], cache_type: str) -> None:
                 str(rule_of_thumb_bytes_per_token(arch)),
                 f"{kv_bytes_per_token(arch, cache_type):g}",
                 describe_ratio(sizing.rule_to_exact),
-                format_bytes(sizing.exact_stored_bytes),
+                binary_size(sizing.exact_stored_bytes),
                 "-" if sizing.max_parallel is None else str(sizing.max_parallel),
             )
         )
@@ -255,7 +257,7 @@ def kv_analyze_command(run_dir: Path) -> None:
     """Fit memory against num_ctx x NUM_PARALLEL for a run; writes kv.json and prints bytes per token."""
     with working(output_console(), f"fitting memory against context for {run_dir}"):
         from bench.analysis.kv_fit import analyze_run
-        from bench.analysis.kv_formulas import format_bytes
+        from bench.numbers import binary_size
         from bench.records import KV_JSON, load_run, write_json
 
         payload = analyze_run(load_run(run_dir))
@@ -276,7 +278,7 @@ def kv_analyze_command(run_dir: Path) -> None:
             ci = measured_fit["bytes_per_token_ci95"]
             ci_text = "" if ci is None else f", 95% CI [{ci[0]:,.0f}, {ci[1]:,.0f}]"
             click.echo(
-                f"  measured ({group['measured_source']}): fixed {format_bytes(measured_fit['fixed_bytes'])}"
+                f"  measured ({group['measured_source']}): fixed {binary_size(measured_fit['fixed_bytes'])}"
                 f"{ci_text}"
             )
     for note in payload["notes"]:

@@ -43,7 +43,7 @@ def perf(surface: str | None, quick: bool, out_dir: Path, accuracy_itl_ms: float
 
     Ctrl-C or SIGTERM stops it and still writes what was measured to perf.json ("partial": true).
     """
-    from bench.atomic import check_output_dir, check_output_file
+    from bench.records.atomic import check_output_dir, check_output_file
     from bench.perf.suite import PerfOptions, run_perf, summarize
     from bench.records import write_json
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.atomic import check_output_file
+from bench.records.atomic import check_output_file
 from bench.cli.console import output_console, working
 
 

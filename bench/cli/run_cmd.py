@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import BenchError, ScenarioError, UsageError
@@ -279,7 +279,8 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 def validate_command(files: tuple[Path, ...]) -> None:
     """Check scenario FILES without running them (one line per problem; exit 2 if any)."""
     from bench.plan import plan_cells
-    from bench.run.checks import prompt_source, scenario_problems
+    from bench.workload.prompts import prompt_source
+    from bench.run.checks import scenario_problems
     from bench.scenario import load_scenario
 
     failed = False

@@ -23,8 +23,8 @@ import orjson
 
 from bench.clients.base import RequestInterrupted, RequestSpec
 from bench.clients.transport import arrival_s
-from bench.limits import MAX_SECONDS
-from bench.records import RequestRecord
+from bench.numbers import MAX_SECONDS
+from bench.records.record import RequestRecord
 
 ERROR_MESSAGE_MAX_CHARS = 500
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.records import Endpoint, Phase, RequestRecord, Surface
+from bench.records.record import Endpoint, Phase, RequestRecord, Surface
 
 # A keep_alive as Ollama accepts it: a duration string ("5m", "1h30m", "300ms"), a number of
 # seconds, 0 (unload when idle) or negative (never unload).

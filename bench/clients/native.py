@@ -21,7 +21,7 @@ from bench.clients._exchange import (
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import NATIVE_PATHS
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 PATHS = NATIVE_PATHS
 

@@ -23,7 +23,7 @@ from bench.clients._exchange import (
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import OPENAI_PATHS
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 PATHS = OPENAI_PATHS
 

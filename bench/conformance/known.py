@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.yaml12 import load_yaml
+from bench.inputs.yaml12 import load_yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import UsageError

@@ -43,7 +43,9 @@ def format_interval(gate: GateResult) -> str:
     if not np.isfinite(gate.ci_low):
         return "–"
     scale, unit = 100.0, ("%" if gate.relative else " pt")
-    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
+    runs = f" (runs {gate.interval_basis.rpartition(' + ')[2].removesuffix(' repeats')})" \
+        if gate.interval_basis != "requests" else ""  # widened by run-to-run variation
+    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}{runs}"
 
 
 def format_n(gate: GateResult) -> str:

@@ -10,7 +10,7 @@ from bench.errors import BenchError
 from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
                                       slo_verdict)
 from bench.records import RECOMMENDATION_JSON
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
 from bench.report.page import Note, Section, Table, Warnings
@@ -128,7 +128,7 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     server_ids = {c.server_id for c in view.manifest.cells} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})

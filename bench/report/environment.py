@@ -9,7 +9,7 @@ import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
 from bench.report import formatting as fmt
-from bench.manifest import ClientRecord, Manifest
+from bench.records.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
 
@@ -91,7 +91,7 @@ def _simulated_gpus(manifest: Manifest) -> list[str]:
 
 def _speed_rows(view: RunView) -> list[tuple[str, str]]:
     """The simulator's speed per server: every duration is 1/speed of the modelled GPU's."""
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     sim_ids = [s.server_id for s in view.manifest.servers if _sim_args(s.command) is not None]
     if not sim_ids:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.loads import loads_from_ps, truncated_prompts
+from bench.analysis.model_loads import loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt

@@ -114,7 +114,7 @@ _BLOCK_TEMPLATES = {
 """,
     "Preformatted": """<figure class="pre">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}<pre>{{ block.text }}</pre></figure>
 """,
-    "Figure": """<figure class="plot"><img src="{{ block.plot.data_uri }}" alt="{{ block.plot.alt }}" width="{{ block.plot.width_px }}" height="{{ block.plot.height_px }}">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
+    "Figure": """<figure class="plot" style="max-width: {{ block.plot.width_px }}px">{{ svg(block.plot) }}{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
 """,
 }
 
@@ -131,7 +131,8 @@ def render_page(title: str, subtitle: str, sections: list[Section], bench_versio
     block_templates = {name: environment.from_string(text) for name, text in _BLOCK_TEMPLATES.items()}
 
     def render_block(block: Block) -> str:
-        return block_templates[type(block).__name__].render(block=block)
+        # A plot's SVG is matplotlib's output, which escapes every text it draws: trusted markup.
+        return block_templates[type(block).__name__].render(block=block, svg=lambda plot: Markup(plot.svg))
 
     # render_block's output is already escaped markup: mark it safe for the outer template.
     environment.globals["render_block"] = lambda block: Markup(render_block(block))

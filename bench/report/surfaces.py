@@ -92,7 +92,8 @@ def _table(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> T
                 # Throughput: the two cells' requests resampled as (tokens, e2e) pairs, as the
                 # NUM_PARALLEL recommendation judges a tie (bench.analysis.recommend_basis).
                 interval = ratio_interval(cell_basis(view.requests, native), cell_basis(view.requests, openai))
-            change += " " + ("(n too small)" if interval is None else
+            # The interval on a second line: a 1400 px page showed the table's last column cut.
+            change += "\n" + ("(n too small)" if interval is None else
                              f"[{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]%")
             row += (show(view.cells.at[native, column]), show(view.cells.at[openai, column]), change)
         rows.append(row)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bench.analysis.recommend import scenario_slos
 from bench.errors import BenchError
@@ -60,7 +61,7 @@ def _caption(view: RunView, thinned: int) -> str:
     return ("Shaded bands: the cells, numbered in the run's order (the headline table's rows); warmup "
             "requests included. Output tokens/s counts each streamed chunk's tokens in the bin it arrived "
             "in; in flight counts requests between send and end; TTFT is one dot per successful request "
-            "at its first token; errors and 503 rejections per second at their end." + memory + thin)
+            "at its first token; errors and 503 rejections per second at their end (a panel only when there were any)." + memory + thin)
 
 
 def _has_ps(view: RunView) -> bool:
@@ -132,28 +133,36 @@ def _ttft_points(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _timeline(view: RunView, suffix: str) -> tuple[plotting.Plot, int]:
     requests = view.requests
-    rows = 5 if _has_ps(view) else 4
-    figure, axes = plotting.new_figure(rows, 1, height_in=1.55, sharex=True)
     edges = _edges(requests)
+    errors, rejected = _failures(requests, edges)
+    failed = bool(errors.any() or rejected.any())
+    panels = ["tokens", "flight", "ttft"] + (["failures"] if failed else []) + (["memory"] if _has_ps(view) else [])
+    figure, axes = plotting.new_figure(len(panels), 1, height_in=1.55, sharex=True)
+    by_name = dict(zip(panels, axes))
     middles = (edges[:-1] + edges[1:]) / 2
-    axes[0].plot(middles, output_rate(requests, edges), color=plotting.PALETTE[0], linewidth=1.3)
-    axes[0].set_ylabel("output tok/s")
+    by_name["tokens"].plot(middles, output_rate(requests, edges), color=plotting.PALETTE[0], linewidth=1.3)
+    by_name["tokens"].set_ylabel("output tok/s")
     times, flying = in_flight(requests)
-    axes[1].step(times, flying, where="post", color=plotting.PALETTE[4], linewidth=1.1)
-    axes[1].set_ylabel("in flight")
-    thinned = _ttft_panel(axes[2], view, requests)
-    _failure_panel(axes[3], *_failures(requests, edges), edges)
-    if rows == 5:
-        _ps_panel(axes[4], view)
-    for ax in axes:
-        ax.set_ylim(bottom=0) if ax is not axes[2] else None
-        ax.margins(y=0.12)
+    by_name["flight"].step(times, flying, where="post", color=plotting.PALETTE[4], linewidth=1.1)
+    by_name["flight"].set_ylabel("in flight")
+    by_name["flight"].yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    thinned = _ttft_panel(by_name["ttft"], view, requests)
+    if failed:
+        _failure_panel(by_name["failures"], errors, rejected, edges)
+    if "memory" in by_name:
+        _ps_panel(by_name["memory"], view)
+    for name, ax in by_name.items():
+        if name != "ttft":
+            ax.set_ylim(bottom=0)
+        plotting.headroom(ax, 0.12)
     _shade_cells(axes, cell_spans(view))
     axes[-1].set_xlabel("time since the run started (s)")
-    axes[0].set_title(f"The run over time, cell by cell{suffix}", pad=14)  # room for the cell numbers
+    axes[0].set_title(f"The run over time, cell by cell{suffix}" + ("" if failed else " (no errors or rejections)"),
+                      pad=14)  # room for the cell numbers
     return plotting.render(figure, "The run over time", "Stacked time series over the whole run: output tokens "
-                           "per second, requests in flight, TTFT per request, failures per second"
-                           + (", and the server-reported model memory" if rows == 5 else "")
+                           "per second, requests in flight, TTFT per request"
+                           + (", failures per second" if failed else "")
+                           + (", and the server-reported model memory" if "memory" in by_name else "")
                            + "; cells shaded and numbered."), thinned
 
 
@@ -165,6 +174,7 @@ def _ttft_panel(ax: Axes, view: RunView, requests: pd.DataFrame) -> int:
     if len(ttft) and float(ttft.max()) / float(ttft.min()) >= 10:
         ax.set_yscale("log")  # one cold load at 10x the warm TTFT would flatten every other dot
         plotting.plain_tick_labels(ax.yaxis)
+        ax.yaxis.set_minor_formatter(NullFormatter())  # a short panel: 10, 100, 1000 only
     try:
         slos = {slo.metric: slo.threshold for slo in scenario_slos(view.manifest)}
     except BenchError:
@@ -172,19 +182,15 @@ def _ttft_panel(ax: Axes, view: RunView, requests: pd.DataFrame) -> int:
     for metric in ("ttft_p95", "ttft_p99", "ttft_p50"):
         if metric in slos:
             ax.axhline(float(slos[metric]) * scale, color="#d62728", linestyle=":", linewidth=1.2)
-            ax.annotate(f"SLO {metric}", (1.0, float(slos[metric]) * scale), xycoords=("axes fraction", "data"),
-                        ha="right", va="bottom", fontsize=7.5, color="#b3261e")
+            ax.annotate(f"SLO {metric}", (0.995, float(slos[metric]) * scale), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize=7.5, color="#b3261e", zorder=5,
+                        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.5})
             break
     return thinned
 
 
 def _failure_panel(ax: Axes, errors: np.ndarray, rejected: np.ndarray, edges: np.ndarray) -> None:
     ax.set_ylabel("failed /s")
-    if not (errors.any() or rejected.any()):
-        ax.text(0.5, 0.5, "no errors or rejections", transform=ax.transAxes, ha="center", va="center",
-                color="#555555", fontsize=8.5)
-        ax.set_ylim(0, 1)
-        return
     # Filled steps, not bars: one path per series keeps the page small (a bar is an element each).
     ax.stairs(errors + rejected, edges, fill=True, color=plotting.PALETTE[1], alpha=0.8, label="503 rejected")
     ax.stairs(errors, edges, fill=True, color=plotting.PALETTE[3], label="errors")

@@ -34,17 +34,46 @@ class LiveWindow:
         self.started_s = clock()
         self.in_flight = 0
         self._done: collections.deque[_Done] = collections.deque()
+        # Request-seconds in flight so far, and (time, that integral) at each change: the mean in
+        # flight over the window is their difference / its length. A count sampled when a line is
+        # printed lands just after a completion (c − 1 in a closed loop); the mean does not.
+        self._area = 0.0
+        self._changed_s = self.started_s
+        # (time, integral up to it, count from it on) at each change.
+        self._areas: collections.deque[tuple[float, float, int]] = collections.deque([(self.started_s, 0.0, 0)])
 
     def reset(self) -> None:
         """A new cell: its rates start from nothing (in flight is the load engine's, kept)."""
         self.started_s = self.clock()
         self._done.clear()
+        self._step(0)
+        self._areas = collections.deque([(self.started_s, self._area, self.in_flight)])
+
+    def _step(self, change: int) -> None:
+        now = self.clock()
+        self._area += self.in_flight * (now - self._changed_s)
+        self._changed_s = now
+        self.in_flight = max(0, self.in_flight + change)
+        self._areas.append((now, self._area, self.in_flight))
+        while len(self._areas) > 2 and self._areas[1][0] <= now - self.window_s:
+            self._areas.popleft()
 
     def sent(self) -> None:
-        self.in_flight += 1
+        self._step(+1)
 
     def finished(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
+        self._step(-1)
+
+    def mean_in_flight(self) -> float:
+        """Time-weighted mean of requests in flight over the window (since the cell began, if later)."""
+        now = self.clock()
+        area_now = self._area + self.in_flight * (now - self._changed_s)
+        start = max(now - self.window_s, self.started_s)
+        before = [entry for entry in self._areas if entry[0] <= start]
+        t, area, count = before[-1] if before else self._areas[0]
+        start = max(start, t)
+        area_start = area + count * (start - t)
+        return (area_now - area_start) / (now - start) if now > start else float(self.in_flight)
 
     def add(self, output_tokens: float, ttft_s: float | None, failed: bool, rejected: bool) -> None:
         self._done.append(_Done(self.clock(), output_tokens, ttft_s, failed, rejected))
@@ -57,7 +86,7 @@ class LiveWindow:
         return list(self._done), max(1e-3, min(self.window_s, now - self.started_s))
 
     def line(self) -> str:
-        """`now: 12.3 req/s  395 tok/s  TTFT p50 194 ms  in flight 8  err 0  rej 0` (≤ 80 columns)."""
+        """`now: 12.3 req/s  395 tok/s  TTFT p50 194 ms  in flight 7.9  err 0  rej 0` (≤ 80 columns)."""
         done, span_s = self._recent()
         ttfts = [d.ttft_s for d in done if d.ttft_s is not None]
         ttft = _duration(statistics.median(ttfts)) if ttfts else "-"
@@ -65,7 +94,7 @@ class LiveWindow:
         rejected = sum(d.rejected for d in done)
         return (f"now: {len(done) / span_s:.1f} req/s  "
                 f"{sum(d.output_tokens for d in done) / span_s:.0f} tok/s  TTFT p50 {ttft}  "
-                f"in flight {self.in_flight}  err {errors}  rej {rejected}")
+                f"in flight {self.mean_in_flight():.1f}  err {errors}  rej {rejected}")
 
 
 def _duration(seconds: float) -> str:

@@ -1,5 +1,5 @@
 """What a run shows while it works: a live line per cell on a terminal, plain lines otherwise,
-and the summary table at the end. Presentation only: it reads counters, never decides anything.
+(the summary table at the end: bench.outputs.summary). Presentation only: it reads counters, never decides anything.
 """
 
 from __future__ import annotations
@@ -10,22 +10,19 @@ import math
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Column, Table
+from rich.table import Column
 from rich.text import Text
 
-from bench.escape import for_terminal, plain_terminal
+from bench.escape import plain_terminal
+from bench.numbers import clock_time, milliseconds
 from bench.records import RequestRecord
 from bench.run.live_view import LiveWindow
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 _PLAIN_EVERY_S = 10.0  # off a terminal, one progress line per cell at most this often
 
@@ -79,7 +76,7 @@ class _CellStats:
     def describe(self) -> str:
         ttft = self.ttft_p50_s()
         tps = self.output_tps()
-        parts = [f"TTFT p50 {_fmt_ms(ttft)} ms" if ttft is not None else "TTFT p50 -",
+        parts = [f"TTFT p50 {milliseconds(ttft)} ms" if ttft is not None else "TTFT p50 -",
                  f"{tps:.1f} tok/s" if tps is not None else "- tok/s"]
         if self.errors:
             parts.append(f"errors {self.errors}")
@@ -216,7 +213,7 @@ class RunProgress:
         warmup = f"warmup {self.stats.warmup}, " if self.stats.warmup else ""
         elapsed = time.monotonic() - self.cell_started
         return (f"{warmup}{self.stats.measured}{of} measured  {self.stats.describe()}  "
-                f"elapsed {_fmt_duration(elapsed)}{self._eta()}")
+                f"elapsed {clock_time(elapsed)}{self._eta()}")
 
     def _eta(self) -> str:
         """Run ETA from the cells done so far (plain lines only; rich computes its own)."""
@@ -224,7 +221,7 @@ class RunProgress:
             return ""
         per_cell_s = (time.monotonic() - self.started) / self.cells_done
         left = self.total_cells - self.cells_done
-        return f"  run ETA {_fmt_duration(per_cell_s * left)}" if left > 0 else ""
+        return f"  run ETA {clock_time(per_cell_s * left)}" if left > 0 else ""
 
     def end_cell(self, status: str) -> None:
         self.cells_done += 1
@@ -260,101 +257,3 @@ def busy(console: Console, what: str) -> Iterator[None]:
         return
     console.print(f"{what}…", highlight=False, soft_wrap=True, markup=False)
     yield
-
-
-def _fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def _fmt_ms(value: Any) -> str:
-    """Milliseconds for the live line: 3 significant figures, no exponent."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return _fixed(value * 1000, _decimals([value * 1000]))
-
-
-def _finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-
-
-def _decimals(values: list[Any], significant: int = 3, most: int = 2) -> int:
-    """Decimals that give a column's smallest value `significant` figures (at most `most`), so every
-    row of the column has the same precision (`11.0` beside `8.64` would not)."""
-    finite = [abs(v) for v in _finite(values) if v != 0]
-    if not finite:
-        return 0
-    magnitude = math.floor(math.log10(min(finite)))
-    return max(0, min(most, significant - 1 - magnitude))
-
-
-def _fixed(value: Any, decimals: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{float(value):.{decimals}f}"
-
-
-def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
-    values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) * scale
-              for v in (summary[name] if name in summary else [None] * len(summary))]
-    decimals = _decimals(values)
-    return [_fixed(v, decimals) for v in values]
-
-
-def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None,
-                  width: int | None = None) -> Table:
-    """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
-    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column.
-
-    On a terminal narrower than 120 columns (`width`) the low-value columns go (rej and err when
-    every cell has none, req/s: out tok/s says as much), headers wrap and numbers never do;
-    summary.csv keeps every column."""
-    narrow = width is not None and width < _NARROW_COLUMNS
-    table = Table(title="summary (measured requests)", show_lines=False,
-                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow, collapse_padding=narrow)
-    columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
-               "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
-               "req/s": _column(summary, "rps")}
-    counts = {"ok/req": [f"{int(row.get('ok', 0) or 0)}/{int(row.get('requests', 0) or 0)}" for _, row in summary.iterrows()],
-              "rej": [str(int(row.get("rejected", 0) or 0)) for _, row in summary.iterrows()],
-              "err": [str(int(row.get("errors", 0) or 0)) for _, row in summary.iterrows()]}
-    verdicts = _slo_verdicts(summary, slos or {})
-    if verdicts is not None:
-        columns["goodput req/s"] = _column(summary, "goodput_rps")
-    if narrow:
-        counts = {name: values for name, values in counts.items() if name == "ok/req" or set(values) != {"0"}}
-        columns.pop("req/s")
-    table.add_column("cell", no_wrap=True)
-    figures = {**counts, **columns}
-    for name in figures:
-        # Narrow: the header in two lines ("TTFT / p50 ms"), the column as wide as its widest figure.
-        header = name.replace(" ", "\n", 1) if narrow else name
-        widest = max([len(v) for v in figures[name]] + [len(line) for line in header.splitlines()])
-        table.add_column(header, justify="right", no_wrap=True, max_width=widest if narrow else None)
-    if verdicts is not None:
-        table.add_column("SLOs", min_width=16 if narrow else None, overflow="fold")
-    for row_index, cell_id in enumerate(summary.index):
-        table.add_row(
-            for_terminal(labels.get(str(cell_id), str(cell_id))),
-            *(values[row_index] for values in figures.values()),
-            *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
-        )
-    if verdicts is not None:
-        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in slos.items()) + ": goodput counts the "
-                         "requests/s that met them, the SLOs column whether the cell's percentiles did")
-    return table
-
-
-def _slo_verdicts(summary: pd.DataFrame, slos: dict[str, Any]) -> list[str] | None:
-    """'met' or 'misses ttft_p95 …' per row; None without SLOs (or with SLOs bench cannot read)."""
-    if not slos:
-        return None
-    from bench.analysis.recommend import parse_slo, slo_verdict
-    from bench.errors import BenchError
-
-    try:
-        parsed = tuple(parse_slo(f"{metric}={value}") for metric, value in slos.items())
-    except BenchError:
-        return None
-    return [slo_verdict(row, parsed) for _, row in summary.iterrows()]

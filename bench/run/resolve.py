@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.atomic import check_run_dir, make_run_dir
+from bench.records.atomic import check_run_dir, make_run_dir
 from bench.errors import UsageError
 from bench.plan import Cell, Overrides, plan_cells
-from bench.prompts import PromptSource
-from bench.records import RequestRecord
-from bench.run.checks import check_before_run, prompt_source
+from bench.workload.prompts import PromptSource, prompt_source
+from bench.records import MANIFEST_FILE, RequestRecord
+from bench.run.checks import check_before_run
 from bench.run.resume import ResumePoint
 from bench.run.targets import check_ollama_target, check_sim_speed, preflight
 from bench.endpoints import resolve_ollama_host
@@ -54,7 +54,7 @@ class RunOptions:
     transport: str = "auto"  # --transport auto|httpx|fast (bench.clients.http.make_http_client)
     adaptive: bool = False  # --adaptive: stop_when and prune, with defaults where the scenario has none
     full_grid: bool = False  # --full-grid: the scenario's stop_when and prune off
-    workers: int = 1  # --workers N: client processes per cell (bench.run.cell_workers)
+    workers: int = 1  # --workers N: client processes per cell (bench.load.workers)
     use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
     ray_address: str | None = None  # None: a local Ray cluster
     # Set by bench.run.ray_groups and ray_task for the run inside a Ray task: its group's cells, the driver's

@@ -18,7 +18,8 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.endpoints import MODELS_PATH, VERSION_PATH, free_port, resolve_ollama_host
+from bench.endpoints import MODELS_PATH, VERSION_PATH, resolve_ollama_host
+from bench.processes import free_port
 from bench.ollama.pins import OLLAMA_VERSION
 from bench.ollama.serve import import_models, ollama_command_and_env
 from bench.scenario import Scenario

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.limits import MAX_RATE_RPS
+from bench.numbers import MAX_RATE_RPS
 from bench.scenario.fields import (
     _DURATION_RE,
     Arrival,
@@ -202,7 +202,7 @@ class SweepSpec(_Strict):
 
 
 class TraceSpec(_Strict):
-    """Replay a JSONL trace with its original timing (bench.trace)."""
+    """Replay a JSONL trace with its original timing (bench.workload.trace)."""
 
     file: str = Field(description="JSONL: timestamp, prompt or prompt_tokens, max_tokens, conversation_id")
     time_scale: Annotated[float, Field(gt=0, le=1000)] = Field(

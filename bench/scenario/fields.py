@@ -3,7 +3,6 @@ thresholds, and the loopback-only check on server arguments."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -11,13 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from bench.errors import ScenarioError
-from bench.limits import (
+from bench.numbers import (
     INT64_MAX,
     INT64_MIN,
     MAX_CONCURRENCY,
     MAX_COUNT,
     MAX_SECONDS,
 )
+from bench.processes import is_loopback
 
 
 def _as_list(value: Any) -> Any:
@@ -97,12 +97,7 @@ def _is_loopback(host_port: str) -> bool:
         host = host[1:host.find("]")] if "]" in host else host[1:]
     elif host.count(":") == 1:
         host = host.split(":")[0]
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(host) and is_loopback(host)
 
 
 def refuse_listen_args(words: list[str]) -> None:

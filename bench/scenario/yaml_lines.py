@@ -10,12 +10,12 @@ import yaml
 
 from bench.errors import ScenarioError
 from bench.escape import plain_terminal
-from bench.limits import MAX_YAML_NODES
-from bench.yaml12 import Yaml12Loader
+from bench.numbers import MAX_YAML_NODES
+from bench.inputs.yaml12 import Yaml12Loader
 
 
 class _LineLoader(Yaml12Loader):
-    """SafeLoader (no arbitrary objects) reading YAML 1.2 numbers and booleans (bench.yaml12),
+    """SafeLoader (no arbitrary objects) reading YAML 1.2 numbers and booleans (bench.inputs.yaml12),
     that also exposes the composed node tree."""
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from bench.yaml12 import load_yaml
+from bench.inputs.yaml12 import load_yaml
 
 from bench.sim.durations import parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from bench.sim import perf
+import yaml
+
+from bench.sim import roofline
 from bench.sim.catalog import Catalog, ModelSpec
-from bench.yaml12 import load_yaml
+from bench.inputs.yaml12 import load_yaml
 
 F16_BYTES = 2.0
 DECODE_TOLERANCE = 0.15
@@ -68,9 +70,9 @@ def simulated_tokens_per_s(model: ModelSpec, catalog: Catalog, gpu_name: str, te
     gpu = catalog.gpus[gpu_name]
     tokens = int(test[2:])
     if test.startswith("tg"):
-        total_s = sum(perf.decode_step_s(model, gpu, 1.0, 1, context, F16_BYTES) for context in range(tokens))
+        total_s = sum(roofline.decode_step_s(model, gpu, 1.0, 1, context, F16_BYTES) for context in range(tokens))
     elif test.startswith("pp"):
-        total_s = perf.prefill_s(model, gpu, 1.0, tokens, perf.NUM_BATCH)
+        total_s = roofline.prefill_s(model, gpu, 1.0, tokens, roofline.NUM_BATCH)
     else:
         raise ValueError(f"unknown llama-bench test {test!r}")
     return tokens / total_s

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench.atomic import check_output_file, write_text_atomically
+from bench.records.atomic import check_output_file, write_text_atomically
 from bench.cli import cli
 from bench.errors import UsageError
 from reliability.support import bench, write_scenario

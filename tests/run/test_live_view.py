@@ -34,9 +34,21 @@ def test_rates_cover_the_last_seconds_and_fall_to_zero_in_a_stall() -> None:
     live.finished()
     line = live.line()
     assert "0.2 req/s" in line and "5 tok/s" in line  # 2 requests, 50 tokens over 10 s
-    assert "TTFT p50 200 ms" in line and "in flight 1" in line and "err 1" in line and "rej 0" in line
+    # In flight over the window: 3 for 5 s, then 2 for 5 s.
+    assert "TTFT p50 200 ms" in line and "in flight 2.5" in line and "err 1" in line and "rej 0" in line
     clock.now_s = 130.0  # nothing finished for 20 s while a request is still out: a stall shows
-    assert live.line().startswith("now: 0.0 req/s  0 tok/s  TTFT p50 -  in flight 1")
+    assert live.line().startswith("now: 0.0 req/s  0 tok/s  TTFT p50 -  in flight 1.0")
+
+
+def test_a_closed_loop_reads_its_concurrency_though_a_line_prints_just_after_a_completion() -> None:
+    clock = FakeClock()
+    live = LiveWindow(clock, window_s=10.0)
+    for _ in range(30):  # concurrency 1: each request replaced the moment it ends
+        live.sent()
+        clock.now_s += 0.5
+        live.finished()
+        live.add(16, 0.1, failed=False, rejected=False)
+    assert live.in_flight == 0 and "in flight 1.0" in live.line()
 
 
 def test_early_in_a_cell_rates_are_over_the_time_since_it_started() -> None:
@@ -69,7 +81,8 @@ def test_a_terminal_shows_the_live_line_under_the_bars() -> None:
     assert progress.progress is not None
     rendered = io.StringIO()
     Console(file=rendered, width=100).print(*progress.progress.get_renderables())
-    assert "in flight 1" in rendered.getvalue() and "req/s" in rendered.getvalue()
+    assert "in flight " in rendered.getvalue() and "req/s" in rendered.getvalue()
+    assert progress.live.in_flight == 1
     progress.request_done()
     progress.close()
 
@@ -82,4 +95,4 @@ def test_off_a_terminal_the_live_figures_are_plain_lines(monkeypatch: pytest.Mon
     progress.request_sent()
     progress.record(RECORDS[1])
     text = out.getvalue()
-    assert "now:" in text and "in flight 1" in text and "\x1b[" not in text
+    assert "now:" in text and "in flight " in text and "\x1b[" not in text

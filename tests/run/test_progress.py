@@ -12,7 +12,8 @@ from rich.console import Console
 
 from bench.analysis.metrics import cell_summary
 from bench.records import RequestRecord
-from bench.run.progress import RunProgress, _CellStats, summary_table
+from bench.outputs.summary import summary_table
+from bench.run.progress import RunProgress, _CellStats
 
 
 def record(index: int, sent_s: float, ttft_s: float, tokens: int, *, phase: str = "measure",
@@ -100,7 +101,7 @@ def test_end_of_run_table_shows_goodput_and_slo_verdicts_with_one_precision_per_
 
 
 def test_end_of_run_says_when_p95s_rest_on_too_few_requests(tmp_path) -> None:  # noqa: ANN001
-    from bench.load import ClientHealth
+    from bench.load.health import ClientHealth
     from bench.outputs.summary import print_summary
 
     summary = pd.DataFrame({"ok": [16, 64], "requests": [16, 64], "rejected": [0, 0], "errors": [0, 0],

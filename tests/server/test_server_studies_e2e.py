@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.analysis.metrics import cell_summary
 from bench.records import load_run
-from bench.analysis.studies import keep_alive_study, queue_study
+from bench.analysis.server_studies import keep_alive_study, queue_study
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients.base import RequestSpec
-from bench.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
-from bench.prompts import PromptSource, draw_tokens, nonce
-from bench.records import Phase, RequestRecord
-from bench.limits import MAX_SECONDS
+from bench.workload.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
+from bench.workload.prompts import PromptSource, draw_tokens, nonce
+from bench.records.record import Phase, RequestRecord
+from bench.numbers import MAX_SECONDS
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
 
 def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Random) -> float:
@@ -189,7 +189,7 @@ def trace_conversations(entries: list[Any], template: RequestSpec, prompts: Prom
             seed_key = f"{template.cell_id}:{template.repeat}:trace:{index}"
             if entry.prompt is not None:
                 text = entry.prompt
-                if turn == 0:  # unique per replay, as every bench prompt (bench.prompts)
+                if turn == 0:  # unique per replay, as every bench prompt (bench.workload.prompts)
                     text = f"[{nonce(prompts.seed, template.cell_id, template.repeat, index)}] {text}"
             else:
                 text = prompts.user_text(key, seed_key, entry.prompt_tokens)

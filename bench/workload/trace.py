@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import ScenarioError
-from bench.limits import MAX_SECONDS
+from bench.numbers import MAX_SECONDS
 
 
 class TraceEntry(BaseModel):

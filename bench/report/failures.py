@@ -121,13 +121,13 @@ def _classes_table(views: list[RunView], failed: dict[str, pd.DataFrame]) -> Tab
 
 
 def _queue_verdicts(views: list[RunView]) -> list[object]:
-    """Where 503s came from (bench.analysis.studies.queue_study), for runs that had rejections."""
+    """Where 503s came from (bench.analysis.server_studies.queue_study), for runs that had rejections."""
     blocks: list[object] = []
     for view in views:
         if not (view.cells["rejected"] > 0).any():
             continue
         try:
-            from bench.analysis.studies import queue_study
+            from bench.analysis.server_studies import queue_study
 
             cells = queue_study(view.run)
         except Exception as error:  # noqa: BLE001 - an analysis bug must not cost the whole report
