@@ -20,7 +20,7 @@ from bench.records import RequestRecord
 from bench.run.adaptive import records_frame
 from bench.scenario import Scenario
 from bench.telemetry.ollama_ps import parse_ps
-from bench.server_json import server_json
+from bench.inputs.server_json import server_json
 from bench.numbers import gib
 
 

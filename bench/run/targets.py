@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench.errors import TargetError, UsageError
-from bench.server_json import server_json, server_object
+from bench.inputs.server_json import server_json, server_object
 from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from bench.records.atomic import write_parquet_atomically
 from bench.endpoints import PS_PATH
-from bench.server_json import server_json
+from bench.inputs.server_json import server_json
 
 PS_COLUMNS: tuple[str, ...] = (
     "t_s",

@@ -14,7 +14,7 @@ import httpx
 from bench.endpoints import SHOW_PATH
 from bench.errors import TargetError
 from bench.secrets import auth_headers
-from bench.server_json import ServerJSONError, object_field, server_object
+from bench.inputs.server_json import ServerJSONError, object_field, server_object
 
 
 
