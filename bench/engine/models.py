@@ -99,7 +99,8 @@ def preset_entries() -> list[dict[str, Any]]:
         shape = preset.shape
         size = shape_weight_bytes(shape)
         parameters = size // (2 if shape.weight_type == "f16" else 4)
-        entries.append(_entry(preset.name, shape, size, parameters, shape.weight_type.upper()))
+        entry = _entry(preset.name, shape, size, parameters, shape.weight_type.upper())
+        entries.append({**entry, "never_stops": not shape.embedding_only})  # the maker bans EOS
     return entries
 
 
