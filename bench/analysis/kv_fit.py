@@ -15,6 +15,7 @@ from scipy import stats
 
 from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_per_token
 from bench.analysis.kv_model import ModelArch
+from bench.engine.memory_log import kv_bytes_per_launch
 from bench.errors import TargetError
 from bench.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
@@ -124,6 +125,7 @@ class KvPoint:
     nvml_source: str | None  # "server_process" (managed server's PIDs) or "device_used"
     process_rss_bytes: float | None = None  # median RSS of the managed server's engine processes
     process_source: str | None = None  # "engine_rss" (llama-server processes) or "tree_rss"
+    logged_kv_bytes: float | None = None  # KV buffers llama-server logged for this runner (real Ollama's log)
 
 
 def _model_key(name: str) -> str:
@@ -195,6 +197,19 @@ def _process_bytes(proc: Any, start_s: float, end_s: float) -> tuple[float | Non
     return float(steady["rss_bytes"].median()), "tree_rss"
 
 
+def _logged_kv_by_server(run: Run) -> dict[int | None, dict[int, int]]:
+    """Per managed server: {-c: KV bytes} from the `starting llama-server` sections of its log
+    (a real `ollama serve` passes llama-server's lines on; other servers' logs have none)."""
+    found: dict[int | None, dict[int, int]] = {}
+    for server in run.manifest.servers:
+        try:
+            text = (Path(run.path) / str(server.log)).read_text(errors="replace") if server.log else ""
+        except OSError:
+            text = ""
+        found[server.server_id] = kv_bytes_per_launch(text)
+    return found
+
+
 def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     """One point per cell of a loaded run that has a context size; plus notes."""
     notes: list[str] = []
@@ -212,6 +227,8 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     # Only /api/ps rows that name this runner's context use that extension: NVML and unlabelled
     # rows could be a stopping server's or the next runner's, so they keep the cell's own window.
     windows["until_s"] = windows["start_s"].shift(-1).fillna(math.inf).clip(lower=windows["end_s"])
+    logged_kv = _logged_kv_by_server(run)
+    cell_server = {cell.cell_id: cell.server_id for cell in run.manifest.cells}
     for settings in run.cells.to_dict("records"):
         cell_id = str(settings["cell_id"])
         num_ctx = _setting_int(settings, "num_ctx", "OLLAMA_CONTEXT_LENGTH")
@@ -238,6 +255,7 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
                 nvml_source=nvml_source,
                 process_rss_bytes=process_bytes,
                 process_source=process_source,
+                logged_kv_bytes=logged_kv.get(cell_server.get(cell_id), {}).get(ctx_total),
             )
         )
     return points, notes
@@ -270,6 +288,9 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         ctx_totals, [p.process_rss_bytes if p.process_rss_bytes is not None else math.nan for p in points], tiers,
         mask_cells,
     )
+    # The KV buffers llama-server logged hold the cache alone: a plain line, no compute-buffer terms.
+    logged_fit = fit_bytes_per_token(
+        ctx_totals, [p.logged_kv_bytes if p.logged_kv_bytes is not None else math.nan for p in points])
     # NVML of the server's processes measures device memory; an engine on the CPU (no device
     # memory at all) leaves it at zero, and then the engine processes' RSS is the real memory.
     # The RSS of a server without llama-server children (the simulated engine) measures no KV.
@@ -289,6 +310,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "ollama_ps": ps_fit.bytes_per_token if ps_fit else None,
         "nvml": nvml_fit.bytes_per_token if nvml_fit else None,
         "process_rss": process_fit.bytes_per_token if process_fit else None,
+        "logged_kv": logged_fit.bytes_per_token if logged_fit else None,
     }
     return {
         "model": points[0].model,
@@ -299,6 +321,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
             "ollama_ps": ps_fit.to_json() if ps_fit else None,
             "nvml": nvml_fit.to_json() if nvml_fit else None,
             "process_rss": process_fit.to_json() if process_fit else None,
+            "logged_kv": logged_fit.to_json() if logged_fit else None,
         },
         "nvml_source": next((p.nvml_source for p in points if p.nvml_source), None),
         "process_source": next((p.process_source for p in points if p.process_source), None),
@@ -307,7 +330,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "ratio_to_measured": {
             name: _ratio(value, measured)
             for name, value in per_token.items()
-            if name in ("rule_of_thumb", "exact", "exact_stored", "ollama_ps")
+            if name in ("rule_of_thumb", "exact", "exact_stored", "ollama_ps", "logged_kv")
         },
     }
 
