@@ -112,6 +112,18 @@ class Targets:
             self.imported = import_models(Path(command[0]), f"127.0.0.1:{self.port}", self.models, env)
         return server.base_url, True
 
+    def ollama_note(self) -> str | None:
+        """target ollama: which build ran and which made model stood in for each scenario model."""
+        if self.kind != "ollama" or not self.imported:
+            return None
+        from bench.ollama.build import require_installed
+
+        build = require_installed().info()
+        models = ", ".join(name if name.removesuffix(":latest") == preset else f"{name} = preset {preset}"
+                           for name, preset in self.imported.items())
+        return (f"real Ollama {build.get('ollama_version', OLLAMA_VERSION)} built by bench ollama build "
+                f"(llama.cpp b{build.get('llama_cpp_build')}), models made by bench gguf make: {models}")
+
     def _hold_to_loopback(self, server: ManagedServer) -> None:
         """Stop a ready server that listens beyond loopback (a script can bind 0.0.0.0 unannounced)."""
         exposed = non_loopback_listeners(server_pids(server))
