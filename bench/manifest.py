@@ -49,6 +49,7 @@ class TargetRecord(_Stored):
     version: str | None = None  # /api/version
     server: str | None = None  # what answered: "Ollama 0.33.0", "llama.cpp llama-server ..." (targets.identify_server)
     api: str | None = None  # ollama | openai-compatible
+    speed_basis: str | None = None  # bench sim: what its speed figures rest on (x-bench-speed-basis)
 
 
 class HostRecord(_Stored):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bench.analysis import rates
 from bench.errors import UsageError
 
 PERCENTILES = (50, 90, 95, 99)
@@ -45,6 +46,8 @@ def _metric_table() -> dict[str, tuple[str, Direction]]:
         table[f"{base}_std"] = (f"{base}_std_s", "lower")
     table.update({
         "output_tps": ("output_tps", "higher"),
+        "input_tps": ("input_tps", "higher"),
+        "total_tps": ("total_tps", "higher"),
         "user_tps_p50": ("user_tps_p50", "higher"),
         "rps": ("rps", "higher"),
         "goodput_rps": ("goodput_rps", "higher"),
@@ -284,6 +287,19 @@ def _window_s(cell: pd.DataFrame) -> float:
     return total
 
 
+def _latency_statistics(samples: dict[str, np.ndarray], extra_percentiles: tuple[float, ...]) -> dict[str, float]:
+    """Percentiles, mean and standard deviation of each latency's samples."""
+    row: dict[str, float] = {}
+    for base, values in samples.items():
+        values = np.asarray(values, float)
+        for p, value in zip(PERCENTILES, _percentiles(values)):
+            row[f"{base}_p{p}_s"] = value
+        row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
+        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
+            row[f"{base}_{percentile_label(p)}_s"] = value
+    return row
+
+
 def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
                     extra_percentiles: tuple[float, ...] = ()) -> dict[str, float]:
     ok = _ok_mask(cell)
@@ -302,13 +318,7 @@ def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
         "itl": itl_gaps(good), "e2e": good["e2e_s"].to_numpy(float),
         "queue_wait": good["queue_wait_s"].to_numpy(float),
     }
-    for base, values in samples.items():
-        values = np.asarray(values, float)
-        for p, value in zip(PERCENTILES, _percentiles(values)):
-            row[f"{base}_p{p}_s"] = value
-        row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
-        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
-            row[f"{base}_{percentile_label(p)}_s"] = value
+    row.update(_latency_statistics(samples, extra_percentiles))
     row["load_s_mean"] = float(good["load_s"].mean()) if good["load_s"].notna().any() else np.nan
     row["prefill_s_mean"] = (
         float(good["prefill_s"].mean()) if good["prefill_s"].notna().any() else np.nan
@@ -325,6 +335,10 @@ def _summarize_cell(cell: pd.DataFrame, slo_columns: dict[str, float],
         meets &= np.isnan(values) | (values <= threshold)
     row["goodput_rps"] = int(meets.sum()) / window if window > 0 else np.nan
     row["window_s"] = window
+    row.update(rates.token_rates(good, window))
+    row["inflight_mean"] = rates.inflight_mean(cell, window)
+    row["itl_gaps"] = len(samples["itl"])  # the n behind itl_p*: gaps pooled, not requests
+    row.update(rates.repeat_intervals(cell, ok))
     for base in CI_BASES:
         for p in CI_PERCENTILES:
             lo, hi = bootstrap_ci(samples[base], p)
@@ -338,9 +352,10 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     *(f"{base}_p{p}_s" for base in LATENCY_BASES for p in PERCENTILES),
     *(f"{base}_{stat}_s" for base in LATENCY_BASES for stat in ("mean", "std")),
     "load_s_mean", "prefill_s_mean", "output_tps", "user_tps_p50", "rps", "goodput_rps",
-    "window_s",
+    "window_s", "input_tps", "total_tps", "inflight_mean", "repeats", "itl_gaps",
     *(f"{base}_p{p}_ci_{side}_s" for base in CI_BASES for p in CI_PERCENTILES
       for side in ("lo", "hi")),
+    *rates.repeat_interval_columns(),
 )
 
 
@@ -349,7 +364,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 SUMMARY_INPUT_COLUMNS: tuple[str, ...] = (
     "cell_id", "phase", "repeat", "surface", "error_class", "scheduled_s", "sent_s",
     "first_token_s", "end_s", "chunk_times_s", "output_tokens", "load_duration_ns",
-    "prompt_eval_duration_ns",
+    "prompt_eval_duration_ns", "prompt_tokens",
 )
 
 
@@ -406,10 +421,14 @@ count over the measurement window.
 |---|---|
 | `ttft_s` | Time to first token: first chunk carrying generated text (answer *or* thinking) minus the time the request was handed to the connection. A role-only or empty chunk is not a token. With `stream: false` the whole text arrives at once, so TTFT = end-to-end. |
 | `tpot_s` | Time per output token, first token excluded: (arrival of the last text chunk - first token) / (output tokens - 1). Output tokens are the server's count (`eval_count`, `usage.completion_tokens`), else the number of text chunks. Needs at least two text chunks (else empty). |
-| `itl` | Inter-token latency, as the gaps between consecutive text chunks. `itl_mean_s` is a request's mean gap; summary `itl_p*` percentiles pool every gap of every request in the cell (long stalls show in p99 even when the mean hides them). |
+| `itl` | Inter-token latency, as the gaps between consecutive text chunks. `itl_mean_s` is a request's mean gap; summary `itl_p*` percentiles pool every gap of every request in the cell (long stalls show in p99 even when the mean hides them); `itl_gaps` counts the pooled gaps, the n behind them. |
 | `e2e_s` | End-to-end latency: done line / `[DONE]` (or failure) minus send. |
 | `user_tps` | A request's output tokens / (end - first token): the decode speed one user sees. Summary: `user_tps_p50`. |
 | `output_tps` | Aggregate output tokens/s: output tokens of all successful requests / measurement window. |
+| `input_tps` | Aggregate input tokens/s: the server's prompt token count (`prompt_eval_count`, `usage.prompt_tokens`; cached tokens included) of all successful requests / measurement window (GuideLLM's and `vllm bench serve`'s input throughput). Empty when the server reported no count. |
+| `total_tps` | (input + output tokens of all successful requests) / window: `vllm bench serve`'s "Total Token throughput". |
+| `inflight_mean` | Time-weighted mean of requests in flight over the window: the sum of every measured request's send-to-end time (failures included) / window. A closed loop at concurrency 8 that reads 5.1 spent a third of its time between requests or draining; an open loop far above its rate × e2e is queueing. |
+| `repeats`, `*_repeats_ci_lo/hi` | With `--repeats N` (N ≥ 2): a 95% Student-t interval over the N per-repeat values of `output_tps`, `ttft_p95` and `tpot_p95` (AIPerf's run-to-run confidence; wide with 2–3 repeats, as it should be). `bench compare` widens a throughput gate's interval to cover it when both sides have ≥ 2 repeats. |
 | `window_s` | Measurement window: last end minus first send of the cell's measured requests, summed over repeats. |
 | `rps` | Successful requests / window. |
 | `goodput_rps` | Successful requests that meet every per-request SLO (e.g. `ttft_p95: 0.5` means that request's TTFT <= 0.5 s; `tpot_p95: 0.05` its TPOT <= 50 ms) / window. A metric that does not apply to a request (TPOT of a one-token answer) does not fail it. Without SLOs it equals `rps`. |
@@ -434,6 +453,6 @@ and `bench compare` gives no verdict for that gate.
 
 Metric names used in SLOs, gates and thresholds drop the `_s`: `ttft_p95`, `tpot_p95`,
 `itl_p99`, `e2e_p50` (any percentile: `ttft_p99.9`), `ttft_mean`, `ttft_std`, `queue_wait_p95`,
-`output_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`, `error_rate`,
+`output_tps`, `input_tps`, `total_tps`, `user_tps_p50`, `rps`, `goodput_rps`, `rejection_rate`, `error_rate`,
 `load_mean`, `prefill_mean`.
 """

@@ -123,6 +123,12 @@ class Recommendation:
     memory_checked: bool
     candidates: tuple[Candidate, ...]
     verdict: str
+    speed_basis: str | None = None  # a simulated target: what its speed rests on (manifest target)
+
+    @property
+    def basis_line(self) -> str | None:
+        """"Speed basis: ..." for answers measured on bench sim; None on a real server."""
+        return f"Speed basis (bench sim): {self.speed_basis}." if self.speed_basis else None
 
     def to_json(self) -> dict[str, Any]:
         """recommendation.json (schema in docs/sizing.md)."""
@@ -141,6 +147,7 @@ class Recommendation:
             "min_user_tps": self.min_user_tps,
             "memory_checked": self.memory_checked,
             "verdict": self.verdict,
+            "speed_basis": self.speed_basis,
             "candidates": [
                 {key: missing_as_none(value) for key, value in asdict(candidate).items()}
                 for candidate in self.candidates
@@ -272,6 +279,7 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         concurrency=chosen.concurrency if chosen else None, output_tps=chosen.output_tps if chosen else None,
         runner_up=runner_up.num_parallel if runner_up else None, slos=slos, min_user_tps=min_user_tps,
         memory_checked=memory_checked, candidates=final, verdict=verdict,
+        speed_basis=run.manifest.target.speed_basis,
     )
 
 

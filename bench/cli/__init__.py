@@ -14,6 +14,7 @@ import click
 from bench import __version__
 from bench.cli import (
     compare_cmd,
+    conformance_cmd,
     gguf_cmd,
     kv_cmd,
     ollama_cmd,
@@ -63,7 +64,7 @@ def cli() -> None:
 
 
 for _command_module in (sim_cmd, run_cmd, report_cmd, compare_cmd, kv_cmd, recommend_cmd, perf_cmd,
-                        soak_cmd, gguf_cmd, ollama_cmd):
+                        soak_cmd, gguf_cmd, ollama_cmd, conformance_cmd):
     _command_module.register(cli)
 
 

@@ -53,6 +53,8 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
         table.add_row(*(for_terminal(value) for value in row.values()))
     console.print(table)
     console.print(recommendation.verdict, highlight=False, soft_wrap=True, markup=False)
+    if recommendation.basis_line:
+        console.print(recommendation.basis_line, highlight=False, soft_wrap=True, markup=False)
     if write:
         _store(run_dir, recommendation, console)
     else:

@@ -37,6 +37,11 @@ class SimError(BenchError):
 @click.option("--model-file", "model_files", multiple=True, metavar="NAME=PATH", help="Serve a GGUF file as model NAME (--engine llama-server; repeatable). Presets from `bench gguf presets` are served by name without it.")
 @click.option("--engine-log-dir", type=click.Path(file_okay=False), default=None, help="Keep each llama-server's log here (default: a temporary file per runner).")
 @click.option("--host-memory", default=None, help="System RAM of the simulated machine, e.g. 64GiB (default from the GPU profile).")
+@click.option("--calibrate", "calibrate_dir", type=click.Path(file_okay=False), default=None,
+              help="Serve a GPU profile measured from RUN_DIR: a run at concurrency 1 on a real server "
+                   "(its own prefill and decode rates); then explore NUM_PARALLEL, num_ctx, keep_alive here.")
+@click.option("--speed-table", is_flag=True,
+              help="Print the published llama.cpp measurements beside what each GPU profile simulates, and exit.")
 @click.option("--emit-log", type=click.Path(dir_okay=False), default=None, help="Append a JSONL line per streamed chunk (request id, index, monotonic time).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True)
 def sim(
@@ -45,18 +50,22 @@ def sim(
     fault_stall_s: float | None, fault_malformed_rate: float | None, fault_no_done_rate: float | None,
     fault_oom_rate: float | None, ollama_version: str | None, engine: str | None, llama_server: str | None,
     model_files: tuple[str, ...], engine_log_dir: str | None, host_memory: str | None,
-    emit_log: str | None, log_level: str,
+    calibrate_dir: str | None, speed_table: bool, emit_log: str | None, log_level: str,
 ) -> None:
     """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
     from bench.sim.config import build_config
     from bench.sim.errors import SimConfigError
     from bench.sim.server import serve
 
+    if speed_table:
+        _print_speed_table(catalog_path)
+        return
+    calibrated = _calibration(calibrate_dir, catalog_path) if calibrate_dir else None
     try:
         config = build_config(
             os.environ, host=host, port=port, gpu=gpu, gpu_memory=gpu_memory, seed=seed, catalog_path=catalog_path,
             speed=speed, emit_log_path=emit_log, ollama_version=ollama_version, engine=engine, host_memory=host_memory,
-            llama_server=llama_server, model_files=model_files, engine_log_dir=engine_log_dir,
+            llama_server=llama_server, model_files=model_files, engine_log_dir=engine_log_dir, calibrated=calibrated,
             fault_rates={
                 "error_rate": fault_error_rate, "cut_rate": fault_cut_rate, "stall_rate": fault_stall_rate,
                 "stall_s": fault_stall_s, "malformed_rate": fault_malformed_rate,
@@ -71,7 +80,8 @@ def sim(
         click.echo(
             f"bench sim listening on {base_url} (Ollama {config.rules.version}, engine {config.engine}, "
             f"gpu {config.gpu.label} {config.gpu.memory_bytes / 2**30:.1f} GiB, default num_ctx {config.default_num_ctx}, "
-            f"NUM_PARALLEL={config.num_parallel}, MAX_QUEUE={config.max_queue}, speed x{config.speed:g})",
+            f"NUM_PARALLEL={config.num_parallel}, MAX_QUEUE={config.max_queue}, speed x{config.speed:g}; "
+            f"{config.gpu.speed_basis})",
             err=True,
         )
 
@@ -79,6 +89,41 @@ def sim(
         serve(config, log_level=log_level, on_ready=announce)
     except OSError as error:
         raise SimError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+
+
+def _print_speed_table(catalog_path: str | None) -> None:
+    from bench.sim.catalog import load_catalog
+    from bench.sim.errors import SimConfigError
+    from bench.sim.speed_table import markdown_table, speed_rows
+
+    try:
+        click.echo(markdown_table(speed_rows(load_catalog(catalog_path))))
+    except SimConfigError as error:
+        raise SimError(str(error)) from None
+
+
+def _calibration(run_dir: str, catalog_path: str | None) -> dict[str, object]:
+    """--calibrate: the run's concurrency-1 rates as a `gpus:` catalog document (printed as it is made)."""
+    from bench.analysis.speed_calibration import ModelShape, calibrated_catalog
+    from bench.sim import perf
+    from bench.sim.catalog import load_catalog
+    from bench.sim.config import with_engine_models
+    from bench.sim.errors import SimConfigError
+
+    try:
+        catalog = with_engine_models(load_catalog(catalog_path), (), "simulated")
+    except SimConfigError as error:
+        raise SimError(str(error)) from None
+
+    def known_shape(name: str) -> ModelShape | None:
+        spec = catalog.resolve(name)
+        if spec is None:
+            return None
+        return ModelShape(spec.name, spec.size_bytes, spec.parameter_count, perf.kv_bytes_per_token(spec, 2.0))
+
+    calibration, document = calibrated_catalog(run_dir, known_shape, perf.TOKEN_OVERHEAD_S)
+    click.echo(calibration.summary(), err=True)
+    return document
 
 
 def register(group: click.Group) -> None:

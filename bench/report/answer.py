@@ -74,6 +74,9 @@ def _recommendation(view: RunView, prefix: str) -> list[Any]:
                   "stores one for other SLOs")
     blocks: list[Any] = [Note(f"{prefix}{_sentence(payload.get('verdict') or 'no verdict recorded')}",
                               "answer" if payload.get("num_parallel") is not None else "warning")]
+    basis = payload.get("speed_basis") or view.run.manifest.target.speed_basis
+    if basis:
+        blocks.append(Note(f"{prefix}Speed basis (bench sim): {basis}.", "info"))
     candidates = payload.get("candidates") or []
     rows, chosen = [], []
     for index, candidate in enumerate(candidates):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.outputs.statistics import statistics_rows
+from bench.outputs.statistics import SMALL_N_NOTE, statistics_rows
 from bench.report.data import RunView, scenario_percentiles
 from bench.report.page import Section, Table
 
@@ -14,12 +14,12 @@ def build(views: list[RunView]) -> Section | None:
             continue
         percentiles = scenario_percentiles(view.manifest)
         labels = {str(cell_id): str(label) for cell_id, label in view.cells["label"].items()}
-        header, rows = statistics_rows(view.cells, labels, percentiles)
+        header, rows = statistics_rows(view.cells, labels, percentiles, intervals=True)
         if not rows:
             continue
         caption = f"{view.label}: " if len(views) > 1 else ""
         blocks.append(Table(tuple(header), tuple(tuple(row) for row in rows),
-                            caption + "milliseconds; n = successful measured requests",
+                            caption + "milliseconds; n = successful measured requests. " + SMALL_N_NOTE,
                             numeric=(False, False) + (True,) * (len(header) - 2)))
     if not blocks:
         return None

@@ -9,11 +9,12 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.analysis.recommend import Recommendation, recommend, scenario_slos
-from bench.records import RECOMMENDATION_JSON
+from bench.records import RECOMMENDATION_JSON, number_or_none
 from bench.report import plotting
 from bench.report.data import (RunView, clean, describe_settings, gpu_capacity, load_label, load_series,
                                request_spread, series_settings, throughput_spread)
-from bench.report.page import Figure, Note, Section
+from bench.report import formatting as fmt
+from bench.report.page import Figure, Note, Section, Table
 
 NUM_PARALLEL = "OLLAMA_NUM_PARALLEL"
 
@@ -31,6 +32,9 @@ def build(views: list[RunView]) -> Section | None:
                                  "user sees (a request's output tokens / its generation time), median with the "
                                  "10th–90th percentile of requests shaded. n: successful requests per cell."))
             blocks.extend(saturation_notes(lines, kind, len(views) > 1))
+    table = rates_table(views)
+    if table is not None:
+        blocks.append(table)
     swept = _num_parallel_figure(views)
     if swept is not None:
         blocks.append(Figure(swept, "One line per offered concurrency. Top left: throughput grows while extra slots "
@@ -43,6 +47,41 @@ def build(views: list[RunView]) -> Section | None:
         return None
     return Section("throughput", "Throughput against load",
                    "How much the server delivers as more requests are offered at once.", tuple(blocks))
+
+
+def _repeat_interval(row: pd.Series) -> str:
+    low, high = row.get("output_tps_repeats_ci_lo"), row.get("output_tps_repeats_ci_hi")
+    if number_or_none(low) is None or number_or_none(high) is None:
+        return fmt.DASH
+    return f"{fmt.rate(low)}–{fmt.rate(high)}"
+
+
+def rates_table(views: list[RunView]) -> Table | None:
+    """Per cell: output, input and total tokens/s, the mean requests in flight and, with repeats,
+    the run-to-run interval of output tokens/s (what GuideLLM, `vllm bench serve` and AIPerf show)."""
+    several = len(views) > 1
+    rows = []
+    any_repeats = any((pd.to_numeric(v.cells.get("repeats"), errors="coerce") > 1).any()
+                      for v in views if "repeats" in v.cells)
+    for view in views:
+        for cell_id, row in view.cells.iterrows():
+            if not row.get("ok", 0):
+                continue
+            rows.append(((view.label,) if several else ()) + (str(row["label"]),
+                        fmt.rate(row.get("output_tps")), fmt.rate(row.get("input_tps")),
+                        fmt.rate(row.get("total_tps")), fmt.rate(row.get("inflight_mean")))
+                        + ((fmt.integer(row.get("repeats")), _repeat_interval(row)) if any_repeats else ()))
+    if not rows:
+        return None
+    columns = (("run",) if several else ()) + ("cell", "output tok/s", "input tok/s", "total tok/s",
+                                               "mean in flight") + (
+        ("repeats", "output tok/s, 95% CI over repeats") if any_repeats else ())
+    lead = 2 if several else 1
+    return Table(columns, tuple(rows), numeric=(False,) * lead + (True,) * (len(columns) - lead),
+                 caption="Token throughput per cell: input tok/s counts the server's prompt tokens (cached ones "
+                         "included); mean in flight is time-weighted over the measurement window"
+                         + ("; the interval is a Student-t interval over the repeats' own throughputs "
+                            "(run-to-run noise)" if any_repeats else "") + ".")
 
 
 def _against_load(views: list[RunView], kind: str) -> plotting.Plot:

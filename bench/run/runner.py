@@ -202,6 +202,7 @@ class CellLoop:
         target = self.manifest.manifest.target
         target.base_url, target.version, target.server, target.api = (base_url, identity.version,
                                                                       identity.name, identity.api)
+        target.speed_basis = identity.speed_basis
         if self.run.target_kind == "urls":
             self.manifest.manifest.targets = self.manifest.manifest.targets or {}
             self.manifest.manifest.targets[base_url] = {

@@ -4,6 +4,7 @@ plus the checks that it is there (preflight, /api/version)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ class Targets:
                 args += ["--seed", str(sim.seed)]
             if sim.ollama_version is not None:
                 args += ["--ollama-version", sim.ollama_version]
+            if sim.calibrate:
+                args += ["--calibrate", str(Path(sim.calibrate).expanduser().resolve())]
             # Last, so they win over anything in sim.args: the simulator listens on loopback only.
             loopback = ["--host", "127.0.0.1", "--port", str(self.port)]
             return sim_command(args + list(sim.args) + loopback), {k: str(v) for k, v in sim.env.items()}
@@ -242,22 +245,35 @@ def preflight(base_url: str, api_key: str | None = None) -> None:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
 
 
-async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
+# bench sim names the basis of its speed figures here ("speed from published llama.cpp measurements
+# of this GPU, ±15%", "calibrated from run X"); a real Ollama sends no such header.
+SPEED_BASIS_HEADER = "x-bench-speed-basis"
+
+
+async def _version_response(base_url: str, api_key: str | None) -> httpx.Response:
     """GET /api/version; connection refused becomes a one-line TargetError."""
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:
-            response = await http.get(VERSION_PATH)
+            return await http.get(VERSION_PATH)
     except httpx.ConnectError:
         raise _refused(base_url) from None
     except httpx.HTTPError as error:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
+
+
+def _version_of(response: httpx.Response) -> str | None:
     if response.status_code != 200:
         return None
     try:
         return str(response.json().get("version"))
     except ValueError:
         return None
+
+
+async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
+    """GET /api/version's version (None when the server does not answer it as Ollama does)."""
+    return _version_of(await _version_response(base_url, api_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +284,7 @@ class ServerIdentity:
     name: str  # shown in the report: "Ollama 0.33.0", "llama.cpp llama-server (build 11434 ...)"
     version: str | None
     openai_models: tuple[str, ...] = ()  # /v1/models ids (OpenAI-compatible servers only)
+    speed_basis: str | None = None  # bench sim only: what its speed figures rest on
 
     @property
     def is_ollama(self) -> bool:
@@ -276,9 +293,12 @@ class ServerIdentity:
 
 async def identify_server(base_url: str, api_key: str | None = None) -> ServerIdentity:
     """Ollama if /api/version answers; else an OpenAI-compatible server if /v1/models does."""
-    version = await fetch_version(base_url, api_key)
+    response = await _version_response(base_url, api_key)
+    version = _version_of(response)
     if version is not None:
-        return ServerIdentity("ollama", f"Ollama {version}", version)
+        basis = response.headers.get(SPEED_BASIS_HEADER)  # percent-encoded: it holds "±"
+        return ServerIdentity("ollama", f"Ollama {version}", version,
+                              speed_basis=unquote(basis) if basis else None)
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:

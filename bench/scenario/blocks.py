@@ -254,6 +254,9 @@ class SimTarget(_Strict):
     seed: Int64 | None = None
     ollama_version: Literal["0.33.0", "0.12.6"] | None = Field(
         None, description="the Ollama release the simulator behaves as (default 0.33.0)")
+    calibrate: str | None = Field(
+        None, description="a run directory measured at concurrency 1 on a real server: its prefill and decode "
+                          "rates become the GPU profile (bench sim --calibrate)")
     env: dict[str, str | int | float] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list, description="more `bench sim` arguments")
 
@@ -269,6 +272,12 @@ class SimTarget(_Strict):
         if "OLLAMA_HOST" in env:
             raise ValueError("OLLAMA_HOST: bench sets it (the simulator listens on 127.0.0.1 only)")
         return env
+
+    @model_validator(mode="after")
+    def _one_profile(self) -> SimTarget:
+        if self.gpu and self.calibrate:
+            raise ValueError("gpu and calibrate: the calibration is the GPU profile; give one of them")
+        return self
 
 
 class ServerBlock(_Strict):

@@ -62,16 +62,24 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class GpuProfile:
-    """A GPU's public figures; efficiencies live in the perf model."""
+    """A device as llama.cpp was measured to run on it (catalog.yaml says where each figure comes from).
+
+    decode_bandwidth: bytes/s llama.cpp's decode kernels reach reading weights and KV (not the spec
+    sheet's peak); step_overhead_s: fixed time per decode step on the device; prefill_flops: the
+    FLOP/s its prompt processing reaches (2 x parameters per token). speed_basis: where these come
+    from and how far to trust them, shown with every sizing answer made on this profile.
+    """
 
     name: str
     label: str
     memory_bytes: int
-    bandwidth_bytes_per_s: float
-    flops: float
+    decode_bandwidth_bytes_per_s: float
+    step_overhead_s: float
+    prefill_flops: float
     cpu_bandwidth_bytes_per_s: float
     cpu_flops: float
     host_memory_bytes: int = 64 * 2**30  # system RAM of the machine (KV of layers left on the CPU)
+    speed_basis: str = "unstated"
 
 
 @dataclass(frozen=True)
@@ -111,17 +119,35 @@ def _model_from(entry: dict[str, Any], origin: str) -> ModelSpec:
         raise SimConfigError(f"{origin}: model {entry.get('name')!r}: {error}") from None
 
 
+_GPU_FIELDS = {"name", "label", "memory", "decode_bandwidth", "step_overhead_s", "prefill_flops", "cpu_bandwidth",
+               "cpu_flops", "host_memory", "speed_basis"}
+
+
+def _positive(entry: dict[str, Any], key: str, origin: str) -> float:
+    value = float(entry[key])
+    if not value > 0:
+        raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: {key} must be > 0, got {entry[key]!r}")
+    return value
+
+
 def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
+    unknown = set(entry) - _GPU_FIELDS
+    if unknown:
+        raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: unknown field(s) {sorted(unknown)} "
+                             f"(a profile has {', '.join(sorted(_GPU_FIELDS))})")
     try:
+        name = str(entry["name"])
         return GpuProfile(
-            name=str(entry["name"]),
-            label=str(entry.get("label", entry["name"])),
-            memory_bytes=parse_bytes(str(entry["memory"]), f"{origin}: gpu {entry['name']} memory"),
-            bandwidth_bytes_per_s=float(entry["bandwidth"]),
-            flops=float(entry["flops"]),
-            cpu_bandwidth_bytes_per_s=float(entry.get("cpu_bandwidth", 50e9)),
+            name=name,
+            label=str(entry.get("label", name)),
+            memory_bytes=parse_bytes(str(entry["memory"]), f"{origin}: gpu {name} memory"),
+            decode_bandwidth_bytes_per_s=_positive(entry, "decode_bandwidth", origin),
+            step_overhead_s=float(entry.get("step_overhead_s", 0.0)),
+            prefill_flops=_positive(entry, "prefill_flops", origin),
+            cpu_bandwidth_bytes_per_s=float(entry.get("cpu_bandwidth", 30e9)),
             cpu_flops=float(entry.get("cpu_flops", 1e12)),
-            host_memory_bytes=parse_bytes(str(entry.get("host_memory", "64GiB")), f"{origin}: gpu {entry['name']} host_memory"),
+            host_memory_bytes=parse_bytes(str(entry.get("host_memory", "64GiB")), f"{origin}: gpu {name} host_memory"),
+            speed_basis=str(entry.get("speed_basis", f"from {origin}")),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: bad or missing field {error}") from None

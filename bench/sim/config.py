@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bench.sim import context
@@ -191,6 +192,7 @@ def build_config(
     llama_server: str | None = None,
     model_files: Sequence[str] = (),
     engine_log_dir: str | Path | None = None,
+    calibrated: Mapping[str, Any] | None = None,
 ) -> SimConfig:
     """Resolve flags over OLLAMA_* / BENCH_SIM_* variables into a SimConfig; bad values raise SimConfigError."""
     env_host, env_port = parse_host(env.get("OLLAMA_HOST", ""))
@@ -211,6 +213,12 @@ def build_config(
     if speed <= 0:
         raise SimConfigError(f"--speed {speed}: must be > 0")
     catalog = with_engine_models(load_catalog(catalog_path), model_files, engine_name)
+    if calibrated is not None:
+        # --calibrate RUN_DIR: a profile measured on the user's machine, served as --gpu calibrated.
+        if gpu:
+            raise SimConfigError(f"--gpu {gpu} with --calibrate: the calibration is the GPU profile; drop --gpu")
+        catalog = merge_entries(catalog, dict(calibrated), "--calibrate")
+        gpu = str(calibrated["gpus"][0]["name"])
     if engine_name == "llama-server" and not gpu and not env.get("BENCH_SIM_GPU", "").strip():
         gpu = "cpu"  # the engine runs on this machine's CPU: Ollama's CPU-only rules apply
     gpu_name = (gpu or env.get("BENCH_SIM_GPU", "") or DEFAULT_GPU).strip().lower()
@@ -303,6 +311,9 @@ def with_engine_models(catalog: Catalog, model_files: Sequence[str], engine_name
     named = merge_entries(Catalog(), {"models": files}, "--model-file")
     # Catalog entries win over presets of the same name; a file the user named wins over both.
     models = {**presets.models, **catalog.models, **named.models}
-    cpu = GpuProfile(name="cpu", label="CPU (llama-server)", memory_bytes=0, bandwidth_bytes_per_s=30e9,
-                     flops=1e12, cpu_bandwidth_bytes_per_s=30e9, cpu_flops=1e12)
+    # Only Ollama's CPU-only rules use it (the engine's speed is its own); for the simulated backend
+    # it is a rough desktop CPU: --calibrate a run of this machine for its real figures.
+    cpu = GpuProfile(name="cpu", label="CPU (llama-server)", memory_bytes=0, decode_bandwidth_bytes_per_s=30e9,
+                     step_overhead_s=0.0, prefill_flops=1e12, cpu_bandwidth_bytes_per_s=30e9, cpu_flops=1e12,
+                     speed_basis="a rough desktop CPU (not measured)")
     return Catalog(models=models, gpus={"cpu": cpu, **catalog.gpus})

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
@@ -339,7 +340,10 @@ async def root(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return JSONResponse({"version": sim_of(request).version})
+    # The header says what the simulated speed rests on (bench run stores it in the manifest, and
+    # sizing answers quote it); clients of a real Ollama never see it.
+    return JSONResponse({"version": sim_of(request).version},
+                        headers={"x-bench-speed-basis": quote(sim_of(request).speed_basis)})
 
 
 async def tags(request: Request) -> Response:

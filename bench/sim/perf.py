@@ -1,5 +1,8 @@
-"""Roofline timing model (see shared/sim-performance-model.md).
+"""Roofline timing model (see shared/sim-performance-model.md), on measured per-GPU constants.
 
+Each GPU profile carries what llama.cpp was measured to achieve on that card (bench/sim/catalog.yaml,
+sources in bench/sim/speed_measurements.yaml): the bandwidth its decode kernels reach, a fixed time
+per decode step, and its prefill FLOP/s. Ollama's own per-token cost is the one constant here.
 All durations returned here are *simulated* seconds; the scheduler divides them by --speed.
 """
 
@@ -11,10 +14,11 @@ import random
 from bench.sim.catalog import GpuProfile, ModelSpec
 
 NUM_BATCH = 512  # Ollama's default num_batch: prompts are processed in chunks of this many tokens
-ETA_MEM = 0.7  # achieved fraction of memory bandwidth
-ETA_COMPUTE = 0.5  # achieved fraction of dense FLOP/s
-STEP_OVERHEAD_S = 0.0015  # per decode step: kernel launches, sampling, the runner's Go/C++ glue
-SLOT_OVERHEAD_S = 0.0002  # per active sequence per step (sampling, detokenising)
+# Per active sequence per decode step, what serving adds to llama-bench's bare decode: llama-server
+# samples each token (llama.cpp's sampler chain: 0.02-0.05 ms per token in llama.cpp's own CI logs,
+# llama_perf_sampler_print), detokenises it and streams it to Ollama, which streams it on. 0.1 ms
+# is that order; `bench sim --calibrate RUN_DIR` folds a machine's real figure into its profile.
+TOKEN_OVERHEAD_S = 0.0001
 LOAD_STARTUP_S = 1.0  # runner process start-up before weights stream in
 LOAD_BANDWIDTH_BYTES_PER_S = 3e9  # NVMe / page cache read rate while loading weights
 UNLOAD_S = 0.05  # killing a runner is quick
@@ -39,9 +43,10 @@ def decode_step_s(
     bytes_read = model.size_bytes + context_tokens_total * kv_bytes_per_token(model, bytes_per_element)
     flops = slots * 2.0 * model.parameter_count
     gpu_share = gpu_fraction
-    gpu_s = gpu_share * max(bytes_read / (gpu.bandwidth_bytes_per_s * ETA_MEM), flops / (gpu.flops * ETA_COMPUTE))
+    # A batch is a small matrix product: at most as fast as prefill's (measured) FLOP/s.
+    gpu_s = gpu_share * max(bytes_read / gpu.decode_bandwidth_bytes_per_s, flops / gpu.prefill_flops)
     cpu_s = (1 - gpu_share) * max(bytes_read / gpu.cpu_bandwidth_bytes_per_s, flops / gpu.cpu_flops)
-    return gpu_s + cpu_s + STEP_OVERHEAD_S + SLOT_OVERHEAD_S * slots
+    return gpu_s + cpu_s + gpu.step_overhead_s + TOKEN_OVERHEAD_S * slots
 
 
 def prefill_s(model: ModelSpec, gpu: GpuProfile, gpu_fraction: float, prompt_tokens: int, num_batch: int = NUM_BATCH) -> float:
@@ -49,9 +54,9 @@ def prefill_s(model: ModelSpec, gpu: GpuProfile, gpu_fraction: float, prompt_tok
     chunks = max(1, math.ceil(prompt_tokens / max(1, num_batch)))
     flops = max(1, prompt_tokens) * 2.0 * model.parameter_count
     gpu_share = gpu_fraction
-    gpu_s = gpu_share * max(flops / (gpu.flops * ETA_COMPUTE), chunks * model.size_bytes / (gpu.bandwidth_bytes_per_s * ETA_MEM))
+    gpu_s = gpu_share * max(flops / gpu.prefill_flops, chunks * model.size_bytes / gpu.decode_bandwidth_bytes_per_s)
     cpu_s = (1 - gpu_share) * max(flops / gpu.cpu_flops, chunks * model.size_bytes / gpu.cpu_bandwidth_bytes_per_s)
-    return gpu_s + cpu_s + STEP_OVERHEAD_S * chunks
+    return gpu_s + cpu_s + gpu.step_overhead_s * chunks
 
 
 def load_s(model: ModelSpec) -> float:

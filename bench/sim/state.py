@@ -62,6 +62,14 @@ class Simulator:
     def version(self) -> str:
         return self.config.rules.version
 
+    @property
+    def speed_basis(self) -> str:
+        """What the served speed rests on: the profile's basis, or the real engine on this machine."""
+        if self.config.engine != "simulated":
+            return f"the real llama.cpp engine ({self.config.engine}) on this machine"
+        assert self.config.gpu is not None
+        return self.config.gpu.speed_basis
+
     def request_id(self, header_value: str | None) -> str:
         return header_value or str(next(self._request_ids))
 

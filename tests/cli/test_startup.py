@@ -32,7 +32,7 @@ def test_version_and_help_import_no_heavy_library():
 
 def test_every_command_help_imports_no_heavy_library():
     commands = ["run", "validate", "schema", "sim", "report", "compare", "recommend", "kv",
-                "kv-analyze", "perf", "soak", "baseline"]
+                "kv-analyze", "perf", "soak", "baseline", "conformance"]
     result = _probe([[command, "--help"] for command in commands])
     assert result["exit_codes"] == [0] * len(commands)
     assert result["heavy"] == []

@@ -38,9 +38,10 @@ def _cold_durations(speed: float) -> dict[str, int]:
 def test_server_reported_durations_scale_with_speed() -> None:
     slow, fast = _cold_durations(1.0), _cold_durations(4.0)
     # Prompt processing and decoding report the simulated hardware's time, so they scale exactly,
-    # however late the event loop wakes up (sub-millisecond prefill included).
-    assert slow["prompt_eval_duration"] == pytest.approx(4 * fast["prompt_eval_duration"], rel=1e-6)
-    assert slow["eval_duration"] == pytest.approx(4 * fast["eval_duration"], rel=1e-6)
+    # however late the event loop wakes up (sub-millisecond prefill included). Durations are whole
+    # nanoseconds, so four times the fast one carries up to 4 ns of rounding.
+    assert slow["prompt_eval_duration"] == pytest.approx(4 * fast["prompt_eval_duration"], rel=1e-6, abs=4)
+    assert slow["eval_duration"] == pytest.approx(4 * fast["eval_duration"], rel=1e-6, abs=4)
     # load_duration also covers the request's handling before the load starts (as in Ollama,
     # which starts the clock on arrival): well under a millisecond against 1.1 s and 0.28 s.
     assert slow["load_duration"] == pytest.approx(4 * fast["load_duration"], rel=0.05)
