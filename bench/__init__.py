@@ -7,7 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+src"
 
-__all__ = ["__version__", "load_run", "run"]
+__all__ = ["__version__", "api", "load_run"]
 
 
 def load_run(path):  # noqa: ANN001, ANN201 - thin re-export, typed in bench.api
@@ -18,10 +18,9 @@ def load_run(path):  # noqa: ANN001, ANN201 - thin re-export, typed in bench.api
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562 module attribute
-    # `bench.run` is both the orchestration package (bench/run/) and the Python API's entry
-    # point: the package is callable (bench/run/__init__.py), imported here on first use.
-    if name == "run":
+    # `import bench; bench.api.run(...)`: the Python API, imported on first use (it pulls in pandas).
+    if name == "api":
         import importlib
 
-        return importlib.import_module("bench.run")
+        return importlib.import_module("bench.api")
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

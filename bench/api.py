@@ -1,7 +1,7 @@
 """bench's Python API: run a scenario from a notebook or another tool, and load runs back.
 
     import bench
-    run = bench.run({"target": "sim", "workload": {"model": "llama3.2:1b"},
+    run = bench.api.run({"target": "sim", "workload": {"model": "llama3.2:1b"},
                      "load": {"concurrency": [1, 2], "requests": 8}}, out="results/nb")
     run.requests, run.cells, run.summary, run.status
 
@@ -26,10 +26,10 @@ def _scenario(scenario: ScenarioLike) -> tuple[Scenario, Path | None]:
     if isinstance(scenario, Scenario):
         return scenario, None
     if isinstance(scenario, dict):
-        return scenario_from_dict(scenario, source="bench.run(dict)"), None
+        return scenario_from_dict(scenario, source="bench.api.run(dict)"), None
     if isinstance(scenario, (str, os.PathLike)):
         return load_scenario(scenario), Path(scenario)
-    raise UsageError(f"bench.run: expected a Scenario, a dict or a path, not {type(scenario).__name__}")
+    raise UsageError(f"bench.api.run: expected a Scenario, a dict or a path, not {type(scenario).__name__}")
 
 
 def run(scenario: ScenarioLike, out: str | os.PathLike[str] | None = None, *,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 
 from bench.errors import UsageError
+from bench.secrets import redact_address
 
 DEFAULT_PORT = 11434
 
@@ -45,8 +45,7 @@ def base_url_of(raw: str) -> str:
     else:
         scheme, hostport = "http", raw
     hostport, _, url_path = hostport.partition("/")
-    if any(char in hostport for char in "?#@ \t\\"):
-        raise ValueError("not a host[:port]")
+    _refuse_credentials(hostport, url_path)
     host, port = "127.0.0.1", default_port
     if hostport.startswith("["):  # [::1]:11434
         bracket_end = hostport.find("]")
@@ -80,6 +79,16 @@ def base_url_of(raw: str) -> str:
     return f"{base}/{url_path}".rstrip("/") if url_path else base
 
 
+def _refuse_credentials(hostport: str, url_path: str) -> None:
+    """Credentials and tokens have one place, api_key_env: a URL carrying them is refused (and the
+    caller prints the address through secrets.redact_address, never in clear)."""
+    if "@" in hostport:
+        raise ValueError("credentials in the URL are not sent: name an environment variable "
+                         "holding the key in the scenario's api_key_env")
+    if any(char in hostport + url_path for char in "?#") or any(char in hostport for char in " \t\\"):
+        raise ValueError("not a host[:port] (no query or fragment: a key goes in api_key_env)")
+
+
 def resolve_ollama_host(value: str | None = None) -> str:
     """The target's base URL from --target / the scenario (value), else OLLAMA_HOST; a bad one
     is a one-line UsageError naming where it came from."""
@@ -87,13 +96,4 @@ def resolve_ollama_host(value: str | None = None) -> str:
     try:
         return base_url_of(raw)
     except ValueError as error:
-        raise UsageError(f"{where} {raw!r}: {error}") from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now on `host` (bind port 0, read it, release it): for the
-    servers bench starts (managed servers, the perf emitter)."""
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host.strip("[]"), 0))
-        return int(probe.getsockname()[1])
+        raise UsageError(f"{where} {redact_address(raw)!r}: {error}") from None

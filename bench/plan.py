@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ScenarioError
+from bench.numbers import MAX_CELLS
 from bench.escape import plain_terminal
 from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario, SweepSpec
 
@@ -105,7 +107,7 @@ def _axes(scenario: Scenario, overrides: Overrides) -> tuple[dict[str, list[Any]
         "prompt_tokens": prompt_tokens,
         "shared_prefix_tokens": workload.prompt.shared_prefix_tokens or [None],
         "turns": turns,
-        # A distribution is drawn per request (bench.prompts); the cell shows its mean.
+        # A distribution is drawn per request (bench.workload.prompts); the cell shows its mean.
         "max_tokens": ([round(workload.max_tokens.mean_tokens)]
                        if isinstance(workload.max_tokens, Distribution) else list(workload.max_tokens)),
         "keep_alive": workload.keep_alive or [None],
@@ -152,6 +154,15 @@ def _check_zip(scenario: Scenario, all_axes: dict[str, list[Any]]) -> None:
             raise ScenarioError(
                 f"{scenario.where('matrix', 'zip')}: axes {group} need lists of equal length, got {lengths}"
             )
+
+
+def _check_cell_count(scenario: Scenario, lengths: list[int]) -> None:
+    """Refuse a matrix past MAX_CELLS before a cell is built (its product, counted, not expanded)."""
+    count = math.prod(lengths)
+    if count > MAX_CELLS:
+        shown = " x ".join(str(length) for length in lengths if length > 1) or str(count)
+        raise ScenarioError(f"{scenario.where('matrix')}: {shown} = {count:,} cells, over the limit of "
+                            f"{MAX_CELLS:,} per scenario; split the study or shorten its lists")
 
 
 def _expand(axes: dict[str, list[Any]], groups: list[list[str]]) -> list[dict[str, Any]]:
@@ -249,6 +260,7 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
     zipped = [list(group) for group in scenario.matrix.zip]
     server_groups = [g for g in _groups(all_axes, zipped) if any(n in server_axes for n in g)]
     workload_groups = [g for g in _groups(all_axes, zipped) if g not in server_groups]
+    _check_cell_count(scenario, [len(all_axes[group[0]]) for group in server_groups + workload_groups])
     points = _expand(all_axes, server_groups + workload_groups)
 
     cells: list[Cell] = []
@@ -269,6 +281,9 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
                     request_format=None if point["format"] == "none" else point["format"],
                 )
             )
+            if len(cells) > MAX_CELLS:  # a sweep's steps multiply the matrix
+                raise ScenarioError(f"{scenario.where('matrix')}: with the sweep's steps, more than "
+                                    f"{MAX_CELLS:,} cells (the limit per scenario); split the study")
     ids = [cell.cell_id for cell in cells]
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{scenario.where('matrix')}: two cells have identical settings (a list repeats a value)")

@@ -1,13 +1,27 @@
-"""The API key of this process: read and checked once, redacted from any text shown or stored."""
+"""The API key of this process: read and checked once, redacted from any text shown or stored.
+
+Redaction is deliberately loose: a server or gateway may echo the key changed (lower-cased,
+cut, quoted inside a longer token), so any run of FRAGMENT_CHARS or more characters of a key,
+in any letter case, is replaced. URL credentials (`http://user:pw@host`) and query tokens
+(`?token=...`) are redacted from every text passed through redact(), remembered key or not.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 
 from bench.errors import UsageError
 
 _KNOWN_SECRETS: set[str] = set()
 REDACTED = "[redacted]"
+# A run this long of a key is the key: 8 characters of a random key are ~48 bits, never an
+# ordinary word, and a prefix a gateway logs ("sk-abcd1234...") is no longer recognisable.
+FRAGMENT_CHARS = 8
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;][^=&\s'\"<>#]*(?:token|key|secret|passw|pwd|auth|sig|credential|session)"
+    r"[^=&\s'\"<>#]*=)[^&\s'\"<>#]+")
 
 
 def read_api_key(variable: str) -> str:
@@ -44,8 +58,57 @@ def has_secrets() -> bool:
 
 
 def redact(text: str) -> str:
-    """`text` with every remembered secret replaced by [redacted]."""
+    """`text` with every remembered secret (any case, any 8+ character run of one) and every URL
+    credential or query token replaced by [redacted]."""
+    if "://" in text or "=" in text:
+        text = _URL_USERINFO.sub(lambda match: f"{match.group(1)}{REDACTED}@", text)
+        text = _QUERY_SECRET.sub(lambda match: f"{match.group(1)}{REDACTED}", text)
     for secret in _KNOWN_SECRETS:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+        spans = _secret_spans(text, secret)
+        if spans:
+            text = _replace_spans(text, spans)
     return text
+
+
+def _secret_spans(text: str, secret: str) -> list[tuple[int, int]]:
+    """Where `secret` or a run of FRAGMENT_CHARS+ of its characters occurs in `text`, any case;
+    each found window grown to the whole run that matches the secret."""
+    folded, key = text.lower(), secret.lower()
+    window = min(FRAGMENT_CHARS, len(key))
+    spans: list[tuple[int, int]] = []
+    for offset in range(len(key) - window + 1):
+        piece = key[offset:offset + window]
+        start = folded.find(piece)
+        while start >= 0:
+            begin, end, key_begin, key_end = start, start + window, offset, offset + window
+            while begin > 0 and key_begin > 0 and folded[begin - 1] == key[key_begin - 1]:
+                begin, key_begin = begin - 1, key_begin - 1
+            while end < len(folded) and key_end < len(key) and folded[end] == key[key_end]:
+                end, key_end = end + 1, key_end + 1
+            spans.append((begin, end))
+            start = folded.find(piece, end)
+    return spans
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    merged: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    pieces, cursor = [], 0
+    for begin, end in merged:
+        pieces += [text[cursor:begin], REDACTED]
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def redact_address(raw: str) -> str:
+    """An address a user wrote (`user:pw@host:port`, a scheme or none) fit to print: credentials,
+    query tokens and remembered keys redacted."""
+    host_part = raw.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in host_part:
+        raw = raw.replace(host_part.rsplit("@", 1)[0], REDACTED, 1)
+    return redact(raw)

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import MANIFEST_FILE, load_run, missing_as_none
 
 FORMAT = "bench-baseline"
@@ -84,9 +84,13 @@ def _environment(manifest: Manifest) -> dict[str, Any]:
         gpu_name = gpu.get("name") or (gpu.get("devices") or [{}])[0].get("name")
     elif isinstance(gpu, list) and gpu:
         gpu_name = gpu[0].get("name") if isinstance(gpu[0], dict) else str(gpu[0])
+    speeds, engines = _simulator(manifest)
     return {
         "run_id": manifest.run_id,
         "scenario": manifest.scenario.get("name"),
+        "target_server": target.get("server"),
+        "sim_speed": speeds,
+        "sim_engine": engines,
         "started_at": manifest.started_at,
         "bench_version": manifest.bench_version,
         "target_kind": target.get("kind"),
@@ -97,6 +101,30 @@ def _environment(manifest: Manifest) -> dict[str, Any]:
         # The scenario's `gates:` travel with the baseline, so `bench compare` can use them.
         "gates": manifest.scenario.get("gates") or {},
     }
+
+
+def _flag_value(command: list[Any], flag: str) -> str | None:
+    words = [str(word) for word in command]
+    return next((value for name, value in zip(words, words[1:]) if name == flag), None)
+
+
+def _simulator(manifest: Manifest) -> tuple[str | None, str | None]:
+    """The simulator's speed(s) and engine(s) as `10` / `simulated` ('/'-joined when servers
+    differ), None for a server that is not `bench sim`."""
+    speeds: list[str] = []
+    engines: list[str] = []
+    sim = manifest.scenario.get("sim") or {}
+    for server in manifest.servers:
+        words = [str(word) for word in server.command]
+        if not any(a == "bench" and b == "sim" for a, b in zip(words, words[1:])):
+            continue
+        speeds.append(f"{float(_flag_value(words, '--speed') or 1):g}")
+        engines.append(_flag_value(words, "--engine") or server.env.get("BENCH_SIM_ENGINE") or "simulated")
+    if not speeds and manifest.target.kind == "sim":
+        speeds.append(f"{float(manifest.options.sim_speed or sim.get('speed') or 1):g}")
+        engines.append(_flag_value(list(sim.get("args") or []), "--engine") or "simulated")
+    joined = ("/".join(dict.fromkeys(speeds)) or None, "/".join(dict.fromkeys(engines)) or None)
+    return joined
 
 
 def _rounded(values: np.ndarray) -> np.ndarray:
@@ -228,10 +256,11 @@ def _cell_from_json(entry: Any, where: str) -> BaselineCell:
 
 
 def _read_baseline_file(path: Path) -> Baseline:
+    from bench.inputs import MAX_JSON_BYTES, read_input_text
+
+    text = read_input_text(path, MAX_JSON_BYTES, RunDirError, "baseline file")
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        raise RunDirError(f"{path}: cannot read ({error})") from None
+        payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise RunDirError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

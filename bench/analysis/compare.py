@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 
 from bench.analysis.baseline import Baseline, BaselineCell, load_baseline
+from bench.analysis.rates import repeat_change_interval
 from bench.analysis.samples import bootstrap_interval, min_samples_for, not_enough
 from bench.errors import RunDirError, UsageError
 from bench.plan import cell_label, varying_settings
@@ -169,6 +170,8 @@ class GateResult:
     current_n: int
     verdict: Verdict
     note: str = ""
+    # "requests", or "requests + 3/3 repeats" when run-to-run variation widened the interval.
+    interval_basis: str = "requests"
 
     @property
     def relative(self) -> bool:
@@ -213,6 +216,7 @@ class _Estimate:
     baseline_n: int
     current_n: int
     note: str = ""
+    interval_basis: str = "requests"
 
 
 def _skip(note: str, base_n: int = 0, current_n: int = 0, base_value: float = math.nan,
@@ -284,7 +288,15 @@ def _throughput_change(base_cell: BaselineCell, current_cell: BaselineCell, metr
 
     low, high = _change_interval((np.arange(n_base, dtype=float), np.arange(n_current, dtype=float)),
                                  scaled_change, confidence, resamples, seed)
-    return _Estimate(base_value, current_value, observed - 1.0, low, high, n_base, n_current)
+    # With --repeats on both sides, run-to-run variation (AIPerf's multi-run confidence) is noise
+    # request resampling cannot see: the verdict needs the change beyond both intervals.
+    base_runs, current_runs = base_cell.per_repeat.get(metric, []), current_cell.per_repeat.get(metric, [])
+    between_runs = repeat_change_interval(base_runs, current_runs, confidence)
+    if between_runs is None:
+        return _Estimate(base_value, current_value, observed - 1.0, low, high, n_base, n_current)
+    return _Estimate(base_value, current_value, observed - 1.0, min(low, between_runs[0]),
+                     max(high, between_runs[1]), n_base, n_current,
+                     interval_basis=f"requests + {len(base_runs)}/{len(current_runs)} repeats")
 
 
 def _rate_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: str,
@@ -387,12 +399,20 @@ def _match(baseline: Baseline, current: Baseline) -> list[tuple[BaselineCell, Ba
     return [(cell, current_cells[key]) for key, cell in base_cells.items()]
 
 
+# What else two runs must share for a change to mean a regression, as the notes name it.
+_LIKE_FOR_LIKE = {"sim_speed": "simulator speed", "sim_engine": "simulator engine", "target_kind": "server kind",
+                  "target_server": "server", "target_version": "server version", "gpu": "GPU",
+                  "bench_version": "bench version"}
+
+
 def _environment_notes(baseline: Baseline, current: Baseline) -> list[str]:
+    """One line per difference between the runs beyond their cells' settings (those must match)."""
     notes = []
-    for key in ("target_kind", "target_version", "gpu", "bench_version"):
+    for key, name in _LIKE_FOR_LIKE.items():
         before, after = baseline.environment.get(key), current.environment.get(key)
-        if before != after:
-            notes.append(f"{key} differs: baseline {before}, current {after}")
+        if key in baseline.environment and key in current.environment and before != after:
+            notes.append(f"unlike runs: {name} differs (baseline {before}, current {after}); a change here "
+                         "may be that difference, not a regression")
     return notes
 
 
@@ -426,7 +446,7 @@ def compare(baseline: Baseline, current: Baseline, thresholds: dict[str, float] 
                 change=estimate.change, ci_low=estimate.ci_low, ci_high=estimate.ci_high,
                 baseline_n=estimate.baseline_n,
                 current_n=estimate.current_n, verdict=_verdict(metric, threshold, estimate),
-                note=estimate.note,
+                note=estimate.note, interval_basis=estimate.interval_basis,
             ))
     return Comparison(baseline.source, current.source, normalized, gates, confidence,
                       _environment_notes(baseline, current))

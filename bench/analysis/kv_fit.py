@@ -6,7 +6,7 @@ Pure functions, except `write_kv_analysis` (writes kv.json).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_p
 from bench.analysis.kv_model import ModelArch
 from bench.engine.memory_log import kv_bytes_per_launch
 from bench.errors import TargetError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
 
 
@@ -296,6 +296,11 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
     # The RSS of a server without llama-server children (the simulated engine) measures no KV.
     nvml_measures = nvml_fit is not None and any(p.nvml_bytes for p in points)
     engine_measured = any(p.process_source == "engine_rss" for p in points)
+    if not engine_measured:
+        # The whole tree's RSS without llama-server children is the Python simulator's heap: no KV
+        # cache lives there, so its flat line is not a measurement of one (never drawn as such).
+        process_fit = None
+        points = [replace(p, process_rss_bytes=None, process_source=None) for p in points]
     if nvml_measures:
         measured_fit, measured_source = nvml_fit, "nvml"
     elif process_fit is not None and engine_measured:
@@ -328,10 +333,14 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "bytes_per_token": per_token,
         "measured_source": measured_source,
         "ratio_to_measured": {
-            name: _ratio(value, measured)
+            # /api/ps against itself is 1.00 by construction: no ratio when it is the measured source.
+            name: None if name == measured_source else _ratio(value, measured)
             for name, value in per_token.items()
             if name in ("rule_of_thumb", "exact", "exact_stored", "ollama_ps", "logged_kv")
         },
+        "measurement_note": None if nvml_measures or engine_measured else (
+            "no KV measurement: no NVML reading of the server and no llama-server process (the simulated "
+            "engine holds no KV cache); the figures are /api/ps's estimate and the formulas"),
     }
 
 

@@ -235,15 +235,3 @@ def parse_bytes(text: str) -> int:
     if match is None or unit not in _UNITS:
         raise UsageError(f"size {text!r}: expected a number with a unit such as 80GiB or 24GB")
     return int(float(match.group(1)) * _UNITS[unit])
-
-
-def format_bytes(size_bytes: float) -> str:
-    """Binary units, three significant figures: 1073741824 → '1.00 GiB', 11489037517 → '10.7 GiB'."""
-    value = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            break
-        value /= 1024
-    if unit == "B" or abs(value) >= 100:
-        return f"{value:.0f} {unit}"
-    return f"{value:.1f} {unit}" if abs(value) >= 10 else f"{value:.2f} {unit}"

@@ -110,7 +110,10 @@ def read_gguf(path: str | Path) -> GgufModel:
     """Read a GGUF file's metadata and tensor sizes; UsageError when it is not a readable GGUF."""
     from gguf import GGUFReader  # imported here: it is slow to import and only this needs it
 
+    from bench.analysis.gguf_header import check_gguf_header
+
     gguf_path = Path(path)
+    check_gguf_header(gguf_path)  # before gguf's reader, which trusts every length it reads
     try:
         return _read_gguf(GGUFReader(gguf_path), gguf_path)
     except UsageError:

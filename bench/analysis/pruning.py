@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from bench.analysis.recommend import Slo, slo_failures
 from bench.plan import Cell
+from bench.numbers import gib
 
 Rule = Literal["spilled", "not-loaded", "knee", "dominated"]
 # Compared for dominance: (summary column, higher is better).
@@ -73,9 +74,6 @@ class Study:
         return key + ((cell.server_group,) if with_server else ())
 
 
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"
-
 
 def _concurrencies(cells: list[Cell]) -> str:
     return ", ".join(f"c={cell.settings['concurrency']}" for cell in cells)
@@ -102,8 +100,8 @@ def _load_skip(study: Study, cell: Cell, row: Mapping[str, Any], memory: GroupMe
                     f"{_concurrencies(same_load)}")
     if memory is not None and memory.spilled:
         share = 1 - (memory.size_vram_bytes or 0) / max(1, memory.size_bytes or 1)
-        return Skip(ids, "spilled", f"{label} spilled at load (size_vram {_gib(memory.size_vram_bytes)} "
-                    f"of {_gib(memory.size_bytes)}, {share:.0%} on CPU); skipped {_concurrencies(same_load)}")
+        return Skip(ids, "spilled", f"{label} spilled at load (size_vram {gib(memory.size_vram_bytes)} "
+                    f"of {gib(memory.size_bytes)}, {share:.0%} on CPU); skipped {_concurrencies(same_load)}")
     return None
 
 

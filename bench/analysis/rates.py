@@ -111,3 +111,26 @@ def repeat_intervals(cell: pd.DataFrame, ok: np.ndarray) -> dict[str, float]:
 
 def _pairs(columns: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(columns[i], columns[i + 1]) for i in range(0, len(columns), 2)]
+
+
+def repeat_change_interval(base_values: list[float], current_values: list[float],
+                           confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Welch interval of the relative change of the mean of per-repeat values (current / base − 1),
+    the baseline mean taken as fixed; None unless both sides have two or more finite values."""
+    from scipy import stats
+
+    base = np.asarray(base_values, dtype=float)
+    current = np.asarray(current_values, dtype=float)
+    base, current = base[np.isfinite(base)], current[np.isfinite(current)]
+    if len(base) < 2 or len(current) < 2 or base.mean() <= 0:
+        return None
+    var_base, var_current = base.var(ddof=1) / len(base), current.var(ddof=1) / len(current)
+    spread = var_base + var_current
+    if spread == 0:
+        change = float(current.mean() / base.mean() - 1.0)
+        return change, change
+    # Welch–Satterthwaite degrees of freedom: unequal variances, few runs on each side.
+    dof = spread**2 / (var_base**2 / (len(base) - 1) + var_current**2 / (len(current) - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(spread)
+    difference = float(current.mean() - base.mean())
+    return (difference - half) / float(base.mean()), (difference + half) / float(base.mean())

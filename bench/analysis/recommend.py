@@ -15,14 +15,13 @@ import pandas as pd
 
 from bench.errors import UsageError
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
-from bench.manifest import Manifest
+from bench.analysis.recommend_basis import TIE_FRACTION, SampleBasis
+from bench.records.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
+from bench.numbers import gib
 
 SETTING = "OLLAMA_NUM_PARALLEL"
-# Throughputs within this fraction of the best are a tie: a person picks the smaller setting
-# (less KV memory, lower per-request latency) rather than a higher one that gains only noise.
-TIE_FRACTION = 0.05
 _PS_SLACK_S = 1.0
 
 Outcome = Literal["chosen", "runner-up", "lost"]
@@ -123,6 +122,9 @@ class Recommendation:
     memory_checked: bool
     candidates: tuple[Candidate, ...]
     verdict: str
+    provisional: bool = False  # the chosen or runner-up cell has fewer requests than the SLOs' percentiles need
+    tie_with: int | None = None  # the runner-up when the two cannot be told apart (intervals overlap)
+    samples: dict[str, Any] | None = None  # n and output tok/s interval of the chosen and runner-up cells
     speed_basis: str | None = None  # a simulated target: what its speed rests on (manifest target)
 
     @property
@@ -147,6 +149,9 @@ class Recommendation:
             "min_user_tps": self.min_user_tps,
             "memory_checked": self.memory_checked,
             "verdict": self.verdict,
+            "provisional": self.provisional,
+            "tie_with": self.tie_with,
+            "samples": self.samples,
             "speed_basis": self.speed_basis,
             "candidates": [
                 {key: missing_as_none(value) for key, value in asdict(candidate).items()}
@@ -155,7 +160,7 @@ class Recommendation:
         }
 
 
-def _memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | None, int | None, int | None]:
+def memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | None, int | None, int | None]:
     """Whether the server behind these cells kept the model wholly on the GPU (size_vram == size)."""
     if run.ps is None or run.ps.empty:
         return None, None, None
@@ -204,7 +209,7 @@ def _candidate(run: Run, num_parallel: int, cells: pd.DataFrame, slos: tuple[Slo
                min_user_tps: float | None) -> Candidate:
     failures = {cell_id: slo_failures(row, slos, min_user_tps) for cell_id, row in cells.iterrows()}
     meeting = cells[[not failures[cell_id] for cell_id in cells.index]]
-    fits, size, vram = _memory_fit(run, list(cells.index), set(cells["model"].dropna().astype(str)))
+    fits, size, vram = memory_fit(run, list(cells.index), set(cells["model"].dropna().astype(str)))
     if len(meeting):
         best = meeting.loc[meeting["output_tps"].idxmax()]
         reason = ""
@@ -271,19 +276,30 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         chosen = min(tied, key=lambda c: c.num_parallel)
     others = [c for c in ranked if c is not chosen]
     runner_up = others[0] if others else None
-    final = tuple(_with_outcome(c, chosen, runner_up) for c in candidates)
+    basis = SampleBasis.of(run, chosen, runner_up, slos)
+    if basis.tie and runner_up is not None and chosen is not None and runner_up.num_parallel < chosen.num_parallel:
+        # Within the noise of each other: the smaller setting, for its memory.
+        chosen, runner_up = runner_up, chosen
+        basis = SampleBasis.of(run, chosen, runner_up, slos)
+    final = tuple(_with_outcome(c, chosen, runner_up, basis.tie) for c in candidates)
     memory_checked = any(c.fits_in_gpu is not None for c in candidates)
     verdict = _verdict(chosen, runner_up, slos, min_user_tps, memory_checked, final)
+    if chosen is not None:
+        verdict = basis.framed(verdict, chosen, runner_up)
     return Recommendation(
         num_parallel=chosen.num_parallel if chosen else None, cell_id=chosen.cell_id if chosen else None,
         concurrency=chosen.concurrency if chosen else None, output_tps=chosen.output_tps if chosen else None,
         runner_up=runner_up.num_parallel if runner_up else None, slos=slos, min_user_tps=min_user_tps,
         memory_checked=memory_checked, candidates=final, verdict=verdict,
+        provisional=chosen is not None and basis.provisional,
+        tie_with=runner_up.num_parallel if basis.tie and runner_up is not None else None,
+        samples=basis.to_json() if chosen is not None else None,
         speed_basis=run.manifest.target.speed_basis,
     )
 
 
-def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Candidate | None) -> Candidate:
+def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Candidate | None,
+                  tie: bool = False) -> Candidate:
     outcome: Outcome = "lost"
     reason = candidate.reason
     if candidate is chosen:
@@ -292,12 +308,18 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
             reason += " (GPU fit unknown: no /api/ps data)"
     elif candidate.fits_in_gpu is False and candidate.cell_id is not None:
         spilled = (candidate.size_bytes or 0) - (candidate.size_vram_bytes or 0)
-        reason = (f"spills to CPU: size_vram {_gib(candidate.size_vram_bytes)} of size {_gib(candidate.size_bytes)} "
+        reason = (f"spills to CPU: size_vram {gib(candidate.size_vram_bytes)} of size {gib(candidate.size_bytes)} "
                   f"({spilled / max(1, candidate.size_bytes or 1):.0%} on CPU)")
     elif candidate.cell_id is not None and chosen is not None:
-        if candidate.output_tps >= (1 - TIE_FRACTION) * chosen.output_tps and candidate.num_parallel > chosen.num_parallel:
+        close = abs(candidate.output_tps - chosen.output_tps) <= TIE_FRACTION * max(candidate.output_tps,
+                                                                                    chosen.output_tps)
+        if close and candidate.num_parallel > chosen.num_parallel:
             reason = (f"{candidate.output_tps:.1f} tok/s is within {TIE_FRACTION:.0%} of NUM_PARALLEL="
                       f"{chosen.num_parallel}'s {chosen.output_tps:.1f}: no real gain for more KV memory")
+        elif candidate is runner_up and tie and candidate.num_parallel > chosen.num_parallel:
+            reason = (f"{candidate.output_tps:.1f} tok/s ties NUM_PARALLEL={chosen.num_parallel}'s "
+                      f"{chosen.output_tps:.1f} (the 95% interval of the difference holds 0): no real gain "
+                      "for more KV memory")
         else:
             reason = f"lower throughput: {candidate.output_tps:.1f} vs {chosen.output_tps:.1f} tok/s"
     if candidate.missed and not (candidate.fits_in_gpu is False and candidate.cell_id is not None):
@@ -306,9 +328,6 @@ def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Can
         outcome = "runner-up"
     return Candidate(**{**asdict(candidate), "outcome": outcome, "reason": reason})
 
-
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"
 
 
 def _verdict(chosen: Candidate | None, runner_up: Candidate | None, slos: tuple[Slo, ...],

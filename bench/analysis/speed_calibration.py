@@ -2,7 +2,7 @@
 concurrency 1 (`bench sim --calibrate RUN_DIR`, scenario `sim: calibrate:`).
 
 The run's server reports, per request, prompt_eval_count / prompt_eval_duration (prefill) and
-eval_count / eval_duration (decode). Read through the simulator's speed model (bench/sim/perf.py)
+eval_count / eval_duration (decode). Read through the simulator's speed model (bench/sim/roofline.py)
 they give the machine's achieved prefill FLOP/s and its decode bandwidth, with the model's shape
 from the run's /api/show. The fixed per-step time cannot be told apart from the bandwidth with one
 model at one context, so it is folded into the bandwidth (step_overhead_s 0): exact for the

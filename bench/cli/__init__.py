@@ -28,7 +28,17 @@ from bench.cli import (
 from bench.cli.funnel import DEBUG_ENV, fail, fail_usage
 
 
+# `bench --help` lists commands in the order a user needs them: run a study, check a scenario,
+# read the answer, compare runs; then the tools (KV sizing, the simulator, baselines, ...).
+COMMAND_ORDER = ("run", "validate", "report", "recommend", "compare", "baseline", "kv", "kv-analyze", "sim",
+                 "schema", "soak", "perf", "gguf", "ollama", "conformance")
+
+
 class _BenchGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002 - click's signature
+        known = [name for name in COMMAND_ORDER if name in self.commands]
+        return known + sorted(name for name in self.commands if name not in COMMAND_ORDER)
+
     def main(self, *args, standalone_mode: bool = True, **kwargs):  # type: ignore[override]
         # click's usage errors as one line too (its own format is three: Usage, Try, Error).
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import check_output_file, write_text_atomically
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
 from bench.escape import plain_terminal
@@ -41,6 +41,11 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     allowed change. Exit 0: no regression; 1: regression; 2: usage error (unknown metric,
     unmatched cell, unreadable input).
     """
+    for path, option in ((junit_path, "--junit"), (markdown_path, "--markdown")):
+        if path is not None:  # before any work: a refused path fails at once, nothing is replaced
+            check_output_file(path, option, inputs=(baseline_path, current_path))
+    if junit_path is not None and markdown_path is not None and junit_path == markdown_path:
+        raise UsageError(f"--junit and --markdown: both name {junit_path}; give two files")
     console = output_console()
     with working(console, f"comparing {current_path} with {baseline_path}"):
         from bench.analysis.compare import compare_paths
@@ -49,7 +54,8 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
         comparison = compare_paths(baseline_path, current_path, max_regression)
     console.print(render_table(comparison))
     for note in comparison.environment_notes:
-        console.print(f"note: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"warning: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False,
+                      style="yellow")
     if junit_path is not None:
         _write(junit_path, to_junit_xml(comparison), "--junit")
     if markdown_path is not None:
@@ -70,6 +76,7 @@ def baseline_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def save_command(run_dir: Path, path: Path) -> None:
     """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
+    check_output_file(path, "baseline save", inputs=(run_dir,))
     with working(output_console(), f"reading {run_dir}"):
         from bench.analysis.baseline import load_baseline, save_baseline
 

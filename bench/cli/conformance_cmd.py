@@ -42,7 +42,7 @@ def conformance(recorded: Path | None, probe_names: tuple[str, ...],
 
     Exit 0 when every difference is a known deviation, 1 on any other, 2 on bad input.
     """
-    from bench.atomic import write_atomically
+    from bench.records.atomic import write_atomically
     from bench.conformance.compare import DIFFERS, compare, document
     from bench.conformance.known import load_known
     from bench.conformance.probes import PROBE_NAMES

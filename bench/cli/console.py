@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -13,9 +14,12 @@ NON_TERMINAL_WIDTH = 160
 
 
 def output_console() -> Console:
-    """A Console for stdout: the terminal's width, or 160 columns when stdout is not a terminal."""
+    """A Console for stdout: the terminal's width, or COLUMNS when set, or 160 columns when stdout
+    is not a terminal."""
     console = Console()
-    return console if console.is_terminal else Console(width=NON_TERMINAL_WIDTH)
+    if console.is_terminal or os.environ.get("COLUMNS", "").strip().isdigit():
+        return console
+    return Console(width=NON_TERMINAL_WIDTH)
 
 
 @contextlib.contextmanager

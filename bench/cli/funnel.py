@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import click
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ScenarioError
 from bench.escape import plain_terminal
 from bench.secrets import redact
 
@@ -37,7 +37,10 @@ def fail(error: BaseException) -> NoReturn:
     if debug_enabled():
         traceback.print_exception(error)
     if isinstance(error, BenchError):
-        for line in str(error).splitlines() or [type(error).__name__]:
+        # A scenario's problems come one per line; any other message is one line, and a newline in
+        # it (a model name, a server's text) is shown as \x0a rather than forging a second line.
+        lines = str(error).splitlines() if isinstance(error, ScenarioError) else [str(error)]
+        for line in lines or [type(error).__name__]:
             _say(line)
         sys.exit(error.exit_code)
     if isinstance(error, KeyboardInterrupt):

@@ -34,7 +34,10 @@ def make(out: Path, preset: str | None, layers: int | None, hidden: int | None, 
          kv_heads: int | None, head_dim: int | None, ffn: int | None, ctx: int | None, vocab: int | None,
          weight_type: str | None, pooling: str | None, seed: int, name: str | None) -> None:
     """Write OUT.gguf: a llama-architecture model that always generates exactly max_tokens tokens."""
+    from bench.records.atomic import check_output_file
     from bench.engine.gguf_maker import make_model
+
+    check_output_file(out, "gguf make")
     from bench.engine.shapes import resolve_shape
 
     shape = resolve_shape(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bench.limits import MAX_CONCURRENCY, MAX_COUNT, MAX_SECONDS
+from bench.numbers import MAX_CONCURRENCY, MAX_COUNT, MAX_SECONDS
 
 
 class BoundedFloat(click.ParamType):

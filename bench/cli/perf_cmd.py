@@ -43,8 +43,12 @@ def perf(surface: str | None, quick: bool, out_dir: Path, accuracy_itl_ms: float
 
     Ctrl-C or SIGTERM stops it and still writes what was measured to perf.json ("partial": true).
     """
+    from bench.records.atomic import check_output_dir, check_output_file
     from bench.perf.suite import PerfOptions, run_perf, summarize
     from bench.records import write_json
+
+    # Before measuring: a refused --out would otherwise throw away minutes of measurement.
+    path = check_output_file(check_output_dir(out_dir, "--out") / "perf.json", "--out")
 
     surface = surface or ("native" if quick else "both")
     transport = transport or ("fast" if quick else "both")
@@ -63,7 +67,6 @@ def perf(surface: str | None, quick: bool, out_dir: Path, accuracy_itl_ms: float
                           transports=("httpx", "fast") if transport == "both" else (transport,),
                           workers=workers)
     result: dict[str, Any] = {}
-    path = out_dir / "perf.json"
     try:
         run_perf(options, lambda line: console.print(f"[dim]…[/dim] {line}", highlight=False), result)
     except KeyboardInterrupt:

@@ -14,7 +14,6 @@ import click
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
-from bench.escape import for_terminal
 
 # Exit codes: 0 a setting meets every SLO (a recommendation), 1 no setting does, 2 usage error.
 EXIT_NO_SETTING_MEETS_SLOS = 1
@@ -35,9 +34,8 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
         raise UsageError(f"--min-user-tps {min_user_tps:g}: must be >= 0")
     console = output_console()
     with working(console, f"reading {run_dir} and checking every cell against the SLOs"):
-        from rich.table import Table
-
-        from bench.analysis.recommend import candidates_table, parse_slo, recommend, scenario_slos
+        from bench.analysis.recommend import parse_slo, recommend, scenario_slos
+        from bench.outputs.recommendation import print_recommendation
         from bench.records import load_run
 
         slos = [parse_slo(text) for text in slo_texts]
@@ -45,16 +43,7 @@ def recommend_command(run_dir: Path, slo_texts: tuple[str, ...], min_user_tps: f
         if not slo_texts:
             slos = list(scenario_slos(run.manifest))
         recommendation = recommend(run, tuple(slos), min_user_tps)
-    rows = candidates_table(recommendation)
-    table = Table(title=f"OLLAMA_NUM_PARALLEL sweep: {run_dir}")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(for_terminal(value) for value in row.values()))
-    console.print(table)
-    console.print(recommendation.verdict, highlight=False, soft_wrap=True, markup=False)
-    if recommendation.basis_line:
-        console.print(recommendation.basis_line, highlight=False, soft_wrap=True, markup=False)
+    print_recommendation(console, recommendation, f"OLLAMA_NUM_PARALLEL sweep: {run_dir}")
     if write:
         _store(run_dir, recommendation, console)
     else:

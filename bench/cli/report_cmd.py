@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from bench.records.atomic import check_output_file
 from bench.cli.console import output_console, working
 
 
@@ -26,5 +27,6 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 
         if out is None:
             out = run_dirs[0] / (REPORT_HTML if len(run_dirs) == 1 else "report-compare.html")
+        check_output_file(out, "-o", inputs=run_dirs)
         path = write_report(list(run_dirs), out)
     click.echo(f"report: {path}")

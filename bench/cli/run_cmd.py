@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import BenchError, ScenarioError, UsageError
@@ -81,7 +81,7 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
         click.option("--rate", "rate_rps", type=CommaList(click.FloatRange(min=0, min_open=True)),
                      help="Requests per second for constant/poisson arrivals (comma list)."),
         click.option("--turns", type=_INTS, help="Multi-turn conversations of this many user turns."),
-        click.option("--think-time", "think_time_s", type=click.FloatRange(min=0),
+        click.option("--think-time", "think_time_s", type=params.SECONDS_OR_ZERO,
                      help="Seconds between a reply and the user's next turn."),
         click.option("--shared-prefix-tokens", type=CommaList(click.IntRange(min=0)),
                      help="A common system prompt of this many tokens."),
@@ -195,6 +195,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
             sim_env=_pairs(flags.pop("sim_env"), "--sim-env"), slos=_pairs(flags.pop("slo"), "--slo"),
             name=flags.pop("name") or "flags", **{k: v for k, v in flags.items() if v is not None},
         )
+        if scenario.server is not None:
+            target = None  # --sim-env NAME=A,B: the scenario now manages one `bench sim` per value
     else:
         scenario = load_scenario(scenario_file)
     scenario = with_outputs(scenario, percentiles=percentiles, thresholds=thresholds)
@@ -277,7 +279,8 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 def validate_command(files: tuple[Path, ...]) -> None:
     """Check scenario FILES without running them (one line per problem; exit 2 if any)."""
     from bench.plan import plan_cells
-    from bench.run.checks import prompt_source, scenario_problems
+    from bench.workload.prompts import prompt_source
+    from bench.run.checks import scenario_problems
     from bench.scenario import load_scenario
 
     failed = False

@@ -54,7 +54,7 @@ def sim(
 ) -> None:
     """Serve a simulated Ollama (native + OpenAI APIs) with a roofline timing model."""
     from bench.sim.config import build_config
-    from bench.sim.errors import SimConfigError
+    from bench.sim.config_errors import SimConfigError
     from bench.sim.server import serve
 
     if speed_table:
@@ -85,15 +85,29 @@ def sim(
             err=True,
         )
 
+    _check_writable("--emit-log", emit_log)
     try:
         serve(config, log_level=log_level, on_ready=announce)
     except OSError as error:
+        if error.filename:  # a file the server opens (a log, a model), not the listening socket
+            raise SimError(f"{error.filename}: {error.strerror}") from None
         raise SimError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+
+
+def _check_writable(flag: str, path: str | None) -> None:
+    """The server opens its log after binding: a bad path is the flag's fault, not the port's."""
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise SimError(f"{flag} {path}: cannot write ({error.strerror})") from None
 
 
 def _print_speed_table(catalog_path: str | None) -> None:
     from bench.sim.catalog import load_catalog
-    from bench.sim.errors import SimConfigError
+    from bench.sim.config_errors import SimConfigError
     from bench.sim.speed_table import markdown_table, speed_rows
 
     try:
@@ -105,10 +119,10 @@ def _print_speed_table(catalog_path: str | None) -> None:
 def _calibration(run_dir: str, catalog_path: str | None) -> dict[str, object]:
     """--calibrate: the run's concurrency-1 rates as a `gpus:` catalog document (printed as it is made)."""
     from bench.analysis.speed_calibration import ModelShape, calibrated_catalog
-    from bench.sim import perf
+    from bench.sim import roofline
     from bench.sim.catalog import load_catalog
     from bench.sim.config import with_engine_models
-    from bench.sim.errors import SimConfigError
+    from bench.sim.config_errors import SimConfigError
 
     try:
         catalog = with_engine_models(load_catalog(catalog_path), (), "simulated")
@@ -119,9 +133,9 @@ def _calibration(run_dir: str, catalog_path: str | None) -> dict[str, object]:
         spec = catalog.resolve(name)
         if spec is None:
             return None
-        return ModelShape(spec.name, spec.size_bytes, spec.parameter_count, perf.kv_bytes_per_token(spec, 2.0))
+        return ModelShape(spec.name, spec.size_bytes, spec.parameter_count, roofline.kv_bytes_per_token(spec, 2.0))
 
-    calibration, document = calibrated_catalog(run_dir, known_shape, perf.TOKEN_OVERHEAD_S)
+    calibration, document = calibrated_catalog(run_dir, known_shape, roofline.TOKEN_OVERHEAD_S)
     click.echo(calibration.summary(), err=True)
     return document
 

@@ -9,7 +9,7 @@ import httpx
 
 from bench.clients import native, openai
 from bench.clients.base import RequestSpec
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 
 async def send(http: httpx.AsyncClient, spec: RequestSpec, t0: float) -> RequestRecord:

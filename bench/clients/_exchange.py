@@ -21,12 +21,21 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.clients.base import RequestSpec
+from bench.clients.base import RequestInterrupted, RequestSpec
 from bench.clients.transport import arrival_s
-from bench.records import RequestRecord
+from bench.numbers import MAX_SECONDS
+from bench.records.record import RequestRecord
 
 ERROR_MESSAGE_MAX_CHARS = 500
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+# The request deadline's default (request_deadline_s): the slowest generation bench waits for,
+# and the token count assumed when a request sets no max_tokens and no num_ctx.
+SECONDS_PER_TOKEN_CEILING = 1.0
+DEFAULT_UNBOUNDED_TOKENS = 4096
+CHUNK_SLACK = 64
+# An NDJSON line (or SSE event) longer than this is no Ollama chunk: the reader stops buffering.
+MAX_LINE_BYTES = 16 * 2**20
 
 # A timer may fire up to one clock tick early; treat an idle time this close to the limit as over.
 _TIMER_SLACK_S = 0.002
@@ -46,36 +55,77 @@ class StreamFailure(Exception):
         self.message = message
 
 
+def request_deadline_s(spec: RequestSpec) -> float:
+    """The whole request's time limit: the scenario's load.request_deadline_s, else derived.
+
+    Derived: timeout_s (for the first byte) plus one second per token the request may generate
+    (max_tokens, else num_ctx, else DEFAULT_UNBOUNDED_TOKENS), capped at MAX_SECONDS. A model
+    slower than a token a second is stuck, not being benchmarked; a server that streams forever
+    (or only SSE comments) ends here instead of hanging the run.
+    """
+    if spec.deadline_s is not None:
+        return spec.deadline_s
+    tokens = spec.max_tokens or spec.num_ctx or DEFAULT_UNBOUNDED_TOKENS
+    return min(spec.timeout_s + tokens * SECONDS_PER_TOKEN_CEILING, MAX_SECONDS)
+
+
+def max_chunks(spec: RequestSpec) -> int | None:
+    """How many streamed chunks a request may carry: max_tokens and as many again, plus slack
+    (a chunk is at most a token; thinking and role-only chunks come on top). None: no max_tokens."""
+    if not spec.max_tokens or spec.max_tokens <= 0:
+        return None
+    return 2 * spec.max_tokens + CHUNK_SLACK
+
+
 class IdleWatchdog:
-    """Ends the request when no byte has arrived for timeout_s (issue 3: 'no byte for longer').
+    """Ends the request when no byte has arrived for timeout_s (issue 3: 'no byte for longer'),
+    or when the whole request has run past its deadline (issue 26: bytes that never end).
 
     One timer per request instead of one per chunk: the reader only stores the arrival time of
     each chunk in `last_byte` (a float), and the timer, when it fires, re-arms itself for the
     remaining idle budget. Firing moves the enclosing asyncio.timeout() deadline to now, so the
     cancellation is asyncio's own and an outside cancel (Ctrl-C) is never mistaken for a timeout.
+    `expired` says which limit fired ("idle" or "deadline").
     """
 
-    __slots__ = ("last_byte", "finished", "_deadline", "_timeout_s", "_loop", "_handle")
+    __slots__ = ("last_byte", "finished", "expired", "max_chunks", "_deadline", "_timeout_s", "_ends_at",
+                 "_loop", "_handle")
 
-    def __init__(self, deadline: asyncio.Timeout, timeout_s: float) -> None:
+    def __init__(self, deadline: asyncio.Timeout, timeout_s: float, total_s: float | None = None,
+                 chunk_limit: int | None = None) -> None:
         self.last_byte = time.monotonic()
         self.finished = False  # the final line arrived: the measurement is complete
+        self.expired: str | None = None
+        self.max_chunks = chunk_limit
         self._deadline = deadline
         self._timeout_s = timeout_s
+        self._ends_at = None if total_s is None else self.last_byte + total_s
         self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout_s, self._check)
+        first_s = timeout_s if total_s is None else min(timeout_s, total_s)
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(first_s, self._check)
 
     def _check(self) -> None:
-        idle_s = time.monotonic() - self.last_byte
-        if idle_s >= self._timeout_s - _TIMER_SLACK_S:
-            self._handle = None
-            self._deadline.reschedule(self._loop.time())
+        now = time.monotonic()
+        idle_s = now - self.last_byte
+        if self._ends_at is not None and now >= self._ends_at - _TIMER_SLACK_S:
+            self._expire("deadline")
+        elif idle_s >= self._timeout_s - _TIMER_SLACK_S:
+            self._expire("idle")
         else:
-            self._handle = self._loop.call_later(self._timeout_s - idle_s, self._check)
+            wait_s = self._timeout_s - idle_s
+            if self._ends_at is not None:
+                wait_s = min(wait_s, self._ends_at - now)
+            self._handle = self._loop.call_later(wait_s, self._check)
+
+    def _expire(self, which: str) -> None:
+        self.expired = which
+        self._handle = None
+        self._deadline.reschedule(self._loop.time())
 
     def finish(self) -> None:
         """The final line arrived: what is left is draining, on a short budget."""
         self.finished = True
+        self._ends_at = None
         self.last_byte = time.monotonic()
         if self._timeout_s > DRAIN_BUDGET_S:
             self._timeout_s = DRAIN_BUDGET_S
@@ -177,16 +227,23 @@ class TextStamps:
     when the spec asks to store it). On the hot path: slots, no logging, nothing allocated per
     chunk beyond the stamp itself."""
 
-    __slots__ = ("chunk_times", "output_chars", "record", "t0", "text_parts")
+    __slots__ = ("chunk_times", "chunks_left", "output_chars", "record", "t0", "text_parts")
 
-    def __init__(self, record: RequestRecord, t0: float, store_text: bool) -> None:
+    def __init__(self, record: RequestRecord, t0: float, store_text: bool, max_chunks: int | None = None) -> None:
         self.record, self.t0 = record, t0
         self.chunk_times = record.chunk_times_s
         self.text_parts: list[str] | None = [] if store_text else None
         self.output_chars = 0
+        self.chunks_left = max_chunks if max_chunks is not None else -1  # -1: no cap
 
     def add(self, now: float, content: Any, thinking: Any) -> None:
-        """One parsed chunk that arrived at `now` (monotonic s): stamped if it carried any text."""
+        """One parsed chunk that arrived at `now` (monotonic s): stamped if it carried any text.
+
+        A stream far past max_tokens (max_chunks) is a server that does not stop: bad_stream."""
+        if self.chunks_left == 0:
+            raise StreamFailure("bad_stream", f"more chunks than max_tokens allows (2 x max_tokens + "
+                                              f"{CHUNK_SLACK}): the server does not stop")
+        self.chunks_left -= 1
         # A role-only delta ({"role": "assistant", "content": ""}) is not a token.
         has_content = type(content) is str and content != ""
         if not has_content and not (type(thinking) is str and thinking != ""):
@@ -240,7 +297,7 @@ async def exchange(
     watchdog: IdleWatchdog | None = None
     try:
         async with asyncio.timeout(None) as deadline:
-            watchdog = IdleWatchdog(deadline, spec.timeout_s)
+            watchdog = IdleWatchdog(deadline, spec.timeout_s, request_deadline_s(spec), max_chunks(spec))
             try:
                 record.sent_s = watchdog.last_byte - t0
                 response = await http.send(request, stream=True)
@@ -269,12 +326,22 @@ async def exchange(
     except TimeoutError:
         if not (watchdog is not None and watchdog.finished):
             record.error_class = "timeout"
-            record.error_message = f"no byte received for {spec.timeout_s:g} s"
+            record.error_message = (
+                f"no final line within the request deadline of {request_deadline_s(spec):g} s "
+                "(load.request_deadline_s)" if watchdog is not None and watchdog.expired == "deadline"
+                else f"no byte received for {spec.timeout_s:g} s")
     except (httpx.HTTPError, httpx.StreamError, OSError) as error:
         # A connection dropped while draining after the final line loses no measurement.
         if not (watchdog is not None and watchdog.finished):
             record.error_class = _class_of_exception(error)
             record.error_message = _describe(error)
+    except asyncio.CancelledError:
+        if watchdog is None or not watchdog.finished:
+            record.error_class = "interrupted"
+            record.error_message = "still in flight when the run was interrupted (Ctrl-C / SIGTERM)"
+        if record.end_s is None:
+            record.end_s = time.monotonic() - t0
+        raise RequestInterrupted(record) from None
     if record.end_s is None:
         # Readers stamp end_s at the final line; a failure ends the request when it is noticed.
         record.end_s = time.monotonic() - t0

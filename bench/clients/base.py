@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.records import Endpoint, Phase, Surface
+from bench.records.record import Endpoint, Phase, RequestRecord, Surface
 
 # A keep_alive as Ollama accepts it: a duration string ("5m", "1h30m", "300ms"), a number of
 # seconds, 0 (unload when idle) or negative (never unload).
@@ -35,6 +36,7 @@ class RequestSpec:
     extra_options: dict[str, Any] = field(default_factory=dict)  # more native `options`
     store_text: bool = False  # keep prompt and output text in the record (off: nothing leaks)
     timeout_s: float = 300.0  # give up when no byte arrives for this long
+    deadline_s: float | None = None  # give up on the whole request after this long (None: derived)
     scheduled_s: float | None = None  # when the schedule intended to send it (run-relative)
     worker: int = 0
     # A conversation's earlier turns as (role, content) pairs, user and assistant alternating,
@@ -51,3 +53,14 @@ def chat_messages(spec: RequestSpec) -> list[dict[str, str]]:
     messages.extend({"role": role, "content": content} for role, content in spec.history)
     messages.append({"role": "user", "content": spec.prompt})
     return messages
+
+
+class RequestInterrupted(asyncio.CancelledError):
+    """The request was cancelled in flight (the run's grace after Ctrl-C / SIGTERM ran out).
+
+    Still a CancelledError, so the cancellation goes on; it carries the request's record, stamped
+    `interrupted` with what was timed so far, for the load engine to store rather than drop."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        super().__init__("request interrupted")
+        self.record = record

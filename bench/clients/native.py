@@ -16,11 +16,12 @@ from bench.clients._exchange import (
     int_or_none,
     read_whole_body,
     TextStamps,
+    MAX_LINE_BYTES,
 )
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import NATIVE_PATHS
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 PATHS = NATIVE_PATHS
 
@@ -106,7 +107,7 @@ async def _read_stream(
     chat: bool,
 ) -> None:
     """NDJSON: one object a line; every line with text is stamped with its read's arrival time."""
-    stamps = TextStamps(record, t0, store_text)
+    stamps = TextStamps(record, t0, store_text, watchdog.max_chunks)
     pending = b""
     finished = False
     async for raw in response.aiter_bytes():
@@ -118,6 +119,8 @@ async def _read_stream(
             raw = pending + raw
         lines = raw.split(b"\n")
         pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES:
+            raise StreamFailure("bad_stream", f"a line longer than {MAX_LINE_BYTES} bytes")
         for line in lines:
             if not line or line.isspace():
                 continue

@@ -23,7 +23,7 @@ from bench.clients._exchange import (
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import OPENAI_PATHS
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 PATHS = OPENAI_PATHS
 
@@ -140,7 +140,7 @@ async def _read_sse(
     """SSE via httpx-sse: every event with generated text is stamped when it is decoded."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
         raise await _not_an_event_stream(response)
-    stamps = TextStamps(record, t0, store_text)
+    stamps = TextStamps(record, t0, store_text, watchdog.max_chunks)
     finished = False
     try:
         async for event in EventSource(response).aiter_sse():

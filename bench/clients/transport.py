@@ -64,7 +64,7 @@ def _kernel_arrival_s(ancillary: list[tuple[int, int, bytes]]) -> float:
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
-            realtime_ns = seconds * 1_000_000_000 + nanoseconds
+            realtime_ns: int = seconds * 1_000_000_000 + nanoseconds
             return (realtime_ns - time.time_ns() + time.monotonic_ns()) * 1e-9
     return time.monotonic()
 

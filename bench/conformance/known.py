@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from bench.inputs.yaml12 import load_yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import UsageError
@@ -55,7 +57,7 @@ def _first_error(error: ValidationError) -> str:
 def parse_known(text: str, source: str) -> KnownList:
     """The deviations in `text`; UsageError naming the file, line or field when it is malformed."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

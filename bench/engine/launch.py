@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-_TRUE = {"1", "t", "true", "yes", "on"}
-_FALSE = {"0", "f", "false", "no", "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +42,6 @@ class LaunchSettings:
     def ctx_total(self) -> int:
         """-c: the whole KV cache, num_ctx × NUM_PARALLEL."""
         return self.num_ctx * self.num_parallel
-
-
-def flash_attention_mode(environ: Mapping[str, str]) -> str:
-    """OLLAMA_FLASH_ATTENTION set → on/off; unset → auto (every CPU build supports it)."""
-    raw = environ.get("OLLAMA_FLASH_ATTENTION", "").strip().lower()
-    if raw in _TRUE:
-        return "on"
-    if raw in _FALSE:
-        return "off"
-    return "auto"
-
-
-def kv_cache_type(environ: Mapping[str, str]) -> str:
-    """OLLAMA_KV_CACHE_TYPE lower-cased; Ollama does not validate it (llama-server does)."""
-    return environ.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower()
 
 
 def automatic_generation_batch(ctx_total: int) -> int:

@@ -9,6 +9,7 @@ that names a preset runs on a fresh machine with nothing but the engine installe
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -107,32 +108,75 @@ _FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 2: "Q4_0", 15: "Q4_K_M", 17: "Q5_K
 
 def file_entry(name: str, path: Path) -> dict[str, Any]:
     """A catalog entry from a GGUF file's own metadata; UsageError when it is not a usable GGUF."""
-    from gguf import GGUFReader
-
-    from bench.analysis.kv_model import read_gguf
-
-    model = read_gguf(path)
-    arch = model.arch
-    reader = GGUFReader(path)
+    reader = _open_gguf(path)
+    arch_name, numbers = _gguf_numbers(reader, path)
     file_type_field = reader.fields.get("general.file_type")
     file_type = int(file_type_field.contents()) if file_type_field is not None else -1
-    head_count_kv = arch.head_count_kv
     shape = ModelShape(
-        block_count=arch.block_count, embedding_length=arch.embedding_length, head_count=arch.head_count,
-        head_count_kv=head_count_kv, head_dim=arch.key_length, feed_forward_length=0,
-        context_length=arch.context_length or 2048, vocab_size=arch.vocab_size or 32000,
+        block_count=numbers["block_count"], embedding_length=numbers["embedding_length"],
+        head_count=numbers["attention.head_count"], head_count_kv=numbers["attention.head_count_kv"],
+        head_dim=numbers["attention.key_length"], feed_forward_length=0,
+        context_length=numbers["context_length"] or 2048, vocab_size=numbers["vocab_size"] or 32000,
     )
-    entry = _entry(name, shape, path.stat().st_size, arch.parameter_count or 0, _FILE_TYPES.get(file_type, "unknown"))
+    entry = _entry(name, shape, path.stat().st_size, numbers["parameter_count"] or 0,
+                   _FILE_TYPES.get(file_type, "unknown"))
     # Ollama: a `{arch}.pooling_type` key makes an embedding model (server/images.go Capabilities).
-    entry.update(architecture=arch.arch, family=arch.arch, value_length=arch.value_length,
-                 embedding_only=f"{arch.arch}.pooling_type" in reader.fields)
+    entry.update(architecture=arch_name, family=arch_name, value_length=numbers["attention.value_length"],
+                 embedding_only=f"{arch_name}.pooling_type" in reader.fields)
     # Ollama's Go TEMPLATE for an imported GGUF follows its Jinja template; ChatML is the one we render.
     template_field = reader.fields.get("tokenizer.chat_template")
     jinja = str(template_field.contents()) if template_field is not None else ""
     entry["chat_template"] = "chatml" if "<|im_start|>" in jinja and not entry["embedding_only"] else ""
-    ffn = reader.fields.get(f"{arch.arch}.feed_forward_length")
+    ffn = reader.fields.get(f"{arch_name}.feed_forward_length")
     if ffn is not None:
         raw = ffn.contents()
         entry["feed_forward_length"] = int(max(raw) if isinstance(raw, list) else raw)
     return entry
 
+
+# The GGUF keys a catalog entry needs, read by the server side itself: the simulator and the engine
+# share no code with the client side (bench kv reads GGUFs with bench.analysis.kv_model), as
+# Ollama reads a model with its own ggml reader.
+_REQUIRED_KEYS = ("block_count", "embedding_length", "attention.head_count")
+_OPTIONAL_KEYS = ("attention.head_count_kv", "attention.key_length", "attention.value_length",
+                  "context_length", "vocab_size")
+
+
+def _open_gguf(path: Path) -> Any:
+    from gguf import GGUFReader  # imported here: slow to import, and only file entries need it
+
+    try:
+        return GGUFReader(path)
+    except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError,
+            struct.error, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: not a readable GGUF file (truncated or corrupt: "
+                         f"{type(error).__name__}: {error})") from None
+
+
+def _gguf_numbers(reader: Any, path: Path) -> tuple[str, dict[str, int | None]]:
+    """The architecture's name and its sizes; GQA fields default as llama.cpp defaults them."""
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        raise UsageError(f"{path}: no general.architecture in GGUF metadata")
+    arch = str(arch_field.contents())
+
+    def number(key: str) -> int | None:
+        field = reader.fields.get(key)
+        if field is None:
+            return None
+        raw = field.contents()
+        return int(max(raw)) if isinstance(raw, (list, tuple)) else int(raw)
+
+    numbers = {key: number(f"{arch}.{key}") for key in _REQUIRED_KEYS + _OPTIONAL_KEYS}
+    missing = [key for key in _REQUIRED_KEYS if numbers[key] is None]
+    if missing:
+        raise UsageError(f"{path}: GGUF metadata lacks {arch}.{missing[0]}")
+    heads, hidden = numbers["attention.head_count"], numbers["embedding_length"]
+    assert heads is not None and hidden is not None
+    numbers["attention.head_count_kv"] = numbers["attention.head_count_kv"] or heads
+    numbers["attention.key_length"] = numbers["attention.key_length"] or hidden // heads
+    numbers["attention.value_length"] = numbers["attention.value_length"] or hidden // heads
+    if numbers["vocab_size"] is None and "tokenizer.ggml.tokens" in reader.fields:
+        numbers["vocab_size"] = len(reader.fields["tokenizer.ggml.tokens"].data)
+    numbers["parameter_count"] = number("general.parameter_count")
+    return arch, numbers

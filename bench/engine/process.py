@@ -1,25 +1,19 @@
 """One llama-server child process, run and talked to the way Ollama v0.33's llamaServerRunner does.
 
-The child gets its own process group (stopped as a group, so nothing it forks survives it) and,
-on Linux, SIGTERM when bench dies (PR_SET_PDEATHSIG), so a killed bench leaves no orphan holding
-memory. Its output goes straight to a log file (no Python per line: with --log-verbosity 4 it logs
-per token); the "buffer size" lines are parsed from that file once /health answers ok, since
+Started, waited for and stopped as every child server is (bench.processes: its own process
+group, SIGTERM when bench dies, a free loopback port, grace then kill). Its output goes straight to
+a log file (no Python per line: with --log-verbosity 4 it logs per token); the "buffer size" lines are parsed from that file once /health answers ok, since
 llama-server logs every buffer while loading.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import re
-import signal
-import socket
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +23,15 @@ import orjson
 from bench.engine.binary import EngineError
 from bench.engine.launch import LaunchSettings, llama_server_args
 from bench.engine.memory_log import EngineMemory, MemoryLog
+from bench.processes import NotReady, child_options, free_port, stop_group_async, wait_ready_async
 
 HEALTH_POLL_S = 0.25  # Ollama's WaitUntilRunning polls every 250 ms
 DEFAULT_LOAD_TIMEOUT_S = 300.0  # OLLAMA_LOAD_TIMEOUT's default is 5 minutes
 _STOP_GRACE_S = 5.0
 _ERROR_TAIL_LINES = 8
-_PR_SET_PDEATHSIG = 1
 # llama.cpp states the cause of a failed load in lines like these (the "failed to create
 # context" lines that follow only say that it failed).
 _ERRORISH = re.compile(r"error|fail|unable|invalid|cannot|does not|requires|out of memory", re.IGNORECASE)
-
-
-def _die_with_parent() -> Callable[[], Any] | None:
-    # Looked up before fork: preexec_fn must do nothing but the syscall (other threads may hold locks).
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-_DIE_WITH_PARENT = _die_with_parent()
-
-
-def free_loopback_port() -> int:
-    """A port free on 127.0.0.1 right now (Ollama does the same: listen on :0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def error_tail(log_text: str, lines: int = _ERROR_TAIL_LINES) -> str:
@@ -103,7 +76,7 @@ class LlamaServer:
     ) -> None:
         self.binary = Path(binary)
         self.settings = settings
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.args = llama_server_args(settings, self.port)
         self._own_log_dir: tempfile.TemporaryDirectory[str] | None = None
         if log_path is None:
@@ -139,32 +112,32 @@ class LlamaServer:
         started = time.monotonic()
         with open(self.log_path, "ab") as log_file:
             self._process = await asyncio.create_subprocess_exec(
-                str(self.binary), *self.args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                env=self.env, start_new_session=True, preexec_fn=_DIE_WITH_PARENT,
-            )  # fmt: skip
+                str(self.binary), *self.args, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                env=self.env, **child_options())
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(None, connect=5.0))
         try:
-            await self._wait_healthy(started + timeout_s)
+            await self._wait_healthy(timeout_s)
         except BaseException:
             await self.stop()
             raise
         self.load_duration_s = time.monotonic() - started
         self.memory_log.feed(self.log_path.read_text(errors="replace"))
 
-    async def _wait_healthy(self, deadline: float) -> None:
-        assert self._process is not None and self._client is not None
-        while True:
-            if self._process.returncode is not None:
+    async def _wait_healthy(self, timeout_s: float) -> None:
+        process = self._process
+        assert process is not None and self._client is not None
+
+        async def healthy() -> bool:
+            return await self.health() == "ok"
+
+        try:
+            await wait_ready_async(healthy, lambda: process.returncode, timeout_s, poll_s=HEALTH_POLL_S)
+        except NotReady as not_ready:
+            if not_ready.exit_code is not None:
                 raise EngineError(
-                    f"llama-server exited with status {self._process.returncode} while loading "
-                    f"{self.settings.model_path.name}: {self.last_log_lines()}"
-                )
-            if await self.health() == "ok":
-                return
-            if time.monotonic() > deadline:
-                raise EngineError(f"llama-server did not become healthy in time: {self.last_log_lines()}")
-            await asyncio.sleep(HEALTH_POLL_S)
+                    f"llama-server exited with status {not_ready.exit_code} while loading "
+                    f"{self.settings.model_path.name}: {self.last_log_lines()}") from None
+            raise EngineError(f"llama-server did not become healthy in time: {self.last_log_lines()}") from None
 
     async def health(self) -> str:
         """llama-server's /health status: "ok", "loading model", "no slot available", or "unreachable"."""
@@ -195,15 +168,8 @@ class LlamaServer:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if process is not None and process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), _STOP_GRACE_S)
-            except asyncio.TimeoutError:
-                _signal_group(process.pid, signal.SIGKILL)
-                await process.wait()
         if process is not None:
-            _signal_group(process.pid, signal.SIGKILL)  # anything left in the group
+            await stop_group_async(process, _STOP_GRACE_S)
         if self._own_log_dir is not None:
             self._own_log_dir.cleanup()
             self._own_log_dir = None
@@ -256,10 +222,3 @@ class LlamaServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)  # the child leads its own group (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -18,6 +18,11 @@ WeightType = Literal["f32", "f16"]
 POOLING_TYPES = {"mean": 1, "cls": 2, "last": 3}
 
 
+# bench gguf make builds every tensor in memory: a shape needing more than this is refused before
+# anything is allocated (the presets need under 64 MiB; a 1 GiB f16 file is the largest it makes).
+MAX_MAKE_BYTES = 3 * 2**30
+
+
 @dataclass(frozen=True, slots=True)
 class ModelShape:
     """The architecture numbers written into the GGUF (llama.* keys)."""
@@ -61,6 +66,27 @@ class ModelShape:
             raise UsageError(f"--type {self.weight_type}: expected f32 or f16")
         if self.pooling and self.pooling not in POOLING_TYPES:
             raise UsageError(f"--pooling {self.pooling}: expected one of {', '.join(POOLING_TYPES)}")
+        self.check_size()
+
+    def weight_count(self) -> int:
+        """Weights in the model (every tensor bench.engine.gguf_maker.build_tensors makes)."""
+        hidden = self.embedding_length
+        q_dim, kv_dim = self.head_count * self.head_dim, self.head_count_kv * self.head_dim
+        per_layer = 2 * hidden * q_dim + 2 * hidden * kv_dim + 3 * hidden * self.feed_forward_length + 2 * hidden
+        return 2 * self.vocab_size * hidden + hidden + self.block_count * per_layer
+
+    def make_bytes(self) -> int:
+        """Memory `bench gguf make` needs: every tensor in f32, and an f16 copy of each for --type f16."""
+        return self.weight_count() * (4 + (2 if self.weight_type == "f16" else 0))
+
+    def check_size(self) -> None:
+        """Refuse, before any allocation, a model too large to make (the flags reach terabytes)."""
+        need = self.make_bytes()
+        if need > MAX_MAKE_BYTES:
+            raise UsageError(
+                f"this shape has {self.weight_count():,} weights: making it needs about {need / 2**30:,.1f} GiB "
+                f"of memory, over bench gguf make's limit of {MAX_MAKE_BYTES / 2**30:g} GiB (random-weight "
+                "models for benchmarking the engine); lower --layers, --hidden, --ffn or --vocab")
 
     @property
     def embedding_only(self) -> bool:

@@ -8,6 +8,9 @@ from bench.analysis.compare import Comparison, GateResult, is_rate
 from bench.escape import for_markdown, for_terminal, plain_terminal
 
 VERDICT_MARKS: dict[str, str] = {"pass": "✓", "warn": "⚠", "fail": "✗", "skip": "–"}
+# One colour per verdict, the same in every output: the terminal's rich style and the report's
+# row class (report.css draws tr.fail red, tr.warn amber, tr.pass neutral, tr.skip muted).
+VERDICT_STYLES: dict[str, str] = {"pass": "", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def format_threshold(metric: str, threshold: float) -> str:
@@ -40,7 +43,9 @@ def format_interval(gate: GateResult) -> str:
     if not np.isfinite(gate.ci_low):
         return "–"
     scale, unit = 100.0, ("%" if gate.relative else " pt")
-    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}"
+    runs = f" (runs {gate.interval_basis.rpartition(' + ')[2].removesuffix(' repeats')})" \
+        if gate.interval_basis != "requests" else ""  # widened by run-to-run variation
+    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}{runs}"
 
 
 def format_n(gate: GateResult) -> str:
@@ -48,13 +53,47 @@ def format_n(gate: GateResult) -> str:
     return f"{gate.baseline_n} / {gate.current_n}"
 
 
-def _verdict_text(gate: GateResult) -> str:
-    words = {"pass": "ok", "warn": "worse, within noise", "fail": "REGRESSED",
-             "skip": gate.note or "no data"}
-    return f"{VERDICT_MARKS[gate.verdict]} {words[gate.verdict]}"
+def _bad_sign(gate: GateResult) -> float:
+    """+1 when a rise of this metric is a regression (latency, rates), -1 when a drop is (throughput)."""
+    return 1.0 if gate.threshold >= 0 else -1.0
+
+
+def verdict_words(gate: GateResult) -> str:
+    """The verdict in words, matching the interval: 'within noise' only when it reaches 0.
+
+    fail: the whole interval is beyond the allowed change. warn: the estimate is beyond it but
+    the interval reaches back inside; when the interval also excludes 0 the change is real, only
+    its size is uncertain. pass: inside the allowed change (said 'worse' or 'better' when the
+    interval excludes 0, so a real but allowed slowdown is not called 'ok' without a word).
+    """
+    if gate.verdict == "skip":
+        return gate.note or "no data"
+    if gate.verdict == "fail":
+        return "REGRESSED"
+    low, high = gate.ci_low * _bad_sign(gate), gate.ci_high * _bad_sign(gate)
+    worse_for_sure, better_for_sure = min(low, high) > 0, max(low, high) < 0
+    if gate.verdict == "warn":
+        return "worse, may exceed allowed" if worse_for_sure else "worse, within noise"
+    if worse_for_sure:
+        return "ok: worse, within allowed"
+    return "ok: better" if better_for_sure else "ok"
+
+
+def verdict_label(gate: GateResult) -> str:
+    """Glyph and words, as every output prints them: `✗ REGRESSED`, `⚠ worse, within noise`."""
+    return f"{VERDICT_MARKS[gate.verdict]} {verdict_words(gate)}"
 
 
 def headline(comparison: Comparison) -> str:
+    """The one-line outcome; it names unlike runs (other speed, engine, versions) when they are."""
+    text = _outcome(comparison)
+    if comparison.environment_notes:
+        differing = [note.split(" differs")[0].removeprefix("unlike runs: ") for note in comparison.environment_notes]
+        text += f" — unlike runs: {', '.join(differing)}"
+    return text
+
+
+def _outcome(comparison: Comparison) -> str:
     counted = {v: sum(g.verdict == v for g in comparison.gates) for v in VERDICT_MARKS}
     if comparison.regressed:
         names = ", ".join(sorted({f"{g.metric} ({g.cell_label})" for g in comparison.regressions}))
@@ -88,14 +127,13 @@ def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, im
                    f"{comparison.confidence:.0%} CI", "allowed", "verdict"):
         table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
                          else "left")
-    styles = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
     for gate in comparison.gates:
         table.add_row(
             for_terminal(gate.cell_label), gate.metric, format_n(gate),
             format_value(gate.metric, gate.baseline_value),
             format_value(gate.metric, gate.current_value), format_change(gate),
             format_interval(gate), format_threshold(gate.metric, gate.threshold),
-            _verdict_text(gate), style=styles[gate.verdict],
+            verdict_label(gate), style=VERDICT_STYLES[gate.verdict] or None,
         )
     return table
 
@@ -110,7 +148,7 @@ def to_markdown(comparison: Comparison) -> str:
         f"{for_markdown(comparison.current_source)}.",
         "",
     ]
-    lines += [f"> note: {for_markdown(note)}" for note in comparison.environment_notes]
+    lines += [f"> ⚠ {for_markdown(note)}" for note in comparison.environment_notes]
     if comparison.environment_notes:
         lines.append("")
     lines += [
@@ -125,7 +163,7 @@ def to_markdown(comparison: Comparison) -> str:
             f"| {format_value(gate.metric, gate.baseline_value)} "
             f"| {format_value(gate.metric, gate.current_value)} | {format_change(gate)} "
             f"| {format_interval(gate)} | {format_threshold(gate.metric, gate.threshold)} "
-            f"| {_verdict_text(gate)[2:]} |"
+            f"| {for_markdown(verdict_words(gate))} |"
         )
     lines += ["", footer(comparison), ""]
     return "\n".join(lines)
@@ -148,12 +186,12 @@ def to_junit_xml(comparison: Comparison) -> str:
         # ElementTree escapes <&>" but writes control characters as they are: invalid XML 1.0.
         case = ET.SubElement(suite, "testcase", {"classname": f"bench.{plain_terminal(gate.cell_label)}",
                                                  "name": gate.metric})
-        detail = (f"{gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
+        detail = (f"{verdict_label(gate)}: {gate.metric} {format_value(gate.metric, gate.baseline_value)} -> "
                   f"{format_value(gate.metric, gate.current_value)} ({format_change(gate)}, "
                   f"{comparison.confidence:.0%} CI {format_interval(gate)}, allowed "
                   f"{format_threshold(gate.metric, gate.threshold)}, n {format_n(gate)})")
         if gate.verdict == "fail":
-            ET.SubElement(case, "failure", {"message": f"regressed: {detail}",
+            ET.SubElement(case, "failure", {"message": detail,
                                             "type": "regression"}).text = detail
         elif gate.verdict == "skip":
             ET.SubElement(case, "skipped", {"message": plain_terminal(f"{gate.note or 'no data'} ({detail})")})

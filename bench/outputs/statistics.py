@@ -37,7 +37,7 @@ def _percentile_cell(row: pd.Series, base: str, p: float, n: int, intervals: boo
         return text + SMALL_N
     lo, hi = row.get(f"{base}_{percentile_label(p)}_ci_lo_s"), row.get(f"{base}_{percentile_label(p)}_ci_hi_s")
     if intervals and base in CI_BASES and p in CI_PERCENTILES and not (_missing(lo) or _missing(hi)):
-        return f"{text} [{_ms(lo)}–{_ms(hi)}]"
+        return f"{text}\n[{_ms(lo)}–{_ms(hi)}]"  # the interval under the value: the table stays narrow
     return text
 
 

@@ -1,5 +1,5 @@
 """A run's end-of-run outputs, drawn from its stored records: summary.csv/.json, the summary
-printed to the console, kv.json and report.html."""
+printed to the console and kv.json (report.html: bench.run.finish)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,22 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich import box
+from rich.table import Table
 
 from bench.analysis.kv_fit import write_kv_analysis
-from bench.atomic import write_atomically
-from bench.load import ClientHealth
+from bench.records.atomic import write_atomically
+from bench.load.health import ClientHealth
 from bench.analysis.metrics import cell_summary
+from bench.escape import for_terminal
+from bench.numbers import column
 from bench.outputs.statistics import statistics_table
-from bench.run.progress import summary_table
-from bench.records import REPORT_HTML, SUMMARY_CSV, SUMMARY_JSON, write_json
+from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
+
+
+# Below this many terminal columns the end-of-run table drops low-value columns (the live bars in
+# bench.run.progress switch layout at the same width).
+NARROW_COLUMNS = 120
 
 
 def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
@@ -58,7 +66,7 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
     """
     if summary is not None:
         ordered = summary.loc[sorted(summary.index, key=lambda cid: cell_order.get(cid, 1 << 30))]
-        console.print(summary_table(ordered, labels, slos or {}))
+        console.print(summary_table(ordered, labels, slos or {}, width=console.width))
         if percentiles:
             console.print(statistics_table(ordered, labels, percentiles))
     if summary is not None and len(summary) and "ok" in summary:
@@ -86,6 +94,31 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                       markup=False)
 
 
+def saturation_lines(summary: pd.DataFrame | None, cells: list[Any], managed: bool) -> list[str]:
+    """'saturated at concurrency N, server NUM_PARALLEL=M: ...' per closed-loop series of the run
+    (`cells`: bench.plan.Cell; `managed`: bench started the server, so its unset settings are defaults)."""
+    from bench.analysis.saturation import effective_num_parallel, find_saturation
+    from bench.plan import describe_cell, varying_settings
+
+    if summary is None or summary.empty:
+        return []
+    closed = [c for c in cells if c.settings.get("arrival") == "closed" and c.cell_id in summary.index
+              and c.settings.get("concurrency") is not None]
+    others = [n for n in varying_settings(c.settings for c in closed) if n not in ("concurrency", "requests")]
+    series: dict[str, list[Any]] = {}
+    for cell in closed:
+        series.setdefault(describe_cell(cell.settings, others), []).append(cell)
+    lines = []
+    for name, members in series.items():
+        frame = summary.loc[[c.cell_id for c in members]].assign(
+            concurrency=[int(c.settings["concurrency"]) for c in members])
+        env = dict(members[0].server_env) if managed else None
+        found = find_saturation(frame, name, effective_num_parallel(members[0].settings.get("OLLAMA_NUM_PARALLEL"), env))
+        if found is not None:
+            lines.append(found.sentence())
+    return lines
+
+
 def write_kv(run_dir: Path, console: Console) -> None:
     """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
     try:
@@ -98,15 +131,63 @@ def write_kv(run_dir: Path, console: Console) -> None:
         console.print(f"kv analysis: {path}", highlight=False, soft_wrap=True)
 
 
-def write_run_report(run_dir: Path, console: Console) -> None:
-    """report.html of this run; a failure is a warning (the run's records are what matter)."""
-    # Imported here: bench.report pulls in matplotlib and every section's plots (~0.4 s on top of the CLI), which
-    # `bench run --no-report`, soak and the tests driving run_scenario never need.
-    from bench.report import write_report
+def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
+    return column(summary[name] if name in summary else [None] * len(summary), scale)
+
+
+def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None,
+                  width: int | None = None) -> Table:
+    """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
+    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column.
+
+    On a terminal narrower than 120 columns (`width`) the low-value columns go (rej and err when
+    every cell has none, req/s: out tok/s says as much), headers wrap and numbers never do;
+    summary.csv keeps every column."""
+    narrow = width is not None and width < NARROW_COLUMNS
+    table = Table(title="summary (measured requests)", show_lines=False,
+                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow, collapse_padding=narrow)
+    columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
+               "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
+               "req/s": _column(summary, "rps")}
+    counts = {"ok/req": [f"{int(row.get('ok', 0) or 0)}/{int(row.get('requests', 0) or 0)}" for _, row in summary.iterrows()],
+              "rej": [str(int(row.get("rejected", 0) or 0)) for _, row in summary.iterrows()],
+              "err": [str(int(row.get("errors", 0) or 0)) for _, row in summary.iterrows()]}
+    verdicts = _slo_verdicts(summary, slos or {})
+    if verdicts is not None:
+        columns["goodput req/s"] = _column(summary, "goodput_rps")
+    if narrow:
+        counts = {name: values for name, values in counts.items() if name == "ok/req" or set(values) != {"0"}}
+        columns.pop("req/s")
+    table.add_column("cell", no_wrap=True)
+    figures = {**counts, **columns}
+    for name in figures:
+        # Narrow: the header in two lines ("TTFT / p50 ms"), the column as wide as its widest figure.
+        header = name.replace(" ", "\n", 1) if narrow else name
+        widest = max([len(v) for v in figures[name]] + [len(line) for line in header.splitlines()])
+        table.add_column(header, justify="right", no_wrap=True, max_width=widest if narrow else None)
+    if verdicts is not None:
+        table.add_column("SLOs", min_width=16 if narrow else None, overflow="fold")
+    for row_index, cell_id in enumerate(summary.index):
+        table.add_row(
+            for_terminal(labels.get(str(cell_id), str(cell_id))),
+            *(values[row_index] for values in figures.values()),
+            *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
+        )
+    if verdicts is not None:
+        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in (slos or {}).items()) + ": goodput counts the "
+                         "requests/s that met them, the SLOs column whether the cell's percentiles did")
+    return table
+
+
+def _slo_verdicts(summary: pd.DataFrame, slos: dict[str, Any]) -> list[str] | None:
+    """'met' or 'misses ttft_p95 …' per row; None without SLOs (or with SLOs bench cannot read)."""
+    if not slos:
+        return None
+    from bench.analysis.recommend import parse_slo, slo_verdict
+    from bench.errors import BenchError
 
     try:
-        path = write_report([run_dir], run_dir / REPORT_HTML)
-        console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
-    except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
-        console.print(f"warning: report failed: {type(error).__name__}: {error}",
-                      highlight=False, soft_wrap=True, markup=False)
+        parsed = tuple(parse_slo(f"{metric}={value}") for metric, value in slos.items())
+    except BenchError:
+        return None
+    return [slo_verdict(row, parsed) for _, row in summary.iterrows()]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 
 
 def read_emit_log(path: Path) -> dict[str, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Driving bench's real client path against the emitter: closed-loop steps and held streams.
 
-The path measured is the one `bench run` takes per request: bench.load.run_cell_load (closed
+The path measured is the one `bench run` takes per request: bench.load.cell.run_cell_load (closed
 loop) → bench.clients.send → httpx over make_http_client, and every record appended to a
 requests.jsonl through RecordWriter. Nothing here is a shortcut around it.
 """
@@ -22,8 +22,11 @@ import httpx
 from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client
-from bench.load import CellLoad, Clock, StopControl, run_cell_load
-from bench.records import Phase, RecordWriter, RequestRecord, Surface
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.clock import Clock
+from bench.load.control import StopControl
+from bench.records import RecordWriter
+from bench.records.record import Phase, RequestRecord, Surface
 
 MODEL = "emitter:latest"
 HOLD_DEADLINE_S = 120.0  # opening thousands of connections on a busy shared machine is slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.endpoints import free_port
+from bench.processes import free_port
 from bench.errors import TargetError
 
 READY_DEADLINE_S = 30.0  # generous: the machine may be shared and busy

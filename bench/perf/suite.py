@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 
 from bench import __version__
-from bench.load import run_async
+from bench.load.clock import run_async
 from bench.perf.accuracy import read_emit_log, timing_errors
 from bench.perf.drive import HoldResult, StepResult, closed_loop, hold_streams, request_nonce
 from bench.perf.emitter_proc import EmitterProcess, cpu_plan, process_cpu_s, running_emitter
 from bench.perf.workers import run_workers
-from bench.records import RequestRecord, Surface
+from bench.records.record import RequestRecord, Surface
 
 Progress = Callable[[str], None]
 

@@ -14,10 +14,10 @@ import asyncio
 import os
 from dataclasses import dataclass
 
-from bench.load import Clock, run_async
+from bench.load.clock import Clock, run_async
 from bench.perf.drive import StepResult, closed_loop
-from bench.records import RequestRecord, Surface
-from bench.workers import READY_DEADLINE_S, WorkerLink, WorkerPool, split_evenly
+from bench.records.record import RequestRecord, Surface
+from bench.load.workers import READY_DEADLINE_S, WorkerLink, WorkerPool, split_evenly
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
-from bench.atomic import write_text_atomically
+from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError, UsageError
-from bench.records import Run, load_run
+from bench.numbers import MAX_REPORT_CELLS
+from bench.records import MANIFEST_FILE, Run, load_run, read_manifest
 from bench.report import (
     answer,
     conversations,
     environment,
-    errors,
+    failures,
     keepalive,
     latency,
     memory,
@@ -26,6 +27,7 @@ from bench.report import (
     surfaces,
     sweep,
     throughput,
+    timeline,
 )
 from bench.report.data import RunView, build_views
 from bench.report.page import Section, render_page
@@ -34,7 +36,8 @@ __all__ = ["build_sections", "render_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
-    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, errors.build, keepalive.build,
+    answer.build, sweep.build, throughput.build, latency.build, statistics.build, conversations.build, failures.build,
+    timeline.build, keepalive.build,
     memory.build,
     surfaces.build, environment.build,
 )
@@ -44,10 +47,20 @@ def build_sections(views: list[RunView]) -> list[Section]:
     return [section for build in _SECTION_BUILDERS if (section := build(views)) is not None]
 
 
+def _check_report_size(cell_counts: Sequence[int]) -> None:
+    """Refuse, before drawing, a page past MAX_REPORT_CELLS (all runs' cells): minutes to draw and
+    a page no one reads; the summary files and `bench compare` still read such a run."""
+    cells = sum(cell_counts)
+    if cells > MAX_REPORT_CELLS:
+        raise UsageError(f"report: {cells:,} cells, over the report's limit of {MAX_REPORT_CELLS:,}; "
+                         "report fewer runs at once, or read summary.csv")
+
+
 def render_report(runs: Sequence[Run]) -> str:
     """The HTML page for these loaded runs (the first is the baseline of a comparison)."""
     if not runs:
         raise RunDirError("no run directory given")
+    _check_report_size([len(run.manifest.cells) for run in runs])
     views = build_views(list(runs))
     sections = build_sections(views)
     if len(views) == 1:
@@ -67,6 +80,9 @@ def render_report(runs: Sequence[Run]) -> str:
 
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
     """Load the run directories, write the report to `out` (atomically), return its path."""
+    # Counted from the manifests before any records are loaded: a refused page costs nothing.
+    _check_report_size([len(read_manifest(Path(run_dir) / MANIFEST_FILE).cells) for run_dir in run_dirs
+                        if (Path(run_dir) / MANIFEST_FILE).is_file()])
     runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
     html = render_report(runs)
     out_path = Path(out)

@@ -10,7 +10,7 @@ from bench.errors import BenchError
 from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
                                       slo_verdict)
 from bench.records import RECOMMENDATION_JSON
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
 from bench.report.page import Note, Section, Table, Warnings
@@ -73,7 +73,8 @@ def _recommendation(view: RunView, prefix: str) -> list[Any]:
         source = ("computed by the report from the scenario's SLOs; `bench recommend RUN_DIR --slo METRIC=VALUE` "
                   "stores one for other SLOs")
     blocks: list[Any] = [Note(f"{prefix}{_sentence(payload.get('verdict') or 'no verdict recorded')}",
-                              "answer" if payload.get("num_parallel") is not None else "warning")]
+                              "answer" if payload.get("num_parallel") is not None
+                              and not payload.get("provisional") else "warning")]
     basis = payload.get("speed_basis") or view.run.manifest.target.speed_basis
     if basis:
         blocks.append(Note(f"{prefix}Speed basis (bench sim): {basis}.", "info"))
@@ -127,16 +128,28 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     server_ids = {c.server_id for c in view.manifest.cells} or {None}
     speeds = sorted({time_scale(view.run, sid) for sid in server_ids} - {1.0})
     if not speeds:
         return None
+    return Note(prefix + speed_sentence(speeds), "info")
+
+
+def speed_sentence(speeds: list[float]) -> str:
+    """What the simulator's speed does to every figure, faster (--speed 10) or slower (0.7)."""
     factor = "/".join(f"{speed:g}" for speed in speeds)
-    return Note(f"{prefix}The simulator ran {factor}× faster than real time: every duration in this report is "
-                f"1/{factor} of the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these "
-                "wall-clock terms).", "info")
+    if all(speed > 1 for speed in speeds):
+        return (f"The simulator ran {factor}× faster than real time: every duration in this report is 1/{factor} of "
+                f"the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these wall-clock terms).")
+    if all(speed < 1 for speed in speeds):
+        slower = "/".join(f"{1 / speed:.3g}" for speed in speeds)
+        return (f"The simulator ran {slower}× slower than real time (speed {factor}): every duration in this report "
+                f"is {slower}× the modelled GPU's and every tokens/s {factor}× it (SLOs are checked in these "
+                "wall-clock terms).")
+    return (f"The simulator ran at speeds {factor} (×real time) on different servers: durations and tokens/s are "
+            "scaled by each server's speed; compare cells of one speed only.")
 
 
 def _slo_cell(row: pd.Series, slos: tuple[Slo, ...]) -> str:
@@ -236,6 +249,28 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
     notes.extend(sample_size_warnings(view, prefix))
     notes.extend(_spill_warnings(view, prefix))
     notes.extend(_cold_warnings(view, prefix))
+    notes.extend(saturation_warnings(view, prefix))
+    return notes
+
+
+def saturation_warnings(view: RunView, prefix: str = "") -> list[Note]:
+    """Closed-loop series whose throughput went flat while TTFT climbed, with the server's NUM_PARALLEL."""
+    from bench.analysis.saturation import effective_num_parallel, find_saturation
+    from bench.report.data import load_series
+
+    if view.cells.empty or not {"ok", "output_tps", "ttft_p50_s", "concurrency"} <= set(view.cells.columns):
+        return []
+    managed = view.manifest.target.kind in ("sim", "managed") or bool(view.manifest.servers)
+    env_of = {server.server_id: dict(server.env) for server in view.manifest.servers}
+    server_of = {cell.cell_id: cell.server_id for cell in view.manifest.cells}
+    notes = []
+    for line in load_series([view], "closed"):
+        first = line.cells.index[0]
+        env = env_of.get(server_of.get(first), {}) if managed else None
+        setting = line.cells.at[first, "OLLAMA_NUM_PARALLEL"] if "OLLAMA_NUM_PARALLEL" in line.cells else None
+        found = find_saturation(line.cells, line.name, effective_num_parallel(clean(setting), env))
+        if found is not None:
+            notes.append(Note(prefix + found.sentence(), "warning"))
     return notes
 
 
@@ -331,26 +366,34 @@ def _gate_blocks(baseline: RunView, current: RunView) -> list[Any]:
     """`bench compare BASELINE CURRENT` as report blocks: the headline, then one row per gate."""
     from bench.analysis.baseline import load_baseline
     from bench.analysis.compare import compare, thresholds_for
-    from bench.outputs.gate_tables import (footer, format_change, format_interval, format_n, format_threshold,
-                                           format_value, headline)
+    from bench.outputs.gate_tables import footer, headline
 
     try:
         before, after = load_baseline(baseline.run.path), load_baseline(current.run.path)
         comparison = compare(before, after, thresholds_for((), after, before))
     except BenchError as error:
         return [Note(f"{current.label} against {baseline.label}: no gate verdicts ({error}).", "warning")]
-    words = {"pass": "ok", "warn": "worse, within noise", "fail": "REGRESSED", "skip": None}
-    rows = tuple((gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
-                  format_value(gate.metric, gate.current_value), format_change(gate), format_interval(gate),
-                  format_threshold(gate.metric, gate.threshold), words[gate.verdict] or gate.note or "no data")
-                 for gate in comparison.gates)
-    failed = tuple(index for index, gate in enumerate(comparison.gates) if gate.verdict == "fail")
     return [
         Note(f"{current.label} against the baseline {baseline.label}: {headline(comparison)}.",
              "error" if comparison.regressed else "answer"),
-        Table(("cell", "metric", "n (base / current)", baseline.label, current.label, "change", "95% CI",
-               "allowed", "verdict"), rows,
-              caption=f"Gates: {current.label} against {baseline.label}, as `bench compare` judges them",
-              numeric=(False, False, True, True, True, True, True, True, False), highlight_rows=failed),
+        *(Note(f"{current.label} against {baseline.label}: {note}", "warning")
+          for note in comparison.environment_notes),
+        gate_table(comparison, baseline.label, current.label),
         Note(footer(comparison), "info"),
     ]
+
+
+def gate_table(comparison: Any, baseline_label: str, current_label: str) -> Table:
+    """The gates as `bench compare` prints them: glyph and words per verdict, the row coloured by it."""
+    from bench.outputs.gate_tables import (format_change, format_interval, format_n, format_threshold,
+                                           format_value, verdict_label)
+
+    rows = tuple((gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
+                  format_value(gate.metric, gate.current_value), format_change(gate), format_interval(gate),
+                  format_threshold(gate.metric, gate.threshold), verdict_label(gate))
+                 for gate in comparison.gates)
+    return Table(("cell", "metric", "n (base / current)", baseline_label, current_label, "change", "95% CI",
+                  "allowed", "verdict"), rows,
+                 caption=f"Gates: {current_label} against {baseline_label}, as `bench compare` judges them",
+                 numeric=(False, False, True, True, True, True, True, True, False),
+                 row_classes=tuple(gate.verdict for gate in comparison.gates))

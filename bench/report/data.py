@@ -13,13 +13,14 @@ import pandas as pd
 
 from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.records import Run
 
 # Settings that identify a cell but say nothing a reader compares on.
 _NOT_SETTINGS = ("cell_id", "cell_index", "label", "repeat")
 # The settings that make up "offered load": the x axis of most plots.
 LOAD_SETTINGS = ("concurrency", "rate_rps")
+_OPEN = ("constant", "poisson")  # open-loop arrivals (a concurrency there is only a cap)
 
 def is_missing(value: Any) -> bool:
     """None, NaN and pandas' NA all mean 'not set'."""
@@ -90,8 +91,12 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
         label = manifest_labels.get(str(cell_id)) or plan.cell_label(settings.to_dict(), varying)
         labels.append(str(label or cell_id))
     cells["label"] = labels
-    cells["offered_load"] = [offered_load(s) for s in cells.to_dict("records")]
-    cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None else "closed"
+    load = run.manifest.scenario.get("load") or {}
+    # A ramp or stages (bench.load.arrival_shapes) offer no one rate: rate_rps is at most where they start.
+    shaped = isinstance(load, dict) and bool(load.get("ramp_up") or load.get("stages"))
+    cells["offered_load"] = [math.nan if shaped and s.get("arrival") in _OPEN else offered_load(s)
+                             for s in cells.to_dict("records")]
+    cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None or s.get("arrival") in _OPEN else "closed"
                              for s in cells.to_dict("records")]
     percentiles = scenario_percentiles(run.manifest)
     summary = cell_summary(measured, percentiles=percentiles)
@@ -122,6 +127,8 @@ def offered_load(settings: dict[str, Any]) -> float:
     rate = clean(settings.get("rate_rps"))
     if rate is not None:
         return float(rate)
+    if settings.get("arrival") in _OPEN:
+        return math.nan  # a ramp or stages (bench.load.arrival_shapes): no one offered rate
     concurrency = clean(settings.get("concurrency"))
     return float(concurrency) if concurrency is not None else math.nan
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
 from bench.report import formatting as fmt
-from bench.manifest import ClientRecord, Manifest
+from bench.records.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
 
@@ -90,7 +91,7 @@ def _simulated_gpus(manifest: Manifest) -> list[str]:
 
 def _speed_rows(view: RunView) -> list[tuple[str, str]]:
     """The simulator's speed per server: every duration is 1/speed of the modelled GPU's."""
-    from bench.analysis.studies import time_scale
+    from bench.analysis.server_studies import time_scale
 
     sim_ids = [s.server_id for s in view.manifest.servers if _sim_args(s.command) is not None]
     if not sim_ids:
@@ -138,14 +139,36 @@ def _models(view: RunView, suffix: str) -> Table | None:
 
 
 def _servers(view: RunView, suffix: str) -> Table | None:
+    """The settings each server ran with: a managed server's environment with Ollama's defaults for
+    what it left unset; for a server bench did not start, what /api/version and /api/ps showed."""
+    from bench.analysis.saturation import effective_settings
+
     servers = view.manifest.servers
     if not servers:
-        return None
+        return _remote_settings(view, suffix)
     rows = tuple((fmt.text(s.server_id),
-                  " ".join(f"{k}={v}" for k, v in s.env.items()) or fmt.DASH,
+                  " ".join(f"{name}={value}" for name, value in effective_settings(s.env)),
                   " ".join(str(part) for part in s.command) or fmt.DASH,
                   fmt.text(s.log)) for s in servers)
-    return Table(("server", "environment", "command", "log"), rows, caption=f"Servers started by bench{suffix}")
+    return Table(("server", "effective settings (unset: Ollama v0.33's default)", "command", "log"), rows,
+                 caption=f"Servers started by bench{suffix}")
+
+
+def _remote_settings(view: RunView, suffix: str) -> Table | None:
+    """A server bench did not start: its version, and per loaded model the context and placement
+    /api/ps reported (NUM_PARALLEL itself is not reported by Ollama's API)."""
+    target = view.manifest.target
+    rows: list[tuple[str, str]] = [("version (/api/version)", fmt.text(target.version))]
+    ps = view.run.ps
+    if ps is not None and len(ps) and "name" in ps:
+        for model, group in ps.dropna(subset=["name"]).groupby("name"):
+            contexts = sorted({int(c) for c in group.get("context_length", pd.Series(dtype=float)).dropna()})
+            size = group["size_bytes"].max() if "size_bytes" in group else None
+            vram = group["size_vram_bytes"].min() if "size_vram_bytes" in group else None
+            rows.append((f"{model} (/api/ps)", f"context_length {', '.join(f'{c:,}' for c in contexts) or fmt.DASH}; "
+                                              f"size {fmt.gib(size)}, size_vram {fmt.gib(vram)}"))
+    rows.append(("OLLAMA_NUM_PARALLEL", "not reported by the API (bench did not start this server)"))
+    return Table(("setting", "value"), tuple(rows), caption=f"Server settings seen{suffix}")
 
 
 def _as_yaml(scenario: Any) -> str:

@@ -48,7 +48,7 @@ def build(views: list[RunView]) -> Section | None:
 
 def _analyse(view: RunView) -> tuple[pd.DataFrame | None, Any, str]:
     try:
-        from bench.analysis.studies import keep_alive_study, request_timeline
+        from bench.analysis.server_studies import keep_alive_study, request_timeline
 
         return request_timeline(view.run), keep_alive_study(view.run), ""
     except Exception as error:  # noqa: BLE001 - fall back to load_duration alone

@@ -23,8 +23,10 @@ def build(views: list[RunView]) -> Section | None:
         if load_series(views, kind):
             blocks.append(Figure(_percentiles_against_load(views, kind),
                                  "Line: p50 (half the requests were faster). Shaded: the middle 80% of "
-                                 "requests (p10–p90). Triangles: p95 (one in twenty was slower); with fewer than "
-                                 "40 successful requests in a cell a p95 is close to its slowest request."))
+                                 "requests (p10–p90). Triangles: p95 (one in twenty was slower), with a bar for its "
+                                 "95% bootstrap interval where the cell had the 40 successful requests one needs; "
+                                 "with fewer a p95 is close to its slowest request and gets no bar. A latency "
+                                 "axis spanning ten times or more is logarithmic."))
     blocks.append(Figure(_ttft_cdfs(views), "Read across at 0.95 to find a cell's TTFT p95. A curve further "
                                             "left is faster; a long tail to the right means some requests waited."))
     frontier = _frontier(views)
@@ -71,23 +73,28 @@ def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
             low = np.array([spread.at[c, "low"] if c in spread.index else np.nan for c in line.cells.index]) * scale
             high = np.array([spread.at[c, "high"] if c in spread.index else np.nan for c in line.cells.index]) * scale
             ax.fill_between(x, low, high, color=style["color"], alpha=0.13, linewidth=0)
-            ax.plot(x, line.cells[f"{metric}_p95_s"].to_numpy(float) * scale, color=style["color"],
-                    linestyle="none", marker="^", markersize=5, alpha=0.9)
+            p95 = line.cells[f"{metric}_p95_s"].to_numpy(float) * scale
+            ax.plot(x, p95, color=style["color"], linestyle="none", marker="^", markersize=5, alpha=0.9)
+            # The p95's bootstrap interval where the cell had the samples for one (summary.csv has it).
+            plotting.interval_bars(ax, x, line.cells[f"{metric}_p95_ci_lo_s"].to_numpy(float) * scale,
+                                   line.cells[f"{metric}_p95_ci_hi_s"].to_numpy(float) * scale, str(style["color"]),
+                                   center=p95)
         ax.set_title(title)
         ax.set_ylabel(f"{metric.upper()} ({unit})")
-        ax.set_ylim(bottom=0)
+        plotting.latency_axis(ax, values.to_numpy().ravel())
+        plotting.headroom(ax)
         plotting.load_axis(ax, xs, load_label(kind).replace("offered load: ", ""))
     from matplotlib.lines import Line2D
 
     key = [Line2D([], [], color="#555555", linewidth=1.6),
            Line2D([], [], color="#555555", linestyle="none", marker="^", markersize=5)]
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles + key, labels + ["p50 (line)", "p95 (▲ markers)"], loc="outside lower center",
+    figure.legend(handles + key, labels + ["p50 (line)", "p95 (▲, bar: its 95% CI)"], loc="outside lower center",
                   ncols=min(4, len(handles) + 2))
     figure.suptitle("Latency against offered load (p50, p10–p90 band, p95)", fontweight="bold")
     return plotting.render(figure, "Latency percentiles against offered load",
                            "Two line charts: TTFT and TPOT against offered load, median with the p10–p90 band "
-                           "shaded and p95 dashed.")
+                           "shaded, p95 as triangles with their 95% intervals.")
 
 
 def _ttft_cdfs(views: list[RunView]) -> plotting.Plot:
@@ -173,10 +180,12 @@ def _frontier(views: list[RunView]) -> plotting.Plot | None:
     ttft_ax.set_ylabel(f"TTFT p95 ({unit})")
     user_ax.set_title("Per-user speed against throughput")
     user_ax.set_ylabel("tokens/s per request (p50)")
+    plotting.latency_axis(ttft_ax, np.concatenate([line.cells["ttft_p95_s"].to_numpy(float) for line in lines]))
+    user_ax.set_ylim(bottom=0)
     for ax in (ttft_ax, user_ax):
         ax.set_xlabel("output tokens/s (all requests)")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        plotting.headroom(ax)
     plotting.figure_legend(figure, ttft_ax)
     return plotting.render(figure, "Latency/throughput frontier",
                            "Scatter with lines: TTFT p95 and per-user speed against output throughput.")

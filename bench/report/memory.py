@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.loads import loads_from_ps, truncated_prompts
+from bench.analysis.model_loads import loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
-from bench.report import plotting
+from bench.report import plotting, server_memory
 from bench.report.data import RunView, gpu_capacity, server_spans
 from bench.report.page import Figure, Note, Section, Table
 
@@ -32,6 +32,7 @@ def build(views: list[RunView]) -> Section | None:
             blocks.append(Figure(_proc_figure(proc, suffix), "Measured by bench from /proc: resident memory of the "
                                  "server bench started and its children; with the real engine, the llama-server "
                                  "processes alone (their KV cache, weights and compute buffers), on the same clock."))
+        blocks.extend(server_memory.blocks(view, suffix))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
             semantics = semantics_for(view.manifest.target.version)
@@ -201,8 +202,12 @@ def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
     rows = []
     sources: set[str] = set()
     for group in kv["groups"]:
-        per_token = group.get("bytes_per_token") or {}
-        ratios = group.get("ratio_to_measured") or {}
+        per_token = dict(group.get("bytes_per_token") or {})
+        ratios = dict(group.get("ratio_to_measured") or {})
+        if group.get("process_source") != "engine_rss":
+            per_token["process_rss"] = None  # not a KV measurement (kv.json written before that was known)
+        if group.get("measured_source") == "ollama_ps":
+            ratios["ollama_ps"] = None  # 1.00 by construction
         rows.append((str(group.get("model")), str(group.get("cache_type")),
                      *(_per_token(per_token.get(name)) for name in ("rule_of_thumb", "exact", "ollama_ps", "nvml",
                                                                      "process_rss")),
@@ -211,8 +216,7 @@ def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
     blocks.append(Table(
         ("model", "KV cache type", "rule of thumb", "exact (GQA)", "/api/ps fit", "NVML fit", "process RSS fit",
          "rule ÷ measured", "exact ÷ measured", "/api/ps ÷ measured"),
-        tuple(rows), caption=f"KV cache bytes per token of context{suffix} (measured = the "
-                             f"{' / '.join(sorted(s for s in sources if s != 'None')) or 'no'} fit)",
+        tuple(rows), caption=f"KV cache bytes per token of context{suffix} " + _measured_caption(sources),
         numeric=(False, False) + (True,) * 8))
     for group in kv["groups"]:
         plot = _kv_fit_figure(group, suffix)
@@ -220,9 +224,26 @@ def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
             blocks.append(Figure(plot, "Points: memory measured per cell at its total context (num_ctx × "
                                        "NUM_PARALLEL). Lines: the least-squares fit, and the estimates' slopes "
                                        "drawn through the fit's intercept."))
+    for group in kv["groups"]:
+        if not _measured(group):
+            blocks.append(Note(f"{group.get('model')}: no KV measurement in this run — no NVML reading of the "
+                               "server and no llama-server process (the simulated engine holds no KV cache); the "
+                               "table shows /api/ps's estimate and the formulas only.", "info"))
     for note in kv.get("notes") or []:
         blocks.append(Note(str(note)))
     return blocks
+
+
+def _measured_caption(sources: set[str]) -> str:
+    real = sorted(s for s in sources if s in ("nvml", "process_rss"))
+    if real:
+        return f"(measured = the {' / '.join(real)} fit)"
+    return "(nothing measured: '÷ measured' compares with /api/ps's estimate, Ollama's own figure)"
+
+
+def _measured(group: dict[str, Any]) -> bool:
+    """Whether the group has a real memory measurement (NVML, or llama-server processes' RSS)."""
+    return group.get("measured_source") in ("nvml", "process_rss")
 
 
 def _per_token(value: Any) -> str:
@@ -238,7 +259,8 @@ def _kv_fit_figure(group: dict[str, Any], suffix: str) -> plotting.Plot | None:
     if points.empty or "ctx_total" not in points:
         return None
     measured = [c for c in ("nvml_bytes", "process_rss_bytes", "ollama_ps_bytes")
-                if c in points and points[c].notna().any()]
+                if c in points and points[c].notna().any()
+                and (c != "process_rss_bytes" or group.get("process_source") == "engine_rss")]
     if not measured:
         return None
     figure, (ax,) = plotting.new_figure(1, 1, height_in=3.6)

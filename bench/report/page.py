@@ -15,6 +15,8 @@ from typing import Literal
 import jinja2
 from markupsafe import Markup
 
+from bench.escape import html_text
+
 from bench.report.plotting import Plot
 
 
@@ -24,7 +26,15 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
     numeric: tuple[bool, ...] = ()  # per column: right-align
-    highlight_rows: tuple[int, ...] = ()  # row indexes drawn emphasised
+    highlight_rows: tuple[int, ...] = ()  # row indexes of the chosen answer (drawn green)
+    # Per row, a verdict class ('fail' red, 'warn' amber, 'pass' neutral, 'skip' muted; '' none):
+    # a regression is never drawn in the chosen answer's green.
+    row_classes: tuple[str, ...] = ()
+
+    def row_class(self, index: int) -> str:
+        if index in self.highlight_rows:
+            return "highlight"
+        return self.row_classes[index] if index < len(self.row_classes) else ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ _BLOCK_TEMPLATES = {
     "Table": """<div class="table-wrap"><table>
 {% if block.caption %}<caption>{{ block.caption }}</caption>{% endif %}
 <thead><tr>{% for column in block.columns %}<th{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ column }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in block.rows %}{% set row_index = loop.index0 %}<tr{% if row_index in block.highlight_rows %} class="highlight"{% endif %}>{% for cell in row %}<td{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+<tbody>{% for row in block.rows %}{% set row_index = loop.index0 %}{% set row_class = block.row_class(row_index) %}<tr{% if row_class %} class="{{ row_class }}"{% endif %}>{% for cell in row %}<td{% if block.numeric and block.numeric[loop.index0] %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table></div>
 """,
     "Note": """<p class="note {{ block.level }}">{{ block.text }}</p>
@@ -104,7 +114,7 @@ _BLOCK_TEMPLATES = {
 """,
     "Preformatted": """<figure class="pre">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}<pre>{{ block.text }}</pre></figure>
 """,
-    "Figure": """<figure class="plot"><img src="{{ block.plot.data_uri }}" alt="{{ block.plot.alt }}" width="{{ block.plot.width_px }}" height="{{ block.plot.height_px }}">{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
+    "Figure": """<figure class="plot" style="max-width: {{ block.plot.width_px }}px">{{ svg(block.plot) }}{% if block.caption %}<figcaption>{{ block.caption }}</figcaption>{% endif %}</figure>
 """,
 }
 
@@ -121,12 +131,15 @@ def render_page(title: str, subtitle: str, sections: list[Section], bench_versio
     block_templates = {name: environment.from_string(text) for name, text in _BLOCK_TEMPLATES.items()}
 
     def render_block(block: Block) -> str:
-        return block_templates[type(block).__name__].render(block=block)
+        # A plot's SVG is matplotlib's output, which escapes every text it draws: trusted markup.
+        return block_templates[type(block).__name__].render(block=block, svg=lambda plot: Markup(plot.svg))
 
     # render_block's output is already escaped markup: mark it safe for the outer template.
     environment.globals["render_block"] = lambda block: Markup(render_block(block))
     css = resources.files("bench.report").joinpath("report.css").read_text(encoding="utf-8")
-    return environment.from_string(_TEMPLATE).render(
+    # Server text (an error body, a model name) may hold NUL, ESC or BEL: invalid in HTML, and
+    # some viewers stop at a NUL. Nothing bench itself writes holds one, so the page is cleaned whole.
+    return html_text(environment.from_string(_TEMPLATE).render(
         title=title, subtitle=subtitle, sections=sections, bench_version=bench_version,
         sources=sources, css=css,
-    )
+    ))

@@ -74,6 +74,7 @@ def _figure(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> 
 
 
 def _table(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> Table:
+    from bench.analysis.recommend_basis import cell_basis, ratio_interval
     from bench.analysis.samples import percentile_change_interval
 
     rows = []
@@ -87,14 +88,19 @@ def _table(view: RunView, pairs: list[tuple[str, str, str]], several: bool) -> T
                 sample = column.replace("_p50_s", "_s")
                 interval = percentile_change_interval(ok.loc[ok["cell_id"] == native, sample],
                                                       ok.loc[ok["cell_id"] == openai, sample], 50)
-                change += " " + ("(n too small)" if interval is None else
-                                 f"[{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]%")
+            else:
+                # Throughput: the two cells' requests resampled as (tokens, e2e) pairs, as the
+                # NUM_PARALLEL recommendation judges a tie (bench.analysis.recommend_basis).
+                interval = ratio_interval(cell_basis(view.requests, native), cell_basis(view.requests, openai))
+            # The interval on a second line: a 1400 px page showed the table's last column cut.
+            change += "\n" + ("(n too small)" if interval is None else
+                             f"[{interval[0] * 100:+.1f}, {interval[1] * 100:+.1f}]%")
             row += (show(view.cells.at[native, column]), show(view.cells.at[openai, column]), change)
         rows.append(row)
     columns = ("cell", "n (native / OpenAI)") + tuple(f"{name} {part}" for name, _, _ in _METRICS
                                                       for part in ("native", "OpenAI", "Δ"))
     return Table(columns, tuple(rows), caption="Matched cells (Δ: OpenAI relative to native, with the 95% "
-                 "bootstrap interval of the p50 change; an interval that spans 0 means no clear difference; "
+                 "bootstrap interval of the change: of the p50 for TTFT and TPOT, of output tok/s resampling the requests' (tokens, e2e) pairs; an interval that spans 0 means no clear difference; "
                  "n too small: fewer than 10 successful requests on a side)"
                  + (f" — {view.label}" if several else ""),
                  numeric=(False,) + (True,) * (len(columns) - 1))

@@ -31,7 +31,9 @@ def build(views: list[RunView]) -> Section | None:
                                  "measurement window) — a spread, not a confidence interval. Bottom: the speed one "
                                  "user sees (a request's output tokens / its generation time), median with the "
                                  "10th–90th percentile of requests shaded. n: successful requests per cell."))
-            blocks.extend(saturation_notes(lines, kind, len(views) > 1))
+            # No "offer more load" for a setting already ruled out (it spilled to the CPU).
+            live = [line for line in lines if not _ruled_out(views[line.run_index], line.cells)]
+            blocks.extend(saturation_notes(live, kind, len(views) > 1))
     table = rates_table(views)
     if table is not None:
         blocks.append(table)
@@ -103,6 +105,10 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
         low, high = _band(slices, line.cells.index, total)
         total_ax.plot(x, total, label=label, **style)
         total_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
+        if "output_tps_repeats_ci_lo" in line.cells:  # run-to-run interval, with --repeats
+            plotting.interval_bars(total_ax, x, line.cells["output_tps_repeats_ci_lo"].to_numpy(float),
+                                   line.cells["output_tps_repeats_ci_hi"].to_numpy(float), str(style["color"]),
+                                   center=total)
         for x_value, n in zip(x, line.cells["ok"].to_numpy(int)):
             if n > 0:  # a cell with no successful request is not drawn (the answer section names it)
                 counts_at.setdefault(float(x_value), []).append(int(n))
@@ -110,20 +116,19 @@ def _against_load(views: list[RunView], kind: str) -> plotting.Plot:
         user_ax.plot(x, user, label=label, **style)
         low, high = _band(users, line.cells.index, user)
         user_ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
-    if not same_n:
-        # n per offered load, along the bottom of the plot (a range when the lines differ there).
-        for x_value, ns in counts_at.items():
-            text = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
-            total_ax.text(x_value, 0.02, text, transform=total_ax.get_xaxis_transform(), ha="center",
-                          va="bottom", fontsize=7.5, color="#555555")
     total_ax.set_title("Output throughput against offered load"
                        + (f" (n = {counts.pop()} requests per cell)" if same_n else ""))
     total_ax.set_ylabel("output tokens/s (all requests)")
     user_ax.set_title("Per-user speed against offered load")
     user_ax.set_ylabel("tokens/s per request")
-    total_ax.set_ylim(bottom=0)
-    user_ax.set_ylim(bottom=0)
+    for ax in (total_ax, user_ax):
+        ax.set_ylim(bottom=0)
+        plotting.headroom(ax)
     plotting.load_axis(user_ax, xs, load_label(kind))
+    if not same_n:
+        # n per offered load under its tick (a range when the lines differ there): inside the plot a
+        # label is struck through by whichever line passes near the bottom.
+        plotting.tick_counts(user_ax.xaxis, {x: (min(ns), max(ns)) for x, ns in counts_at.items()})
     total_ax.tick_params(labelbottom=True)
     plotting.legend(total_ax)
     return plotting.render(figure, "Output throughput against offered load",
@@ -154,6 +159,14 @@ def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
         return []
     return [Note("Throughput still rose at the highest offered load (" + "; ".join(rising) + "). Saturation was "
                  "not reached: offer more load to find where throughput levels off.", "warning")]
+
+
+def _ruled_out(view: RunView, cells: pd.DataFrame) -> bool:
+    """Whether /api/ps showed these cells' model partly on the CPU (size_vram < size)."""
+    from bench.analysis.recommend import memory_fit
+
+    models = set(cells["model"].dropna().astype(str)) if "model" in cells else set()
+    return bool(models) and memory_fit(view.run, list(cells.index), models)[0] is False
 
 
 def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,15 +213,15 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
         xs.extend(x)
         for ax, (column, _, _) in zip(axes, panels):
             scale = units[column][0] if column in units else 1.0
-            ax.plot(x, cells[column].to_numpy(float) * scale,
-                    label=plotting.series_label(name, run_label, len(views)), **style)
+            values = cells[column].to_numpy(float) * scale
+            ax.plot(x, values, label=plotting.series_label(name, run_label, len(views)), **style)
+            if f"{column[:-2]}_ci_lo_s" in cells:  # a latency p95's bootstrap interval, where it has one
+                plotting.interval_bars(ax, x, cells[f"{column[:-2]}_ci_lo_s"].to_numpy(float) * scale,
+                                       cells[f"{column[:-2]}_ci_hi_s"].to_numpy(float) * scale,
+                                       str(style["color"]), center=values)
     if len(views) == 1:
         _mark_sweep(axes[:3], views[0], units)
-    for ax, (column, title, ylabel) in zip(axes, panels):
-        ax.set_title(title)
-        ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
-        ax.set_ylim(bottom=0)
-        plotting.load_axis(ax, [x for x in xs if np.isfinite(x)], "OLLAMA_NUM_PARALLEL (slots)")
+    _format_sweep_axes(axes, panels, units, latencies, [x for x in xs if np.isfinite(x)])
     _memory_panel(axes[3], swept[0] if len(swept) == 1 else None, [x for x in xs if np.isfinite(x)])
     plotting.figure_legend(figure, axes[0], columns=6)
     figure.suptitle("Sizing OLLAMA_NUM_PARALLEL: throughput, what it costs in latency, and in memory",
@@ -217,6 +230,19 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
                            "Four charts against NUM_PARALLEL, one line per offered concurrency: output "
                            "tokens per second, TTFT p95 and TPOT p95 with SLOs, CPU spill and the "
                            "recommendation marked; and the model's memory per setting in GiB against the GPU.")
+
+
+def _format_sweep_axes(axes: list[Any], panels: tuple[tuple[str, str, str], ...],
+                       units: dict[str, tuple[float, str]], latencies: pd.DataFrame, xs: list[float]) -> None:
+    for ax, (column, title, ylabel) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_ylabel(f"{ylabel} ({units[column][1]})" if column in units else ylabel)
+        if column in units:  # a latency: log when it spans decades, so the SLO line is not at the floor
+            plotting.latency_axis(ax, latencies[column].to_numpy(float))
+        else:
+            ax.set_ylim(bottom=0)
+        plotting.headroom(ax, 0.14)
+        plotting.load_axis(ax, xs, "OLLAMA_NUM_PARALLEL (slots)")
 
 
 def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
@@ -259,6 +285,10 @@ def _candidates(view: RunView) -> list[dict[str, Any]]:
     return [vars(c) for c in computed.candidates] if computed is not None else []
 
 
+# A label over the data: drawn above the lines on a white ground, so no marker strikes it through.
+_LABEL_BOX: dict[str, Any] = {"zorder": 5, "bbox": {"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.0}}
+
+
 def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, str]]) -> None:
     """Shade spilled and recommended NUM_PARALLEL values; draw the SLO thresholds."""
     stored = view.run.extras.get(RECOMMENDATION_JSON)
@@ -275,10 +305,10 @@ def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, st
             ax.axvspan(chosen / 1.15, chosen * 1.15, color="#2ca02c", alpha=0.18, linewidth=0)
     if spilled:
         axes[0].text(spilled[-1], 0.97, "spills to CPU", ha="center", va="top", fontsize=8, color="#b3261e",
-                     rotation=90, transform=axes[0].get_xaxis_transform())
+                     rotation=90, transform=axes[0].get_xaxis_transform(), **_LABEL_BOX)
     if chosen is not None:
         axes[0].text(chosen, 0.97, "recommended", ha="center", va="top", fontsize=8, color="#1b5e20",
-                     rotation=90, transform=axes[0].get_xaxis_transform())
+                     rotation=90, transform=axes[0].get_xaxis_transform(), **_LABEL_BOX)
     slos = (stored.get("slos") or {}) if isinstance(stored, dict) else (
         {slo.metric: slo.threshold for slo in computed.slos} if computed is not None else {})
     for ax, column, metric in ((axes[1], "ttft_p95_s", "ttft_p95"), (axes[2], "tpot_p95_s", "tpot_p95")):

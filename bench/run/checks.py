@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import ScenarioError, UsageError
-from bench.prompts import PromptSource
 from bench.scenario import Scenario
 
 
@@ -32,23 +31,13 @@ def scenario_problems(scenario: Scenario) -> list[str]:
         problems.append(f"{scenario.where('gates')}: {error}")
     problems.extend(threshold_problems(scenario))
     if scenario.load.trace is not None:
-        from bench.trace import read_trace
+        from bench.workload.trace import read_trace
 
         try:
             read_trace(Path(scenario.load.trace.file))
         except ScenarioError as error:
             problems.append(f"{scenario.where('load', 'trace', 'file')}: {error}")
     return problems
-
-
-def prompt_source(scenario: Scenario) -> PromptSource:
-    """The run's prompts, its prompt file read and checked now (ScenarioError naming the file)."""
-    where = scenario.where("workload", "prompt", "file")
-    try:
-        return PromptSource(scenario.workload.prompt, scenario.workload.seed,
-                            conversations=scenario.workload.conversation is not None)
-    except ScenarioError as error:
-        raise ScenarioError(f"{where}: {error}") from None
 
 
 def check_before_run(scenario: Scenario, baseline: Path | None) -> None:

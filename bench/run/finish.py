@@ -15,11 +15,12 @@ from rich.console import Console
 
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
-from bench.load import client_health
-from bench.manifest import Manifest
-from bench.outputs.summary import print_summary, write_kv, write_run_report, write_summary
+from bench.load.health import client_health
+from bench.records.manifest import Manifest
+from bench.outputs.recommendation import print_run_recommendation
+from bench.outputs.summary import print_summary, saturation_lines, write_kv, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
-from bench.records import REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
+from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
 from bench.run.progress import busy
 from bench.run.resume import merge_telemetry
 from bench.scenario import scenario_to_yaml, with_run_settings
@@ -88,9 +89,28 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
+    for line in saturation_lines(summary, list(run.cells), managed=run.target_kind in ("sim", "managed")):
+        console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
     print_sweep(console, sweeps)
     write_kv(run.run_dir, console)
     if run.report and summary is not None:
         with busy(console, "drawing report.html"):
             write_run_report(run.run_dir, console)
+    if summary is not None and status == "complete":
+        # Last, so the answer of a sizing sweep is what the user sees when the run ends.
+        print_run_recommendation(console, run.run_dir)
     return result
+
+
+def write_run_report(run_dir: Path, console: Console) -> None:
+    """report.html of this run; a failure is a warning (the run's records are what matter)."""
+    # Imported here: bench.report pulls in matplotlib and every section's plots (~0.4 s on top of the CLI), which
+    # `bench run --no-report`, soak and the tests driving run_scenario never need.
+    from bench.report import write_report
+
+    try:
+        path = write_report([run_dir], run_dir / REPORT_HTML)
+        console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
+    except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
+        console.print(f"warning: report failed: {type(error).__name__}: {error}",
+                      highlight=False, soft_wrap=True, markup=False)

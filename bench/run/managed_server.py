@@ -8,66 +8,29 @@ distinct environment and reuses it for adjacent cells.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import ipaddress
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import httpx
 
-from bench.endpoints import free_port
 from bench.errors import TargetError
 from bench.telemetry.server_info import show_model
-from bench.run.reaper import RELEASE, group_exists
+from bench.processes import NotReady, child_options, free_port, is_loopback, log_tail, stop_group, wait_ready
+from bench.run.reaper import RELEASE
+from bench.run.redacted_log import RedactedLogCopier
 from bench.run.server_marks import MARK_ENV, marked_pids, new_mark, stop_marked
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _parent_death_signal() -> Any | None:
-    """A preexec_fn that makes the child get SIGTERM when bench dies (Linux), else None.
-
-    Without it a `kill -9` of bench orphans the managed server, which keeps its port and GPU
-    memory. The libc function is looked up here, before any fork: preexec_fn runs between fork and
-    exec while other threads (telemetry) may hold locks, so it must do nothing but the syscall.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-_DIE_WITH_PARENT = _parent_death_signal()
+from bench.secrets import has_secrets
 
 _READY_BODY = "Ollama is running"
-_POLL_INTERVAL_S = 0.1
-_LOG_TAIL_BYTES = 64 * 1024
 
 
 def sim_command(extra_args: list[str]) -> list[str]:
     """The argv that runs `bench sim` with this interpreter (works without the console script)."""
     return [sys.executable, "-m", "bench", "sim", *extra_args]
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    bare = host.strip("[]")
-    if bare == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_port(host: str, port: int) -> str:
@@ -86,6 +49,7 @@ class ManagedServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         stop_grace_s: float = 10.0,
+        not_inherited: tuple[str, ...] = (),
     ) -> None:
         if not command:
             raise TargetError("server.command: empty command")
@@ -97,9 +61,13 @@ class ManagedServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._log_copier: RedactedLogCopier | None = None
         self._stopped = False
         self.mark = new_mark()  # in the child's environment: finds what leaves the group (setsid)
         self.stop_grace_s = stop_grace_s  # also the reaper's grace when bench dies
+        # Prefixes of bench's own environment variables the child does not inherit (`env` may
+        # still set them: what is set there is recorded in the manifest).
+        self.not_inherited = not_inherited
 
     # --- start -------------------------------------------------------------------------------
 
@@ -115,50 +83,47 @@ class ManagedServer:
             raise RuntimeError("ManagedServer.start() called twice")
         if self.port is None:
             self.port = free_port("127.0.0.1" if self.host == "localhost" else self.host)
-        child_env = {**os.environ, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
+        inherited = {name: value for name, value in os.environ.items()
+                     if not (self.not_inherited and name.startswith(self.not_inherited))}
+        child_env = {**inherited, **self.env, "OLLAMA_HOST": _host_port(self.host, self.port),
                      MARK_ENV: self.mark}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
         try:
-            self._process = subprocess.Popen(
-                self.command,
-                env=child_env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() signals runners it spawned too
-                preexec_fn=_DIE_WITH_PARENT,
-            )
+            # Own process group (stop() signals runners it spawned too), SIGTERM when bench dies; with
+            # a key set, output goes through the redacting copier instead of straight to the log.
+            self._process = subprocess.Popen(self.command, env=child_env,
+                                             stdout=subprocess.PIPE if has_secrets() else self._log_file,
+                                             stderr=subprocess.STDOUT, **child_options())
         except OSError as error:
             self._log_file.close()
             reason = error.strerror or str(error)
             raise TargetError(f"cannot start server {self.command[0]!r}: {reason}") from None
+        if self._process.stdout is not None:
+            self._log_copier = RedactedLogCopier(self._process.stdout, self._log_file)
         self._reaper = _start_reaper(self._process.pid, self.mark, self.stop_grace_s)
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         """Poll `GET /` until 200 `Ollama is running`; TargetError if the child exits or time runs out."""
         process = self._require_started()
-        deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as http:
-            while True:
-                code = process.poll()
-                if code is not None:
-                    raise TargetError(self._with_log(
-                        f"server `{self._command_text()}` exited with code {code} before it was ready "
-                        f"(log {self.log_path})"
-                    ))
+            def answers() -> bool:
                 try:
                     response = http.get(self.base_url + "/")
-                    if response.status_code == 200 and _READY_BODY in response.text:
-                        return
                 except httpx.HTTPError:
-                    pass  # not listening yet
-                if time.monotonic() > deadline:
+                    return False  # not listening yet
+                return response.status_code == 200 and _READY_BODY in response.text
+
+            try:
+                wait_ready(answers, process.poll, timeout_s)
+            except NotReady as not_ready:
+                if not_ready.exit_code is not None:
                     raise TargetError(self._with_log(
-                        f"server `{self._command_text()}` not ready on {self.base_url} after "
-                        f"{timeout_s:g}s (log {self.log_path})"
-                    ))
-                time.sleep(_POLL_INTERVAL_S)
+                        f"server `{self._command_text()}` exited with code {not_ready.exit_code} before it "
+                        f"was ready (log {self.log_path})")) from None
+                raise TargetError(self._with_log(
+                    f"server `{self._command_text()}` not ready on {self.base_url} after "
+                    f"{timeout_s:g}s (log {self.log_path})")) from None
 
     # --- state -------------------------------------------------------------------------------
 
@@ -194,16 +159,7 @@ class ManagedServer:
 
     def last_log_lines(self, n: int = 20) -> list[str]:
         """The last n non-empty lines of the server's log."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                size = log.tell()
-                log.seek(max(0, size - _LOG_TAIL_BYTES))
-                tail = log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return []
-        lines = [line.rstrip() for line in tail.splitlines() if line.strip()]
-        return lines[-n:] if n > 0 else []
+        return log_tail(self.log_path, n)
 
     # --- stop --------------------------------------------------------------------------------
 
@@ -215,28 +171,10 @@ class ManagedServer:
             self._close_log()
             return
         self._stopped = True
-        self._stop_group(process, grace_s)
+        stop_group(process, grace_s)
         stop_marked(self.mark, grace_s)
         self._release_reaper()
         self._close_log()
-
-    def _stop_group(self, process: subprocess.Popen[bytes], grace_s: float) -> None:
-        group = process.pid  # start_new_session: the group id is the leader's pid
-        _signal_group(group, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        try:
-            process.wait(timeout=max(0.0, grace_s))
-        except subprocess.TimeoutExpired:
-            pass
-        # The leader may be gone while children it spawned (Ollama's runners) linger in the group.
-        while group_exists(group) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process.poll() is None or group_exists(group):
-            _signal_group(group, signal.SIGKILL)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
     def __enter__(self) -> ManagedServer:
         if self._process is None:
@@ -278,6 +216,9 @@ class ManagedServer:
             reaper.kill()
 
     def _close_log(self) -> None:
+        if self._log_copier is not None:
+            self._log_copier.join(timeout_s=2.0)
+            self._log_copier = None
         if self._log_file is not None and not self._log_file.closed:
             self._log_file.close()
 
@@ -292,13 +233,6 @@ def _start_reaper(group: int, mark: str, grace_s: float) -> subprocess.Popen[byt
         )
     except OSError:
         return None  # the server still runs in its own group and gets PDEATHSIG
-
-
-def _signal_group(group: int, signum: signal.Signals) -> None:
-    try:
-        os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def server_pids(server: ManagedServer) -> list[int]:

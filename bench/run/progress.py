@@ -1,5 +1,5 @@
 """What a run shows while it works: a live line per cell on a terminal, plain lines otherwise,
-and the summary table at the end. Presentation only: it reads counters, never decides anything.
+(the summary table at the end: bench.outputs.summary). Presentation only: it reads counters, never decides anything.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import math
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Table
+from rich.table import Column
+from rich.text import Text
 
-from bench.escape import for_terminal, plain_terminal
+from bench.escape import plain_terminal
+from bench.numbers import clock_time, milliseconds
 from bench.records import RequestRecord
-
-if TYPE_CHECKING:
-    import pandas as pd
+from bench.run.live_view import LiveWindow
 
 _PLAIN_EVERY_S = 10.0  # off a terminal, one progress line per cell at most this often
 
@@ -76,13 +76,45 @@ class _CellStats:
     def describe(self) -> str:
         ttft = self.ttft_p50_s()
         tps = self.output_tps()
-        parts = [f"TTFT p50 {_fmt_ms(ttft)} ms" if ttft is not None else "TTFT p50 -",
+        parts = [f"TTFT p50 {milliseconds(ttft)} ms" if ttft is not None else "TTFT p50 -",
                  f"{tps:.1f} tok/s" if tps is not None else "- tok/s"]
         if self.errors:
             parts.append(f"errors {self.errors}")
         if self.rejected:
             parts.append(f"rejected {self.rejected}")
         return "  ".join(parts)
+
+
+class _LiveProgress(Progress):
+    """The bars, and under them the running cell's last seconds (bench.run.live_view)."""
+
+    def __init__(self, *columns: Any, window: LiveWindow, **options: Any) -> None:
+        self.window = window  # not `live`: rich's Progress keeps its Live there
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterator[Any]:
+        yield self.make_tasks_table(self.tasks)
+        if len(self.tasks) > 1:  # a cell is running (the run bar alone: between cells)
+            yield Text("  " + self.window.line(), no_wrap=True, overflow="ellipsis", style="dim")
+
+
+# Below this many columns the bars drop their words and shrink, and the cell label is trimmed:
+# the figures (counts, times, TTFT, tok/s) always keep their full width.
+_NARROW_COLUMNS = 120
+
+
+def _bar_columns(width: int) -> list[Any]:
+    """The progress columns for a terminal `width` columns wide."""
+    figures = TextColumn("{task.fields[stats]}", markup=False, table_column=Column(no_wrap=True))
+    if width >= _NARROW_COLUMNS:
+        return [TextColumn("{task.description}", markup=False), BarColumn(bar_width=28), MofNCompleteColumn(),
+                TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), figures]
+    # What the figures take: bar 8, "123/456" 7, "0:00:00" 7, "TTFT p50 1234 ms  1234.5 tok/s" 30,
+    # and a space between columns; the label gets the rest.
+    label = TextColumn("{task.description}", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(8, width - 58)))
+    return [label, BarColumn(bar_width=8), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)), figures]
 
 
 class RunProgress:
@@ -100,11 +132,13 @@ class RunProgress:
         self.cell_task: TaskID | None = None
         self.cells_done = 0
         self.started = time.monotonic()
+        self.live = LiveWindow()
         self._reset("", 0, None, 0)
 
     def _reset(self, label: str, index: int, expected: int | None, warmup: int) -> None:
         self.label, self.index, self.expected, self.expected_warmup = label, index, expected, warmup
         self.stats = _CellStats()
+        self.live.reset()
         self.cell_started = time.monotonic()
         self.last_plain = self.cell_started
 
@@ -112,15 +146,8 @@ class RunProgress:
         if not self.console.is_terminal:
             return None
         if self.progress is None:
-            self.progress = Progress(
-                TextColumn("{task.description}", markup=False),
-                BarColumn(bar_width=28),
-                MofNCompleteColumn(),
-                TextColumn("elapsed"), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}", markup=False),
-                console=self.console, transient=False, refresh_per_second=4,
-            )
+            self.progress = _LiveProgress(*_bar_columns(self.console.width), console=self.console,
+                                          transient=False, refresh_per_second=4, window=self.live)
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=self.total_cells, stats="")
         return self.progress
@@ -155,6 +182,7 @@ class RunProgress:
         if record.request_index is not None and record.request_index < 0:
             return  # a calibration probe, not one of the cell's requests
         self.stats.add(record)
+        self._to_live(record)
         if self.progress is not None and self.cell_task is not None:
             self.progress.update(self.cell_task, advance=1, description=self._cell_description(),
                                  stats=self.stats.describe())
@@ -163,13 +191,29 @@ class RunProgress:
         if now - self.last_plain >= _PLAIN_EVERY_S:
             self.last_plain = now
             self.console.print(f"  {self._counts()}", highlight=False, soft_wrap=True, markup=False)
+            self.console.print(f"  {self.live.line()}", highlight=False, soft_wrap=True, markup=False)
+
+    def request_sent(self) -> None:
+        """A request went out (the live view's in-flight count)."""
+        self.live.sent()
+
+    def request_done(self) -> None:
+        self.live.finished()
+
+    def _to_live(self, record: RequestRecord) -> None:
+        ok = record.error_class is None
+        ttft = (record.first_token_s - record.sent_s if ok and record.first_token_s is not None
+                and record.sent_s is not None else None)
+        tokens = (record.output_tokens if record.output_tokens is not None else len(record.chunk_times_s or ())) if ok else 0
+        self.live.add(float(tokens), ttft, failed=not ok and record.error_class != "rejected",
+                      rejected=record.error_class == "rejected")
 
     def _counts(self) -> str:
         of = f"/{self.expected}" if self.expected else ""
         warmup = f"warmup {self.stats.warmup}, " if self.stats.warmup else ""
         elapsed = time.monotonic() - self.cell_started
         return (f"{warmup}{self.stats.measured}{of} measured  {self.stats.describe()}  "
-                f"elapsed {_fmt_duration(elapsed)}{self._eta()}")
+                f"elapsed {clock_time(elapsed)}{self._eta()}")
 
     def _eta(self) -> str:
         """Run ETA from the cells done so far (plain lines only; rich computes its own)."""
@@ -177,7 +221,7 @@ class RunProgress:
             return ""
         per_cell_s = (time.monotonic() - self.started) / self.cells_done
         left = self.total_cells - self.cells_done
-        return f"  run ETA {_fmt_duration(per_cell_s * left)}" if left > 0 else ""
+        return f"  run ETA {clock_time(per_cell_s * left)}" if left > 0 else ""
 
     def end_cell(self, status: str) -> None:
         self.cells_done += 1
@@ -213,88 +257,3 @@ def busy(console: Console, what: str) -> Iterator[None]:
         return
     console.print(f"{what}…", highlight=False, soft_wrap=True, markup=False)
     yield
-
-
-def _fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def _fmt_ms(value: Any) -> str:
-    """Milliseconds for the live line: 3 significant figures, no exponent."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return _fixed(value * 1000, _decimals([value * 1000]))
-
-
-def _finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-
-
-def _decimals(values: list[Any], significant: int = 3, most: int = 2) -> int:
-    """Decimals that give a column's smallest value `significant` figures (at most `most`), so every
-    row of the column has the same precision (`11.0` beside `8.64` would not)."""
-    finite = [abs(v) for v in _finite(values) if v != 0]
-    if not finite:
-        return 0
-    magnitude = math.floor(math.log10(min(finite)))
-    return max(0, min(most, significant - 1 - magnitude))
-
-
-def _fixed(value: Any, decimals: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{float(value):.{decimals}f}"
-
-
-def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:
-    values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) * scale
-              for v in (summary[name] if name in summary else [None] * len(summary))]
-    decimals = _decimals(values)
-    return [_fixed(v, decimals) for v in values]
-
-
-def summary_table(summary: pd.DataFrame, labels: dict[str, str], slos: dict[str, Any] | None = None) -> Table:
-    """The end-of-run table: one row per cell, the numbers people look at first; with SLOs, goodput
-    (requests/s meeting every SLO) and which SLOs each cell met. One precision per column."""
-    table = Table(title="summary (measured requests)", show_lines=False)
-    columns = {"TTFT p50 ms": _column(summary, "ttft_p50_s", 1000), "TTFT p95 ms": _column(summary, "ttft_p95_s", 1000),
-               "TPOT p50 ms": _column(summary, "tpot_p50_s", 1000), "out tok/s": _column(summary, "output_tps"),
-               "req/s": _column(summary, "rps")}
-    verdicts = _slo_verdicts(summary, slos or {})
-    if verdicts is not None:
-        columns["goodput req/s"] = _column(summary, "goodput_rps")
-    table.add_column("cell", no_wrap=True)
-    for name in ("ok/req", "rej", "err", *columns):
-        table.add_column(name, justify="right")
-    if verdicts is not None:
-        table.add_column("SLOs")
-    for row_index, (cell_id, row) in enumerate(summary.iterrows()):
-        get = row.get
-        table.add_row(
-            for_terminal(labels.get(str(cell_id), str(cell_id))),
-            f"{int(get('ok', 0) or 0)}/{int(get('requests', 0) or 0)}",
-            str(int(get("rejected", 0) or 0)),
-            str(int(get("errors", 0) or 0)),
-            *(values[row_index] for values in columns.values()),
-            *((for_terminal(verdicts[row_index]),) if verdicts is not None else ()),
-        )
-    if verdicts is not None:
-        table.caption = ("SLOs " + ", ".join(f"{k} {v}" for k, v in slos.items()) + ": goodput counts the "
-                         "requests/s that met them, the SLOs column whether the cell's percentiles did")
-    return table
-
-
-def _slo_verdicts(summary: pd.DataFrame, slos: dict[str, Any]) -> list[str] | None:
-    """'met' or 'misses ttft_p95 …' per row; None without SLOs (or with SLOs bench cannot read)."""
-    if not slos:
-        return None
-    from bench.analysis.recommend import parse_slo, slo_verdict
-    from bench.errors import BenchError
-
-    try:
-        parsed = tuple(parse_slo(f"{metric}={value}") for metric, value in slos.items())
-    except BenchError:
-        return None
-    return [slo_verdict(row, parsed) for _, row in summary.iterrows()]

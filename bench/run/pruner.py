@@ -20,6 +20,7 @@ from bench.records import RequestRecord
 from bench.run.adaptive import records_frame
 from bench.scenario import Scenario
 from bench.telemetry.ollama_ps import parse_ps
+from bench.numbers import gib
 
 
 def group_labels(cells: list[Cell]) -> dict[int, str]:
@@ -64,8 +65,8 @@ class StudyPruner:
         label = self.study.group_labels.get(cell.server_group, "")
         share = 1 - (memory.size_vram_bytes or 0) / max(1, memory.size_bytes or 1)
         skip = Skip(tuple(c.cell_id for c in same), "spilled",
-                    f"{label} spilled at load (size_vram {_gib(memory.size_vram_bytes)} of "
-                    f"{_gib(memory.size_bytes)}, {share:.0%} on CPU): skipped "
+                    f"{label} spilled at load (size_vram {gib(memory.size_vram_bytes)} of "
+                    f"{gib(memory.size_bytes)}, {share:.0%} on CPU): skipped "
                     + ", ".join(f"c={c.settings['concurrency']}" for c in same))
         self._add(skip)
         return skip
@@ -112,6 +113,3 @@ def _same_model(listed: str, asked: str) -> bool:
     # /api/ps lists "llama3.1:8b"; a scenario may say "llama3.1" (tag latest) or the full name.
     return listed == asked or listed == f"{asked}:latest" or listed.split(":")[0] == asked
 
-
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.1f} GiB"

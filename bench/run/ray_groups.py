@@ -26,74 +26,78 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from bench.errors import UsageError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
-from bench.run.resolve import ResolvedRun, RunOptions
+from bench.run.resolve import RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
 from bench.scenario import Scenario
 
 
-class RayCellLoop(CellLoop):
-    """A cell loop that hands each server group to a Ray task; the rest of the run is bench's own."""
+class RayExecutor:
+    """Hands each server group of the cell loop to a Ray task; the rest of the run is the loop's."""
 
     uses_ray = True
 
-    def __init__(self, run: ResolvedRun, console: Console) -> None:
-        super().__init__(run, console)
+    def __init__(self) -> None:
         self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
-        # A resumed run keeps the tasks of its earlier sessions in the manifest.
-        self.earlier_tasks: list[dict[str, Any]] = (
-            list((run.resume.manifest.ray or {}).get("tasks") or []) if run.resume is not None else [])
+        self.earlier_tasks: list[dict[str, Any]] = []
         self.in_flight: dict[int, str] = {}  # server group -> the cell its task has begun, not ended
         self.ended: dict[str, dict[str, Any]] = {}  # cell_id -> what its task said at the cell's end
         self._ps_tables: list[pa.Table] = []
-        self.manifest.annotators.append(self._annotate_tasks)
+
+    def _attach(self, loop: CellLoop) -> None:
+        self.loop = loop
+        # A resumed run keeps the tasks of its earlier sessions in the manifest.
+        resume = loop.run.resume
+        self.earlier_tasks = list((resume.manifest.ray or {}).get("tasks") or []) if resume is not None else []
+        loop.manifest.annotators.append(self._annotate_tasks)
 
     def _annotate_tasks(self, manifest: Manifest) -> None:
         tasks = [{"group": group, **task} for group, task in sorted(self.tasks.items())]
-        manifest.ray = {"address": self.run.ray_address or "local", "tasks": self.earlier_tasks + tasks}
+        manifest.ray = {"address": self.loop.run.ray_address or "local", "tasks": self.earlier_tasks + tasks}
 
     def _groups(self) -> dict[int, list[Cell]]:
         groups: dict[int, list[Cell]] = {}
-        for cell in self.run.cells:
-            if self.state.cell_status[cell.cell_id] not in ("complete", "skipped"):
+        for cell in self.loop.run.cells:
+            if self.loop.state.cell_status[cell.cell_id] not in ("complete", "skipped"):
                 groups.setdefault(cell.server_group, []).append(cell)
         return groups
 
     def _task_options(self, cells: list[Cell]) -> RunOptions:
         """What the run on the node is asked: this run's settings, its cells, the driver's clock."""
-        run = self.run
+        run = self.loop.run
         return RunOptions(target=run.target_override, overrides=run.overrides, sim_speed=run.sim_speed,
                           grace_s=run.grace_s, transport=run.transport, adaptive=run.adaptive,
                           full_grid=run.full_grid, workers=run.workers,
-                          only_cells=frozenset(c.cell_id for c in cells), t0_epoch_s=self.clock.t0_epoch_s)
+                          only_cells=frozenset(c.cell_id for c in cells), t0_epoch_s=self.loop.clock.t0_epoch_s)
 
-    async def run_cells(self) -> str:
+    async def run_cells(self, loop: CellLoop) -> str:
+        self._attach(loop)
         ray = import_ray()
-        with _ray_session(ray, self.run.ray_address) as queue_cls:
+        with _ray_session(ray, self.loop.run.ray_address) as queue_cls:
             queue = queue_cls()
-            writer = RecordWriter(self.run.run_dir)
+            writer = RecordWriter(self.loop.run.run_dir)
             try:
                 return await self._dispatch(ray, queue, writer)
             finally:
                 writer.close()
-                self.progress.close()
+                self.loop.progress.close()
                 self._write_ps()
 
     async def _dispatch(self, ray: Any, queue: Any, writer: RecordWriter) -> str:
-        placement = self.run.scenario.placement
+        placement = self.loop.run.scenario.placement
         check_placement(placement.resources, placement.num_cpus, ray.cluster_resources(),
-                        self.run.ray_address or "local")
+                        self.loop.run.ray_address or "local")
         task = ray.remote(run_group).options(num_cpus=placement.num_cpus, resources=placement.resources or None,
                                              max_retries=0)
-        scenario = self.run.scenario.model_dump(mode="json")
+        scenario = self.loop.run.scenario.model_dump(mode="json")
         pending: dict[Any, tuple[int, list[Cell]]] = {}
         for group, cells in self._groups().items():
             pending[task.remote(GroupJob(scenario, self._task_options(cells), group), queue)] = (group, cells)
-        self.progress.note(f"ray: {len(pending)} server group(s) submitted to "
-                           f"{self.run.ray_address or 'a local Ray cluster'}")
+        self.loop.progress.note(f"ray: {len(pending)} server group(s) submitted to "
+                                f"{self.loop.run.ray_address or 'a local Ray cluster'}")
         lost = False
         while pending:
             self._drain(queue, writer)
@@ -108,17 +112,17 @@ class RayCellLoop(CellLoop):
                 self._drain(queue, writer)
                 self.tasks.setdefault(group, {})["ended_epoch_s"] = time.time()
                 self._lost(group, cells, error)
-                self.write_manifest("running")
+                self.loop.write_manifest("running")
                 lost = True
                 continue
             self._drain(queue, writer)
             self.tasks.setdefault(group, {})["ended_epoch_s"] = time.time()
             self._merge(cells, result)
-            self.write_manifest("running")
+            self.loop.write_manifest("running")
         self._drain(queue, writer)
-        if self.state.failed_reason:
+        if self.loop.state.failed_reason:
             return "failed"
-        return "partial" if self.stop.stopped or lost else "complete"
+        return "partial" if self.loop.stop.stopped or lost else "complete"
 
     def _drain(self, queue: Any, writer: RecordWriter) -> None:
         cells_ended = False
@@ -130,16 +134,16 @@ class RayCellLoop(CellLoop):
             if kind == "started":
                 self.tasks.setdefault(group, {}).update(node=payload, started_epoch_s=payload["task_started_epoch_s"])
                 for cell in self._groups().get(group, []):
-                    self.state.cell_node[cell.cell_id] = payload
-                self.progress.note(f"ray: group {group} started on {payload['hostname']}")
+                    self.loop.state.cell_node[cell.cell_id] = payload
+                self.loop.progress.note(f"ray: group {group} started on {payload['hostname']}")
                 continue
             for record in payload:
                 writer.append(record)
-                if self.study.active:
-                    self.study.observe(record)
-                self._observe(record)
+                if self.loop.study.active:
+                    self.loop.study.observe(record)
+                self.loop.observe(record)
         if cells_ended:  # the records before it are written already (unbuffered, bench.records)
-            self.write_manifest("running")
+            self.loop.write_manifest("running")
 
     def _cell_event(self, group: int, event: str, cell_id: str, details: dict[str, Any]) -> bool:
         """A task began or finished a cell; True when one finished (the manifest says so at once)."""
@@ -149,13 +153,13 @@ class RayCellLoop(CellLoop):
         if self.in_flight.get(group) == cell_id:
             del self.in_flight[group]
         self.ended[cell_id] = details
-        self.state.cell_status[cell_id] = details["status"]
+        self.loop.state.cell_status[cell_id] = details["status"]
         if details.get("outcome") is not None:
-            self.state.outcomes.append(details["outcome"])
+            self.loop.state.outcomes.append(details["outcome"])
         if details.get("stop") is not None:
-            self.study.verdicts[cell_id] = details["stop"]
-        if details.get("skip_reason") and self.study.pruner is not None:
-            self.study.pruner.skipped[cell_id] = details["skip_reason"]
+            self.loop.study.verdicts[cell_id] = details["stop"]
+        if details.get("skip_reason") and self.loop.study.pruner is not None:
+            self.loop.study.pruner.skipped[cell_id] = details["skip_reason"]
         return True
 
     def _lost(self, group: int, cells: list[Cell], error: BaseException) -> None:
@@ -172,22 +176,22 @@ class RayCellLoop(CellLoop):
             if cell.cell_id in self.ended:
                 continue
             if cell.cell_id == in_flight:
-                self.state.cell_status[cell.cell_id] = "partial"
-                self.state.cell_reason[cell.cell_id] = f"{lost} while this cell was running"
+                self.loop.state.cell_status[cell.cell_id] = "partial"
+                self.loop.state.cell_reason[cell.cell_id] = f"{lost} while this cell was running"
                 partial += 1
             else:
-                self.state.cell_status[cell.cell_id] = "pending"
-                self.state.cell_reason[cell.cell_id] = f"{lost} before this cell began"
-                self.state.cell_node.pop(cell.cell_id, None)  # no node measured it
+                self.loop.state.cell_status[cell.cell_id] = "pending"
+                self.loop.state.cell_reason[cell.cell_id] = f"{lost} before this cell began"
+                self.loop.state.cell_node.pop(cell.cell_id, None)  # no node measured it
                 not_run += 1
         note = (f"{lost}: {len(finished)} of its {len(cells)} cell(s) had finished and are kept, {partial} partial, "
-                f"{not_run} not run; `bench run --resume {self.run.run_dir}` runs those")
+                f"{not_run} not run; `bench run --resume {self.loop.run.run_dir}` runs those")
         if node.get("scratch_dir"):
             note += (f" (its server logs stay in {node['scratch_dir']} on {node.get('hostname')} until the next "
                      "--ray task there)")
-        self.state.add_note(note)
-        self.progress.note(note)
-        self.stop.reason = self.stop.reason or "a Ray task was lost"
+        self.loop.state.add_note(note)
+        self.loop.progress.note(note)
+        self.loop.stop.reason = self.loop.stop.reason or "a Ray task was lost"
 
     def _keep_servers(self, finished: list[Cell], node: dict[str, Any]) -> None:
         """The servers of a lost task's finished cells, as their ends described them (the logs
@@ -198,35 +202,36 @@ class RayCellLoop(CellLoop):
             if server is None:
                 continue
             if server["server_id"] not in driver_ids:
-                driver_ids[server["server_id"]] = len(self.targets.servers)
-                self.targets.servers.append({**server, "server_id": len(self.targets.servers), "log": None,
-                                             "node": node})
-            self.state.cell_server[cell.cell_id] = driver_ids[server["server_id"]]
+                driver_ids[server["server_id"]] = len(self.loop.targets.servers)
+                self.loop.targets.servers.append({**server, "server_id": len(self.loop.targets.servers),
+                                                  "log": None, "node": node})
+            self.loop.state.cell_server[cell.cell_id] = driver_ids[server["server_id"]]
 
     def _merge(self, cells: list[Cell], result: dict[str, Any]) -> None:
         """One group's results into the driver's run: cell states, servers and logs, telemetry."""
         manifest = Manifest.model_validate(result["manifest"])
-        offset = len(self.targets.servers)
+        offset = len(self.loop.targets.servers)
         for server in manifest.servers:
             log_name = f"server-{offset + server.server_id}.log"
             text = result["logs"].get(server.log or "", "")
-            (self.run.run_dir / log_name).write_text(text, encoding="utf-8")
-            self.targets.servers.append({**server.model_dump(mode="json"), "server_id": offset + server.server_id,
-                                         "log": log_name, "node": result["node"]})
+            (self.loop.run.run_dir / log_name).write_text(text, encoding="utf-8")
+            self.loop.targets.servers.append({**server.model_dump(mode="json"),
+                                              "server_id": offset + server.server_id,
+                                              "log": log_name, "node": result["node"]})
         by_id = {cell.cell_id: cell for cell in manifest.cells}
         for cell in cells:
             stored = by_id.get(cell.cell_id)
-            self.state.cell_status[cell.cell_id] = stored.status if stored is not None else "partial"
+            self.loop.state.cell_status[cell.cell_id] = stored.status if stored is not None else "partial"
             server_id = stored.server_id if stored is not None else None
-            self.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
-            self.state.cell_node[cell.cell_id] = result["node"]
+            self.loop.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
+            self.loop.state.cell_node[cell.cell_id] = result["node"]
             if stored is not None and stored.stop is not None:
-                self.study.verdicts[cell.cell_id] = stored.stop
-            if stored is not None and stored.skip_reason and self.study.pruner is not None:
-                self.study.pruner.skipped[cell.cell_id] = stored.skip_reason
-        self.study.earlier_skips.extend((manifest.adaptive or {}).get("skips") or [])
+                self.loop.study.verdicts[cell.cell_id] = stored.stop
+            if stored is not None and stored.skip_reason and self.loop.study.pruner is not None:
+                self.loop.study.pruner.skipped[cell.cell_id] = stored.skip_reason
+        self.loop.study.earlier_skips.extend((manifest.adaptive or {}).get("skips") or [])
         # What the task's own run learnt about its server: version, models, transport, calibration.
-        driver = self.manifest.manifest
+        driver = self.loop.manifest.manifest
         if manifest.targets:
             driver.targets = {**(driver.targets or {}), **manifest.targets}
         driver.models.update(manifest.models)
@@ -235,13 +240,13 @@ class RayCellLoop(CellLoop):
         if manifest.target.version and not driver.target.version:
             driver.target.version = manifest.target.version
         for note in manifest.notes:
-            self.state.add_note(note)
+            self.loop.state.add_note(note)
         if result.get("ps"):
             self._ps_tables.append(pq.read_table(io.BytesIO(result["ps"])))
 
     def _write_ps(self) -> None:
         if self._ps_tables:
-            pq.write_table(pa.concat_tables(self._ps_tables), self.run.run_dir / PS_FILE)
+            pq.write_table(pa.concat_tables(self._ps_tables), self.loop.run.run_dir / PS_FILE)
 
 
 def check_placement(resources: dict[str, float], num_cpus: float, cluster: dict[str, float],
@@ -278,4 +283,4 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
 
 def run_on_ray(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
     """`bench run --ray`: the whole run, each server group a Ray task (options.use_ray is set)."""
-    return run_scenario(scenario, options, console, loop_class=RayCellLoop)
+    return run_scenario(scenario, options, console, executor=RayExecutor())

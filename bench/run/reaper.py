@@ -13,37 +13,12 @@ stdin: b"." = bench stopped the group itself (exit quietly); EOF = bench is gone
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
-import time
+
+from bench.processes import stop_group_id
 
 RELEASE = b"."
-
-
-def group_exists(group: int) -> bool:
-    """Does any process of process group `group` still exist?"""
-    try:
-        os.killpg(group, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def stop_group(group: int, grace_s: float) -> None:
-    """SIGTERM the group, SIGKILL whatever is left after grace_s."""
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace_s
-    while group_exists(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if group_exists(group):
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def main(argv: list[str]) -> None:
@@ -53,7 +28,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     message = sys.stdin.buffer.read(1)
     if message != RELEASE:
-        stop_group(group, grace_s)
+        stop_group_id(group, grace_s)
         if mark:
             from bench.run.server_marks import stop_marked
 

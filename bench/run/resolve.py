@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.records.atomic import check_run_dir, make_run_dir
 from bench.errors import UsageError
 from bench.plan import Cell, Overrides, plan_cells
-from bench.prompts import PromptSource
+from bench.workload.prompts import PromptSource, prompt_source
 from bench.records import MANIFEST_FILE, RequestRecord
-from bench.run.checks import check_before_run, prompt_source
+from bench.run.checks import check_before_run
 from bench.run.resume import ResumePoint
 from bench.run.targets import check_ollama_target, check_sim_speed, preflight
 from bench.endpoints import resolve_ollama_host
@@ -53,7 +54,7 @@ class RunOptions:
     transport: str = "auto"  # --transport auto|httpx|fast (bench.clients.http.make_http_client)
     adaptive: bool = False  # --adaptive: stop_when and prune, with defaults where the scenario has none
     full_grid: bool = False  # --full-grid: the scenario's stop_when and prune off
-    workers: int = 1  # --workers N: client processes per cell (bench.run.cell_workers)
+    workers: int = 1  # --workers N: client processes per cell (bench.load.workers)
     use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
     ray_address: str | None = None  # None: a local Ray cluster
     # Set by bench.run.ray_groups and ray_task for the run inside a Ray task: its group's cells, the driver's
@@ -192,9 +193,7 @@ def _api_key(variable: str | None) -> str | None:
 def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
     """--out DIR (refused when it holds a run), else results/<stamp>-<scenario name>[-n]."""
     if options.out_dir is not None:
-        run_dir = options.out_dir
-        if (run_dir / MANIFEST_FILE).exists():
-            raise UsageError(f"--out {run_dir}: already holds a run (manifest.json); choose another")
+        run_dir = check_run_dir(options.out_dir, "--out")
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         # A directory name is at most 255 bytes: a long scenario name is cut, not a crash.
@@ -204,13 +203,4 @@ def new_run_dir(options: RunOptions, scenario: Scenario) -> Path:
         while run_dir.exists():
             suffix += 1
             run_dir = options.results_root / f"{stamp}-{slug}-{suffix}"
-    where = "--out" if options.out_dir is not None else "--results"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".bench-write-check"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{where} {run_dir}: cannot create the run directory "
-                         f"({error.strerror or error})") from None
-    return run_dir
+    return make_run_dir(run_dir, "--out" if options.out_dir is not None else "--results")

@@ -19,11 +19,11 @@ import orjson
 import pandas as pd
 from pydantic import ValidationError
 
-from bench.atomic import write_atomically
+from bench.records.atomic import write_atomically
 from bench.errors import UsageError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.plan import Cell, Overrides, plan_cells
-from bench.prompts import Calibration
+from bench.workload.prompts import Calibration
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL
 from bench.scenario import Scenario
 

@@ -2,7 +2,7 @@
 interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
 
 The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
-bench.specs (the requests), bench.run.manifest (the one manifest writer), bench.run.finish (the end).
+bench.workload.specs (the requests), bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 import httpx
 from rich.console import Console
@@ -22,29 +22,25 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
-from bench.load import AbortTracker, CellLoad, CellOutcome, Clock, StopControl, run_async, run_cell_load
+from bench.load.control import AbortTracker, StopControl
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.health import CellOutcome
+from bench.load.clock import Clock, run_async
 from bench.plan import Cell, cell_labels
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
 from bench.run.managed_server import check_models
-from bench.run.manifest import ManifestWriter, RunState, new_manifest, resumed_manifest
+from bench.run.manifest_writer import ManifestWriter, RunState, new_manifest, resumed_manifest
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
-from bench.run.cell_workers import CellWorkerPlan, run_cell_in_workers, split_load
-from bench.run.study import AdaptiveStudy
+from bench.load.workers import CellWorkerPlan, run_cell_in_workers, split_load
+from bench.run.adaptive_study import AdaptiveStudy
 from bench.run.sweep import SweepTracker, sweep_slos
 from bench.run.targets import Targets, check_openai_models, identify_server
 from bench.scenario import Scenario
 from bench.secrets import auth_headers
-from bench.specs import (
-    calibrate_cell,
-    calibration_key,
-    calibration_needed,
-    conversation_starter,
-    spec_factory,
-    trace_steps,
-)
+from bench.workload.specs import calibrate_cell, calibration_key, calibration_needed, cell_requests
 from bench.telemetry import TelemetrySession, start_telemetry
 
 __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenario"]
@@ -54,14 +50,30 @@ __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenar
 _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
 
 
+class CellExecutor(Protocol):
+    """Where a run's cells are measured: here, one after another (LocalExecutor), or each server
+    group as a Ray task (bench.run.ray_groups.RayExecutor). Within a cell, --workers N spreads the
+    load over client processes (CellLoop._measure_in_workers) with either executor."""
+
+    uses_ray: bool
+
+    async def run_cells(self, loop: CellLoop) -> str: ...
+
+
+class LocalExecutor:
+    """The cells one after another in this process, against servers it starts or is given."""
+
+    uses_ray = False
+
+    async def run_cells(self, loop: CellLoop) -> str:
+        return await loop.run_cells_here()
+
+
 class CellLoop:
     """Runs a resolved run's cells; owns the clock, the stop control and the manifest's state."""
 
-    # bench.run.ray_groups.RayCellLoop says True: a --ray run must be handed that loop
-    # (bench.run.ray_groups.run_on_ray), never run here by accident.
-    uses_ray: ClassVar[bool] = False
-
-    def __init__(self, run: ResolvedRun, console: Console) -> None:
+    def __init__(self, run: ResolvedRun, console: Console, executor: CellExecutor | None = None) -> None:
+        self.executor: CellExecutor = executor if executor is not None else LocalExecutor()
         self.run = run
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
@@ -143,7 +155,11 @@ class CellLoop:
     # --- the loop ----------------------------------------------------------------------------
 
     async def run_cells(self) -> str:
-        """Every cell not yet complete, in order; the run's status (complete, partial, failed)."""
+        """Every cell not yet complete, by the run's executor; the run's status (complete, partial, failed)."""
+        return await self.executor.run_cells(self)
+
+    async def run_cells_here(self) -> str:
+        """Every cell not yet complete, in order, in this process."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         writer = RecordWriter(self.run.run_dir)
@@ -273,10 +289,14 @@ class CellLoop:
                 stopper.observe(record)
             if keep:
                 cell_records.append(record)
-            self._observe(record)
+            self.observe(record)
 
         async def send(spec: RequestSpec) -> RequestRecord:
-            return await clients.send(http, spec, self.clock.t0)
+            self.progress.request_sent()  # the live view's in-flight count
+            try:
+                return await clients.send(http, spec, self.clock.t0)
+            finally:
+                self.progress.request_done()
 
         enough = stopper.done if stopper is not None else asyncio.Event()
 
@@ -291,15 +311,12 @@ class CellLoop:
         expected = (requests or 0) * settings["repeat"] or None
         warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
         self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
-        if self.run.workers > 1:
+        if self.run.workers > 1:  # --workers N: the cell's load over N client processes
             outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
                                                 on_record, self.stop, enough)
         else:
-            outcome = await run_cell_load(load, spec_factory(cell, self.run.scenario, self.prompts),
-                                          send, on_record, self.clock, self.stop,
-                                          conversation_starter(cell, self.run.scenario, self.prompts),
-                                          enough=enough, ready=after_warmup,
-                                          trace_steps=trace_steps(cell, self.run.scenario, self.prompts))
+            outcome = await run_cell_load(load, cell_requests(cell, self.run.scenario, self.prompts), send,
+                                          on_record, self.clock, self.stop, enough=enough, ready=after_warmup)
         self.state.outcomes.append(outcome)
         status = "complete" if outcome.complete else "partial"
         if self.study.skip_reason(cell) is not None:
@@ -366,7 +383,7 @@ class CellLoop:
         for note in self.study.notes(self.state.labels):
             self.state.add_note(note)
 
-    def _observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord) -> None:
         """Per record: progress, abort_on, and whether the server is gone."""
         self.progress.record(record)
         reason = self.abort.observe(record)
@@ -420,20 +437,21 @@ def _continued_clock(t0_epoch_s: float | None) -> Clock:
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None,
-                 loop_class: type[CellLoop] = CellLoop) -> RunResult:
+                 executor: CellExecutor | None = None) -> RunResult:
     """Run a scenario end to end; returns where the results are and how it ended.
 
     The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
     console, progress and the summary go to a plain rich Console. `--ray` runs come through
-    bench.run.ray_groups.run_on_ray, which passes its RayCellLoop (so this module never imports
+    bench.run.ray_groups.run_on_ray, which passes its RayExecutor (so this module never imports
     Ray's: no import circle).
     """
     console = console if console is not None else Console()
     run = resolve_run(scenario, options)
-    if run.use_ray != loop_class.uses_ray:
-        raise ValueError(f"use_ray={run.use_ray} needs a loop with uses_ray={run.use_ray}, "
-                         f"got {loop_class.__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
-    loop = loop_class(run, console)
+    executor = executor if executor is not None else LocalExecutor()
+    if run.use_ray != executor.uses_ray:
+        raise ValueError(f"use_ray={run.use_ray} needs an executor with uses_ray={run.use_ray}, "
+                         f"got {type(executor).__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
+    loop = CellLoop(run, console, executor)
     loop.begin()
     try:
         status = run_async(loop.run_cells())

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.errors import UsageError
-from bench.limits import MAX_SECONDS
+from bench.numbers import MAX_SECONDS
 from bench.records import REQUESTS_JSONL, write_json
 from bench.run.runner import RunOptions, RunResult, run_scenario
 from bench.scenario import Scenario, seconds_of

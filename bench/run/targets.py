@@ -16,7 +16,8 @@ from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
 from bench.run.managed_server import ManagedServer, server_pids, sim_command
-from bench.endpoints import MODELS_PATH, VERSION_PATH, free_port, resolve_ollama_host
+from bench.endpoints import MODELS_PATH, VERSION_PATH, resolve_ollama_host
+from bench.processes import free_port
 from bench.ollama.pins import OLLAMA_VERSION
 from bench.ollama.serve import import_models, ollama_command_and_env
 from bench.scenario import Scenario
@@ -102,7 +103,8 @@ class Targets:
         log_path = self.run_dir / f"server-{server_id}.log"
         child_env = {**env, "OLLAMA_HOST": f"127.0.0.1:{self.port}"}
         grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
-        server = ManagedServer(command, child_env, log_path, port=self.port, stop_grace_s=grace_s)
+        server = ManagedServer(command, child_env, log_path, port=self.port, stop_grace_s=grace_s,
+                               not_inherited=_not_inherited(command))
         self.servers.append({"server_id": server_id, "env": env, "command": command,
                              "log": log_path.name})
         server.start()
@@ -161,6 +163,14 @@ class Targets:
 
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
+# A fault left exported in bench's shell (BENCH_SIM_FAULT_ERROR_RATE=1) would reach a managed
+# simulator unseen and fail every request; faults come from the scenario (sim.args, sim.env), which
+# the manifest records.
+SIM_FAULT_PREFIX = "BENCH_SIM_FAULT_"
+
+
+def _not_inherited(command: list[str]) -> tuple[str, ...]:
+    return (SIM_FAULT_PREFIX,) if bench_sim_args(command) is not None else ()
 
 
 def bench_sim_args(argv: list[str]) -> list[str] | None:
@@ -227,7 +237,15 @@ def check_sim_speed(scenario: Scenario, target_override: str | None, sim_speed: 
                          "(target: sim or a server: block running bench sim); drop --sim-speed")
 
 
-def _refused(base_url: str) -> TargetError:
+def _refused(base_url: str, error: httpx.ConnectError | None = None) -> TargetError:
+    """The true reason a connection failed: refused, a TLS handshake (https:// to a plain HTTP
+    server), a name that does not resolve; httpx calls all of these ConnectError."""
+    reason = " ".join(str(error or "").split())
+    if error is not None and ("SSL" in reason or "TLS" in reason or "handshake" in reason):
+        return TargetError(f"cannot connect to {base_url}: TLS handshake failed ({reason[:200]}); "
+                           "does the server speak https? Ollama serves plain http://")
+    if error is not None and reason and "refused" not in reason.lower():
+        return TargetError(f"cannot connect to {base_url} ({reason[:200]})")
     return TargetError(
         f"cannot connect to {base_url} (connection refused): is Ollama running? "
         "Set the scenario's target, --target or OLLAMA_HOST"
@@ -239,8 +257,8 @@ def preflight(base_url: str, api_key: str | None = None) -> None:
     try:
         with httpx.Client(timeout=10.0, trust_env=False, headers=auth_headers(api_key)) as http:
             http.get(base_url + "/")
-    except httpx.ConnectError:
-        raise _refused(base_url) from None
+    except httpx.ConnectError as error:
+        raise _refused(base_url, error) from None
     except httpx.HTTPError as error:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
 
@@ -256,8 +274,8 @@ async def _version_response(base_url: str, api_key: str | None) -> httpx.Respons
         async with httpx.AsyncClient(base_url=base_url, timeout=10.0, trust_env=False,
                                      headers=auth_headers(api_key)) as http:
             return await http.get(VERSION_PATH)
-    except httpx.ConnectError:
-        raise _refused(base_url) from None
+    except httpx.ConnectError as error:
+        raise _refused(base_url, error) from None
     except httpx.HTTPError as error:
         raise TargetError(f"{base_url}: {type(error).__name__}: {error}") from None
 

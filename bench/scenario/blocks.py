@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.limits import MAX_RATE_RPS
+from bench.numbers import MAX_RATE_RPS
 from bench.scenario.fields import (
     _DURATION_RE,
     Arrival,
@@ -72,9 +72,9 @@ class SecondsDistribution(_Strict):
     """A duration drawn per use, in seconds (think time between turns)."""
 
     distribution: Literal["uniform", "exponential"]
-    low: NonNegativeFloat | None = Field(None, description="uniform: shortest")
-    high: NonNegativeFloat | None = Field(None, description="uniform: longest")
-    mean: NonNegativeFloat | None = Field(None, description="exponential: mean")
+    low: NonNegativeSeconds | None = Field(None, description="uniform: shortest")
+    high: NonNegativeSeconds | None = Field(None, description="uniform: longest")
+    mean: NonNegativeSeconds | None = Field(None, description="exponential: mean")
 
     @model_validator(mode="after")
     def _params_match_kind(self) -> SecondsDistribution:
@@ -125,7 +125,7 @@ class ConversationSpec(_Strict):
         description="user turns per conversation (default 4; a file's conversations: all "
                     "their turns, or at most this many)",
     )
-    think_time_s: NonNegativeFloat | SecondsDistribution = Field(
+    think_time_s: NonNegativeSeconds | SecondsDistribution = Field(
         0.0, description="pause between a reply and the next user turn"
     )
 
@@ -202,7 +202,7 @@ class SweepSpec(_Strict):
 
 
 class TraceSpec(_Strict):
-    """Replay a JSONL trace with its original timing (bench.trace)."""
+    """Replay a JSONL trace with its original timing (bench.workload.trace)."""
 
     file: str = Field(description="JSONL: timestamp, prompt or prompt_tokens, max_tokens, conversation_id")
     time_scale: Annotated[float, Field(gt=0, le=1000)] = Field(
@@ -220,7 +220,10 @@ class Load(_Strict):
     duration_s: _axis(Seconds) | None = None  # type: ignore[valid-type]
     warmup_requests: NonNegativeInt = 1
     repeats: Annotated[int, Field(ge=1, le=1000, strict=True)] = 1
-    timeout_s: Seconds = 300.0
+    timeout_s: Seconds = Field(300.0, description="give up on a request when no byte arrives for this long")
+    request_deadline_s: Seconds | None = Field(
+        None, description="give up on a whole request after this long (default: timeout_s plus one "
+                          "second per max_tokens token; a server that streams forever ends here)")
 
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="for arrival: sweep")
     trace: TraceSpec | None = Field(None, description="for arrival: trace")

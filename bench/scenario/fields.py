@@ -3,7 +3,6 @@ thresholds, and the loopback-only check on server arguments."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -11,13 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from bench.errors import ScenarioError
-from bench.limits import (
+from bench.numbers import (
     INT64_MAX,
     INT64_MIN,
     MAX_CONCURRENCY,
     MAX_COUNT,
     MAX_SECONDS,
 )
+from bench.processes import is_loopback
 
 
 def _as_list(value: Any) -> Any:
@@ -97,12 +97,7 @@ def _is_loopback(host_port: str) -> bool:
         host = host[1:host.find("]")] if "]" in host else host[1:]
     elif host.count(":") == 1:
         host = host.split(":")[0]
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(host) and is_loopback(host)
 
 
 def refuse_listen_args(words: list[str]) -> None:
@@ -164,3 +159,13 @@ def parse_threshold(metric: str, text: str) -> Threshold:
     op, number, unit = match.group(1), float(match.group(2)), match.group(3)
     scale = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 60.0, "%": 0.01}[unit]
     return Threshold(metric=metric, op=op, limit=number * scale, text=text.strip())
+
+
+def refuse_impossible_threshold(threshold: Threshold) -> None:
+    """ValueError for a limit no run can meet or fail: every metric bench computes is 0 or more,
+    and a rate (`error_rate`, `rejection_rate`) is a fraction of the requests, at most 100%."""
+    where = f"{threshold.metric}: {threshold.text!r}"
+    if threshold.limit < 0 or (threshold.limit == 0 and threshold.op == "<"):
+        raise ValueError(f"{where}: no metric is below 0, so this limit can never hold")
+    if threshold.metric.endswith("_rate") and threshold.limit > 1:
+        raise ValueError(f"{where}: a rate is at most 100% (1.0)")

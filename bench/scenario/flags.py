@@ -154,7 +154,40 @@ def flag_scenario(*, model: list[str], target: str | None = None, name: str = "f
         "load": {k: v for k, v in load.items() if v is not None},
         "slos": slos or {}, "thresholds": thresholds or {}, "percentiles": percentiles,
     }
+    axes = sim_env_axes(sim_env or {})
+    if axes:
+        if target != "sim":
+            raise UsageError("--sim-env NAME=A,B sweeps the embedded simulator's settings: give --target sim")
+        # A server setting is read at start-up: one managed `bench sim` per combination, as a
+        # scenario's `server: {env: {NAME: [A, B]}}` does it.
+        del data["target"], data["sim"]
+        data["server"] = {"command": ["bench", "sim", *(["--gpu", sim_gpu] if sim_gpu else [])],
+                          "env": {**(sim_env or {}), **axes}}
     return scenario_from_dict(data, source="command line", flags=True)
+
+
+# Ollama settings that are whole numbers (envconfig.Uint): a typo fails here, before any server starts.
+_WHOLE_NUMBER_SETTINGS = ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE", "OLLAMA_MAX_LOADED_MODELS",
+                          "OLLAMA_CONTEXT_LENGTH")
+
+
+def sim_env_axes(sim_env: dict[str, str]) -> dict[str, list[str]]:
+    """`--sim-env` values with commas as sweep axes ({"OLLAMA_NUM_PARALLEL": ["1", "2", "4"]});
+    every value of a whole-number Ollama setting checked (UsageError naming the flag)."""
+    axes: dict[str, list[str]] = {}
+    for name, raw in sim_env.items():
+        values = [value.strip() for value in str(raw).split(",")]
+        if any(not value for value in values):
+            raise UsageError(f"--sim-env {name}={raw}: an empty value in the list")
+        if name in _WHOLE_NUMBER_SETTINGS:
+            bad = [value for value in values if not value.isdigit()]
+            if bad:
+                raise UsageError(f"--sim-env {name}={raw}: {bad[0]!r} is not a whole number")
+        if len(values) > 1:
+            if len(set(values)) != len(values):
+                raise UsageError(f"--sim-env {name}={raw}: a value is listed twice")
+            axes[name] = values
+    return axes
 
 
 def with_outputs(scenario: Scenario, *, percentiles: list[float] | None = None,

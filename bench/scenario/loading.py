@@ -141,17 +141,10 @@ def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
+    from bench.inputs import MAX_SCENARIO_BYTES, read_input_text
+
     scenario_path = Path(path)
-    try:
-        text = scenario_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{scenario_path}: no such file") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{scenario_path}: is a directory, not a scenario file") from None
-    except UnicodeDecodeError as error:
-        raise ScenarioError(f"{scenario_path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise ScenarioError(f"{scenario_path}: cannot read ({error.strerror or error})") from None
+    text = read_input_text(scenario_path, MAX_SCENARIO_BYTES, ScenarioError, "scenario file")
     return parse_scenario(text, str(scenario_path), scenario_path.parent)
 
 

@@ -30,6 +30,7 @@ from bench.scenario.fields import (
     Threshold,
     parse_slo_value,
     parse_threshold,
+    refuse_impossible_threshold,
 )
 from bench.scenario.yaml_lines import _line_for
 
@@ -84,6 +85,8 @@ class Scenario(_Strict):
                 raise ValueError(f"{metric!r} is not a metric name like ttft_p95")
             if isinstance(value, str) and not _SLO_VALUE_RE.match(value):
                 raise ValueError(f"{metric}: {value!r} is not a number or a duration like 2s, 100ms")
+            if not parse_slo_value(value) > 0:  # also NaN; a limit of 0 or less is met by nothing
+                raise ValueError(f"{metric}: {value!r}: an SLO is a limit above 0")
         return slos
 
     @field_validator("target")
@@ -101,6 +104,7 @@ class Scenario(_Strict):
                 raise ValueError(f"{metric!r} is not a metric name like ttft_p95")
             if not isinstance(limit, str) or not _THRESHOLD_RE.match(limit):
                 raise ValueError(f"{metric}: {limit!r} is not a limit like \"<500ms\", \">20\", \"<1%\"")
+            refuse_impossible_threshold(parse_threshold(metric, limit))
         return thresholds
 
     @field_validator("percentiles")

@@ -10,11 +10,13 @@ import yaml
 
 from bench.errors import ScenarioError
 from bench.escape import plain_terminal
-from bench.limits import MAX_YAML_NODES
+from bench.numbers import MAX_YAML_NODES
+from bench.inputs.yaml12 import Yaml12Loader
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader (no arbitrary objects) that also exposes the composed node tree."""
+class _LineLoader(Yaml12Loader):
+    """SafeLoader (no arbitrary objects) reading YAML 1.2 numbers and booleans (bench.inputs.yaml12),
+    that also exposes the composed node tree."""
 
 
 def _compose_and_construct(text: str, source: str) -> tuple[Any, yaml.Node | None, list[str]]:

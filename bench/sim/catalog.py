@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Any
 
 import yaml
 
+from bench.inputs.yaml12 import load_yaml
+
 from bench.sim.durations import parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,27 @@ class ModelSpec:
     def digest(self) -> str:
         # Not the registry digest: a stable sha256 of the name so clients see a well-formed value.
         return hashlib.sha256(self.name.encode()).hexdigest()
+
+    def model_info(self) -> dict[str, Any]:
+        """The GGUF keys /api/show reports in `model_info` (also what `bench kv` reads offline)."""
+        arch = self.architecture
+        info: dict[str, Any] = {
+            "general.architecture": arch,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{arch}.block_count": self.block_count,
+            f"{arch}.context_length": self.context_length,
+            f"{arch}.embedding_length": self.embedding_length,
+            f"{arch}.feed_forward_length": self.feed_forward_length,
+            f"{arch}.attention.head_count": self.head_count,
+            f"{arch}.attention.head_count_kv": self.head_count_kv,
+            f"{arch}.vocab_size": self.vocab_size,
+        }
+        if self.key_length:
+            info[f"{arch}.attention.key_length"] = self.key_length
+        if self.value_length:
+            info[f"{arch}.attention.value_length"] = self.value_length
+        return info
 
     @property
     def parameter_size(self) -> str:
@@ -103,6 +127,28 @@ class Catalog:
 
 
 _MODEL_FIELDS = {f.name for f in fields(ModelSpec)}
+# Sizes every simulated step divides by or multiplies with: 0 would divide by zero (head_dim) or
+# serve every request a 500, so they are refused where the catalog is read.
+_POSITIVE_MODEL_INTS = ("size_bytes", "parameter_count", "block_count", "embedding_length", "head_count",
+                        "head_count_kv", "context_length", "vocab_size")
+_COUNT_MODEL_INTS = ("feed_forward_length", "key_length", "value_length")
+
+
+def _check_model(model: ModelSpec, origin: str) -> ModelSpec:
+    where = f"{origin}: model {model.name!r}"
+    for name in (*_POSITIVE_MODEL_INTS, *_COUNT_MODEL_INTS):
+        value = getattr(model, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SimConfigError(f"{where}: {name} must be a whole number, got {value!r}")
+        if value < (1 if name in _POSITIVE_MODEL_INTS else 0):
+            raise SimConfigError(f"{where}: {name} must be {'> 0' if name in _POSITIVE_MODEL_INTS else '>= 0'}, "
+                                 f"got {value}")
+    for name in ("name", "architecture", "family", "quantization", "chat_template"):
+        if not isinstance(getattr(model, name), str):
+            raise SimConfigError(f"{where}: {name} must be text, got {getattr(model, name)!r}")
+    if model.head_count_kv > model.head_count:
+        raise SimConfigError(f"{where}: head_count_kv {model.head_count_kv} exceeds head_count {model.head_count}")
+    return model
 
 
 def _model_from(entry: dict[str, Any], origin: str) -> ModelSpec:
@@ -112,9 +158,11 @@ def _model_from(entry: dict[str, Any], origin: str) -> ModelSpec:
     try:
         values = dict(entry)
         values["aliases"] = tuple(values.get("aliases", ()))
-        if ":" not in str(values["name"]):
+        if not isinstance(values.get("name"), str) or not values["name"].strip():
+            raise SimConfigError(f"{origin}: model {values.get('name')!r}: name must be text")
+        if ":" not in values["name"]:
             values["name"] = f"{values['name']}:latest"
-        return ModelSpec(**values)
+        return _check_model(ModelSpec(**values), origin)
     except (TypeError, KeyError) as error:
         raise SimConfigError(f"{origin}: model {entry.get('name')!r}: {error}") from None
 
@@ -123,11 +171,29 @@ _GPU_FIELDS = {"name", "label", "memory", "decode_bandwidth", "step_overhead_s",
                "cpu_flops", "host_memory", "speed_basis"}
 
 
-def _positive(entry: dict[str, Any], key: str, origin: str) -> float:
-    value = float(entry[key])
-    if not value > 0:
+def _positive(entry: dict[str, Any], key: str, origin: str, default: float | None = None) -> float:
+    value = float(entry[key] if default is None else entry.get(key, default))
+    if not (value > 0 and math.isfinite(value)):
         raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: {key} must be > 0, got {entry[key]!r}")
     return value
+
+
+def _non_negative(entry: dict[str, Any], key: str, origin: str) -> float:
+    value = float(entry.get(key, 0.0))
+    if not (value >= 0 and math.isfinite(value)):
+        raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: {key} must be >= 0, got {entry[key]!r}")
+    return value
+
+
+def _entries(document: dict[str, Any], key: str, origin: str) -> list[dict[str, Any]]:
+    """`models:` / `gpus:` as a list of mappings, else one line saying what it is instead."""
+    entries = document.get(key) or []
+    if not isinstance(entries, list):
+        raise SimConfigError(f"{origin}: {key}: expected a list of mappings, got {type(entries).__name__}")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SimConfigError(f"{origin}: {key}[{index}]: expected a mapping, got {type(entry).__name__}")
+    return entries
 
 
 def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
@@ -137,15 +203,18 @@ def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
                              f"(a profile has {', '.join(sorted(_GPU_FIELDS))})")
     try:
         name = str(entry["name"])
+        memory_bytes = parse_bytes(str(entry["memory"]), f"{origin}: gpu {name} memory")
+        if memory_bytes <= 0:
+            raise SimConfigError(f"{origin}: gpu {name!r}: memory must be > 0, got {entry['memory']!r}")
         return GpuProfile(
             name=name,
             label=str(entry.get("label", name)),
-            memory_bytes=parse_bytes(str(entry["memory"]), f"{origin}: gpu {name} memory"),
+            memory_bytes=memory_bytes,
             decode_bandwidth_bytes_per_s=_positive(entry, "decode_bandwidth", origin),
-            step_overhead_s=float(entry.get("step_overhead_s", 0.0)),
+            step_overhead_s=_non_negative(entry, "step_overhead_s", origin),
             prefill_flops=_positive(entry, "prefill_flops", origin),
-            cpu_bandwidth_bytes_per_s=float(entry.get("cpu_bandwidth", 30e9)),
-            cpu_flops=float(entry.get("cpu_flops", 1e12)),
+            cpu_bandwidth_bytes_per_s=_positive(entry, "cpu_bandwidth", origin, 30e9),
+            cpu_flops=_positive(entry, "cpu_flops", origin, 1e12),
             host_memory_bytes=parse_bytes(str(entry.get("host_memory", "64GiB")), f"{origin}: gpu {name} host_memory"),
             speed_basis=str(entry.get("speed_basis", f"from {origin}")),
         )
@@ -155,7 +224,7 @@ def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
 
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(text) or {}
+        document = load_yaml(text) or {}
     except yaml.YAMLError as error:
         raise SimConfigError(f"{origin}: not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(document, dict):
@@ -167,13 +236,20 @@ def _merge(catalog: Catalog, document: dict[str, Any], origin: str) -> Catalog:
     base = Catalog() if document.get("replace") else catalog
     models = dict(base.models)
     gpus = dict(base.gpus)
-    for entry in document.get("models") or []:
+    for entry in _entries(document, "models", origin):
         model = _model_from(entry, origin)
         models[model.name] = model
-    for entry in document.get("gpus") or []:
+    for entry in _entries(document, "gpus", origin):
         gpu = _gpu_from(entry, origin)
         gpus[gpu.name] = gpu
     return Catalog(models=models, gpus=gpus)
+
+
+def read_catalog_text(path: Path) -> str:
+    """A --catalog file's text: a regular file, bounded (bench.inputs), never a blocking FIFO."""
+    from bench.inputs import MAX_SCENARIO_BYTES, read_input_text
+
+    return read_input_text(path, MAX_SCENARIO_BYTES, SimConfigError, "catalog file")
 
 
 def load_catalog(extra_path: str | Path | None = None) -> Catalog:
@@ -183,10 +259,8 @@ def load_catalog(extra_path: str | Path | None = None) -> Catalog:
     if extra_path is not None:
         path = Path(extra_path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise SimConfigError(f"--catalog {path}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise SimConfigError(f"--catalog {path}: not UTF-8 text (byte {error.start})") from None
+            text = read_catalog_text(path)
+        except SimConfigError as error:
+            raise SimConfigError(f"--catalog {error}") from None
         catalog = _merge(catalog, _read_yaml(text, str(path)), str(path))
     return catalog

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from bench.sim import context
 from bench.sim.catalog import Catalog, GpuProfile, load_catalog
 from bench.sim.catalog import _merge as merge_entries
 from bench.sim.durations import keep_alive_s, parse_bytes
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 from bench.sim.memory import KV_TYPE_BYTES
 from bench.sim.versions import V0_33, OllamaRules, rules_for
+from bench.processes import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
@@ -162,12 +162,7 @@ def loopback_host(host: str, where: str, hint: str = "") -> str:
     bench sim is a teaching and test target with no authentication: it never listens beyond the
     machine, even when OLLAMA_HOST (often exported for a real `ollama serve`) says 0.0.0.0.
     """
-    name = host.strip("[]")
-    try:
-        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise SimConfigError(
             f"{where}: bench sim listens on loopback only (127.0.0.1, ::1 or localhost), not {host!r}{hint}")
     return host
@@ -217,8 +212,7 @@ def build_config(
         # --calibrate RUN_DIR: a profile measured on the user's machine, served as --gpu calibrated.
         if gpu:
             raise SimConfigError(f"--gpu {gpu} with --calibrate: the calibration is the GPU profile; drop --gpu")
-        catalog = merge_entries(catalog, dict(calibrated), "--calibrate")
-        gpu = str(calibrated["gpus"][0]["name"])
+        catalog, gpu = _with_calibrated(catalog, calibrated)
     if engine_name == "llama-server" and not gpu and not env.get("BENCH_SIM_GPU", "").strip():
         gpu = "cpu"  # the engine runs on this machine's CPU: Ollama's CPU-only rules apply
     gpu_name = (gpu or env.get("BENCH_SIM_GPU", "") or DEFAULT_GPU).strip().lower()
@@ -277,6 +271,23 @@ def build_config(
         model_files=engine_model_files(model_files),
         engine_log_dir=Path(engine_log_dir) if engine_log_dir else None,
     )
+
+
+def _with_calibrated(catalog: Catalog, calibrated: Mapping[str, Any]) -> tuple[Catalog, str]:
+    """The catalog with the calibrated profile, and its name.
+
+    A run measured without a GPU gives memory 0: a machine with no GPU memory, Ollama's CPU-only
+    rules, as the engine's own "cpu" profile. A --catalog file may not say 0 (a typo there), so
+    the profile is read with a placeholder size and given its 0 afterwards.
+    """
+    entry = dict(calibrated["gpus"][0])
+    no_gpu = str(entry["memory"]).strip() == "0"
+    merged = merge_entries(catalog, {"gpus": [{**entry, "memory": "1" if no_gpu else entry["memory"]}]}, "--calibrate")
+    name = str(entry["name"])
+    if no_gpu:
+        profile = GpuProfile(**{**merged.gpus[name].__dict__, "memory_bytes": 0})
+        merged = Catalog(models=merged.models, gpus={**merged.gpus, name: profile})
+    return merged, name
 
 
 def engine_model_files(pairs: Sequence[str]) -> dict[str, Path]:

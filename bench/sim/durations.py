@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 # A negative keep_alive means "never unload" (api.Duration maps it to MaxInt64); inf models that.
 NEVER_S = math.inf

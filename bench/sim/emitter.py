@@ -19,7 +19,7 @@ Emit log (`--emit-log FILE`, JSONL, one line per finished request, written when 
 taken right after the chunk was handed to the socket. CLOCK_MONOTONIC is system-wide on Linux,
 so a client on the same host can compare its own stamps with these. `id` is the request's
 `X-Request-Id` header when sent; else the prompt's leading `[nonce]` (bench's prompts start with
-one, bench/prompts.py); else the first 16 hex digits of the prompt's SHA-1.
+one, bench/workload/prompts.py); else the first 16 hex digits of the prompt's SHA-1.
 
 Imports nothing from bench outside bench/sim (the simulator shares no code with the client).
 """

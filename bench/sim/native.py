@@ -363,24 +363,7 @@ async def tags(request: Request) -> Response:
 
 
 def model_info(spec: ModelSpec) -> dict[str, Any]:
-    arch = spec.architecture
-    info: dict[str, Any] = {
-        "general.architecture": arch,
-        "general.parameter_count": spec.parameter_count,
-        "general.quantization_version": 2,
-        f"{arch}.block_count": spec.block_count,
-        f"{arch}.context_length": spec.context_length,
-        f"{arch}.embedding_length": spec.embedding_length,
-        f"{arch}.feed_forward_length": spec.feed_forward_length,
-        f"{arch}.attention.head_count": spec.head_count,
-        f"{arch}.attention.head_count_kv": spec.head_count_kv,
-        f"{arch}.vocab_size": spec.vocab_size,
-    }
-    if spec.key_length:
-        info[f"{arch}.attention.key_length"] = spec.key_length
-    if spec.value_length:
-        info[f"{arch}.attention.value_length"] = spec.value_length
-    return info
+    return spec.model_info()
 
 
 async def show(request: Request) -> Response:

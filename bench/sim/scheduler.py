@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
-from bench.sim import context, memory, perf
+from bench.sim import context, memory, roofline
 from bench.sim.backend import Backend, LoadFailed, LoadOutOfMemory, LoadRequest, Runner
 from bench.sim.catalog import ModelSpec
 from bench.sim.config import SimConfig
@@ -452,7 +452,7 @@ class Scheduler:
         if self.loaded.get(loaded.model.name) is loaded:
             del self.loaded[loaded.model.name]
         if loaded.vram_bytes > 0:
-            await asyncio.sleep(self.scaled(perf.VRAM_RECOVERY_POLL_S))
+            await asyncio.sleep(self.scaled(roofline.VRAM_RECOVERY_POLL_S))
         loaded.state = RunnerState.GONE
         loaded.unloaded.set()
         if self._unloaded_signal is not None:

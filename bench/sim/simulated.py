@@ -1,6 +1,6 @@
 """The simulated backend: a roofline-timed stand-in for llama-server behind the sim's Ollama front.
 
-Implements bench/sim/backend.py's contract. Durations come from perf.py in simulated seconds and
+Implements bench/sim/backend.py's contract. Durations come from roofline.py in simulated seconds and
 are divided by --speed; memory comes from memory.py (v0.33: llama-server's buffers and --fit;
 v0.12.6: Ollama's old estimate). The prompt cache is prompt_cache.py's per-slot prefix cache.
 """
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.sim import memory, perf, textgen, tokens
+from bench.sim import memory, roofline, textgen, tokens
 from bench.sim.backend import (
     CompletionRequest,
     CompletionTimings,
@@ -42,7 +42,7 @@ class SimulatedBackend:
 
     def __init__(self, hardware: SimulatedHardware) -> None:
         self.hardware = hardware
-        self.jitter = perf.Jitter(hardware.seed)
+        self.jitter = roofline.Jitter(hardware.seed)
 
     def scaled(self, simulated_s: float) -> float:
         return simulated_s / self.hardware.speed
@@ -52,8 +52,8 @@ class SimulatedBackend:
             report = memory.legacy_layout(request)
         else:
             report = memory.llama_server_buffers(request)  # raises LoadOutOfMemory
-        raw_s = perf.load_s(request.model) * self.jitter.factor()
-        await asyncio.sleep(self.scaled(perf.observed_load_s(raw_s)))
+        raw_s = roofline.load_s(request.model) * self.jitter.factor()
+        await asyncio.sleep(self.scaled(roofline.observed_load_s(raw_s)))
         return SimulatedRunner(self, request, report)
 
 
@@ -87,7 +87,7 @@ class SimulatedRunner:
 
     async def close(self) -> None:
         self.closed = True
-        await asyncio.sleep(self.backend.scaled(perf.UNLOAD_S))
+        await asyncio.sleep(self.backend.scaled(roofline.UNLOAD_S))
 
     def _plan(self, request: CompletionRequest) -> tuple[list[str], str]:
         """Output pieces and stop type: deterministic in (sim seed, prompt, options.seed, temperature)."""
@@ -119,7 +119,7 @@ class SimulatedRunner:
         held_tokens = 0
         try:
             prefill_wall_s = self.backend.scaled(
-                perf.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
+                roofline.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
                 * jitter.factor()
             )
             # One deadline chain from the slot's start: a late wake-up shortens the next wait.
@@ -129,7 +129,7 @@ class SimulatedRunner:
             held_tokens = len(prompt)
             eval_start_s = deadline_s
             for piece in pieces:
-                step_s = perf.decode_step_s(
+                step_s = roofline.decode_step_s(
                     self.request.model, hardware.gpu, self.memory.gpu_fraction, self.generating,
                     self.context_tokens_total, self._kv_bpe,
                 )
@@ -159,7 +159,7 @@ class SimulatedRunner:
         total = sum(counts)
         hardware = self.backend.hardware
         wall_s = self.backend.scaled(
-            perf.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, total, self.memory.num_batch)
+            roofline.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, total, self.memory.num_batch)
             * self.backend.jitter.factor()
         )
         self.generating += 1

@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from bench.sim import perf
+from bench.sim import roofline
 from bench.sim.catalog import Catalog, ModelSpec
+from bench.inputs.yaml12 import load_yaml
 
 F16_BYTES = 2.0
 DECODE_TOLERANCE = 0.15
@@ -50,7 +51,7 @@ class SpeedRow:
 def measurements() -> dict[str, Any]:
     """speed_measurements.yaml as shipped."""
     text = resources.files("bench.sim").joinpath("speed_measurements.yaml").read_text(encoding="utf-8")
-    document: dict[str, Any] = yaml.safe_load(text)
+    document: dict[str, Any] = load_yaml(text)
     return document
 
 
@@ -69,9 +70,9 @@ def simulated_tokens_per_s(model: ModelSpec, catalog: Catalog, gpu_name: str, te
     gpu = catalog.gpus[gpu_name]
     tokens = int(test[2:])
     if test.startswith("tg"):
-        total_s = sum(perf.decode_step_s(model, gpu, 1.0, 1, context, F16_BYTES) for context in range(tokens))
+        total_s = sum(roofline.decode_step_s(model, gpu, 1.0, 1, context, F16_BYTES) for context in range(tokens))
     elif test.startswith("pp"):
-        total_s = perf.prefill_s(model, gpu, 1.0, tokens, perf.NUM_BATCH)
+        total_s = roofline.prefill_s(model, gpu, 1.0, tokens, roofline.NUM_BATCH)
     else:
         raise ValueError(f"unknown llama-bench test {test!r}")
     return tokens / total_s

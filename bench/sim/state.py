@@ -13,7 +13,7 @@ from typing import IO
 
 from bench.sim.backend import Backend
 from bench.sim.config import SimConfig
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 from bench.sim.generation import FaultPlan, plan_faults
 from bench.sim.scheduler import Scheduler
 from bench.sim.simulated import SimulatedBackend, SimulatedHardware

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 # Model families Ollama forces to NUM_PARALLEL=1 (server/sched.go load, ref ollama#4165).
 V033_SERIAL_FAMILIES = frozenset({

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bench.atomic import write_parquet_atomically
+from bench.records.atomic import write_parquet_atomically
 
 GPU_COLUMNS: tuple[str, ...] = (
     "t_s",

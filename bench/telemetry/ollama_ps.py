@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from bench.atomic import write_parquet_atomically
+from bench.records.atomic import write_parquet_atomically
 from bench.endpoints import PS_PATH
 
 PS_COLUMNS: tuple[str, ...] = (

@@ -50,3 +50,14 @@ def test_kv_cache_type_choices_match_the_calculator():
     from bench.analysis.kv_formulas import CACHE_TYPES as KV_CACHE_TYPES
 
     assert CACHE_TYPES == KV_CACHE_TYPES
+
+
+def test_help_lists_commands_in_the_order_a_user_needs_them():
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    text = CliRunner().invoke(cli, ["--help"], terminal_width=80).output
+    listed = [line.split()[0] for line in text.split("Commands:")[1].splitlines() if line.startswith("  ")]
+    assert listed[:5] == ["run", "validate", "report", "recommend", "compare"]
+    assert sorted(listed) == sorted(cli.commands)  # every command still listed

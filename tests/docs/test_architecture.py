@@ -22,13 +22,11 @@ LIMIT_FUNCTION_LINES = 50
 MODULE_REASONS = {
     "bench/analysis/compare.py": "gate statistics only (thresholds, bootstrap intervals, verdicts, cell "
                                  "matching); the rendering moved to bench/outputs/gate_tables.py",
-    "bench/analysis/studies.py": "keep_alive and queue studies share the per-request timeline builder",
+    "bench/analysis/server_studies.py": "keep_alive and queue studies share the per-request timeline builder",
     "bench/analysis/metrics.py": "per-request and per-cell metrics plus their definitions text (docs/metrics.md)",
-    "bench/load.py": "closed, open and conversation schedules share the dispatcher and the clock",
     "bench/clients/transport.py": "one HTTP/1.1 transport (pool, connection, parser callbacks) kept "
                                   "together on purpose: the hot path, measured by bench perf",
     "bench/run/runner.py": "the cell loop with the adaptive, sweep and --workers hooks of issues 18/19",
-    "bench/records.py": "the record, JSONL, Parquet conversion and load_run",
     "bench/sim/scheduler.py": "the simulator's scheduler mirrors Ollama's server/sched.go",
     "bench/sim/native.py": "the simulator's native routes mirror Ollama's server/routes.go",
 }
@@ -163,6 +161,77 @@ def import_circles() -> list[list[str]]:
     return circles
 
 
+# Folders whose every module the map names (the stages; the others are named as packages).
+STAGE_FOLDERS = tuple(BENCH / name for name in ("", "run", "analysis", "outputs", "load", "workload", "records"))
+
+
+# The stages of docs/architecture.md's map, lowest first: a module imports from its own stage or
+# those before it, never after ("a climb back up"). `bench.sim` and `bench.engine` stand apart: a
+# server shares no code with the client side, and only the commands may start one in-process.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("helpers", ("bench.errors", "bench.numbers", "bench.escape", "bench.secrets", "bench.endpoints",
+                 "bench.processes", "bench.inputs")),
+    ("scenario", ("bench.scenario",)),
+    # The request a client is asked to send and the record it gives back: the contract between
+    # the workload (which makes requests and reads replies) and the load stage (which fills records).
+    ("request", ("bench.clients.base", "bench.records.record")),
+    ("plan", ("bench.plan", "bench.workload")),
+    ("load", ("bench.clients", "bench.load")),
+    ("records", ("bench.records", "bench.telemetry")),
+    ("analysis", ("bench.analysis",)),
+    ("outputs", ("bench.outputs",)),
+    ("report", ("bench.report",)),
+    ("orchestration", ("bench.run", "bench.perf", "bench.ollama", "bench.conformance")),
+    ("api", ("bench.api",)),
+    ("commands", ("bench.cli", "bench.__main__", "bench")),
+]
+APART = ("bench.sim", "bench.engine")
+# Modules of the helpers stage the servers apart may use too (they are not client code).
+APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs")
+# Who may import a server apart: the commands that serve one; the real Ollama target, which
+# imports models made by the engine's GGUF maker and finds llama-server the way the engine does;
+# and `bench conformance`, which holds the simulator beside the real Ollama and reads its state.
+APART_USERS = ("bench.cli", "bench.ollama", "bench.conformance")
+
+# Imports against the stage order allowed for now, with why. Empty is the goal.
+ALLOWED_CLIMBS: dict[tuple[str, str], str] = {}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def stage_rank(name: str) -> int | None:
+    """The index of the module's stage in LAYERS (the longest matching prefix), None when apart."""
+    if _within(name, APART):
+        return None
+    matches = [(len(prefix), rank) for rank, (_, prefixes) in enumerate(LAYERS)
+               for prefix in prefixes if _within(name, (prefix,))]
+    assert matches, f"{name}: in no stage of LAYERS"
+    return max(matches)[1]
+
+
+def climbs(allowed: dict[tuple[str, str], str] = ALLOWED_CLIMBS) -> list[str]:
+    """Every import that goes against the stage order, or into or out of the servers apart."""
+    known = {_name(path) for path in _modules()}
+    found = []
+    for path in _modules():
+        importer = _name(path)
+        for imported in sorted(_imports(path, known)):
+            if (importer, imported) in allowed:
+                continue
+            low, high = stage_rank(importer), stage_rank(imported)
+            if low is None:
+                wrong = high is not None and not _within(imported, APART_MAY_USE)
+            elif high is None:
+                wrong = not _within(importer, APART_USERS)
+            else:
+                wrong = high > low
+            if wrong:
+                found.append(f"{importer} -> {imported}")
+    return found
+
+
 def _architecture_section() -> str:
     start = ARCHITECTURE.index("## Architecture")
     end = ARCHITECTURE.find("\n## ", start + 3)
@@ -174,12 +243,66 @@ def test_no_module_imports_itself_in_a_circle() -> None:
     assert [group for group in import_circles() if tuple(group) not in ALLOWED_CIRCLES] == []
 
 
+# Leaf names more than one module carries, and why that is one idea, not two. Any other shared leaf
+# name fails: rename one of the modules so each name says one thing.
+SHARED_LEAF_NAMES: dict[str, str] = {
+    "conversations.py": "multi-turn conversations at each stage: made (workload), per-turn figures (analysis), drawn (report)",
+    "statistics.py": "the latency statistics table: in the terminal (outputs) and in the report",
+    "sweep.py": "the saturation sweep at each stage: rates set while it runs (run), its answer (analysis), "
+                "printed and stored (outputs), drawn (report)",
+    "native.py": "Ollama's native API: spoken by the client (clients) and served by the simulator (sim)",
+    "memory.py": "a load's memory: modelled by the simulator (sim) and drawn from measurements (report)",
+    "testing.py": "test fixtures that start a server: the simulator (sim) and the real Ollama (ollama)",
+    "workers.py": "client processes on one clock: a cell's load (load) and bench perf's streams (perf)",
+    # bench/conformance (the sim-versus-Ollama probes, helper h22b) names its steps after the run's; its
+    # owner renames them with the next change there.
+    "checks.py": "pre-run checks (run) and conformance checks (conformance): pending a rename",
+    "compare.py": "gate statistics (analysis) and the sim-versus-Ollama comparison (conformance): pending a rename",
+    "targets.py": "the run's servers (run) and the two conformance sides (conformance): pending a rename",
+}
+
+
+def shared_leaf_names() -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for path in _modules():
+        if path.name not in ("__init__.py", "__main__.py"):
+            by_name.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    return {name: paths for name, paths in by_name.items() if len(paths) > 1}
+
+
+def test_a_leaf_name_shared_by_two_modules_names_one_idea() -> None:
+    shared = shared_leaf_names()
+    assert sorted(set(shared) - set(SHARED_LEAF_NAMES)) == [], "rename, or say in SHARED_LEAF_NAMES why it is one idea"
+    assert sorted(set(SHARED_LEAF_NAMES) - set(shared)) == [], "no longer shared: drop from SHARED_LEAF_NAMES"
+
+
+# The root of bench/ keeps what has no stage; everything else lives in its stage's folder.
+ROOT_MODULES_MAX = 8
+
+
+def test_the_root_keeps_only_what_has_no_stage() -> None:
+    root = sorted(path.name for path in BENCH.glob("*.py") if path.name not in ("__init__.py", "__main__.py"))
+    assert len(root) <= ROOT_MODULES_MAX, root
+
+
+def test_no_module_imports_from_a_later_stage() -> None:
+    assert climbs() == []
+    still = set(climbs(allowed={}))
+    assert sorted(f"{a} -> {b}" for a, b in ALLOWED_CLIMBS if f"{a} -> {b}" not in still) == [], \
+        "no longer a climb: drop from ALLOWED_CLIMBS"
+
+
+def test_a_climb_back_up_is_caught() -> None:
+    assert stage_rank("bench.load.cell") < stage_rank("bench.report.page")  # type: ignore[operator]
+    assert stage_rank("bench.sim.app") is None and stage_rank("bench.run.runner") is not None
+
+
 def test_the_architecture_map_names_every_package_and_stage_module() -> None:
     section = _architecture_section()
     named_paths = set(re.findall(r"`(bench/[\w/.]+)`", section))
     shorthand = set(re.findall(r"`(\w+\.py)`", section))
     missing = [str(path.relative_to(ROOT)) for path in _modules()
-               if path.name != "__init__.py" and path.parent in (BENCH, BENCH / "run", BENCH / "analysis", BENCH / "outputs")
+               if path.name != "__init__.py" and path.parent in STAGE_FOLDERS
                and path.name != "__main__.py"
                and str(path.relative_to(ROOT)) not in named_paths and path.name not in shorthand]
     packages = [f"bench/{p.name}/" for p in BENCH.iterdir() if (p / "__init__.py").exists()]
@@ -210,3 +333,5 @@ if __name__ == "__main__":
         print(f"function {lines:5d}  {name}: {FUNCTION_REASONS.get(name, 'NO REASON')}")
     for circle in import_circles():
         print("circle  ", " -> ".join(circle))
+    for climb in climbs():
+        print("climb   ", climb)

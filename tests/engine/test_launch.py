@@ -15,8 +15,6 @@ from bench.engine.completion import (
 from bench.engine.launch import (
     LaunchSettings,
     automatic_generation_batch,
-    flash_attention_mode,
-    kv_cache_type,
     llama_server_args,
 )
 
@@ -30,15 +28,14 @@ def test_default_launch_matches_ollama_argument_for_argument() -> None:
     ]  # fmt: skip
 
 
-def test_cache_type_and_flash_attention_come_from_the_environment() -> None:
-    env = {"OLLAMA_KV_CACHE_TYPE": "Q8_0", "OLLAMA_FLASH_ATTENTION": "0"}
-    settings = LaunchSettings(Path("m.gguf"), 2048, kv_cache_type=kv_cache_type(env),
-                              flash_attention=flash_attention_mode(env), num_thread=2, num_gpu=0)
+def test_cache_type_flash_attention_threads_and_layers_reach_the_command_line() -> None:
+    # The environment is parsed once, by the simulator's config (bench/sim/config.py).
+    settings = LaunchSettings(Path("m.gguf"), 2048, kv_cache_type="q8_0", flash_attention="off",
+                              num_thread=2, num_gpu=0)
     args = llama_server_args(settings, 1)
     assert args[args.index("--cache-type-k") + 1] == "q8_0" and args[args.index("--cache-type-v") + 1] == "q8_0"
     assert args[args.index("--flash-attn") + 1] == "off"
     assert args[args.index("-ngl") + 1] == "0" and args[args.index("-t") + 1] == "2"
-    assert flash_attention_mode({"OLLAMA_FLASH_ATTENTION": "true"}) == "on"
     assert "--cache-type-k" not in llama_server_args(LaunchSettings(Path("m"), 2048), 1)
 
 

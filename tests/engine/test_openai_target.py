@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.engine.process import free_loopback_port
+from bench.processes import free_port
 from tests.engine.runs import run_scenario
 
 pytestmark = pytest.mark.engine
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.engine
 @pytest.fixture
 def bare_llama_server(llama_server_binary: Path, tiny_gguf: Path, tmp_path: Path):
     """llama-server started by hand, as a user would: its own defaults, an alias for the model name."""
-    port = free_loopback_port()
+    port = free_port()
     log = open(tmp_path / "llama-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [str(llama_server_binary), "--model", str(tiny_gguf), "--alias", "peer", "--host", "127.0.0.1",

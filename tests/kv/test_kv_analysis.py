@@ -122,3 +122,16 @@ def test_the_kv_buffers_llama_server_logged_fit_their_own_line() -> None:
     group = analyze_group(points, None, "f16")
     assert group["bytes_per_token"]["logged_kv"] == pytest.approx(16384)
     assert group["fits"]["logged_kv"]["fixed_bytes"] == pytest.approx(0, abs=1e-3)
+
+
+def test_the_simulated_engine_has_no_kv_measurement_and_no_ratio_of_api_ps_to_itself() -> None:
+    run = make_run(with_gpu=False)
+    # The simulated engine's server: a Python process whose RSS does not grow with the KV cache.
+    times = [i * 0.25 for i in range(int(12.0 * 9 / 0.25))]
+    run.proc = pd.DataFrame({"t_s": times, "rss_bytes": 180 * 2**20, "engine_rss_bytes": 0})
+    (group,) = analyze_run(run)["groups"]
+    assert group["fits"]["process_rss"] is None and group["bytes_per_token"]["process_rss"] is None
+    assert all(p["process_rss_bytes"] is None for p in group["points"])
+    assert group["measured_source"] == "ollama_ps"
+    assert group["ratio_to_measured"]["ollama_ps"] is None  # 1.00 by construction: not shown
+    assert group["measurement_note"].startswith("no KV measurement")

@@ -37,20 +37,19 @@ def test_worked_example_from_a_server(sim_url: str) -> None:
     assert code == 0, output
     assert "32 layers, hidden 4096, 32 heads / 8 KV heads, head_dim 128" in output
     assert "num_ctx 8192 x NUM_PARALLEL 4 = 32768 tokens, cache f16" in output
-    lines = {line.strip().split("  ")[0]: line.split()[-2:] for line in output.splitlines()[2:]}
-    assert lines["weights"] == ["4.58", "GiB"]
-    assert lines["KV, rule of thumb (ctx x layers x hidden x 2 B)"] == ["8.00", "GiB"]
-    assert lines["KV, exact (2 x layers x ctx x kv_heads x head_dim x bpe)"] == ["4.00", "GiB"]
+    assert "  weights                         4.58 GiB" in output
+    assert "  KV, rule of thumb               8.00 GiB (ctx x layers x hidden x 2 B)" in output
+    assert "  KV, exact                       4.00 GiB (2 x layers x ctx x kv_heads x" in output
     assert "rule of thumb vs exact" in output and "2.00x (2x too high)" in output
     # (80 GiB - 1 GiB fit margin - 4.58 GiB weights - 1 GiB graph) / 1 GiB per slot at num_ctx 8192.
-    assert output.rstrip().endswith("largest NUM_PARALLEL that fits in 80.0 GiB (less llama-server's 1 GiB fit margin) "
-                                    "at num_ctx 8192  73")
+    assert "  largest NUM_PARALLEL that fits  73 (in 80.0 GiB less llama-server's 1 GiB fit" in output
+    assert max(len(line) for line in output.splitlines()) <= 80
 
 
 def test_quantised_cache_shows_nominal_and_stored_sizes(sim_url: str) -> None:
     code, output = run_cli("kv", "llama3.1:8b", "--parallel", "4", "--cache-type", "q8_0", "--target", sim_url)
     assert code == 0, output
-    assert "KV, exact as stored (q8_0 blocks)" in output and "2.12 GiB" in output
+    assert "KV, exact as stored             2.12 GiB (q8_0 blocks)" in output
     assert "largest NUM_PARALLEL that fits" in output and "give --gpu-memory" in output
 
 
@@ -96,7 +95,7 @@ def test_gguf_file_metadata(tmp_path: Path) -> None:
     # exact: 2 x 2 layers x 1024 x 2 heads x 16 x 2 B = 256 KiB; rule: 1024 x 2 x 64 x 2 = 256 KiB.
     assert "1.00x (exact)" in output
     # (1025 MiB - 1024 MiB fit margin - 24 KiB) / 256 KiB per slot = 3.9 -> 3
-    assert output.rstrip().endswith("3")
+    assert "largest NUM_PARALLEL that fits  3 (in 1.00 GiB" in output
 
 
 def test_bad_sizes_and_combinations_are_usage_errors(tmp_path: Path) -> None:
@@ -120,3 +119,23 @@ def test_bad_sizes_and_combinations_are_usage_errors(tmp_path: Path) -> None:
 )
 def test_ollama_host_resolves_like_ollama_clients(ollama_host: str, base_url: str) -> None:
     assert resolve_ollama_host(ollama_host) == base_url
+
+
+def test_catalog_models_are_answered_offline_in_80_columns() -> None:
+    # No server anywhere: no --target, no OLLAMA_HOST; bench sim's catalog knows llama3.1:8b.
+    offline = {"OLLAMA_HOST": "", "COLUMNS": "80"}
+    for args in (("kv", "llama3.1:8b", "--ctx", "32768", "--parallel", "4", "--gpu-memory", "24GiB"),
+                 ("kv", "llama3.1:8b", "--target", "sim"), ("kv", "--all", "--target", "sim", "--gpu-memory", "24GiB")):
+        code, output = run_cli(*args, env=offline)
+        assert code == 0, output
+        assert output.startswith("from bench sim's catalog (no server asked")
+        assert max(len(line) for line in output.splitlines()) <= 80, output
+        if "--ctx" in args:
+            assert "largest NUM_PARALLEL that fits  4 (in 24.0 GiB" in output
+
+
+def test_a_model_outside_the_catalog_without_a_server_is_one_line_naming_the_ways_out() -> None:
+    code, output = run_cli("kv", "nosuch:7b", env={"OLLAMA_HOST": f"127.0.0.1:{free_port()}", "COLUMNS": "80"})
+    assert code == 2
+    (line,) = output.strip().splitlines()
+    assert line.startswith("error: ")

@@ -12,13 +12,13 @@ from bench.analysis.kv_fit import fit_bytes_per_token
 from bench.analysis.kv_formulas import (
     describe_ratio,
     exact_kv_bytes,
-    format_bytes,
     max_parallel_that_fits,
     parse_bytes,
     rule_of_thumb_bytes,
     size_model,
 )
 from bench.analysis.kv_model import ModelArch, read_gguf
+from bench.numbers import binary_size
 
 GIB = 1024**3
 
@@ -131,12 +131,12 @@ def test_malformed_size_is_a_usage_error() -> None:
 
 
 def test_bytes_print_in_binary_units() -> None:
-    assert format_bytes(GIB) == "1.00 GiB"
-    assert format_bytes(256 * 1024**2) == "256 MiB"
-    assert format_bytes(10.7 * GIB) == "10.7 GiB"
-    assert format_bytes(512) == "512 B"
-    assert format_bytes(2.125 * GIB) == "2.12 GiB"
-    assert format_bytes(4_920_753_328) == "4.58 GiB"
+    assert binary_size(GIB) == "1.00 GiB"
+    assert binary_size(256 * 1024**2) == "256 MiB"
+    assert binary_size(10.7 * GIB) == "10.7 GiB"
+    assert binary_size(512) == "512 B"
+    assert binary_size(2.125 * GIB) == "2.12 GiB"
+    assert binary_size(4_920_753_328) == "4.58 GiB"
 
 
 def test_fit_recovers_slope_and_intercept_exactly() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.analysis.loads import loads_from_ps
+from bench.analysis.model_loads import loads_from_ps
 from bench.analysis.metrics import request_metrics
 from bench.analysis.ollama_semantics import default_num_ctx, effective_num_ctx, semantics_for
 
@@ -63,7 +63,7 @@ def test_slot_wait_and_prefix_cache_hits_follow_v033_field_meanings() -> None:
 
 
 def test_prompts_counted_short_of_what_was_sent_are_reported_as_truncated() -> None:
-    from bench.analysis.loads import truncated_prompts
+    from bench.analysis.model_loads import truncated_prompts
 
     requests = pd.DataFrame({"cell_id": ["a", "a", "b", "b"], "prompt_tokens": [2050, 2050, 990, 1010],
                              "error_class": [None] * 4})

@@ -13,7 +13,8 @@ from bench.analysis.compare import Comparison, GateResult
 from bench.outputs.gate_tables import render_table, to_junit_xml, to_markdown
 from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.plan import describe_cell
-from bench.run.progress import RunProgress, summary_table
+from bench.outputs.summary import summary_table
+from bench.run.progress import RunProgress
 
 EVIL_MODEL = "evil[/]\x1b[2J\x1b]0;pwned\x07|<b>*x*</b>"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.errors import UsageError
-from bench.load import LAG_SAMPLE_SIZE, CellOutcome
+from bench.load.health import LAG_SAMPLE_SIZE, CellOutcome
 from bench.records import load_run
 from bench.run.soak import RecordCounter, RssSample, judge, parse_duration_s
 from reliability.support import bench

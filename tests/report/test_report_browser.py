@@ -83,7 +83,8 @@ def open_report(browser: Any, path: Path, screenshot: str | None = None) -> Open
         opened.images = page.eval_on_selector_all(
             "img, svg", """nodes => nodes.map(n => { const r = n.getBoundingClientRect();
                 return {tag: n.tagName, width: r.width, height: r.height,
-                        natural: n.tagName === 'IMG' ? n.naturalWidth : -1, alt: n.getAttribute('alt')}; })""")
+                        natural: n.tagName === 'IMG' ? n.naturalWidth : -1,
+                        alt: n.getAttribute('alt') || n.getAttribute('aria-label')}; })""")
         opened.script_elements = page.evaluate("document.querySelectorAll('script').length")
         opened.pwned = page.evaluate("window.__pwned")
         opened.body_text = page.inner_text("body")
@@ -111,8 +112,8 @@ def test_full_report_renders_every_section_and_plot(browser: Any, make_run: Call
     run = make_run(gpu=True, ps=True, kv=True, recommendation=True)
     out = write_report([run], run / "report.html")
     opened = open_report(browser, out, screenshot="report-synthetic.png")
-    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "memory", "surfaces",
-                          "environment"])
+    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "memory",
+                          "surfaces", "environment"])
     assert len(opened.images) >= 10
 
 
@@ -120,7 +121,8 @@ def test_comparison_report_renders(browser: Any, make_run: Callable[..., Path], 
     baseline, current = make_run(run_id="base"), make_run(run_id="next", speed_factor=0.6, rejected_at=None)
     out = write_report([baseline, current], tmp_path / "compare.html")
     opened = open_report(browser, out, screenshot="report-compare.png")
-    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "surfaces", "environment"])
+    assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "surfaces",
+                          "environment"])
     assert "next against the baseline base" in opened.body_text
 
 
@@ -131,7 +133,7 @@ def test_sizing_sweep_report_renders_its_four_panel_figure(browser: Any, make_ru
     assert opened.console_errors == [] and opened.images
     alts = [image["alt"] or "" for image in opened.images]
     assert any("memory per setting in GiB" in alt for alt in alts), alts
-    assert "Recommended OLLAMA_NUM_PARALLEL" in opened.body_text
+    assert "recommended ollama_num_parallel" in opened.body_text.lower()  # "Provisional: … recommended …" too
 
 
 async def _through_simulator(base_url: str, t0: float) -> list[Any]:
@@ -219,5 +221,5 @@ def test_report_of_a_real_simulator_run(browser: Any, sim: Callable[..., str], t
     optional = {"memory", "keepalive"}
     assert_clean(opened, opened.section_ids)
     assert [s for s in opened.section_ids if s not in optional] == [
-        "answer", "throughput", "latency", "statistics", "surfaces", "environment"]
+        "answer", "throughput", "latency", "statistics", "timeline", "surfaces", "environment"]
     assert "native/chat c=4" in opened.body_text

@@ -15,7 +15,7 @@ from bench.records import load_run
 from bench.report import render_report, write_report
 
 SCRIPT = "<script>window.__pwned=1</script>"
-ALL_SECTIONS = ["answer", "throughput", "latency", "statistics", "errors", "keepalive", "memory", "surfaces", "environment"]
+ALL_SECTIONS = ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "memory", "surfaces", "environment"]
 
 
 def section_ids(html: str) -> list[str]:
@@ -30,7 +30,7 @@ def report_of(*run_dirs: Path, out: Path | None = None) -> str:
 def test_full_run_shows_every_section_in_order(make_run: Callable[..., Path]) -> None:
     html = report_of(make_run(gpu=True, ps=True, kv=True, recommendation=True))
     assert section_ids(html) == ALL_SECTIONS
-    assert html.count("<img ") >= 10
+    assert html.count("<svg ") >= 10 and "<img " not in html  # plots are inline SVG
     assert "KV cache bytes per token of context" in html
     assert "Recommended OLLAMA_NUM_PARALLEL=2" in html
     assert "Where the 503s came from" in html
@@ -40,13 +40,13 @@ def test_sections_without_data_are_left_out(make_run: Callable[..., Path]) -> No
     run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False,
                    requests_per_cell=40)
     html = report_of(run)
-    assert section_ids(html) == ["answer", "throughput", "latency", "statistics", "environment"]
+    assert section_ids(html) == ["answer", "throughput", "latency", "statistics", "timeline", "environment"]
     assert "No warnings" in html
 
 
 def test_run_with_only_errors_reports_them_without_latency(make_run: Callable[..., Path]) -> None:
     html = report_of(make_run(only_errors=True, cold_measured=False))
-    assert section_ids(html) == ["answer", "errors", "environment"]
+    assert section_ids(html) == ["answer", "errors", "timeline", "environment"]
     assert "client_error" in html and "404" in html
     assert "not found, try pulling it first" in html
 
@@ -125,7 +125,8 @@ def test_a_sweep_without_bench_recommend_still_answers_which_num_parallel(make_r
     run = make_run(sweep=True, surfaces=("native",), rejected_at=None, cold_measured=False,
                    slos={"ttft_p95": "1s"})
     html = render_report([load_run(run)])
-    assert "Recommended OLLAMA_NUM_PARALLEL=4" in html
+    # 8 requests per cell, where ttft_p95 needs 40: the answer is given, and called provisional.
+    assert "Provisional (n=8 where ttft_p95 needs ≥40" in html and "recommended OLLAMA_NUM_PARALLEL=4" in html
     assert "computed by the report from the scenario&#39;s SLOs" in html
     assert "Four charts against NUM_PARALLEL" in html  # throughput, latency and memory against the setting
 

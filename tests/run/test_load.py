@@ -11,9 +11,11 @@ from collections.abc import Callable
 import pytest
 
 from bench.clients.base import RequestSpec
-from bench import load
-from bench.load import (AbortTracker, CellLoad, Clock, StopControl, arrival_offsets_s, run_async, run_cell_load,
-                        uninterrupted)
+from bench.load import clock as load_clock
+from bench.load.control import AbortTracker, StopControl
+from bench.load.cell import CellLoad, run_cell_load
+from bench.load.clock import Clock, run_async, uninterrupted
+from bench.load.schedules import arrival_offsets_s
 from bench.records import RequestRecord
 
 
@@ -192,8 +194,27 @@ def test_run_async_closes_a_coroutine_interrupted_before_it_started(monkeypatch:
     def interrupted_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(load, "_loop_factory", interrupted_factory)
+    monkeypatch.setattr(load_clock, "_loop_factory", interrupted_factory)
     coroutine = never_started()
     with pytest.raises(KeyboardInterrupt):
         run_async(coroutine)
     assert coroutine.cr_frame is None  # closed: no "never awaited" warning at exit
+
+
+def test_each_arrival_picks_its_schedule_by_name() -> None:
+    from bench.load.schedules import SCHEDULES, ClosedLoop, Conversations, OpenLoop, TraceReplay, measured_schedule
+    from bench.workload.specs import CellRequests
+
+    def make_spec(*_: object) -> RequestSpec:
+        raise AssertionError("not sent")
+
+    single = CellRequests(make_spec)
+    assert isinstance(measured_schedule(CellLoad("closed", 3, requests=9), single), ClosedLoop)
+    assert isinstance(measured_schedule(CellLoad("poisson", None, rate_rps=2.0, requests=9), single), OpenLoop)
+    talking = CellRequests(make_spec, start_conversation=lambda *_: pytest.fail("not started"))
+    assert isinstance(measured_schedule(CellLoad("closed", 2, requests=4), talking), Conversations)
+    replay = CellRequests(make_spec, trace_steps=lambda repeat: [])
+    assert isinstance(measured_schedule(CellLoad("trace", None), replay), TraceReplay)
+    assert {"closed", "constant", "poisson", "trace", "conversation"} <= set(SCHEDULES)
+    with pytest.raises(ValueError, match="no such schedule"):
+        measured_schedule(CellLoad("ramp-to-the-moon", 1, requests=1), single)

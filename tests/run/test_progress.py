@@ -12,7 +12,8 @@ from rich.console import Console
 
 from bench.analysis.metrics import cell_summary
 from bench.records import RequestRecord
-from bench.run.progress import RunProgress, _CellStats, summary_table
+from bench.outputs.summary import summary_table
+from bench.run.progress import RunProgress, _CellStats
 
 
 def record(index: int, sent_s: float, ttft_s: float, tokens: int, *, phase: str = "measure",
@@ -100,7 +101,7 @@ def test_end_of_run_table_shows_goodput_and_slo_verdicts_with_one_precision_per_
 
 
 def test_end_of_run_says_when_p95s_rest_on_too_few_requests(tmp_path) -> None:  # noqa: ANN001
-    from bench.load import ClientHealth
+    from bench.load.health import ClientHealth
     from bench.outputs.summary import print_summary
 
     summary = pd.DataFrame({"ok": [16, 64], "requests": [16, 64], "rejected": [0, 0], "errors": [0, 0],
@@ -110,3 +111,42 @@ def test_end_of_run_says_when_p95s_rest_on_too_few_requests(tmp_path) -> None:  
                   ClientHealth(cpu_s=1.0, wall_s=10.0, dispatch_lag_p99_s=0.001, saturated=False), [])
     text = console.export_text()
     assert "1 of 2 cells have fewer than 40 successful requests" in text
+
+
+def test_bars_at_80_columns_trim_the_label_and_keep_every_figure() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, record=True)
+    progress = RunProgress(console, total_cells=25)
+    progress.start_cell(0, "native/chat llama3.1:8b num_ctx=16384 c=16 NP=8", expected=60, warmup=1)
+    for item in RECORDS[:8]:
+        progress.record(item)
+    assert progress.progress is not None
+    table = progress.progress.make_tasks_table(progress.progress.tasks)
+    render = Console(width=80, record=True, file=io.StringIO())
+    render.print(table)
+    lines = render.export_text().splitlines()
+    stats = progress.progress.tasks[-1].fields["stats"]
+    assert all(len(line) <= 80 for line in lines)
+    assert any(stats in line for line in lines), (stats, lines)  # TTFT and tok/s in full
+    assert any("8/61" in line for line in lines)
+    progress.close()
+
+
+def test_end_of_run_table_fits_80_columns_with_every_figure_whole() -> None:
+    summary = pd.DataFrame({"ok": [50, 60], "requests": [50, 60], "rejected": [0, 0], "errors": [0, 0],
+                            "ttft_p50_s": [0.238, 1.181], "ttft_p95_s": [0.262, 1.247], "tpot_p50_s": [0.00303, 0.00591],
+                            "tpot_p95_s": [0.003, 0.0062], "output_tps": [202.3, 988.6], "rps": [1.58, 7.72],
+                            "goodput_rps": [1.58, 0.0]}, index=["a", "b"])
+    labels = {"a": "c=1 NP=1", "b": "c=16 NP=8"}
+    slos = {"ttft_p95": "500ms", "tpot_p95": "5.5ms"}
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(summary_table(summary, labels, slos, width=80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for figure in ("50/50", "238", "1247", "5.91", "989", "1.58", "c=16 NP=8", "p50 ms", "misses", "ttft_p95"):
+        assert figure in text, figure
+    assert "rej" not in text and "err " not in text  # no rejections or errors anywhere: columns left out
+    wide = Console(width=250, record=True, file=io.StringIO())
+    wide.print(summary_table(summary, labels, slos, width=250))
+    wide_text = wide.export_text()
+    assert "rej" in wide_text and "TTFT p50 ms" in wide_text

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ScenarioError
-from bench.prompts import Calibration, PromptSource, calibrate, fit_calibration, read_prompt_file
+from bench.workload.prompts import Calibration, PromptSource, calibrate, fit_calibration, read_prompt_file
 from bench.records import RequestRecord
 from bench.scenario import Distribution, PromptSpec
 

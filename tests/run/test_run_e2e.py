@@ -81,7 +81,7 @@ def test_run_records_every_request_on_both_surfaces(sim, tmp_path: Path) -> None
 
 
 def test_concurrency_one_agrees_with_the_simulators_configuration(sim, tmp_path: Path) -> None:  # noqa: ANN001
-    from bench.sim import perf
+    from bench.sim import roofline
     from bench.sim.catalog import load_catalog
 
     base_url = sim(speed=1.0, gpu="l4", env={"OLLAMA_NUM_PARALLEL": "1"})
@@ -95,8 +95,8 @@ def test_concurrency_one_agrees_with_the_simulators_configuration(sim, tmp_path:
     catalog = load_catalog()
     model, gpu = catalog.resolve("llama3.2:1b"), catalog.gpus["l4"]
     # Fully offloaded (gpu fraction 1); the L4's 23034 MiB gives the 4096 context tier, batch 512.
-    step_s = perf.decode_step_s(model, gpu, 1.0, 1, 2048 + 12, 2)
-    ttft_s = perf.prefill_s(model, gpu, 1.0, 2048, 512) + step_s
+    step_s = roofline.decode_step_s(model, gpu, 1.0, 1, 2048 + 12, 2)
+    ttft_s = roofline.prefill_s(model, gpu, 1.0, 2048, 512) + step_s
     summary = pd.read_csv(out / "summary.csv").iloc[0]
     # The quick start's claim is 10%; on a busy CI host allow 25% so the test is not flaky.
     assert summary["ttft_p50_s"] == pytest.approx(ttft_s, rel=0.25)

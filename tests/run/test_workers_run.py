@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from bench.analysis.metrics import cell_summary
 from bench.cli import cli
-from bench.load import CellLoad
+from bench.load.cell import CellLoad
 from bench.records import load_run
-from bench.run.cell_workers import split_load
+from bench.load.workers import split_load
 from polling import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +89,7 @@ def test_two_workers_give_the_same_records_and_summary_as_one(tmp_path: Path) ->
 # A parent that starts one client process, which blocks, then waits; the test SIGKILLs the parent.
 ORPHAN_PARENT = """
 import os, sys, time
-from bench.workers import WorkerPool
+from bench.load.workers import WorkerPool
 
 def block(plan, link):
     print("child", os.getpid(), flush=True)

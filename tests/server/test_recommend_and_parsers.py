@@ -12,7 +12,7 @@ import pytest
 from bench.errors import UsageError
 from bench.analysis.recommend import parse_duration_s, parse_slo, recommend
 from bench.records import RequestRecord, Run
-from bench.analysis.studies import keep_alive_seconds
+from bench.analysis.server_studies import keep_alive_seconds
 
 
 @pytest.mark.parametrize("text,seconds", [("2s", 2.0), ("100ms", 0.1), ("1.5", 1.5), ("1m", 60.0)])

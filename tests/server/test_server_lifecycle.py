@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from bench.errors import TargetError
-from bench.run.managed_server import ManagedServer, check_models, free_port, server_pids, sim_command
+from bench.processes import free_port
+from bench.run.managed_server import ManagedServer, check_models, server_pids, sim_command
 from polling import wait_for
 
 FAKE_OLLAMA = str(Path(__file__).with_name("fake_ollama.py"))

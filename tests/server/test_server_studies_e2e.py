@@ -14,18 +14,23 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.analysis.metrics import cell_summary
 from bench.records import load_run
-from bench.analysis.studies import keep_alive_study, queue_study
+from bench.analysis.server_studies import keep_alive_study, queue_study
 
 pytestmark = pytest.mark.e2e
 
 
-def run_scenario_file(tmp_path: Path, scenario: dict) -> Path:
+def run_scenario_cli(tmp_path: Path, scenario: dict) -> tuple[Path, str]:
+    """`bench run` of the scenario: the run directory and what the command printed."""
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(out), "--no-report"])
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.output
+
+
+def run_scenario_file(tmp_path: Path, scenario: dict) -> Path:
+    return run_scenario_cli(tmp_path, scenario)[0]
 
 
 def sim_server(speed: float, env: dict, *extra: str) -> dict:
@@ -36,7 +41,7 @@ def sim_server(speed: float, env: dict, *extra: str) -> dict:
 def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_that_fits(tmp_path: Path) -> None:
     # 5 GiB of GPU: llama3.2:1b at num_ctx 16384 fits with NUM_PARALLEL 4 (weights 0.97 GiB + KV 2 GiB
     # + compute 0.5 GiB within llama-server's 1 GiB fit margin), spills with 8 (KV 4 GiB).
-    run_dir = run_scenario_file(tmp_path, {
+    run_dir, printed = run_scenario_cli(tmp_path, {
         "name": "np-sweep",
         "server": sim_server(1, {"OLLAMA_NUM_PARALLEL": [1, 2, 4, 8], "OLLAMA_KEEP_ALIVE": "-1"},
                              "--gpu-memory", "5GiB"),
@@ -44,6 +49,10 @@ def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_
                      "prompt": {"tokens": 64}, "max_tokens": 32},
         "load": {"concurrency": [4, 8], "requests": 8, "warmup_requests": 1},
     })
+    # `bench run` of a NUM_PARALLEL sweep ends with the answer (8 requests per cell: provisional).
+    answer = printed[printed.index("OLLAMA_NUM_PARALLEL: the best cell of each setting"):]
+    assert "recommended OLLAMA_NUM_PARALLEL=4" in answer and "provisional (n=" in answer
+    assert "NP=8:" in answer and "spills to CPU" in answer
     run = load_run(run_dir)
     summary = cell_summary(run.requests).join(run.cells.set_index("cell_id")[["OLLAMA_NUM_PARALLEL", "concurrency"]])
     tps = summary.set_index(["OLLAMA_NUM_PARALLEL", "concurrency"])["output_tps"]
@@ -56,7 +65,8 @@ def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_
     report = CliRunner().invoke(cli, ["report", str(run_dir), "--out", str(run_dir / "report.html")])
     assert report.exit_code == 0, report.output
     html = (run_dir / "report.html").read_text()
-    assert "Recommended OLLAMA_NUM_PARALLEL=4" in html and "computed by the report" in html
+    # 8 requests per cell: fewer than a p95 needs, so the answer says it is provisional.
+    assert "Provisional (n=" in html and "recommended OLLAMA_NUM_PARALLEL=4" in html and "computed by the report" in html
 
     # A what-if (no --write) leaves the run as it was, and says so; exit 1: no setting meets 1 ms.
     before = html
@@ -83,11 +93,12 @@ def test_num_parallel_sweep_grows_then_flattens_and_recommend_picks_the_largest_
 
 
 def test_recommend_on_a_run_without_a_sweep_is_a_one_line_error(tmp_path: Path) -> None:
-    run_dir = run_scenario_file(tmp_path, {
+    run_dir, printed = run_scenario_cli(tmp_path, {
         "name": "no-sweep", "server": sim_server(20, {}),
         "workload": {"model": "qwen2.5:0.5b", "max_tokens": 4, "prompt": {"tokens": 16}},
         "load": {"requests": 2, "warmup_requests": 0},
     })
+    assert "OLLAMA_NUM_PARALLEL: the best cell" not in printed  # no NUM_PARALLEL axis, no answer block
     result = CliRunner().invoke(cli, ["recommend", str(run_dir)])
     assert result.exit_code == 2
     assert "not a NUM_PARALLEL sweep" in result.output

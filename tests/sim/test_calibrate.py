@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from bench.analysis.speed_calibration import ModelShape, calibrated_catalog
 from bench.cli import cli
 from bench.records import load_run
-from bench.sim import perf
+from bench.sim import roofline
 from bench.sim.catalog import load_catalog
 from bench.sim.config import build_config
 
@@ -45,22 +45,22 @@ def measured_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _known_shape(name: str) -> ModelShape | None:
     spec = load_catalog().resolve(name)
     assert spec is not None
-    return ModelShape(spec.name, spec.size_bytes, spec.parameter_count, perf.kv_bytes_per_token(spec, 2.0))
+    return ModelShape(spec.name, spec.size_bytes, spec.parameter_count, roofline.kv_bytes_per_token(spec, 2.0))
 
 
 def test_calibration_reproduces_the_measured_decode_and_prefill(measured_run: Path) -> None:
     """The profile made from the run gives back the run's own per-token times (jitter σ 4%)."""
-    calibration, document = calibrated_catalog(measured_run, _known_shape, perf.TOKEN_OVERHEAD_S)
+    calibration, document = calibrated_catalog(measured_run, _known_shape, roofline.TOKEN_OVERHEAD_S)
     config = build_config({}, calibrated=document)
     assert config.gpu is not None and config.gpu.name == "calibrated"
     model = config.catalog.resolve(MODEL)
     assert model is not None
     context = round(calibration.mean_context_tokens)
-    step_s = perf.decode_step_s(model, config.gpu, 1.0, 1, context, 2.0)
+    step_s = roofline.decode_step_s(model, config.gpu, 1.0, 1, context, 2.0)
     assert step_s == pytest.approx(1 / calibration.decode_tokens_per_s, rel=0.01)
-    l4_step_s = perf.decode_step_s(model, load_catalog().gpus["l4"], 1.0, 1, context, 2.0)
+    l4_step_s = roofline.decode_step_s(model, load_catalog().gpus["l4"], 1.0, 1, context, 2.0)
     assert step_s == pytest.approx(l4_step_s / 10, rel=0.06)  # the source ran the L4 at --speed 10
-    prefill_s = perf.prefill_s(model, config.gpu, 1.0, 1024, perf.NUM_BATCH)
+    prefill_s = roofline.prefill_s(model, config.gpu, 1.0, 1024, roofline.NUM_BATCH)
     assert 1024 / prefill_s == pytest.approx(calibration.prefill_tokens_per_s, rel=0.02)
     assert config.gpu.speed_basis.startswith(f"calibrated from run {calibration.run_id}")
 

@@ -13,7 +13,7 @@ import pytest
 
 from bench.sim.config import build_config, parse_host
 from bench.sim.durations import keep_alive_s, parse_go_duration_s
-from bench.sim.errors import SimConfigError
+from bench.sim.config_errors import SimConfigError
 
 
 def test_defaults_match_ollama() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bench.sim import memory, perf
+from bench.sim import memory, roofline
 from bench.sim.backend import LoadRequest
 from bench.sim.catalog import ModelSpec, load_catalog
 from bench.sim.testing import simulator_for
@@ -122,13 +122,13 @@ def test_preflight_evicts_only_when_another_model_is_loaded(sim) -> None:
 def test_spilling_an_eighth_of_the_layers_makes_decode_several_times_slower() -> None:
     catalog = load_catalog()
     model, gpu = catalog.models[MODEL], catalog.gpus["rtx4090"]
-    assert perf.decode_step_s(model, gpu, 28 / 32, 1, 100, 2) > 3 * perf.decode_step_s(model, gpu, 1.0, 1, 100, 2)
+    assert roofline.decode_step_s(model, gpu, 28 / 32, 1, 100, 2) > 3 * roofline.decode_step_s(model, gpu, 1.0, 1, 100, 2)
 
 
 def test_aggregate_decode_throughput_grows_sublinearly_with_slots() -> None:
     catalog = load_catalog()
     model, gpu = catalog.models[MODEL], catalog.gpus["rtx4090"]
-    rates = [b / perf.decode_step_s(model, gpu, 1.0, b, b * 1000, 2) for b in (1, 2, 4, 8)]
+    rates = [b / roofline.decode_step_s(model, gpu, 1.0, b, b * 1000, 2) for b in (1, 2, 4, 8)]
     assert rates == sorted(rates)
     assert rates[3] < 8 * rates[0]
     assert 80 < rates[0] < 200  # ≈140 tok/s for an 8B Q4_K_M on a 1 TB/s GPU (perf model doc)
@@ -149,7 +149,7 @@ def test_seventy_b_spills_on_a_24_gib_gpu_but_fits_an_h100() -> None:
 def test_jitter_mean_does_not_depend_on_seed() -> None:
     means = []
     for seed in (1, 2, 3):
-        jitter = perf.Jitter(seed)
+        jitter = roofline.Jitter(seed)
         means.append(sum(jitter.factor() for _ in range(20000)) / 20000)
     assert all(abs(mean - 1.0) < 0.002 for mean in means)
-    assert perf.Jitter(7).factor() == perf.Jitter(7).factor()
+    assert roofline.Jitter(7).factor() == roofline.Jitter(7).factor()

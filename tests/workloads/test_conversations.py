@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from bench.clients.base import RequestSpec, chat_messages
-from bench.conversations import ConversationMaker, read_conversation_file, render_transcript
+from bench.workload.conversations import ConversationMaker, read_conversation_file, render_transcript
 from bench.errors import ScenarioError
-from bench.load import CellLoad, Clock, StopControl, run_cell_load
-from bench.prompts import PromptSource
+from bench.load.cell import CellLoad, run_cell_load
+from bench.workload.specs import CellRequests
+from bench.load.clock import Clock
+from bench.load.control import StopControl
+from bench.workload.prompts import PromptSource
 from bench.records import RequestRecord
 from bench.scenario import ConversationSpec, PromptSpec, SecondsDistribution
 
@@ -156,8 +159,8 @@ def drive(load: CellLoad, source: ConversationMaker) -> tuple[EchoServer, list[R
     async def main() -> EchoServer:
         clock = Clock()
         server = EchoServer(clock)
-        await run_cell_load(load, lambda *a: pytest.fail("single-turn spec asked"), server.send,
-                            records.append, clock, StopControl(), start_conversation=source.start)
+        requests = CellRequests(lambda *a: pytest.fail("single-turn spec asked"), start_conversation=source.start)
+        await run_cell_load(load, requests, server.send, records.append, clock, StopControl())
         return server
 
     return asyncio.run(main()), records

@@ -75,3 +75,26 @@ def test_workload_flags_with_a_scenario_file_are_refused(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["run", str(ROOT / "scenarios" / "quickstart.yaml"),
                                       "--concurrency", "2"])
     assert result.exit_code == 2 and "--concurrency: describes a flag-only run" in result.output
+
+
+def test_sim_env_with_a_list_is_a_server_axis_of_managed_simulators() -> None:
+    scenario = flag_scenario(target="sim", model=["llama3.2:1b"], concurrency=[1, 4], sim_gpu="l4",
+                             sim_env={"OLLAMA_NUM_PARALLEL": "1,2,4", "OLLAMA_KEEP_ALIVE": "-1"})
+    assert scenario.server is not None and scenario.target is None
+    assert scenario.server.env == {"OLLAMA_NUM_PARALLEL": ["1", "2", "4"], "OLLAMA_KEEP_ALIVE": ["-1"]}
+    assert list(scenario.server.command)[:4] == ["bench", "sim", "--gpu", "l4"]
+    cells = plan_cells(scenario)
+    assert sorted({(c.settings["OLLAMA_NUM_PARALLEL"], c.settings["concurrency"]) for c in cells}) == [
+        ("1", 1), ("1", 4), ("2", 1), ("2", 4), ("4", 1), ("4", 4)]
+    assert len({c.server_group for c in cells}) == 3  # one simulator per NUM_PARALLEL
+
+
+@pytest.mark.parametrize("value,message", [("1,x", "'x' is not a whole number"), ("1,,2", "an empty value in the list"),
+                                           ("2,2", "a value is listed twice")])
+def test_a_bad_sim_env_list_fails_before_anything_starts(tmp_path: Path, value: str, message: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--target", "sim", "--model", "llama3.2:1b", "--sim-env",
+                                      f"OLLAMA_NUM_PARALLEL={value}", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: --sim-env OLLAMA_NUM_PARALLEL={value}: {message}"]
+    assert not out.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.prompts import PromptSource
+from bench.workload.prompts import PromptSource
 from bench.records import load_run
 from bench.scenario import Distribution, PromptSpec, parse_scenario
 

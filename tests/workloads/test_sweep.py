@@ -83,17 +83,17 @@ def test_the_answer_names_capacity_knee_and_highest_load_within_slos() -> None:
 
 def configured_capacity_rps(num_parallel: int, prompt_tokens: int, max_tokens: int, speed: float) -> float:
     """What the simulator's performance model makes of NUM_PARALLEL slots all busy."""
-    from bench.sim import perf
+    from bench.sim import roofline
     from bench.sim.catalog import load_catalog
 
     catalog = load_catalog()
     model, gpu = catalog.resolve("llama3.2:1b"), catalog.gpus["l4"]
     placement: object = 1.0  # the model fits the L4 whole
-    if "layout" in inspect.signature(perf.decode_step_s).parameters:
-        placement = perf.memory_layout(model, 4096, 2, gpu.memory_bytes)
+    if "layout" in inspect.signature(roofline.decode_step_s).parameters:
+        placement = roofline.memory_layout(model, 4096, 2, gpu.memory_bytes)
     context_total = num_parallel * (prompt_tokens + max_tokens // 2)
-    step_s = perf.decode_step_s(model, gpu, placement, num_parallel, context_total, 2)
-    e2e_s = perf.prefill_s(model, gpu, placement, prompt_tokens) + max_tokens * step_s
+    step_s = roofline.decode_step_s(model, gpu, placement, num_parallel, context_total, 2)
+    e2e_s = roofline.prefill_s(model, gpu, placement, prompt_tokens) + max_tokens * step_s
     return num_parallel / e2e_s * speed
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.errors import ScenarioError
 from bench.records import load_run
-from bench.trace import read_trace
+from bench.workload.trace import read_trace
 
 TRACE = """\
 {"timestamp": 100.0, "prompt_tokens": 200, "max_tokens": 16, "conversation_id": "a"}

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients.base import RequestSpec
-from bench.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
-from bench.prompts import PromptSource, draw_tokens, nonce
-from bench.records import Phase, RequestRecord
+from bench.workload.prompt_files import FileConversation, read_conversation_file  # noqa: F401 - re-exported
+from bench.workload.prompts import PromptSource, draw_tokens, nonce
+from bench.records.record import Phase, RequestRecord
+from bench.numbers import MAX_SECONDS
 from bench.scenario import ConversationSpec, Distribution, SecondsDistribution
 
 def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Random) -> float:
@@ -29,7 +30,8 @@ def draw_think_time_s(think_time: float | SecondsDistribution, rng: random.Rando
         if think_time.distribution == "uniform":
             return rng.uniform(think_time.low, think_time.high)  # type: ignore[arg-type]
         mean = float(think_time.mean)  # type: ignore[arg-type]
-        return rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+        # The exponential's tail passes any bound: a draw is capped like every duration.
+        return min(rng.expovariate(1.0 / mean), MAX_SECONDS) if mean > 0 else 0.0
     return float(think_time)
 
 
@@ -187,7 +189,7 @@ def trace_conversations(entries: list[Any], template: RequestSpec, prompts: Prom
             seed_key = f"{template.cell_id}:{template.repeat}:trace:{index}"
             if entry.prompt is not None:
                 text = entry.prompt
-                if turn == 0:  # unique per replay, as every bench prompt (bench.prompts)
+                if turn == 0:  # unique per replay, as every bench prompt (bench.workload.prompts)
                     text = f"[{nonce(prompts.seed, template.cell_id, template.repeat, index)}] {text}"
             else:
                 text = prompts.user_text(key, seed_key, entry.prompt_tokens)
@@ -198,4 +200,6 @@ def trace_conversations(entries: list[Any], template: RequestSpec, prompts: Prom
             max_tokens=[entries[index].max_tokens for index in indexes],
         )
     by_line = {index: conversations[cid] for cid, indexes in grouped.items() for index in indexes}
-    return [((entry.time_s - first_s) * time_scale, by_line[index]) for index, entry in enumerate(entries)]
+    # time_scale may stretch a week-long trace past a week: every offset is capped like a duration.
+    return [(min((entry.time_s - first_s) * time_scale, MAX_SECONDS), by_line[index])
+            for index, entry in enumerate(entries)]

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import ScenarioError
+from bench.numbers import MAX_SECONDS
 
 
 class TraceEntry(BaseModel):
@@ -50,10 +51,9 @@ class TraceEntry(BaseModel):
 
 def read_trace(path: Path) -> list[TraceEntry]:
     """The trace's entries in time order; ScenarioError `FILE:LINE: problem` for a bad line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{path}: cannot read ({error})") from None
+    from bench.inputs import MAX_DATA_BYTES, read_input_text
+
+    text = read_input_text(path, MAX_DATA_BYTES, ScenarioError, "trace file")
     entries = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -69,4 +69,17 @@ def read_trace(path: Path) -> list[TraceEntry]:
             raise ScenarioError(f"{path}:{line_number}: {where + ': ' if where else ''}{message}") from None
     if not entries:
         raise ScenarioError(f"{path}:1: no requests in the trace")
+    _check_span(path, entries)
     return sorted(entries, key=lambda entry: entry.time_s)
+
+
+def _check_span(path: Path, entries: list[TraceEntry]) -> None:
+    """A trace longer than MAX_SECONDS (a week, as every duration) is a typo or the wrong unit:
+    refused, naming the line, rather than replayed as a run that never ends."""
+    first_s = min(entry.time_s for entry in entries)
+    for line_number, entry in enumerate(entries, start=1):
+        if entry.time_s - first_s > MAX_SECONDS:
+            raise ScenarioError(
+                f"{path}:{line_number}: timestamp {entry.time_s:g} s is {entry.time_s - first_s:.3g} s after "
+                f"the first request: more than {MAX_SECONDS:g} s (a week), the longest duration bench accepts"
+                " (timestamp_ms for milliseconds)")

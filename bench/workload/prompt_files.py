@@ -1,6 +1,6 @@
 """Prompt and conversation files, read once: JSONL `prompt` lines, ShareGPT `conversations`,
 OpenAI-style `messages`, or one JSON list of those. Every problem is one ScenarioError naming the
-file and the line (bench.prompts and bench.conversations use what is read here)."""
+file and the line (bench.workload.prompts and bench.workload.conversations use what is read here)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from bench.errors import ScenarioError
 
 def read_text_file(path: Path) -> str:
     """A prompt or conversation file's text; ScenarioError (one line) when unreadable or not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
+    from bench.inputs import MAX_DATA_BYTES, read_input_text
+
+    return read_input_text(path, MAX_DATA_BYTES, ScenarioError, "prompt file")
 
 
 def read_json_items(path: Path) -> list[tuple[int, Any]]:
@@ -53,13 +50,13 @@ def read_prompt_file(path: Path) -> list[str]:
 
 def _prompt_of(item: Any, path: Path, where: int) -> str:
     if isinstance(item, dict) and isinstance(item.get("prompt"), str):
-        return item["prompt"]
+        return str(item["prompt"])
     if isinstance(item, dict) and isinstance(item.get("conversations"), list):
         for turn in item["conversations"]:
             if isinstance(turn, dict) and turn.get("from") in ("human", "user") and isinstance(
                 turn.get("value"), str
             ):
-                return turn["value"]
+                return str(turn["value"])
     raise ScenarioError(f"{path}:{where}: expected {{\"prompt\": ...}} or ShareGPT conversations")
 
 

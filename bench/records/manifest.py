@@ -1,7 +1,7 @@
 """manifest.json's schema: what a run is (scenario, host, target, options) and where it stands
 (cells, servers, client health, calibrations, notes).
 
-The boundary between a run and everything that reads it: bench.run.manifest writes it (the only
+The boundary between a run and everything that reads it: bench.run.manifest_writer writes it (the only
 writer), `bench.records.load_run` parses it once into a `Manifest`, and readers use its fields.
 Every model accepts keys it does not know (a newer bench's manifest still loads) and defaults
 what an older or interrupted run never wrote.
@@ -25,7 +25,7 @@ class ManifestCell(_Stored):
     status: str = "pending"  # pending | complete | partial
     server_id: int | None = None  # index into `servers` (managed or simulated targets)
     label: str | None = None  # bench.plan.cell_label, as shown everywhere
-    stop: dict[str, Any] | None = None  # adaptive runs: the stop_when verdict (bench.run.study)
+    stop: dict[str, Any] | None = None  # adaptive runs: the stop_when verdict (bench.run.adaptive_study)
     skip_reason: str | None = None  # pruned studies: why the cell was skipped
     node: dict[str, Any] | None = None  # --ray: the node that measured the cell
     # Why a cell is partial or was not run when the run could say more than "interrupted"
@@ -60,7 +60,7 @@ class HostRecord(_Stored):
 
 
 class ClientRecord(_Stored):
-    """Was the load generator the bottleneck? (bench.load.client_health)"""
+    """Was the load generator the bottleneck? (bench.load.health.client_health)"""
 
     cpu_s: float | None = None
     wall_s: float | None = None
@@ -77,7 +77,7 @@ class OptionsRecord(_Stored):
     transport: str | None = None  # as asked; Manifest.transport is what measured
     api_key_env: str | None = None  # where the key came from, never the key
     resumed: bool = False
-    adaptive: bool = False  # --adaptive: stop_when and pruning (bench.run.study)
+    adaptive: bool = False  # --adaptive: stop_when and pruning (bench.run.adaptive_study)
     full_grid: bool = False  # --full-grid: the scenario's stop_when and prune off
     workers: int = 1  # --workers: client processes per cell
 

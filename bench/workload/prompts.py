@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.prompt_files import read_conversation_file, read_prompt_file  # noqa: F401 - read_prompt_file re-exported
-from bench.records import RequestRecord
-from bench.scenario import Distribution, PromptSpec
+from bench.workload.prompt_files import read_conversation_file, read_prompt_file  # noqa: F401 - read_prompt_file re-exported
+from bench.errors import ScenarioError
+from bench.records.record import RequestRecord
+from bench.scenario import Distribution, PromptSpec, Scenario
 
 DEFAULT_CHARS_PER_TOKEN = 4.0  # English text with Llama-family tokenizers, before calibration
 _PROBE_SHORT_CHARS = 200
@@ -101,7 +102,7 @@ class PromptSource:
     calibrations: dict[tuple[str, str, str], Calibration] = field(default_factory=dict)
     conversations: bool = False  # the file holds conversations to replay turn by turn
     _file_prompts: list[str] | None = None
-    file_conversations: list[Any] | None = None  # bench.conversations.FileConversation
+    file_conversations: list[Any] | None = None  # bench.workload.prompt_files.FileConversation
     file_replies: list[str | None] = field(default_factory=list)  # reference answer per file item
 
     def __post_init__(self) -> None:
@@ -130,7 +131,7 @@ class PromptSource:
         if isinstance(max_tokens, Distribution):
             return draw_tokens(max_tokens, random.Random(f"{self.seed}:{seed_key}:max_tokens"))
         if max_tokens != "from_data":
-            return max_tokens
+            return None if max_tokens is None else int(max_tokens)
         lengths = [self.reply_tokens(key, reply) for reply in self.file_replies]
         own = lengths[file_index % len(lengths)] if lengths else None
         if own is not None:
@@ -229,3 +230,13 @@ def fit_calibration(probes: list[dict[str, Any]]) -> Calibration:
     overhead = max(0.0, short["prompt_tokens"] - short["prompt_chars"] / chars_per_token)
     return Calibration(chars_per_token=round(chars_per_token, 4),
                        overhead_tokens=round(overhead, 2), source="fitted", probes=tuple(probes))
+
+
+def prompt_source(scenario: Scenario) -> PromptSource:
+    """The run's prompts, its prompt file read and checked now (ScenarioError naming the file)."""
+    where = scenario.where("workload", "prompt", "file")
+    try:
+        return PromptSource(scenario.workload.prompt, scenario.workload.seed,
+                            conversations=scenario.workload.conversation is not None)
+    except ScenarioError as error:
+        raise ScenarioError(f"{where}: {error}") from None

@@ -1,5 +1,5 @@
 """The one writer of manifest.json: a run's fixed facts when it starts, then where it stands after
-every cell (the schema is bench.manifest.Manifest)."""
+every cell (the schema is bench.records.manifest.Manifest)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.load import CellOutcome, client_health
-from bench.manifest import (
-    ClientRecord,
-    HostRecord,
-    Manifest,
-    ManifestCell,
-    OptionsRecord,
-    ServerRecord,
-    SessionRecord,
-    TargetRecord,
-)
+from bench.load.health import CellOutcome, client_health
+from bench.records.manifest import ClientRecord, HostRecord, Manifest, ManifestCell, OptionsRecord, ServerRecord, SessionRecord, TargetRecord
 from bench.plan import Cell
-from bench.prompts import Calibration
+from bench.workload.prompts import Calibration
 from bench.records import write_json
 from bench.run.resolve import ResolvedRun
 

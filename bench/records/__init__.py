@@ -37,7 +37,15 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import orjson
 
 from bench.errors import RunDirError
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
+from bench.records.record import (  # noqa: F401 - the record model, re-exported for the later stages
+    ERROR_CLASSES,
+    RECORD_FIELDS,
+    Endpoint,
+    Phase,
+    RequestRecord,
+    Surface,
+)
 from bench.secrets import has_secrets, redact
 
 MANIFEST_FILE = "manifest.json"
@@ -53,83 +61,6 @@ RECOMMENDATION_JSON = "recommendation.json"
 KV_JSON = "kv.json"
 REPORT_HTML = "report.html"
 
-Surface = Literal["native", "openai"]
-Endpoint = Literal["chat", "generate", "completions", "embed"]
-Phase = Literal["warmup", "measure"]
-
-# error_class values. `rejected` is a 503 from a full scheduler queue; the rest follow the
-# HTTP status or the way the stream failed.
-ERROR_CLASSES = (
-    "rejected",  # 503 "server busy ... maximum pending requests exceeded"
-    "client_error",  # other 4xx (404 unknown model, 400 bad body)
-    "server_error",  # other 5xx, or {"error": ...} inside a 200 stream
-    "timeout",  # no byte for longer than the request timeout
-    "disconnected",  # connection refused / reset / closed before done
-    "bad_stream",  # a line or event that is not valid JSON, or a stream with no done/[DONE]
-)
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one request. Written as one JSON line; None means 'did not happen'."""
-
-    cell_id: str
-    request_index: int  # dispatch order within the cell (0-based), unique per (cell, repeat)
-    surface: Surface
-    endpoint: Endpoint
-    model: str
-    repeat: int = 0
-    phase: Phase = "measure"
-    worker: int = 0  # load-generator process that sent it (issue 8's multi-process mode)
-    # Multi-turn workloads: the conversation this request belongs to and its user turn (1-based);
-    # None for single-turn requests.
-    conversation_id: str | None = None
-    turn: int | None = None
-    # Times: seconds since run t0 on the monotonic clock.
-    scheduled_s: float | None = None  # when the load schedule intended to send it
-    sent_s: float | None = None  # when the request was handed to the connection
-    headers_s: float | None = None  # response status line and headers received
-    first_token_s: float | None = None  # first chunk carrying generated text (thinking included)
-    first_content_s: float | None = None  # first chunk carrying answer content (not thinking)
-    end_s: float | None = None  # done line / [DONE] / error / give-up
-    # Arrival time of every chunk that carried generated text, in order (first_token_s included).
-    chunk_times_s: list[float] = field(default_factory=list)
-    # Outcome.
-    status: int | None = None  # HTTP status; None when no response arrived
-    error_class: str | None = None  # one of ERROR_CLASSES, None on success
-    error_message: str | None = None  # server's error text or exception summary, truncated
-    done_reason: str | None = None  # stop / length / load / unload (OpenAI finish_reason mapped)
-    # Server-reported counts and timings (native: final line; openai: usage).
-    prompt_tokens: int | None = None  # prompt_eval_count / usage.prompt_tokens
-    output_tokens: int | None = None  # eval_count / usage.completion_tokens
-    # Prompt tokens the server says it took from its prompt cache, when it says so (OpenAI
-    # usage.prompt_tokens_details.cached_tokens). Ollama's native API does not: its
-    # prompt_eval_count counts cached tokens too, and only prompt_eval_duration shrinks.
-    cached_prompt_tokens: int | None = None
-    load_duration_ns: int | None = None
-    prompt_eval_duration_ns: int | None = None
-    eval_duration_ns: int | None = None
-    total_duration_ns: int | None = None
-    # What we sent and got, in characters (prompt calibration; no text is stored by default).
-    prompt_chars: int = 0
-    output_chars: int = 0
-    # Optional, only when the scenario asks to store bodies (issue 9: nothing leaks by default).
-    prompt_text: str | None = None
-    output_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error_class is None
-
-    def to_json_line(self) -> bytes:
-        # orjson serialises the dataclass itself, fields in declaration order: the same bytes as
-        # dumps(asdict(self)) at ~3 µs instead of ~50 (asdict deep-copies every field).
-        return orjson.dumps(self) + b"\n"
-
-
-RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RequestRecord))
-
-
 class RecordWriter:
     """Appends records to requests.jsonl, flushed per record so a crash keeps what was measured."""
 
@@ -138,11 +69,14 @@ class RecordWriter:
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def append(self, record: RequestRecord) -> None:
-        if record.error_message:
-            # A server or library may quote the request's headers back: never store the key.
-            record.error_message = redact(record.error_message)
+        line = record.to_json_line()
+        if has_secrets():
+            # A server or library may quote the key back (headers in an error, an echo in any
+            # field, changed in case or cut): never store it. Keys are visible ASCII, which JSON
+            # leaves as it is, so the encoded line is redacted as text.
+            line = redact(line.decode("utf-8")).encode("utf-8")
         # One write() per record on an unbuffered file: each line reaches the OS whole.
-        self._file.write(record.to_json_line())
+        self._file.write(line)
 
     def close(self) -> None:
         if not self._file.closed:
@@ -209,7 +143,9 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
     line that is JSON but not a record (an object)."""
     if not path.exists():
         return
-    with open(path, "rb") as lines:
+    from bench.inputs import open_input
+
+    with open_input(path, RunDirError, "records file") as lines:
         for raw_line in lines:
             try:
                 row = orjson.loads(raw_line)
@@ -287,6 +223,9 @@ def number_or_none(value: Any) -> float | None:
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
+    from bench.records.atomic import refuse_unless_replaceable
+
+    refuse_unless_replaceable(path)
     temp_path = path.with_suffix(path.suffix + ".tmp")
     encoded = orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
     if has_secrets():  # failure reasons, notes: text that may quote an error message
@@ -296,14 +235,15 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    from bench.inputs import MAX_JSON_BYTES, read_input_bytes
+
+    if not path.exists() and not path.is_symlink():
+        raise RunDirError(f"{path}: not found")
+    data = read_input_bytes(path, MAX_JSON_BYTES, RunDirError, "JSON file")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise RunDirError(f"{path}: not found") from error
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise RunDirError(f"{path}: not valid JSON ({error})") from error
-    except OSError as error:
-        raise RunDirError(f"{path}: cannot read ({error.strerror or error})") from error
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -427,8 +427,3 @@ def _with_queue_verdict(cell: QueueCell) -> QueueCell:
         verdict = (f"{cell.rejected} of {cell.requests} requests rejected (503), {cell.rejected_while_warm} of them "
                    f"while the model was warm ({queue}): Ollama's scheduler does not do that; check the server log")
     return QueueCell(**{**cell.__dict__, "verdict": verdict})
-
-
-def queue_frame(cells: tuple[QueueCell, ...]) -> pd.DataFrame:
-    """The queue study as a DataFrame (index cell_id), for the report."""
-    return pd.DataFrame([cell.__dict__ for cell in cells]).set_index("cell_id") if cells else pd.DataFrame()

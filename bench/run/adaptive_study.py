@@ -14,7 +14,7 @@ import httpx
 
 from bench.analysis.pruning import Skip
 from bench.analysis.stopping import StopRule, StopVerdict
-from bench.manifest import Manifest
+from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RequestRecord
 from bench.run.adaptive import CellStopper

@@ -4,21 +4,52 @@ or conversations), and the prompt calibration probes sent before a cell's first 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.clients.base import RequestSpec
-from bench.conversations import ConversationMaker, trace_conversations
-from bench.load import ConversationLike, ConversationStarter, TraceSteps
+from bench.workload.conversations import ConversationMaker, trace_conversations
 from bench.plan import Cell
-from bench.prompts import Calibration, PromptSource, calibrate, nonce
-from bench.records import Phase, RequestRecord
+from bench.workload.prompts import Calibration, PromptSource, calibrate, nonce
+from bench.records.record import Phase, RequestRecord
 from bench.scenario import Distribution, Scenario
-from bench.trace import read_trace
+from bench.workload.trace import read_trace
 
-# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send (bench.load.SpecFactory)
+# What the load stage consumes (bench.load): request makers, conversations, trace steps.
+# make_spec(repeat, request_index, phase, scheduled_s) -> the request to send
 SpecFactory = Callable[[int, int, Phase, float], RequestSpec]
+
+
+class ConversationLike(Protocol):
+    """A virtual user's conversation as the load engine drives it (bench.workload.conversations)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def think_time_s(self) -> float: ...
+
+    def next_spec(self, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec: ...
+
+    def observe(self, record: RequestRecord) -> bool: ...
+
+
+# start_conversation(repeat, conversation_index, phase) -> a new conversation
+ConversationStarter = Callable[[int, int, Phase], ConversationLike]
+# trace_steps(repeat) -> (offset seconds, conversation) per request of a trace, in time order; the
+# same conversation object for the turns of one conversation (bench.workload.trace).
+TraceSteps = Callable[[int], list[tuple[float, ConversationLike]]]
+
+
+@dataclass(frozen=True)
+class CellRequests:
+    """What a cell sends, as the load stage asks for it: single requests (`make_spec`), and for a
+    multi-turn workload its conversations, for a trace its timed steps."""
+
+    make_spec: SpecFactory
+    start_conversation: ConversationStarter | None = None
+    trace_steps: TraceSteps | None = None
 # Sends one calibration probe and keeps its record (the run appends it to requests.jsonl).
 ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]
 
@@ -40,6 +71,7 @@ def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
         keep_alive=settings["keep_alive"], temperature=settings["temperature"],
         seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
         store_text=scenario.store_text, timeout_s=scenario.load.timeout_s,
+        deadline_s=scenario.load.request_deadline_s,
     )
 
 
@@ -67,6 +99,12 @@ def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: 
                                    repeat=repeat, phase=phase, scheduled_s=scheduled_s, max_tokens=tokens)
 
     return make_spec
+
+
+def cell_requests(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: int = 0) -> CellRequests:
+    """Everything the cell sends, for client process `worker` (see spec_factory)."""
+    return CellRequests(spec_factory(cell, scenario, prompts, worker=worker),
+                        conversation_starter(cell, scenario, prompts), trace_steps(cell, scenario, prompts))
 
 
 def cell_max_tokens(cell: Cell, scenario: Scenario) -> Any:
@@ -104,8 +142,8 @@ def trace_steps(cell: Cell, scenario: Scenario, prompts: PromptSource) -> TraceS
     shared = prompts.system_for(key, cell.settings.get("shared_prefix_tokens"), "reuse", "")
 
     def steps(repeat: int) -> list[tuple[float, ConversationLike]]:
-        return trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
-                                   trace.time_scale, cache, shared)
+        return [*trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
+                                   trace.time_scale, cache, shared)]
 
     return steps
 
@@ -137,7 +175,8 @@ async def calibrate_cell(cell: Cell, scenario: Scenario, prompts: PromptSource, 
             endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
             phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
             keep_alive=cell.settings["keep_alive"], store_text=scenario.store_text,
-            timeout_s=scenario.load.timeout_s, scheduled_s=now_s(),
+            timeout_s=scenario.load.timeout_s, deadline_s=scenario.load.request_deadline_s,
+            scheduled_s=now_s(),
         )
         return await send(spec)
 

@@ -10,7 +10,8 @@ from bench.report import plotting
 from bench.report.data import RunView, load_label, load_series
 from bench.report.page import Figure, Note, Section, Table
 
-_CLASS_COLORS = dict(zip(ERROR_CLASSES, ("#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f")))
+_CLASS_COLORS = dict(zip(ERROR_CLASSES, ("#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f",
+                                             "#bcbd22")))
 _MESSAGE_LIMIT = 240
 
 
@@ -120,13 +121,13 @@ def _classes_table(views: list[RunView], failed: dict[str, pd.DataFrame]) -> Tab
 
 
 def _queue_verdicts(views: list[RunView]) -> list[object]:
-    """Where 503s came from (bench.analysis.studies.queue_study), for runs that had rejections."""
+    """Where 503s came from (bench.analysis.server_studies.queue_study), for runs that had rejections."""
     blocks: list[object] = []
     for view in views:
         if not (view.cells["rejected"] > 0).any():
             continue
         try:
-            from bench.analysis.studies import queue_study
+            from bench.analysis.server_studies import queue_study
 
             cells = queue_study(view.run)
         except Exception as error:  # noqa: BLE001 - an analysis bug must not cost the whole report

@@ -1,0 +1,104 @@
+"""Saturation from stored records: where a closed loop stops gaining throughput and only queues,
+and the server settings in effect that explain it.
+
+Pure functions. A closed loop is saturated from concurrency N on when going to the next higher
+concurrency gains almost no throughput (< FLAT_GROWTH) while the median TTFT grows by more than
+TTFT_GROWTH: the extra requests wait in the server's queue. With NUM_PARALLEL slots, a server
+saturates at N = NUM_PARALLEL at the latest (before, when one slot's decode already fills the
+device), so the warning names both.
+
+Ollama v0.33's defaults (envconfig/config.go) fill in what the managed server's environment
+did not set; for a server bench did not start, only what /api/ps and /api/version say is known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+FLAT_GROWTH = 0.05  # throughput growing less than this between two concurrencies is flat
+TTFT_GROWTH = 1.5  # ...while the median TTFT grows by more than this factor: requests queue
+
+# Ollama v0.33 envconfig defaults of the settings that decide serving capacity.
+OLLAMA_DEFAULTS: dict[str, str] = {
+    "OLLAMA_NUM_PARALLEL": "1",
+    "OLLAMA_MAX_QUEUE": "512",
+    "OLLAMA_MAX_LOADED_MODELS": "0 (3 per GPU)",
+    "OLLAMA_KEEP_ALIVE": "5m",
+    "OLLAMA_CONTEXT_LENGTH": "0 (4096 / 32768 / 262144 by GPU memory)",
+    "OLLAMA_KV_CACHE_TYPE": "f16",
+    "OLLAMA_FLASH_ATTENTION": "false",
+}
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """One series of closed-loop cells that stopped scaling."""
+
+    series: str  # the settings shared by the series ('' when nothing else varies)
+    concurrency: int  # the highest concurrency still gaining throughput: where it saturates
+    next_concurrency: int
+    output_tps: float
+    next_output_tps: float
+    ttft_p50_s: float
+    next_ttft_p50_s: float
+    num_parallel: str  # the server's NUM_PARALLEL (with '(default)' when unset), or 'unknown'
+
+    def sentence(self) -> str:
+        where = f"{self.series}: " if self.series else ""
+        return (f"{where}saturated at concurrency {self.concurrency}, server NUM_PARALLEL={self.num_parallel}: "
+                f"from concurrency {self.concurrency} to {self.next_concurrency} output tok/s went "
+                f"{self.output_tps:.0f} → {self.next_output_tps:.0f} "
+                f"({self.next_output_tps / self.output_tps - 1:+.0%}) while TTFT p50 went "
+                f"{self.ttft_p50_s * 1000:.0f} → {self.next_ttft_p50_s * 1000:.0f} ms: the extra requests "
+                "only queue. Raise NUM_PARALLEL (if memory allows) or offer no more load than this.")
+
+
+def saturation_point(cells: pd.DataFrame) -> tuple[int, int] | None:
+    """(index of the saturating cell, of the next) in closed-loop `cells` sorted by concurrency
+    (cell_summary columns + `concurrency`), or None when throughput kept growing or TTFT stayed flat."""
+    ok = cells[(cells["ok"] > 0) & cells["output_tps"].notna() & cells["ttft_p50_s"].notna()]
+    for position in range(len(ok) - 1):
+        low, high = ok.iloc[position], ok.iloc[position + 1]
+        if not (low["output_tps"] > 0 and low["ttft_p50_s"] > 0):
+            continue
+        flat = high["output_tps"] < (1 + FLAT_GROWTH) * low["output_tps"]
+        queued = high["ttft_p50_s"] > TTFT_GROWTH * low["ttft_p50_s"]
+        if flat and queued:
+            return position, position + 1
+    return None
+
+
+def find_saturation(cells: pd.DataFrame, series: str, num_parallel: str) -> Saturation | None:
+    """The saturation of one series of closed-loop cells (see saturation_point)."""
+    ordered = cells.sort_values("concurrency", kind="stable")
+    ok = ordered[(ordered["ok"] > 0) & ordered["output_tps"].notna() & ordered["ttft_p50_s"].notna()]
+    point = saturation_point(ok)
+    if point is None:
+        return None
+    low, high = ok.iloc[point[0]], ok.iloc[point[1]]
+    return Saturation(series, int(low["concurrency"]), int(high["concurrency"]), float(low["output_tps"]),
+                      float(high["output_tps"]), float(low["ttft_p50_s"]), float(high["ttft_p50_s"]),
+                      num_parallel)
+
+
+def effective_num_parallel(cell_setting: Any, server_env: dict[str, str] | None) -> str:
+    """The NUM_PARALLEL a cell's server ran with: the cell's own axis value, the managed server's
+    environment, Ollama's default when bench started the server without it, else 'unknown'."""
+    if cell_setting is not None and not (isinstance(cell_setting, float) and math.isnan(cell_setting)):
+        return str(cell_setting)
+    if server_env is None:
+        return "unknown (a server bench did not start)"
+    value = server_env.get("OLLAMA_NUM_PARALLEL")
+    return str(value) if value else f"{OLLAMA_DEFAULTS['OLLAMA_NUM_PARALLEL']} (default)"
+
+
+def effective_settings(server_env: dict[str, str]) -> list[tuple[str, str]]:
+    """Every capacity setting of a managed server: its environment's value, else Ollama's default."""
+    rows = [(name, server_env[name] if name in server_env else f"{default} (default)")
+            for name, default in OLLAMA_DEFAULTS.items()]
+    rows += [(name, value) for name, value in sorted(server_env.items()) if name not in OLLAMA_DEFAULTS]
+    return rows

@@ -1,0 +1,73 @@
+"""One cell's load: its settings (CellLoad) and the driver that runs warmup then the measured
+schedule for each repeat (`run_cell_load`), handing each record to `on_record` as it completes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bench.load.clock import Clock
+from bench.load.control import StopControl
+from bench.load.dispatch import Dispatcher, RecordSink, SendFn
+from bench.workload.specs import CellRequests, SpecFactory
+from bench.load.health import CellOutcome
+from bench.load.schedules import measured_schedule, warmup_schedule
+
+
+@dataclass(frozen=True)
+class CellLoad:
+    """The load settings of one cell."""
+
+    arrival: str = "closed"  # the schedule's name (bench.load.schedules.SCHEDULES): closed | constant | poisson | trace
+    concurrency: int | None = 1  # closed: workers; open: cap on in-flight (None = no cap)
+    rate_rps: float | None = None
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    repeats: int = 1
+    seed: int | None = None
+    schedule_key: str = ""  # seeds the Poisson arrivals (the cell id), so runs repeat exactly
+    # One client process's slice of the cell (bench run --workers N): request indexes worker,
+    # worker+workers, ...; an open loop sends those arrivals of the one schedule. Concurrency,
+    # requests and warmup are already this worker's share.
+    worker: int = 0
+    workers: int = 1
+    warmup_total: int | None = None  # the whole cell's warmup (None: warmup_requests)
+
+
+async def run_cell_load(load: CellLoad, requests: CellRequests | SpecFactory, send: SendFn,
+                        on_record: RecordSink, clock: Clock, stop: StopControl,
+                        enough: asyncio.Event | None = None,
+                        ready: Callable[[], Awaitable[None]] | None = None) -> CellOutcome:
+    """Drive one cell: for each repeat, warmup (a closed loop) then the measured schedule.
+
+    `requests` is what the cell sends (bench.workload.specs.cell_requests), or a plain request
+    maker for single requests. `enough` (optional) ends the measured schedule early once set, the
+    cell still complete; `ready` is awaited once, after the first warmup (several client processes
+    line up there).
+    """
+    if not isinstance(requests, CellRequests):
+        requests = CellRequests(requests)
+    warmup, measured = warmup_schedule(load, requests), measured_schedule(load, requests)
+    d = Dispatcher(send, requests.make_spec, on_record, stop, enough)
+    cpu_start_s, wall_start_s = time.process_time(), clock.now_s()
+    for repeat in range(load.repeats):
+        indexes = itertools.count(load.worker, load.workers)
+        if warmup is not None and not stop.stopped:
+            await warmup.run(d, clock, repeat, indexes)
+        if ready is not None:
+            await ready()
+            ready = None
+        if stop.stopped:
+            break
+        await measured.run(d, clock, repeat, indexes)
+        if stop.stopped or d.enough.is_set():
+            break
+    d.outcome.cpu_s = time.process_time() - cpu_start_s
+    d.outcome.wall_s = clock.now_s() - wall_start_s
+    if stop.stopped:
+        d.outcome.complete = False
+    return d.outcome

@@ -1,0 +1,34 @@
+"""A comparison report of a regressed pair: red gate rows with glyphs, never the chosen green; the
+OpenAI-vs-native throughput difference with its interval."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.report import write_report
+
+
+def test_regressed_gates_are_red_rows_with_the_terminals_glyphs(make_run: Callable[..., Path], tmp_path: Path) -> None:
+    base = make_run(run_id="base", surfaces=("native",), rejected_at=None, cold_measured=False, requests_per_cell=40)
+    slow = make_run(run_id="slow", surfaces=("native",), rejected_at=None, cold_measured=False, requests_per_cell=40,
+                    speed_factor=1.5)
+    html = write_report([base, slow], tmp_path / "cmp.html").read_text(encoding="utf-8")
+    answer = html.split('<section id="answer">')[1].split("</section>")[0]
+    gates = answer.split("Gates: ")[1].split("</table>")[0]
+    failed = re.findall(r'<tr class="fail">(.*?)</tr>', gates, flags=re.S)
+    assert failed and all("✗ REGRESSED" in row for row in failed)
+    assert 'class="highlight"' not in gates
+    assert '<p class="note error">' in answer and "REGRESSION" in answer
+
+
+def test_openai_against_native_throughput_has_an_interval(make_run: Callable[..., Path]) -> None:
+    run = make_run(surfaces=("native", "openai"), rejected_at=None, cold_measured=False, requests_per_cell=20)
+    html = write_report([run], run / "report.html").read_text(encoding="utf-8")
+    surfaces = html.split('<section id="surfaces">')[1].split("</section>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", surfaces.split("<tbody>")[1], flags=re.S)
+    assert rows
+    for row in rows:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        assert re.search(r"\[[+-]\d+\.\d, [+-]\d+\.\d\]%", cells[-1]), cells[-1]  # output tok/s Δ
