@@ -15,7 +15,6 @@ from scipy import stats
 
 from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_per_token
 from bench.analysis.kv_model import ModelArch
-from bench.engine.memory_log import kv_bytes_per_launch
 from bench.errors import TargetError
 from bench.records.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
@@ -198,16 +197,10 @@ def _process_bytes(proc: Any, start_s: float, end_s: float) -> tuple[float | Non
 
 
 def _logged_kv_by_server(run: Run) -> dict[int | None, dict[int, int]]:
-    """Per managed server: {-c: KV bytes} from the `starting llama-server` sections of its log
-    (a real `ollama serve` passes llama-server's lines on; other servers' logs have none)."""
-    found: dict[int | None, dict[int, int]] = {}
-    for server in run.manifest.servers:
-        try:
-            text = (Path(run.path) / str(server.log)).read_text(errors="replace") if server.log else ""
-        except OSError:
-            text = ""
-        found[server.server_id] = kv_bytes_per_launch(text)
-    return found
+    """Per managed server: {-c: KV bytes llama-server logged}, as a real `ollama serve` target
+    recorded them from its log (bench.ollama.serve.logged_kv_bytes); other servers have none."""
+    return {server.server_id: {int(ctx): int(size) for ctx, size in server.logged_kv_bytes.items()}
+            for server in run.manifest.servers}
 
 
 def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:

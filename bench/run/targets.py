@@ -19,7 +19,7 @@ from bench.run.managed_server import ManagedServer, server_pids, sim_command
 from bench.endpoints import MODELS_PATH, VERSION_PATH, resolve_ollama_host
 from bench.processes import free_port
 from bench.ollama.pins import OLLAMA_VERSION
-from bench.ollama.serve import import_models, ollama_command_and_env
+from bench.ollama.serve import import_models, logged_kv_bytes, ollama_command_and_env
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ class Targets:
         if self.server is not None:
             grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
             self.server.stop(grace_s=grace_s)
+            if self.kind == "ollama" and self.servers:  # its log is complete now
+                self.servers[-1]["logged_kv_bytes"] = logged_kv_bytes(self.server.log_path)
             self.server = None
 
 
