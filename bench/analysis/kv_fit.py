@@ -196,11 +196,12 @@ def _process_bytes(proc: Any, start_s: float, end_s: float) -> tuple[float | Non
     return float(steady["rss_bytes"].median()), "tree_rss"
 
 
-def _logged_kv_by_server(run: Run) -> dict[int | None, dict[int, int]]:
-    """Per managed server: {-c: KV bytes llama-server logged}, as a real `ollama serve` target
-    recorded them from its log (bench.ollama.serve.logged_kv_bytes); other servers have none."""
-    return {server.server_id: {int(ctx): int(size) for ctx, size in server.logged_kv_bytes.items()}
-            for server in run.manifest.servers}
+def _logged_kv_bytes(run: Run, cell_id: str, ctx_total: int) -> int | None:
+    """The KV buffer llama-server logged for this cell's runner, as a real `ollama serve` target
+    recorded it from its log (bench.ollama.serve.logged_kv_bytes); None for other servers."""
+    server_id = next((cell.server_id for cell in run.manifest.cells if cell.cell_id == cell_id), None)
+    server = next((s for s in run.manifest.servers if s.server_id == server_id), None)
+    return None if server is None else server.logged_kv_bytes.get(str(ctx_total))
 
 
 def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
@@ -220,38 +221,38 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     # Only /api/ps rows that name this runner's context use that extension: NVML and unlabelled
     # rows could be a stopping server's or the next runner's, so they keep the cell's own window.
     windows["until_s"] = windows["start_s"].shift(-1).fillna(math.inf).clip(lower=windows["end_s"])
-    logged_kv = _logged_kv_by_server(run)
-    cell_server = {cell.cell_id: cell.server_id for cell in run.manifest.cells}
+    unmeasured = 0
     for settings in run.cells.to_dict("records"):
         cell_id = str(settings["cell_id"])
         num_ctx = _setting_int(settings, "num_ctx", "OLLAMA_CONTEXT_LENGTH")
-        if cell_id not in windows.index or num_ctx is None or settings.get("model") is None:
-            notes.append(f"cell {cell_id}: no requests or no num_ctx; left out of the fit")
+        if cell_id not in windows.index:
+            unmeasured += 1  # skipped by a pruned study, or never reached: one note for all of them
             continue
-        num_parallel = _setting_int(settings, "OLLAMA_NUM_PARALLEL") or 1
-        cache_type = str(settings.get("OLLAMA_KV_CACHE_TYPE") or "f16")
-        start_s, end_s, until_s = (float(v) for v in windows.loc[cell_id, ["start_s", "end_s", "until_s"]])
-        model = str(settings["model"])
-        ctx_total = num_ctx * num_parallel
-        nvml_bytes, nvml_source = _nvml_bytes(run.gpu, start_s, end_s)
-        process_bytes, process_source = _process_bytes(getattr(run, "proc", None), start_s, end_s)
-        points.append(
-            KvPoint(
-                cell_id=cell_id,
-                model=model,
-                cache_type=cache_type,
-                num_ctx=num_ctx,
-                num_parallel=num_parallel,
-                ctx_total=ctx_total,
-                ollama_ps_bytes=_ps_bytes(run.ps, model, (start_s, end_s, until_s), {ctx_total, num_ctx}),
-                nvml_bytes=nvml_bytes,
-                nvml_source=nvml_source,
-                process_rss_bytes=process_bytes,
-                process_source=process_source,
-                logged_kv_bytes=logged_kv.get(cell_server.get(cell_id), {}).get(ctx_total),
-            )
-        )
+        if num_ctx is None or settings.get("model") is None:
+            notes.append(f"cell {cell_id}: no num_ctx; left out of the fit")
+            continue
+        window = tuple(float(v) for v in windows.loc[cell_id, ["start_s", "end_s", "until_s"]])
+        points.append(_point(run, settings, num_ctx, window))
+    if unmeasured:
+        notes.append(f"{unmeasured} cell(s) without measured requests (skipped or not reached): left out of the fit")
     return points, notes
+
+
+def _point(run: Run, settings: dict[str, Any], num_ctx: int, window: tuple[float, ...]) -> KvPoint:
+    """One cell's point: its memory by every source over its window (start, last end, next start)."""
+    start_s, end_s, until_s = window
+    num_parallel = _setting_int(settings, "OLLAMA_NUM_PARALLEL") or 1
+    model = str(settings["model"])
+    ctx_total = num_ctx * num_parallel
+    nvml_bytes, nvml_source = _nvml_bytes(run.gpu, start_s, end_s)
+    process_bytes, process_source = _process_bytes(getattr(run, "proc", None), start_s, end_s)
+    return KvPoint(
+        cell_id=str(settings["cell_id"]), model=model, cache_type=str(settings.get("OLLAMA_KV_CACHE_TYPE") or "f16"),
+        num_ctx=num_ctx, num_parallel=num_parallel, ctx_total=ctx_total,
+        ollama_ps_bytes=_ps_bytes(run.ps, model, (start_s, end_s, until_s), {ctx_total, num_ctx}),
+        nvml_bytes=nvml_bytes, nvml_source=nvml_source, process_rss_bytes=process_bytes, process_source=process_source,
+        logged_kv_bytes=_logged_kv_bytes(run, str(settings["cell_id"]), ctx_total),
+    )
 
 
 def _ratio(estimate: float | None, measured: float | None) -> float | None:

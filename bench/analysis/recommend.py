@@ -267,6 +267,8 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
     swept = sweep_cells(run)
     candidates = [_candidate(run, int(np_value), cells, slos, min_user_tps)
                   for np_value, cells in swept.groupby("num_parallel", sort=True)]
+    candidates = sorted(candidates + _unmeasured(run, {c.num_parallel for c in candidates}),
+                        key=lambda c: c.num_parallel)
     eligible = [c for c in candidates if c.cell_id is not None and c.fits_in_gpu is not False]
     ranked = sorted(eligible, key=lambda c: -c.output_tps)
     chosen: Candidate | None = None
@@ -296,6 +298,22 @@ def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None =
         samples=basis.to_json() if chosen is not None else None,
         speed_basis=run.manifest.target.speed_basis,
     )
+
+
+def _unmeasured(run: Run, measured: set[int]) -> list[Candidate]:
+    """Settings with no measured request (a pruned study skipped them): listed, with the reason."""
+    reasons: dict[int, str] = {}
+    for cell in run.manifest.cells:
+        value = missing_as_none(cell.settings.get(SETTING))
+        if value is None or not str(value).isdigit() or int(value) in measured:
+            continue
+        reason = f"skipped: {cell.skip_reason}" if cell.skip_reason else "no measured request"
+        reasons.setdefault(int(value), reason)
+    nan = math.nan
+    return [Candidate(num_parallel=value, cell_id=None, concurrency=None, output_tps=nan, ttft_p95_s=nan,
+                      tpot_p95_s=nan, user_tps_p50=nan, fits_in_gpu=False if "spilled" in reason else None,
+                      size_bytes=None, size_vram_bytes=None, outcome="lost", reason=reason)
+            for value, reason in reasons.items()]
 
 
 def _with_outcome(candidate: Candidate, chosen: Candidate | None, runner_up: Candidate | None,
@@ -353,7 +371,7 @@ def candidates_table(recommendation: Recommendation) -> list[dict[str, str]]:
         memory = {True: "fits", False: "spills", None: "unknown"}[c.fits_in_gpu]
         rows.append({
             "NUM_PARALLEL": str(c.num_parallel), "concurrency": "-" if c.concurrency is None else str(c.concurrency),
-            "output tok/s": f"{c.output_tps:.1f}", "ttft p95": _format_value("ttft_p95_s", c.ttft_p95_s),
+            "output tok/s": _format_value("output_tps", c.output_tps), "ttft p95": _format_value("ttft_p95_s", c.ttft_p95_s),
             "tpot p95": _format_value("tpot_p95_s", c.tpot_p95_s),
             "user tok/s p50": _format_value("user_tps_p50", c.user_tps_p50), "GPU memory": memory,
             "outcome": c.outcome, "why": c.reason,

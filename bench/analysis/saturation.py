@@ -26,9 +26,9 @@ TTFT_GROWTH = 1.5  # ...while the median TTFT grows by more than this factor: re
 OLLAMA_DEFAULTS: dict[str, str] = {
     "OLLAMA_NUM_PARALLEL": "1",
     "OLLAMA_MAX_QUEUE": "512",
-    "OLLAMA_MAX_LOADED_MODELS": "0 (3 per GPU)",
+    "OLLAMA_MAX_LOADED_MODELS": "3-per-GPU",
     "OLLAMA_KEEP_ALIVE": "5m",
-    "OLLAMA_CONTEXT_LENGTH": "0 (4096 / 32768 / 262144 by GPU memory)",
+    "OLLAMA_CONTEXT_LENGTH": "4096/32768/262144-by-GPU-memory",
     "OLLAMA_KV_CACHE_TYPE": "f16",
     "OLLAMA_FLASH_ATTENTION": "false",
 }

@@ -52,7 +52,7 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
         from bench.outputs.gate_tables import headline, render_table, to_junit_xml, to_markdown
 
         comparison = compare_paths(baseline_path, current_path, max_regression)
-    console.print(render_table(comparison))
+    console.print(render_table(comparison, width=console.width))
     for note in comparison.environment_notes:
         console.print(f"warning: {plain_terminal(note)}", highlight=False, soft_wrap=True, markup=False,
                       style="yellow")

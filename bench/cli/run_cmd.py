@@ -268,7 +268,7 @@ def gate_run(baseline: Path, run_dir: Path) -> bool:
 
     comparison = compare_paths(baseline, run_dir)
     console = output_console()
-    console.print(render_table(comparison))
+    console.print(render_table(comparison, width=console.width))
     console.print(headline(comparison), highlight=False, soft_wrap=True, markup=False)
     write_text_atomically(run_dir / GATES_MARKDOWN, to_markdown(comparison))
     return comparison.regressed

@@ -116,25 +116,36 @@ def footer(comparison: Comparison) -> str:
             "No p value: a test of 'no difference' answers another question than this verdict.")
 
 
-def render_table(comparison: Comparison):  # noqa: ANN201 - rich.table.Table, imported lazily
+# Below this many columns the gate table folds baseline/current and change/interval into two-line
+# cells and drops n (the caption says the rule), so no figure is cut on an 80-column terminal.
+NARROW_COLUMNS = 120
+
+
+def render_table(comparison: Comparison, width: int | None = None):  # noqa: ANN201 - rich.table.Table
     """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate, the rule as its caption."""
+    from rich import box
     from rich.table import Table
 
+    narrow = width is not None and width < NARROW_COLUMNS
     title = f"bench compare: {comparison.baseline_source} → {comparison.current_source}"
-    table = Table(title=for_terminal(title), title_justify="left",
-                  caption=for_terminal(footer(comparison)), caption_justify="left")
-    for column in ("cell", "metric", "n", "baseline", "current", "change",
-                   f"{comparison.confidence:.0%} CI", "allowed", "verdict"):
-        table.add_column(column, justify="right" if column not in ("cell", "metric", "verdict")
-                         else "left")
+    table = Table(title=for_terminal(title), title_justify="left", caption=for_terminal(footer(comparison)),
+                  caption_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow)
+    ci = f"{comparison.confidence:.0%} CI"
+    columns = (("cell", "metric", "baseline\n→ current", f"change\n{ci}", "allowed", "verdict") if narrow else
+               ("cell", "metric", "n", "baseline", "current", "change", ci, "allowed", "verdict"))
+    for column in columns:
+        figure = column not in ("cell", "metric", "verdict")
+        table.add_column(column, justify="right" if figure else "left", no_wrap=figure or column == "metric",
+                         overflow="fold")
     for gate in comparison.gates:
-        table.add_row(
-            for_terminal(gate.cell_label), gate.metric, format_n(gate),
-            format_value(gate.metric, gate.baseline_value),
-            format_value(gate.metric, gate.current_value), format_change(gate),
-            format_interval(gate), format_threshold(gate.metric, gate.threshold),
-            verdict_label(gate), style=VERDICT_STYLES[gate.verdict] or None,
-        )
+        values = (format_value(gate.metric, gate.baseline_value), format_value(gate.metric, gate.current_value))
+        if narrow:
+            figures = (f"{values[0]}\n→ {values[1]}", f"{format_change(gate)}\n{format_interval(gate)}")
+        else:
+            figures = (format_n(gate), *values, format_change(gate), format_interval(gate))
+        table.add_row(for_terminal(gate.cell_label), gate.metric, *figures,
+                      format_threshold(gate.metric, gate.threshold), verdict_label(gate),
+                      style=VERDICT_STYLES[gate.verdict] or None)
     return table
 
 

@@ -13,6 +13,7 @@ from bench.records import RECOMMENDATION_JSON
 from bench.records.manifest import Manifest
 from bench.report import formatting as fmt
 from bench.report.data import RunView, clean
+from bench.report.gates import gate_blocks
 from bench.report.page import Note, Section, Table, Warnings
 
 _HEADLINE_COLUMNS = ("requests", "ok", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95",
@@ -23,7 +24,7 @@ def build(views: list[RunView]) -> Section:
     blocks: list[Any] = []
     for current in views[1:]:
         # A comparison opens with its verdicts: the gates of `bench compare`, with n and intervals.
-        blocks.extend(_gate_blocks(views[0], current))
+        blocks.extend(gate_blocks(views[0], current))
     for view in views:
         prefix = _prefix(views, view)
         recommendation = _recommendation(view, prefix)
@@ -121,10 +122,15 @@ def _slo_verdict(view: RunView, prefix: str) -> list[Any]:
                      "warning")]
     best = max(meeting, key=lambda cid: float(cells.at[cid, "output_tps"]))
     row = cells.loc[best]
+    from bench.analysis.recommend_basis import needed_samples
+
+    needed, needed_by = needed_samples([slo.metric for slo in slos])
+    ok = int(row.get("ok", 0) or 0)
+    basis = f" (n={ok})" if ok >= needed else f" Provisional: n={ok} where {needed_by} needs ≥{needed}."
     return [Note(f"{prefix}{len(meeting)} of {len(cells)} cells meet the SLOs ({goals}). The most output "
                  f"throughput among them: {row['label']}, {fmt.rate(row.get('output_tps'))} tok/s at TTFT p95 "
-                 f"{fmt.seconds(row.get('ttft_p95_s'))} and TPOT p95 {fmt.seconds(row.get('tpot_p95_s'))}.",
-                 "answer")]
+                 f"{fmt.seconds(row.get('ttft_p95_s'))} and TPOT p95 {fmt.seconds(row.get('tpot_p95_s'))}."
+                 + basis, "answer" if ok >= needed else "warning")]
 
 
 def _speed_note(view: RunView, prefix: str) -> Note | None:
@@ -173,10 +179,13 @@ def _headline_table(views: list[RunView]) -> Table:
     with_slos = any(slos.values())
     rows = []
     for view in views:
+        # A pruned cell was never measured: say so, not "misses every SLO".
+        skipped = {c.cell_id for c in view.manifest.cells if c.status == "skipped"}
         for cell_id in view.cells.index:
+            verdict = ("skipped: not measured (see the warnings)" if cell_id in skipped
+                       else _slo_cell(view.cells.loc[cell_id], slos[view.label]))
             rows.append(((view.label,) if several else ()) + (view.cells.at[cell_id, "label"],)
-                        + headline_row(view.cells, cell_id)
-                        + ((_slo_cell(view.cells.loc[cell_id], slos[view.label]),) if with_slos else ()))
+                        + headline_row(view.cells, cell_id) + ((verdict,) if with_slos else ()))
     columns = (("run",) if several else ()) + ("cell",) + _HEADLINE_COLUMNS + (("SLOs",) if with_slos else ())
     numeric = ((False,) if several else ()) + (False,) + (True,) * len(_HEADLINE_COLUMNS) + (
         (False,) if with_slos else ())
@@ -360,40 +369,3 @@ def sample_size_warnings(view: RunView, prefix: str = "") -> list[Note]:
                           "95th percentile; no interval is drawn for them and `bench compare` gives them "
                           "no verdict (not enough samples).", "warning"))
     return notes
-
-
-def _gate_blocks(baseline: RunView, current: RunView) -> list[Any]:
-    """`bench compare BASELINE CURRENT` as report blocks: the headline, then one row per gate."""
-    from bench.analysis.baseline import load_baseline
-    from bench.analysis.compare import compare, thresholds_for
-    from bench.outputs.gate_tables import footer, headline
-
-    try:
-        before, after = load_baseline(baseline.run.path), load_baseline(current.run.path)
-        comparison = compare(before, after, thresholds_for((), after, before))
-    except BenchError as error:
-        return [Note(f"{current.label} against {baseline.label}: no gate verdicts ({error}).", "warning")]
-    return [
-        Note(f"{current.label} against the baseline {baseline.label}: {headline(comparison)}.",
-             "error" if comparison.regressed else "answer"),
-        *(Note(f"{current.label} against {baseline.label}: {note}", "warning")
-          for note in comparison.environment_notes),
-        gate_table(comparison, baseline.label, current.label),
-        Note(footer(comparison), "info"),
-    ]
-
-
-def gate_table(comparison: Any, baseline_label: str, current_label: str) -> Table:
-    """The gates as `bench compare` prints them: glyph and words per verdict, the row coloured by it."""
-    from bench.outputs.gate_tables import (format_change, format_interval, format_n, format_threshold,
-                                           format_value, verdict_label)
-
-    rows = tuple((gate.cell_label, gate.metric, format_n(gate), format_value(gate.metric, gate.baseline_value),
-                  format_value(gate.metric, gate.current_value), format_change(gate), format_interval(gate),
-                  format_threshold(gate.metric, gate.threshold), verdict_label(gate))
-                 for gate in comparison.gates)
-    return Table(("cell", "metric", "n (base / current)", baseline_label, current_label, "change", "95% CI",
-                  "allowed", "verdict"), rows,
-                 caption=f"Gates: {current_label} against {baseline_label}, as `bench compare` judges them",
-                 numeric=(False, False, True, True, True, True, True, True, False),
-                 row_classes=tuple(gate.verdict for gate in comparison.gates))

@@ -264,3 +264,21 @@ def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tu
         if math.isfinite(start) and math.isfinite(end):
             spans.append((start, end, plan.describe_cell({setting: values.pop()}, (setting,))))
     return sorted(spans)
+
+
+def shared_time_range(views: list[RunView]) -> tuple[float, float] | None:
+    """One time axis for the per-run panels of a comparison: 0 to the latest sample of any run
+    (requests, /api/ps, NVML, process memory), so the runs' panels read side by side. None for one run."""
+    if len(views) < 2:
+        return None
+    latest = 0.0
+    for view in views:
+        frames = [(view.requests, "end_s"), (view.requests, "sent_s"), (view.run.ps, "t_s"), (view.run.gpu, "t_s"),
+                  (getattr(view.run, "proc", None), "t_s")]
+        for frame, column in frames:
+            if frame is not None and len(frame) and column in frame:
+                values = pd.to_numeric(frame[column], errors="coerce")
+                if values.notna().any():
+                    latest = max(latest, float(values.max()))
+    return (0.0, latest * 1.02) if latest > 0 else None
+

@@ -12,7 +12,7 @@ from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench.report import formatting as fmt
 from bench.report import plotting, server_memory
-from bench.report.data import RunView, gpu_capacity, server_spans
+from bench.report.data import RunView, gpu_capacity, server_spans, shared_time_range
 from bench.report.page import Figure, Note, Section, Table
 
 GIB = 2**30
@@ -21,15 +21,16 @@ GIB = 2**30
 def build(views: list[RunView]) -> Section | None:
     blocks: list[Any] = []
     several = len(views) > 1
+    xlim = shared_time_range(views)  # a comparison: every run's panels on one time axis
     for view in views:
         suffix = f" — {view.label}" if several else ""
         gpu = view.run.gpu
         if gpu is not None and len(gpu) and "mem_used_bytes" in gpu:
-            blocks.append(Figure(_gpu_figure(gpu, suffix), "Measured by NVML on the GPU: device memory in use "
+            blocks.append(Figure(_gpu_figure(gpu, suffix, xlim), "Measured by NVML on the GPU: device memory in use "
                                  "(and the server process's own share when bench started the server)."))
         proc = getattr(view.run, "proc", None)
         if proc is not None and len(proc) and "rss_bytes" in proc:
-            blocks.append(Figure(_proc_figure(proc, suffix), "Measured by bench from /proc: resident memory of the "
+            blocks.append(Figure(_proc_figure(proc, suffix, xlim), "Measured by bench from /proc: resident memory of the "
                                  "server bench started and its children; with the real engine, the llama-server "
                                  "processes alone (their KV cache, weights and compute buffers), on the same clock."))
         blocks.extend(server_memory.blocks(view, suffix))
@@ -39,7 +40,7 @@ def build(views: list[RunView]) -> Section | None:
             what = ("the buffers llama-server allocated (weights, KV cache, compute, output); with every layer on "
                     "the GPU size equals size_vram" if semantics.llama_server else
                     "Ollama's estimate (weights + KV cache + compute graph)")
-            blocks.append(Figure(_ps_figure(ps, suffix, view), f"From /api/ps: size is {what}; size_vram the part on "
+            blocks.append(Figure(_ps_figure(ps, suffix, view, xlim), f"From /api/ps: size is {what}; size_vram the part on "
                                  "the GPU. size_vram below size means part of the model runs on the CPU "
                                  f"(read as {semantics.label}). Labels: the server setting live at the time; dotted line: "
                                  "the GPU's memory."))
@@ -123,7 +124,7 @@ def _truncation_note(view: RunView) -> Note | None:
                 "num_keep tokens and the tail, about half the context) instead of refusing it.")
 
 
-def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:
+def _gpu_figure(gpu: pd.DataFrame, suffix: str, xlim: tuple[float, float] | None = None) -> plotting.Plot:
     has_util = "util_gpu_pct" in gpu and gpu["util_gpu_pct"].notna().any()
     figure, axes = plotting.new_figure(2 if has_util else 1, 1, height_in=2.8, sharex=True)
     memory_ax = axes[0]
@@ -147,10 +148,12 @@ def _gpu_figure(gpu: pd.DataFrame, suffix: str) -> plotting.Plot:
         axes[1].set_ylabel("GPU utilisation (%)")
         axes[1].set_ylim(0, 105)
     axes[-1].set_xlabel("time since the run started (s)")
+    if xlim is not None:
+        axes[-1].set_xlim(*xlim)
     return plotting.render(figure, "GPU memory over time", "Line chart: GPU memory used over the run, in GiB.")
 
 
-def _proc_figure(proc: pd.DataFrame, suffix: str) -> plotting.Plot:
+def _proc_figure(proc: pd.DataFrame, suffix: str, xlim: tuple[float, float] | None = None) -> plotting.Plot:
     figure, (ax,) = plotting.new_figure(1, 1, height_in=2.8)
     samples = proc.sort_values("t_s")
     mib = 2**20
@@ -161,13 +164,16 @@ def _proc_figure(proc: pd.DataFrame, suffix: str) -> plotting.Plot:
     ax.set_ylabel("resident memory (MiB)")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("time since the run started (s)")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.set_title(f"Server memory (process RSS){suffix}")
     plotting.legend(ax)
     return plotting.render(figure, "Server process memory over time",
                            "Line chart: resident memory of the managed server and its llama-server children, in MiB.")
 
 
-def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView) -> plotting.Plot:
+def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView,
+               xlim: tuple[float, float] | None = None) -> plotting.Plot:
     figure, (ax,) = plotting.new_figure(1, 1, height_in=3.6)
     polls = np.sort(ps["t_s"].dropna().unique())
     models = sorted(str(m) for m in ps["name"].dropna().unique())
@@ -191,6 +197,8 @@ def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView) -> plotting.Plot:
         ax.text(start, top * 1.16, f" {label}", fontsize=8, va="top", ha="left", color="#333333")
     ax.set_ylabel("memory (GiB)")
     ax.set_xlabel("time since the run started (s)")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.set_title(f"Loaded models (/api/ps){suffix}")
     plotting.legend(ax)
     return plotting.render(figure, "Loaded models over time (/api/ps)",

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from bench.analysis.recommend import scenario_slos
 from bench.errors import BenchError
 from bench.report import plotting
-from bench.report.data import RunView
+from bench.report.data import RunView, shared_time_range
 from bench.report.page import Figure, Section
 
 GIB = 2**30
@@ -37,6 +37,7 @@ class _Span:
 
 def build(views: list[RunView]) -> Section | None:
     blocks = []
+    xlim = shared_time_range(views)  # a comparison: every run on one time axis
     for view in views:
         if view.requests.empty or "sent_s" not in view.requests:
             continue
@@ -44,7 +45,7 @@ def build(views: list[RunView]) -> Section | None:
         if not times.notna().any():
             continue
         suffix = f" — {view.label}" if len(views) > 1 else ""
-        plot, thinned = _timeline(view, suffix)
+        plot, thinned = _timeline(view, suffix, xlim)
         blocks.append(Figure(plot, _caption(view, thinned)))
     if not blocks:
         return None
@@ -131,7 +132,7 @@ def _ttft_points(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
     return at[chosen], ttft[chosen], len(at)
 
 
-def _timeline(view: RunView, suffix: str) -> tuple[plotting.Plot, int]:
+def _timeline(view: RunView, suffix: str, xlim: tuple[float, float] | None = None) -> tuple[plotting.Plot, int]:
     requests = view.requests
     edges = _edges(requests)
     errors, rejected = _failures(requests, edges)
@@ -157,6 +158,8 @@ def _timeline(view: RunView, suffix: str) -> tuple[plotting.Plot, int]:
         plotting.headroom(ax, 0.12)
     _shade_cells(axes, cell_spans(view))
     axes[-1].set_xlabel("time since the run started (s)")
+    if xlim is not None:
+        axes[-1].set_xlim(*xlim)  # sharex: every panel
     axes[0].set_title(f"The run over time, cell by cell{suffix}" + ("" if failed else " (no errors or rejections)"),
                       pad=14)  # room for the cell numbers
     return plotting.render(figure, "The run over time", "Stacked time series over the whole run: output tokens "

@@ -15,7 +15,7 @@ import pytest
 
 from bench.analysis.compare import Comparison, GateResult
 from bench.outputs.gate_tables import render_table, to_junit_xml, to_markdown, verdict_label
-from bench.report.answer import gate_table
+from bench.report.gates import gate_table
 from bench.report.page import Section, render_page
 
 
@@ -87,3 +87,18 @@ def test_markdown_and_junit_say_what_the_terminal_says(comparison: Comparison) -
         text = (failure.get("message") if failure is not None else skipped.get("message") if skipped is not None
                 else out.text if out is not None else "")
         assert text is not None and label.split(" ", 1)[1] in text
+
+
+def test_the_terminal_table_at_80_columns_cuts_no_figure_and_keeps_every_verdict(comparison: Comparison) -> None:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render_table(comparison, width=80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    assert "[+22.0, +38.0]%" in text and "100.00 ms" in text and "→ 130.00 ms" in text
+    words = " ".join(text.split())
+    for _, label in KINDS:
+        assert label.split(" ", 1)[0] in text and label.split()[1].rstrip(",:") in words

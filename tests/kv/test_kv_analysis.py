@@ -99,7 +99,7 @@ def test_cells_without_context_size_are_left_out_with_a_note() -> None:
     run.cells.loc[0, "num_ctx"] = None
     payload = analyze_run(run)
     assert len(payload["groups"][0]["points"]) == 8
-    assert payload["notes"] == ["cell c0: no requests or no num_ctx; left out of the fit"]
+    assert payload["notes"] == ["cell c0: no num_ctx; left out of the fit"]
 
 
 def test_a_run_with_one_context_size_gets_no_fit() -> None:

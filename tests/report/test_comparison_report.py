@@ -32,3 +32,22 @@ def test_openai_against_native_throughput_has_an_interval(make_run: Callable[...
     for row in rows:
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
         assert re.search(r"\[[+-]\d+\.\d, [+-]\d+\.\d\]%", cells[-1]), cells[-1]  # output tok/s Δ
+
+
+def test_the_compared_runs_time_panels_share_one_x_scale(make_run: Callable[..., Path], tmp_path: Path,
+                                                         monkeypatch) -> None:  # noqa: ANN001
+    from bench.report import plotting
+
+    drawn: dict[str, list[tuple[float, float]]] = {}
+    render = plotting.render
+
+    def recording(figure, title, alt):  # noqa: ANN001, ANN202
+        drawn.setdefault(title, []).append(tuple(round(x, 6) for x in figure.axes[-1].get_xlim()))
+        return render(figure, title, alt)
+
+    monkeypatch.setattr(plotting, "render", recording)
+    fast = make_run(run_id="fast", surfaces=("native",), rejected_at=None, ps=True)
+    slow = make_run(run_id="slow", surfaces=("native",), rejected_at=None, ps=True, speed_factor=3.0)
+    write_report([fast, slow], tmp_path / "cmp.html")
+    for title in ("The run over time", "Loaded models over time (/api/ps)"):
+        assert len(drawn[title]) == 2 and drawn[title][0] == drawn[title][1], (title, drawn[title])

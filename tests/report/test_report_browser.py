@@ -133,7 +133,8 @@ def test_sizing_sweep_report_renders_its_four_panel_figure(browser: Any, make_ru
     assert opened.console_errors == [] and opened.images
     alts = [image["alt"] or "" for image in opened.images]
     assert any("memory per setting in GiB" in alt for alt in alts), alts
-    assert "recommended ollama_num_parallel" in opened.body_text.lower()  # "Provisional: … recommended …" too
+    # 8 requests per cell: the answer is given and called provisional (a p95 needs 40).
+    assert "Provisional (n=8" in opened.body_text and "recommended OLLAMA_NUM_PARALLEL" in opened.body_text
 
 
 async def _through_simulator(base_url: str, t0: float) -> list[Any]:

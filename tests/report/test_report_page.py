@@ -137,6 +137,8 @@ def test_the_answer_says_which_cells_meet_the_scenarios_slos(make_run: Callable[
     # TTFT is 150, 180 and 240 ms at concurrency 1, 2 and 4 on both surfaces.
     assert "4 of 6 cells meet the SLOs (ttft_p95 ≤ 200ms)" in html
     assert "misses ttft_p95" in html
+    # 8 requests per cell where a p95 needs 40: the SLO verdict says what it rests on.
+    assert "Provisional: n=8 where ttft_p95 needs ≥40." in html
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # matplotlib's "layout collapsed": a plot drawn wrong

@@ -79,3 +79,13 @@ def test_the_shipped_sizing_study_reaches_the_n_its_percentiles_need() -> None:
     assert scenario.stop_when is not None and scenario.prune
     assert scenario.stop_when.min_requests >= needed
     assert min(scenario.load.requests) >= needed  # an axis: a list of counts
+
+
+def test_a_setting_the_study_skipped_is_listed_with_its_reason(tmp_path: Path) -> None:
+    run = _sweep(tmp_path, {1: (60, 1.0, 0.05), 4: (60, 0.4, 0.05)})
+    reason = "NP=16 spilled at load (size_vram 20.5 GiB of 36.9 GiB, 44% on CPU): skipped c=1"
+    run.manifest.cells.append(type(run.manifest.cells[0])(
+        cell_id="np16", settings={"OLLAMA_NUM_PARALLEL": "16"}, status="skipped", skip_reason=reason))
+    candidate = {c.num_parallel: c for c in recommend(run, SLO).candidates}[16]
+    assert candidate.outcome == "lost" and candidate.reason == f"skipped: {reason}"
+    assert candidate.fits_in_gpu is False and candidate.cell_id is None
