@@ -21,7 +21,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from bench.scenario.blocks import Load
 
 RampStrategy = Literal["linear", "exponential"]
 # A stage that ramps from 0 would ask for an infinite first gap; this floor (one request per
@@ -116,3 +119,17 @@ def _stage_rate(stages: tuple[Stage, ...], initial_rps: float, offset_s: float) 
             return begin_rps + (stage.target_rps - begin_rps) * share
         begin_s, begin_rps = end_s, stage.target_rps
     return begin_rps
+
+
+def shape_for(settings: dict[str, Any], load: Load) -> ArrivalShape | None:
+    """An open-loop cell's shape from the scenario's burstiness, ramp_up or stages; None when steady."""
+    arrival = settings["arrival"]
+    if arrival not in ("constant", "poisson") or not (load.burstiness or load.ramp_up or load.stages):
+        return None
+    ramp = load.ramp_up
+    return ArrivalShape(
+        arrival=arrival, rate_rps=settings["rate_rps"], burstiness=load.burstiness or 1.0,
+        ramp_strategy=ramp.strategy if ramp else None, ramp_start_rps=ramp.start_rps if ramp else None,
+        ramp_end_rps=ramp.end_rps if ramp else None,
+        stages=tuple(Stage(stage.duration_s, stage.target_rps) for stage in load.stages or ()),
+        requests=settings["requests"], duration_s=settings["duration_s"])

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bench.load.arrival_shapes import ArrivalShape
 from bench.load.clock import Clock
 from bench.load.control import StopControl
 from bench.load.dispatch import Dispatcher, RecordSink, SendFn
@@ -36,6 +37,8 @@ class CellLoad:
     worker: int = 0
     workers: int = 1
     warmup_total: int | None = None  # the whole cell's warmup (None: warmup_requests)
+    # An open loop's shape beyond a steady rate (bursts, ramp-up, stages); None: rate_rps, steady.
+    shape: ArrivalShape | None = None
 
 
 async def run_cell_load(load: CellLoad, requests: CellRequests | SpecFactory, send: SendFn,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from bench.load.arrival_shapes import ArrivalShape
 from bench.load.clock import Clock
 from bench.load.dispatch import Dispatcher, stopped_within
 from bench.records.record import Phase
@@ -116,11 +117,12 @@ class Conversations:
 
 
 def arrival_offsets_s(arrival: str, rate_rps: float, rng: random.Random) -> Iterator[float]:
-    """Endless arrival times (seconds from the start): constant spacing, or Poisson (exponential gaps)."""
-    offset = 0.0
-    while True:
-        yield offset
-        offset += 1.0 / rate_rps if arrival == "constant" else rng.expovariate(rate_rps)
+    """Endless arrival times (seconds from the start) at a steady rate: constant spacing, or Poisson."""
+    return steady_shape(arrival, rate_rps).offsets_s(rng)
+
+
+def steady_shape(arrival: str, rate_rps: float | None) -> ArrivalShape:
+    return ArrivalShape(arrival="constant" if arrival == "constant" else "poisson", rate_rps=rate_rps)
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ class OpenLoop:
 
     async def run(self, d: Dispatcher, clock: Clock, repeat: int, indexes: Indexes[int]) -> None:
         load = self.load
-        assert load.rate_rps is not None
+        # A shape from the scenario (bursts, ramp-up, stages: bench.load.arrival_shapes), else the steady rate.
+        shape = load.shape or steady_shape(load.arrival, load.rate_rps)
         rng = random.Random(f"{load.seed}:{load.schedule_key}:{repeat}:arrivals")
         cap = asyncio.Semaphore(load.concurrency) if load.concurrency else None
         start_s = clock.now_s()
@@ -150,7 +153,7 @@ class OpenLoop:
                 if cap is not None:
                     cap.release()
 
-        for count, offset_s in enumerate(arrival_offsets_s(load.arrival, load.rate_rps, rng)):
+        for count, offset_s in enumerate(shape.offsets_s(rng)):
             if load.requests is not None and count >= load.requests:
                 break
             if load.duration_s is not None and offset_s >= load.duration_s:

@@ -22,6 +22,7 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
+from bench.load.arrival_shapes import shape_for
 from bench.load.control import AbortTracker, StopControl
 from bench.load.cell import CellLoad, run_cell_load
 from bench.load.health import CellOutcome
@@ -212,6 +213,9 @@ class CellLoop:
         """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
         identity = await identify_server(base_url, self.run.api_key)
+        ollama_note = self.targets.ollama_note()
+        if ollama_note is not None:
+            self.state.add_note(ollama_note)
         target = self.manifest.manifest.target
         target.base_url, target.version, target.server, target.api = (base_url, identity.version,
                                                                       identity.name, identity.api)
@@ -422,6 +426,7 @@ def _cell_load(cell: Cell, scenario: Scenario) -> CellLoad:
         rate_rps=settings["rate_rps"], requests=settings["requests"],
         duration_s=settings["duration_s"], warmup_requests=settings["warmup_requests"],
         repeats=settings["repeat"], seed=scenario.workload.seed, schedule_key=cell.cell_id,
+        shape=shape_for(settings, scenario.load),
     )
 
 

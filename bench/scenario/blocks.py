@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.numbers import MAX_RATE_RPS
+from bench.scenario.arrivals import ShapeFields, check_shape
 from bench.scenario.fields import (
     _DURATION_RE,
     Arrival,
@@ -210,7 +211,7 @@ class TraceSpec(_Strict):
     )
 
 
-class Load(_Strict):
+class Load(ShapeFields):  # burstiness, ramp_up, stages: bench.scenario.arrivals
     arrival: _axis(Arrival) = Field(default_factory=lambda: ["closed"])  # type: ignore[valid-type]
     concurrency: _axis(Concurrency) | None = Field(  # type: ignore[valid-type]
         None, description="closed loop: workers; open loop: cap on requests in flight"
@@ -233,10 +234,12 @@ class Load(_Strict):
         if "trace" in self.arrival and self.trace is None:
             raise ValueError("trace: required for arrival trace ({file: trace.jsonl})")
         open_loop = [a for a in self.arrival if a not in ("closed", "sweep", "trace")]
+        check_shape(self.arrival, self.rate_rps, self.burstiness, self.ramp_up, self.stages)
+        shaped = self.ramp_up is not None or self.stages is not None
         if self.rate_rps is not None and not open_loop:
             raise ValueError("rate_rps: needs arrival constant or poisson (closed loop has no rate)")
-        if open_loop and self.rate_rps is None:
-            raise ValueError(f"rate_rps: required for arrival {open_loop[0]}")
+        if open_loop and self.rate_rps is None and not shaped:
+            raise ValueError(f"rate_rps: required for arrival {open_loop[0]} (or ramp_up:, stages:)")
         if self.requests is None and self.duration_s is None:
             self.requests = [32]
         return self
