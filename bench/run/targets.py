@@ -21,7 +21,7 @@ from bench.run.managed_server import ManagedServer, server_pids, sim_command
 from bench.endpoints import MODELS_PATH, VERSION_PATH, resolve_ollama_host
 from bench.processes import free_port
 from bench.ollama.pins import OLLAMA_VERSION
-from bench.ollama.serve import import_models, ollama_command_and_env
+from bench.ollama.serve import import_models, logged_kv_bytes, ollama_command_and_env
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -119,6 +119,18 @@ class Targets:
             self.imported = import_models(Path(command[0]), f"127.0.0.1:{self.port}", self.models, env)
         return server.base_url, True
 
+    def ollama_note(self) -> str | None:
+        """target ollama: which build ran and which made model stood in for each scenario model."""
+        if self.kind != "ollama" or not self.imported:
+            return None
+        from bench.ollama.build import require_installed
+
+        build = require_installed().info()
+        models = ", ".join(name if name.removesuffix(":latest") == preset else f"{name} = preset {preset}"
+                           for name, preset in self.imported.items())
+        return (f"real Ollama {build.get('ollama_version', OLLAMA_VERSION)} built by bench ollama build "
+                f"(llama.cpp b{build.get('llama_cpp_build')}), models made by bench gguf make: {models}")
+
     def _hold_to_loopback(self, server: ManagedServer) -> None:
         """Stop a ready server that listens beyond loopback (a script can bind 0.0.0.0 unannounced)."""
         exposed = non_loopback_listeners(server_pids(server))
@@ -149,6 +161,8 @@ class Targets:
         if self.server is not None:
             grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
             self.server.stop(grace_s=grace_s)
+            if self.kind == "ollama" and self.servers:  # its log is complete now
+                self.servers[-1]["logged_kv_bytes"] = logged_kv_bytes(self.server.log_path)
             self.server = None
 
 
