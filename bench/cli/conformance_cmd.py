@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -68,7 +70,8 @@ def conformance(recorded: Path | None, probe_names: tuple[str, ...],
     click.echo("probing bench sim ...", err=True)
     sim_label, sim = observe(sim_target(PROBE_ENV), names)
     rows = compare(sim, real, known)
-    report = document(rows, known, {"sim": sim_label, "real": real_label, "env": PROBE_ENV})
+    machine = f"{os.cpu_count()} CPUs, {platform.platform()}"
+    report = document(rows, known, {"sim": sim_label, "real": real_label, "env": PROBE_ENV, "machine": machine})
     write_atomically(out, lambda path: path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8"))
     for line in render(rows):
         click.echo(line)

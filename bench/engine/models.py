@@ -45,7 +45,7 @@ def parse_model_files(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
         path = Path(raw_path).expanduser()
         if not path.is_file():
             raise UsageError(f"--model-file {pair!r}: {path} is not a file")
-        files[ollama_name(name.strip())] = path.resolve()
+        files[ollama_name(name.strip())] = Path(os.path.abspath(path))
     return files
 
 
@@ -99,7 +99,8 @@ def preset_entries() -> list[dict[str, Any]]:
         shape = preset.shape
         size = shape_weight_bytes(shape)
         parameters = size // (2 if shape.weight_type == "f16" else 4)
-        entries.append(_entry(preset.name, shape, size, parameters, shape.weight_type.upper()))
+        entry = _entry(preset.name, shape, size, parameters, shape.weight_type.upper())
+        entries.append({**entry, "never_stops": not shape.embedding_only})  # the maker bans EOS
     return entries
 
 

@@ -66,6 +66,7 @@ class WorkerLink:
     _results: Any
     _stop: Any
     parent_pid: int  # the process that started the pool
+    _abort: Any = None  # set with _stop when in-flight requests must end now (grace over)
 
     def ready(self) -> None:
         """Block until every worker is ready (call after warmup, right before measuring)."""
@@ -80,6 +81,9 @@ class WorkerLink:
 
     def wait_stop(self, timeout_s: float) -> bool:
         return bool(self._stop.wait(timeout_s))
+
+    def abort_requested(self) -> bool:
+        return self._abort is not None and self._abort.is_set()
 
 
 WorkerMain = Callable[[Any, WorkerLink], Any]
@@ -116,9 +120,10 @@ class WorkerPool:
         self._barrier = context.Barrier(len(plans))
         self._results = context.Queue()
         self._stop = context.Event()
+        self._abort = context.Event()
         self.processes = [
             context.Process(target=_entry, daemon=True, args=(main, plan, WorkerLink(
-                index, len(plans), t0, self._barrier, self._results, self._stop, os.getpid())))
+                index, len(plans), t0, self._barrier, self._results, self._stop, os.getpid(), self._abort)))
             for index, plan in enumerate(plans)
         ]
         for process in self.processes:
@@ -126,6 +131,11 @@ class WorkerPool:
 
     def stop_dispatch(self) -> None:
         """Ask every worker to send no new requests (those in flight finish)."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Ask every worker to end its in-flight requests now (recorded as interrupted)."""
+        self._abort.set()
         self._stop.set()
 
     def collect(self, on_item: Callable[[int, Any], None], deadline_s: float,
@@ -212,10 +222,16 @@ def _worker_main(plan: CellWorkerPlan, link: WorkerLink) -> CellOutcome:
         finished = threading.Event()
 
         def watch_stop() -> None:
+            stopped = False
             while not finished.is_set():
-                if link.wait_stop(0.2):
+                if not stopped and link.wait_stop(0.2):
                     loop.call_soon_threadsafe(enough.set)
+                    stopped = True
+                if link.abort_requested():  # the parent's grace is over: cancel what is in flight
+                    loop.call_soon_threadsafe(stop.request_abort, "interrupted")
                     return
+                if stopped:
+                    finished.wait(0.2)
 
         watcher = threading.Thread(target=watch_stop, daemon=True)
         watcher.start()
@@ -245,11 +261,14 @@ async def run_cell_in_workers(plans: list[CellWorkerPlan], t0: float, on_record:
 
     async def relay_stop() -> None:
         waiters = [asyncio.ensure_future(stop.stop_dispatch.wait()), asyncio.ensure_future(enough.wait())]
+        aborted = asyncio.ensure_future(stop.abort.wait())
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             pool.stop_dispatch()
+            await aborted  # grace over (or a second Ctrl-C): workers cancel and record their in-flight requests
+            pool.abort()
         finally:
-            for waiter in waiters:
+            for waiter in [*waiters, aborted]:
                 waiter.cancel()
 
     relay = asyncio.ensure_future(relay_stop())

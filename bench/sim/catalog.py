@@ -40,6 +40,9 @@ class ModelSpec:
     # How Ollama's Go TEMPLATE renders a chat: "" the simulator's own markers (bench/sim/tokens.py),
     # "chatml" ChatML (the models `bench gguf make` writes, whose Jinja template is ChatML too).
     chat_template: str = ""
+    # `bench gguf make` models never sample end-of-sequence: they stop only at n_predict (with no
+    # bound at all, num_predict 0, a real llama-server generates until the client leaves).
+    never_stops: bool = False
     aliases: tuple[str, ...] = ()
 
     @property

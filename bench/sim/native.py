@@ -70,6 +70,10 @@ async def read_body(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
+        # Go's encoding/json: a body cut short is "unexpected EOF" (gin passes err.Error() through,
+        # routes.go GenerateHandler); other syntax errors keep Python's wording (a known deviation).
+        if error.pos >= len(raw.rstrip()):
+            raise FrontError(400, "unexpected EOF") from None
         raise FrontError(400, f"invalid character in request body: {error}") from None
     if not isinstance(body, dict):
         raise FrontError(400, "json: cannot unmarshal request body into a request object")

@@ -8,9 +8,10 @@ v0.12.6: Ollama's old estimate). The prompt cache is prompt_cache.py's per-slot 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,13 +90,15 @@ class SimulatedRunner:
         self.closed = True
         await asyncio.sleep(self.backend.scaled(roofline.UNLOAD_S))
 
-    def _plan(self, request: CompletionRequest) -> tuple[list[str], str]:
+    def _plan(self, request: CompletionRequest) -> tuple[Iterable[str], str]:
         """Output pieces and stop type: deterministic in (sim seed, prompt, options.seed, temperature)."""
         seed = self.backend.hardware.seed
         options = request.options
         rng = random.Random(textgen.stable_int("text", seed, request.sample_key, options.get("seed"), options.get("temperature")))
         if request.json_schema:
             pieces = textgen.chunk_text(textgen.structured_text(request.json_schema, rng))
+        elif self.request.model.never_stops:
+            return textgen.endless_prose(rng, request.n_predict), "limit"
         else:
             pieces = textgen.prose_tokens(rng, textgen.natural_length(seed, request.sample_key))
         if 0 <= request.n_predict < len(pieces):
@@ -109,6 +112,7 @@ class SimulatedRunner:
         pieces, stop_type = self._plan(request)
         if not self.request.context_shift:
             room = max(0, self.request.num_ctx - len(prompt))
+            pieces = list(itertools.islice(pieces, room + 1))
             if room < len(pieces):
                 pieces, stop_type = pieces[:room], "limit"
         slot, cache_n = self.slots.take(prompt)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 CHARS_PER_TOKEN = 4
@@ -34,6 +35,15 @@ def natural_length(sim_seed: int, prompt_key: str) -> int:
     """How many tokens the "model" wants to say for this prompt: independent of temperature/seed."""
     rng = random.Random(stable_int("length", sim_seed, prompt_key))
     return rng.randint(MIN_NATURAL_TOKENS, MAX_NATURAL_TOKENS)
+
+
+def endless_prose(rng: random.Random, count: int) -> Iterator[str]:
+    """`count` prose tokens (count < 0: without end), made as they are read."""
+    words = prose_tokens(rng, 256)
+    emitted = 0
+    while count < 0 or emitted < count:
+        yield words[emitted % len(words)]
+        emitted += 1
 
 
 def prose_tokens(rng: random.Random, count: int) -> list[str]:

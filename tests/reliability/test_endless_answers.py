@@ -70,23 +70,28 @@ load: {concurrency: 1, requests: 1, warmup_requests: 0, timeout_s: 1}
 
 
 @pytest.mark.e2e
-def test_sigterm_keeps_the_in_flight_request_as_interrupted(endless, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_keeps_the_in_flight_request_as_interrupted(endless, tmp_path: Path,  # noqa: ANN001
+                                                            workers: int) -> None:
     server = endless("ping")
     out = tmp_path / "run"
-    scenario = _scenario(tmp_path, "openai/chat")  # deadline 32 s: only the signal ends it sooner
-    process = start_bench("run", str(scenario), "--target", server.url, "--out", str(out), "--no-report",
-                          "--grace", "1")
+    # deadline 32 s: only the signal ends the requests sooner
+    scenario = _scenario(tmp_path, "openai/chat").read_text().replace("concurrency: 1, requests: 1",
+                                                                      f"concurrency: {workers}, requests: {workers}")
+    scenario_path = write_scenario(tmp_path, scenario, name="w.yaml")
+    process = start_bench("run", str(scenario_path), "--target", server.url, "--out", str(out), "--no-report",
+                          "--grace", "1", "--workers", str(workers))
     try:
-        # Probes and /api/ps polls are requests too: wait for the generation's stream itself.
-        wait_for(lambda: server.streams >= 1, timeout_s=120, what="the request in flight")
+        # Probes and /api/ps polls are requests too: wait for the generations' streams themselves.
+        wait_for(lambda: server.streams >= workers, timeout_s=120, what="the requests in flight")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == 130, output
     records = json_lines(out / "requests.jsonl")
-    assert [row["error_class"] for row in records] == ["interrupted"], (records, output)
-    assert records[0]["end_s"] is not None and records[0]["headers_s"] is not None
+    assert [row["error_class"] for row in records] == ["interrupted"] * workers, (records, output)
+    assert all(row["end_s"] is not None and row["headers_s"] is not None for row in records)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "partial"
 
