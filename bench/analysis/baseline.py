@@ -263,6 +263,8 @@ def _read_baseline_file(path: Path) -> Baseline:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise RunDirError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise RunDirError(f"{path}: not a bench baseline (JSON nested too deeply)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunDirError(f"{path}: not a bench baseline (no \"format\": \"{FORMAT}\")")
     version = payload.get("format_version")

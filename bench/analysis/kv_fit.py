@@ -124,6 +124,7 @@ class KvPoint:
     nvml_source: str | None  # "server_process" (managed server's PIDs) or "device_used"
     process_rss_bytes: float | None = None  # median RSS of the managed server's engine processes
     process_source: str | None = None  # "engine_rss" (llama-server processes) or "tree_rss"
+    logged_kv_bytes: float | None = None  # KV buffers llama-server logged for this runner (real Ollama's log)
 
 
 def _model_key(name: str) -> str:
@@ -195,6 +196,14 @@ def _process_bytes(proc: Any, start_s: float, end_s: float) -> tuple[float | Non
     return float(steady["rss_bytes"].median()), "tree_rss"
 
 
+def _logged_kv_bytes(run: Run, cell_id: str, ctx_total: int) -> int | None:
+    """The KV buffer llama-server logged for this cell's runner, as a real `ollama serve` target
+    recorded it from its log (bench.ollama.serve.logged_kv_bytes); None for other servers."""
+    server_id = next((cell.server_id for cell in run.manifest.cells if cell.cell_id == cell_id), None)
+    server = next((s for s in run.manifest.servers if s.server_id == server_id), None)
+    return None if server is None else server.logged_kv_bytes.get(str(ctx_total))
+
+
 def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     """One point per cell of a loaded run that has a context size; plus notes."""
     notes: list[str] = []
@@ -242,6 +251,7 @@ def _point(run: Run, settings: dict[str, Any], num_ctx: int, window: tuple[float
         num_ctx=num_ctx, num_parallel=num_parallel, ctx_total=ctx_total,
         ollama_ps_bytes=_ps_bytes(run.ps, model, (start_s, end_s, until_s), {ctx_total, num_ctx}),
         nvml_bytes=nvml_bytes, nvml_source=nvml_source, process_rss_bytes=process_bytes, process_source=process_source,
+        logged_kv_bytes=_logged_kv_bytes(run, str(settings["cell_id"]), ctx_total),
     )
 
 
@@ -272,6 +282,9 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         ctx_totals, [p.process_rss_bytes if p.process_rss_bytes is not None else math.nan for p in points], tiers,
         mask_cells,
     )
+    # The KV buffers llama-server logged hold the cache alone: a plain line, no compute-buffer terms.
+    logged_fit = fit_bytes_per_token(
+        ctx_totals, [p.logged_kv_bytes if p.logged_kv_bytes is not None else math.nan for p in points])
     # NVML of the server's processes measures device memory; an engine on the CPU (no device
     # memory at all) leaves it at zero, and then the engine processes' RSS is the real memory.
     # The RSS of a server without llama-server children (the simulated engine) measures no KV.
@@ -296,6 +309,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         "ollama_ps": ps_fit.bytes_per_token if ps_fit else None,
         "nvml": nvml_fit.bytes_per_token if nvml_fit else None,
         "process_rss": process_fit.bytes_per_token if process_fit else None,
+        "logged_kv": logged_fit.bytes_per_token if logged_fit else None,
     }
     return {
         "model": points[0].model,
@@ -306,6 +320,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
             "ollama_ps": ps_fit.to_json() if ps_fit else None,
             "nvml": nvml_fit.to_json() if nvml_fit else None,
             "process_rss": process_fit.to_json() if process_fit else None,
+            "logged_kv": logged_fit.to_json() if logged_fit else None,
         },
         "nvml_source": next((p.nvml_source for p in points if p.nvml_source), None),
         "process_source": next((p.process_source for p in points if p.process_source), None),
@@ -315,7 +330,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
             # /api/ps against itself is 1.00 by construction: no ratio when it is the measured source.
             name: None if name == measured_source else _ratio(value, measured)
             for name, value in per_token.items()
-            if name in ("rule_of_thumb", "exact", "exact_stored", "ollama_ps")
+            if name in ("rule_of_thumb", "exact", "exact_stored", "ollama_ps", "logged_kv")
         },
         "measurement_note": None if nvml_measures or engine_measured else (
             "no KV measurement: no NVML reading of the server and no llama-server process (the simulated "

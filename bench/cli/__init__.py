@@ -78,6 +78,19 @@ for _command_module in (sim_cmd, run_cmd, report_cmd, compare_cmd, kv_cmd, recom
     _command_module.register(cli)
 
 
+def _unencodable_shown_escaped() -> None:
+    """A terminal or pipe that cannot encode `…` or `µ` (PYTHONIOENCODING=ascii, LANG=C on an old
+    system) gets `\u2026` instead of a UnicodeEncodeError after the run has measured everything."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass  # a closed or detached stream: nothing will be written to it anyway
+
+
 def main() -> None:
     """Console-script entry point."""
+    _unencodable_shown_escaped()
     cli(prog_name="bench")

@@ -267,10 +267,11 @@ def kv_analyze_command(run_dir: Path) -> None:
         click.echo(f"{group['model']} (cache {group['cache_type']}, {len(group['points'])} cells)")
         for label, key in (("rule of thumb", "rule_of_thumb"), ("exact (GQA)", "exact"),
                            ("exact, stored blocks", "exact_stored"), ("Ollama /api/ps fit", "ollama_ps"),
+                           ("llama-server KV log fit", "logged_kv"),
                            ("NVML fit (measured)", "nvml"), ("process RSS fit (measured)", "process_rss")):  # fmt: skip
             ratio = group["ratio_to_measured"].get(key)
             ratio_text = "" if ratio is None else f"  {ratio:.3f}x measured"
-            if per_token.get(key) is None and key in ("nvml", "process_rss"):
+            if per_token.get(key) is None and key in ("nvml", "process_rss", "logged_kv"):
                 continue  # that measurement was not taken in this run
             click.echo(f"  {label:<26} {_per_token(per_token[key]):>12} B/token{ratio_text}")
         measured_fit = group["fits"].get(group["measured_source"] or "", None)

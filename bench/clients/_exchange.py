@@ -276,9 +276,21 @@ async def read_whole_body(
     return body
 
 
+# Token counts and nanosecond durations: 2^62 ns is 146 years, so past it (or below 0) the
+# server is wrong, and a rate divided by it would be nonsense (eval_count -5 gave -3.2e13 tok/s).
+MAX_SERVER_COUNT = 2**62
+
+
 def int_or_none(value: Any) -> int | None:
+    """A count the server sent; None when absent or not an integer; StreamFailure (server_error,
+    recorded with the request) when it is below 0 or past MAX_SERVER_COUNT."""
     # bool is an int subclass; a server sending `true` as a count is not a count.
-    return value if type(value) is int else None
+    if type(value) is not int:
+        return None
+    if not 0 <= value <= MAX_SERVER_COUNT:
+        raise StreamFailure("server_error", f"the server sent a count or duration of {value}, "
+                                            "outside 0..2^62 (a server bug)")
+    return value
 
 
 async def exchange(

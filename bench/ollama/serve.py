@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.engine.memory_log import kv_bytes_per_launch
 from bench.engine.models import cache_dir, ollama_name, preset_for, preset_path
 from bench.engine.shapes import PRESETS
 from bench.errors import TargetError
@@ -104,3 +105,12 @@ def ollama_command_and_env(scenario: Scenario, cell: Cell) -> tuple[list[str], d
     else:
         env = {name: str(value) for name, value in scenario.sim.env.items()}
     return [str(install.binary), "serve"], {**env, **serve_env()}
+
+
+def logged_kv_bytes(log_path: Path) -> dict[str, int]:
+    """{-c: KV bytes} of every llama-server a stopped `ollama serve` logged (its log holds their lines)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {}
+    return {str(ctx): size for ctx, size in kv_bytes_per_launch(text).items()}

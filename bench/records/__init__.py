@@ -75,8 +75,17 @@ class RecordWriter:
             # field, changed in case or cut): never store it. Keys are visible ASCII, which JSON
             # leaves as it is, so the encoded line is redacted as text.
             line = redact(line.decode("utf-8")).encode("utf-8")
-        # One write() per record on an unbuffered file: each line reaches the OS whole.
-        self._file.write(line)
+        if self._file.closed:
+            # A write failed (disk full): the run is ending with that error, named once; the
+            # requests still finishing have nowhere to go and must not each raise again.
+            return
+        try:
+            # One write() per record on an unbuffered file: each line reaches the OS whole.
+            self._file.write(line)
+        except OSError as error:
+            self._file.close()
+            # write() names no file: say which one, so the one-line error does (ENOSPC, EFBIG).
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
 
     def close(self) -> None:
         if not self._file.closed:

@@ -41,6 +41,8 @@ class ServerRecord(_Stored):
     command: list[str] = Field(default_factory=list)
     log: str | None = None
     pid: int | None = None
+    # target ollama: {-c (num_ctx × NUM_PARALLEL): KV buffer bytes} llama-server logged per launch.
+    logged_kv_bytes: dict[str, int] = Field(default_factory=dict)
 
 
 class TargetRecord(_Stored):

@@ -20,6 +20,7 @@ from bench.records import RequestRecord
 from bench.run.adaptive import records_frame
 from bench.scenario import Scenario
 from bench.telemetry.ollama_ps import parse_ps
+from bench.inputs.server_json import server_json
 from bench.numbers import gib
 
 
@@ -100,8 +101,8 @@ async def read_memory(http: httpx.AsyncClient, model: str) -> GroupMemory | None
     try:
         response = await http.get(PS_PATH)
         response.raise_for_status()
-        rows = parse_ps(response.json(), 0.0)
-    except (httpx.HTTPError, ValueError):
+        rows = parse_ps(server_json(response.content, PS_PATH), 0.0)
+    except (httpx.HTTPError, ValueError):  # ServerJSONError is a ValueError
         return None
     loaded = [row for row in rows if row.name is not None and _same_model(row.name, model)]
     if not loaded:

@@ -139,11 +139,32 @@ def load_resume_point(run_dir: Path, given: Scenario | None = None, given_source
     _check_same_scenario(run_dir, scenario, given, given_source or "the scenario file")
     overrides = _overrides(manifest)
     _check_same_cells(run_dir, manifest, plan_cells(scenario, overrides))
-    # A skipped cell (pruned study) was decided, not interrupted: it stays skipped.
-    complete = frozenset(cell.cell_id for cell in manifest.cells if cell.status in ("complete", "skipped"))
+    # A skipped cell (pruned study) was decided, not interrupted: it stays skipped. A complete
+    # cell whose records are gone from requests.jsonl (deleted, a damaged disk) is run again:
+    # the manifest's word alone would end the run "complete" with nothing measured.
+    recorded = _cells_with_records(run_dir)
+    complete = frozenset(cell.cell_id for cell in manifest.cells
+                         if cell.status == "skipped" or (cell.status == "complete" and cell.cell_id in recorded))
     return ResumePoint(run_dir=run_dir, manifest=manifest, scenario=scenario, overrides=overrides,
                        target=manifest.options.target, sim_speed=manifest.options.sim_speed,
                        complete_cells=complete)
+
+
+def _cells_with_records(run_dir: Path) -> set[str]:
+    """The cell ids that have at least one measured record in requests.jsonl."""
+    found: set[str] = set()
+    try:
+        with open(run_dir / REQUESTS_JSONL, "rb") as lines:
+            for raw_line in lines:
+                try:
+                    row = orjson.loads(raw_line)
+                except orjson.JSONDecodeError:
+                    continue  # a torn line
+                if isinstance(row, dict) and row.get("phase") == "measure" and isinstance(row.get("cell_id"), str):
+                    found.add(row["cell_id"])
+    except OSError:
+        return found
+    return found
 
 
 def keep_complete_records(run_dir: Path, complete_cells: frozenset[str]) -> int:

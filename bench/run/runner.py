@@ -213,6 +213,9 @@ class CellLoop:
         """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
         identity = await identify_server(base_url, self.run.api_key)
+        ollama_note = self.targets.ollama_note()
+        if ollama_note is not None:
+            self.state.add_note(ollama_note)
         target = self.manifest.manifest.target
         target.base_url, target.version, target.server, target.api = (base_url, identity.version,
                                                                       identity.name, identity.api)

@@ -3,6 +3,7 @@ plus the checks that it is there (preflight, /api/version)."""
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import unquote
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench.errors import TargetError, UsageError
+from bench.inputs.server_json import server_json, server_object
 from bench.secrets import auth_headers
 from bench.plan import Cell
 from bench.run.listeners import non_loopback_listeners
@@ -19,7 +21,7 @@ from bench.run.managed_server import ManagedServer, server_pids, sim_command
 from bench.endpoints import MODELS_PATH, VERSION_PATH, resolve_ollama_host
 from bench.processes import free_port
 from bench.ollama.pins import OLLAMA_VERSION
-from bench.ollama.serve import import_models, ollama_command_and_env
+from bench.ollama.serve import import_models, logged_kv_bytes, ollama_command_and_env
 from bench.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class Targets:
             if sim.ollama_version is not None:
                 args += ["--ollama-version", sim.ollama_version]
             if sim.calibrate:
-                args += ["--calibrate", str(Path(sim.calibrate).expanduser().resolve())]
+                args += ["--calibrate", os.path.abspath(Path(sim.calibrate).expanduser())]
             # Last, so they win over anything in sim.args: the simulator listens on loopback only.
             loopback = ["--host", "127.0.0.1", "--port", str(self.port)]
             return sim_command(args + list(sim.args) + loopback), {k: str(v) for k, v in sim.env.items()}
@@ -117,6 +119,18 @@ class Targets:
             self.imported = import_models(Path(command[0]), f"127.0.0.1:{self.port}", self.models, env)
         return server.base_url, True
 
+    def ollama_note(self) -> str | None:
+        """target ollama: which build ran and which made model stood in for each scenario model."""
+        if self.kind != "ollama" or not self.imported:
+            return None
+        from bench.ollama.build import require_installed
+
+        build = require_installed().info()
+        models = ", ".join(name if name.removesuffix(":latest") == preset else f"{name} = preset {preset}"
+                           for name, preset in self.imported.items())
+        return (f"real Ollama {build.get('ollama_version', OLLAMA_VERSION)} built by bench ollama build "
+                f"(llama.cpp b{build.get('llama_cpp_build')}), models made by bench gguf make: {models}")
+
     def _hold_to_loopback(self, server: ManagedServer) -> None:
         """Stop a ready server that listens beyond loopback (a script can bind 0.0.0.0 unannounced)."""
         exposed = non_loopback_listeners(server_pids(server))
@@ -147,6 +161,8 @@ class Targets:
         if self.server is not None:
             grace_s = self.scenario.server.stop_grace_s if self.scenario.server else 5.0
             self.server.stop(grace_s=grace_s)
+            if self.kind == "ollama" and self.servers:  # its log is complete now
+                self.servers[-1]["logged_kv_bytes"] = logged_kv_bytes(self.server.log_path)
             self.server = None
 
 
@@ -272,9 +288,11 @@ def _version_of(response: httpx.Response) -> str | None:
     if response.status_code != 200:
         return None
     try:
-        return str(response.json().get("version"))
-    except ValueError:
+        version = server_object(response.content, VERSION_PATH).get("version")
+    except ValueError:  # ServerJSONError included
         return None
+    # A version is a short string; an Ollama-shaped answer without one is still Ollama.
+    return version[:100] if isinstance(version, str) else "unknown"
 
 
 async def fetch_version(base_url: str, api_key: str | None = None) -> str | None:
@@ -318,9 +336,9 @@ async def identify_server(base_url: str, api_key: str | None = None) -> ServerId
             f"{models_response.status_code})"
         )
     try:
-        listed = models_response.json().get("data") or []
+        listed = server_object(models_response.content, f"{base_url}/v1/models").get("data") or []
         ids = tuple(str(entry["id"]) for entry in listed if isinstance(entry, dict) and "id" in entry)
-    except (ValueError, AttributeError, KeyError):
+    except (ValueError, AttributeError, KeyError, TypeError):
         raise TargetError(f"{base_url}/v1/models: not an OpenAI model list") from None
     return ServerIdentity("openai-compatible", _openai_server_name(models_response, props_response), None, ids)
 
@@ -329,7 +347,7 @@ def _openai_server_name(models_response: httpx.Response, props_response: httpx.R
     build = None
     if props_response.status_code == 200:
         try:
-            props = props_response.json()
+            props = server_json(props_response.content, "/props")
         except ValueError:
             props = None
         if isinstance(props, dict) and ("build_info" in props or "default_generation_settings" in props):

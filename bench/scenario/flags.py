@@ -3,6 +3,7 @@ scenario, and a scenario back to YAML."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from bench.errors import ScenarioError, UsageError
-from bench.scenario.loading import _located
+from bench.scenario.loading import _located, file_problem
 from bench.scenario.model import Scenario
 from bench.scenario.yaml_lines import _is_field_name
 
@@ -52,10 +53,10 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>",
         raise ScenarioError(_dict_error(error.errors(include_url=False), source, flags)) from None
     scenario._source = source
     prompt_file = scenario.workload.prompt.file
-    if prompt_file is not None and not Path(prompt_file).is_file():
-        raise ScenarioError(f"{source}: workload.prompt.file: no such file {prompt_file}")
-    if scenario.load.trace is not None and not Path(scenario.load.trace.file).is_file():
-        raise ScenarioError(f"{source}: load.trace.file: no such file {scenario.load.trace.file}")
+    if (problem := file_problem(prompt_file)) is not None:
+        raise ScenarioError(f"{source}: workload.prompt.file: {problem} {prompt_file}")
+    if scenario.load.trace is not None and (problem := file_problem(scenario.load.trace.file)) is not None:
+        raise ScenarioError(f"{source}: load.trace.file: {problem} {scenario.load.trace.file}")
     return scenario
 
 
@@ -131,7 +132,7 @@ def flag_scenario(*, model: list[str], target: str | None = None, name: str = "f
                   percentiles: list[float] | None = None) -> Scenario:
     """A scenario from `bench run` flags alone (no file); unset flags keep the scenario defaults."""
     if prompt_file is not None:
-        prompt_file = str(Path(prompt_file).resolve())  # the stored scenario.yaml may move
+        prompt_file = os.path.abspath(prompt_file)  # the stored scenario.yaml may move
     prompt: dict[str, Any] = {"tokens": prompt_tokens, "file": prompt_file,
                               "shared_prefix_tokens": shared_prefix_tokens, "cache": prompt_cache}
     workload: dict[str, Any] = {

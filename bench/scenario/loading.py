@@ -4,7 +4,10 @@ did-you-mean), `parse_scenario`, `load_scenario` and the JSON Schema."""
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -123,19 +126,19 @@ def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None 
     scenario._source, scenario._root = source, root
     prompt_file = scenario.workload.prompt.file
     if prompt_file is not None and base_dir is not None and not Path(prompt_file).is_absolute():
-        scenario.workload.prompt.file = str((base_dir / prompt_file).resolve())
-    if scenario.workload.prompt.file is not None and not Path(scenario.workload.prompt.file).is_file():
+        scenario.workload.prompt.file = os.path.abspath(base_dir / prompt_file)
+    problem = file_problem(scenario.workload.prompt.file)
+    if problem is not None:
         line, _ = _line_for(root, ("workload", "prompt", "file"))
-        raise ScenarioError(
-            f"{source}:{line}: workload.prompt.file: no such file {scenario.workload.prompt.file}"
-        )
+        raise ScenarioError(f"{source}:{line}: workload.prompt.file: {problem} {scenario.workload.prompt.file}")
     trace = scenario.load.trace
     if trace is not None:
         if base_dir is not None and not Path(trace.file).is_absolute():
-            trace.file = str((base_dir / trace.file).resolve())
-        if not Path(trace.file).is_file():
+            trace.file = os.path.abspath(base_dir / trace.file)
+        problem = file_problem(trace.file)
+        if problem is not None:
             line, _ = _line_for(root, ("load", "trace", "file"))
-            raise ScenarioError(f"{source}:{line}: load.trace.file: no such file {trace.file}")
+            raise ScenarioError(f"{source}:{line}: load.trace.file: {problem} {trace.file}")
     return scenario
 
 
@@ -154,3 +157,15 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bench scenario"
     return schema
+
+
+def file_problem(path: str | None) -> str | None:
+    """Why `path` cannot be read as an input file (`no such file`, `cannot read (Too many levels
+    of symbolic links)`, `not a regular file`), None when it can or when no file is named."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return "no such file" if error.errno == errno.ENOENT else f"cannot read ({error.strerror})"
+    return None if stat.S_ISREG(mode) else "not a regular file"

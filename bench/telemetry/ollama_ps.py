@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from bench.records.atomic import write_parquet_atomically
 from bench.endpoints import PS_PATH
+from bench.inputs.server_json import server_json
 
 PS_COLUMNS: tuple[str, ...] = (
     "t_s",
@@ -51,15 +52,22 @@ class PsRow:
     expires_at: str | None
 
 
+# Sizes and lengths are counts: a negative one, a fraction or one past int64 (a parquet column)
+# is a server's error, kept out of the timeline rather than failing its write at the end.
+_MAX_COUNT = 2**62
+
+
 def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 <= value <= _MAX_COUNT else None
 
 
 def parse_ps(payload: Any, t_s: float) -> list[PsRow]:
     """Turn one /api/ps body into rows; raises ValueError when it is not Ollama's shape."""
     if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
         raise ValueError("not an /api/ps body")
-    models = payload.get("models") or []
+    models = [model for model in payload.get("models") or [] if isinstance(model, dict)]
     if not models:
         return [PsRow(t_s, None, None, None, None, None)]
     return [
@@ -118,8 +126,8 @@ class PsPoller:
             response = self._client.get(f"{base_url}{PS_PATH}")
             t_s = time.monotonic() - self.t0
             response.raise_for_status()
-            rows = parse_ps(response.json(), t_s)
-        except (httpx.HTTPError, ValueError):
+            rows = parse_ps(server_json(response.content, f"{base_url}{PS_PATH}"), t_s)
+        except (httpx.HTTPError, ValueError):  # ServerJSONError is a ValueError
             self.failed_polls += 1
             return []
         self.rows.extend(rows)
@@ -128,7 +136,12 @@ class PsPoller:
     def _loop(self) -> None:
         while not self._stop_event.is_set():
             started = time.monotonic()
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception as error:  # noqa: BLE001 - a server's answer must not end sampling
+                self.failed_polls += 1
+                if len(self.notes) < 3:
+                    self.notes.append(f"/api/ps: an answer bench could not read ({type(error).__name__})")
             self._stop_event.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ import httpx
 from bench.endpoints import SHOW_PATH
 from bench.errors import TargetError
 from bench.secrets import auth_headers
+from bench.inputs.server_json import ServerJSONError, object_field, server_object
 
 
 
@@ -26,11 +27,11 @@ def _request(client: httpx.Client, method: str, url: str, **kwargs: Any) -> http
         raise TargetError(f"{url}: unreachable ({type(error).__name__}: {error})") from error
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: httpx.Response) -> dict[str, Any]:
     try:
-        return response.json()
-    except ValueError as error:
-        raise TargetError(f"{response.request.url}: answered with something other than JSON") from error
+        return server_object(response.content, str(response.request.url))
+    except ServerJSONError as error:
+        raise TargetError(str(error)) from None
 
 
 def list_models(base_url: str, transport: httpx.BaseTransport | None = None) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ def list_models(base_url: str, transport: httpx.BaseTransport | None = None) -> 
         if response.status_code != 200:
             raise TargetError(f"{base_url}/api/tags: HTTP {response.status_code}")
         models = _json(response).get("models") or []
-    return [m for m in models if isinstance(m, dict)]
+    return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
 
 
 def show_model(base_url: str, model: str, transport: httpx.BaseTransport | None = None, *,
@@ -56,6 +57,17 @@ def show_model(base_url: str, model: str, transport: httpx.BaseTransport | None 
             message = response.text.strip().splitlines()[0] if response.text.strip() else ""
             raise TargetError(f"{base_url}/api/show {model}: HTTP {response.status_code} {message}".rstrip())
         shown = _json(response)
-    if not isinstance(shown, dict) or (need_model_info and not shown.get("model_info")):
-        raise TargetError(f"{base_url}/api/show {model}: no model_info in the answer")
+    where = f"{base_url}/api/show {model}"
+    try:
+        # Typed here, once: every reader after this (bench kv's shapes, the manifest) trusts them.
+        for key in ("model_info", "details", "capabilities"):
+            if key == "capabilities":
+                if not isinstance(shown.get(key) or [], list):
+                    raise ServerJSONError(f"{where}: capabilities is a {type(shown[key]).__name__}, not a list")
+            else:
+                object_field(shown, key, where)
+    except ServerJSONError as error:
+        raise TargetError(str(error)) from None
+    if need_model_info and not shown.get("model_info"):
+        raise TargetError(f"{where}: no model_info in the answer")
     return shown

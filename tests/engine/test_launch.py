@@ -24,7 +24,7 @@ def test_default_launch_matches_ollama_argument_for_argument() -> None:
     assert llama_server_args(settings, 41234) == [
         "--model", "/m/model.gguf", "--port", "41234", "--host", "127.0.0.1", "--no-webui", "--offline",
         "-c", "8192", "-np", "2", "--log-verbosity", "4", "--no-log-prefix", "--no-log-timestamps",
-        "--flash-attn", "auto", "-b", "512", "-ub", "512", "--context-shift", "--keep", "4",
+        "--load-mode", "none", "--flash-attn", "auto", "-b", "512", "-ub", "512", "--context-shift", "--keep", "4",
     ]  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.engine.memory_log import MIB, MemoryLog, is_gpu_buffer
+from bench.engine.memory_log import MIB, MemoryLog, is_gpu_buffer, kv_bytes_per_launch
 
 # Lines as llama-server prints them with --no-log-prefix (llama.cpp src/llama-model.cpp,
 # llama-kv-cache.cpp, llama-context.cpp), CPU build.
@@ -82,3 +82,18 @@ def test_arbitrary_output_never_breaks_the_parser(text: str) -> None:
     log.feed(text)
     memory = log.memory(10)
     assert memory.size_bytes >= 0 and memory.size_vram_bytes >= 0
+
+
+def test_an_ollama_serve_log_gives_the_kv_buffer_of_each_launch() -> None:
+    """Ollama logs `starting llama-server cmd=...` and then passes every llama-server line on."""
+    log = "\n".join([
+        'time=2026-12-07T18:00:00Z level=INFO source=llama_server.go:433 msg="starting llama-server" '
+        'cmd="/c/lib/ollama/llama-server --model /m/blobs/sha256-1 --port 40001 -c 4096 -np 2 --flash-attn auto"',
+        CPU_LOAD_LOG,
+        'time=2026-12-07T18:00:09Z level=INFO source=llama_server.go:433 msg="starting llama-server" '
+        'cmd="/c/lib/ollama/llama-server --model /m/blobs/sha256-1 --port 40002 -c 8192 -np 2"',
+        CPU_LOAD_LOG.replace("KV buffer size =     8.00", "KV buffer size =    16.00"),
+        'msg="starting llama-server" cmd="/c/lib/ollama/llama-server --model x --port 1 -c 2048"',
+        "load_tensors: the load failed before any KV buffer",
+    ])
+    assert kv_bytes_per_launch(log) == {4096: 8 * MIB, 8192: 16 * MIB}

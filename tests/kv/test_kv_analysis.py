@@ -107,9 +107,21 @@ def test_a_run_with_one_context_size_gets_no_fit() -> None:
     run.cells = run.cells.iloc[:1]
     payload = analyze_run(run)
     (group,) = payload["groups"]
-    assert group["fits"] == {"ollama_ps": None, "nvml": None, "process_rss": None}
+    assert group["fits"] == {"ollama_ps": None, "nvml": None, "process_rss": None, "logged_kv": None}
     assert group["ratio_to_measured"]["exact"] is None
     assert payload["notes"] == ["llama3.1:8b f16: one context size only; no fit"]
+
+
+def test_the_kv_buffers_llama_server_logged_fit_their_own_line() -> None:
+    """A real Ollama's log gives each runner's KV buffer: fitted alone, no compute-buffer terms."""
+    from bench.analysis.kv_fit import KvPoint, analyze_group
+
+    points = [KvPoint(cell_id=f"c{ctx}", model="m", cache_type="f16", num_ctx=ctx, num_parallel=1,
+                      ctx_total=ctx, ollama_ps_bytes=None, nvml_bytes=None, nvml_source=None,
+                      logged_kv_bytes=16384 * ctx) for ctx in (2048, 4096, 8192)]
+    group = analyze_group(points, None, "f16")
+    assert group["bytes_per_token"]["logged_kv"] == pytest.approx(16384)
+    assert group["fits"]["logged_kv"]["fixed_bytes"] == pytest.approx(0, abs=1e-3)
 
 
 def test_the_simulated_engine_has_no_kv_measurement_and_no_ratio_of_api_ps_to_itself() -> None:

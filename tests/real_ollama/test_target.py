@@ -74,6 +74,7 @@ def test_target_ollama_restarts_per_server_env_cell_with_its_own_models_dir(fake
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["target"]["kind"] == "ollama"
     assert [server["env"]["OLLAMA_NUM_PARALLEL"] for server in manifest["servers"]] == ["1", "2"]
+    assert any("llama3.2:1b = preset tiny-llama3.2-1b" in note for note in manifest["notes"])
 
 
 def test_a_sim_scenario_runs_unchanged_with_its_sim_env(fake_install: Path, tmp_path: Path) -> None:
