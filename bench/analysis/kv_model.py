@@ -52,9 +52,10 @@ class ModelArch:
                 return None
             # Some architectures give per-layer arrays (e.g. head_count_kv); the largest layer
             # bounds the cache from above, which is what sizing needs.
-            if isinstance(raw, (list, tuple)):
-                return int(max(raw)) if raw else None
-            return int(raw)
+            items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+            if not items:
+                return None
+            return _shape_number(items, f"{source}: {arch}.{key}", minimum=1 if required else 0)
 
         block_count = value("block_count")
         embedding_length = value("embedding_length")
@@ -66,6 +67,8 @@ class ModelArch:
         key_length = value("attention.key_length", required=False) or default_head_dim
         value_length = value("attention.value_length", required=False) or default_head_dim
         parameter_count = model_info.get("general.parameter_count")
+        if parameter_count is not None:
+            parameter_count = _shape_number([parameter_count], f"{source}: general.parameter_count", minimum=0)
         return cls(
             arch=arch,
             block_count=block_count,
@@ -84,6 +87,21 @@ class ModelArch:
     def from_gguf(cls, path: str | Path) -> ModelArch:
         """Build from a local GGUF file's metadata."""
         return read_gguf(path).arch
+
+
+_MAX_SHAPE_NUMBER = 2**48  # past any layer count, width or vocabulary; a file or server error
+
+
+def _shape_number(items: list[Any], where: str, minimum: int) -> int:
+    """The largest of `items` as a whole number from minimum to 2^48; TargetError otherwise
+    (a head_count of 0 from a GGUF or /api/show divided by zero: exit 70)."""
+    for item in items:
+        if not (type(item) is int or (type(item) is float and item.is_integer())):
+            raise TargetError(f"{where}: {str(item)[:40]!r} is not a whole number")
+    number = int(max(items))
+    if not minimum <= number <= _MAX_SHAPE_NUMBER:
+        raise TargetError(f"{where} is {number}: a model shape needs {minimum} to 2^48")
+    return number
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,10 @@ def memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | 
         return None, None, None
     worst = rows.loc[(rows["size_bytes"] - rows["size_vram_bytes"]).idxmax()]
     size, vram = int(worst["size_bytes"]), int(worst["size_vram_bytes"])
+    if not (run.ps["size_vram_bytes"].fillna(0) > 0).any():
+        # A CPU-only server (a real `ollama serve` with no GPU) reports size_vram 0 for every
+        # model: there is no GPU to fit in, so the fit is not a question, not a spill.
+        return None, size, vram
     return vram >= size, size, vram
 
 

@@ -52,5 +52,9 @@ Yaml12Loader.add_constructor(_INT_TAG, _construct_int)
 
 
 def load_yaml(text: str) -> Any:
-    """One YAML document read by the 1.2 core schema (yaml.YAMLError on bad YAML)."""
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    """One YAML document read by the 1.2 core schema (yaml.YAMLError on bad YAML, too deep included)."""
+    try:
+        return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        # PyYAML composes nested collections recursively: 100,000 `[` end in Python's stack.
+        raise yaml.YAMLError("nested too deeply") from None

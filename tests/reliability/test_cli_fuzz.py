@@ -43,6 +43,9 @@ TEXTS = st.one_of(st.text(max_size=20), st.sampled_from([
     "ttft_p95=10%", "ttft_p95=fast", "ttft_p95=nan", "ttft_p95<500ms", "x<", "=", "A=B", "=1",
     "native/chat", "openai/chat,native/embed", "llama3.2:1b", "[/]", "\x1b[2J", "5m", "0s", "1e999h",
     "OLLAMA_NUM_PARALLEL=4", "OLLAMA_HOST=0.0.0.0:1", "h100", "24GiB", "-5GiB", "0.33.0", "reuse",
+    # issue 26: forged lines, bidi, YAML 1.1 forms, limits no run can meet, a huge name
+    "a\nerror: forged", "\u202eevil", "\x00\x07", "1:30", "0o10", "0b11", "ttft_p95=-5ms", "ttft_p95=0",
+    "error_rate<200%", "x" * 5000,
 ]))
 
 
@@ -68,7 +71,35 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     scenario = root / "ok.yaml"
     scenario.write_text("target: sim\nworkload: {model: m}\nload: {concurrency: 1, requests: 1}\n")
     made["scenario"] = scenario
+    _issue_26_files(root, made)
     return made
+
+
+def _issue_26_files(root: Path, made: dict[str, Path]) -> None:
+    """File kinds and contents of issue 26: a symlink loop, JSON too deep for Python's parser,
+    catalogs that would fail every request or are the wrong shape, a baseline of wrong types."""
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    made["symlink-loop"] = root / "loop-a"
+    made["deep-json"] = root / "deep.json"
+    made["deep-json"].write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    model = ("{name: m0, architecture: llama, family: llama, quantization: Q4_0, size_bytes: 1000000, "
+             "parameter_count: 1000000, block_count: 2, embedding_length: 64, head_count: 0, "
+             "head_count_kv: 0, context_length: 2048}")
+    catalogs = {"catalog-heads-0": f"models:\n  - {model}\n",
+                "catalog-bandwidth-0": "gpus:\n  - {name: g0, memory: 8GiB, decode_bandwidth: 1e12, "
+                                       "prefill_flops: 1e12, cpu_bandwidth: 0}\n",
+                "catalog-shape": "models: {a: 1}\ngpus: [[1]]\n", "catalog-list": "- 1\n"}
+    for name, text in catalogs.items():
+        made[name] = root / f"{name}.yaml"
+        made[name].write_text(text)
+    made["baseline-types"] = root / "baseline-types.json"
+    made["baseline-types"].write_text(json.dumps({"format": "bench-baseline", "format_version": 1,
+                                                  "cells": [{"samples": [1], "settings": 3}] * 3}))
+    made["scenario-yaml11"] = root / "yaml11.yaml"
+    made["scenario-yaml11"].write_text("target: sim\nworkload: {model: 1:30}\n"
+                                       "load: {concurrency: 0x10, requests: 1_000, duration_s: 1:30}\n"
+                                       "slos: {ttft_p95: -5ms}\nthresholds: {error_rate: '<200%'}\n")
 
 
 @pytest.fixture(autouse=True)

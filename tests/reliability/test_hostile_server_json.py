@@ -11,6 +11,7 @@ import resource
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -156,3 +157,53 @@ def test_an_ascii_terminal_gets_escapes_not_a_unicode_error(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "UnicodeEncodeError" not in result.stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("attention.head_count", 0, "llama.attention.head_count is 0"),
+    ("attention.head_count", -4, "llama.attention.head_count is -4"),
+    ("block_count", "16", "llama.block_count: '16' is not a whole number"),
+    ("embedding_length", [64, "x"], "is not a whole number"),
+    ("context_length", 2**70, "llama.context_length is"),
+])
+def test_impossible_model_shapes_from_a_server_are_one_target_error(key: str, value: Any, says: str) -> None:
+    from bench.analysis.kv_model import ModelArch
+
+    info = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": 2, "llama.context_length": 2048, f"llama.{key}": value}
+    with pytest.raises(TargetError) as raised:
+        ModelArch.from_model_info(info, source="http://x/api/show m")
+    assert says in str(raised.value)
+
+
+def test_a_gguf_with_head_count_0_is_one_line(tmp_path: Path) -> None:
+    made = tmp_path / "tiny.gguf"
+    result = invoke("gguf", "make", str(made), "--layers", "1", "--hidden", "64", "--heads", "2", "--kv-heads", "2",
+                    "--ffn", "64", "--vocab", "300")
+    assert result.exit_code == 0, result.output
+    data = bytearray(made.read_bytes())
+    key = b"llama.attention.head_count"
+    at = data.find(key + b"\x04\x00\x00\x00")  # the key, then its type: uint32
+    assert at > 0
+    value_at = at + len(key) + 4
+    data[value_at:value_at + 4] = (0).to_bytes(4, "little")
+    broken = tmp_path / "heads0.gguf"
+    broken.write_bytes(bytes(data))
+    result = invoke("kv", "--gguf", str(broken))
+    assert result.exit_code == 2
+    assert one_line(result.output) == f"error: {broken}: llama.attention.head_count is 0: a model shape needs 1 to 2^48"
+
+
+@pytest.mark.e2e
+def test_records_with_1e308_times_are_read_around_without_numpy_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    scenario = write_scenario(tmp_path, SCENARIO.replace("requests: 400", "requests: 4"))
+    assert bench("run", str(scenario), "--out", str(out), "--no-report").returncode == 0
+    rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    for row in rows[-2:]:
+        row.update(end_s=1e308, first_token_s=1e308, chunk_times_s=[1e308, -1e308], eval_duration_ns=10**30)
+    (out / "requests.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (out / "requests.parquet").unlink()
+    result = bench("report", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr and "overflow" not in result.stderr

@@ -82,3 +82,12 @@ def test_a_run_without_num_parallel_cells_is_refused(tmp_path: Path) -> None:
     run.cells = run.cells.drop(columns=["OLLAMA_NUM_PARALLEL"])
     with pytest.raises(UsageError, match="not a NUM_PARALLEL sweep"):
         recommend(run)
+
+
+def test_a_cpu_only_server_is_not_a_spill(tmp_path: Path) -> None:
+    """A real `ollama serve` without a GPU reports size_vram 0 for every model: no GPU to fit in."""
+    run = _run(tmp_path, {1: 100, 2: 190}, {1: 0.1, 2: 0.1}, spill=set())
+    run.ps["size_vram_bytes"] = 0
+    recommendation = recommend(run)
+    assert recommendation.num_parallel == 2
+    assert all(c.fits_in_gpu is None for c in recommendation.candidates)
