@@ -109,7 +109,10 @@ def footer(comparison: Comparison) -> str:
     """What the columns mean and how the verdict is reached (printed under every gate table)."""
     return (f"change: current against baseline (relative; rates in percentage points). "
             f"{comparison.confidence:.0%} CI: scipy.stats.bootstrap interval of that change, both runs' "
-            "requests resampled. n: successful requests (rates: all requests) baseline / current. "
+            "requests resampled" + ("; (runs N/M): widened to cover the Welch interval of the change of the "
+                                    "repeats' mean throughput (--repeats on both sides)"
+                                    if any(g.interval_basis != "requests" for g in comparison.gates) else "")
+            + ". n: successful requests (rates: all requests) baseline / current. "
             "A gate fails (✗) only when the whole interval lies beyond 'allowed'; ⚠ the change is beyond "
             "'allowed' but the interval reaches back inside it; – not judged: a percentile needs at least "
             "two samples beyond it (p50 10, p90 20, p95 40, p99 200 per side), anything else 10. "

@@ -164,6 +164,9 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                 yield row
 
 
+_MAX_RECORD_TIME_S = 1e9  # 31 years: past any run
+
+
 def _fits(arrow_type: pa.DataType, value: Any) -> bool:
     import pyarrow as pa
 
@@ -172,7 +175,9 @@ def _fits(arrow_type: pa.DataType, value: Any) -> bool:
     if pa.types.is_integer(arrow_type):
         return isinstance(value, int) and -_INT64_MAX - 1 <= value <= _INT64_MAX
     if pa.types.is_floating(arrow_type):
-        return isinstance(value, (int, float))
+        # Every float of a record is a time in seconds from the run's start: 1e308 (a hand-edited
+        # or foreign file) overflowed numpy's sums and ended `bench report` with exit 70.
+        return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= _MAX_RECORD_TIME_S
     if pa.types.is_string(arrow_type):
         return isinstance(value, str)
     if pa.types.is_list(arrow_type):

@@ -167,7 +167,16 @@ def plain_tick_labels(axis: Axis) -> None:
     a model name is text) would print raw as $\\mathdefault{10^{3}}$.
     """
     axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
-    axis.set_minor_formatter(FuncFormatter(lambda x, _pos: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
+
+    def minor(x: float, _pos: int | None) -> str:
+        # 2 and 5 between the powers of ten only on a short axis: over more than about a decade
+        # "1000" and "2000" sit closer than their width (seen on the sizing report's TTFT CDFs).
+        low, high = sorted(axis.get_view_interval())
+        powers = math.floor(math.log10(high)) - math.ceil(math.log10(low)) + 1 if low > 0 else 0
+        short = low > 0 and (math.log10(high / low) <= 1.2 or powers < 2)  # else the powers of ten suffice
+        return f"{x:g}" if short and f"{x:g}"[0] in "25" else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 # Space above the highest point, as a share of the axis: a flat series or a marker at the maximum

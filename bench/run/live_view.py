@@ -33,6 +33,9 @@ class LiveWindow:
         self.clock, self.window_s = clock, window_s
         self.started_s = clock()
         self.in_flight = 0
+        # False while no send was reported (`bench run --workers N`: requests go out in other
+        # processes): the line then shows no in-flight figure rather than a false 0.
+        self.counts_sends = False
         self._done: collections.deque[_Done] = collections.deque()
         # Request-seconds in flight so far, and (time, that integral) at each change: the mean in
         # flight over the window is their difference / its length. A count sampled when a line is
@@ -59,6 +62,7 @@ class LiveWindow:
             self._areas.popleft()
 
     def sent(self) -> None:
+        self.counts_sends = True
         self._step(+1)
 
     def finished(self) -> None:
@@ -94,7 +98,7 @@ class LiveWindow:
         rejected = sum(d.rejected for d in done)
         return (f"now: {len(done) / span_s:.1f} req/s  "
                 f"{sum(d.output_tokens for d in done) / span_s:.0f} tok/s  TTFT p50 {ttft}  "
-                f"in flight {self.mean_in_flight():.1f}  err {errors}  rej {rejected}")
+                f"in flight {f'{self.mean_in_flight():.1f}' if self.counts_sends else '-'}  err {errors}  rej {rejected}")
 
 
 def _duration(seconds: float) -> str:

@@ -192,3 +192,18 @@ def test_a_gguf_with_head_count_0_is_one_line(tmp_path: Path) -> None:
     result = invoke("kv", "--gguf", str(broken))
     assert result.exit_code == 2
     assert one_line(result.output) == f"error: {broken}: llama.attention.head_count is 0: a model shape needs 1 to 2^48"
+
+
+@pytest.mark.e2e
+def test_records_with_1e308_times_are_read_around_without_numpy_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    scenario = write_scenario(tmp_path, SCENARIO.replace("requests: 400", "requests: 4"))
+    assert bench("run", str(scenario), "--out", str(out), "--no-report").returncode == 0
+    rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    for row in rows[-2:]:
+        row.update(end_s=1e308, first_token_s=1e308, chunk_times_s=[1e308, -1e308], eval_duration_ns=10**30)
+    (out / "requests.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (out / "requests.parquet").unlink()
+    result = bench("report", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr and "overflow" not in result.stderr

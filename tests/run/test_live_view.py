@@ -96,3 +96,11 @@ def test_off_a_terminal_the_live_figures_are_plain_lines(monkeypatch: pytest.Mon
     progress.record(RECORDS[1])
     text = out.getvalue()
     assert "now:" in text and "in flight " in text and "\x1b[" not in text
+
+
+def test_without_reported_sends_in_flight_is_not_claimed_to_be_zero() -> None:
+    clock = FakeClock()
+    live = LiveWindow(clock)  # --workers: requests go out in other processes
+    clock.now_s += 5.0
+    live.add(16, 0.1, failed=False, rejected=False)
+    assert "in flight -" in live.line()

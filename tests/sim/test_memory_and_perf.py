@@ -15,7 +15,10 @@ MODEL = "llama3.1:8b"
 
 
 def _load(base_url: str, model: str, options: dict | None = None) -> dict:
-    body = {"model": model, "prompt": "x", "stream": False, "options": {"num_predict": 1, **(options or {})}}
+    # keep_alive -1: at speed 500 the default 5m lasts 0.6 s of wall time, so on a busy machine a
+    # model could expire between two loads and the eviction checks would measure expiry instead.
+    body = {"model": model, "prompt": "x", "stream": False, "keep_alive": -1,
+            "options": {"num_predict": 1, **(options or {})}}
     response = httpx.post(f"{base_url}/api/generate", json=body, timeout=60)
     response.raise_for_status()
     return next(m for m in httpx.get(f"{base_url}/api/ps").json()["models"] if m["name"] == model)
