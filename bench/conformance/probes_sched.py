@@ -4,7 +4,7 @@ The server runs with NUM_PARALLEL=2, MAX_QUEUE=3, MAX_LOADED_MODELS=2 (session.P
 Compared exactly: who is served and who gets 503 (±1 where the source says a burst that lands
 before the scheduler dequeues its first request moves the split by one), the 503 body, which
 models stay loaded, /api/ps keys, types and context_length. Expiry is compared as seconds from
-now to `expires_at` (±5 s: two clocks, request latency); size as a record (see known.yaml).
+now to `expires_at` (±5 s: two clocks, request latency); size within 10% of the real one.
 """
 
 from __future__ import annotations
@@ -117,6 +117,16 @@ async def probe_fast_path(session: ProbeSession) -> dict[str, Check]:
     cold_load_s = int((await cold_task).json().get("load_duration", 0)) / 1e9
     during = [load_ns for sent_s, load_ns in warm if 0.02 < sent_s < cold_load_s - 0.05]
     listed = [listed for polled_s, listed in polls if polled_s < cold_load_s - 0.1]
+    if not during:
+        # On a starved CPU the first warm answer can take longer than the whole cold load: nothing
+        # was observed inside the load, which is no evidence either way (recorded, not compared).
+        inconclusive = record(f"inconclusive: no warm request inside the {cold_load_s * 1000:.0f} ms load")
+        return {
+            "warm sent during load": inconclusive,
+            "their load_duration < 10% of cold": inconclusive,
+            "loading model in /api/ps": exact(any(listed)) if listed else inconclusive,
+            "cold load_duration ms": record(round(cold_load_s * 1000)),
+        }
     return {
         "warm sent during load": exact(bool(during)),
         "their load_duration < 10% of cold": exact(bool(during) and max(during) < cold_load_s * 1e9 / 10),
@@ -179,6 +189,14 @@ async def probe_eviction(session: ProbeSession) -> dict[str, Check]:
     return {"loaded after third": exact(", ".join(kept.get(name, name) for name in names))}
 
 
+def _size_check(size: Any) -> Check:
+    """/api/ps size in MiB within 10% of the real server's (its llama-server's logged buffers)."""
+    if not isinstance(size, (int, float)):
+        return exact(size)
+    size_mib = round(size / 2**20, 1)
+    return approx(size_mib, round(size_mib / 10, 1))
+
+
 async def probe_ps(session: ProbeSession) -> dict[str, Check]:
     """/api/ps of one loaded model: keys and types, size_vram, context_length, details, formats."""
     await session.unload_all()
@@ -191,7 +209,7 @@ async def probe_ps(session: ProbeSession) -> dict[str, Check]:
         "entries": exact(len(entries)), "entry shape": exact(shape_of(entry)),
         "name": exact(entry.get("name")), "model": exact(entry.get("model")),
         "size_vram": exact(size_vram), "size == size_vram": exact(size == size_vram),
-        "size MiB": record(round(size / 2**20, 1) if isinstance(size, (int, float)) else size),
+        "size MiB (±10%)": _size_check(size),
         "context_length": exact(entry.get("context_length")),
         "details": exact(entry.get("details")),
         "digest is 64 hex": exact(bool(re.fullmatch(r"[0-9a-f]{64}", str(entry.get("digest", ""))))),

@@ -117,13 +117,7 @@ def check_run_dir(path: Path, option: str) -> Path:
 
 def make_run_dir(path: Path, option: str) -> Path:
     """Create the run directory (and parents) and prove it writable; UsageError naming `option`."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / _WRITE_PROBE
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise _refuse(path, f"cannot create the run directory ({error.strerror or error})", option) from None
+    _make_writable_dir(path, "cannot create the run directory", option)
     return path
 
 
@@ -134,14 +128,19 @@ def check_output_dir(path: Path, option: str) -> Path:
     path = Path(path)
     if os.path.lexists(path) and not path.is_dir():
         raise _refuse(path, "cannot write (not a directory)", option)
+    _make_writable_dir(path, "cannot write", option)
+    return path
+
+
+def _make_writable_dir(path: Path, failure: str, option: str) -> None:
+    """mkdir -p, then prove it writable by creating and removing a probe file; UsageError on failure."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / _WRITE_PROBE
         probe.touch()
         probe.unlink()
     except OSError as error:
-        raise _refuse(path, f"cannot write ({error.strerror or error})", option) from None
-    return path
+        raise _refuse(path, f"{failure} ({error.strerror or error})", option) from None
 
 
 def _temporary(path: Path) -> Path:
