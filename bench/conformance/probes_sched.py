@@ -130,7 +130,9 @@ async def probe_fast_path(session: ProbeSession) -> dict[str, Check]:
     return {
         "warm sent during load": exact(bool(during)),
         "their load_duration < 10% of cold": exact(bool(during) and max(during) < cold_load_s * 1e9 / 10),
-        "loading model in /api/ps": exact(any(listed) if listed else "not polled"),
+        # No poll answered before the load ended (a short load, a slow /api/ps on a busy CPU):
+        # nothing seen, so nothing to compare.
+        "loading model in /api/ps": exact(any(listed)) if listed else record("not polled"),
         "cold load_duration ms": record(round(cold_load_s * 1000)),
     }
 
