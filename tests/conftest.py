@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bench.sim.testing import running_sim
+from endless_server import EndlessServer
 
 
 @pytest.fixture
@@ -20,3 +21,18 @@ def sim() -> Iterator[Callable[..., str]]:
             return stack.enter_context(running_sim(**kwargs))
 
         yield start
+
+
+@pytest.fixture
+def endless() -> Iterator[Callable[[str], EndlessServer]]:
+    """Starts raw-socket servers whose answers never end (tests/endless_server.py); stops them after."""
+    started: list[EndlessServer] = []
+
+    def start(mode: str) -> EndlessServer:
+        server = EndlessServer(mode)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -6,29 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
-from endless_server import EndlessServer
 
 from bench.clients import send
 from bench.clients._exchange import request_deadline_s
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client
-
-
-@pytest.fixture
-def endless() -> Iterator[type[EndlessServer]]:
-    started: list[EndlessServer] = []
-
-    def start(mode: str) -> EndlessServer:
-        server = EndlessServer(mode)
-        started.append(server)
-        return server
-
-    yield start  # type: ignore[misc]
-    for server in started:
-        server.stop()
 
 
 def _send(url: str, spec: RequestSpec, transport: str):  # noqa: ANN202 - a RequestRecord

@@ -6,27 +6,11 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from endless_server import EndlessServer
 
 from reliability.support import bench, json_lines, start_bench, wait_for, write_scenario
-
-
-@pytest.fixture
-def endless() -> Iterator[type[EndlessServer]]:
-    started: list[EndlessServer] = []
-
-    def start(mode: str) -> EndlessServer:
-        server = EndlessServer(mode)
-        started.append(server)
-        return server
-
-    yield start  # type: ignore[misc]
-    for server in started:
-        server.stop()
 
 
 def _scenario(tmp_path: Path, endpoint: str, extra_load: str = "") -> Path:
