@@ -34,8 +34,13 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 SECONDS_PER_TOKEN_CEILING = 1.0
 DEFAULT_UNBOUNDED_TOKENS = 4096
 CHUNK_SLACK = 64
-# An NDJSON line (or SSE event) longer than this is no Ollama chunk: the reader stops buffering.
+# An NDJSON line, an SSE line or event's data, or a whole non-streamed body longer than this is no
+# Ollama answer (the largest real one, /api/generate's final `context` at num_ctx 131072, is ~1 MB):
+# the reader stops there with `bad_stream` instead of buffering until the request deadline.
 MAX_LINE_BYTES = 16 * 2**20
+# An error answer (4xx/5xx, or a body that is not an event stream) is read this far for its message
+# (which is cut to ERROR_MESSAGE_MAX_CHARS anyway); the rest is never read.
+ERROR_BODY_BYTES = 64 * 1024
 
 # A timer may fire up to one clock tick early; treat an idle time this close to the limit as over.
 _TIMER_SLACK_S = 0.002
@@ -181,6 +186,19 @@ def error_text(error_value: Any) -> str:
     return truncate(repr(error_value))
 
 
+async def read_error_body(response: httpx.Response) -> bytes:
+    """The first ERROR_BODY_BYTES of an error answer: enough for its message, bounded however
+    long the server keeps sending."""
+    parts: list[bytes] = []
+    size_bytes = 0
+    async for piece in response.aiter_bytes():
+        parts.append(piece)
+        size_bytes += len(piece)
+        if size_bytes >= ERROR_BODY_BYTES:
+            break
+    return b"".join(parts)[:ERROR_BODY_BYTES]
+
+
 def error_text_from_body(body: bytes) -> str:
     try:
         parsed = orjson.loads(body)
@@ -268,8 +286,18 @@ class TextStamps:
 async def read_whole_body(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> bytes:
-    """A non-streamed body; its arrival is the request's end (and, for text, its one chunk)."""
-    body = await response.aread()
+    """A non-streamed body; its arrival is the request's end (and, for text, its one chunk).
+
+    One JSON document: past MAX_LINE_BYTES it is a bad_stream, read no further."""
+    parts: list[bytes] = []
+    size_bytes = 0
+    async for piece in response.aiter_bytes():
+        size_bytes += len(piece)
+        if size_bytes > MAX_LINE_BYTES:
+            raise StreamFailure("bad_stream", f"a response body longer than {MAX_LINE_BYTES} bytes: "
+                                              "not an Ollama answer")
+        parts.append(piece)
+    body = b"".join(parts)
     now = arrival_s(response)
     watchdog.last_byte = now
     record.end_s = now - t0
@@ -322,7 +350,7 @@ async def exchange(
                         await read_body(response, record, watchdog, t0,
                                         spec.store_text or spec.keep_reply)
                     else:
-                        error_body = await response.aread()
+                        error_body = await read_error_body(response)
                         record.end_s = time.monotonic() - t0
                         record.error_class = class_of_status(response.status_code)
                         record.error_message = error_text_from_body(error_body) or (
