@@ -15,9 +15,9 @@ from bench.clients._exchange import (
     exchange,
     int_or_none,
     read_whole_body,
-    TextStamps,
     MAX_LINE_BYTES,
 )
+from bench.clients.stamps import TextStamps
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import NATIVE_PATHS

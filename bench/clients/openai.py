@@ -17,9 +17,9 @@ from bench.clients._exchange import (
     int_or_none,
     read_error_body,
     read_whole_body,
-    TextStamps,
     truncate,
 )
+from bench.clients.stamps import TextStamps
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.sse import SSEDataDecoder
 from bench.clients.transport import arrival_s
