@@ -156,7 +156,7 @@ async def _read_stream(
             _take_final_metrics(record, parsed)
             return
     # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
-    raise StreamFailure("bad_stream", "stream ended without a done line")
+    raise stamps.ended_without("a done line")
 
 
 

@@ -190,7 +190,7 @@ async def _read_sse(
     if not finished:
         stamps.finish()
         # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.
-        raise StreamFailure("bad_stream", "stream ended without data: [DONE]")
+        raise stamps.ended_without("data: [DONE]")
 
 
 
@@ -212,7 +212,15 @@ def _first_choice(parsed: dict[str, Any]) -> dict[str, Any]:
 def _take_whole(
     record: RequestRecord, choice: dict[str, Any], content: Any, thinking: Any, store: bool
 ) -> None:
-    """stream: false — all text arrives at once, so first token = end (one chunk time)."""
+    """stream: false — all text arrives at once, so first token = end (one chunk time).
+
+    A whole answer always names why it finished; `finish_reason: null` is a completion that
+    never did (Ollama answers 200 so when its token repeat limit ends the generation:
+    openai.ToChatCompletion of a response without done)."""
+    finish_reason = choice.get("finish_reason")
+    if type(finish_reason) is not str:
+        raise StreamFailure("bad_stream", "response has no finish_reason: the completion did not finish "
+                                          "(Ollama's token repeat limit answers so: docs/ollama-behaviour.md)")
     has_content = type(content) is str and content != ""
     if has_content or (type(thinking) is str and thinking != ""):
         record.first_token_s = record.end_s
@@ -222,8 +230,7 @@ def _take_whole(
         record.output_chars = len(content)
         if store:
             record.output_text = content
-    finish_reason = choice.get("finish_reason")
-    record.done_reason = finish_reason if type(finish_reason) is str else None
+    record.done_reason = finish_reason
 
 
 async def _read_whole_chat(
