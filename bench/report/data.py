@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench import plan
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
+from bench.records.cell_settings import CellSettings
 from bench.records.manifest import Manifest
 from bench.records import Run
 
@@ -94,10 +95,10 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     load = run.manifest.scenario.get("load") or {}
     # A ramp or stages (bench.load.arrival_shapes) offer no one rate: rate_rps is at most where they start.
     shaped = isinstance(load, dict) and bool(load.get("ramp_up") or load.get("stages"))
-    cells["offered_load"] = [math.nan if shaped and s.get("arrival") in _OPEN else offered_load(s)
-                             for s in cells.to_dict("records")]
-    cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None or s.get("arrival") in _OPEN else "closed"
-                             for s in cells.to_dict("records")]
+    settings_of = run.manifest.cell_settings()
+    typed = [settings_of.get(str(cell_id), CellSettings()) for cell_id in cells.index]
+    cells["offered_load"] = [math.nan if shaped and s.arrival in _OPEN else offered_load(s) for s in typed]
+    cells["arrival_kind"] = ["open" if s.rate_rps is not None or s.arrival in _OPEN else "closed" for s in typed]
     percentiles = scenario_percentiles(run.manifest)
     summary = cell_summary(measured, percentiles=percentiles)
     # Every summary column exists, NaN for cells without a measured request (a failed start, a
@@ -122,15 +123,13 @@ def scenario_percentiles(manifest: Manifest) -> tuple[float, ...]:
         return tuple(float(p) for p in PERCENTILES)
 
 
-def offered_load(settings: dict[str, Any]) -> float:
+def offered_load(settings: CellSettings) -> float:
     """Open loop: the arrival rate (req/s); closed loop: the concurrency."""
-    rate = clean(settings.get("rate_rps"))
-    if rate is not None:
-        return float(rate)
-    if settings.get("arrival") in _OPEN:
+    if settings.rate_rps is not None:
+        return settings.rate_rps
+    if settings.arrival in _OPEN:
         return math.nan  # a ramp or stages (bench.load.arrival_shapes): no one offered rate
-    concurrency = clean(settings.get("concurrency"))
-    return float(concurrency) if concurrency is not None else math.nan
+    return float(settings.concurrency) if settings.concurrency is not None else math.nan
 
 
 def build_view(run: Run, label: str) -> RunView:

@@ -70,15 +70,14 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
     with busy(console, "writing requests.parquet and the summary") if not quiet else contextlib.nullcontext():
         measured = write_requests_parquet(run.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
         summary = write_summary(run.run_dir, measured, run.scenario.slo_values() or None,
-                                {cell.cell_id: cell.settings for cell in run.cells}, state.labels,
+                                {cell.cell_id: cell.settings for cell in state.cells}, state.labels,
                                 run.scenario.percentile_values())
     verdicts = []
     if run.scenario.thresholds:
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
                                        run.scenario.threshold_limits(), state.labels)
         loop.manifest.manifest.thresholds = [verdict.to_dict() for verdict in verdicts]
-    sweeps = write_sweep(run.run_dir, summary, [{"cell_id": c.cell_id, **c.settings} for c in run.cells],
-                         loop.sweep.slos)
+    sweeps = write_sweep(run.run_dir, summary, {c.cell_id: c.settings for c in state.cells}, loop.sweep.slos)
     loop.write_manifest(status, ended=True)
     result = RunResult(run.run_dir, status, summary, loop.manifest.manifest)
     if quiet:
@@ -89,7 +88,7 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
-    for line in saturation_lines(summary, list(run.cells), managed=run.target_kind in ("sim", "managed")):
+    for line in saturation_lines(summary, list(state.cells), managed=run.target_kind in ("sim", "managed")):
         console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
     print_sweep(console, sweeps)
     write_kv(run.run_dir, console)
