@@ -1,5 +1,6 @@
 """Numbers in and out: the upper bounds on every number a scenario or flag gives, and the one way
-bench writes a number for people (sizes, milliseconds, durations, a column at one precision).
+bench writes a number for people (sizes, milliseconds, durations, a column at one precision, and
+the report's table cells, '–' where nothing was measured).
 
 No imports beyond the standard library: the CLI reads the bounds at start. The bounds are far
 beyond any real benchmark, well inside the 64-bit range NumPy, Arrow and Ollama use: a value past
@@ -79,8 +80,78 @@ def column(values: Iterable[Any], scale: float = 1.0) -> list[str]:
     return [fixed(v, decimals) for v in scaled]
 
 
+# The report's and the statistics tables' cells: '–' where nothing was measured.
+DASH = "–"
+
+
 def milliseconds(value_s: Any) -> str:
-    """Seconds as milliseconds to 3 significant figures, no exponent: 0.1912 → '191'; '-' if missing."""
-    if is_missing(value_s):
-        return "-"
-    return fixed(value_s * 1000, decimals_for([value_s * 1000]))
+    """Seconds as milliseconds to 3 significant figures, no exponent: 0.1912 → '191'; DASH if missing."""
+    number = _number(value_s)
+    if number is None:
+        return DASH
+    return fixed(number * 1000, decimals_for([number * 1000]))
+
+
+def _number(value: Any) -> float | None:
+    """A stored value as a float; None when missing (None, NaN, pandas' NA), infinite (a ratio over
+    zero) or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def seconds(value_s: Any) -> str:
+    """A duration with its unit, three figures: 0.1234 → '123 ms'; 0.0004 → '0.400 ms'; 12.3 → '12.30 s'."""
+    number = _number(value_s)
+    if number is None:
+        return DASH
+    if abs(number) >= 10:
+        return f"{number:.2f} s"
+    ms = number * 1000
+    if ms != 0 and abs(ms) < 1:
+        return f"{ms:.3f} ms"
+    return f"{ms:.1f} ms" if abs(ms) < 100 else f"{ms:.0f} ms"
+
+
+def rate(value: Any, unit: str = "") -> str:
+    """A rate (tok/s, req/s): one decimal from 10 up, two below."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    text = f"{number:.1f}" if abs(number) >= 10 else f"{number:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def percent(value: Any) -> str:
+    """A fraction as a percentage: 0.123 → '12.3%'."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    return "0%" if number == 0 else f"{number * 100:.1f}%"
+
+
+def size_gib(value_bytes: Any) -> str:
+    """A size in a table cell: '2.00 GiB' (gib() is the one-decimal form of printed reasons)."""
+    number = _number(value_bytes)
+    return DASH if number is None else f"{number / 2**30:.2f} GiB"
+
+
+def integer(value: Any) -> str:
+    """A count, or a mean of counts, rounded: '512'."""
+    number = _number(value)
+    return DASH if number is None else f"{number:.0f}"
+
+
+def change(baseline: Any, current: Any) -> str:
+    """Relative change, signed: '+12.3%'."""
+    base, now = _number(baseline), _number(current)
+    if base is None or now is None or base == 0:
+        return DASH
+    return f"{(now - base) / base * 100:+.1f}%"
+
+
+def text(value: Any) -> str:
+    """Any stored value as text; DASH when missing."""
+    return DASH if is_missing(value) else str(value)

@@ -251,12 +251,14 @@ def _nan_to(value: Any, default: float = -1.0) -> float:
     return default if value is None or math.isnan(float(value)) else float(value)
 
 
-def sweep_cells(run: Run) -> pd.DataFrame:
-    """Per-cell summary joined with the cells' settings, for cells that set OLLAMA_NUM_PARALLEL."""
+def sweep_cells(run: Run, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-cell summary (`summary`, else computed) joined with the settings of the cells that set
+    OLLAMA_NUM_PARALLEL."""
     if run.cells.empty or SETTING not in run.cells.columns or run.cells[SETTING].isna().all():
         raise UsageError(f"{run.path}: not a NUM_PARALLEL sweep (no cell has an {SETTING} setting); "
                          "run a scenario with server.env.OLLAMA_NUM_PARALLEL: [1, 2, 4, 8]")
-    summary = cell_summary(run.requests)
+    if summary is None:
+        summary = cell_summary(run.requests)
     settings = run.cells.set_index("cell_id")
     swept = summary.join(settings[[c for c in ("model", "concurrency", SETTING) if c in settings]], how="inner")
     swept = swept[swept[SETTING].notna()]
@@ -266,9 +268,11 @@ def sweep_cells(run: Run) -> pd.DataFrame:
     return swept
 
 
-def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None = None) -> Recommendation:
-    """Pick the NUM_PARALLEL with the most output tok/s that meets the SLOs and does not spill to CPU."""
-    swept = sweep_cells(run)
+def recommend(run: Run, slos: tuple[Slo, ...] = (), min_user_tps: float | None = None,
+              summary: pd.DataFrame | None = None) -> Recommendation:
+    """Pick the NUM_PARALLEL with the most output tok/s that meets the SLOs and does not spill to CPU
+    (`summary`: the run's cell_summary when the caller has it)."""
+    swept = sweep_cells(run, summary)
     candidates = [_candidate(run, int(np_value), cells, slos, min_user_tps)
                   for np_value, cells in swept.groupby("num_parallel", sort=True)]
     candidates = sorted(candidates + _unmeasured(run, {c.num_parallel for c in candidates}),

@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.analysis.metrics import higher_is_better, parse_metric_name
 from bench.errors import UsageError
+from bench.numbers import seconds
 from bench.scenario import Scenario, Threshold
 
 
@@ -84,7 +85,7 @@ def _nan(value: Any) -> bool:
 def _value_text(metric: str, value: float) -> str:
     column = parse_metric_name(metric)
     if column.endswith("_s") or column.endswith("_s_mean"):
-        return f"{value * 1000:.1f} ms" if abs(value) < 10 else f"{value:.2f} s"
+        return seconds(value)
     if column.endswith("_rate"):
         return f"{value:.2%}"
     return f"{value:.4g}"

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from bench.analysis.recommend import Recommendation, candidates_table
+from bench.analysis.run_analysis import RunAnalysis
 from bench.escape import for_terminal
 
 # The long 'why' column goes below the table, one line per setting, so the figures keep their width.
@@ -45,20 +44,14 @@ def print_recommendation(console: Console, recommendation: Recommendation, title
         console.print(recommendation.basis_line, highlight=False, soft_wrap=True, markup=False)
 
 
-def print_run_recommendation(console: Console, run_dir: Path) -> None:
+def print_run_recommendation(console: Console, analysis: RunAnalysis) -> None:
     """After `bench run` of a sweep with an OLLAMA_NUM_PARALLEL axis: the scenario's SLOs' answer."""
-    from bench.analysis.recommend import is_num_parallel_sweep, recommend, scenario_slos
-    from bench.errors import BenchError
-    from bench.records import load_run
-
-    try:
-        run = load_run(run_dir)
-        if not is_num_parallel_sweep(run):
-            return
-        recommendation = recommend(run, scenario_slos(run.manifest))
-    except BenchError as error:
-        console.print(f"no NUM_PARALLEL recommendation: {error}", highlight=False, soft_wrap=True, markup=False)
+    if analysis.recommendation_error is not None:
+        console.print(f"no NUM_PARALLEL recommendation: {analysis.recommendation_error}", highlight=False,
+                      soft_wrap=True, markup=False)
         return
-    print_recommendation(console, recommendation, "OLLAMA_NUM_PARALLEL: the best cell of each setting")
-    console.print(f"try other SLOs: bench recommend {run_dir} --slo ttft_p95=2s (--write stores one)",
+    if analysis.recommendation is None:
+        return
+    print_recommendation(console, analysis.recommendation, "OLLAMA_NUM_PARALLEL: the best cell of each setting")
+    console.print(f"try other SLOs: bench recommend {analysis.run.path} --slo ttft_p95=2s (--write stores one)",
                   highlight=False, soft_wrap=True, markup=False, style="dim")

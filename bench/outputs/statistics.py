@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bench.analysis.metrics import CI_BASES, CI_PERCENTILES, percentile_label
 from bench.analysis.samples import min_samples_for_percentile
+from bench.numbers import DASH, milliseconds
 
 # The latencies shown, in the order people read them.
 STATISTICS_BASES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"))
@@ -30,14 +31,14 @@ def _sample_count(row: pd.Series, base: str) -> int:
 
 
 def _percentile_cell(row: pd.Series, base: str, p: float, n: int, intervals: bool) -> str:
-    text = _ms(row.get(f"{base}_{percentile_label(p)}_s"))
-    if text == "–":
+    text = milliseconds(row.get(f"{base}_{percentile_label(p)}_s"))
+    if text == DASH:
         return text
     if n < min_samples_for_percentile(p):
         return text + SMALL_N
     lo, hi = row.get(f"{base}_{percentile_label(p)}_ci_lo_s"), row.get(f"{base}_{percentile_label(p)}_ci_hi_s")
     if intervals and base in CI_BASES and p in CI_PERCENTILES and not (_missing(lo) or _missing(hi)):
-        return f"{text}\n[{_ms(lo)}–{_ms(hi)}]"  # the interval under the value: the table stays narrow
+        return f"{text}\n[{milliseconds(lo)}–{milliseconds(hi)}]"  # the interval under the value: the table stays narrow
     return text
 
 
@@ -57,7 +58,7 @@ def statistics_rows(summary: pd.DataFrame, labels: dict[str, str], percentiles: 
             n = _sample_count(row, base)
             rows.append([labels.get(str(cell_id), str(cell_id)), name,
                          f"{n} gaps" if base == "itl" and not _missing(row.get("itl_gaps")) else str(n),
-                         _ms(values[0]), _ms(values[1]),
+                         milliseconds(values[0]), milliseconds(values[1]),
                          *(_percentile_cell(row, base, p, n, intervals) for p in percentiles)])
     return header, rows
 
@@ -80,10 +81,3 @@ def _missing(value: Any) -> bool:
         return value is None or math.isnan(float(value))
     except (TypeError, ValueError):
         return True
-
-
-def _ms(value: Any) -> str:
-    if _missing(value):
-        return "–"
-    milliseconds = float(value) * 1000
-    return f"{milliseconds:.2f}" if milliseconds < 100 else f"{milliseconds:.0f}"

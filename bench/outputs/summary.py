@@ -15,7 +15,6 @@ from rich.table import Table
 from bench.analysis.kv_fit import write_kv_analysis
 from bench.records.atomic import write_atomically
 from bench.load.health import ClientHealth
-from bench.analysis.metrics import cell_summary
 from bench.escape import for_terminal
 from bench.numbers import column
 from bench.outputs.statistics import statistics_table
@@ -45,20 +44,14 @@ def with_settings(summary: pd.DataFrame, settings: Mapping[str, CellSettings],
     return described.join(summary, how="right")
 
 
-def write_summary(run_dir: Path, measured: pd.DataFrame, slos: dict[str, float] | None,
-                  settings: Mapping[str, CellSettings] | None = None,
-                  labels: dict[str, str] | None = None,
-                  percentiles: tuple[float, ...] | None = None) -> pd.DataFrame | None:
-    """summary.csv and summary.json from the measure-phase records, each row with its cell's
-    settings (`settings`: cell_id → settings); None if nothing was measured."""
-    if measured.empty:
-        return None
-    summary = cell_summary(measured, slos=slos, percentiles=percentiles)
+def write_summary(run_dir: Path, summary: pd.DataFrame, settings: Mapping[str, CellSettings] | None = None,
+                  labels: dict[str, str] | None = None) -> None:
+    """summary.csv and summary.json: the run's cell_summary, each row with its cell's settings
+    (`settings`: cell_id → settings) and label."""
     stored = with_settings(summary, settings or {}, labels or {})
     write_atomically(run_dir / SUMMARY_CSV, stored.to_csv)
     rows = stored.reset_index()
     write_json(run_dir / SUMMARY_JSON, rows.astype(object).where(rows.notna(), None).to_dict(orient="records"))
-    return summary
 
 
 def print_summary(console: Console, run_dir: Path, status: str, why: str | None,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
+from bench.analysis.run_analysis import RunAnalysis, analyse_run
 from bench.records.atomic import write_text_atomically
 from bench.errors import RunDirError, UsageError
 from bench.numbers import MAX_REPORT_CELLS
@@ -32,7 +33,7 @@ from bench.report import (
 from bench.report.data import RunView, build_views
 from bench.report.page import Section, render_page
 
-__all__ = ["build_sections", "render_report", "write_report"]
+__all__ = ["build_sections", "render_report", "save_report", "write_report"]
 
 # The page's sections, in order; each returns None when the runs have no data for it.
 _SECTION_BUILDERS: tuple[Callable[[list[RunView]], Section | None], ...] = (
@@ -56,12 +57,13 @@ def _check_report_size(cell_counts: Sequence[int]) -> None:
                          "report fewer runs at once, or read summary.csv")
 
 
-def render_report(runs: Sequence[Run]) -> str:
-    """The HTML page for these loaded runs (the first is the baseline of a comparison)."""
+def render_report(runs: Sequence[Run | RunAnalysis]) -> str:
+    """The HTML page for these runs, loaded or already analysed (the first is the baseline of a
+    comparison); a loaded run is analysed here, once."""
     if not runs:
         raise RunDirError("no run directory given")
     _check_report_size([len(run.manifest.cells) for run in runs])
-    views = build_views(list(runs))
+    views = build_views([run if isinstance(run, RunAnalysis) else analyse_run(run) for run in runs])
     sections = build_sections(views)
     if len(views) == 1:
         manifest = views[0].manifest
@@ -83,8 +85,11 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathL
     # Counted from the manifests before any records are loaded: a refused page costs nothing.
     _check_report_size([len(read_manifest(Path(run_dir) / MANIFEST_FILE).cells) for run_dir in run_dirs
                         if (Path(run_dir) / MANIFEST_FILE).is_file()])
-    runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
-    html = render_report(runs)
+    return save_report(render_report([load_run(Path(run_dir)) for run_dir in run_dirs]), out)
+
+
+def save_report(html: str, out: str | os.PathLike[str]) -> Path:
+    """Write a rendered page to `out` atomically (its folder made if need be); return its path."""
     out_path = Path(out)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)

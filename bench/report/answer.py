@@ -6,12 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError
-from bench.analysis.recommend import (Slo, is_num_parallel_sweep, parse_slo, recommend, scenario_slos, slo_failures,
-                                      slo_verdict)
-from bench.records import RECOMMENDATION_JSON
+from bench.analysis.recommend import Slo, slo_failures, slo_verdict
 from bench.records.manifest import Manifest
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report.data import RunView
 from bench.report.gates import gate_blocks
 from bench.report.page import Note, Section, Table, Warnings
@@ -49,54 +46,40 @@ def _prefix(views: list[RunView], view: RunView) -> str:
 
 
 def _slos(view: RunView) -> tuple[Slo, ...]:
-    """The SLOs every verdict of this run's report uses: those `bench recommend --write` stored, else
-    the scenario's (one source, so the answer and the per-cell SLO column cannot disagree)."""
-    stored = view.run.extras.get(RECOMMENDATION_JSON)
-    try:
-        if isinstance(stored, dict) and isinstance(stored.get("slos"), dict):
-            return tuple(parse_slo(f"{metric}={threshold}") for metric, threshold in stored["slos"].items())
-        return scenario_slos(view.manifest)
-    except BenchError:
-        return ()  # a hand-edited manifest with an unreadable SLO: show the figures without a verdict
+    """The SLOs every verdict of this run's report uses (bench.analysis.run_analysis chose them)."""
+    return view.analysis.slos
 
 
 def _recommendation(view: RunView, prefix: str) -> list[Any]:
-    """The NUM_PARALLEL verdict: the one `bench recommend` stored, else computed here for a sweep."""
-    payload = view.run.extras.get(RECOMMENDATION_JSON)
-    source = "stored by bench recommend (recommendation.json)"
-    if not isinstance(payload, dict):
-        if not is_num_parallel_sweep(view.run):
-            return []
-        try:
-            payload = recommend(view.run, _slos(view)).to_json()
-        except BenchError as error:
-            return [Note(f"{prefix}No NUM_PARALLEL recommendation: {error}", "warning")]
-        source = ("computed by the report from the scenario's SLOs; `bench recommend RUN_DIR --slo METRIC=VALUE` "
-                  "stores one for other SLOs")
-    blocks: list[Any] = [Note(f"{prefix}{_sentence(payload.get('verdict') or 'no verdict recorded')}",
-                              "answer" if payload.get("num_parallel") is not None
-                              and not payload.get("provisional") else "warning")]
-    basis = payload.get("speed_basis") or view.run.manifest.target.speed_basis
+    """The NUM_PARALLEL verdict: the one `bench recommend` stored, else the one computed for a sweep."""
+    analysis = view.analysis
+    if analysis.recommendation_error is not None:
+        return [Note(f"{prefix}No NUM_PARALLEL recommendation: {analysis.recommendation_error}", "warning")]
+    recommendation = analysis.recommendation
+    if recommendation is None:
+        return []
+    source = ("stored by bench recommend (recommendation.json)" if analysis.recommendation_stored else
+              "computed by the report from the scenario's SLOs; `bench recommend RUN_DIR --slo METRIC=VALUE` "
+              "stores one for other SLOs")
+    settled = recommendation.num_parallel is not None and not recommendation.provisional
+    blocks: list[Any] = [Note(f"{prefix}{_sentence(recommendation.verdict)}", "answer" if settled else "warning")]
+    basis = recommendation.speed_basis or view.run.manifest.target.speed_basis
     if basis:
         blocks.append(Note(f"{prefix}Speed basis (bench sim): {basis}.", "info"))
-    candidates = payload.get("candidates") or []
-    rows, chosen = [], []
-    for index, candidate in enumerate(candidates):
-        fits = {True: "fits", False: "spills to CPU", None: "unknown"}.get(candidate.get("fits_in_gpu"), "unknown")
-        if candidate.get("outcome") == "chosen":
-            chosen.append(index)
-        rows.append((fmt.text(candidate.get("num_parallel")), fmt.text(candidate.get("concurrency")),
-                     fmt.rate(candidate.get("output_tps")), fmt.seconds(candidate.get("ttft_p95_s")),
-                     fmt.seconds(candidate.get("tpot_p95_s")), fmt.rate(candidate.get("user_tps_p50")),
-                     fits, fmt.text(candidate.get("outcome")), fmt.text(candidate.get("reason"))))
+    fits_words = {True: "fits", False: "spills to CPU", None: "unknown"}
+    rows = tuple((fmt.text(c.num_parallel), fmt.text(c.concurrency), fmt.rate(c.output_tps),
+                  fmt.seconds(c.ttft_p95_s), fmt.seconds(c.tpot_p95_s), fmt.rate(c.user_tps_p50),
+                  fits_words[c.fits_in_gpu], fmt.text(c.outcome), fmt.text(c.reason))
+                 for c in recommendation.candidates)
+    chosen = tuple(index for index, c in enumerate(recommendation.candidates) if c.outcome == "chosen")
     if rows:
-        slos = ", ".join(_describe_slo(name, value) for name, value in (payload.get("slos") or {}).items())
+        slos = ", ".join(_describe_slo(slo.metric, slo.threshold) for slo in recommendation.slos)
         blocks.append(Table(
             ("NUM_PARALLEL", "best concurrency", "output tok/s", "TTFT p95", "TPOT p95",
              "user tok/s p50", "GPU memory", "outcome", "why"),
-            tuple(rows), caption=f"{prefix}OLLAMA_NUM_PARALLEL candidates: the best cell of each setting"
+            rows, caption=f"{prefix}OLLAMA_NUM_PARALLEL candidates: the best cell of each setting"
             + (f" (SLOs: {slos})" if slos else "") + f"; {source}",
-            numeric=(True, True, True, True, True, True, False, False, False), highlight_rows=tuple(chosen)))
+            numeric=(True, True, True, True, True, True, False, False, False), highlight_rows=chosen))
     return blocks
 
 
@@ -310,8 +293,8 @@ def _spill_warnings(view: RunView, prefix: str) -> list[Note]:
         worst = group.loc[(group["size_bytes"] - group["size_vram_bytes"]).idxmax()]
         share = 1 - worst["size_vram_bytes"] / worst["size_bytes"] if worst["size_bytes"] else 0.0
         notes.append(Note(
-            f"{prefix}CPU spill: /api/ps shows {model} with only {fmt.gib(worst['size_vram_bytes'])} of "
-            f"{fmt.gib(worst['size_bytes'])} on the GPU ({share:.0%} on CPU) at t={worst['t_s']:.1f} s; "
+            f"{prefix}CPU spill: /api/ps shows {model} with only {fmt.size_gib(worst['size_vram_bytes'])} of "
+            f"{fmt.size_gib(worst['size_bytes'])} on the GPU ({share:.0%} on CPU) at t={worst['t_s']:.1f} s; "
             "throughput there is limited by CPU memory.", "error"))
     return notes
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.conversations import cache_effect, cache_pairs, multi_turn, turn_table
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
 from bench.report.page import Figure, Note, Section, Table
@@ -88,9 +88,9 @@ def _turn_table(view: RunView, turns: pd.DataFrame) -> Table:
         rows.append((
             _label(view, str(row.cell_id)), str(row.turn), str(row.requests),
             fmt.seconds(row.ttft_p50_s), fmt.seconds(row.ttft_p95_s), fmt.seconds(row.prefill_s_mean),
-            _count(row.prompt_tokens_mean), _count(row.new_prompt_tokens_mean),
-            _ms(row.prefill_ms_per_prompt_token), _ms(row.prefill_ms_per_new_token),
-            _count(row.cached_prompt_tokens_mean),
+            fmt.integer(row.prompt_tokens_mean), fmt.integer(row.new_prompt_tokens_mean),
+            fmt.seconds(row.prefill_ms_per_prompt_token / 1000), fmt.seconds(row.prefill_ms_per_new_token / 1000),
+            fmt.integer(row.cached_prompt_tokens_mean),
         ))
     columns = ("cell", "turn", "n", "TTFT p50", "TTFT p95", "prefill", "prompt tokens",
                "new tokens", "prefill / prompt token", "prefill / new token", "cached (reported)")
@@ -105,8 +105,8 @@ def _effect_table(view: RunView, effect: pd.DataFrame) -> Table:
             _label(view, str(row.reuse_cell_id)), str(row.turn),
             fmt.seconds(row.ttft_p50_reuse_s), fmt.seconds(row.ttft_p50_defeat_s),
             fmt.seconds(row.prefill_reuse_s), fmt.seconds(row.prefill_defeat_s),
-            _count(row.prompt_tokens_mean), _count(row.new_prompt_tokens_mean),
-            _count(row.evaluated_tokens_inferred), fmt.percent(row.prefill_saved_share),
+            fmt.integer(row.prompt_tokens_mean), fmt.integer(row.new_prompt_tokens_mean),
+            fmt.integer(row.evaluated_tokens_inferred), fmt.percent(row.prefill_saved_share),
         ))
     columns = ("cell (reuse)", "turn", "TTFT p50 reuse", "TTFT p50 defeat", "prefill reuse",
                "prefill defeat", "prompt tokens", "new tokens", "evaluated (inferred)",
@@ -114,11 +114,3 @@ def _effect_table(view: RunView, effect: pd.DataFrame) -> Table:
     return Table(columns, tuple(rows),
                  "The prompt cache's effect: the same cell with the cache defeated",
                  numeric=(False,) + (True,) * (len(columns) - 1))
-
-
-def _count(value: Any) -> str:
-    return fmt.DASH if value is None or not np.isfinite(float(value)) else f"{float(value):.0f}"
-
-
-def _ms(value: Any) -> str:
-    return fmt.DASH if value is None or not np.isfinite(float(value)) else f"{float(value):.3f} ms"

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from bench import plan
-from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics, summary_columns
+from bench.analysis.metrics import summary_columns
+from bench.analysis.run_analysis import RunAnalysis
 from bench.records.cell_settings import CellSettings
 from bench.records.manifest import Manifest
 from bench.records import Run
@@ -39,18 +40,31 @@ def clean(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunView:
-    """One run as the report sees it."""
+    """One run as the report draws it: its analysis (computed once, bench.analysis.run_analysis) and
+    the cell table the sections read."""
 
-    run: Run
+    analysis: RunAnalysis
     label: str  # run_id, made unique among the runs of a comparison
-    requests: pd.DataFrame  # every record, with bench.analysis.metrics.request_metrics columns
-    measured: pd.DataFrame  # the measure phase of `requests`
     cells: pd.DataFrame  # index cell_id: settings, summary columns, `label`, `offered_load`
     varying: tuple[str, ...]  # settings that differ between this run's cells
 
     @property
+    def run(self) -> Run:
+        return self.analysis.run
+
+    @property
     def manifest(self) -> Manifest:
-        return self.run.manifest
+        return self.analysis.run.manifest
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """Every record, with bench.analysis.metrics.request_metrics columns."""
+        return self.analysis.requests
+
+    @property
+    def measured(self) -> pd.DataFrame:
+        """The measure phase of `requests`."""
+        return self.analysis.measured
 
 
 def varying_settings(cells: pd.DataFrame) -> tuple[str, ...]:
@@ -73,7 +87,8 @@ def _unique_labels(runs: list[Run]) -> list[str]:
     return labels
 
 
-def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _cell_frame(analysis: RunAnalysis) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    run, measured = analysis.run, analysis.measured
     cells = run.cells.copy()
     if cells.empty:
         # A run without a manifest cell list (hand-made, or very old): the records name the cells.
@@ -99,8 +114,7 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     typed = [settings_of.get(str(cell_id), CellSettings()) for cell_id in cells.index]
     cells["offered_load"] = [math.nan if shaped and s.arrival in _OPEN else offered_load(s) for s in typed]
     cells["arrival_kind"] = ["open" if s.rate_rps is not None or s.arrival in _OPEN else "closed" for s in typed]
-    percentiles = scenario_percentiles(run.manifest)
-    summary = cell_summary(measured, percentiles=percentiles)
+    percentiles, summary = analysis.percentiles, analysis.summary
     # Every summary column exists, NaN for cells without a measured request (a failed start, a
     # sweep aborted early): sections then draw what there is instead of failing on a missing column.
     for column in summary_columns(percentiles):
@@ -114,15 +128,6 @@ def _cell_frame(run: Run, measured: pd.DataFrame) -> tuple[pd.DataFrame, tuple[s
     return cells, varying
 
 
-def scenario_percentiles(manifest: Manifest) -> tuple[float, ...]:
-    """The percentiles the run's scenario chose (p50/p90/p95/p99 when it chose none)."""
-    chosen = manifest.scenario.get("percentiles")
-    try:
-        return tuple(float(p) for p in chosen) if chosen else tuple(float(p) for p in PERCENTILES)
-    except (TypeError, ValueError):
-        return tuple(float(p) for p in PERCENTILES)
-
-
 def offered_load(settings: CellSettings) -> float:
     """Open loop: the arrival rate (req/s); closed loop: the concurrency."""
     if settings.rate_rps is not None:
@@ -132,19 +137,14 @@ def offered_load(settings: CellSettings) -> float:
     return float(settings.concurrency) if settings.concurrency is not None else math.nan
 
 
-def build_view(run: Run, label: str) -> RunView:
-    requests = run.requests
-    if len(requests):
-        requests = request_metrics(requests)
-    measured = requests
-    if len(requests) and "phase" in requests:
-        measured = requests[requests["phase"].fillna("measure") == "measure"]
-    cells, varying = _cell_frame(run, measured)
-    return RunView(run, label, requests, measured, cells, varying)
+def build_view(analysis: RunAnalysis, label: str) -> RunView:
+    cells, varying = _cell_frame(analysis)
+    return RunView(analysis, label, cells, varying)
 
 
-def build_views(runs: list[Run]) -> list[RunView]:
-    return [build_view(run, label) for run, label in zip(runs, _unique_labels(runs))]
+def build_views(analyses: list[RunAnalysis]) -> list[RunView]:
+    labels = _unique_labels([analysis.run for analysis in analyses])
+    return [build_view(analysis, label) for analysis, label in zip(analyses, labels)]
 
 
 def series_settings(views: list[RunView]) -> tuple[str, ...]:

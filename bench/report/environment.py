@@ -8,7 +8,7 @@ import pandas as pd
 import yaml
 
 from bench.analysis.ollama_semantics import semantics_for
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.records.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
 from bench.report.page import Preformatted, Section, Table
@@ -113,7 +113,7 @@ def _gpu(gpu: Any, simulated: list[str] | None = None) -> str:
         if isinstance(device, dict):
             memory = device.get("mem_total_bytes") or device.get("memory_total_bytes")
             parts.append(" ".join(p for p in (str(device.get("name") or "GPU"),
-                                               f"({fmt.gib(memory)})" if memory else "",
+                                               f"({fmt.size_gib(memory)})" if memory else "",
                                                f"driver {device['driver']}" if device.get("driver") else "") if p))
         else:
             parts.append(str(device))
@@ -166,7 +166,7 @@ def _remote_settings(view: RunView, suffix: str) -> Table | None:
             size = group["size_bytes"].max() if "size_bytes" in group else None
             vram = group["size_vram_bytes"].min() if "size_vram_bytes" in group else None
             rows.append((f"{model} (/api/ps)", f"context_length {', '.join(f'{c:,}' for c in contexts) or fmt.DASH}; "
-                                              f"size {fmt.gib(size)}, size_vram {fmt.gib(vram)}"))
+                                              f"size {fmt.size_gib(size)}, size_vram {fmt.size_gib(vram)}"))
     rows.append(("OLLAMA_NUM_PARALLEL", "not reported by the API (bench did not start this server)"))
     return Table(("setting", "value"), tuple(rows), caption=f"Server settings seen{suffix}")
 

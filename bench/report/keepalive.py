@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView, clean
 from bench.report.page import Figure, Note, Section, Table

@@ -10,7 +10,7 @@ import pandas as pd
 from bench.analysis.model_loads import loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report import plotting, server_memory
 from bench.report.data import RunView, gpu_capacity, server_spans, shared_time_range
 from bench.report.page import Figure, Note, Section, Table
@@ -87,8 +87,8 @@ def _loads_table(view: RunView, ps: pd.DataFrame, semantics: Any, suffix: str) -
         rows.append((plotting.shorten(load.model, 36), _cells_during(view, load.first_seen_s, load.last_seen_s),
                      f"{load.first_seen_s:.1f} s",
                      fmt.DASH if load.effective_num_ctx is None else f"{load.effective_num_ctx:,}",
-                     fmt.gib(load.size_bytes) if load.size_bytes is not None else fmt.DASH,
-                     fmt.gib(load.size_vram_bytes) if load.size_vram_bytes is not None else fmt.DASH,
+                     fmt.size_gib(load.size_bytes) if load.size_bytes is not None else fmt.DASH,
+                     fmt.size_gib(load.size_vram_bytes) if load.size_vram_bytes is not None else fmt.DASH,
                      fmt.DASH if share is None else f"{share:.0%}",
                      "; ".join(load.notes(requested)) or fmt.DASH))
     return Table(("model", "cells served", "first seen", "effective num_ctx (per slot)", "size", "size_vram", "on GPU",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report.data import RunView
 from bench.report.page import Block, Note, Table
 
@@ -48,7 +48,7 @@ def blocks(view: RunView, suffix: str) -> list[Block]:
     rows = []
     for cell_id, row in peaks.iterrows():
         share = row["size_vram_bytes"] / row["size_bytes"] if row["size_bytes"] else None
-        rows.append((str(view.cells.at[cell_id, "label"]), fmt.gib(row["size_bytes"]), fmt.gib(row["size_vram_bytes"]),
+        rows.append((str(view.cells.at[cell_id, "label"]), fmt.size_gib(row["size_bytes"]), fmt.size_gib(row["size_vram_bytes"]),
                      fmt.DASH if share is None else f"{share:.0%}"))
     table = Table(("cell", "size (server-reported)", "size_vram (server-reported)", "in GPU memory"), tuple(rows),
                   caption=f"Peak server-reported memory per cell{suffix}, from /api/ps polls during the cell",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.outputs.statistics import SMALL_N_NOTE, statistics_rows
-from bench.report.data import RunView, scenario_percentiles
+from bench.report.data import RunView
 from bench.report.page import Section, Table
 
 
@@ -12,7 +12,7 @@ def build(views: list[RunView]) -> Section | None:
     for view in views:
         if view.cells.empty:
             continue
-        percentiles = scenario_percentiles(view.manifest)
+        percentiles = view.analysis.percentiles
         labels = {str(cell_id): str(label) for cell_id, label in view.cells["label"].items()}
         header, rows = statistics_rows(view.cells, labels, percentiles, intervals=True)
         if not rows:

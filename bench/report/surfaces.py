@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView, clean, describe_settings
 from bench.report.page import Figure, Section, Table

@@ -9,7 +9,7 @@ import numpy as np
 from bench.analysis.recommend import scenario_slos
 from bench.analysis.sweep import KNEE_TTFT_FACTOR, SweepResult, sweep_results
 from bench.errors import BenchError
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
 from bench.report.page import Figure, Note, Section, Table

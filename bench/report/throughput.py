@@ -7,13 +7,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
-from bench.analysis.recommend import Recommendation, recommend, scenario_slos
-from bench.records import RECOMMENDATION_JSON, number_or_none
+from bench.analysis.recommend import Candidate
+from bench.records import number_or_none
 from bench.report import plotting
 from bench.report.data import (RunView, clean, describe_settings, gpu_capacity, load_label, load_series,
                                request_spread, series_settings, throughput_spread)
-from bench.report import formatting as fmt
+from bench import numbers as fmt
 from bench.report.page import Figure, Note, Section, Table
 
 NUM_PARALLEL = "OLLAMA_NUM_PARALLEL"
@@ -176,14 +175,6 @@ def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tup
     return np.where(np.isfinite(low), low, fallback), np.where(np.isfinite(high), high, fallback)
 
 
-def sweep_recommendation(view: RunView) -> Recommendation | None:
-    """The NUM_PARALLEL recommendation for a sweep against the scenario's SLOs (None when not computable)."""
-    try:
-        return recommend(view.run, scenario_slos(view.manifest))
-    except BenchError:
-        return None
-
-
 def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
     swept = [v for v in views if NUM_PARALLEL in v.cells and v.cells[NUM_PARALLEL].map(clean).dropna().nunique() > 1]
     if not swept:
@@ -250,16 +241,16 @@ def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
     ax.set_title("Memory per setting (/api/ps)")
     ax.set_ylabel("GiB")
     candidates = _candidates(view) if view is not None else []
-    measured = [c for c in candidates if c.get("size_bytes")]
+    measured = [c for c in candidates if c.size_bytes]
     if not measured:
         ax.text(0.5, 0.5, "no /api/ps data in this run" if view is not None else "one run at a time",
                 ha="center", va="center", transform=ax.transAxes, color="#666666")
         ax.set_xticks([])
         return
     gib = 2**30
-    x = np.array([float(c["num_parallel"]) for c in measured])
-    size = np.array([float(c["size_bytes"]) / gib for c in measured])
-    vram = np.array([float(c.get("size_vram_bytes") or 0) / gib for c in measured])
+    x = np.array([float(c.num_parallel) for c in measured])
+    size = np.array([float(c.size_bytes or 0) / gib for c in measured])
+    vram = np.array([float(c.size_vram_bytes or 0) / gib for c in measured])
     # Bars of equal visual width on the log2 axis the other panels use.
     widths = x * 0.45
     ax.bar(x, vram, width=widths, color="#1f77b4", label="on the GPU (size_vram)")
@@ -277,12 +268,9 @@ def _memory_panel(ax: Any, view: RunView | None, xs: list[float]) -> None:
     ax.legend(loc="upper left", fontsize=7.5, ncols=2)
 
 
-def _candidates(view: RunView) -> list[dict[str, Any]]:
-    stored = view.run.extras.get(RECOMMENDATION_JSON)
-    if isinstance(stored, dict) and stored.get("candidates"):
-        return list(stored["candidates"])
-    computed = sweep_recommendation(view)
-    return [vars(c) for c in computed.candidates] if computed is not None else []
+def _candidates(view: RunView) -> list[Candidate]:
+    recommendation = view.analysis.recommendation
+    return list(recommendation.candidates) if recommendation is not None else []
 
 
 # A label over the data: drawn above the lines on a white ground, so no marker strikes it through.
@@ -291,13 +279,9 @@ _LABEL_BOX: dict[str, Any] = {"zorder": 5, "bbox": {"facecolor": "white", "alpha
 
 def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, str]]) -> None:
     """Shade spilled and recommended NUM_PARALLEL values; draw the SLO thresholds."""
-    stored = view.run.extras.get(RECOMMENDATION_JSON)
-    computed = sweep_recommendation(view)
-    candidates = (stored.get("candidates") or []) if isinstance(stored, dict) else (
-        [vars(c) for c in computed.candidates] if computed is not None else [])
-    chosen = stored.get("num_parallel") if isinstance(stored, dict) else (
-        computed.num_parallel if computed is not None else None)
-    spilled = [c["num_parallel"] for c in candidates if c.get("fits_in_gpu") is False]
+    recommendation = view.analysis.recommendation
+    chosen = recommendation.num_parallel if recommendation is not None else None
+    spilled = [c.num_parallel for c in _candidates(view) if c.fits_in_gpu is False]
     for ax in axes:
         for value in spilled:
             ax.axvspan(value / 1.25, value * 1.25, color="#d62728", alpha=0.10, linewidth=0)
@@ -309,8 +293,7 @@ def _mark_sweep(axes: list[Any], view: RunView, units: dict[str, tuple[float, st
     if chosen is not None:
         axes[0].text(chosen, 0.97, "recommended", ha="center", va="top", fontsize=8, color="#1b5e20",
                      rotation=90, transform=axes[0].get_xaxis_transform(), **_LABEL_BOX)
-    slos = (stored.get("slos") or {}) if isinstance(stored, dict) else (
-        {slo.metric: slo.threshold for slo in computed.slos} if computed is not None else {})
+    slos = {slo.metric: slo.threshold for slo in recommendation.slos} if recommendation is not None else {}
     for ax, column, metric in ((axes[1], "ttft_p95_s", "ttft_p95"), (axes[2], "tpot_p95_s", "tpot_p95")):
         if metric in slos and slos[metric] is not None:
             ax.axhline(float(slos[metric]) * units[column][0], color="#d62728", linestyle=":", linewidth=1.4)

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from rich.console import Console
 
-from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS
+from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
+from bench.analysis.run_analysis import RunAnalysis, analyse_run
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load.health import client_health
 from bench.records.manifest import Manifest
 from bench.outputs.recommendation import print_run_recommendation
 from bench.outputs.summary import print_summary, saturation_lines, write_kv, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
-from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, write_requests_parquet
+from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, load_run, write_requests_parquet
 from bench.run.progress import busy
 from bench.run.resume import merge_telemetry
 from bench.scenario import scenario_to_yaml, with_run_settings
@@ -69,9 +70,11 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
     # Only what the summary reads: all of a long run's records in pandas are hundreds of MiB.
     with busy(console, "writing requests.parquet and the summary") if not quiet else contextlib.nullcontext():
         measured = write_requests_parquet(run.run_dir, SUMMARY_INPUT_COLUMNS, phase="measure")
-        summary = write_summary(run.run_dir, measured, run.scenario.slo_values() or None,
-                                {cell.cell_id: cell.settings for cell in state.cells}, state.labels,
-                                run.scenario.percentile_values())
+        # The run's one cell_summary: the files, the table, the thresholds and the analysis below read it.
+        summary = None if measured.empty else cell_summary(measured, slos=run.scenario.slo_values() or None,
+                                                           percentiles=run.scenario.percentile_values())
+        if summary is not None:
+            write_summary(run.run_dir, summary, {cell.cell_id: cell.settings for cell in state.cells}, state.labels)
     verdicts = []
     if run.scenario.thresholds:
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
@@ -92,23 +95,36 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
         console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
     print_sweep(console, sweeps)
     write_kv(run.run_dir, console)
-    if run.report and summary is not None:
+    wanted = summary is not None and (run.report or status == "complete")
+    # The one analysis of this run (the summary above reused): the report and the recommendation draw from it.
+    analysis = analyse_stored_run(run.run_dir, summary, console) if wanted else None
+    if run.report and analysis is not None:
         with busy(console, "drawing report.html"):
-            write_run_report(run.run_dir, console)
-    if summary is not None and status == "complete":
+            write_run_report(analysis, console)
+    if analysis is not None and status == "complete":
         # Last, so the answer of a sizing sweep is what the user sees when the run ends.
-        print_run_recommendation(console, run.run_dir)
+        print_run_recommendation(console, analysis)
     return result
 
 
-def write_run_report(run_dir: Path, console: Console) -> None:
+def analyse_stored_run(run_dir: Path, summary: pd.DataFrame | None, console: Console) -> RunAnalysis | None:
+    """The run directory loaded back and analysed once; a failure is a warning (the records are what matter)."""
+    try:
+        return analyse_run(load_run(run_dir), summary)
+    except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
+        console.print(f"warning: analysis failed: {type(error).__name__}: {error}",
+                      highlight=False, soft_wrap=True, markup=False)
+        return None
+
+
+def write_run_report(analysis: RunAnalysis, console: Console) -> None:
     """report.html of this run; a failure is a warning (the run's records are what matter)."""
     # Imported here: bench.report pulls in matplotlib and every section's plots (~0.4 s on top of the CLI), which
     # `bench run --no-report`, soak and the tests driving run_scenario never need.
-    from bench.report import write_report
+    from bench.report import render_report, save_report
 
     try:
-        path = write_report([run_dir], run_dir / REPORT_HTML)
+        path = save_report(render_report([analysis]), analysis.run.path / REPORT_HTML)
         console.print(f"report: {path}", highlight=False, soft_wrap=True, markup=False)
     except Exception as error:  # noqa: BLE001 - a report bug must not lose the run
         console.print(f"warning: report failed: {type(error).__name__}: {error}",

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.numbers import seconds
+
 WINDOW_S = 10.0
 
 
@@ -93,13 +95,9 @@ class LiveWindow:
         """`now: 12.3 req/s  395 tok/s  TTFT p50 194 ms  in flight 7.9  err 0  rej 0` (≤ 80 columns)."""
         done, span_s = self._recent()
         ttfts = [d.ttft_s for d in done if d.ttft_s is not None]
-        ttft = _duration(statistics.median(ttfts)) if ttfts else "-"
+        ttft = seconds(statistics.median(ttfts)) if ttfts else "-"
         errors = sum(d.failed for d in done)
         rejected = sum(d.rejected for d in done)
         return (f"now: {len(done) / span_s:.1f} req/s  "
                 f"{sum(d.output_tokens for d in done) / span_s:.0f} tok/s  TTFT p50 {ttft}  "
                 f"in flight {f'{self.mean_in_flight():.1f}' if self.counts_sends else '-'}  err {errors}  rej {rejected}")
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"

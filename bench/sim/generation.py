@@ -17,6 +17,13 @@ from bench.sim.scheduler import LoadedModel, Scheduler
 
 RUNTIME_OOM_MESSAGE = "CUDA error: out of memory"
 
+# Ollama's token repeat limit (llm/llama_server.go Completion; the Go runner had the same): every
+# piece llama-server streams is compared, whitespace trimmed, with the one before (the first with
+# ""); on the 31st repeat in a row the completion stops before relaying that piece and returns
+# ctx.Err(), which is nil, so the answer ends with no final line and no error. Deterministic in the
+# token stream: a model stuck on one token (greedy decoding, small or made models) meets it.
+TOKEN_REPEAT_LIMIT = 30
+
 
 class SimulatedCut(Exception):
     """Raised inside a stream to drop the connection without a done line (fault injection)."""
@@ -68,6 +75,8 @@ class Timings:
     acquired_s: float = 0.0
     final: CompletionTimings | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The token repeat limit ended the completion: no final line / finish chunk / [DONE] follows.
+    repeat_limited: bool = False
 
     @classmethod
     def after_acquire(cls, arrival_s: float, loaded: LoadedModel) -> "Timings":
@@ -114,8 +123,18 @@ async def run_completion(
             scheduler.expire_all_for_runtime_oom()
             raise RuntimeOutOfMemory(RUNTIME_OOM_MESSAGE)
         index = 0
+        last_piece, repeats = "", 0
         async with aclosing(loaded.runner.completion(request)) as events:
             async for event in events:
+                # The final event counts too, as llama-server's stop event (content "") does.
+                trimmed = "" if isinstance(event, CompletionTimings) else event.strip()
+                if trimmed == last_piece:
+                    repeats += 1
+                    if repeats > TOKEN_REPEAT_LIMIT:
+                        timings.repeat_limited = True
+                        return
+                else:
+                    last_piece, repeats = trimmed, 0
                 if isinstance(event, CompletionTimings):
                     timings.final = event
                     continue

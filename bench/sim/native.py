@@ -209,7 +209,7 @@ async def _native_lines(
                 yield sim.emit(request_id, index, MALFORMED_LINE)
             yield sim.emit(request_id, index, orjson.dumps(_chunk(kind, spec, token, False)) + b"\n")
             index += 1
-        if not faults.no_done:
+        if not faults.no_done and not timings.repeat_limited:
             yield sim.emit(request_id, index, orjson.dumps(_final(kind, spec, timings)) + b"\n")
     except RuntimeOutOfMemory as error:
         # streamResponse: after the 200 went out, an error is one NDJSON line.
@@ -231,6 +231,9 @@ async def _collect(
         return error_response(500, str(error))
     finally:
         lease.release()
+    if timings.repeat_limited:
+        # writeChatResponse / GenerateHandler: the last response, not done, with all the text so far.
+        return Response(orjson.dumps(_chunk(kind, spec, "".join(pieces), False)), media_type="application/json")
     return Response(orjson.dumps(_final(kind, spec, timings, "".join(pieces))), media_type="application/json")
 
 

@@ -155,7 +155,8 @@ async def completions(request: Request, kind: str) -> Response:
     finally:
         lease.release()
     text = "".join(pieces)
-    finish = timings.done_reason
+    # The token repeat limit: ToChatCompletion of a response without done: finish_reason null.
+    finish = None if timings.repeat_limited else timings.done_reason
     if kind == "chat":
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         obj = "chat.completion"
@@ -260,8 +261,10 @@ async def _sse(
             # An error after streaming began becomes an empty delta chunk; no finish, no [DONE].
             yield sim.emit(request_id, index, _data(shaper.content("")))
             return
-        if faults.no_done:
-            return
+        if timings.repeat_limited and held is not None:
+            yield sim.emit(request_id, index, _data(shaper.content(held)))
+        if faults.no_done or timings.repeat_limited:
+            return  # the repeat limit: no finish chunk, no usage, no [DONE] (ChatWriter writes them on done)
         finish = timings.done_reason
         if split:
             if shaper.first:  # a wholly empty completion still opens with a role chunk

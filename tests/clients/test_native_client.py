@@ -162,6 +162,21 @@ def test_stream_closed_cleanly_without_done_is_bad_stream() -> None:
     assert len(record.chunk_times_s) == 2
 
 
+@pytest.mark.parametrize("repeats,named", [(31, True), (30, False)])
+def test_a_stream_cut_by_ollamas_token_repeat_limit_is_named(repeats: int, named: bool) -> None:
+    # Recorded from Ollama 0.33.0 (tiny-llama3.2-1b, chat-prompt-cache, temperature 0): "ource",
+    # then " sigma" 31 times, then the 200 body ends: no done line, no error line
+    # (llm/llama_server.go aborts on the 31st repeat before forwarding it).
+    script = Script(parts=[native_chat_line("ource")] + [native_chat_line(" sigma")] * repeats)
+    record = run_send(native.send, script, spec())
+    assert record.error_class == "bad_stream" and record.status == 200
+    message = record.error_message or ""
+    assert f"without a done line after {repeats + 1} text chunks" in message
+    assert (f"the last {repeats} were all 'sigma'" in message) is named
+    assert ("token repeat limit" in message) is named
+    assert len(record.chunk_times_s) == repeats + 1 and record.output_tokens is None
+
+
 def test_connection_dropped_mid_stream_is_disconnected() -> None:
     script = Script(parts=[native_chat_line("Hel"), httpx.RemoteProtocolError(
         "peer closed connection without sending complete message body")])

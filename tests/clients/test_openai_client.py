@@ -1,4 +1,4 @@
-"""The OpenAI-compatible client (SSE via httpx-sse) against recorded-shape transcripts."""
+"""The OpenAI-compatible client (SSE via bench.clients.sse) against recorded-shape transcripts."""
 
 from __future__ import annotations
 
@@ -120,6 +120,17 @@ def test_non_streaming_chat_reads_message_and_usage() -> None:
     assert "stream_options" not in script.sent_body()
 
 
+def test_a_non_streamed_answer_that_never_finished_is_bad_stream() -> None:
+    # What Ollama 0.33 answers when its token repeat limit ends a stream: false completion:
+    # the text so far, finish_reason null, zero usage (server/routes.go writeChatResponse).
+    body = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2",'
+            b'"choices":[{"index":0,"message":{"role":"assistant","content":"ource sigma sigma"},'
+            b'"finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,'
+            b'"total_tokens":0}}')
+    record = run_send(openai.send, Script(headers=JSON, parts=[body]), spec("openai", "chat", stream=False))
+    assert record.error_class == "bad_stream" and "finish_reason" in (record.error_message or "")
+
+
 def test_embeddings_take_prompt_tokens_from_usage() -> None:
     body = (b'{"object":"list","data":[{"object":"embedding","embedding":[0.1],"index":0}],'
             b'"model":"nomic-embed-text","usage":{"prompt_tokens":8,"total_tokens":8}}')
@@ -159,6 +170,17 @@ def test_stream_without_done_event_is_bad_stream() -> None:
     script = Script(headers=SSE, parts=[openai_chunk("Hel"), openai_chunk("lo")])
     record = run_send(openai.send, script, spec("openai", "chat"))
     assert record.error_class == "bad_stream" and "[DONE]" in record.error_message
+
+
+def test_a_stream_cut_by_ollamas_token_repeat_limit_is_named() -> None:
+    # middleware/openai.go writes the finish chunk and [DONE] only for a done response; the
+    # repeat limit ends the completion without one, so the SSE body just ends.
+    parts = [openai_chunk(""), openai_chunk("ource")] + [openai_chunk(" sigma")] * 31
+    record = run_send(openai.send, Script(headers=SSE, parts=parts), spec("openai", "chat"))
+    assert record.error_class == "bad_stream"
+    message = record.error_message or ""
+    assert "without data: [DONE] after 32 text chunks" in message
+    assert "the last 31 were all 'sigma'" in message and "token repeat limit" in message
 
 
 def test_dropped_connection_mid_stream_is_disconnected() -> None:

@@ -32,7 +32,6 @@ MODULE_REASONS = {
 }
 FUNCTION_REASONS = {
     "bench/sim/config.py:build_config": "one flag or variable per line, in Ollama's envconfig order",
-    "bench/clients/openai.py:_read_sse": "the SSE hot loop: one function keeps per-event cost down",
     "bench/clients/native.py:_read_stream": "the NDJSON hot loop: one function keeps per-line cost down",
     "bench/sim/openai_api.py:completions": "mirrors Ollama's openai middleware, branch by branch",
     "bench/run/runner.py:_run_cell": "one cell with the stop rule, pruning and --workers branches",

@@ -4,6 +4,8 @@ commands table, the scenarios and every link agree with the code and with each o
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -31,9 +33,47 @@ def _section(text: str, title: str) -> str:
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+                if line.strip() and not line.startswith("#")
+                and not line.startswith(("set ", "cd ", "source .ci/step-times.bash"))]
     development = _shell_blocks(_section(README, "Development"))
     assert ci_lines == [development[0].strip()]
+
+
+def _run_ci_with_stand_ins(tmp_path: Path, failing: str = "") -> subprocess.CompletedProcess[str]:
+    """.ci/run, unchanged, with every tool it calls replaced by a script that only records it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / ".ci", repo / ".ci")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("apt-get", "pip", "bench", "python", "go"):  # no chromium: the apt step runs
+        fails = f'[ "$2" = "{failing}" ] && exit 1\n' if failing else ""
+        (tools / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{tmp_path}/calls"\n{fails}exit 0\n')
+        (tools / name).chmod(0o755)
+    for name in ("mktemp", "rm", "dirname"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    return subprocess.run([shutil.which("bash") or "bash", str(repo / ".ci" / "run")], capture_output=True,
+                          text=True, env={"PATH": str(tools)}, timeout=60)
+
+
+def test_ci_prints_one_timing_line_per_step(tmp_path: Path) -> None:
+    done = _run_ci_with_stand_ins(tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line.split(" took ")[0] for line in lines[:-1]] == [
+        "ci: apt", "ci: pip", "ci: ollama", "ci: mypy", "ci: pytest"]
+    assert all(re.fullmatch(r"ci: \w+ took \d+ s", line) for line in lines[:-1])
+    assert re.fullmatch(r"ci: total \d+ s \(exit 0\)", lines[-1])
+    assert "python -m pytest -q" in (tmp_path / "calls").read_text()
+
+
+def test_ci_timing_keeps_a_failing_steps_exit_status(tmp_path: Path) -> None:
+    done = _run_ci_with_stand_ins(tmp_path, failing="mypy")
+    assert done.returncode == 1
+    *_, mypy, total = done.stderr.splitlines()
+    assert mypy.startswith("ci: mypy took ") and re.fullmatch(r"ci: total \d+ s \(exit 1\)", total)
+    assert "pytest" not in (tmp_path / "calls").read_text()
 
 
 def test_quick_start_runs_a_scenario_that_exists() -> None:

@@ -186,9 +186,10 @@ def test_environment_names_the_simulated_gpu_and_the_simulators_speed(make_run: 
     (run / "manifest.json").write_text(json.dumps(manifest))
     html = report_of(run)
     from bench.records import load_run as load
+    from bench.analysis.run_analysis import analyse_run
     from bench.report.data import build_view, gpu_capacity
 
-    assert gpu_capacity(build_view(load(run), "r")) == (22.5 * 2**30, "simulated L4: 22.5 GiB")
+    assert gpu_capacity(build_view(analyse_run(load(run)), "r")) == (22.5 * 2**30, "simulated L4: 22.5 GiB")
     environment = html.split('<section id="environment">')[1]
     assert "simulated l4 (24GiB)" in environment and "GPU none" not in environment
     assert "×10" in environment

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.analysis.run_analysis import analyse_run
 from bench.records import load_run
 from bench.report import write_report
 from bench.report.data import build_views
@@ -44,7 +45,7 @@ def test_output_rate_puts_each_chunk_in_the_bin_it_arrived_in() -> None:
 
 def test_every_run_gets_a_timeline_with_its_cells_numbered(make_run: Callable[..., Path]) -> None:
     run = make_run(concurrencies=(1, 2), surfaces=("native",), rejected_at=2)
-    view = build_views([load_run(run)])[0]
+    view = build_views([analyse_run(load_run(run))])[0]
     spans = cell_spans(view)
     assert [s.number for s in spans] == [1, 2]
     assert spans[0].end_s <= spans[1].start_s + 1e-9
@@ -54,7 +55,7 @@ def test_every_run_gets_a_timeline_with_its_cells_numbered(make_run: Callable[..
 
 def test_hosts_without_nvml_get_the_servers_memory_figure_labelled_as_such(make_run: Callable[..., Path]) -> None:
     run = make_run(ps=True, gpu=False, surfaces=("native",), concurrencies=(1, 2))
-    view = build_views([load_run(run)])[0]
+    view = build_views([analyse_run(load_run(run))])[0]
     peaks = per_cell_peaks(view)
     assert (peaks["size_bytes"] == 3.4 * 2**30).all()
     memory = _section(_html(run), "memory")

@@ -62,6 +62,7 @@ def test_no_server_pids_means_no_file(tmp_path: Path) -> None:
 def test_the_report_draws_the_process_memory_timeline() -> None:
     import pandas as pd
 
+    from bench.analysis.run_analysis import analyse_run
     from bench.records import Run
     from bench.report import memory
     from bench.report.data import RunView
@@ -70,7 +71,7 @@ def test_the_report_draws_the_process_memory_timeline() -> None:
                          "rss_anon_bytes": [2**26] * 3, "rss_file_bytes": [2**26] * 3, "engine_processes": [1] * 3,
                          "engine_rss_bytes": [2**26] * 3})
     run = Run(Path("."), {"run_id": "r"}, pd.DataFrame(), pd.DataFrame(), proc=proc)
-    view = RunView(run, "r", pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), ())
+    view = RunView(analyse_run(run), "r", pd.DataFrame(), ())
     section = memory.build([view])
     assert section is not None
     assert any("llama-server processes" in str(getattr(block, "caption", "")) for block in section.blocks)

@@ -42,7 +42,7 @@ def test_thresholds_hold_only_when_every_cell_meets_them() -> None:
     ttft, errors = evaluate(summary, [parse_threshold("ttft_p95", "<500ms"),
                                       parse_threshold("error_rate", "<1%")], {"b": "c=8"})
     assert not ttft.passed and ttft.broken_cells == 1 and ttft.worst_cell == "c=8"
-    assert ttft.line() == "threshold ttft_p95 <500ms: BROKEN (worst 700.0 ms in c=8, 1 of 2 cells)"
+    assert ttft.line() == "threshold ttft_p95 <500ms: BROKEN (worst 700 ms in c=8, 1 of 2 cells)"
     assert errors.passed
     throughput = evaluate(pd.DataFrame({"output_tps": [120.0, 80.0]}, index=["a", "b"]),
                           [parse_threshold("output_tps", ">100")], {})[0]
