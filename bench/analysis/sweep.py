@@ -86,7 +86,10 @@ def sweep_results(cells: Mapping[str, CellSettings], summary: pd.DataFrame,
         steps = []
         for cell_id, settings in group:
             measured = summary.loc[cell_id] if cell_id in summary.index else None
-            get = (lambda name: number_or_none(measured.get(name))) if measured is not None else (lambda name: None)
+
+            def get(name: str) -> float | None:
+                return number_or_none(measured.get(name)) if measured is not None else None
+
             failures = tuple(slo_failures(measured, slos)) if measured is not None and slos else ()
             steps.append(SweepStep(
                 cell_id=cell_id, step=str(settings.sweep_step), offered_rps=settings.rate_rps,

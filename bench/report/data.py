@@ -252,11 +252,12 @@ def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tu
     if requests.empty or setting not in view.cells or "sent_s" not in requests:
         return []
     server_of = {c.cell_id: c.server_id for c in view.manifest.cells}
+    settings_of = view.manifest.cell_settings()
     spans: list[tuple[float, float, str]] = []
     frame = requests.assign(server_id=requests["cell_id"].map(server_of))
     for server_id, group in frame.groupby("server_id", sort=False):
         cell_ids = group["cell_id"].unique()
-        values = {clean(view.cells.at[c, setting]) for c in cell_ids if c in view.cells.index} - {None}
+        values = {settings_of[c].row().get(setting) for c in cell_ids if c in settings_of} - {None}
         if len(values) != 1:
             continue
         start, end = float(group["sent_s"].min()), float(group["end_s"].max())

@@ -175,8 +175,7 @@ class CellLoop:
                 if self.run.only_cells is not None and cell.cell_id not in self.run.only_cells:
                     continue  # another Ray task's group (bench.run.ray_groups)
                 if self.study.skip_reason(cell) is not None:
-                    self.state.cell_status[cell.cell_id] = "skipped"
-                    self._tell_cell("ended", cell)
+                    self._skip(cell)
                     continue
                 if self.targets.needs_start(cell):
                     self.progress.status(f"starting {self.targets.describe_start(cell)}…")
@@ -187,15 +186,10 @@ class CellLoop:
                     http = await self._connect(base_url)
                 assert http is not None
                 self.state.cell_server[cell.cell_id] = self.targets.server_id
-                prepared = self.sweep.prepare(cell)
-                if isinstance(prepared, str):  # a sweep stopped at its SLOs
-                    self.state.cell_status[cell.cell_id] = "skipped"
-                    self._tell_cell("ended", cell)
+                prepared = self._sweep_step(cell)
+                if prepared is None:
                     continue
-                if prepared is not cell:  # a sweep's rate step, its rate set now
-                    cell = prepared
-                    self.state.settle(cell)
-                    self.state.labels[cell.cell_id] += f" rps={cell.settings.rate_rps:g}"
+                cell = prepared
                 await self._run_cell(cell, http, writer)
                 if self.state.cell_status[cell.cell_id] == "complete":
                     await self._prune_after(cell, http)
@@ -212,6 +206,22 @@ class CellLoop:
             # Telemetry first: polling a server that is being stopped only records failed polls.
             await asyncio.to_thread(self.stop_telemetry)
             await asyncio.to_thread(self.targets.stop)
+
+    def _skip(self, cell: Cell) -> None:
+        self.state.cell_status[cell.cell_id] = "skipped"
+        self._tell_cell("ended", cell)
+
+    def _sweep_step(self, cell: Cell) -> Cell | None:
+        """The cell to run (a sweep's rate step with its rate, set now), or None: skipped, as the
+        sweep stopped at its SLOs."""
+        prepared = self.sweep.prepare(cell)
+        if isinstance(prepared, str):
+            self._skip(cell)
+            return None
+        if prepared is not cell:
+            self.state.settle(prepared)
+            self.state.labels[cell.cell_id] += f" rps={prepared.settings.rate_rps:g}"
+        return prepared
 
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
         """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""

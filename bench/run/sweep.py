@@ -19,7 +19,7 @@ import orjson
 import pandas as pd
 
 from bench.plan import Cell, sweep_key
-from bench.records import RequestRecord
+from bench.records.record import RequestRecord
 from bench.records.manifest import ManifestCell
 from bench.scenario import SweepSpec
 
