@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,21 @@ def _read_baseline_file(path: Path) -> Baseline:
         raise RunDirError(f"{path}: cells: expected a non-empty list")
     parsed = [_cell_from_json(entry, f"{path}: cells[{i}]") for i, entry in enumerate(cells)]
     return Baseline(str(path), dict(payload.get("environment") or {}), parsed)
+
+
+# How a file bench wrote as a baseline begins (baseline_to_json puts "format" first).
+_BASELINE_HEAD = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"' + FORMAT.encode() + rb'"')
+
+
+def not_a_baseline(path: Path) -> str | None:
+    """None when `path` (an existing regular file) is a baseline bench wrote, so `baseline save`
+    may replace it; else what it is, in words. Reads only the file's first bytes."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    return None if _BASELINE_HEAD.match(head) else f'not a bench baseline (no "format": "{FORMAT}" at its start)'
 
 
 def load_baseline(path_or_run_dir: str | Path) -> Baseline:

@@ -173,6 +173,11 @@ async def _read_stream(
 
 
 
+# A whole (stream: false) answer with `done: false` is Ollama's when its token repeat limit ended
+# the generation (server/routes.go writeChatResponse: the last response, with the text so far).
+_NOT_DONE_HINT = ": the completion did not finish (Ollama's token repeat limit answers so: docs/ollama-behaviour.md)"
+
+
 async def _read_whole(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> dict[str, Any]:
@@ -201,7 +206,7 @@ async def _read_whole_chat(
     parsed = await _read_whole(response, record, watchdog, t0)
     message = parsed.get("message")
     if type(message) is not dict or parsed.get("done") is not True:
-        raise StreamFailure("bad_stream", "response has no message or no done: true")
+        raise StreamFailure("bad_stream", "response has no message or no done: true" + _NOT_DONE_HINT)
     _take_whole_text(record, message.get("content"), message.get("thinking"), store)
     _take_final_metrics(record, parsed)
 
@@ -211,7 +216,7 @@ async def _read_whole_generate(
 ) -> None:
     parsed = await _read_whole(response, record, watchdog, t0)
     if parsed.get("done") is not True:
-        raise StreamFailure("bad_stream", "response has no done: true")
+        raise StreamFailure("bad_stream", "response has no done: true" + _NOT_DONE_HINT)
     _take_whole_text(record, parsed.get("response"), parsed.get("thinking"), store)
     _take_final_metrics(record, parsed)
 

@@ -37,7 +37,7 @@ class TextStamps:
         self.text_parts: list[str] | None = [] if store_text else None
         self.output_chars = 0
         self.chunks_left = max_chunks if max_chunks is not None else -1  # -1: no cap
-        # The run of text chunks at the stream's end that carried the same text (trimmed):
+        # The run of text chunks at the stream's end that carried the same text:
         # only read when a stream ends without its final line (ended_without()).
         self.run_text = ""
         self.run_chunks = 0
@@ -54,11 +54,13 @@ class TextStamps:
         has_content = type(content) is str and content != ""
         if not has_content and not (type(thinking) is str and thinking != ""):
             return
-        trimmed = (content if has_content else thinking).strip()
-        if trimmed == self.run_text:
+        # Compared as sent (Ollama trims whitespace first): cheap on the hot path, and a
+        # token the model loops on arrives the same every time.
+        text = content if has_content else thinking
+        if text == self.run_text:
             self.run_chunks += 1
         else:
-            self.run_text, self.run_chunks = trimmed, 1
+            self.run_text, self.run_chunks = text, 1
         stamp = now - self.t0
         record = self.record
         if record.first_token_s is None:
@@ -85,6 +87,6 @@ class TextStamps:
         chunks = len(self.chunk_times)
         message = f"stream ended without {final} after {chunks} text chunks"
         if self.run_chunks >= REPEAT_LIMIT_CHUNKS:
-            message += (f"; the last {self.run_chunks} were all {self.run_text!r}: Ollama's token "
+            message += (f"; the last {self.run_chunks} were all {self.run_text.strip()!r}: Ollama's token "
                         "repeat limit ends a stream this way, with no error (docs/ollama-behaviour.md)")
         return StreamFailure("bad_stream", message)

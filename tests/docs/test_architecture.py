@@ -186,8 +186,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("bench.cli", "bench.__main__", "bench")),
 ]
 APART = ("bench.sim", "bench.engine")
-# Modules of the helpers stage the servers apart may use too (they are not client code).
-APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs")
+# Modules of the helpers stage the servers apart may use too (they are not client code; numbers
+# holds the one ceiling for every duration, the simulator's fault stall included).
+APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs", "bench.numbers")
 # Who may import a server apart: the commands that serve one; the real Ollama target, which
 # imports models made by the engine's GGUF maker and finds llama-server the way the engine does;
 # and `bench conformance`, which holds the simulator beside the real Ollama and reads its state.
