@@ -19,6 +19,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from bench.errors import UsageError
 from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter
+from bench.records.atomic import write_text_atomically
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
 from bench.run.resolve import RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
@@ -214,7 +216,9 @@ class RayExecutor:
         for server in manifest.servers:
             log_name = f"server-{offset + server.server_id}.log"
             text = result["logs"].get(server.log or "", "")
-            (self.loop.run.run_dir / log_name).write_text(text, encoding="utf-8")
+            # Redacted here too (write_text_atomically): the node's copier redacts with the key the
+            # node read, but the driver's run directory must not depend on every node's bench.
+            write_text_atomically(self.loop.run.run_dir / log_name, text)
             self.loop.targets.servers.append({**server.model_dump(mode="json"),
                                               "server_id": offset + server.server_id,
                                               "log": log_name, "node": result["node"]})
@@ -225,6 +229,9 @@ class RayExecutor:
             server_id = stored.server_id if stored is not None else None
             self.loop.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
             self.loop.state.cell_node[cell.cell_id] = result["node"]
+            if stored is not None and stored.settings.rate_rps != cell.settings.rate_rps:
+                # A sweep's rate step: its rate was set on the node, while it ran.
+                self.loop.state.settle(replace(cell, settings=stored.settings))
             if stored is not None and stored.stop is not None:
                 self.loop.study.verdicts[cell.cell_id] = stored.stop
             if stored is not None and stored.skip_reason and self.loop.study.pruner is not None:

@@ -86,7 +86,7 @@ def test_adaptive_sizing_study_recommends_the_same_in_at_most_half_the_target_ti
     skipped = [c for c in cells if c.status == "skipped"]
     assert skipped and all(c.skip_reason for c in skipped)
     # The spilled setting is skipped at load, all of it, and the reason names it.
-    np16 = [c for c in cells if c.settings["OLLAMA_NUM_PARALLEL"] == "16"]
+    np16 = [c for c in cells if c.settings.server_setting("OLLAMA_NUM_PARALLEL") == "16"]
     assert all(c.status == "skipped" and c.skip_reason.startswith("NP=16 spilled at load") for c in np16)
     measured = [c for c in cells if c.status == "complete"]
     assert all(c.stop["kind"] in ("met", "max") for c in measured)
