@@ -34,10 +34,12 @@ def make(out: Path, preset: str | None, layers: int | None, hidden: int | None, 
          kv_heads: int | None, head_dim: int | None, ffn: int | None, ctx: int | None, vocab: int | None,
          weight_type: str | None, pooling: str | None, seed: int, name: str | None) -> None:
     """Write OUT.gguf: a llama-architecture model that always generates exactly max_tokens tokens."""
-    from bench.records.atomic import check_output_file
-    from bench.engine.gguf_maker import make_model
+    from bench.records.atomic import begins_with, check_output_file
+    from bench.engine.gguf_maker import DESCRIPTION_START, make_model
 
-    check_output_file(out, "gguf make")
+    # Its own earlier model is replaced; any other file (a real model, a user's file) is refused.
+    own = begins_with(b"GGUF.{0,3900}" + DESCRIPTION_START.encode(), "a model bench gguf make wrote")
+    check_output_file(out, "gguf make", own_output=own)
     from bench.engine.shapes import resolve_shape
 
     shape = resolve_shape(

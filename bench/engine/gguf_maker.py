@@ -33,6 +33,10 @@ ROPE_FREQ_BASE = 10000.0
 TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_CONTROL = 3
 
+# How every model this module writes describes itself (general.description, written second, ~140
+# bytes into the file): `bench gguf make` replaces such a file and no other (a user's real model).
+DESCRIPTION_START = "bench gguf make: "
+
 
 @dataclass(frozen=True, slots=True)
 class MadeModel:
@@ -131,7 +135,7 @@ def write_gguf(
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_description(
-        f"bench gguf make: random weights (seed {seed}); byte-level BPE trained on {len(corpus.sources)} "
+        f"{DESCRIPTION_START}random weights (seed {seed}); byte-level BPE trained on {len(corpus.sources)} "
         f"files (sha256 {corpus.sha256[:16]}); {len(banned)} tokens never sampled"
     )
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)

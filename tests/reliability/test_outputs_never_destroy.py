@@ -204,3 +204,18 @@ def test_a_page_or_table_replaces_only_its_own_earlier_output(finished_run: Path
     for path in (own, own, empty):
         assert write(path).exit_code == 0, path
     assert own.read_bytes() == empty.read_bytes() or option == "report -o"
+
+
+def test_gguf_make_replaces_its_own_model_and_no_other_file(tmp_path: Path) -> None:
+    tiny = ["--layers", "1", "--hidden", "16", "--heads", "2", "--kv-heads", "2", "--head-dim", "8",
+            "--ffn", "16", "--vocab", "300"]
+    model = tmp_path / "m.gguf"
+    for _ in range(2):
+        result = _invoke("gguf", "make", str(model), *tiny)
+        assert result.exit_code == 0, result.output
+    real = tmp_path / "real.gguf"
+    real.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)  # someone else's model
+    result = _invoke("gguf", "make", str(real), *tiny)
+    assert result.exit_code == 2, result.output
+    _one_error_line(result.output, "not a model bench gguf make wrote")
+    assert real.read_bytes()[:8] == b"GGUF\x03\x00\x00\x00" and len(real.read_bytes()) == 72
