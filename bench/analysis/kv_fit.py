@@ -295,6 +295,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         # cache lives there, so its flat line is not a measurement of one (never drawn as such).
         process_fit = None
         points = [replace(p, process_rss_bytes=None, process_source=None) for p in points]
+    measured_source: str | None
     if nvml_measures:
         measured_fit, measured_source = nvml_fit, "nvml"
     elif process_fit is not None and engine_measured:

@@ -80,11 +80,11 @@ def is_num_parallel_sweep(run: Run) -> bool:
     """Whether the run's cells set more than one OLLAMA_NUM_PARALLEL value."""
     if run.cells.empty or SETTING not in run.cells.columns:
         return False
-    return run.cells[SETTING].dropna().astype(str).nunique() > 1
+    return bool(run.cells[SETTING].dropna().astype(str).nunique() > 1)
 
 
 def _format_value(column: str, value: float | None) -> str:
-    if missing_as_none(value) is None:
+    if value is None or math.isnan(value):
         return "n/a"
     if column.endswith("_s"):
         return f"{value * 1000:.3g}ms" if value < 1 else f"{value:.2f}s"

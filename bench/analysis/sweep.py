@@ -85,7 +85,9 @@ def sweep_results(cells: pd.DataFrame, summary: pd.DataFrame,
         for _, row in group.iterrows():
             cell_id = row["cell_id"]
             measured = summary.loc[cell_id] if cell_id in summary.index else None
-            get = (lambda name: number_or_none(measured.get(name))) if measured is not None else (lambda name: None)
+            def get(name: str, measured: pd.Series | None = measured) -> float | None:
+                return number_or_none(measured.get(name)) if measured is not None else None
+
             failures = tuple(slo_failures(measured, slos)) if measured is not None and slos else ()
             steps.append(SweepStep(
                 cell_id=cell_id, step=str(row["sweep_step"]), offered_rps=number_or_none(row.get("rate_rps")),

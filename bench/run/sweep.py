@@ -10,6 +10,7 @@ them are skipped: higher rates only break them further.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class SweepTracker:
                 return self._stopped[key]
         return None
 
-    def pick_up(self, cells: list[Cell], stored: dict[str, Any], complete: Any,
+    def pick_up(self, cells: Sequence[Cell], stored: dict[str, Any], complete: Any,
                 records_path: Path) -> None:
         """--resume: the rates (and SLO stops) of the sweep steps an earlier session completed,
         from their stored records, so the remaining rate steps get the same rates."""
