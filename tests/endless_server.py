@@ -1,8 +1,11 @@
 """A raw-socket fake Ollama on loopback whose answers never end (issue 26, class 2).
 
 Modes: `forever` streams a native NDJSON chunk every 10 ms and never `done`; `drip` sends one
-byte every 0.5 s; `ping` answers text/event-stream and sends only `: ping` comments. Each
-connection gets its own thread; `stop()` closes the listener and every open connection.
+byte every 0.5 s; `ping` answers text/event-stream and sends only `: ping` comments. Lines that
+never end, as fast as the socket takes them: `line` (NDJSON bytes, no newline), `sse-line` (one
+`data:` line, no newline), `sse-event` (`data:` lines, never the blank line that ends the event),
+`error-body` (a 500 whose body never ends), `flood` (whole NDJSON chunks, never `done`). Each connection gets its own thread; `stop()` closes
+the listener and every open connection.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ _CHUNK = _DRIP
 _HEADERS = {
     "ndjson": b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
     "sse": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "error": b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n",
 }
+_SSE_MODES = ("ping", "sse-line", "sse-event")
+# What the fast modes send, again and again, after their first piece.
+_ENDLESS = {"line": (b'{"model":"m","message":{"content":"', b"a" * 65536),
+            "sse-line": (b'data: {"choices":[{"delta":{"content":"', b"a" * 65536),
+            "sse-event": (b"", b'data: {"choices":[]}\n' * 2048),
+            "error-body": (b'{"error":"', b"e" * 65536),
+            "flood": (b"", _CHUNK * 1024)}
 
 
 def _chunked(payload: bytes) -> bytes:
@@ -86,11 +98,18 @@ class EndlessServer:
             connection.close()
 
     def _stream(self, connection: socket.socket) -> None:
-        connection.sendall(_HEADERS["sse" if self.mode == "ping" else "ndjson"])
+        kind = "sse" if self.mode in _SSE_MODES else "error" if self.mode == "error-body" else "ndjson"
+        connection.sendall(_HEADERS[kind])
         self.streams += 1
         index = 0
+        if self.mode in _ENDLESS:
+            first, again = _ENDLESS[self.mode]
+            if first:  # an empty chunk would end the chunked body
+                connection.sendall(_chunked(first))
         while not self._stopped.is_set():
-            if self.mode == "forever":
+            if self.mode in _ENDLESS:
+                connection.sendall(_chunked(again))  # blocks while the client reads no further
+            elif self.mode == "forever":
                 connection.sendall(_chunked(_CHUNK))
                 time.sleep(0.01)
             elif self.mode == "drip":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def baseline_of(run: Run) -> Baseline:
         cell_requests = by_cell.get(entry.cell_id)
         if cell_requests is None or cell_requests.empty:
             continue  # a cell an interrupted run never reached has nothing to compare
-        cells.append(_cell_from_requests(entry.cell_id, entry.settings, cell_requests))
+        cells.append(_cell_from_requests(entry.cell_id, entry.settings.row(), cell_requests))
     if not cells:
         raise RunDirError(f"{run.path}: no measured requests to compare")
     return Baseline(str(run.path), _environment(run.manifest), cells)
@@ -282,6 +283,21 @@ def _read_baseline_file(path: Path) -> Baseline:
         raise RunDirError(f"{path}: cells: expected a non-empty list")
     parsed = [_cell_from_json(entry, f"{path}: cells[{i}]") for i, entry in enumerate(cells)]
     return Baseline(str(path), dict(payload.get("environment") or {}), parsed)
+
+
+# How a file bench wrote as a baseline begins (baseline_to_json puts "format" first).
+_BASELINE_HEAD = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"' + FORMAT.encode() + rb'"')
+
+
+def not_a_baseline(path: Path) -> str | None:
+    """None when `path` (an existing regular file) is a baseline bench wrote, so `baseline save`
+    may replace it; else what it is, in words. Reads only the file's first bytes."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    return None if _BASELINE_HEAD.match(head) else f'not a bench baseline (no "format": "{FORMAT}" at its start)'
 
 
 def load_baseline(path_or_run_dir: str | Path) -> Baseline:

@@ -76,9 +76,10 @@ def baseline_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def save_command(run_dir: Path, path: Path) -> None:
     """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
-    check_output_file(path, "baseline save", inputs=(run_dir,))
     with working(output_console(), f"reading {run_dir}"):
-        from bench.analysis.baseline import load_baseline, save_baseline
+        from bench.analysis.baseline import load_baseline, not_a_baseline, save_baseline
+
+        check_output_file(path, "baseline save", inputs=(run_dir,), own_output=not_a_baseline)
 
         written = save_baseline(run_dir, path)
         baseline = load_baseline(written)

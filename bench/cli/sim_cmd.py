@@ -95,9 +95,15 @@ def sim(
 
 
 def _check_writable(flag: str, path: str | None) -> None:
-    """The server opens its log after binding: a bad path is the flag's fault, not the port's."""
-    if not path:
+    """The server opens its log after binding: a bad path is the flag's fault, not the port's.
+
+    Checked as every output is (bench.records.atomic): a FIFO would block the open for ever, a
+    device or a run's records are not the log's to append to; then opened once to prove it."""
+    if path is None:
         return
+    from bench.records.atomic import check_output_file
+
+    check_output_file(path, flag)  # the name as given: '' is an empty name, not the directory "."
     try:
         with open(path, "a", encoding="utf-8"):
             pass

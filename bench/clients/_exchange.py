@@ -34,14 +34,13 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 SECONDS_PER_TOKEN_CEILING = 1.0
 DEFAULT_UNBOUNDED_TOKENS = 4096
 CHUNK_SLACK = 64
-# An NDJSON line (or SSE event) longer than this is no Ollama chunk: the reader stops buffering.
+# An NDJSON line, an SSE line or event's data, or a whole non-streamed body longer than this is no
+# Ollama answer (the largest real one, /api/generate's final `context` at num_ctx 131072, is ~1 MB):
+# the reader stops there with `bad_stream` instead of buffering until the request deadline.
 MAX_LINE_BYTES = 16 * 2**20
-
-# Ollama ends a completion when llama-server sends the same token (whitespace trimmed) a 31st time
-# in a row, with no final line and no error: llm/llama_server.go's token repeat limit
-# (`tokenRepeat > 30`, then `return ctx.Err()`, which is nil). A stream that ends without its
-# final line after at least this many equal chunks is named as that in the error message.
-REPEAT_LIMIT_CHUNKS = 31
+# An error answer (4xx/5xx, or a body that is not an event stream) is read this far for its message
+# (which is cut to ERROR_MESSAGE_MAX_CHARS anyway); the rest is never read.
+ERROR_BODY_BYTES = 64 * 1024
 
 # A timer may fire up to one clock tick early; treat an idle time this close to the limit as over.
 _TIMER_SLACK_S = 0.002
@@ -187,6 +186,19 @@ def error_text(error_value: Any) -> str:
     return truncate(repr(error_value))
 
 
+async def read_error_body(response: httpx.Response) -> bytes:
+    """The first ERROR_BODY_BYTES of an error answer: enough for its message, bounded however
+    long the server keeps sending."""
+    parts: list[bytes] = []
+    size_bytes = 0
+    async for piece in response.aiter_bytes():
+        parts.append(piece)
+        size_bytes += len(piece)
+        if size_bytes >= ERROR_BODY_BYTES:
+            break
+    return b"".join(parts)[:ERROR_BODY_BYTES]
+
+
 def error_text_from_body(body: bytes) -> str:
     try:
         parsed = orjson.loads(body)
@@ -220,86 +232,21 @@ def _describe(error: BaseException) -> str:
     return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
-def take_text(record: RequestRecord, output_chars: int, text_parts: list[str] | None) -> None:
-    """A stream's text into the record: its length always, the text only when asked to store it."""
-    record.output_chars = output_chars
-    if text_parts is not None:
-        record.output_text = "".join(text_parts)
-
-
-class TextStamps:
-    """The per-chunk bookkeeping both stream readers share: a chunk that carried generated text
-    (answer or thinking) is stamped with its read's arrival; answer text is counted (and kept only
-    when the spec asks to store it). On the hot path: slots, no logging, nothing allocated per
-    chunk beyond the stamp itself."""
-
-    __slots__ = ("chunk_times", "chunks_left", "output_chars", "record", "run_chunks", "run_text", "t0",
-                 "text_parts")
-
-    def __init__(self, record: RequestRecord, t0: float, store_text: bool, max_chunks: int | None = None) -> None:
-        self.record, self.t0 = record, t0
-        self.chunk_times = record.chunk_times_s
-        self.text_parts: list[str] | None = [] if store_text else None
-        self.output_chars = 0
-        self.chunks_left = max_chunks if max_chunks is not None else -1  # -1: no cap
-        # The run of text chunks at the stream's end that carried the same text (trimmed):
-        # only read when a stream ends without its final line (ended_without()).
-        self.run_text = ""
-        self.run_chunks = 0
-
-    def add(self, now: float, content: Any, thinking: Any) -> None:
-        """One parsed chunk that arrived at `now` (monotonic s): stamped if it carried any text.
-
-        A stream far past max_tokens (max_chunks) is a server that does not stop: bad_stream."""
-        if self.chunks_left == 0:
-            raise StreamFailure("bad_stream", f"more chunks than max_tokens allows (2 x max_tokens + "
-                                              f"{CHUNK_SLACK}): the server does not stop")
-        self.chunks_left -= 1
-        # A role-only delta ({"role": "assistant", "content": ""}) is not a token.
-        has_content = type(content) is str and content != ""
-        if not has_content and not (type(thinking) is str and thinking != ""):
-            return
-        trimmed = (content if has_content else thinking).strip()
-        if trimmed == self.run_text:
-            self.run_chunks += 1
-        else:
-            self.run_text, self.run_chunks = trimmed, 1
-        stamp = now - self.t0
-        record = self.record
-        if record.first_token_s is None:
-            record.first_token_s = stamp
-        self.chunk_times.append(stamp)
-        if has_content:
-            if record.first_content_s is None:
-                record.first_content_s = stamp
-            self.output_chars += len(content)
-            if self.text_parts is not None:
-                self.text_parts.append(content)
-
-    def finish(self) -> None:
-        """The stream's text into the record (its length always)."""
-        take_text(self.record, self.output_chars, self.text_parts)
-
-    def ended_without(self, final: str) -> StreamFailure:
-        """The failure of a body that ended cleanly before its final line (`final` names it).
-
-        A protocol break either way (bad_stream); when the stream's last REPEAT_LIMIT_CHUNKS or
-        more chunks repeated one text, the message says so: that is how Ollama's token repeat
-        limit ends a stream (docs/ollama-behaviour.md), a model stuck in a loop, not a network
-        or client fault."""
-        chunks = len(self.chunk_times)
-        message = f"stream ended without {final} after {chunks} text chunks"
-        if self.run_chunks >= REPEAT_LIMIT_CHUNKS:
-            message += (f"; the last {self.run_chunks} were all {self.run_text!r}: Ollama's token "
-                        "repeat limit ends a stream this way, with no error (docs/ollama-behaviour.md)")
-        return StreamFailure("bad_stream", message)
-
-
 async def read_whole_body(
     response: httpx.Response, record: RequestRecord, watchdog: IdleWatchdog, t0: float
 ) -> bytes:
-    """A non-streamed body; its arrival is the request's end (and, for text, its one chunk)."""
-    body = await response.aread()
+    """A non-streamed body; its arrival is the request's end (and, for text, its one chunk).
+
+    One JSON document: past MAX_LINE_BYTES it is a bad_stream, read no further."""
+    parts: list[bytes] = []
+    size_bytes = 0
+    async for piece in response.aiter_bytes():
+        size_bytes += len(piece)
+        if size_bytes > MAX_LINE_BYTES:
+            raise StreamFailure("bad_stream", f"a response body longer than {MAX_LINE_BYTES} bytes: "
+                                              "not an Ollama answer")
+        parts.append(piece)
+    body = b"".join(parts)
     now = arrival_s(response)
     watchdog.last_byte = now
     record.end_s = now - t0
@@ -352,7 +299,7 @@ async def exchange(
                         await read_body(response, record, watchdog, t0,
                                         spec.store_text or spec.keep_reply)
                     else:
-                        error_body = await response.aread()
+                        error_body = await read_error_body(response)
                         record.end_s = time.monotonic() - t0
                         record.error_class = class_of_status(response.status_code)
                         record.error_message = error_text_from_body(error_body) or (

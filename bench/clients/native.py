@@ -15,9 +15,9 @@ from bench.clients._exchange import (
     exchange,
     int_or_none,
     read_whole_body,
-    TextStamps,
     MAX_LINE_BYTES,
 )
+from bench.clients.stamps import TextStamps
 from bench.clients.base import RequestSpec, chat_messages
 from bench.clients.transport import arrival_s
 from bench.endpoints import NATIVE_PATHS
@@ -109,18 +109,28 @@ async def _read_stream(
     """NDJSON: one object a line; every line with text is stamped with its read's arrival time."""
     stamps = TextStamps(record, t0, store_text, watchdog.max_chunks)
     pending = b""
+    unended: list[bytes] = []  # reads with no newline yet: joined once the line ends, not per read
+    unended_bytes = 0
     finished = False
     async for raw in response.aiter_bytes():
         now = arrival_s(response)  # the read's arrival, not this task's turn (transport.py)
         watchdog.last_byte = now
         if finished:
             continue  # draining the end of the HTTP body
-        if pending:
+        if b"\n" not in raw:
+            unended.append(raw)
+            unended_bytes += len(raw)
+            if len(pending) + unended_bytes > MAX_LINE_BYTES:
+                raise StreamFailure("bad_stream", f"an NDJSON line longer than {MAX_LINE_BYTES} bytes "
+                                                  "(no newline): not an Ollama chunk")
+            continue
+        if unended:
+            raw = b"".join([pending, *unended, raw])
+            unended, unended_bytes = [], 0
+        elif pending:
             raw = pending + raw
         lines = raw.split(b"\n")
         pending = lines.pop()
-        if len(pending) > MAX_LINE_BYTES:
-            raise StreamFailure("bad_stream", f"a line longer than {MAX_LINE_BYTES} bytes")
         for line in lines:
             if not line or line.isspace():
                 continue
@@ -148,6 +158,8 @@ async def _read_stream(
     if finished:
         return
     stamps.finish()
+    if unended:
+        pending = b"".join([pending, *unended])
     if pending.strip():
         # The last line lacked its newline; judge it like any other line.
         parsed = _parse_line(pending)
@@ -159,6 +171,11 @@ async def _read_stream(
     raise stamps.ended_without("a done line")
 
 
+
+
+# A whole (stream: false) answer with `done: false` is Ollama's when its token repeat limit ended
+# the generation (server/routes.go writeChatResponse: the last response, with the text so far).
+_NOT_DONE_HINT = ": the completion did not finish (Ollama's token repeat limit answers so: docs/ollama-behaviour.md)"
 
 
 async def _read_whole(
@@ -189,7 +206,7 @@ async def _read_whole_chat(
     parsed = await _read_whole(response, record, watchdog, t0)
     message = parsed.get("message")
     if type(message) is not dict or parsed.get("done") is not True:
-        raise StreamFailure("bad_stream", "response has no message or no done: true")
+        raise StreamFailure("bad_stream", "response has no message or no done: true" + _NOT_DONE_HINT)
     _take_whole_text(record, message.get("content"), message.get("thinking"), store)
     _take_final_metrics(record, parsed)
 
@@ -199,7 +216,7 @@ async def _read_whole_generate(
 ) -> None:
     parsed = await _read_whole(response, record, watchdog, t0)
     if parsed.get("done") is not True:
-        raise StreamFailure("bad_stream", "response has no done: true")
+        raise StreamFailure("bad_stream", "response has no done: true" + _NOT_DONE_HINT)
     _take_whole_text(record, parsed.get("response"), parsed.get("thinking"), store)
     _take_final_metrics(record, parsed)
 

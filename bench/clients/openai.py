@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import orjson
-from httpx_sse import EventSource, SSEError
 
 from bench.clients._exchange import (
     IdleWatchdog,
@@ -16,11 +15,13 @@ from bench.clients._exchange import (
     error_text_from_body,
     exchange,
     int_or_none,
+    read_error_body,
     read_whole_body,
-    TextStamps,
     truncate,
 )
+from bench.clients.stamps import TextStamps
 from bench.clients.base import RequestSpec, chat_messages
+from bench.clients.sse import SSEDataDecoder
 from bench.clients.transport import arrival_s
 from bench.endpoints import OPENAI_PATHS
 from bench.records.record import RequestRecord
@@ -116,7 +117,7 @@ def _take_usage(record: RequestRecord, usage: Any) -> None:
 
 async def _not_an_event_stream(response: httpx.Response) -> StreamFailure:
     content_type = response.headers.get("content-type", "")
-    body = await response.aread()
+    body = await read_error_body(response)
     message = error_text_from_body(body)
     try:
         parsed = orjson.loads(body)
@@ -129,6 +130,38 @@ async def _not_an_event_stream(response: httpx.Response) -> StreamFailure:
     )
 
 
+def _take_event(record: RequestRecord, stamps: TextStamps, now: float, data: str, chat: bool) -> None:
+    """One event's JSON into the record: its text stamped, its finish reason and usage taken."""
+    parsed = _parse_json(data)
+    choices = parsed.get("choices")
+    if type(choices) is not list or not choices:
+        # The include_usage chunk: `"choices": []` and the server's token counts.
+        _take_usage(record, parsed.get("usage"))
+        return
+    choice = choices[0]
+    if type(choice) is not dict:
+        raise StreamFailure("bad_stream", f"choice is not an object: {data[:200]!r}")
+    if chat:
+        delta = choice.get("delta")
+        if type(delta) is dict:
+            content = delta.get("content")
+            thinking = delta.get("reasoning")
+        else:
+            content = thinking = None
+    else:
+        content = choice.get("text")
+        thinking = None
+    stamps.add(now, content, thinking)
+    finish_reason = choice.get("finish_reason")
+    if type(finish_reason) is str:
+        record.done_reason = finish_reason
+    usage = parsed.get("usage")
+    if type(usage) is dict and usage.get("completion_tokens"):
+        # Ollama's /v1/completions puts zeroed usage on every chunk; only a real
+        # count (or the choices-less usage chunk above) is taken.
+        _take_usage(record, usage)
+
+
 async def _read_sse(
     response: httpx.Response,
     record: RequestRecord,
@@ -137,56 +170,27 @@ async def _read_sse(
     store_text: bool,
     chat: bool,
 ) -> None:
-    """SSE via httpx-sse: every event with generated text is stamped when it is decoded."""
+    """SSE (bench.clients.sse, bounded per line and event): every event with generated text is
+    stamped with its read's arrival."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
         raise await _not_an_event_stream(response)
     stamps = TextStamps(record, t0, store_text, watchdog.max_chunks)
+    decoder = SSEDataDecoder()
     finished = False
-    try:
-        async for event in EventSource(response).aiter_sse():
-            now = arrival_s(response)  # the read's arrival, not this task's turn (transport.py)
-            watchdog.last_byte = now
-            if finished:
-                continue  # draining the end of the HTTP body
-            data = event.data
+    async for raw in response.aiter_bytes():
+        now = arrival_s(response)  # the read's arrival, not this task's turn (transport.py)
+        watchdog.last_byte = now
+        if finished:
+            continue  # draining the end of the HTTP body
+        for data in decoder.feed(raw):
             if data == "[DONE]":
                 record.end_s = now - t0
                 stamps.finish()
                 finished = True
                 watchdog.finish()
-                continue
-            if not data:
-                continue  # an event with no data (e.g. only `event:` or `id:`) carries nothing
-            parsed = _parse_json(data)
-            choices = parsed.get("choices")
-            if type(choices) is list and choices:
-                choice = choices[0]
-                if type(choice) is not dict:
-                    raise StreamFailure("bad_stream", f"choice is not an object: {data[:200]!r}")
-                if chat:
-                    delta = choice.get("delta")
-                    if type(delta) is dict:
-                        content = delta.get("content")
-                        thinking = delta.get("reasoning")
-                    else:
-                        content = thinking = None
-                else:
-                    content = choice.get("text")
-                    thinking = None
-                stamps.add(now, content, thinking)
-                finish_reason = choice.get("finish_reason")
-                if type(finish_reason) is str:
-                    record.done_reason = finish_reason
-                usage = parsed.get("usage")
-                if type(usage) is dict and usage.get("completion_tokens"):
-                    # Ollama's /v1/completions puts zeroed usage on every chunk; only a real
-                    # count (or the choices-less usage chunk below) is taken.
-                    _take_usage(record, usage)
-            else:
-                # The include_usage chunk: `"choices": []` and the server's token counts.
-                _take_usage(record, parsed.get("usage"))
-    except SSEError as error:
-        raise StreamFailure("bad_stream", str(error)) from None
+                break
+            if data:  # an event with no data (e.g. only `event:` or `id:`) carries nothing
+                _take_event(record, stamps, now, data, chat)
     if not finished:
         stamps.finish()
         # The HTTP body ended cleanly (a dropped connection raises instead): a protocol break.

@@ -30,7 +30,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
 
-def _refuse(path: Path, why: str, option: str = "") -> UsageError:
+def _refuse(path: Path | str, why: str, option: str = "") -> UsageError:
     prefix = f"{option} " if option else ""
     return UsageError(f"{prefix}{path}: {why}")
 
@@ -63,22 +63,33 @@ def _same_file(first: Path, second: Path) -> bool:
         return os.path.abspath(first) == os.path.abspath(second)
 
 
-def check_output_file(path: Path, option: str = "", inputs: Iterable[Path] = ()) -> Path:
+def check_output_file(path: Path | str, option: str = "", inputs: Iterable[Path] = (),
+                      own_output: Callable[[Path], str | None] | None = None) -> Path:
     """Refuse `path` as an output before any work (one line naming `option`); returns it.
 
     Refused: an empty name, a non-regular occupant, a file among `inputs` (or inside an input
     directory's records), an existing record of a run directory, a parent that cannot be written
     (probed by creating and removing the temporary the write will use).
+
+    `own_output` (for a command whose files say what they are, like a baseline): given an existing
+    file, None when it is this command's own earlier output, else what it is instead. Then that
+    earlier output is replaced wherever it lies (a run directory too: `bench baseline save RUN
+    RUN/baseline.json` twice) and any other existing file is refused.
     """
     if not str(path).strip():
-        raise _refuse(path, "cannot write (an empty name; give a file name)", option)
+        raise _refuse(repr(str(path)), "cannot write (an empty name; give a file name)", option)
     path = Path(path)
     refuse_unless_replaceable(path, option)
     for source in inputs:
         if _same_file(path, source):
             raise _refuse(path, "cannot write (it is an input of this command)", option)
     parent = path.parent
-    if (parent / RUN_MARKER).is_file() and path.exists() and path.suffix.lower() not in REPLACEABLE_IN_RUN:
+    if own_output is not None and path.exists():
+        other = own_output(path)
+        if other is not None:
+            raise _refuse(path, f"cannot write (it exists and is {other}; bench replaces only its own "
+                                "earlier output here: choose another name)", option)
+    elif (parent / RUN_MARKER).is_file() and path.exists() and path.suffix.lower() not in REPLACEABLE_IN_RUN:
         raise _refuse(path, f"cannot write (a record of the run in {parent}; bench replaces only its "
                             f"pages and tables there: {', '.join(REPLACEABLE_IN_RUN)})", option)
     if parent.exists():

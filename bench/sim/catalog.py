@@ -93,8 +93,10 @@ class GpuProfile:
 
     decode_bandwidth: bytes/s llama.cpp's decode kernels reach reading weights and KV (not the spec
     sheet's peak); step_overhead_s: fixed time per decode step on the device; prefill_flops: the
-    FLOP/s its prompt processing reaches (2 x parameters per token). speed_basis: where these come
-    from and how far to trust them, shown with every sizing answer made on this profile.
+    FLOP/s its prompt processing reaches (2 x parameters per token). cpu_decode_flops: the FLOP/s
+    decode reaches per sequence on the CPU (llama.cpp's matrix-vector kernels, far below prefill's
+    matrix products there; None: cpu_flops). speed_basis: where these come from and how far to
+    trust them, shown with every sizing answer made on this profile.
     """
 
     name: str
@@ -107,6 +109,7 @@ class GpuProfile:
     cpu_flops: float
     host_memory_bytes: int = 64 * 2**30  # system RAM of the machine (KV of layers left on the CPU)
     speed_basis: str = "unstated"
+    cpu_decode_flops: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def _model_from(entry: dict[str, Any], origin: str) -> ModelSpec:
 
 
 _GPU_FIELDS = {"name", "label", "memory", "decode_bandwidth", "step_overhead_s", "prefill_flops", "cpu_bandwidth",
-               "cpu_flops", "host_memory", "speed_basis"}
+               "cpu_flops", "cpu_decode_flops", "host_memory", "speed_basis"}
 
 
 def _positive(entry: dict[str, Any], key: str, origin: str, default: float | None = None) -> float:
@@ -220,6 +223,7 @@ def _gpu_from(entry: dict[str, Any], origin: str) -> GpuProfile:
             cpu_flops=_positive(entry, "cpu_flops", origin, 1e12),
             host_memory_bytes=parse_bytes(str(entry.get("host_memory", "64GiB")), f"{origin}: gpu {name} host_memory"),
             speed_basis=str(entry.get("speed_basis", f"from {origin}")),
+            cpu_decode_flops=_positive(entry, "cpu_decode_flops", origin) if "cpu_decode_flops" in entry else None,
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SimConfigError(f"{origin}: gpu {entry.get('name')!r}: bad or missing field {error}") from None

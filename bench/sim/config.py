@@ -19,6 +19,7 @@ from bench.sim.durations import keep_alive_s, parse_bytes
 from bench.sim.config_errors import SimConfigError
 from bench.sim.memory import KV_TYPE_BYTES
 from bench.sim.versions import V0_33, OllamaRules, rules_for
+from bench.numbers import MAX_SECONDS
 from bench.processes import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
@@ -38,6 +39,12 @@ class FaultConfig:
     malformed_rate: float = 0.0  # one garbage line inside the stream
     no_done_rate: float = 0.0  # stream ends cleanly (HTTP-wise) but never sends done / [DONE]
     oom_rate: float = 0.0  # the runner reports "out of memory": 500, and every model expires (runtime OOM)
+
+    def __post_init__(self) -> None:
+        # bench's one ceiling for every duration (bench.numbers.MAX_SECONDS): a stall of 1e300 s
+        # (or inf, nan) is no fault to study, it is a server that hangs its streams for good.
+        if not 0.0 <= self.stall_s <= MAX_SECONDS:
+            raise SimConfigError(f"stall_s {self.stall_s}: expected seconds between 0 and {MAX_SECONDS:g} (a week)")
 
     @property
     def any(self) -> bool:
@@ -140,6 +147,23 @@ def _rate(env: Mapping[str, str], name: str, override: float | None) -> float:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, override: float | None, default: float) -> float:
+    """A duration from a flag (already bounded by the CLI) or variable `name`: 0 to MAX_SECONDS."""
+    if override is not None:
+        value, where = override, name
+    else:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value, where = float(raw), f"{name}={raw!r}"
+        except ValueError:
+            raise SimConfigError(f"{name}={raw!r}: expected seconds") from None
+    if not 0.0 <= value <= MAX_SECONDS:  # nan and inf fail this too
+        raise SimConfigError(f"{where}: expected seconds between 0 and {MAX_SECONDS:g} (a week), got {value}")
+    return value
+
+
 def parse_host(raw: str) -> tuple[str, int]:
     """OLLAMA_HOST as envconfig.Host reads it: [scheme://]host[:port], defaults 127.0.0.1:11434."""
     text = raw.strip().strip("\"'")
@@ -225,17 +249,11 @@ def build_config(
     gpu_overhead = parse_bytes(raw_overhead, "OLLAMA_GPU_OVERHEAD") if raw_overhead else 0
     if faults is None:
         rates = dict(fault_rates or {})
-        stall_raw = rates.get("stall_s")
-        env_stall = env.get("BENCH_SIM_FAULT_STALL_S", "").strip()
-        try:
-            stall_s = float(stall_raw if stall_raw is not None else (env_stall or 5.0))
-        except ValueError:
-            raise SimConfigError(f"BENCH_SIM_FAULT_STALL_S={env_stall!r}: expected seconds") from None
         faults = FaultConfig(
             error_rate=_rate(env, "BENCH_SIM_FAULT_ERROR_RATE", rates.get("error_rate")),
             cut_rate=_rate(env, "BENCH_SIM_FAULT_CUT_RATE", rates.get("cut_rate")),
             stall_rate=_rate(env, "BENCH_SIM_FAULT_STALL_RATE", rates.get("stall_rate")),
-            stall_s=stall_s,
+            stall_s=_seconds(env, "BENCH_SIM_FAULT_STALL_S", rates.get("stall_s"), 5.0),
             malformed_rate=_rate(env, "BENCH_SIM_FAULT_MALFORMED_RATE", rates.get("malformed_rate")),
             no_done_rate=_rate(env, "BENCH_SIM_FAULT_NO_DONE_RATE", rates.get("no_done_rate")),
             oom_rate=_rate(env, "BENCH_SIM_FAULT_OOM_RATE", rates.get("oom_rate")),

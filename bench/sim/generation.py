@@ -17,11 +17,13 @@ from bench.sim.scheduler import LoadedModel, Scheduler
 
 RUNTIME_OOM_MESSAGE = "CUDA error: out of memory"
 
-# Ollama's token repeat limit (llm/llama_server.go Completion; the Go runner had the same): every
+# Ollama's token repeat limit (v0.33.0-0.33.2 llm/llama_server.go Completion, v0.12.6 llm/server.go
+# the same; both versions the simulator follows): every
 # piece llama-server streams is compared, whitespace trimmed, with the one before (the first with
 # ""); on the 31st repeat in a row the completion stops before relaying that piece and returns
 # ctx.Err(), which is nil, so the answer ends with no final line and no error. Deterministic in the
 # token stream: a model stuck on one token (greedy decoding, small or made models) meets it.
+# v0.34.4 changed it (after 100 repeats, an error: `prediction aborted, token repeat limit reached`).
 TOKEN_REPEAT_LIMIT = 30
 
 

@@ -25,6 +25,7 @@ from bench.sim.backend import (
     RunnerRequestError,
 )
 from bench.sim.catalog import GpuProfile
+from bench.sim.device import device_for
 from bench.sim.prompt_cache import SlotCache
 
 
@@ -70,8 +71,10 @@ class SimulatedRunner:
         self._kv_bpe = memory.KV_TYPE_BYTES[bpe_type or "f16"]
         self.closed = False
         # Decode bookkeeping read by the perf model on every step.
-        self.generating = 0
+        self.generating = 0  # requests in the runner: prompt queued, prefilling or decoding
         self.max_generating = 0
+        self.decoding = 0  # the decode batch: slots past their prompt
+        self.device = device_for(backend.hardware.gpu.memory_bytes, report.num_batch)
         self.context_tokens_total = 0
 
     async def health(self) -> bool:
@@ -106,7 +109,6 @@ class SimulatedRunner:
         return pieces, "eos"
 
     async def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]:
-        hardware = self.backend.hardware
         jitter = self.backend.jitter
         prompt = tokens.tokenize(request.prompt) if isinstance(request.prompt, str) else list(request.prompt)
         pieces, stop_type = self._plan(request)
@@ -121,23 +123,20 @@ class SimulatedRunner:
         self.generating += 1
         self.max_generating = max(self.max_generating, self.generating)
         held_tokens = 0
+        decoding = False
         try:
-            prefill_wall_s = self.backend.scaled(
-                roofline.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
-                * jitter.factor()
-            )
-            # One deadline chain from the slot's start: a late wake-up shortens the next wait.
-            deadline_s = time.monotonic() + prefill_wall_s
-            await asyncio.sleep(prefill_wall_s)
+            prefill_wall_s, deadline_s, stall_index = self._book_prompt(prompt_n)
+            # One deadline chain from the prompt's end: a late wake-up shortens the next wait.
+            await asyncio.sleep(max(0.0, deadline_s - time.monotonic()))
             self.context_tokens_total += len(prompt)
             held_tokens = len(prompt)
+            self.decoding += 1
+            decoding = True
             eval_start_s = deadline_s
             for piece in pieces:
-                step_s = roofline.decode_step_s(
-                    self.request.model, hardware.gpu, self.memory.gpu_fraction, self.generating,
-                    self.context_tokens_total, self._kv_bpe,
+                deadline_s, stall_index = self.device.decode_token(
+                    deadline_s, self.backend.scaled(self._decode_step_s() * jitter.factor()), stall_index
                 )
-                deadline_s += self.backend.scaled(step_s * jitter.factor())
                 delay_s = deadline_s - time.monotonic()
                 if delay_s > 0:
                     await asyncio.sleep(delay_s)
@@ -151,8 +150,25 @@ class SimulatedRunner:
             )
         finally:
             self.generating -= 1
+            self.decoding -= 1 if decoding else 0
             self.context_tokens_total -= held_tokens
             self.slots.give_back(slot, prompt + tokens.tokenize("".join(produced)))
+
+    def _book_prompt(self, prompt_n: int) -> tuple[float, float, int]:
+        """Queue the prompt on the device: its prefill time, when it ends, and its stall index."""
+        hardware = self.backend.hardware
+        prefill_wall_s = self.backend.scaled(
+            roofline.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
+            * self.backend.jitter.factor()
+        )
+        between_s = self.backend.scaled(self._decode_step_s()) if self.decoding else 0.0
+        done_at_s, stall_index = self.device.book_prefill(time.monotonic(), prefill_wall_s, between_s, max(1, prompt_n))
+        return prefill_wall_s, done_at_s, stall_index
+
+    def _decode_step_s(self) -> float:
+        """One step of the slots decoding now (simulated seconds)."""
+        return roofline.decode_step_s(self.request.model, self.backend.hardware.gpu, self.memory.gpu_fraction,
+                                      self.decoding, self.context_tokens_total, self._kv_bpe)
 
     async def embed(self, texts: Sequence[str], truncate: bool = True) -> EmbedResult:
         num_ctx = self.memory.context_length  # the front's loaded.options.num_ctx

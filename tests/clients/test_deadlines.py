@@ -1,6 +1,7 @@
 """Nothing ends an endless answer no more: a total per-request deadline (derived from max_tokens
 and timeout_s, or the scenario's load.request_deadline_s) and a cap on chunks past max_tokens end
-a server that streams forever, drips a byte every 0.5 s or sends only `: ping` (issue 26, class 2)."""
+a server that streams forever (every 10 ms, or without pause), drips a byte every 0.5 s or sends only
+`: ping` (issue 26, class 2); a line that never ends stops at the 16 MiB line cap."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def _spec(surface: str, **fields: object) -> RequestSpec:
 
 
 @pytest.mark.parametrize("transport", ["fast", "httpx"])
-@pytest.mark.parametrize("mode,surface", [("drip", "native"), ("ping", "openai"), ("forever", "native")])
+# flood: whole chunks as fast as the socket takes them, which once kept the fast transport's reader
+# running without ever letting the event loop (and so the deadline's timer) run: a hang.
+@pytest.mark.parametrize("mode,surface", [("drip", "native"), ("ping", "openai"), ("forever", "native"),
+                                          ("flood", "native")])
 def test_an_endless_answer_ends_at_the_request_deadline(endless, mode: str, surface: str,  # noqa: ANN001
                                                         transport: str) -> None:
     server = endless(mode)
@@ -55,3 +59,37 @@ def test_the_default_deadline_grows_with_max_tokens_and_is_capped() -> None:
     assert request_deadline_s(_spec("native", timeout_s=10.0)) == 10.0 + 4096
     assert request_deadline_s(_spec("native", timeout_s=600_000.0, max_tokens=10**6)) == 7 * 24 * 3600.0
     assert request_deadline_s(_spec("native", timeout_s=10.0, max_tokens=100, deadline_s=5.0)) == 5.0
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+@pytest.mark.parametrize("mode,surface,says", [
+    ("line", "native", "an NDJSON line longer than 16777216 bytes"),
+    ("sse-line", "openai", "an SSE line longer than 16777216 bytes"),
+    ("sse-event", "openai", "an SSE event with more than 16777216 bytes of data"),
+])
+def test_a_line_that_never_ends_is_a_bad_stream_at_the_line_cap(endless, mode: str, surface: str,  # noqa: ANN001
+                                                                  says: str, transport: str) -> None:
+    server = endless(mode)
+    # A deadline far off: only the line cap (MAX_LINE_BYTES, 16 MiB) can end it as a bad_stream.
+    record = _send(server.url, _spec(surface, timeout_s=300.0, deadline_s=600.0), transport)
+    assert record.error_class == "bad_stream", record
+    assert says in (record.error_message or ""), record.error_message
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+@pytest.mark.parametrize("surface", ["native", "openai"])
+def test_an_error_body_that_never_ends_is_read_only_for_its_message(endless, surface: str,  # noqa: ANN001
+                                                                    transport: str) -> None:
+    server = endless("error-body")
+    record = _send(server.url, _spec(surface, timeout_s=300.0, deadline_s=600.0), transport)
+    assert record.error_class == "server_error" and record.status == 500, record
+    assert len(record.error_message or "") <= 500
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_whole_body_that_never_ends_is_a_bad_stream_at_the_cap(endless, transport: str, stream: bool) -> None:  # noqa: ANN001
+    server = endless("line")  # NDJSON bytes without a newline: as a whole body, one endless document
+    record = _send(server.url, _spec("native", timeout_s=300.0, deadline_s=600.0, stream=stream), transport)
+    assert record.error_class == "bad_stream", record
+    assert "16777216 bytes" in (record.error_message or ""), record.error_message

@@ -177,6 +177,15 @@ def test_a_stream_cut_by_ollamas_token_repeat_limit_is_named(repeats: int, named
     assert len(record.chunk_times_s) == repeats + 1 and record.output_tokens is None
 
 
+def test_a_whole_answer_that_never_finished_is_bad_stream() -> None:
+    # Ollama 0.33's stream: false answer when the token repeat limit ended the generation.
+    body = line({"model": "llama3.2", "created_at": "2026-01-01T00:00:00.1Z",
+                 "message": {"role": "assistant", "content": "ource sigma sigma"}, "done": False})
+    record = run_send(native.send, Script(headers=JSON, parts=[body]), spec(stream=False))
+    assert record.error_class == "bad_stream" and record.status == 200
+    assert "no done: true: the completion did not finish" in (record.error_message or "")
+
+
 def test_connection_dropped_mid_stream_is_disconnected() -> None:
     script = Script(parts=[native_chat_line("Hel"), httpx.RemoteProtocolError(
         "peer closed connection without sending complete message body")])

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible client (SSE via httpx-sse) against recorded-shape transcripts."""
+"""The OpenAI-compatible client (SSE via bench.clients.sse) against recorded-shape transcripts."""
 
 from __future__ import annotations
 

@@ -32,7 +32,6 @@ MODULE_REASONS = {
 }
 FUNCTION_REASONS = {
     "bench/sim/config.py:build_config": "one flag or variable per line, in Ollama's envconfig order",
-    "bench/clients/openai.py:_read_sse": "the SSE hot loop: one function keeps per-event cost down",
     "bench/clients/native.py:_read_stream": "the NDJSON hot loop: one function keeps per-line cost down",
     "bench/sim/openai_api.py:completions": "mirrors Ollama's openai middleware, branch by branch",
     "bench/run/runner.py:_run_cell": "one cell with the stop rule, pruning and --workers branches",
@@ -173,8 +172,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "bench.processes", "bench.inputs")),
     ("scenario", ("bench.scenario",)),
     # The request a client is asked to send and the record it gives back: the contract between
-    # the workload (which makes requests and reads replies) and the load stage (which fills records).
-    ("request", ("bench.clients.base", "bench.records.record")),
+    # the workload (which makes requests and reads replies) and the load stage (which fills records);
+    # and a cell's settings, made by the plan and stored by the records stage.
+    ("request", ("bench.clients.base", "bench.records.record", "bench.records.cell_settings")),
     ("plan", ("bench.plan", "bench.workload")),
     ("load", ("bench.clients", "bench.load")),
     ("records", ("bench.records", "bench.telemetry")),
@@ -186,8 +186,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("bench.cli", "bench.__main__", "bench")),
 ]
 APART = ("bench.sim", "bench.engine")
-# Modules of the helpers stage the servers apart may use too (they are not client code).
-APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs")
+# Modules of the helpers stage the servers apart may use too (they are not client code; numbers
+# holds the one ceiling for every duration, the simulator's fault stall included).
+APART_MAY_USE = ("bench.errors", "bench.processes", "bench.inputs", "bench.numbers")
 # Who may import a server apart: the commands that serve one; the real Ollama target, which
 # imports models made by the engine's GGUF maker and finds llama-server the way the engine does;
 # and `bench conformance`, which holds the simulator beside the real Ollama and reads its state.

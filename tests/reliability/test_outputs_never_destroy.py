@@ -158,3 +158,28 @@ def test_perf_refuses_an_unwritable_out_before_measuring() -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     _one_error_line(result.stderr, "--out /proc/1/nope")
     assert "…" not in result.stdout  # no measurement step started
+
+
+def test_baseline_save_replaces_its_own_baseline_even_inside_the_run(finished_run: Path, tmp_path: Path) -> None:
+    # Before, the second save into the run directory was refused as "a record of the run".
+    for target in (finished_run / "baseline.json", tmp_path / "elsewhere.json"):
+        for _ in range(2):
+            result = _invoke("baseline", "save", str(finished_run), str(target))
+            assert result.exit_code == 0, result.output
+        assert target.read_text().lstrip().startswith('{\n "format": "bench-baseline"')
+        assert _invoke("compare", str(target), str(finished_run)).exit_code == 0
+
+
+@pytest.mark.parametrize("victim", ["run-summary", "run-manifest", "users-scenario", "users-json"])
+def test_baseline_save_refuses_any_file_that_is_not_a_baseline(finished_run: Path, tmp_path: Path,
+                                                               victim: str) -> None:
+    path = {"run-summary": finished_run / "summary.json", "run-manifest": finished_run / "manifest.json",
+            "users-scenario": write_scenario(tmp_path, QUICK, name="scenario.yaml"),
+            "users-json": tmp_path / "notes.json"}[victim]
+    if victim == "users-json":
+        path.write_text('{"format": "mine", "note": "bench-baseline"}\n')
+    before = path.read_bytes()
+    result = _invoke("baseline", "save", str(finished_run), str(path))
+    assert result.exit_code == 2, result.output
+    _one_error_line(result.output, "not a bench baseline")
+    assert path.read_bytes() == before

@@ -219,3 +219,51 @@ def test_an_unwritable_emit_log_names_the_flag_not_the_port(tmp_path: Path) -> N
     line = one_line(result.output)
     assert line.startswith("error: --emit-log ") and "No such file or directory" in line
     assert "cannot listen" not in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "run-record", "empty"])
+def test_an_emit_log_that_would_block_or_clobber_is_refused(tmp_path: Path, kind: str) -> None:
+    # A subprocess with a timeout: before, opening a FIFO to append blocked `bench sim` for ever.
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        says = "a FIFO"
+    elif kind == "device":
+        path, says = Path(os.devnull), "a character device"  # refused before it is opened
+    elif kind == "run-record":
+        (tmp_path / "manifest.json").write_text("{}")
+        path = tmp_path / "requests.jsonl"
+        path.write_text('{"measured": 1}\n')
+        says = "a record of the run"
+    else:
+        path, says = Path(""), "an empty name"
+    result = bench("sim", "--port", "0", "--emit-log", "" if kind == "empty" else str(path), timeout_s=60)
+    assert result.returncode == 2, result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith("error: --emit-log ") and says in line, line
+    if kind == "run-record":
+        assert path.read_text() == '{"measured": 1}\n'
+
+
+@pytest.mark.parametrize("value", ["1e300", "inf", "nan", "-1", "604801"])
+def test_a_stall_past_a_week_is_refused_naming_the_variable(value: str) -> None:
+    # Before, BENCH_SIM_FAULT_STALL_S took any float: 1e300 hung every stalled stream for good.
+    result = bench("sim", "--port", "0", "--fault-stall-rate", "1",
+                   env={**os.environ, "BENCH_SIM_FAULT_STALL_S": value}, timeout_s=60)
+    assert result.returncode == 2, result.stderr
+    line = one_line(result.stderr)
+    assert f"BENCH_SIM_FAULT_STALL_S='{value}'" in line and "604800" in line, line
+
+
+def test_every_way_to_a_stall_shares_the_one_ceiling() -> None:
+    from bench.numbers import MAX_SECONDS
+    from bench.sim.config import FaultConfig, build_config
+    from bench.sim.config_errors import SimConfigError
+
+    with pytest.raises(SimConfigError, match="604800"):
+        FaultConfig(stall_s=MAX_SECONDS * 2)
+    with pytest.raises(SimConfigError, match="604800"):
+        build_config({}, fault_rates={"stall_s": float("inf")})
+    assert build_config({"BENCH_SIM_FAULT_STALL_S": "604800"}).faults.stall_s == MAX_SECONDS
+    flag = invoke("sim", "--port", "0", "--fault-stall-s", "1e9")
+    assert flag.exit_code == 2 and "--fault-stall-s" in one_line(flag.output)

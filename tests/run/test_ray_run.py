@@ -1,5 +1,7 @@
 """`bench run --ray`: server groups as Ray tasks on a local Ray cluster (2 CPUs), one run directory.
 
+Starting a local Ray cluster takes 15-30 s on a busy 2-core machine, so the runs here share one
+(`ray_cluster`, given as `--ray ADDRESS`); only the placement refusal starts its own (`--ray`).
 Skipped when Ray is not installed (`pip install 'bench[ray]'`).
 """
 
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,16 +67,30 @@ def cells_of(run_dir: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster (2 CPUs, on loopback) started once for this module: its GCS address."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _node_ip_address="127.0.0.1")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ray") / "sweep.yaml"
     path.write_text(SWEEP)
     return path
 
 
-def test_ray_run_gives_the_sequential_runs_cells_and_recommendation(scenario: Path, tmp_path: Path) -> None:
+def test_ray_run_gives_the_sequential_runs_cells_and_recommendation(scenario: Path, ray_cluster: str,
+                                                                    tmp_path: Path) -> None:
     code, output = run("run", str(scenario), "--out", str(tmp_path / "seq"), "--no-report")
     assert code == 0, output
-    code, output = run("run", str(scenario), "--out", str(tmp_path / "ray"), "--no-report", "--ray")
+    code, output = run("run", str(scenario), "--out", str(tmp_path / "ray"), "--no-report", "--ray", ray_cluster)
     assert code == 0, output
     sequential, on_ray = load_run(tmp_path / "seq"), load_run(tmp_path / "ray")
     ray_cells = cells_of(tmp_path / "ray")
@@ -88,7 +105,7 @@ def test_ray_run_gives_the_sequential_runs_cells_and_recommendation(scenario: Pa
     tasks = manifest.ray["tasks"]
     assert len(tasks) == 2 and len({task["node"]["pid"] for task in tasks}) == 2
     assert max(t["started_epoch_s"] for t in tasks) < min(t["ended_epoch_s"] for t in tasks)
-    assert manifest.ray["address"] == "local" and len(manifest.servers) == 2
+    assert manifest.ray["address"] == ray_cluster and len(manifest.servers) == 2
     assert all((tmp_path / "ray" / server.log).exists() for server in manifest.servers)
 
 
@@ -180,13 +197,14 @@ def kill_after_first_cell(out: Path, killed: list[int]) -> None:
         time.sleep(0.1)
 
 
-def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
+def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(ray_cluster: str,
+                                                                             tmp_path: Path) -> None:
     scenario, out = tmp_path / "lost.yaml", tmp_path / "lost"
     scenario.write_text(LOST)
     killed: list[int] = []
     thread = threading.Thread(target=kill_after_first_cell, args=(out, killed), daemon=True)
     thread.start()
-    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray")
+    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray", ray_cluster)
     thread.join()
     assert killed and code == 4, output
     assert "1 of its 3 cell(s) had finished and are kept, 1 partial, 1 not run" in output
@@ -212,7 +230,7 @@ def test_lost_ray_task_keeps_its_finished_cells_and_resume_runs_only_the_rest(tm
     scratch = Path(first["node"]["scratch_dir"])
     assert list(scratch.glob("run/server-*.log")) and str(scratch) in output
 
-    code, output = run("run", "--resume", str(out), "--no-report", "--sim-speed", "100", "--ray")
+    code, output = run("run", "--resume", str(out), "--no-report", "--sim-speed", "100", "--ray", ray_cluster)
     assert code == 0, output
     assert not scratch.exists()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -253,10 +271,12 @@ load:
 """
 
 
-def test_workers_inside_a_ray_task_share_its_clock_and_merge_their_records(tmp_path: Path) -> None:
+def test_workers_inside_a_ray_task_share_its_clock_and_merge_their_records(ray_cluster: str,
+                                                                           tmp_path: Path) -> None:
     scenario, out = tmp_path / "workers.yaml", tmp_path / "workers"
     scenario.write_text(WORKERS)
-    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray", "--workers", "2")
+    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray", ray_cluster,
+                       "--workers", "2")
     assert code == 0, output
     stored = load_run(out)
     manifest = stored.manifest
