@@ -463,7 +463,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, console: Console | Non
     console = console if console is not None else Console()
     run = resolve_run(scenario, options)
     loop = CellLoop(run, console, executor, observers)
-    loop.begin()
+    try:
+        loop.begin()
+    except BaseException as error:  # a full disk at the first manifest write: nothing measured yet
+        if discard_empty_run(loop):
+            raise _without_run_dir(error, loop.run.run_dir) from None
+        raise
     try:
         status = run_async(loop.run_cells())
     except KeyboardInterrupt as error:
@@ -476,7 +481,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, console: Console | Non
         if discard_empty_run(loop):
             raise _without_run_dir(error, loop.run.run_dir) from None
         # The error itself is the one line the user sees; the run dir keeps what there is.
-        finish_run(loop, "failed", console, quiet=True)
+        try:
+            finish_run(loop, "failed", console, quiet=True)
+        except (OSError, BenchError):
+            # The same full disk again (the manifest, parquet or summary): the first error is the
+            # one to show; the manifest stays as its last whole write, which --resume picks up.
+            pass
         raise
     return finish_run(loop, status, console)
 
