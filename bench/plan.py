@@ -1,7 +1,7 @@
 """Scenario → the ordered list of cells a run measures (the matrix expansion).
 
-A cell is one point of the matrix: flat settings (the contract's keys plus one key per managed
-server variable). Server variables are the outermost axes, so cells that share a server process
+A cell is one point of the matrix: its settings (bench.records.cell_settings.CellSettings: the
+request, the load, the managed server's variables), made here once and read as attributes after. Server variables are the outermost axes, so cells that share a server process
 are adjacent and the server restarts only when a server setting changes.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 from bench.errors import ScenarioError
 from bench.numbers import MAX_CELLS
 from bench.escape import plain_terminal
+from bench.records.cell_settings import CellSettings
+from bench.records.record import Endpoint, Surface
 from bench.scenario import DEFAULT_TURNS, ENDPOINTS, Distribution, Scenario, SweepSpec
 
 # Axes in the order they vary (outer first) after the server variables. Stable across versions:
@@ -41,19 +43,29 @@ class Cell:
 
     cell_id: str
     cell_index: int
-    settings: dict[str, Any] = field(hash=False)
-    server_env: tuple[tuple[str, str], ...] = ()  # managed-server variables for this cell
+    settings: CellSettings = field(hash=False)
     server_group: int = 0  # cells with the same server_env share one server process
-    gap_s: float = 0.0  # idle time before the cell starts (keep_alive studies)
     request_format: str | dict[str, Any] | None = field(default=None, hash=False)  # as sent
 
     @property
-    def surface(self) -> str:
-        return str(self.settings["surface"])
+    def server_env(self) -> tuple[tuple[str, str], ...]:
+        """The managed server's variables for this cell, in the scenario's order."""
+        return tuple(self.settings.server_env.items())
 
     @property
-    def endpoint(self) -> str:
-        return str(self.settings["endpoint"])
+    def gap_s(self) -> float:
+        """Idle time before the cell starts (keep_alive studies)."""
+        return self.settings.gap_s or 0.0
+
+    @property
+    def surface(self) -> Surface:
+        assert self.settings.surface is not None, "a planned cell names its surface"
+        return self.settings.surface
+
+    @property
+    def endpoint(self) -> Endpoint:
+        assert self.settings.endpoint is not None, "a planned cell names its endpoint"
+        return self.settings.endpoint
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,10 @@ class Overrides:
     repeats: int | None = None
 
 
-def cell_id_for(settings: dict[str, Any]) -> str:
+def cell_id_for(settings: CellSettings | Mapping[str, Any]) -> str:
     """A short stable id: the same settings always give the same id, across runs and machines."""
+    if isinstance(settings, CellSettings):
+        settings = settings.row()
     canonical = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
@@ -180,12 +194,12 @@ def _expand(axes: dict[str, list[Any]], groups: list[list[str]]) -> list[dict[st
     return points
 
 
-def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -> dict[str, Any]:
+def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -> CellSettings:
     surface, endpoint = ENDPOINTS[point["endpoint"]]
     arrival = point["arrival"]
     concurrency = point["concurrency"]
     if arrival == "closed" and concurrency is None:
-        concurrency = 1
+        concurrency = 1  # a closed loop's default: one request at a time
     load = scenario.load
     fmt = point["format"]
     settings: dict[str, Any] = {
@@ -218,10 +232,14 @@ def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -
     for name in _OPTIONAL_AXES:
         if point[name] is not None:
             settings[name] = point[name]
-    for name, value in point.items():
-        if name not in _WORKLOAD_AXES:  # a managed-server variable
-            settings[name] = value
-    return settings
+    if TARGET_AXIS in point:
+        settings[TARGET_AXIS] = point[TARGET_AXIS]
+    server_env = {name: str(value) for name, value in point.items()
+                  if name not in _WORKLOAD_AXES and name != TARGET_AXIS}
+    if server_env:
+        settings["server_env"] = server_env
+    # Only what is set here is stored (CellSettings.row): the cell ids of older runs stay.
+    return CellSettings(**settings)
 
 
 # Settings that differ between the steps of one sweep (and a cell's identity); the rest
@@ -229,25 +247,29 @@ def _settings(point: dict[str, Any], scenario: Scenario, overrides: Overrides) -
 _STEP_SETTINGS = ("sweep_step", "arrival", "concurrency", "rate_rps", "cell_id", "cell_index", "label")
 
 
-def sweep_key(settings: dict[str, Any]) -> str:
+def sweep_key(settings: CellSettings | Mapping[str, Any]) -> str:
     """The sweep a step belongs to (a scenario may sweep several endpoints, models, ...)."""
+    if isinstance(settings, CellSettings):
+        settings = settings.row()
     return cell_id_for({k: v for k, v in settings.items() if k not in _STEP_SETTINGS})
 
 
-def sweep_steps(settings: dict[str, Any], sweep: SweepSpec) -> list[dict[str, Any]]:
+def sweep_steps(settings: CellSettings, sweep: SweepSpec) -> list[CellSettings]:
     """A sweep point's cells: synchronous, maximum throughput, then the rate steps; else the point.
 
     A rate step's rate_rps is None here: the run sets it from the first two steps' measured
     rates (bench.run.sweep), so the cell id (from these settings) is known before the run.
     """
-    if settings["arrival"] != "sweep":
+    if settings.arrival != "sweep":
         return [settings]
-    sync = {**settings, "arrival": "closed", "concurrency": 1, "rate_rps": None, "sweep_step": "sync"}
-    throughput = {**sync, "concurrency": sweep.max_concurrency, "sweep_step": "throughput"}
+    sync = settings.model_copy(update={"arrival": "closed", "concurrency": 1, "rate_rps": None,
+                                       "sweep_step": "sync"})
+    throughput = sync.model_copy(update={"concurrency": sweep.max_concurrency, "sweep_step": "throughput"})
     # Rate steps have no cap on requests in flight: past capacity the server's own queue grows
     # (and shows in TTFT), not a client-side wait that would read as dispatch lag.
-    rates = [{**sync, "arrival": sweep.arrival, "concurrency": None,
-              "sweep_step": f"rate {step}/{sweep.rates}"} for step in range(1, sweep.rates + 1)]
+    rates = [sync.model_copy(update={"arrival": sweep.arrival, "concurrency": None,
+                                     "sweep_step": f"rate {step}/{sweep.rates}"})
+             for step in range(1, sweep.rates + 1)]
     return [sync, throughput, *rates]
 
 
@@ -275,9 +297,7 @@ def plan_cells(scenario: Scenario, overrides: Overrides | None = None) -> list[C
                     cell_id=cell_id_for(settings),
                     cell_index=len(cells),
                     settings=settings,
-                    server_env=server_env,
                     server_group=group,
-                    gap_s=float(point["gap_s"] or 0.0),
                     request_format=None if point["format"] == "none" else point["format"],
                 )
             )
@@ -344,5 +364,6 @@ def cell_label(settings: Mapping[str, Any], varying: Iterable[str]) -> str:
 
 def cell_labels(cells: Sequence[Cell]) -> dict[str, str]:
     """cell_id -> label for a run's cells (the manifest stores them; every view reads them there)."""
-    varying = varying_settings(cell.settings for cell in cells)
-    return {cell.cell_id: cell_label(cell.settings, varying) for cell in cells}
+    rows = [cell.settings.row() for cell in cells]
+    varying = varying_settings(rows)
+    return {cell.cell_id: cell_label(row, varying) for cell, row in zip(cells, rows)}

@@ -167,7 +167,7 @@ def baseline_from_run(run_dir: str | Path) -> Baseline:
         cell_requests = by_cell.get(entry.cell_id)
         if cell_requests is None or cell_requests.empty:
             continue  # a cell an interrupted run never reached has nothing to compare
-        cells.append(_cell_from_requests(entry.cell_id, entry.settings, cell_requests))
+        cells.append(_cell_from_requests(entry.cell_id, entry.settings.row(), cell_requests))
     if not cells:
         raise RunDirError(f"{run_dir}: no measured requests to compare")
     return Baseline(str(run_dir), _environment(run.manifest), cells)

@@ -19,8 +19,12 @@ A server that reports cached tokens (OpenAI usage.prompt_tokens_details.cached_t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
+
+from bench.records.cell_settings import CellSettings
 
 TURN_COLUMNS: tuple[str, ...] = (
     "cell_id", "turn", "requests", "ttft_p50_s", "ttft_p95_s", "prefill_s_mean",
@@ -95,28 +99,17 @@ CACHE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def cache_pairs(cells: pd.DataFrame) -> list[tuple[str, str]]:
+def cache_pairs(cells: Mapping[str, CellSettings]) -> list[tuple[str, str]]:
     """(reuse cell, defeat cell) pairs: cells whose settings differ only in prompt_cache.
 
-    `cells` has index cell_id and one column per setting (as bench.records.Run.cells has).
+    `cells`: cell_id -> settings (bench.records.Manifest.cell_settings).
     """
-    if "prompt_cache" not in cells.columns:
-        return []
-    settings = [c for c in cells.columns if c not in ("prompt_cache", "cell_id", "cell_index", "label")]
+    def key(settings: CellSettings) -> str:
+        return repr({name: value for name, value in settings.row().items() if name != "prompt_cache"})
 
-    def key(row: pd.Series) -> str:
-        return repr([None if _missing(row[c]) else row[c] for c in settings])
-
-    reuse = {key(row): cid for cid, row in cells.iterrows() if row["prompt_cache"] == "reuse"}
-    return [(reuse[key(row)], cid) for cid, row in cells.iterrows()
-            if row["prompt_cache"] == "defeat" and key(row) in reuse]
-
-
-def _missing(value: object) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+    reuse = {key(s): cid for cid, s in cells.items() if s.prompt_cache == "reuse"}
+    return [(reuse[key(s)], cid) for cid, s in cells.items()
+            if s.prompt_cache == "defeat" and key(s) in reuse]
 
 
 def cache_effect(turns: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:

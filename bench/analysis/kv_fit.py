@@ -16,6 +16,7 @@ from scipy import stats
 from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_per_token
 from bench.analysis.kv_model import ModelArch
 from bench.errors import TargetError
+from bench.records.cell_settings import CellSettings
 from bench.records.manifest import Manifest
 from bench.records import KV_JSON, Run, load_run, write_json
 
@@ -132,12 +133,13 @@ def _model_key(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
 
-def _setting_int(settings: dict[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        raw = settings.get(key)
-        if raw is not None and not (isinstance(raw, float) and math.isnan(raw)) and str(raw) != "":
-            return int(float(raw))
-    return None
+def _server_int(settings: CellSettings, name: str) -> int | None:
+    """A whole-number server variable of the cell (OLLAMA_NUM_PARALLEL), None when unset or not one."""
+    value = settings.server_setting(name)
+    try:
+        return None if value is None else int(float(value))
+    except ValueError:
+        return None
 
 
 def _steady_window(start_s: float, end_s: float) -> tuple[float, float]:
@@ -222,36 +224,35 @@ def kv_points(run: Run) -> tuple[list[KvPoint], list[str]]:
     # rows could be a stopping server's or the next runner's, so they keep the cell's own window.
     windows["until_s"] = windows["start_s"].shift(-1).fillna(math.inf).clip(lower=windows["end_s"])
     unmeasured = 0
-    for settings in run.cells.to_dict("records"):
-        cell_id = str(settings["cell_id"])
-        num_ctx = _setting_int(settings, "num_ctx", "OLLAMA_CONTEXT_LENGTH")
+    for cell_id, settings in run.manifest.cell_settings().items():
+        num_ctx = settings.num_ctx if settings.num_ctx is not None else _server_int(settings, "OLLAMA_CONTEXT_LENGTH")
         if cell_id not in windows.index:
             unmeasured += 1  # skipped by a pruned study, or never reached: one note for all of them
             continue
-        if num_ctx is None or settings.get("model") is None:
+        if num_ctx is None or settings.model is None:
             notes.append(f"cell {cell_id}: no num_ctx; left out of the fit")
             continue
         window = tuple(float(v) for v in windows.loc[cell_id, ["start_s", "end_s", "until_s"]])
-        points.append(_point(run, settings, num_ctx, window))
+        points.append(_point(run, cell_id, settings, num_ctx, window))
     if unmeasured:
         notes.append(f"{unmeasured} cell(s) without measured requests (skipped or not reached): left out of the fit")
     return points, notes
 
 
-def _point(run: Run, settings: dict[str, Any], num_ctx: int, window: tuple[float, ...]) -> KvPoint:
+def _point(run: Run, cell_id: str, settings: CellSettings, num_ctx: int, window: tuple[float, ...]) -> KvPoint:
     """One cell's point: its memory by every source over its window (start, last end, next start)."""
     start_s, end_s, until_s = window
-    num_parallel = _setting_int(settings, "OLLAMA_NUM_PARALLEL") or 1
-    model = str(settings["model"])
+    num_parallel = _server_int(settings, "OLLAMA_NUM_PARALLEL") or 1
+    model = str(settings.model)
     ctx_total = num_ctx * num_parallel
     nvml_bytes, nvml_source = _nvml_bytes(run.gpu, start_s, end_s)
     process_bytes, process_source = _process_bytes(getattr(run, "proc", None), start_s, end_s)
     return KvPoint(
-        cell_id=str(settings["cell_id"]), model=model, cache_type=str(settings.get("OLLAMA_KV_CACHE_TYPE") or "f16"),
+        cell_id=cell_id, model=model, cache_type=settings.server_setting("OLLAMA_KV_CACHE_TYPE") or "f16",
         num_ctx=num_ctx, num_parallel=num_parallel, ctx_total=ctx_total,
         ollama_ps_bytes=_ps_bytes(run.ps, model, (start_s, end_s, until_s), {ctx_total, num_ctx}),
         nvml_bytes=nvml_bytes, nvml_source=nvml_source, process_rss_bytes=process_bytes, process_source=process_source,
-        logged_kv_bytes=_logged_kv_bytes(run, str(settings["cell_id"]), ctx_total),
+        logged_kv_bytes=_logged_kv_bytes(run, cell_id, ctx_total),
     )
 
 
@@ -295,6 +296,7 @@ def analyze_group(points: list[KvPoint], arch: ModelArch | None, cache_type: str
         # cache lives there, so its flat line is not a measurement of one (never drawn as such).
         process_fit = None
         points = [replace(p, process_rss_bytes=None, process_source=None) for p in points]
+    measured_source: str | None
     if nvml_measures:
         measured_fit, measured_source = nvml_fit, "nvml"
     elif process_fit is not None and engine_measured:

@@ -68,15 +68,15 @@ class Study:
     knee_growth: float = 0.05
 
     def _ladder(self, cell: Cell, with_server: bool = True) -> tuple[Any, ...]:
-        server_names = {name for name, _ in cell.server_env}
-        key = tuple(sorted((k, repr(v)) for k, v in cell.settings.items()
+        server_names = cell.settings.server_env
+        key = tuple(sorted((k, repr(v)) for k, v in cell.settings.row().items()
                            if k != "concurrency" and (with_server or k not in server_names)))
         return key + ((cell.server_group,) if with_server else ())
 
 
 
 def _concurrencies(cells: list[Cell]) -> str:
-    return ", ".join(f"c={cell.settings['concurrency']}" for cell in cells)
+    return ", ".join(f"c={cell.settings.concurrency}" for cell in cells)
 
 
 def _number(row: Mapping[str, Any], column: str) -> float:
@@ -88,14 +88,13 @@ def _load_skip(study: Study, cell: Cell, row: Mapping[str, Any], memory: GroupMe
                pending: list[Cell]) -> Skip | None:
     """Spilled or never answering: the rest of the group with this model and context goes."""
     same_load = [c for c in pending if c.server_group == cell.server_group
-                 and c.settings.get("model") == cell.settings.get("model")
-                 and c.settings.get("num_ctx") == cell.settings.get("num_ctx")]
+                 and c.settings.model == cell.settings.model and c.settings.num_ctx == cell.settings.num_ctx]
     if not same_load:
         return None
     label = study.group_labels.get(cell.server_group, f"group {cell.server_group}")
     ids = tuple(c.cell_id for c in same_load)
     if not _number(row, "ok") > 0:
-        return Skip(ids, "not-loaded", f"{label} could not load {cell.settings.get('model')}: no "
+        return Skip(ids, "not-loaded", f"{label} could not load {cell.settings.model}: no "
                     f"successful request of {int(_number(row, 'requests') or 0)} at load; skipped "
                     f"{_concurrencies(same_load)}")
     if memory is not None and memory.spilled:
@@ -109,7 +108,7 @@ def _flat(study: Study, cell: Cell, row: Mapping[str, Any],
           measured: Mapping[str, Mapping[str, Any]]) -> tuple[bool, float]:
     """Whether throughput stopped growing at this cell (vs the ladder's lower concurrencies)."""
     lower = [c for c in study.cells if c.cell_id in measured and study._ladder(c) == study._ladder(cell)
-             and (c.settings["concurrency"] or 0) < (cell.settings["concurrency"] or 0)]
+             and (c.settings.concurrency or 0) < (cell.settings.concurrency or 0)]
     if not lower:
         return False, math.nan
     best_lower = max(_number(measured[c.cell_id], "output_tps") for c in lower)
@@ -122,7 +121,7 @@ def _dominator(study: Study, cell: Cell, row: Mapping[str, Any],
     """A cell of another server setting, same load, at least as good on every metric."""
     for other in study.cells:
         if (other.cell_id not in measured or other.server_group == cell.server_group
-                or other.settings.get("concurrency") != cell.settings.get("concurrency")
+                or other.settings.concurrency != cell.settings.concurrency
                 or study._ladder(other, with_server=False) != study._ladder(cell, with_server=False)):
             continue
         theirs = measured[other.cell_id]
@@ -149,17 +148,18 @@ def cells_to_skip(study: Study, finished: Cell, measured: Mapping[str, Mapping[s
         skip = _load_skip(study, finished, row, memory, pending)
         if skip is not None:
             return [skip]
-    if finished.settings.get("arrival") != "closed" or finished.settings.get("concurrency") is None:
+    concurrency = finished.settings.concurrency
+    if finished.settings.arrival != "closed" or concurrency is None:
         return []
     higher = [c for c in pending if study._ladder(c) == study._ladder(finished)
-              and (c.settings["concurrency"] or 0) > finished.settings["concurrency"]]
+              and (c.settings.concurrency or 0) > concurrency]
     if not higher:
         return []
     flat, best_lower = _flat(study, finished, row, measured)
     if not flat:
         return []
     label = study.group_labels.get(finished.server_group, "")
-    where = f"{label} c={finished.settings['concurrency']}".strip()
+    where = f"{label} c={concurrency}".strip()
     growth = f"{_number(row, 'output_tps'):.1f} tok/s vs {best_lower:.1f} below"
     failures = slo_failures(row, study.slos) if study.slos else []
     ids = tuple(c.cell_id for c in higher)

@@ -312,8 +312,8 @@ def _unmeasured(run: Run, measured: set[int]) -> list[Candidate]:
     """Settings with no measured request (a pruned study skipped them): listed, with the reason."""
     reasons: dict[int, str] = {}
     for cell in run.manifest.cells:
-        value = missing_as_none(cell.settings.get(SETTING))
-        if value is None or not str(value).isdigit() or int(value) in measured:
+        value = cell.settings.server_setting(SETTING)
+        if value is None or not value.isdigit() or int(value) in measured:
             continue
         reason = f"skipped: {cell.skip_reason}" if cell.skip_reason else "no measured request"
         reasons.setdefault(int(value), reason)

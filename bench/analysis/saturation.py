@@ -13,9 +13,7 @@ did not set; for a server bench did not start, only what /api/ps and /api/versio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
@@ -85,11 +83,11 @@ def find_saturation(cells: pd.DataFrame, series: str, num_parallel: str) -> Satu
                       num_parallel)
 
 
-def effective_num_parallel(cell_setting: Any, server_env: dict[str, str] | None) -> str:
+def effective_num_parallel(cell_setting: str | None, server_env: dict[str, str] | None) -> str:
     """The NUM_PARALLEL a cell's server ran with: the cell's own axis value, the managed server's
     environment, Ollama's default when bench started the server without it, else 'unknown'."""
-    if cell_setting is not None and not (isinstance(cell_setting, float) and math.isnan(cell_setting)):
-        return str(cell_setting)
+    if cell_setting is not None:
+        return cell_setting
     if server_env is None:
         return "unknown (a server bench did not start)"
     value = server_env.get("OLLAMA_NUM_PARALLEL")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.analysis.metrics import COLD_LOAD_THRESHOLD_NS, request_metrics
 from bench.records import Run, missing_as_none
+from bench.records.cell_settings import CellSettings
 
 DEFAULT_KEEP_ALIVE = "5m"  # envconfig.KeepAlive default
 DEFAULT_CONTEXT_LENGTH = 4096  # envconfig.ContextLength default in recent versions
@@ -78,9 +79,11 @@ def time_scale(run: Run, server_id: int | None) -> float:
     return 1.0
 
 
-def _server_setting(run: Run, server_id: int | None, name: str, settings: dict[str, Any]) -> str | None:
-    if missing_as_none(settings.get(name)) is not None:
-        return str(settings[name])
+def _server_setting(run: Run, server_id: int | None, name: str, settings: CellSettings) -> str | None:
+    """A server variable: the cell's own (a swept axis), else its server's environment."""
+    value = settings.server_setting(name)
+    if value is not None:
+        return value
     env = _server_entry(run, server_id).get("env") or {}
     return None if env.get(name) is None else str(env[name])
 
@@ -118,7 +121,8 @@ def request_timeline(run: Run) -> pd.DataFrame:
 def _openai_cold(run: Run, answered: pd.DataFrame, threshold_s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """OpenAI answers carry no load_duration: a TTFT jump over the group's warm TTFT, or /api/ps."""
     group_keys = ["server_id", "model", "surface", "endpoint", "prompt_tokens_group"]
-    frame = answered.assign(prompt_tokens_group=answered["cell_id"].map(_cell_setting(run, "prompt_tokens")))
+    prompt_tokens = {cell_id: settings.prompt_tokens for cell_id, settings in run.manifest.cell_settings().items()}
+    frame = answered.assign(prompt_tokens_group=answered["cell_id"].map(prompt_tokens))
     frame["server_id"] = frame["server_id"].fillna(-1)
     frame["prompt_tokens_group"] = frame["prompt_tokens_group"].fillna(-1)
     # Most requests of a study are warm, so the lower quartile of a group's TTFT is a warm TTFT.
@@ -147,12 +151,6 @@ def _ps_unloaded_in_gap(run: Run, frame: pd.DataFrame) -> pd.Series:
         if in_gap.any() and any(row["model"] not in names for names in loaded.iloc[np.flatnonzero(in_gap)]):
             result[index] = True
     return result
-
-
-def _cell_setting(run: Run, name: str) -> dict[str, Any]:
-    if run.cells.empty or name not in run.cells.columns:
-        return {}
-    return dict(zip(run.cells["cell_id"], run.cells[name]))
 
 
 # --- keep_alive study ------------------------------------------------------------------------
@@ -190,23 +188,21 @@ class KeepAliveStudy:
 
 def _expected_cold(run: Run, timeline: pd.DataFrame, honor_openai: bool) -> pd.Series:
     """Replays the scheduler's keep_alive/num_ctx rules; True/False, or None where too close to call."""
-    settings_keep_alive = _cell_setting(run, "keep_alive")
-    settings_ctx = _cell_setting(run, "num_ctx")
+    settings_of = run.manifest.cell_settings()
     expected: dict[Any, bool | None] = {}
     for (_, _), requests in timeline.groupby([timeline["server_id"].fillna(-1), "model"], sort=False):
         loaded_ctx: Any = "unloaded"
         keep_alive_s = 0.0
         loading_until_s = -math.inf  # requests arriving while a load runs wait for it: cold too
         for index, row in requests.iterrows():
-            settings_row = run.cells.loc[run.cells["cell_id"] == row["cell_id"]]
-            cell_settings = settings_row.iloc[0].to_dict() if len(settings_row) else {}
+            cell_settings = settings_of.get(row["cell_id"], CellSettings())
             server_id = missing_as_none(row["server_id"])
             honored = row["surface"] == "native" or honor_openai
-            sent_keep_alive = missing_as_none(settings_keep_alive.get(row["cell_id"]))
+            sent_keep_alive = cell_settings.keep_alive
             server_default = _server_setting(run, server_id, "OLLAMA_KEEP_ALIVE", cell_settings) or DEFAULT_KEEP_ALIVE
             # None: the request leaves keep_alive unset (nil): a loaded runner keeps its value.
             request_keep_alive = keep_alive_seconds(sent_keep_alive) if honored and sent_keep_alive is not None else None
-            sent_ctx = missing_as_none(settings_ctx.get(row["cell_id"]))
+            sent_ctx = cell_settings.num_ctx
             ctx = sent_ctx if honored and sent_ctx is not None else "default"
             idle_s = row["idle_before_s"]
             wall_keep_alive_s = keep_alive_s / row["scale"]
@@ -254,10 +250,9 @@ def keep_alive_study(run: Run) -> KeepAliveStudy:
 
 
 def _keep_alive_cell(run: Run, cell_id: str, rows: pd.DataFrame) -> KeepAliveCell:
-    settings_row = run.cells.loc[run.cells["cell_id"] == cell_id]
-    settings = settings_row.iloc[0].to_dict() if len(settings_row) else {}
+    settings = run.manifest.cell_settings().get(cell_id, CellSettings())
     server_id = missing_as_none(rows["server_id"].iloc[0])
-    sent = missing_as_none(settings.get("keep_alive"))
+    sent = settings.keep_alive
     server_keep_alive = _server_setting(run, server_id, "OLLAMA_KEEP_ALIVE", settings) or DEFAULT_KEEP_ALIVE
     cold = rows["cold"].astype(bool)
     surface = str(rows["surface"].iloc[0])
@@ -265,7 +260,7 @@ def _keep_alive_cell(run: Run, cell_id: str, rows: pd.DataFrame) -> KeepAliveCel
     return KeepAliveCell(
         cell_id=cell_id, surface=surface, model=str(rows["model"].iloc[0]),
         keep_alive_sent=None if sent is None else str(sent), server_keep_alive=server_keep_alive,
-        gap_s=missing_as_none(settings.get("gap_s")), requests=len(rows), cold_requests=int(cold.sum()),
+        gap_s=settings.gap_s, requests=len(rows), cold_requests=int(cold.sum()),
         expected_cold_requests=int((rows["expected_cold"] == True).sum()),  # noqa: E712 - object column
         cold_ttft_p50_s=float(rows.loc[cold, "ttft_s"].median()) if cold.any() else math.nan,
         warm_ttft_p50_s=float(rows.loc[~cold, "ttft_s"].median()) if (~cold).any() else math.nan,
@@ -279,7 +274,7 @@ def _mismatches(rows: pd.DataFrame, column: str) -> int:
 
 
 def _keep_alive_verdict(
-    run: Run, rows: pd.DataFrame, surface: str, sent: Any, server_keep_alive: str, settings: dict[str, Any]
+    run: Run, rows: pd.DataFrame, surface: str, sent: Any, server_keep_alive: str, settings: CellSettings
 ) -> str:
     cold = int(rows["cold"].astype(bool).sum())
     base = f"{cold} of {len(rows)} requests paid a cold load"
@@ -297,13 +292,12 @@ def _keep_alive_verdict(
                          "applies only to a fresh load)")
         else:
             lines.append(f"keep_alive {sent} in the OpenAI body took effect")
-    num_ctx = missing_as_none(settings.get("num_ctx"))
-    if num_ctx is not None:
-        lines.append(_num_ctx_verdict(run, rows, int(num_ctx), settings))
+    if settings.num_ctx is not None:
+        lines.append(_num_ctx_verdict(run, rows, settings.num_ctx, settings))
     return "; ".join(lines)
 
 
-def _num_ctx_verdict(run: Run, rows: pd.DataFrame, num_ctx: int, settings: dict[str, Any]) -> str:
+def _num_ctx_verdict(run: Run, rows: pd.DataFrame, num_ctx: int, settings: CellSettings) -> str:
     model = str(rows["model"].iloc[0])
     if run.ps is None or run.ps.empty:
         return f"num_ctx {num_ctx} in the OpenAI body: no /api/ps data to tell whether it took effect"
@@ -312,7 +306,7 @@ def _num_ctx_verdict(run: Run, rows: pd.DataFrame, num_ctx: int, settings: dict[
     lengths = sorted({int(v) for v in during["context_length"].dropna()})
     if not lengths:
         return f"num_ctx {num_ctx} in the OpenAI body: /api/ps reported no context_length during the cell"
-    parallel = int(missing_as_none(settings.get("OLLAMA_NUM_PARALLEL")) or 1)
+    parallel = int(settings.server_setting("OLLAMA_NUM_PARALLEL") or 1)
     if any(length in (num_ctx, num_ctx * parallel) for length in lengths):
         return f"num_ctx {num_ctx} in the OpenAI body took effect (/api/ps context_length {lengths[-1]})"
     return (f"num_ctx {num_ctx} in the OpenAI body was ignored: /api/ps context_length {lengths[-1]} "
@@ -341,13 +335,14 @@ class QueueCell:
     verdict: str
 
 
-def _load_windows(timeline: pd.DataFrame) -> list[tuple[Any, str, float, float, str]]:
-    """(server_id, model, start_s, end_s, kind) of every load: from a cold request's send to when it got the runner."""
+def _load_windows(timeline: pd.DataFrame, num_ctx: dict[str, int | None]) -> list[tuple[Any, str, float, float, str]]:
+    """(server_id, model, start_s, end_s, kind) of every load: from a cold request's send to when it
+    got the runner. `num_ctx`: cell_id -> the num_ctx its requests sent (None: the server's default)."""
     windows = []
     for (server_id, model), rows in timeline.groupby([timeline["server_id"].fillna(-1), "model"], sort=False):
         previous_ctx: Any = None
         for _, row in rows.iterrows():
-            ctx = row.get("num_ctx_setting")
+            ctx = num_ctx.get(row["cell_id"])
             if row["cold"]:
                 kind = "reload" if previous_ctx is not None and ctx != previous_ctx else "load"
                 load_s = row["load_s"] if pd.notna(row["load_s"]) else max(0.0, row["ttft_s"])
@@ -371,15 +366,14 @@ def _loading_at(t: float, windows: list[tuple[float, float, str]], first_tokens:
 def queue_study(run: Run) -> tuple[QueueCell, ...]:
     """Per cell: offered load, rejection rate, queue wait, and whether 503s came while the model loaded."""
     timeline = request_timeline(run)
-    timeline["num_ctx_setting"] = timeline["cell_id"].map(_cell_setting(run, "num_ctx"))
-    windows = _load_windows(timeline)
+    settings_of = run.manifest.cell_settings()
+    windows = _load_windows(timeline, {cell_id: settings.num_ctx for cell_id, settings in settings_of.items()})
     everything = request_metrics(run.requests)
     everything = everything[everything["phase"].fillna("measure") == "measure"]
     servers = _server_of_cells(run)
     cells = []
     for cell_id, rows in everything.groupby("cell_id", sort=False):
-        settings_row = run.cells.loc[run.cells["cell_id"] == cell_id]
-        settings = settings_row.iloc[0].to_dict() if len(settings_row) else {}
+        settings = settings_of.get(str(cell_id), CellSettings())
         server_id = servers.get(str(cell_id))
         key = -1 if server_id is None else server_id
         model = str(rows["model"].iloc[0])
@@ -401,8 +395,7 @@ def queue_study(run: Run) -> tuple[QueueCell, ...]:
         max_queue = _server_setting(run, server_id, "OLLAMA_MAX_QUEUE", settings)
         cell = QueueCell(
             cell_id=str(cell_id), max_queue=max_queue,
-            offered_concurrency=None if missing_as_none(settings.get("concurrency")) is None else int(settings["concurrency"]),
-            rate_rps=missing_as_none(settings.get("rate_rps")), requests=len(rows), rejected=len(rejected),
+            offered_concurrency=settings.concurrency, rate_rps=settings.rate_rps, requests=len(rows), rejected=len(rejected),
             rejection_rate=len(rejected) / len(rows) if len(rows) else math.nan,
             rejected_while_loading=int(while_loading), rejected_while_warm=len(rejected) - int(while_loading),
             model_state=state,

@@ -11,12 +11,14 @@ Definitions (docs/workloads.md, "Saturation sweep"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
 from bench.records import number_or_none
+from bench.records.cell_settings import CellSettings
 
 KNEE_TTFT_FACTOR = 2.0
 
@@ -68,41 +70,43 @@ def _rps(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g} req/s"
 
 
-def sweep_results(cells: pd.DataFrame, summary: pd.DataFrame,
+def sweep_results(cells: Mapping[str, CellSettings], summary: pd.DataFrame,
                   slos: tuple[Any, ...] = ()) -> list[SweepResult]:
-    """One result per sweep in the run. `cells`: cell_id, settings (incl. sweep_step); `summary`:
+    """One result per sweep in the run. `cells`: cell_id -> settings, in cell order; `summary`:
     cell_summary rows (index cell_id); `slos`: bench.analysis.recommend.Slo values."""
     from bench.analysis.recommend import slo_failures
     from bench.plan import sweep_key
 
-    if "sweep_step" not in cells.columns:
-        return []
-    swept = cells[cells["sweep_step"].notna()]
+    sweeps: dict[str, list[tuple[str, CellSettings]]] = {}
+    for cell_id, settings in cells.items():
+        if settings.sweep_step is not None:
+            sweeps.setdefault(sweep_key(settings), []).append((cell_id, settings))
     results = []
-    for _, group in swept.groupby(swept.apply(lambda row: sweep_key(row.dropna().to_dict()), axis=1),
-                                  sort=False):
+    for group in sweeps.values():
         steps = []
-        for _, row in group.iterrows():
-            cell_id = row["cell_id"]
+        for cell_id, settings in group:
             measured = summary.loc[cell_id] if cell_id in summary.index else None
-            get = (lambda name: number_or_none(measured.get(name))) if measured is not None else (lambda name: None)
+
+            def get(name: str) -> float | None:
+                return number_or_none(measured.get(name)) if measured is not None else None
+
             failures = tuple(slo_failures(measured, slos)) if measured is not None and slos else ()
             steps.append(SweepStep(
-                cell_id=cell_id, step=str(row["sweep_step"]), offered_rps=number_or_none(row.get("rate_rps")),
+                cell_id=cell_id, step=str(settings.sweep_step), offered_rps=settings.rate_rps,
                 achieved_rps=get("rps"), output_tps=get("output_tps"), ttft_p50_s=get("ttft_p50_s"),
                 ttft_p95_s=get("ttft_p95_s"),
                 failed=int((get("errors") or 0) + (get("rejected") or 0)), slo_failures=failures,
             ))
-        results.append(_result(_describe(group), steps, bool(slos)))
+        results.append(_result(_describe(group[0][1]), steps, bool(slos)))
     if len(results) == 1:
         results[0] = replace(results[0], sweep="")  # one sweep needs no name
     return results
 
 
-def _describe(group: pd.DataFrame) -> str:
-    varying = [c for c in ("model", "endpoint", "prompt_tokens", "max_tokens") if c in group.columns]
-    first = group.iloc[0]
-    return " ".join(f"{name}={first[name]}" for name in varying if first.get(name) is not None)
+def _describe(settings: CellSettings) -> str:
+    shown = {"model": settings.model, "endpoint": settings.endpoint, "prompt_tokens": settings.prompt_tokens,
+             "max_tokens": settings.max_tokens}
+    return " ".join(f"{name}={value}" for name, value in shown.items() if value is not None)
 
 
 def _result(name: str, steps: list[SweepStep], has_slos: bool) -> SweepResult:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from bench.records.cell_settings import CellSettings
     from bench.scenario.blocks import Load
 
 RampStrategy = Literal["linear", "exponential"]
@@ -121,15 +122,15 @@ def _stage_rate(stages: tuple[Stage, ...], initial_rps: float, offset_s: float) 
     return begin_rps
 
 
-def shape_for(settings: dict[str, Any], load: Load) -> ArrivalShape | None:
+def shape_for(settings: CellSettings, load: Load) -> ArrivalShape | None:
     """An open-loop cell's shape from the scenario's burstiness, ramp_up or stages; None when steady."""
-    arrival = settings["arrival"]
-    if arrival not in ("constant", "poisson") or not (load.burstiness or load.ramp_up or load.stages):
+    arrival = settings.arrival
+    if (arrival != "constant" and arrival != "poisson") or not (load.burstiness or load.ramp_up or load.stages):
         return None
     ramp = load.ramp_up
     return ArrivalShape(
-        arrival=arrival, rate_rps=settings["rate_rps"], burstiness=load.burstiness or 1.0,
+        arrival=arrival, rate_rps=settings.rate_rps, burstiness=load.burstiness or 1.0,
         ramp_strategy=ramp.strategy if ramp else None, ramp_start_rps=ramp.start_rps if ramp else None,
         ramp_end_rps=ramp.end_rps if ramp else None,
         stages=tuple(Stage(stage.duration_s, stage.target_rps) for stage in load.stages or ()),
-        requests=settings["requests"], duration_s=settings["duration_s"])
+        requests=settings.requests, duration_s=settings.duration_s)

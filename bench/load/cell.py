@@ -16,6 +16,7 @@ from bench.load.dispatch import Dispatcher, RecordSink, SendFn
 from bench.workload.specs import CellRequests, SpecFactory
 from bench.load.health import CellOutcome
 from bench.load.schedules import measured_schedule, warmup_schedule
+from bench.records.cell_settings import UNCAPPED_IN_FLIGHT, CellSettings
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,25 @@ class CellLoad:
     warmup_total: int | None = None  # the whole cell's warmup (None: warmup_requests)
     # An open loop's shape beyond a steady rate (bursts, ramp-up, stages); None: rate_rps, steady.
     shape: ArrivalShape | None = None
+
+    @classmethod
+    def for_cell(cls, settings: CellSettings, schedule_key: str, seed: int | None = None,
+                 shape: ArrivalShape | None = None) -> CellLoad:
+        """The load a planned cell offers (bench.plan decided its defaults)."""
+        return cls(arrival=settings.arrival or "closed", concurrency=settings.concurrency,
+                   rate_rps=settings.rate_rps, requests=settings.requests, duration_s=settings.duration_s,
+                   warmup_requests=settings.warmup_requests, repeats=settings.repeat, seed=seed,
+                   schedule_key=schedule_key, shape=shape)
+
+    @property
+    def streams(self) -> int:
+        """Closed-loop streams (warmup, users): the concurrency; one when it sets none (an open loop)."""
+        return self.concurrency if self.concurrency is not None else 1
+
+    @property
+    def in_flight_cap(self) -> int:
+        """The most requests in flight at once: the concurrency, else UNCAPPED_IN_FLIGHT."""
+        return self.concurrency if self.concurrency is not None else UNCAPPED_IN_FLIGHT
 
 
 async def run_cell_load(load: CellLoad, requests: CellRequests | SpecFactory, send: SendFn,

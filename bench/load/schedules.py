@@ -51,7 +51,7 @@ class ClosedLoop:
 
     @classmethod
     def for_cell(cls, load: CellLoad, requests: CellRequests) -> ClosedLoop:
-        return cls(load.concurrency or 1, load.requests, load.duration_s)
+        return cls(load.streams, load.requests, load.duration_s)
 
     async def run(self, d: Dispatcher, clock: Clock, repeat: int, indexes: Indexes[int]) -> None:
         workers, total, phase = self.workers, self.total, self.phase
@@ -88,7 +88,7 @@ class Conversations:
     @classmethod
     def for_cell(cls, load: CellLoad, requests: CellRequests) -> Conversations:
         assert requests.start_conversation is not None
-        return cls(load.concurrency or 1, load.requests, requests.start_conversation, load.duration_s)
+        return cls(load.streams, load.requests, requests.start_conversation, load.duration_s)
 
     async def run(self, d: Dispatcher, clock: Clock, repeat: int, indexes: Indexes[int]) -> None:
         users, total, phase, start = self.users, self.total, self.phase, self.start
@@ -247,7 +247,7 @@ def warmup_schedule(load: CellLoad, requests: CellRequests) -> Schedule | None:
     """Warmup is a closed loop (of virtual users, for conversations) whatever the measured schedule."""
     if not load.warmup_requests:
         return None
-    workers = min(load.concurrency or 1, load.warmup_requests)
+    workers = min(load.streams, load.warmup_requests)
     if requests.start_conversation is not None:
         return Conversations(workers, load.warmup_requests, requests.start_conversation, phase="warmup")
     return ClosedLoop(workers, load.warmup_requests, phase="warmup")

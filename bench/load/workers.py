@@ -193,7 +193,7 @@ def split_load(load: CellLoad, workers: int) -> list[CellLoad]:
     closed = load.arrival == "closed"
     parts = workers
     if closed:
-        parts = min(parts, load.concurrency or 1, load.requests or parts)
+        parts = min(parts, load.streams, load.requests or parts)
     elif load.requests is not None:
         parts = min(parts, load.requests)
     parts = max(1, parts)
@@ -235,7 +235,7 @@ def _worker_main(plan: CellWorkerPlan, link: WorkerLink) -> CellOutcome:
 
         watcher = threading.Thread(target=watch_stop, daemon=True)
         watcher.start()
-        http = make_http_client(plan.base_url, plan.api_key, plan.load.concurrency or 256,
+        http = make_http_client(plan.base_url, plan.api_key, plan.load.in_flight_cap,
                                 timeout_s=scenario.load.timeout_s, transport=plan.transport)
         try:
             async def send(spec: RequestSpec) -> RequestRecord:

@@ -3,8 +3,9 @@ printed to the console and kv.json (report.html: bench.run.finish)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -18,6 +19,10 @@ from bench.escape import for_terminal
 from bench.numbers import column
 from bench.outputs.statistics import statistics_table
 from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
+from bench.records.cell_settings import CellSettings
+
+if TYPE_CHECKING:
+    from bench.plan import Cell
 
 
 # Below this many terminal columns the end-of-run table drops low-value columns (the live bars in
@@ -25,11 +30,12 @@ from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
 NARROW_COLUMNS = 120
 
 
-def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
+def with_settings(summary: pd.DataFrame, settings: Mapping[str, CellSettings],
                   labels: dict[str, str]) -> pd.DataFrame:
     """The summary with each cell's label and settings (endpoint, model, concurrency, server env…)
     as columns before the figures, so a row says which setting it measured without a lookup."""
-    rows = {cell_id: {"label": labels.get(cell_id), **{k: v for k, v in cell.items() if k not in summary.columns}}
+    rows = {cell_id: {"label": labels.get(cell_id),
+                      **{k: v for k, v in cell.row().items() if k not in summary.columns}}
             for cell_id, cell in settings.items() if cell_id in summary.index}
     if not rows:
         return summary
@@ -38,7 +44,7 @@ def with_settings(summary: pd.DataFrame, settings: dict[str, dict[str, Any]],
     return described.join(summary, how="right")
 
 
-def write_summary(run_dir: Path, summary: pd.DataFrame, settings: dict[str, dict[str, Any]] | None = None,
+def write_summary(run_dir: Path, summary: pd.DataFrame, settings: Mapping[str, CellSettings] | None = None,
                   labels: dict[str, str] | None = None) -> None:
     """summary.csv and summary.json: the run's cell_summary, each row with its cell's settings
     (`settings`: cell_id → settings) and label."""
@@ -87,7 +93,7 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                       markup=False)
 
 
-def saturation_lines(summary: pd.DataFrame | None, cells: list[Any], managed: bool) -> list[str]:
+def saturation_lines(summary: pd.DataFrame | None, cells: list[Cell], managed: bool) -> list[str]:
     """'saturated at concurrency N, server NUM_PARALLEL=M: ...' per closed-loop series of the run
     (`cells`: bench.plan.Cell; `managed`: bench started the server, so its unset settings are defaults)."""
     from bench.analysis.saturation import effective_num_parallel, find_saturation
@@ -95,18 +101,20 @@ def saturation_lines(summary: pd.DataFrame | None, cells: list[Any], managed: bo
 
     if summary is None or summary.empty:
         return []
-    closed = [c for c in cells if c.settings.get("arrival") == "closed" and c.cell_id in summary.index
-              and c.settings.get("concurrency") is not None]
-    others = [n for n in varying_settings(c.settings for c in closed) if n not in ("concurrency", "requests")]
-    series: dict[str, list[Any]] = {}
+    closed = [c for c in cells if c.settings.arrival == "closed" and c.cell_id in summary.index
+              and c.settings.concurrency is not None]
+    rows = {c.cell_id: c.settings.row() for c in closed}
+    others = [n for n in varying_settings(rows.values()) if n not in ("concurrency", "requests")]
+    series: dict[str, list[Cell]] = {}
     for cell in closed:
-        series.setdefault(describe_cell(cell.settings, others), []).append(cell)
+        series.setdefault(describe_cell(rows[cell.cell_id], others), []).append(cell)
     lines = []
     for name, members in series.items():
         frame = summary.loc[[c.cell_id for c in members]].assign(
-            concurrency=[int(c.settings["concurrency"]) for c in members])
+            concurrency=[c.settings.concurrency for c in members])
         env = dict(members[0].server_env) if managed else None
-        found = find_saturation(frame, name, effective_num_parallel(members[0].settings.get("OLLAMA_NUM_PARALLEL"), env))
+        num_parallel = members[0].settings.server_setting("OLLAMA_NUM_PARALLEL")
+        found = find_saturation(frame, name, effective_num_parallel(num_parallel, env))
         if found is not None:
             lines.append(found.sentence())
     return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,18 @@ from rich.console import Console
 
 from bench.analysis.sweep import SweepResult, sweep_results
 from bench.records import write_json
+from bench.records.cell_settings import CellSettings
 
 SWEEP_JSON = "sweep.json"
 
 
-def write_sweep(run_dir: Path, summary: pd.DataFrame | None, cell_settings: list[dict[str, Any]],
+def write_sweep(run_dir: Path, summary: pd.DataFrame | None, cells: Mapping[str, CellSettings],
                 slos: tuple[Any, ...]) -> list[SweepResult]:
-    """sweep.json for runs with arrival: sweep (the results); nothing otherwise."""
-    if summary is None or not any("sweep_step" in settings for settings in cell_settings):
+    """sweep.json for runs with arrival: sweep (the results); nothing otherwise. `cells`: cell_id ->
+    settings, in cell order."""
+    if summary is None or not any(settings.sweep_step is not None for settings in cells.values()):
         return []
-    results = sweep_results(pd.DataFrame(cell_settings), summary, slos)
+    results = sweep_results(cells, summary, slos)
     write_json(run_dir / SWEEP_JSON, [result.to_dict() for result in results])
     return results
 

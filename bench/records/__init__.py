@@ -350,9 +350,7 @@ def load_run(path: str | Path) -> Run:
         requests = read_records_jsonl(jsonl_path)
     import pandas as pd
 
-    cells = pd.DataFrame(
-        [{"cell_id": c.cell_id, "cell_index": c.cell_index, **c.settings} for c in manifest.cells]
-    )
+    cells = cells_frame(manifest)
     # A timeline cut by a kill is left out (the report says what it lacks), not a crash.
     gpu = _read_parquet(run_dir / GPU_PARQUET)
     ps = _read_parquet(run_dir / PS_PARQUET)
@@ -363,6 +361,15 @@ def load_run(path: str | Path) -> Run:
         if (run_dir / name).exists()
     }
     return Run(run_dir, manifest, requests, cells, gpu, ps, proc, extras)
+
+
+def cells_frame(manifest: Manifest) -> pd.DataFrame:
+    """The run's cells as a DataFrame, one row per cell (cell_id, cell_index, CellSettings.row()):
+    a view for grouping and joining; typed values are the manifest cells' `settings`."""
+    import pandas as pd
+
+    return pd.DataFrame([{"cell_id": c.cell_id, "cell_index": c.cell_index, **c.settings.row()}
+                         for c in manifest.cells])
 
 
 def _read_parquet(path: Path, required: bool = False) -> pd.DataFrame | None:

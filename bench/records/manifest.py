@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.records.cell_settings import CellSettings
+
 
 class _Stored(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -21,7 +23,7 @@ class _Stored(BaseModel):
 class ManifestCell(_Stored):
     cell_id: str
     cell_index: int = 0
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: CellSettings = Field(default_factory=CellSettings)  # stored flat, as always
     status: str = "pending"  # pending | complete | partial
     server_id: int | None = None  # index into `servers` (managed or simulated targets)
     label: str | None = None  # bench.plan.cell_label, as shown everywhere
@@ -127,6 +129,10 @@ class Manifest(_Stored):
     @property
     def interrupted(self) -> bool:
         return (self.stop_reason or "").startswith("interrupted")
+
+    def cell_settings(self) -> dict[str, CellSettings]:
+        """cell_id -> the cell's settings, typed (the run's cells DataFrame is a view of these)."""
+        return {cell.cell_id: cell.settings for cell in self.cells}
 
     def cell_labels(self) -> dict[str, str]:
         """cell_id -> label, for the cells that stored one."""

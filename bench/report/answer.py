@@ -9,7 +9,7 @@ import pandas as pd
 from bench.analysis.recommend import Slo, slo_failures, slo_verdict
 from bench.records.manifest import Manifest
 from bench import numbers as fmt
-from bench.report.data import RunView, clean
+from bench.report.data import RunView
 from bench.report.gates import gate_blocks
 from bench.report.page import Note, Section, Table, Warnings
 
@@ -255,12 +255,13 @@ def saturation_warnings(view: RunView, prefix: str = "") -> list[Note]:
     managed = view.manifest.target.kind in ("sim", "managed") or bool(view.manifest.servers)
     env_of = {server.server_id: dict(server.env) for server in view.manifest.servers}
     server_of = {cell.cell_id: cell.server_id for cell in view.manifest.cells}
+    settings_of = view.manifest.cell_settings()
     notes = []
     for line in load_series([view], "closed"):
         first = line.cells.index[0]
         env = env_of.get(server_of.get(first), {}) if managed else None
-        setting = line.cells.at[first, "OLLAMA_NUM_PARALLEL"] if "OLLAMA_NUM_PARALLEL" in line.cells else None
-        found = find_saturation(line.cells, line.name, effective_num_parallel(clean(setting), env))
+        setting = settings_of[first].server_setting("OLLAMA_NUM_PARALLEL") if first in settings_of else None
+        found = find_saturation(line.cells, line.name, effective_num_parallel(setting, env))
         if found is not None:
             notes.append(Note(prefix + found.sentence(), "warning"))
     return notes
@@ -302,8 +303,7 @@ def _cold_warnings(view: RunView, prefix: str) -> list[Note]:
     measured = view.measured
     if measured.empty or "cold" not in measured:
         return []
-    keep_alive = view.cells["keep_alive"] if "keep_alive" in view.cells else pd.Series(dtype=object)
-    studied = {cid for cid, value in keep_alive.items() if clean(value) is not None}
+    studied = {cid for cid, settings in view.manifest.cell_settings().items() if settings.keep_alive is not None}
     cold = measured[measured["cold"].astype(bool) & ~measured["cell_id"].isin(studied)]
     if cold.empty:
         return []

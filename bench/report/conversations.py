@@ -36,7 +36,7 @@ def build(views: list[RunView]) -> Section | None:
         blocks.append(Figure(_by_turn_figure(view, turns),
                              f"{prefix}median TTFT and mean prefill time per turn, one line per cell."))
         blocks.append(_turn_table(view, turns))
-        pairs = cache_pairs(view.run.cells.set_index("cell_id")) if len(view.run.cells) else []
+        pairs = cache_pairs(view.manifest.cell_settings())
         effect = cache_effect(turns, pairs) if pairs else pd.DataFrame()
         if len(effect):
             blocks.append(_effect_table(view, effect))

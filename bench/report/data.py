@@ -14,6 +14,7 @@ import pandas as pd
 from bench import plan
 from bench.analysis.metrics import summary_columns
 from bench.analysis.run_analysis import RunAnalysis
+from bench.records.cell_settings import CellSettings
 from bench.records.manifest import Manifest
 from bench.records import Run
 
@@ -109,10 +110,10 @@ def _cell_frame(analysis: RunAnalysis) -> tuple[pd.DataFrame, tuple[str, ...]]:
     load = run.manifest.scenario.get("load") or {}
     # A ramp or stages (bench.load.arrival_shapes) offer no one rate: rate_rps is at most where they start.
     shaped = isinstance(load, dict) and bool(load.get("ramp_up") or load.get("stages"))
-    cells["offered_load"] = [math.nan if shaped and s.get("arrival") in _OPEN else offered_load(s)
-                             for s in cells.to_dict("records")]
-    cells["arrival_kind"] = ["open" if clean(s.get("rate_rps")) is not None or s.get("arrival") in _OPEN else "closed"
-                             for s in cells.to_dict("records")]
+    settings_of = run.manifest.cell_settings()
+    typed = [settings_of.get(str(cell_id), CellSettings()) for cell_id in cells.index]
+    cells["offered_load"] = [math.nan if shaped and s.arrival in _OPEN else offered_load(s) for s in typed]
+    cells["arrival_kind"] = ["open" if s.rate_rps is not None or s.arrival in _OPEN else "closed" for s in typed]
     percentiles, summary = analysis.percentiles, analysis.summary
     # Every summary column exists, NaN for cells without a measured request (a failed start, a
     # sweep aborted early): sections then draw what there is instead of failing on a missing column.
@@ -127,15 +128,13 @@ def _cell_frame(analysis: RunAnalysis) -> tuple[pd.DataFrame, tuple[str, ...]]:
     return cells, varying
 
 
-def offered_load(settings: dict[str, Any]) -> float:
+def offered_load(settings: CellSettings) -> float:
     """Open loop: the arrival rate (req/s); closed loop: the concurrency."""
-    rate = clean(settings.get("rate_rps"))
-    if rate is not None:
-        return float(rate)
-    if settings.get("arrival") in _OPEN:
+    if settings.rate_rps is not None:
+        return settings.rate_rps
+    if settings.arrival in _OPEN:
         return math.nan  # a ramp or stages (bench.load.arrival_shapes): no one offered rate
-    concurrency = clean(settings.get("concurrency"))
-    return float(concurrency) if concurrency is not None else math.nan
+    return float(settings.concurrency) if settings.concurrency is not None else math.nan
 
 
 def build_view(analysis: RunAnalysis, label: str) -> RunView:
@@ -253,11 +252,12 @@ def server_spans(view: RunView, setting: str = "OLLAMA_NUM_PARALLEL") -> list[tu
     if requests.empty or setting not in view.cells or "sent_s" not in requests:
         return []
     server_of = {c.cell_id: c.server_id for c in view.manifest.cells}
+    settings_of = view.manifest.cell_settings()
     spans: list[tuple[float, float, str]] = []
     frame = requests.assign(server_id=requests["cell_id"].map(server_of))
     for server_id, group in frame.groupby("server_id", sort=False):
         cell_ids = group["cell_id"].unique()
-        values = {clean(view.cells.at[c, setting]) for c in cell_ids if c in view.cells.index} - {None}
+        values = {settings_of[c].row().get(setting) for c in cell_ids if c in settings_of} - {None}
         if len(values) != 1:
             continue
         start, end = float(group["sent_s"].min()), float(group["end_s"].max())

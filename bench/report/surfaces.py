@@ -8,7 +8,7 @@ import numpy as np
 
 from bench import numbers as fmt
 from bench.report import plotting
-from bench.report.data import RunView, clean, describe_settings
+from bench.report.data import RunView, describe_settings
 from bench.report.page import Figure, Section, Table
 
 _METRICS = (("TTFT p50", "ttft_p50_s", True), ("TPOT p50", "tpot_p50_s", True),
@@ -17,13 +17,13 @@ _METRICS = (("TTFT p50", "ttft_p50_s", True), ("TPOT p50", "tpot_p50_s", True),
 
 def matched_pairs(view: RunView) -> list[tuple[str, str, str]]:
     """(label, native cell_id, openai cell_id) for cells whose settings differ only in surface."""
-    settings = [c for c in view.run.cells.columns if c not in ("cell_id", "cell_index", "surface", "label")]
     if "surface" not in view.cells:
         return []
-    by_key: dict[tuple[str, ...], dict[str, str]] = {}
-    for cell_id, row in view.cells.iterrows():
-        key = tuple(repr(clean(row.get(name))) for name in settings)
-        by_key.setdefault(key, {})[str(row["surface"])] = str(cell_id)
+    by_key: dict[str, dict[str, str]] = {}
+    for cell_id, settings in view.manifest.cell_settings().items():
+        if cell_id in view.cells.index and settings.surface is not None:
+            key = repr({name: value for name, value in settings.row().items() if name != "surface"})
+            by_key.setdefault(key, {})[settings.surface] = cell_id
     names = [n for n in view.varying if n not in ("surface", "endpoint")]
     pairs = []
     for surfaces in by_key.values():

@@ -38,8 +38,8 @@ def build(views: list[RunView]) -> Section | None:
 
 
 def _results(view: RunView) -> list[SweepResult]:
-    cells = view.run.cells
-    if cells.empty or "sweep_step" not in cells.columns:
+    cells = {cell.cell_id: cell.settings for cell in view.manifest.cells}
+    if not any(settings.sweep_step is not None for settings in cells.values()):
         return []
     try:
         slos = scenario_slos(view.manifest)

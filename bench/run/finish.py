@@ -74,14 +74,13 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
         summary = None if measured.empty else cell_summary(measured, slos=run.scenario.slo_values() or None,
                                                            percentiles=run.scenario.percentile_values())
         if summary is not None:
-            write_summary(run.run_dir, summary, {cell.cell_id: cell.settings for cell in run.cells}, state.labels)
+            write_summary(run.run_dir, summary, {cell.cell_id: cell.settings for cell in state.cells}, state.labels)
     verdicts = []
     if run.scenario.thresholds:
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
                                        run.scenario.threshold_limits(), state.labels)
         loop.manifest.manifest.thresholds = [verdict.to_dict() for verdict in verdicts]
-    sweeps = write_sweep(run.run_dir, summary, [{"cell_id": c.cell_id, **c.settings} for c in run.cells],
-                         loop.sweep.slos)
+    sweeps = write_sweep(run.run_dir, summary, {c.cell_id: c.settings for c in state.cells}, loop.sweep.slos)
     loop.write_manifest(status, ended=True)
     result = RunResult(run.run_dir, status, summary, loop.manifest.manifest)
     if quiet:
@@ -92,7 +91,7 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
-    for line in saturation_lines(summary, list(run.cells), managed=run.target_kind in ("sim", "managed")):
+    for line in saturation_lines(summary, list(state.cells), managed=run.target_kind in ("sim", "managed")):
         console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
     print_sweep(console, sweeps)
     write_kv(run.run_dir, console)

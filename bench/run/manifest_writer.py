@@ -59,7 +59,7 @@ def resumed_manifest(previous: Manifest, rerun_cell_ids: list[str]) -> Manifest:
 class RunState:
     """Where a run stands: what the manifest's changing fields are drawn from."""
 
-    cells: tuple[Cell, ...]
+    cells: tuple[Cell, ...]  # the plan's, a sweep's rate steps settled with their rates (settle)
     labels: dict[str, str]  # cell_id -> the label shown everywhere (bench.plan.cell_labels)
     cell_status: dict[str, str] = field(default_factory=dict)  # pending | complete | partial
     cell_server: dict[str, int | None] = field(default_factory=dict)
@@ -72,6 +72,10 @@ class RunState:
     def add_note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
+
+    def settle(self, cell: Cell) -> None:
+        """A cell whose settings were completed while the run goes (a sweep's rate step and its rate)."""
+        self.cells = tuple(cell if c.cell_id == cell.cell_id else c for c in self.cells)
 
     def manifest_cells(self) -> list[ManifestCell]:
         return [ManifestCell(cell_id=c.cell_id, cell_index=c.cell_index, settings=c.settings,

@@ -54,21 +54,20 @@ class StudyPruner:
 
     async def check_load(self, cell: Cell, http: httpx.AsyncClient, pending: list[Cell]) -> Skip | None:
         """After the first warmup of a server group: a spilled model skips the group, this cell too."""
-        memory = await read_memory(http, str(cell.settings["model"]))
+        memory = await read_memory(http, str(cell.settings.model))
         if memory is None:
             return None  # nothing loaded yet (no warmup): judged after the cell instead
         self._memory_checked.add(cell.server_group)
         if not memory.spilled:
             return None
         same = [c for c in [cell, *pending] if c.server_group == cell.server_group
-                and c.settings.get("model") == cell.settings.get("model")
-                and c.settings.get("num_ctx") == cell.settings.get("num_ctx")]
+                and c.settings.model == cell.settings.model and c.settings.num_ctx == cell.settings.num_ctx]
         label = self.study.group_labels.get(cell.server_group, "")
         share = 1 - (memory.size_vram_bytes or 0) / max(1, memory.size_bytes or 1)
         skip = Skip(tuple(c.cell_id for c in same), "spilled",
                     f"{label} spilled at load (size_vram {gib(memory.size_vram_bytes)} of "
                     f"{gib(memory.size_bytes)}, {share:.0%} on CPU): skipped "
-                    + ", ".join(f"c={c.settings['concurrency']}" for c in same))
+                    + ", ".join(f"c={c.settings.concurrency}" for c in same))
         self._add(skip)
         return skip
 
@@ -83,7 +82,7 @@ class StudyPruner:
         memory = None
         if self.first_of_group(cell):
             self._memory_checked.add(cell.server_group)
-            memory = await read_memory(http, str(cell.settings["model"]))
+            memory = await read_memory(http, str(cell.settings.model))
         skips = cells_to_skip(self.study, cell, self.measured,
                               [c for c in pending if c.cell_id not in self.skipped], memory)
         for skip in skips:

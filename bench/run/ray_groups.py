@@ -19,6 +19,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -225,6 +226,9 @@ class RayExecutor:
             server_id = stored.server_id if stored is not None else None
             self.loop.state.cell_server[cell.cell_id] = None if server_id is None else offset + server_id
             self.loop.state.cell_node[cell.cell_id] = result["node"]
+            if stored is not None and stored.settings.rate_rps != cell.settings.rate_rps:
+                # A sweep's rate step: its rate was set on the node, while it ran.
+                self.loop.state.settle(replace(cell, settings=stored.settings))
             if stored is not None and stored.stop is not None:
                 self.loop.study.verdicts[cell.cell_id] = stored.stop
             if stored is not None and stored.skip_reason and self.loop.study.pruner is not None:

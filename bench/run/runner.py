@@ -124,8 +124,9 @@ class CellLoop:
         if moved:
             self.state.add_note(f"resume: {moved} records of unfinished cells moved to "
                                 "requests.superseded.jsonl; those cells were run again")
-        self.sweep.pick_up(self.run.cells, stored, resume.complete_cells,
-                           self.run.run_dir / REQUESTS_JSONL)
+        for settled in self.sweep.pick_up(self.run.cells, stored, resume.complete_cells,
+                                          self.run.run_dir / REQUESTS_JSONL):
+            self.state.settle(settled)
         stash_telemetry(self.run.run_dir)
         self.write_manifest("running")
 
@@ -174,8 +175,7 @@ class CellLoop:
                 if self.run.only_cells is not None and cell.cell_id not in self.run.only_cells:
                     continue  # another Ray task's group (bench.run.ray_groups)
                 if self.study.skip_reason(cell) is not None:
-                    self.state.cell_status[cell.cell_id] = "skipped"
-                    self._tell_cell("ended", cell)
+                    self._skip(cell)
                     continue
                 if self.targets.needs_start(cell):
                     self.progress.status(f"starting {self.targets.describe_start(cell)}…")
@@ -186,12 +186,10 @@ class CellLoop:
                     http = await self._connect(base_url)
                 assert http is not None
                 self.state.cell_server[cell.cell_id] = self.targets.server_id
-                if self.sweep.prepare(cell) is not None:  # a sweep stopped at its SLOs
-                    self.state.cell_status[cell.cell_id] = "skipped"
-                    self._tell_cell("ended", cell)
+                prepared = self._sweep_step(cell)
+                if prepared is None:
                     continue
-                if cell.settings.get("rate_rps") is not None and "sweep_step" in cell.settings:
-                    self.state.labels[cell.cell_id] += f" rps={cell.settings['rate_rps']:g}"
+                cell = prepared
                 await self._run_cell(cell, http, writer)
                 if self.state.cell_status[cell.cell_id] == "complete":
                     await self._prune_after(cell, http)
@@ -209,6 +207,22 @@ class CellLoop:
             await asyncio.to_thread(self.stop_telemetry)
             await asyncio.to_thread(self.targets.stop)
 
+    def _skip(self, cell: Cell) -> None:
+        self.state.cell_status[cell.cell_id] = "skipped"
+        self._tell_cell("ended", cell)
+
+    def _sweep_step(self, cell: Cell) -> Cell | None:
+        """The cell to run (a sweep's rate step with its rate, set now), or None: skipped, as the
+        sweep stopped at its SLOs."""
+        prepared = self.sweep.prepare(cell)
+        if isinstance(prepared, str):
+            self._skip(cell)
+            return None
+        if prepared is not cell:
+            self.state.settle(prepared)
+            self.state.labels[cell.cell_id] += f" rps={prepared.settings.rate_rps:g}"
+        return prepared
+
     async def _connect(self, base_url: str) -> httpx.AsyncClient:
         """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
         self.progress.status(f"checking {base_url}: version and models…")
@@ -224,7 +238,7 @@ class CellLoop:
             self.manifest.manifest.targets = self.manifest.manifest.targets or {}
             self.manifest.manifest.targets[base_url] = {
                 "version": identity.version, "server": identity.name}
-        models = sorted({cell.settings["model"] for cell in self.run.cells})
+        models = sorted({str(cell.settings.model) for cell in self.run.cells})
         if identity.is_ollama:
             shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
         else:
@@ -236,7 +250,7 @@ class CellLoop:
             name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
         }
         self._start_or_move_telemetry(base_url if identity.is_ollama else None)
-        max_in_flight = max((cell.settings["concurrency"] or 256) for cell in self.run.cells)
+        max_in_flight = max(cell.settings.in_flight_cap for cell in self.run.cells)
         transport = resolve_transport(self.run.transport, base_url)
         self.manifest.manifest.transport = transport  # what measured, not what was asked ("auto")
         self.write_manifest("running")
@@ -309,8 +323,8 @@ class CellLoop:
                 self.progress.note(f"skipped: {skip.reason}")
 
         settings = cell.settings
-        expected = (requests or 0) * settings["repeat"] or None
-        warmup = (settings["warmup_requests"] or 0) * settings["repeat"]
+        expected = (requests or 0) * settings.repeat or None
+        warmup = settings.warmup_requests * settings.repeat
         self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
         if self.run.workers > 1:  # --workers N: the cell's load over N client processes
             outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
@@ -420,14 +434,8 @@ class CellLoop:
 
 
 def _cell_load(cell: Cell, scenario: Scenario) -> CellLoad:
-    settings = cell.settings
-    return CellLoad(
-        arrival=settings["arrival"], concurrency=settings["concurrency"],
-        rate_rps=settings["rate_rps"], requests=settings["requests"],
-        duration_s=settings["duration_s"], warmup_requests=settings["warmup_requests"],
-        repeats=settings["repeat"], seed=scenario.workload.seed, schedule_key=cell.cell_id,
-        shape=shape_for(settings, scenario.load),
-    )
+    return CellLoad.for_cell(cell.settings, schedule_key=cell.cell_id, seed=scenario.workload.seed,
+                             shape=shape_for(cell.settings, scenario.load))
 
 
 def _continued_clock(t0_epoch_s: float | None) -> Clock:

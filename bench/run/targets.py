@@ -42,7 +42,7 @@ class Targets:
             # Server ids (and server-<n>.log names) continue where the last session stopped.
             self.servers = [server.model_dump(mode="json") for server in run.resume.manifest.servers]
         self.port = free_port()  # one port for every server of the run: URLs stay stable
-        self.models = sorted({str(cell.settings["model"]) for cell in run.cells})
+        self.models = sorted({str(cell.settings.model) for cell in run.cells})
         self.imported: dict[str, str] = {}  # target ollama: model -> the preset imported for it
 
     def _command_and_env(self, cell: Cell) -> tuple[list[str], dict[str, str]]:
@@ -93,7 +93,7 @@ class Targets:
             return self.base_url, self.group is None and self._mark(cell.server_group)
         if self.kind == "urls":  # the scenario's `targets:` list: this cell's server
             fresh = self.group != cell.server_group
-            self.base_url = resolve_ollama_host(str(cell.settings["target"]))
+            self.base_url = resolve_ollama_host(str(cell.settings.target))
             self.group = cell.server_group
             return self.base_url, fresh
         if self.server is not None and self.group == cell.server_group and self.server.is_alive():
@@ -224,7 +224,7 @@ def check_ollama_target(cells: tuple[Cell, ...]) -> None:
     from bench.ollama.serve import preset_of
 
     require_installed()
-    for model in sorted({str(cell.settings["model"]) for cell in cells}):
+    for model in sorted({str(cell.settings.model) for cell in cells}):
         preset_of(model)
 
 

@@ -56,19 +56,19 @@ ProbeSend = Callable[[RequestSpec], Awaitable[RequestRecord]]
 
 def calibration_key(cell: Cell) -> tuple[str, str, str]:
     """Prompts are calibrated once per (model, surface, endpoint): the server's template differs."""
-    return (cell.settings["model"], cell.surface, cell.endpoint)
+    return (str(cell.settings.model), cell.surface, cell.endpoint)
 
 
 def request_template(cell: Cell, scenario: Scenario) -> RequestSpec:
     """The cell's request fields; the prompt and ids are filled in per request."""
     settings, workload = cell.settings, scenario.workload
     return RequestSpec(
-        cell_id=cell.cell_id, request_index=0, surface=cell.surface,  # type: ignore[arg-type]
-        endpoint=cell.endpoint, model=settings["model"], prompt="",  # type: ignore[arg-type]
+        cell_id=cell.cell_id, request_index=0, surface=cell.surface,
+        endpoint=cell.endpoint, model=str(settings.model), prompt="",
         # A number here; from_data and distributions are set per request (spec_factory).
-        max_tokens=settings["max_tokens"] if isinstance(settings["max_tokens"], int) else None,
-        num_ctx=settings["num_ctx"],
-        keep_alive=settings["keep_alive"], temperature=settings["temperature"],
+        max_tokens=settings.max_tokens if isinstance(settings.max_tokens, int) else None,
+        num_ctx=settings.num_ctx,
+        keep_alive=settings.keep_alive, temperature=settings.temperature,
         seed=workload.seed, format=cell.request_format, system=workload.prompt.system,
         store_text=scenario.store_text, timeout_s=scenario.load.timeout_s,
         deadline_s=scenario.load.request_deadline_s,
@@ -83,12 +83,13 @@ def spec_factory(cell: Cell, scenario: Scenario, prompts: PromptSource, worker: 
     makes the same request; `worker` is that process, kept in each record."""
     key = calibration_key(cell)
     template = dataclasses.replace(request_template(cell, scenario), worker=worker)
-    shared_tokens = cell.settings.get("shared_prefix_tokens")
-    cache = cell.settings.get("prompt_cache", "reuse")
+    shared_tokens = cell.settings.shared_prefix_tokens
+    cache = cell.settings.prompt_cache_mode
     max_tokens = cell_max_tokens(cell, scenario)
+    prompt_tokens = cell.settings.prompt_tokens
 
     def make_spec(repeat: int, request_index: int, phase: Phase, scheduled_s: float) -> RequestSpec:
-        prompt = prompts.prompt_for(key, cell.cell_id, repeat, request_index, cell.settings["prompt_tokens"])
+        prompt = prompts.prompt_for(key, cell.cell_id, repeat, request_index, prompt_tokens)
         system = template.system
         if shared_tokens or cache == "defeat":
             request_nonce = nonce(scenario.workload.seed, cell.cell_id, repeat, request_index)
@@ -110,7 +111,7 @@ def cell_requests(cell: Cell, scenario: Scenario, prompts: PromptSource, worker:
 def cell_max_tokens(cell: Cell, scenario: Scenario) -> Any:
     """What decides a request's max_tokens: the cell's number, `from_data`, or the distribution."""
     distribution = scenario.workload.max_tokens
-    return distribution if isinstance(distribution, Distribution) else cell.settings["max_tokens"]
+    return distribution if isinstance(distribution, Distribution) else cell.settings.max_tokens
 
 
 def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) -> ConversationStarter | None:
@@ -118,13 +119,13 @@ def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) 
     conversation = scenario.workload.conversation
     if conversation is None:
         return None
-    turns = cell.settings.get("turns")
+    turns = cell.settings.turns
     maker = ConversationMaker(
         prompts=prompts, spec=conversation, template=request_template(cell, scenario),
         key=calibration_key(cell), turns=turns if isinstance(turns, int) else None,
-        prompt_tokens=cell.settings["prompt_tokens"],
-        shared_prefix_tokens=cell.settings.get("shared_prefix_tokens"),
-        cache=cell.settings.get("prompt_cache", "reuse"),
+        prompt_tokens=cell.settings.prompt_tokens,
+        shared_prefix_tokens=cell.settings.shared_prefix_tokens,
+        cache=cell.settings.prompt_cache_mode,
         file_conversations=prompts.file_conversations, max_tokens=cell_max_tokens(cell, scenario),
     )
     return maker.start
@@ -133,13 +134,13 @@ def conversation_starter(cell: Cell, scenario: Scenario, prompts: PromptSource) 
 def trace_steps(cell: Cell, scenario: Scenario, prompts: PromptSource) -> TraceSteps | None:
     """The trace's requests as (offset, conversation) for a cell with arrival: trace."""
     trace = scenario.load.trace
-    if cell.settings["arrival"] != "trace" or trace is None:
+    if cell.settings.arrival != "trace" or trace is None:
         return None
     entries = read_trace(Path(trace.file))
     template = request_template(cell, scenario)
     key = calibration_key(cell)
-    cache = cell.settings.get("prompt_cache", "reuse")
-    shared = prompts.system_for(key, cell.settings.get("shared_prefix_tokens"), "reuse", "")
+    cache = cell.settings.prompt_cache_mode
+    shared = prompts.system_for(key, cell.settings.shared_prefix_tokens, "reuse", "")
 
     def steps(repeat: int) -> list[tuple[float, ConversationLike]]:
         return [*trace_conversations(entries, dataclasses.replace(template, repeat=repeat), prompts, key,
@@ -171,10 +172,10 @@ async def calibrate_cell(cell: Cell, scenario: Scenario, prompts: PromptSource, 
 
     async def send_probe(text: str) -> RequestRecord:
         spec = RequestSpec(
-            cell_id=cell.cell_id, request_index=next(probe_index), surface=cell.surface,  # type: ignore[arg-type]
-            endpoint=cell.endpoint, model=cell.settings["model"], prompt=text,  # type: ignore[arg-type]
-            phase="warmup", max_tokens=1, num_ctx=cell.settings["num_ctx"],
-            keep_alive=cell.settings["keep_alive"], store_text=scenario.store_text,
+            cell_id=cell.cell_id, request_index=next(probe_index), surface=cell.surface,
+            endpoint=cell.endpoint, model=str(cell.settings.model), prompt=text,
+            phase="warmup", max_tokens=1, num_ctx=cell.settings.num_ctx,
+            keep_alive=cell.settings.keep_alive, store_text=scenario.store_text,
             timeout_s=scenario.load.timeout_s, deadline_s=scenario.load.request_deadline_s,
             scheduled_s=now_s(),
         )

@@ -172,8 +172,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "bench.processes", "bench.inputs")),
     ("scenario", ("bench.scenario",)),
     # The request a client is asked to send and the record it gives back: the contract between
-    # the workload (which makes requests and reads replies) and the load stage (which fills records).
-    ("request", ("bench.clients.base", "bench.records.record")),
+    # the workload (which makes requests and reads replies) and the load stage (which fills records);
+    # and a cell's settings, made by the plan and stored by the records stage.
+    ("request", ("bench.clients.base", "bench.records.record", "bench.records.cell_settings")),
     ("plan", ("bench.plan", "bench.workload")),
     ("load", ("bench.clients", "bench.load")),
     ("records", ("bench.records", "bench.telemetry")),

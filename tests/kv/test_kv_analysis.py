@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.analysis.kv_fit import analyze_run
-from bench.records import Run
+from bench.records import Run, cells_frame
 
 from .test_kv_formulas import LLAMA31_8B_INFO
 
@@ -53,7 +53,10 @@ def make_run(with_gpu: bool, cache_type: str | None = None) -> Run:
                                  "server_proc_mem_bytes": 0 if reloading else measured})  # fmt: skip
             previous_size = size
             t_s += 12.0
-    manifest = {"run_id": "synthetic", "models": {"llama3.1:8b": {"model_info": LLAMA31_8B_INFO}}}
+    manifest = {"run_id": "synthetic", "models": {"llama3.1:8b": {"model_info": LLAMA31_8B_INFO}},
+                "cells": [{"cell_id": cell["cell_id"], "cell_index": cell["cell_index"],
+                           "settings": {k: v for k, v in cell.items() if k not in ("cell_id", "cell_index")}}
+                          for cell in cells]}
     return Run(
         path=Path("."),
         manifest=manifest,
@@ -96,7 +99,9 @@ def test_cache_type_comes_from_the_server_env() -> None:
 
 def test_cells_without_context_size_are_left_out_with_a_note() -> None:
     run = make_run(with_gpu=False)
-    run.cells.loc[0, "num_ctx"] = None
+    first = run.manifest.cells[0]
+    run.manifest.cells[0] = first.model_copy(update={"settings": first.settings.model_copy(update={"num_ctx": None})})
+    run.cells = cells_frame(run.manifest)
     payload = analyze_run(run)
     assert len(payload["groups"][0]["points"]) == 8
     assert payload["notes"] == ["cell c0: no num_ctx; left out of the fit"]
@@ -104,7 +109,8 @@ def test_cells_without_context_size_are_left_out_with_a_note() -> None:
 
 def test_a_run_with_one_context_size_gets_no_fit() -> None:
     run = make_run(with_gpu=False)
-    run.cells = run.cells.iloc[:1]
+    run.manifest.cells = run.manifest.cells[:1]
+    run.cells = cells_frame(run.manifest)
     payload = analyze_run(run)
     (group,) = payload["groups"]
     assert group["fits"] == {"ollama_ps": None, "nvml": None, "process_rss": None, "logged_kv": None}

@@ -27,7 +27,7 @@ def row(tps: float, ttft_s: float = 0.2, tpot_s: float = 0.004, ok: int = 24) ->
 
 def cell(cells: list[Cell], np_value: int, concurrency: int) -> Cell:
     return next(c for c in cells if dict(c.server_env)["OLLAMA_NUM_PARALLEL"] == str(np_value)
-                and c.settings["concurrency"] == concurrency)
+                and c.settings.concurrency == concurrency)
 
 
 def pending_after(cells: list[Cell], finished: Cell) -> list[Cell]:

@@ -138,7 +138,6 @@ def test_any_value_in_any_field_is_accepted_or_named(value: Any, field: str) -> 
     # Accepted: then what the planner made of it is runnable (finite, positive where it must be).
     for cell in cells:
         settings_ = cell.settings
-        assert settings_["max_tokens"] >= 1
-        for name in ("rate_rps", "duration_s"):
-            value_ = settings_.get(name)
-            assert value_ is None or (math.isfinite(value_) and value_ > 0), (name, value_)
+        assert isinstance(settings_.max_tokens, int) and settings_.max_tokens >= 1
+        for value_ in (settings_.rate_rps, settings_.duration_s):
+            assert value_ is None or (math.isfinite(value_) and value_ > 0), value_

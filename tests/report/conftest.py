@@ -200,6 +200,31 @@ def _recommendation(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "verdict": "recommended OLLAMA_NUM_PARALLEL=2: 321.5 output tok/s at concurrency 2"}
 
 
+# Hand-made runs whose page several files check (the page, the browser, the fit at two widths):
+# each is rendered once per session (a full page is ~15 figures, 30-60 s on a busy 2-core box).
+SHARED_RUNS: dict[str, dict[str, Any]] = {
+    "full": dict(gpu=True, ps=True, kv=True, recommendation=True),
+    "sizing": dict(sweep=True, ps=True, surfaces=("native",), concurrencies=(1, 2, 4, 8), rejected_at=None,
+                   slos={"ttft_p95": "1s"}),
+}
+
+
+@pytest.fixture(scope="session")
+def shared_report(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`shared_report("full")` → the report.html of SHARED_RUNS["full"], rendered on first use; read it, never change it."""
+    from bench.report import write_report
+
+    pages: dict[str, Path] = {}
+
+    def page(kind: str) -> Path:
+        if kind not in pages:
+            run = build_run(tmp_path_factory.mktemp(f"shared-{kind}"), RunSpec(**SHARED_RUNS[kind]))
+            pages[kind] = write_report([run], run / "report.html")
+        return pages[kind]
+
+    return page
+
+
 @pytest.fixture
 def make_run(tmp_path: Path) -> Callable[..., Path]:
     """`make_run(gpu=True, ...)` → a run directory under tmp_path (fields of RunSpec)."""

@@ -12,7 +12,8 @@ from bench.records import RECOMMENDATION_JSON, read_json, write_json
 
 
 def test_a_provisional_recommendation_is_a_warning_box_that_says_so(make_run: Callable[..., Path]) -> None:
-    run_dir = make_run(recommendation=True)
+    # Two cells are all the stored recommendation names (its chosen cell is the second).
+    run_dir = make_run(recommendation=True, surfaces=("native",), concurrencies=(1, 2), rejected_at=None)
     payload = read_json(run_dir / RECOMMENDATION_JSON)
     payload.update(provisional=True, verdict="provisional (n=8 where ttft_p95 needs ≥40: rerun with more "
                                               "requests per cell): recommended OLLAMA_NUM_PARALLEL=2")

@@ -108,10 +108,8 @@ def assert_clean(opened: Opened, expected_sections: list[str]) -> None:
         assert image["natural"] != 0, f"image did not decode: {image['alt']}"
 
 
-def test_full_report_renders_every_section_and_plot(browser: Any, make_run: Callable[..., Path]) -> None:
-    run = make_run(gpu=True, ps=True, kv=True, recommendation=True)
-    out = write_report([run], run / "report.html")
-    opened = open_report(browser, out, screenshot="report-synthetic.png")
+def test_full_report_renders_every_section_and_plot(browser: Any, shared_report: Callable[[str], Path]) -> None:
+    opened = open_report(browser, shared_report("full"), screenshot="report-synthetic.png")
     assert_clean(opened, ["answer", "throughput", "latency", "statistics", "errors", "timeline", "keepalive", "memory",
                           "surfaces", "environment"])
     assert len(opened.images) >= 10
@@ -126,10 +124,8 @@ def test_comparison_report_renders(browser: Any, make_run: Callable[..., Path], 
     assert "next against the baseline base" in opened.body_text
 
 
-def test_sizing_sweep_report_renders_its_four_panel_figure(browser: Any, make_run: Callable[..., Path]) -> None:
-    run = make_run(sweep=True, ps=True, surfaces=("native",), concurrencies=(1, 2, 4, 8), rejected_at=None,
-                   slos={"ttft_p95": "1s"})
-    opened = open_report(browser, write_report([run], run / "report.html"), screenshot="report-sizing.png")
+def test_sizing_sweep_report_renders_its_four_panel_figure(browser: Any, shared_report: Callable[[str], Path]) -> None:
+    opened = open_report(browser, shared_report("sizing"), screenshot="report-sizing.png")
     assert opened.console_errors == [] and opened.images
     alts = [image["alt"] or "" for image in opened.images]
     assert any("memory per setting in GiB" in alt for alt in alts), alts

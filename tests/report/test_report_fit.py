@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from bench.report import write_report
 from tests.report.test_report_browser import browser  # noqa: F401  (the headless Chromium fixture)
 
 _OVERFLOWING = """() => Array.from(document.querySelectorAll('.table-wrap, figure'))
@@ -37,11 +36,8 @@ _LABELS = """() => {
 
 
 @pytest.mark.parametrize("kind", ["full", "sizing"])
-def test_report_fits_at_1400_and_800_px(browser: Any, make_run: Callable[..., Path], kind: str) -> None:  # noqa: F811
-    run = (make_run(gpu=True, ps=True, kv=True, recommendation=True) if kind == "full" else
-           make_run(sweep=True, ps=True, surfaces=("native",), concurrencies=(1, 2, 4, 8), rejected_at=None,
-                    slos={"ttft_p95": "1s"}))
-    page_path = write_report([run], run / "report.html")
+def test_report_fits_at_1400_and_800_px(browser: Any, shared_report: Callable[[str], Path], kind: str) -> None:  # noqa: F811
+    page_path = shared_report(kind)  # conftest.SHARED_RUNS: the full page and a sizing sweep's
     for width in (1400, 800):
         page = browser.new_page(viewport={"width": width, "height": 900})
         try:

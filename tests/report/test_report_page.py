@@ -27,8 +27,8 @@ def report_of(*run_dirs: Path, out: Path | None = None) -> str:
     return write_report(list(run_dirs), out).read_text(encoding="utf-8")
 
 
-def test_full_run_shows_every_section_in_order(make_run: Callable[..., Path]) -> None:
-    html = report_of(make_run(gpu=True, ps=True, kv=True, recommendation=True))
+def test_full_run_shows_every_section_in_order(shared_report: Callable[[str], Path]) -> None:
+    html = shared_report("full").read_text(encoding="utf-8")  # gpu, ps, kv and recommendation
     assert section_ids(html) == ALL_SECTIONS
     assert html.count("<svg ") >= 10 and "<img " not in html  # plots are inline SVG
     assert "KV cache bytes per token of context" in html
@@ -81,8 +81,8 @@ def test_script_from_server_and_scenario_is_escaped(make_run: Callable[..., Path
     assert title is not None and "&lt;script&gt;" in title.group(1)
 
 
-def test_page_fetches_nothing_from_the_network(make_run: Callable[..., Path]) -> None:
-    html = report_of(make_run(gpu=True, ps=True, kv=True))
+def test_page_fetches_nothing_from_the_network(shared_report: Callable[[str], Path]) -> None:
+    html = shared_report("full").read_text(encoding="utf-8")  # every section: every kind of figure and table
     sources = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert sources and all(s.startswith(("data:", "#")) for s in sources)
     assert "default-src 'none'" in html
@@ -109,7 +109,8 @@ def test_same_run_twice_gets_distinct_labels(make_run: Callable[..., Path], tmp_
 
 def test_cli_writes_the_report_and_reports_a_missing_run_in_one_line(make_run: Callable[..., Path],
                                                                       tmp_path: Path) -> None:
-    run = make_run()
+    # One cell: the command's plumbing (path, default path, one-line error), not the page's content.
+    run = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False)
     out = tmp_path / "page.html"
     result = CliRunner().invoke(cli, ["report", str(run), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.analysis.saturation import effective_num_parallel, find_saturation
 from bench.outputs.summary import saturation_lines
+from bench.records.cell_settings import CellSettings
 from bench.plan import Cell
 from bench.report import write_report
 
@@ -32,7 +33,7 @@ def test_flat_throughput_with_climbing_ttft_is_saturation_at_the_servers_num_par
 
 
 def test_bench_run_prints_the_saturation_warning(tmp_path: Path) -> None:
-    cells = [Cell(cell_id, index, {"arrival": "closed", "concurrency": concurrency, "model": "m"})
+    cells = [Cell(cell_id, index, CellSettings(arrival="closed", concurrency=concurrency, model="m"))
              for index, (cell_id, concurrency) in enumerate(zip(FLAT.index, FLAT["concurrency"]))]
     lines = saturation_lines(FLAT.drop(columns=["concurrency"]), cells, managed=True)
     assert lines and "saturated at concurrency 1, server NUM_PARALLEL=1 (default)" in lines[0]

@@ -27,7 +27,7 @@ load: {{concurrency: [1, 2], requests: 6, warmup_requests: 1}}
 def test_targets_list_plans_one_group_of_cells_per_server() -> None:
     scenario = parse_scenario(SCENARIO.format(first="http://127.0.0.1:1", second="http://127.0.0.1:2"))
     cells = plan_cells(scenario)
-    assert [(c.settings["target"], c.settings["concurrency"], c.server_group) for c in cells] == [
+    assert [(c.settings.target, c.settings.concurrency, c.server_group) for c in cells] == [
         ("http://127.0.0.1:1", 1, 0), ("http://127.0.0.1:1", 2, 0),
         ("http://127.0.0.1:2", 1, 1), ("http://127.0.0.1:2", 2, 1)]
 
@@ -50,7 +50,7 @@ def test_one_run_measures_every_listed_server(sim: Callable[..., str], tmp_path:
     assert sorted(run.manifest.targets) == sorted([first, second])
     measured = run.requests[run.requests["phase"] == "measure"]
     by_target = {url: measured[measured["cell_id"].isin([c.cell_id for c in cells
-                                                          if c.settings["target"] == url])]
+                                                          if c.settings.target == url])]
                  for url in (first, second)}
     assert all(len(frame) == 12 and frame["error_class"].isna().all() for frame in by_target.values())
     assert all("target=" in cell.label for cell in cells)

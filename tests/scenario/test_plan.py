@@ -25,11 +25,11 @@ def test_lists_expand_to_the_cross_product_in_a_stable_order() -> None:
         "load:\n  concurrency: [1, 2, 4]\n"
     )
     assert len(cells) == 6
-    assert [(c.surface, c.settings["concurrency"]) for c in cells] == [
+    assert [(c.surface, c.settings.concurrency) for c in cells] == [
         ("native", 1), ("native", 2), ("native", 4), ("openai", 1), ("openai", 2), ("openai", 4),
     ]
     assert [c.cell_index for c in cells] == list(range(6))
-    assert CONTRACT_KEYS <= set(cells[0].settings)
+    assert CONTRACT_KEYS <= set(cells[0].settings.row())
 
 
 def test_zip_moves_axes_together() -> None:
@@ -38,7 +38,7 @@ def test_zip_moves_axes_together() -> None:
         "load: {concurrency: [1, 2]}\n"
         "matrix:\n  zip: [[num_ctx, prompt_tokens]]\n"
     )
-    pairs = [(c.settings["num_ctx"], c.settings["prompt_tokens"], c.settings["concurrency"])
+    pairs = [(c.settings.num_ctx, c.settings.prompt_tokens, c.settings.concurrency)
              for c in cells]
     assert pairs == [(2048, 1000, 1), (2048, 1000, 2), (8192, 6000, 1), (8192, 6000, 2)]
 
@@ -70,7 +70,7 @@ def test_server_env_axes_are_outermost_so_each_server_serves_adjacent_cells() ->
     )
     assert [c.server_group for c in cells] == [0, 0, 1, 1]
     assert cells[0].server_env == (("OLLAMA_NUM_PARALLEL", "1"), ("OLLAMA_FLASH_ATTENTION", "1"))
-    assert cells[2].settings["OLLAMA_NUM_PARALLEL"] == "4"
+    assert cells[2].settings.server_setting("OLLAMA_NUM_PARALLEL") == "4"
 
 
 def test_cli_overrides_replace_the_request_count_everywhere() -> None:
@@ -79,18 +79,18 @@ def test_cli_overrides_replace_the_request_count_everywhere() -> None:
         Overrides(requests=4, warmup_requests=0),
     )
     assert len(cells) == 1  # the requests axis collapsed to the override
-    assert cells[0].settings["requests"] == 4
-    assert cells[0].settings["warmup_requests"] == 0
+    assert cells[0].settings.requests == 4
+    assert cells[0].settings.warmup_requests == 0
 
 
 def test_open_loop_cells_carry_rate_and_optional_cap() -> None:
     cells = cells_of(
         "workload:\n  model: m\nload:\n  arrival: poisson\n  rate_rps: [1.5, 3]\n  duration_s: 10\n"
     )
-    assert [(c.settings["arrival"], c.settings["rate_rps"], c.settings["concurrency"]) for c in cells] == [
+    assert [(c.settings.arrival, c.settings.rate_rps, c.settings.concurrency) for c in cells] == [
         ("poisson", 1.5, None), ("poisson", 3.0, None),
     ]
-    assert cells[0].settings["duration_s"] == 10.0
+    assert cells[0].settings.duration_s == 10.0
 
 
 def test_gap_axis_sets_each_cells_idle_gap() -> None:
@@ -103,7 +103,7 @@ def test_schema_format_is_sent_and_named_schema_in_settings() -> None:
     cells = cells_of(
         "workload:\n  model: m\n  format:\n    - none\n    - json\n    - {type: object, properties: {a: {type: string}}}\n"
     )
-    assert [c.settings["format"] for c in cells] == ["none", "json", "schema"]
+    assert [c.settings.format for c in cells] == ["none", "json", "schema"]
     assert [c.request_format for c in cells][:2] == [None, "json"]
     assert cells[2].request_format["type"] == "object"
 

@@ -84,7 +84,7 @@ def test_sim_env_with_a_list_is_a_server_axis_of_managed_simulators() -> None:
     assert scenario.server.env == {"OLLAMA_NUM_PARALLEL": ["1", "2", "4"], "OLLAMA_KEEP_ALIVE": ["-1"]}
     assert list(scenario.server.command)[:4] == ["bench", "sim", "--gpu", "l4"]
     cells = plan_cells(scenario)
-    assert sorted({(c.settings["OLLAMA_NUM_PARALLEL"], c.settings["concurrency"]) for c in cells}) == [
+    assert sorted({(c.settings.server_setting("OLLAMA_NUM_PARALLEL"), c.settings.concurrency) for c in cells}) == [
         ("1", 1), ("1", 4), ("2", 1), ("2", 4), ("4", 1), ("4", 4)]
     assert len({c.server_group for c in cells}) == 3  # one simulator per NUM_PARALLEL
 

@@ -55,7 +55,7 @@ def test_turn_prefill_follows_new_tokens_with_the_cache_and_history_without(sim,
     assert prefill(defeat_id, 4) > 2.0 * prefill(defeat_id, 1)
     # Same first turn either way; by turn 4 the cache saves most of the prefill.
     assert 0.67 < prefill(reuse_id, 1) / prefill(defeat_id, 1) < 1.5
-    (effect,) = cache_effect(turns, cache_pairs(cells)).query("turn == 4").itertuples()
+    (effect,) = cache_effect(turns, cache_pairs(run.manifest.cell_settings())).query("turn == 4").itertuples()
     assert effect.prefill_saved_share > 0.5
     # The tokens the cache left to evaluate (inferred) are about the turn's new tokens.
     assert effect.evaluated_tokens_inferred == pytest.approx(effect.new_prompt_tokens_mean, rel=0.5)

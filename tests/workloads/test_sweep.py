@@ -15,6 +15,7 @@ from bench.analysis.sweep import sweep_results
 from bench.cli import cli
 from bench.plan import Cell, plan_cells
 from bench.records import RequestRecord
+from bench.records.cell_settings import CellSettings
 from bench.run.sweep import SweepTracker, rate_for_step
 from bench.scenario import SweepSpec, parse_scenario
 
@@ -23,11 +24,11 @@ def test_a_sweep_plans_sync_throughput_and_rate_steps_with_stable_ids() -> None:
     scenario = parse_scenario("workload: {model: m}\nload: {arrival: sweep, sweep: {rates: 3, "
                               "max_concurrency: 16}, requests: 8}\n")
     cells = plan_cells(scenario)
-    assert [c.settings["sweep_step"] for c in cells] == ["sync", "throughput", "rate 1/3",
-                                                         "rate 2/3", "rate 3/3"]
-    assert [c.settings["concurrency"] for c in cells] == [1, 16, None, None, None]
-    assert [c.settings["arrival"] for c in cells] == ["closed", "closed", "constant", "constant", "constant"]
-    assert all(c.settings["rate_rps"] is None for c in cells)  # set during the run
+    assert [c.settings.sweep_step for c in cells] == ["sync", "throughput", "rate 1/3",
+                                                      "rate 2/3", "rate 3/3"]
+    assert [c.settings.concurrency for c in cells] == [1, 16, None, None, None]
+    assert [c.settings.arrival for c in cells] == ["closed", "closed", "constant", "constant", "constant"]
+    assert all(c.settings.rate_rps is None for c in cells)  # set during the run
     assert [c.cell_id for c in plan_cells(scenario)] == [c.cell_id for c in cells]
 
 
@@ -47,16 +48,18 @@ def test_the_tracker_sets_rates_from_measured_steps_and_stops_after_a_broken_slo
     sync, throughput, first, second, third = plan_cells(scenario)
     tracker = SweepTracker(SweepSpec(rates=3), (parse_slo("ttft_p95=100ms"),))
     for cell, spacing_s in ((sync, 0.5), (throughput, 0.1)):  # 2 and 10 req/s
-        assert tracker.prepare(cell) is None
+        assert tracker.prepare(cell) is cell
         for i in range(11):
             tracker.observe(cell, record(cell, i * spacing_s, 0.01))
         tracker.finished(cell)
-    assert tracker.prepare(first) is None and first.settings["rate_rps"] == pytest.approx(
+    first = tracker.prepare(first)
+    assert isinstance(first, Cell) and first.settings.rate_rps == pytest.approx(
         11 / 5.11 + (11 / 1.11 - 11 / 5.11) / 3, rel=0.01)  # windows: first send to last end
     for i in range(10):
         tracker.observe(first, record(first, i * 0.2, 0.01))
     assert tracker.finished(first) is None
-    assert tracker.prepare(second) is None
+    second = tracker.prepare(second)
+    assert isinstance(second, Cell)
     for i in range(10):
         tracker.observe(second, record(second, i * 0.1, 0.5))  # TTFT 500 ms breaks the SLO
     assert "broke the SLOs" in (tracker.finished(second) or "")
@@ -64,12 +67,12 @@ def test_the_tracker_sets_rates_from_measured_steps_and_stops_after_a_broken_slo
 
 
 def test_the_answer_names_capacity_knee_and_highest_load_within_slos() -> None:
-    cells = pd.DataFrame([
-        {"cell_id": "s", "sweep_step": "sync", "rate_rps": None, "model": "m"},
-        {"cell_id": "t", "sweep_step": "throughput", "rate_rps": None, "model": "m"},
-        {"cell_id": "r1", "sweep_step": "rate 1/2", "rate_rps": 6.0, "model": "m"},
-        {"cell_id": "r2", "sweep_step": "rate 2/2", "rate_rps": 10.0, "model": "m"},
-    ])
+    cells = {
+        "s": CellSettings(sweep_step="sync", rate_rps=None, model="m"),
+        "t": CellSettings(sweep_step="throughput", rate_rps=None, model="m"),
+        "r1": CellSettings(sweep_step="rate 1/2", rate_rps=6.0, model="m"),
+        "r2": CellSettings(sweep_step="rate 2/2", rate_rps=10.0, model="m"),
+    }
     summary = pd.DataFrame({"rps": [2.0, 10.0, 5.9, 9.0], "ttft_p50_s": [0.01, 0.3, 0.015, 0.05],
                             "ttft_p95_s": [0.02, 0.4, 0.03, 0.2], "output_tps": [1, 1, 1, 1],
                             "errors": 0, "rejected": 0, "ok": 10},

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.records.cell_settings import CellSettings
 from bench.analysis.conversations import cache_effect, cache_pairs, new_prompt_tokens, turn_table
 
 
@@ -41,8 +42,9 @@ def test_turn_table_shows_prefill_following_new_tokens_only_with_the_cache() -> 
 
 
 def test_cache_effect_pairs_cells_that_differ_only_in_the_cache_setting() -> None:
-    cells = pd.DataFrame({"prompt_cache": ["reuse", "defeat", "reuse"], "concurrency": [1, 1, 2]},
-                         index=pd.Index(["reuse", "defeat", "other"], name="cell_id"))
+    cells = {"reuse": CellSettings(prompt_cache="reuse", concurrency=1),
+             "defeat": CellSettings(prompt_cache="defeat", concurrency=1),
+             "other": CellSettings(prompt_cache="reuse", concurrency=2)}
     pairs = cache_pairs(cells)
     assert pairs == [("reuse", "defeat")]
     frame = pd.DataFrame(records("reuse", 0.001, True) + records("defeat", 0.001, False))
