@@ -76,11 +76,15 @@ def scenario_slos(manifest: Manifest) -> tuple[Slo, ...]:
     return declared_slos(manifest.scenario.get("slos") or {})
 
 
+def num_parallel_of(run: Run) -> dict[str, int]:
+    """cell_id -> the OLLAMA_NUM_PARALLEL the cell's server ran with, for the cells that set it."""
+    values = {cell_id: settings.server_setting(SETTING) for cell_id, settings in run.manifest.cell_settings().items()}
+    return {cell_id: int(value) for cell_id, value in values.items() if value is not None and value.isdigit()}
+
+
 def is_num_parallel_sweep(run: Run) -> bool:
     """Whether the run's cells set more than one OLLAMA_NUM_PARALLEL value."""
-    if run.cells.empty or SETTING not in run.cells.columns:
-        return False
-    return run.cells[SETTING].dropna().astype(str).nunique() > 1
+    return len(set(num_parallel_of(run).values())) > 1
 
 
 def _format_value(column: str, value: float | None) -> str:
@@ -254,17 +258,19 @@ def _nan_to(value: Any, default: float = -1.0) -> float:
 def sweep_cells(run: Run, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-cell summary (`summary`, else computed) joined with the settings of the cells that set
     OLLAMA_NUM_PARALLEL."""
-    if run.cells.empty or SETTING not in run.cells.columns or run.cells[SETTING].isna().all():
+    num_parallel = num_parallel_of(run)
+    if not num_parallel:
         raise UsageError(f"{run.path}: not a NUM_PARALLEL sweep (no cell has an {SETTING} setting); "
                          "run a scenario with server.env.OLLAMA_NUM_PARALLEL: [1, 2, 4, 8]")
     if summary is None:
         summary = cell_summary(run.requests)
-    settings = run.cells.set_index("cell_id")
-    swept = summary.join(settings[[c for c in ("model", "concurrency", SETTING) if c in settings]], how="inner")
-    swept = swept[swept[SETTING].notna()]
+    settings_of = run.manifest.cell_settings()
+    columns = pd.DataFrame.from_dict(
+        {cell_id: {"model": settings_of[cell_id].model, "concurrency": settings_of[cell_id].concurrency,
+                   "num_parallel": value} for cell_id, value in num_parallel.items()}, orient="index")
+    swept = summary.join(columns, how="inner")
     if swept.empty:
         raise UsageError(f"{run.path}: the NUM_PARALLEL sweep has no measured requests")
-    swept["num_parallel"] = swept[SETTING].astype(int)
     return swept
 
 

@@ -237,15 +237,13 @@ def number_or_none(value: Any) -> float | None:
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename) so a reader never sees half a file."""
-    from bench.records.atomic import refuse_unless_replaceable
+    from bench.records.atomic import write_atomically
 
-    refuse_unless_replaceable(path)
-    temp_path = path.with_suffix(path.suffix + ".tmp")
     encoded = orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str)
     if has_secrets():  # failure reasons, notes: text that may quote an error message
         encoded = redact(encoded.decode("utf-8")).encode("utf-8")
-    temp_path.write_bytes(encoded)
-    os.replace(temp_path, path)
+    # A full disk is one line naming `path` (write() names no file), the temporary removed.
+    write_atomically(path, lambda temp_path: temp_path.write_bytes(encoded))
 
 
 def read_json(path: Path) -> Any:
@@ -283,20 +281,24 @@ def write_requests_parquet(run_dir: Path, columns: Sequence[str] | None = None,
     renamed into place, so `load_run` never prefers a half-written parquet.
     """
     run_dir = Path(run_dir)
-    parquet_path = run_dir / REQUESTS_PARQUET
-    temp_path = parquet_path.with_suffix(parquet_path.suffix + ".tmp")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from bench.records.atomic import write_atomically
+
     kept = [_rows_and_columns(requests_schema().empty_table(), columns, phase)]
-    with pq.ParquetWriter(temp_path, requests_schema()) as writer:
-        lines = _jsonl_rows(run_dir / REQUESTS_JSONL)
-        while rows := list(itertools.islice(lines, PARQUET_BATCH_LINES)):
-            table = _records_table(rows)
-            del rows  # else the next batch is parsed while this one is still held
-            writer.write_table(table)
-            kept.append(_rows_and_columns(table, columns, phase))
-    os.replace(temp_path, parquet_path)
+
+    def write(temp_path: Path) -> None:
+        with pq.ParquetWriter(temp_path, requests_schema()) as writer:
+            lines = _jsonl_rows(run_dir / REQUESTS_JSONL)
+            while rows := list(itertools.islice(lines, PARQUET_BATCH_LINES)):
+                table = _records_table(rows)
+                del rows  # else the next batch is parsed while this one is still held
+                writer.write_table(table)
+                kept.append(_rows_and_columns(table, columns, phase))
+
+    # A full disk is one line naming requests.parquet, the temporary removed, requests.jsonl intact.
+    write_atomically(run_dir / REQUESTS_PARQUET, write)
     return pa.concat_tables(kept).to_pandas()
 
 

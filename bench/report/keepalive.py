@@ -9,13 +9,13 @@ import pandas as pd
 
 from bench import numbers as fmt
 from bench.report import plotting
-from bench.report.data import RunView, clean
+from bench.report.data import RunView
 from bench.report.page import Figure, Note, Section, Table
 
 
 def _studied(view: RunView) -> bool:
     """A keep_alive study (some cell sets keep_alive) or a run where measured requests paid loads."""
-    if "keep_alive" in view.cells and view.cells["keep_alive"].map(clean).notna().any():
+    if any(settings.keep_alive is not None for settings in view.manifest.cell_settings().values()):
         return True
     measured = view.measured
     return bool(len(measured) and "cold" in measured and measured["cold"].astype(bool).any())

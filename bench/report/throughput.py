@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.recommend import Candidate
+from bench.analysis.recommend import Candidate, is_num_parallel_sweep, num_parallel_of
 from bench.records import number_or_none
 from bench.report import plotting
-from bench.report.data import (RunView, clean, describe_settings, gpu_capacity, load_label, load_series,
+from bench.report.data import (RunView, describe_settings, gpu_capacity, load_label, load_series,
                                request_spread, series_settings, throughput_spread)
 from bench import numbers as fmt
 from bench.report.page import Figure, Note, Section, Table
@@ -176,7 +176,7 @@ def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tup
 
 
 def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
-    swept = [v for v in views if NUM_PARALLEL in v.cells and v.cells[NUM_PARALLEL].map(clean).dropna().nunique() > 1]
+    swept = [v for v in views if is_num_parallel_sweep(v.run)]
     if not swept:
         return None
     split = tuple(n for n in series_settings(swept) if n != NUM_PARALLEL) + ("concurrency", "rate_rps")
@@ -186,8 +186,9 @@ def _num_parallel_figure(views: list[RunView]) -> plotting.Plot | None:
     for run_index, view in enumerate(views):
         if view not in swept:
             continue
-        cells = view.cells[view.cells[NUM_PARALLEL].map(clean).notna()].copy()
-        cells["num_parallel"] = pd.to_numeric(cells[NUM_PARALLEL], errors="coerce")
+        num_parallel = num_parallel_of(view.run)
+        cells = view.cells[view.cells.index.isin(list(num_parallel))].copy()
+        cells["num_parallel"] = cells.index.map(num_parallel)
         keys = [describe_settings(row, split) for row in cells.to_dict("records")]
         for key in dict.fromkeys(keys):
             entries.append((key, run_index, view.label,

@@ -30,6 +30,7 @@ from bench.errors import UsageError
 from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter
+from bench.records.atomic import write_text_atomically
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
 from bench.run.resolve import RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
@@ -215,7 +216,9 @@ class RayExecutor:
         for server in manifest.servers:
             log_name = f"server-{offset + server.server_id}.log"
             text = result["logs"].get(server.log or "", "")
-            (self.loop.run.run_dir / log_name).write_text(text, encoding="utf-8")
+            # Redacted here too (write_text_atomically): the node's copier redacts with the key the
+            # node read, but the driver's run directory must not depend on every node's bench.
+            write_text_atomically(self.loop.run.run_dir / log_name, text)
             self.loop.targets.servers.append({**server.model_dump(mode="json"),
                                               "server_id": offset + server.server_id,
                                               "log": log_name, "node": result["node"]})

@@ -462,7 +462,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, console: Console | Non
         raise ValueError(f"use_ray={run.use_ray} needs an executor with uses_ray={run.use_ray}, "
                          f"got {type(executor).__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
     loop = CellLoop(run, console, executor)
-    loop.begin()
+    try:
+        loop.begin()
+    except BaseException as error:  # a full disk at the first manifest write: nothing measured yet
+        if discard_empty_run(loop):
+            raise _without_run_dir(error, loop.run.run_dir) from None
+        raise
     try:
         status = run_async(loop.run_cells())
     except KeyboardInterrupt as error:
@@ -475,7 +480,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, console: Console | Non
         if discard_empty_run(loop):
             raise _without_run_dir(error, loop.run.run_dir) from None
         # The error itself is the one line the user sees; the run dir keeps what there is.
-        finish_run(loop, "failed", console, quiet=True)
+        try:
+            finish_run(loop, "failed", console, quiet=True)
+        except (OSError, BenchError):
+            # The same full disk again (the manifest, parquet or summary): the first error is the
+            # one to show; the manifest stays as its last whole write, which --resume picks up.
+            pass
         raise
     return finish_run(loop, status, console)
 

@@ -21,12 +21,13 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture
 def bare_llama_server(llama_server_binary: Path, tiny_gguf: Path, tmp_path: Path):
-    """llama-server started by hand, as a user would: its own defaults, an alias for the model name."""
+    """llama-server started by hand, as a user would: its own defaults, an alias for the model name
+    (and one thread: llama.cpp's two spin-wait for each other on a busy 2-core box, docs/engine.md)."""
     port = free_port()
     log = open(tmp_path / "llama-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [str(llama_server_binary), "--model", str(tiny_gguf), "--alias", "peer", "--host", "127.0.0.1",
-         "--port", str(port), "-c", "2048", "-np", "2", "--no-webui"],
+         "--port", str(port), "-c", "2048", "-np", "2", "-t", "1", "--no-webui"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"

@@ -22,7 +22,8 @@ MAX_TOKENS = 12
 
 @pytest.fixture
 def engine_sim(llama_server_binary: Path, tiny_gguf: Path):
-    env = {"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_CONTEXT_LENGTH": "1024", "BENCH_SIM_LLAMA_SERVER": str(llama_server_binary)}
+    env = {"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_CONTEXT_LENGTH": "1024", "LLAMA_ARG_THREADS": "1",
+           "BENCH_SIM_LLAMA_SERVER": str(llama_server_binary)}
     with running_sim(env=env, engine="llama-server", model_files=(f"tiny={tiny_gguf}",)) as base_url:
         yield base_url
 
@@ -101,7 +102,8 @@ def test_client_times_agree_with_the_engines_own_timings(llama_server_binary: Pa
         "name": "engine-timing", "target": "sim",
         "sim": {"args": ["--engine", "llama-server", "--llama-server", str(llama_server_binary),
                          "--model-file", f"tiny={tiny_gguf}"],
-                "env": {"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_CONTEXT_LENGTH": "2048"}},
+                # One llama.cpp thread: two spin-wait for each other on a busy 2-core box (docs/engine.md).
+                "env": {"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_CONTEXT_LENGTH": "2048", "LLAMA_ARG_THREADS": "1"}},
         "workload": {"endpoint": ["native/generate", "native/chat"], "model": "tiny",
                      "prompt": {"tokens": 128}, "max_tokens": 32, "temperature": 0.7},
         "load": {"arrival": "closed", "concurrency": [1, 2], "requests": 6, "warmup_requests": 1},

@@ -19,13 +19,16 @@ pytestmark = pytest.mark.ollama
 
 # Both sides load four made models several times; about 1-2 minutes on the 2-core machine.
 CONFORMANCE_TIMEOUT_S = 600
+# The real side's llama-server on one thread (the simulator's side runs no engine): llama.cpp's
+# default two spin-wait for each other on a busy 2-core box (docs/engine.md).
+ONE_THREAD = {"LLAMA_ARG_THREADS": "1"}
 
 
 def test_the_simulator_has_no_unexplained_difference_from_the_real_ollama(ollama_install: OllamaInstall,
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "conformance.json"
     done = subprocess.run([sys.executable, "-m", "bench", "conformance", "-o", str(out)], capture_output=True,
-                          text=True, timeout=CONFORMANCE_TIMEOUT_S, env={**os.environ, "COLUMNS": "80"})
+                          text=True, timeout=CONFORMANCE_TIMEOUT_S, env={**os.environ, "COLUMNS": "80", **ONE_THREAD})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     document = json.loads(out.read_text())
     assert document["counts"]["DIFFERS"] == 0

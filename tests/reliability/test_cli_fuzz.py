@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +73,30 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     scenario.write_text("target: sim\nworkload: {model: m}\nload: {concurrency: 1, requests: 1}\n")
     made["scenario"] = scenario
     _issue_26_files(root, made)
+    _second_pass_files(root, made)
     return made
+
+
+def _second_pass_files(root: Path, made: dict[str, Path]) -> None:
+    """Issue 26's second pass: a FIFO (opening it blocks), a device node made here (never the
+    machine's own /dev/null), a file that is one 17 MiB line, a run holding a baseline (bench's own
+    output, replaceable) beside its records (not replaceable)."""
+    made["fifo"] = root / "fifo"
+    os.mkfifo(made["fifo"])
+    try:
+        os.mknod(root / "null-device", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made["device"] = root / "null-device"
+    except PermissionError:
+        pass  # only root makes device nodes (CI containers are root)
+    made["one-huge-line"] = root / "huge-line.yaml"
+    made["one-huge-line"].write_bytes(b"a" * (17 * 2**20))
+    run = root / "run-with-baseline"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"status": "complete", "cells": [], "scenario": {}}))
+    (run / "baseline.json").write_text('{\n "format": "bench-baseline",\n "format_version": 1\n}\n')
+    made["run-with-baseline"] = run
+    made["baseline-in-run"] = run / "baseline.json"
+    made["record-in-run"] = run / "manifest.json"
 
 
 def _issue_26_files(root: Path, made: dict[str, Path]) -> None:
@@ -120,16 +144,21 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+class CaseHang(BaseException):
+    """A case past CASE_LIMIT_S. Not a TimeoutError: that is an OSError, which the CLI's funnel
+    would print as one line and exit 2, passing the hang it should fail."""
+
+
 def _alarm(signum: int, frame: Any) -> None:
-    raise TimeoutError(f"a CLI case ran past {CASE_LIMIT_S}s")
+    raise CaseHang(f"a CLI case ran past {CASE_LIMIT_S}s")
 
 
-def check(args: list[str], cwd: Path) -> None:
+def check(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Any:
     """One case: bounded in time, any exit but 70, no traceback, errors one line each."""
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_LIMIT_S)
     try:
-        result = CliRunner().invoke(cli, args, env={"BENCH_DEBUG": ""}, catch_exceptions=True)
+        result = CliRunner().invoke(cli, args, env={"BENCH_DEBUG": "", **(env or {})}, catch_exceptions=True)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -139,6 +168,7 @@ def check(args: list[str], cwd: Path) -> None:
     assert "Traceback" not in result.output, shown
     if result.exit_code == 2:
         assert any(line.startswith("error: ") for line in result.output.splitlines()), shown
+    return result
 
 
 def _flags(options: dict[str, st.SearchStrategy[str]], flags: tuple[str, ...] = ()) -> st.SearchStrategy[list[str]]:
@@ -219,7 +249,10 @@ def test_fuzz_sim_flags(paths: dict[str, Path], tmp_path: Path, data: st.DataObj
                               "--fault-error-rate": NUMBERS, "--fault-stall-s": NUMBERS,
                               "--fault-cut-rate": NUMBERS, "--ollama-version": TEXTS, "--engine": TEXTS,
                               "--host-memory": TEXTS, "--emit-log": _path(paths)}))
-    check(["sim", *extra], tmp_path)
+    # The fault variables bench sim reads (a stall of 1e300 s used to pass): any of NUMBERS.
+    env = data.draw(st.dictionaries(st.sampled_from(["BENCH_SIM_FAULT_STALL_S", "BENCH_SIM_FAULT_STALL_RATE",
+                                                     "BENCH_SIM_FAULT_ERROR_RATE"]), NUMBERS, max_size=2))
+    check(["sim", *extra], tmp_path, env)
 
 
 @pytest.mark.parametrize("command", ["report", "compare", "baseline", "recommend", "kv", "kv-analyze",
@@ -251,3 +284,59 @@ def test_fuzz_analysis_commands(paths: dict[str, Path], tmp_path: Path, command:
     else:
         args = ["run", "--resume", data.draw(path), *data.draw(_flags({"--target": TEXTS, "--sim-speed": NUMBERS}))]
     check(args, tmp_path)
+
+
+# Every file kind of issue 26 against every flag that writes or reads a file, each case once (the
+# drawn cases above reach a given pair only by chance): never a hang, a traceback or exit 70; an
+# output over a FIFO, a device or a run's records always refused.
+OUTPUTS = {"sim --emit-log": lambda p, x: ["sim", "--port", "0", "--emit-log", x],
+           "report -o": lambda p, x: ["report", str(p["run-ok"]), "-o", x],
+           "compare --junit": lambda p, x: ["compare", str(p["run-ok"]), str(p["run-ok"]), "--junit", x],
+           "compare --markdown": lambda p, x: ["compare", str(p["run-ok"]), str(p["run-ok"]), "--markdown", x],
+           "baseline save": lambda p, x: ["baseline", "save", str(p["run-ok"]), x],
+           "gguf make": lambda p, x: ["gguf", "make", x]}
+INPUTS = {"validate": lambda p, x: ["validate", x],
+          "run --prompt-file": lambda p, x: ["run", "--model", "m", "--no-report", "--prompt-file", x],
+          "sim --catalog": lambda p, x: ["sim", "--port", "0", "--catalog", x],
+          "kv --gguf": lambda p, x: ["kv", "--gguf", x],
+          "report": lambda p, x: ["report", x],
+          "compare": lambda p, x: ["compare", x, x],
+          "run --resume": lambda p, x: ["run", "--resume", x, "--no-report"]}
+HOSTILE_KINDS = ("fifo", "device", "dir", "symlink-loop", "one-huge-line", "record-in-run", "baseline-in-run",
+                 "deep-json", "binary", "proc")
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+@pytest.mark.parametrize("flag", sorted(OUTPUTS) + sorted(INPUTS))
+def test_every_file_flag_against_every_hostile_file_kind(paths: dict[str, Path], tmp_path: Path, flag: str,
+                                                         kind: str) -> None:
+    if kind not in paths:
+        pytest.skip(f"no {kind} here (making a device node needs root)")
+    # A run's record and a user's file are never replaced (gguf make still replaces any regular
+    # file: a GGUF of its own is not yet told from a user's model).
+    before = paths[kind].read_bytes() if kind == "record-in-run" or (
+        kind == "binary" and flag != "gguf make") else None
+    args = {**OUTPUTS, **INPUTS}[flag](paths, str(paths[kind]))
+    result = check(args, tmp_path)
+    if flag in OUTPUTS and kind in ("fifo", "device", "record-in-run", "dir"):
+        assert result.exit_code == 2, (args, result.output)
+    if before is not None:
+        assert paths[kind].read_bytes() == before, f"{flag} changed {kind}"
+    if kind == "fifo":
+        assert stat.S_ISFIFO(os.stat(paths[kind]).st_mode)
+    if kind == "device":
+        assert stat.S_ISCHR(os.stat(paths[kind]).st_mode)
+
+
+@pytest.mark.parametrize("value", ["1e300", "inf", "-inf", "nan", "-1", "604801", "1e-320", "x", ""])
+def test_every_stall_the_simulator_is_given_is_refused_or_within_a_week(tmp_path: Path, value: str) -> None:
+    check(["sim", "--port", "0", "--fault-stall-rate", "1"], tmp_path, {"BENCH_SIM_FAULT_STALL_S": value})
+    from bench.numbers import MAX_SECONDS
+    from bench.sim.config import build_config
+    from bench.sim.config_errors import SimConfigError
+
+    try:
+        stall_s = build_config({"BENCH_SIM_FAULT_STALL_S": value}).faults.stall_s
+    except SimConfigError:
+        return
+    assert 0 <= stall_s <= MAX_SECONDS

@@ -133,3 +133,88 @@ def test_fuzz_final_metrics_are_recorded_counts_or_a_server_error(metrics: dict[
     assert record.error_class is None or record.error_class in ERROR_CLASSES
     for value in (record.output_tokens, record.prompt_tokens, record.eval_duration_ns, record.total_duration_ns):
         assert value is None or 0 <= value <= 2**62
+
+
+# Streams (issue 26, second pass): how the reads split the bytes never changes what is decoded, and
+# a line or event that never ends stops at the line cap as a recorded bad_stream.
+EVENT_TEXT = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30)
+
+
+def _split(body: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(cut, len(body)) for cut in cuts})
+    return [body[start:end] for start, end in zip([0, *points], [*points, len(body)])]
+
+
+@SETTINGS
+@given(events=st.lists(EVENT_TEXT, max_size=8), newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+       comments=st.booleans(), cuts=st.lists(st.integers(0, 600), max_size=12))
+def test_fuzz_sse_events_do_not_depend_on_how_reads_split_the_bytes(events: list[str], newline: bytes,
+                                                                     comments: bool, cuts: list[int]) -> None:
+    from bench.clients.sse import SSEDataDecoder
+
+    body = b"".join((b": ping" + newline if comments else b"") + b"event: x" + newline + b"data: "
+                    + event.encode() + newline + newline for event in events)
+    decoder = SSEDataDecoder()
+    assert [data for piece in _split(body, cuts) for data in decoder.feed(piece)] == events
+
+
+@SETTINGS
+@given(pieces=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\n", b"\r\n", b"data: ", b": ping\n"])),
+                       max_size=30))
+def test_fuzz_sse_lines_past_the_cap_are_a_bad_stream_and_nothing_else(pieces: list[bytes]) -> None:
+    from bench.clients._exchange import StreamFailure
+    from bench.clients.sse import SSEDataDecoder
+
+    decoder = SSEDataDecoder(max_bytes=64)
+    try:
+        for piece in pieces:
+            decoder.feed(piece)
+    except StreamFailure as failure:
+        assert failure.error_class == "bad_stream"
+        assert "longer than 64 bytes" in failure.message or "more than 64 bytes" in failure.message
+        return
+    longest = max((len(line) for line in b"".join(pieces).replace(b"\r", b"\n").split(b"\n")), default=0)
+    assert longest <= 64 + 40  # a line that ended inside one read may pass the cap by that read
+
+
+STREAM_PIECES = st.lists(st.one_of(
+    st.sampled_from([b'{"message": {"content": "a"}, "done": false}\n', b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n',
+                     b'{"done": true, "eval_count": 1}\n', b"data: [DONE]\n\n", b"\n", b": ping\n\n", b"a" * 4096,
+                     b"data: " + b"b" * 4096]),
+    st.binary(max_size=64)), max_size=40)
+
+
+@SETTINGS
+@given(pieces=STREAM_PIECES, surface=st.sampled_from(["native", "openai"]))
+def test_fuzz_streamed_answers_end_as_a_record(pieces: list[bytes], surface: str) -> None:
+    import time
+
+    from bench.clients import native, openai
+    from bench.clients.base import RequestSpec
+
+    async def body():  # noqa: ANN202 - an async byte iterator
+        for piece in pieces:
+            yield piece
+
+    content_type = "application/x-ndjson" if surface == "native" else "text/event-stream"
+    spec = RequestSpec(cell_id="c", request_index=0, surface=surface, endpoint="chat",  # type: ignore[arg-type]
+                       model="m", prompt="p", timeout_s=10.0, max_tokens=8)
+
+    async def send() -> Any:
+        transport = httpx.MockTransport(lambda request: httpx.Response(
+            200, content=body(), headers={"content-type": content_type}))
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:9", transport=transport) as http:
+            return await (native if surface == "native" else openai).send(http, spec, time.monotonic())
+
+    with pytest.MonkeyPatch.context() as patch:
+        import bench.clients._exchange as exchange
+        import bench.clients.native as native_module
+        import bench.clients.sse as sse
+
+        # A small cap, so generated streams reach it: the same code path as 16 MiB.
+        patch.setattr(native_module, "MAX_LINE_BYTES", 8192)
+        patch.setattr(exchange, "MAX_LINE_BYTES", 8192)
+        patch.setattr(sse.SSEDataDecoder.__init__, "__defaults__", (8192,))
+        record = asyncio.run(send())
+    assert record.error_class is None or record.error_class in ERROR_CLASSES
+    assert record.end_s is not None

@@ -155,3 +155,35 @@ def test_a_scenario_target_with_credentials_is_not_printed(tmp_path: Path) -> No
         result = CliRunner().invoke(cli, command, env={"BENCH_DEBUG": ""})
         assert result.exit_code == 2, result.output
         assert "hunter2" not in result.output, result.output
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_managed_server_in_a_ray_task_printing_the_key_leaves_it_out_of_every_file(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    # The server starts on the Ray node, inside the task's own bench run; its log comes back to the
+    # driver's run directory. Printed: the key as is, lower- and upper-cased, a prefix and a fragment.
+    printed = ('echo "key $BENCH_ECHO_KEY"; echo "lower $(echo $BENCH_ECHO_KEY | tr A-Z a-z)"; '
+               'echo "upper $(echo $BENCH_ECHO_KEY | tr a-z A-Z)" >&2; echo "prefix ${BENCH_ECHO_KEY:0:10}"; '
+               'echo "fragment ${BENCH_ECHO_KEY:6:9}"; '
+               f"exec '{sys.executable}' -m bench sim --speed 50")
+    scenario = write_scenario(tmp_path, f"""\
+api_key_env: BENCH_ECHO_KEY
+server:
+  command: ["bash", "-c", {json.dumps(printed)}]
+  stop_grace_s: 2
+placement: {{num_cpus: 1}}
+workload: {{model: llama3.2:1b, max_tokens: 4, prompt: {{tokens: 16, calibrate: false}}}}
+load: {{concurrency: 1, requests: 1, warmup_requests: 0}}
+""")
+    out = tmp_path / "run"
+    result = bench("run", str(scenario), "--out", str(out), "--no-report", "--ray",
+                   env={**os.environ, "BENCH_ECHO_KEY": KEY}, timeout_s=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (out / "server-0.log").read_text(errors="replace")
+    assert "key " in log and "fragment " in log and log.count(REDACTED) >= 5, log[:500]
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            assert not _fragments(text), (path.name, _fragments(text))
+    assert not _fragments(result.stdout + result.stderr)

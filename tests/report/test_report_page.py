@@ -100,7 +100,7 @@ def test_comparison_labels_runs_and_compares_matching_cells(make_run: Callable[.
 
 
 def test_same_run_twice_gets_distinct_labels(make_run: Callable[..., Path], tmp_path: Path) -> None:
-    first = make_run(run_id="same")
+    first = make_run(run_id="same", surfaces=("native",), concurrencies=(1,), rejected_at=None, cold_measured=False)
     second = tmp_path / "copy-of-same"
     shutil.copytree(first, second)
     html = report_of(first, second, out=tmp_path / "compare.html")

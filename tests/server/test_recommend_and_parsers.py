@@ -11,7 +11,7 @@ import pytest
 
 from bench.errors import UsageError
 from bench.analysis.recommend import parse_duration_s, parse_slo, recommend
-from bench.records import RequestRecord, Run
+from bench.records import RequestRecord, Run, cells_frame
 from bench.analysis.server_studies import keep_alive_seconds
 
 
@@ -54,7 +54,9 @@ def _run(tmp_path: Path, tokens_per_s: dict[int, float], ttft_s: dict[int, float
                         "size_vram_bytes": size - (2**30 if num_parallel in spill else 0),
                         "context_length": 4096, "expires_at": None})
         t += duration_s + 5
-    manifest = {"cells": [{"cell_id": c["cell_id"], "server_id": i} for i, c in enumerate(cells)], "servers": servers}
+    manifest = {"cells": [{"cell_id": c["cell_id"], "server_id": i,
+                           "settings": {k: v for k, v in c.items() if k not in ("cell_id", "cell_index")}}
+                          for i, c in enumerate(cells)], "servers": servers}
     return Run(tmp_path, manifest, pd.DataFrame(records), pd.DataFrame(cells), None, pd.DataFrame(ps_rows))
 
 
@@ -79,7 +81,9 @@ def test_recommend_prefers_the_smaller_setting_when_throughput_has_flattened(tmp
 
 def test_a_run_without_num_parallel_cells_is_refused(tmp_path: Path) -> None:
     run = _run(tmp_path, {1: 100}, {1: 0.1}, spill=set())
-    run.cells = run.cells.drop(columns=["OLLAMA_NUM_PARALLEL"])
+    run.manifest.cells = [cell.model_copy(update={"settings": cell.settings.model_copy(update={"server_env": {}})})
+                          for cell in run.manifest.cells]
+    run.cells = cells_frame(run.manifest)
     with pytest.raises(UsageError, match="not a NUM_PARALLEL sweep"):
         recommend(run)
 

@@ -44,7 +44,9 @@ def _sweep(tmp_path: Path, cells: dict[int, tuple[int, float, float]]) -> Run:
         rows.append({"cell_id": cell_id, "cell_index": index, "model": "m", "concurrency": 4,
                      "OLLAMA_NUM_PARALLEL": str(num_parallel)})
         records += _records(cell_id, n, mean_e2e_s, spread, seed=num_parallel)
-    manifest = {"cells": [{"cell_id": r["cell_id"]} for r in rows]}
+    manifest = {"cells": [{"cell_id": r["cell_id"], "cell_index": r["cell_index"],
+                           "settings": {k: v for k, v in r.items() if k not in ("cell_id", "cell_index")}}
+                          for r in rows]}
     return Run(tmp_path, manifest, pd.DataFrame(records), pd.DataFrame(rows), None, None)
 
 
