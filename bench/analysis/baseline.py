@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.records.atomic import write_text_atomically
+from bench.records.atomic import begins_with, write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
 from bench.records.manifest import Manifest
@@ -285,19 +284,9 @@ def _read_baseline_file(path: Path) -> Baseline:
     return Baseline(str(path), dict(payload.get("environment") or {}), parsed)
 
 
-# How a file bench wrote as a baseline begins (baseline_to_json puts "format" first).
-_BASELINE_HEAD = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"' + FORMAT.encode() + rb'"')
-
-
-def not_a_baseline(path: Path) -> str | None:
-    """None when `path` (an existing regular file) is a baseline bench wrote, so `baseline save`
-    may replace it; else what it is, in words. Reads only the file's first bytes."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(256)
-    except OSError as error:
-        return f"unreadable ({error.strerror or error})"
-    return None if _BASELINE_HEAD.match(head) else f'not a bench baseline (no "format": "{FORMAT}" at its start)'
+# A file bench wrote as a baseline begins so (baseline_to_json puts "format" first): `baseline save`
+# replaces it, and no other existing file (bench.records.atomic.check_output_file).
+not_a_baseline = begins_with(rb'\s*\{\s*"format"\s*:\s*"' + FORMAT.encode() + rb'"', "a bench baseline")
 
 
 def load_baseline(path_or_run_dir: str | Path) -> Baseline:

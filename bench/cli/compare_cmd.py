@@ -41,9 +41,12 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     allowed change. Exit 0: no regression; 1: regression; 2: usage error (unknown metric,
     unmatched cell, unreadable input).
     """
-    for path, option in ((junit_path, "--junit"), (markdown_path, "--markdown")):
+    from bench.outputs.gate_tables import not_a_junit_table, not_a_markdown_table
+
+    for path, option, own in ((junit_path, "--junit", not_a_junit_table),
+                              (markdown_path, "--markdown", not_a_markdown_table)):
         if path is not None:  # before any work: a refused path fails at once, nothing is replaced
-            check_output_file(path, option, inputs=(baseline_path, current_path))
+            check_output_file(path, option, inputs=(baseline_path, current_path), own_output=own)
     if junit_path is not None and markdown_path is not None and junit_path == markdown_path:
         raise UsageError(f"--junit and --markdown: both name {junit_path}; give two files")
     console = output_console()

@@ -27,6 +27,8 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 
         if out is None:
             out = run_dirs[0] / (REPORT_HTML if len(run_dirs) == 1 else "report-compare.html")
-        check_output_file(out, "-o", inputs=run_dirs)
+        from bench.report.page import not_a_report_page
+
+        check_output_file(out, "-o", inputs=run_dirs, own_output=not_a_report_page)
         path = write_report(list(run_dirs), out)
     click.echo(f"report: {path}")

@@ -8,6 +8,7 @@ import numpy as np
 
 from bench.analysis.compare import Comparison, GateResult, is_rate
 from bench.escape import for_markdown, for_terminal, plain_terminal
+from bench.records.atomic import begins_with
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -187,6 +188,12 @@ def to_markdown(comparison: Comparison) -> str:
         )
     lines += ["", footer(comparison), ""]
     return "\n".join(lines)
+
+
+# How the files below begin: `bench compare` replaces such a file (its own earlier table) and
+# refuses any other existing one (bench.records.atomic.check_output_file).
+not_a_junit_table = begins_with(rb"<\?xml[^>]*\?>\s*<testsuites name=\"bench\"", "a bench compare JUnit file")
+not_a_markdown_table = begins_with("## (✅|❌) bench compare".encode(), "a bench compare Markdown table")
 
 
 def to_junit_xml(comparison: Comparison) -> str:

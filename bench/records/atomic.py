@@ -56,6 +56,24 @@ def refuse_unless_replaceable(path: Path, option: str = "") -> None:
                             + ("; give a file name)" if kind == "a directory" else ")"), option)
 
 
+def begins_with(pattern: bytes, what: str) -> Callable[[Path], str | None]:
+    """An `own_output` test for check_output_file: an existing file is this command's own earlier
+    output when it is empty (nothing to lose) or its first 4 KiB match `pattern` (a regex at the
+    start, DOTALL); else it is described as not `what`."""
+    import re
+
+    compiled = re.compile(pattern, re.DOTALL)
+
+    def not_own(path: Path) -> str | None:
+        try:
+            with open(path, "rb") as file:
+                head = file.read(4096)
+        except OSError as error:
+            return f"unreadable ({error.strerror or error})"
+        return None if not head or compiled.match(head) else f"not {what}"
+    return not_own
+
+
 def _same_file(first: Path, second: Path) -> bool:
     try:
         return os.path.samefile(first, second)
@@ -84,14 +102,14 @@ def check_output_file(path: Path | str, option: str = "", inputs: Iterable[Path]
         if _same_file(path, source):
             raise _refuse(path, "cannot write (it is an input of this command)", option)
     parent = path.parent
-    if own_output is not None and path.exists():
-        other = own_output(path)
-        if other is not None:
-            raise _refuse(path, f"cannot write (it exists and is {other}; bench replaces only its own "
-                                "earlier output here: choose another name)", option)
-    elif (parent / RUN_MARKER).is_file() and path.exists() and path.suffix.lower() not in REPLACEABLE_IN_RUN:
+    other = own_output(path) if own_output is not None and path.exists() else None
+    if (parent / RUN_MARKER).is_file() and path.exists() and path.suffix.lower() not in REPLACEABLE_IN_RUN \
+            and (own_output is None or other is not None):
         raise _refuse(path, f"cannot write (a record of the run in {parent}; bench replaces only its "
                             f"pages and tables there: {', '.join(REPLACEABLE_IN_RUN)})", option)
+    if other is not None:
+        raise _refuse(path, f"cannot write (it exists and is {other}; bench replaces only its own "
+                            "earlier output: choose another name)", option)
     if parent.exists():
         _probe(path, option)
     return path

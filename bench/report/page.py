@@ -16,6 +16,7 @@ import jinja2
 from markupsafe import Markup
 
 from bench.escape import html_text
+from bench.records.atomic import begins_with
 
 from bench.report.plotting import Plot
 
@@ -70,6 +71,10 @@ class Section:
     intro: str = ""
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
+
+# A page this template made: `bench report -o` replaces it, and no other existing file.
+not_a_report_page = begins_with(rb'<!DOCTYPE html>.{0,1000}<meta name="generator" content="bench ',
+                                "a bench report page")
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en">

@@ -181,5 +181,26 @@ def test_baseline_save_refuses_any_file_that_is_not_a_baseline(finished_run: Pat
     before = path.read_bytes()
     result = _invoke("baseline", "save", str(finished_run), str(path))
     assert result.exit_code == 2, result.output
-    _one_error_line(result.output, "not a bench baseline")
+    _one_error_line(result.output, "a record of the run" if victim.startswith("run-") else "not a bench baseline")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("option", ["report -o", "--junit", "--markdown"])
+def test_a_page_or_table_replaces_only_its_own_earlier_output(finished_run: Path, tmp_path: Path,
+                                                              option: str) -> None:
+    def write(path: Path):  # noqa: ANN202 - click's Result
+        if option == "report -o":
+            return _invoke("report", str(finished_run), "-o", str(path))
+        return _invoke("compare", str(finished_run), str(finished_run), option, str(path))
+
+    users = tmp_path / "thesis.txt"
+    users.write_text("three years of work\n")
+    result = write(users)
+    assert result.exit_code == 2, result.output
+    _one_error_line(result.output, "it exists and is not a bench")
+    assert users.read_text() == "three years of work\n"
+    own, empty = tmp_path / "out.file", tmp_path / "empty.file"
+    empty.touch()  # nothing to lose: mktemp's file is taken
+    for path in (own, own, empty):
+        assert write(path).exit_code == 0, path
+    assert own.read_bytes() == empty.read_bytes() or option == "report -o"
