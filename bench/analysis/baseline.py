@@ -22,7 +22,7 @@ from bench.records.atomic import begins_with, write_text_atomically
 from bench.errors import RunDirError
 from bench.analysis.metrics import cell_summary, request_metrics
 from bench.records.manifest import Manifest
-from bench.records import MANIFEST_FILE, load_run, missing_as_none
+from bench.records import MANIFEST_FILE, Run, load_run, missing_as_none
 
 FORMAT = "bench-baseline"
 FORMAT_VERSION = 1
@@ -156,7 +156,11 @@ def _cell_from_requests(cell_id: str, settings: dict[str, Any], cell: pd.DataFra
 
 def baseline_from_run(run_dir: str | Path) -> Baseline:
     """Reduce a run directory to a Baseline (measure-phase requests of every cell that has some)."""
-    run = load_run(run_dir)
+    return baseline_of(load_run(run_dir))
+
+
+def baseline_of(run: Run) -> Baseline:
+    """A loaded run reduced to a Baseline (measure-phase requests of every cell that has some)."""
     requests = run.requests
     if "phase" in requests.columns:
         requests = requests[requests["phase"].fillna("measure") == "measure"]
@@ -168,8 +172,8 @@ def baseline_from_run(run_dir: str | Path) -> Baseline:
             continue  # a cell an interrupted run never reached has nothing to compare
         cells.append(_cell_from_requests(entry.cell_id, entry.settings.row(), cell_requests))
     if not cells:
-        raise RunDirError(f"{run_dir}: no measured requests to compare")
-    return Baseline(str(run_dir), _environment(run.manifest), cells)
+        raise RunDirError(f"{run.path}: no measured requests to compare")
+    return Baseline(str(run.path), _environment(run.manifest), cells)
 
 
 # --- the file --------------------------------------------------------------------------------
@@ -305,5 +309,5 @@ def save_baseline_json(baseline: Baseline, out_path: Path) -> Path:
 
 __all__ = [
     "AGGREGATE_COLUMNS", "AMOUNT_SETTINGS", "Baseline", "BaselineCell", "FORMAT_VERSION",
-    "SAMPLE_COLUMNS", "baseline_from_run", "load_baseline", "save_baseline", "settings_key",
+    "SAMPLE_COLUMNS", "baseline_from_run", "baseline_of", "load_baseline", "save_baseline", "settings_key",
 ]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,7 +145,7 @@ def parse_gate_options(options: Iterable[str]) -> dict[str, float]:
     return thresholds
 
 
-def parse_gates(gates: dict[str, str | float]) -> dict[str, float]:
+def parse_gates(gates: Mapping[str, str | float]) -> dict[str, float]:
     """A scenario's `gates:` mapping ({ttft_p95: "10%"}) as thresholds."""
     return {gate_metric_name(metric): parse_threshold(metric, value) for metric, value in gates.items()}
 
@@ -199,7 +199,7 @@ class Comparison:
 # --- the statistics --------------------------------------------------------------------------
 
 
-def _change_interval(samples: tuple[np.ndarray, ...], statistic, confidence: float,  # noqa: ANN001
+def _change_interval(samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], confidence: float,
                      resamples: int, seed: int) -> tuple[float, float]:
     """Bootstrap interval of a change statistic of (baseline..., current...) samples."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -246,7 +246,7 @@ def _percentile_change(metric: str, base: np.ndarray, current: np.ndarray, perce
         return _skip("baseline value is 0: no relative change", len(base), len(current))
 
     def relative_change(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0
+        return np.asarray(np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0)
 
     low, high = _change_interval((base, current), relative_change, confidence, resamples, seed)
     return _Estimate(base_value, current_value, current_value / base_value - 1.0, low, high,
@@ -284,7 +284,7 @@ def _throughput_change(base_cell: BaselineCell, current_cell: BaselineCell, metr
         resampled_base = base_tokens[base_idx].sum(axis=axis) / base_e2e[base_idx].sum(axis=axis)
         resampled_current = current_tokens[current_idx].sum(axis=axis) / current_e2e[current_idx].sum(axis=axis)
         # The resampled ratio estimators, relative to their observed values, scale the observed change.
-        return observed * (resampled_current / ratio_current) / (resampled_base / ratio_base) - 1.0
+        return np.asarray(observed * (resampled_current / ratio_current) / (resampled_base / ratio_base) - 1.0)
 
     low, high = _change_interval((np.arange(n_base, dtype=float), np.arange(n_current, dtype=float)),
                                  scaled_change, confidence, resamples, seed)
@@ -318,7 +318,7 @@ def _rate_change(base_cell: BaselineCell, current_cell: BaselineCell, metric: st
         low = high = change  # no failure on either side (or only failures): nothing to resample
     else:
         def difference(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-            return c.mean(axis=axis) - b.mean(axis=axis)
+            return np.asarray(c.mean(axis=axis) - b.mean(axis=axis))
 
         low, high = _change_interval((base, current), difference, confidence, resamples, seed)
     return _Estimate(base_value, current_value, change, low, high, len(base), len(current))

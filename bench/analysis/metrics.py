@@ -116,7 +116,7 @@ def higher_is_better(name: str) -> bool:
 def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+    return np.asarray(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float))
 
 
 def _chunk_times(value: Any) -> np.ndarray:
@@ -210,7 +210,7 @@ def _prefix_cache_hits(frame: pd.DataFrame, prefill_per_token: np.ndarray) -> np
 def _ok_mask(frame: pd.DataFrame) -> np.ndarray:
     if "error_class" not in frame.columns:
         return np.ones(len(frame), dtype=bool)
-    return frame["error_class"].isna().to_numpy()
+    return np.asarray(frame["error_class"].isna().to_numpy(), dtype=bool)
 
 
 def itl_gaps(requests: pd.DataFrame) -> np.ndarray:
@@ -295,8 +295,8 @@ def _latency_statistics(samples: dict[str, np.ndarray], extra_percentiles: tuple
         for p, value in zip(PERCENTILES, _percentiles(values)):
             row[f"{base}_p{p}_s"] = value
         row[f"{base}_mean_s"], row[f"{base}_std_s"] = _mean_std(values)
-        for p, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
-            row[f"{base}_{percentile_label(p)}_s"] = value
+        for extra, value in zip(extra_percentiles, _percentiles(values, extra_percentiles)):
+            row[f"{base}_{percentile_label(extra)}_s"] = value
     return row
 
 

@@ -8,6 +8,7 @@ of the same model (reload, or unload and load again) starts a new row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,7 @@ def loads_from_ps(ps: pd.DataFrame, semantics: Semantics, training_contexts: dic
     for model, rows in frame[frame["name"].notna()].groupby("name", sort=True):
         model = str(model)
         training = training_contexts.get(model)
-        current: dict | None = None
+        current: dict[str, Any] | None = None
         previous_poll_index = -2
         for row in rows.itertuples(index=False):
             poll_index = int(np.searchsorted(polls, row.t_s))
@@ -77,13 +78,14 @@ def loads_from_ps(ps: pd.DataFrame, semantics: Semantics, training_contexts: dic
     return sorted(loads, key=lambda load: load.first_seen_s)
 
 
-def _int(value: object) -> int | None:
+def _int(value: Any) -> int | None:
+    """A /api/ps field read from the frame: a number, or None where the poll had none."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
-def _load(model: str, current: dict, semantics: Semantics, training: int | None) -> Load:
+def _load(model: str, current: dict[str, Any], semantics: Semantics, training: int | None) -> Load:
     context, size, size_vram = current["key"]
     return Load(model=model, first_seen_s=current["first"], last_seen_s=current["last"], reported_context=context,
                 effective_num_ctx=effective_num_ctx(context, training, semantics), size_bytes=size,

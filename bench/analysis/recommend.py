@@ -88,7 +88,7 @@ def is_num_parallel_sweep(run: Run) -> bool:
 
 
 def _format_value(column: str, value: float | None) -> str:
-    if missing_as_none(value) is None:
+    if value is None or math.isnan(value):
         return "n/a"
     if column.endswith("_s"):
         return f"{value * 1000:.3g}ms" if value < 1 else f"{value:.2f}s"

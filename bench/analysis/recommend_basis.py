@@ -99,7 +99,7 @@ def ratio_interval(chosen: CellBasis, other: CellBasis) -> tuple[float, float] |
     def rates(basis: CellBasis) -> np.ndarray:
         tokens, e2e = np.asarray(basis.tokens), np.asarray(basis.e2e_s)
         picks = rng.integers(0, len(tokens), size=(RESAMPLES, len(tokens)))
-        return basis.in_flight * tokens[picks].sum(axis=1) / e2e[picks].sum(axis=1)
+        return np.asarray(basis.in_flight * tokens[picks].sum(axis=1) / e2e[picks].sum(axis=1))
 
     change = rates(other) / rates(chosen) - 1.0
     tail = (1 - CONFIDENCE) / 2 * 100

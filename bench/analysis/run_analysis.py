@@ -6,6 +6,7 @@ they format it and compute nothing of their own.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis.baseline import Baseline, baseline_of
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics
+from bench.analysis.model_loads import Load, loads_from_ps, truncated_prompts
+from bench.analysis.ollama_semantics import Semantics, semantics_for
 from bench.analysis.recommend import (SETTING, Candidate, Recommendation, Slo, is_num_parallel_sweep, parse_slo,
                                       recommend, scenario_slos)
 from bench.errors import BenchError
@@ -34,10 +38,19 @@ class RunAnalysis:
     recommendation: Recommendation | None  # None: not a NUM_PARALLEL sweep, or none could be made
     recommendation_stored: bool  # from recommendation.json (`bench recommend --write`), not computed here
     recommendation_error: str | None  # why a NUM_PARALLEL sweep has no recommendation
+    semantics: Semantics  # how the target's Ollama version reads /api/ps
+    model_loads: tuple[Load, ...]  # every load /api/ps showed, with the context each runner really had
+    truncated_prompts: dict[str, tuple[float, float]]  # cell_id → (prompt tokens sent, median counted)
 
     @property
     def manifest(self) -> Manifest:
         return self.run.manifest
+
+    @functools.cached_property
+    def baseline(self) -> Baseline:
+        """The run as `bench compare` reads it (per-cell samples, per-repeat figures): made on first
+        use, once, for a comparison's gates; RunDirError when nothing was measured."""
+        return baseline_of(self.run)
 
 
 def scenario_percentiles(manifest: Manifest) -> tuple[float, ...]:
@@ -69,8 +82,32 @@ def analyse_run(run: Run, summary: pd.DataFrame | None = None) -> RunAnalysis:
             recommendation = recommend(run, slos, summary=summary)
         except BenchError as problem:
             error = str(problem)
+    semantics = semantics_for(run.manifest.target.version)
+    loads = loads_from_ps(run.ps, semantics, training_contexts(run.manifest)) if run.ps is not None else []
     return RunAnalysis(run, requests, measured, summary, percentiles, slos, recommendation,
-                       isinstance(stored, dict), error)
+                       isinstance(stored, dict), error, semantics, tuple(loads),
+                       truncated_prompts(measured, _intended_prompt_tokens(run)))
+
+
+def training_contexts(manifest: Manifest) -> dict[str, int]:
+    """Each model's training context (/api/show's `<arch>.context_length`), under its name as given
+    and as /api/ps lists it (`:latest` added)."""
+    contexts: dict[str, int] = {}
+    for name, shown in manifest.models.items():
+        info = (shown or {}).get("model_info") or {}
+        arch = info.get("general.architecture")
+        value = info.get(f"{arch}.context_length") if arch else None
+        if isinstance(value, int):
+            contexts[str(name)] = value
+            contexts[str(name) if ":" in str(name) else f"{name}:latest"] = value
+    return contexts
+
+
+def _intended_prompt_tokens(run: Run) -> dict[str, float]:
+    if run.cells.empty or "prompt_tokens" not in run.cells:
+        return {}
+    return {str(cell_id): float(tokens) for cell_id, tokens in zip(run.cells["cell_id"], run.cells["prompt_tokens"])
+            if isinstance(tokens, (int, float))}
 
 
 def _summary(measured: pd.DataFrame, manifest: Manifest, percentiles: tuple[float, ...]) -> pd.DataFrame:

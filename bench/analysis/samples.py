@@ -45,7 +45,7 @@ def not_enough(n: int, needed: int) -> str:
 
 def _finite(values: Any) -> np.ndarray:
     data = np.asarray(values, dtype=float).ravel()
-    return data[np.isfinite(data)]
+    return np.asarray(data[np.isfinite(data)])
 
 
 def bootstrap_interval(samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], *,
@@ -79,7 +79,7 @@ def percentile_interval(values: Any, percentile: float, *, confidence: float = C
         return None
 
     def statistic(sample: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.percentile(sample, percentile, axis=axis)
+        return np.asarray(np.percentile(sample, percentile, axis=axis))
 
     return bootstrap_interval((data,), statistic, confidence=confidence, resamples=resamples, seed=seed)
 
@@ -94,7 +94,7 @@ def percentile_change_interval(base: Any, current: Any, percentile: float, *, co
         return None
 
     def relative_change(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0
+        return np.asarray(np.percentile(c, percentile, axis=axis) / np.percentile(b, percentile, axis=axis) - 1.0)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         return bootstrap_interval((base_data, current_data), relative_change, confidence=confidence,

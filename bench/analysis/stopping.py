@@ -156,7 +156,7 @@ def metric_interval(metric: str, ok: pd.DataFrame, confidence: float) -> Interva
     in_flight = float(e2e.sum()) / window_s
 
     def rate(tok: np.ndarray, lat: np.ndarray, axis: int = -1) -> np.ndarray:
-        return in_flight * tok.sum(axis=axis) / lat.sum(axis=axis)
+        return np.asarray(in_flight * tok.sum(axis=axis) / lat.sum(axis=axis))
 
     # Paired: a request's tokens and its e2e belong together (bench.analysis.samples resamples
     # independent samples, for comparing two runs).

@@ -86,8 +86,7 @@ def sweep_results(cells: Mapping[str, CellSettings], summary: pd.DataFrame,
         steps = []
         for cell_id, settings in group:
             measured = summary.loc[cell_id] if cell_id in summary.index else None
-
-            def get(name: str) -> float | None:
+            def get(name: str, measured: pd.Series | None = measured) -> float | None:
                 return number_or_none(measured.get(name)) if measured is not None else None
 
             failures = tuple(slo_failures(measured, slos)) if measured is not None and slos else ()

@@ -178,9 +178,8 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
             raise UsageError("--resume: --adaptive and --full-grid come from the run being resumed")
         resume_options = RunOptions(target=target, sim_speed=sim_speed, grace_s=grace_s,
                                     baseline=baseline, report=not no_report, transport=transport,
-                                    workers=workers, use_ray=ray_address is not None,
-                                    ray_address=None if ray_address in (None, "local") else ray_address)
-        _resume(resume_dir, scenario_file, resume_options)
+                                    workers=workers)
+        _resume(resume_dir, scenario_file, resume_options, ray_address)
         return
     given = [name for name in _WORKLOAD_FLAGS if flags.get(name) not in (None, (), [])]
     if scenario_file is None and not flags.get("model"):
@@ -211,23 +210,22 @@ def run_command(scenario_file: Path | None, target: str | None, out_dir: Path | 
     options = RunOptions(scenario_path=scenario_file, target=target, out_dir=out_dir,
                          results_root=results_root, overrides=overrides, sim_speed=sim_speed,
                          baseline=baseline, grace_s=grace_s, report=not no_report,
-                         transport=transport, adaptive=adaptive, full_grid=full_grid, workers=workers,
-                         use_ray=ray_address is not None,
-                         ray_address=None if ray_address in (None, "local") else ray_address)
-    _exit_for(_run(scenario, options))
+                         transport=transport, adaptive=adaptive, full_grid=full_grid, workers=workers)
+    _exit_for(_run(scenario, options, ray_address))
 
 
-def _run(scenario, options: RunOptions) -> RunResult:  # noqa: ANN001 - a bench.scenario.Scenario
-    if options.use_ray:
+def _run(scenario, options: RunOptions, ray_address: str | None) -> RunResult:  # noqa: ANN001 - a bench.scenario.Scenario
+    """The run here, or with --ray [ADDRESS] (`ray_address`: 'local' for a local cluster) on Ray."""
+    if ray_address is not None:
         from bench.run.ray_groups import run_on_ray  # Ray is an optional extra: bench[ray]
 
-        return run_on_ray(scenario, options, output_console())
+        return run_on_ray(scenario, options, None if ray_address == "local" else ray_address, output_console())
     from bench.run.runner import run_scenario
 
     return run_scenario(scenario, options, output_console())
 
 
-def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions) -> None:
+def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions, ray_address: str | None) -> None:
     """--resume: the run's own scenario; how its options and the command line's combine is
     bench.run.resolve's business."""
     from bench.run.resume import load_resume_point
@@ -246,7 +244,7 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
     else:
         click.echo(f"resuming {run_dir}: {remaining} of {total} cells to run")
     # bench.run.resolve merges the run's stored options with these.
-    _exit_for(_run(point.scenario, dataclasses.replace(given_options, resume=point)))
+    _exit_for(_run(point.scenario, dataclasses.replace(given_options, resume=point), ray_address))
 
 
 def _exit_for(result: RunResult) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from bench.analysis.compare import Comparison, GateResult, is_rate
 from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.records.atomic import begins_with
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 VERDICT_MARKS: dict[str, str] = {"pass": "✓", "warn": "⚠", "fail": "✗", "skip": "–"}
 # One colour per verdict, the same in every output: the terminal's rich style and the report's
@@ -125,11 +130,12 @@ def footer(comparison: Comparison) -> str:
 NARROW_COLUMNS = 120
 
 
-def render_table(comparison: Comparison, width: int | None = None):  # noqa: ANN201 - rich.table.Table
+def render_table(comparison: Comparison, width: int | None = None) -> Table:
     """The readable diff: one row per cell x metric gate, ✓/⚠/✗ per gate, the rule as its caption."""
     from rich import box
     from rich.table import Table
 
+    figures: tuple[str, ...]
     narrow = width is not None and width < NARROW_COLUMNS
     title = f"bench compare: {comparison.baseline_source} → {comparison.current_source}"
     table = Table(title=for_terminal(title), title_justify="left", caption=for_terminal(footer(comparison)),

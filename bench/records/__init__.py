@@ -38,14 +38,13 @@ import orjson
 
 from bench.errors import RunDirError
 from bench.records.manifest import Manifest
-from bench.records.record import (  # noqa: F401 - the record model, re-exported for the later stages
-    ERROR_CLASSES,
-    RECORD_FIELDS,
-    Endpoint,
-    Phase,
-    RequestRecord,
-    Surface,
-)
+# The record model, re-exported for the later stages (`X as X`: an explicit re-export for mypy).
+from bench.records.record import ERROR_CLASSES as ERROR_CLASSES
+from bench.records.record import RECORD_FIELDS as RECORD_FIELDS
+from bench.records.record import Endpoint as Endpoint
+from bench.records.record import Phase as Phase
+from bench.records.record import RequestRecord as RequestRecord
+from bench.records.record import Surface as Surface
 from bench.secrets import has_secrets, redact
 
 MANIFEST_FILE = "manifest.json"

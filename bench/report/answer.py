@@ -11,14 +11,14 @@ from bench.records.manifest import Manifest
 from bench import numbers as fmt
 from bench.report.data import RunView
 from bench.report.gates import gate_blocks
-from bench.report.page import Note, Section, Table, Warnings
+from bench.report.page import Block, Note, Section, Table, Warnings
 
 _HEADLINE_COLUMNS = ("requests", "ok", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95",
                      "output tok/s", "rejected", "errors")
 
 
 def build(views: list[RunView]) -> Section:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     for current in views[1:]:
         # A comparison opens with its verdicts: the gates of `bench compare`, with n and intervals.
         blocks.extend(gate_blocks(views[0], current))
@@ -62,7 +62,7 @@ def _recommendation(view: RunView, prefix: str) -> list[Any]:
               "computed by the report from the scenario's SLOs; `bench recommend RUN_DIR --slo METRIC=VALUE` "
               "stores one for other SLOs")
     settled = recommendation.num_parallel is not None and not recommendation.provisional
-    blocks: list[Any] = [Note(f"{prefix}{_sentence(recommendation.verdict)}", "answer" if settled else "warning")]
+    blocks: list[Block] = [Note(f"{prefix}{_sentence(recommendation.verdict)}", "answer" if settled else "warning")]
     basis = recommendation.speed_basis or view.run.manifest.target.speed_basis
     if basis:
         blocks.append(Note(f"{prefix}Speed basis (bench sim): {basis}.", "info"))
@@ -178,7 +178,7 @@ def _headline_table(views: list[RunView]) -> Table:
 def _comparison_tables(views: list[RunView]) -> list[Any]:
     """Current runs against the first (the baseline), cell by cell (same settings → same cell_id)."""
     baseline = views[0]
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     metrics = (("TTFT p95", "ttft_p95_s", fmt.seconds), ("TPOT p95", "tpot_p95_s", fmt.seconds),
                ("output tok/s", "output_tps", fmt.rate))
     for current in views[1:]:
@@ -259,7 +259,8 @@ def saturation_warnings(view: RunView, prefix: str = "") -> list[Note]:
     notes = []
     for line in load_series([view], "closed"):
         first = line.cells.index[0]
-        env = env_of.get(server_of.get(first), {}) if managed else None
+        server_id = server_of.get(first)
+        env = (env_of.get(server_id, {}) if server_id is not None else {}) if managed else None
         setting = settings_of[first].server_setting("OLLAMA_NUM_PARALLEL") if first in settings_of else None
         found = find_saturation(line.cells, line.name, effective_num_parallel(setting, env))
         if found is not None:
@@ -271,12 +272,12 @@ def _adaptive_notes(manifest: Manifest, prefix: str) -> list[Note]:
     """An adaptive run (bench run --adaptive): every skip, and every cell that hit its maximum."""
     adaptive = manifest.adaptive or {}
     notes = [Note(f"{prefix}skipped: {skip.get('reason')}", "info") for skip in adaptive.get("skips") or []]
-    stopped = [c for c in manifest.cells if c.stop is not None]
-    for cell in stopped:
-        if not cell.stop.get("met"):
-            notes.append(Note(f"{prefix}{cell.label}: {cell.stop.get('reason')}", "warning"))
+    stopped = [(cell, cell.stop) for cell in manifest.cells if cell.stop is not None]
+    for cell, stop in stopped:
+        if not stop.get("met"):
+            notes.append(Note(f"{prefix}{cell.label}: {stop.get('reason')}", "warning"))
     if stopped:
-        met = sum(1 for c in stopped if c.stop.get("met"))
+        met = sum(1 for _, stop in stopped if stop.get("met"))
         notes.append(Note(f"{prefix}stop_when met in {met} of {len(stopped)} cells; the target was busy "
                           f"{adaptive.get('target_busy_s', 0):.1f} s.", "info"))
     return notes

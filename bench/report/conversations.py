@@ -11,7 +11,7 @@ from bench.analysis.conversations import cache_effect, cache_pairs, multi_turn, 
 from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 _INTRO = ("Each virtual user sends its conversation turn by turn; every turn resends the whole "
           "history (system prompt, earlier user messages and the server's replies) plus a new user "
@@ -25,7 +25,7 @@ _REPORTED = ("Reported by the server: prompt tokens (prompt_eval_count, which co
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     for view in views:
         if not multi_turn(view.measured):
             continue

@@ -11,11 +11,11 @@ from bench.analysis.ollama_semantics import semantics_for
 from bench import numbers as fmt
 from bench.records.manifest import ClientRecord, Manifest
 from bench.report.data import RunView
-from bench.report.page import Preformatted, Section, Table
+from bench.report.page import Block, Preformatted, Section, Table
 
 
 def build(views: list[RunView]) -> Section:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     several = len(views) > 1
     for view in views:
         suffix = f" — {view.label}" if several else ""
@@ -173,7 +173,7 @@ def _remote_settings(view: RunView, suffix: str) -> Table | None:
 
 def _as_yaml(scenario: Any) -> str:
     try:
-        return yaml.safe_dump(scenario, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+        return str(yaml.safe_dump(scenario, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100))
     except yaml.YAMLError:
         import json
 

@@ -8,7 +8,7 @@ import pandas as pd
 from bench.records import ERROR_CLASSES
 from bench.report import plotting
 from bench.report.data import RunView, load_label, load_series
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 _CLASS_COLORS = dict(zip(ERROR_CLASSES, ("#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f",
                                              "#bcbd22")))
@@ -19,7 +19,7 @@ def build(views: list[RunView]) -> Section | None:
     failed = {v.label: _failed(v.measured) for v in views}
     if not any(len(frame) for frame in failed.values()):
         return None
-    blocks: list[object] = []
+    blocks: list[Block] = []
     for kind in ("closed", "open"):
         lines = load_series(views, kind)
         if lines:
@@ -120,9 +120,9 @@ def _classes_table(views: list[RunView], failed: dict[str, pd.DataFrame]) -> Tab
     return Table(columns, tuple(rows), caption="Failures by class", numeric=numeric)
 
 
-def _queue_verdicts(views: list[RunView]) -> list[object]:
+def _queue_verdicts(views: list[RunView]) -> list[Block]:
     """Where 503s came from (bench.analysis.server_studies.queue_study), for runs that had rejections."""
-    blocks: list[object] = []
+    blocks: list[Block] = []
     for view in views:
         if not (view.cells["rejected"] > 0).any():
             continue

@@ -11,12 +11,11 @@ from bench.report.page import Note, Table
 
 def gate_blocks(baseline: RunView, current: RunView) -> list[Any]:
     """`bench compare BASELINE CURRENT` as report blocks: the headline, then one row per gate."""
-    from bench.analysis.baseline import load_baseline
     from bench.analysis.compare import compare, thresholds_for
     from bench.outputs.gate_tables import footer, headline
 
     try:
-        before, after = load_baseline(baseline.run.path), load_baseline(current.run.path)
+        before, after = baseline.analysis.baseline, current.analysis.baseline
         comparison = compare(before, after, thresholds_for((), after, before))
     except BenchError as error:
         return [Note(f"{current.label} against {baseline.label}: no gate verdicts ({error}).", "warning")]

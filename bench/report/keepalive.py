@@ -10,7 +10,7 @@ import pandas as pd
 from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 
 def _studied(view: RunView) -> bool:
@@ -25,7 +25,7 @@ def build(views: list[RunView]) -> Section | None:
     relevant = [v for v in views if _studied(v)]
     if not relevant:
         return None
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     for view in relevant:
         timeline, study, problem = _analyse(view)
         if problem:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench.report import plotting
 from bench.report.data import RunView, describe_settings, load_label, load_series, request_spread, series_settings
-from bench.report.page import Figure, Note, Section
+from bench.report.page import Block, Figure, Note, Section
 
 _MAX_CDF_PANELS = 12
 
@@ -18,7 +18,7 @@ _MAX_CDF_PANELS = 12
 def build(views: list[RunView]) -> Section | None:
     if not any(v.measured.get("ttft_s", pd.Series(dtype=float)).notna().any() for v in views):
         return None
-    blocks = []
+    blocks: list[Block] = []
     for kind in ("closed", "open"):
         if load_series(views, kind):
             blocks.append(Figure(_percentiles_against_load(views, kind),
@@ -84,10 +84,11 @@ def _percentiles_against_load(views: list[RunView], kind: str) -> plotting.Plot:
         plotting.latency_axis(ax, values.to_numpy().ravel())
         plotting.headroom(ax)
         plotting.load_axis(ax, xs, load_label(kind).replace("offered load: ", ""))
+    from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
 
-    key = [Line2D([], [], color="#555555", linewidth=1.6),
-           Line2D([], [], color="#555555", linestyle="none", marker="^", markersize=5)]
+    key: list[Artist] = [Line2D([], [], color="#555555", linewidth=1.6),
+                         Line2D([], [], color="#555555", linestyle="none", marker="^", markersize=5)]
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles + key, labels + ["p50 (line)", "p95 (▲, bar: its 95% CI)"], loc="outside lower center",
                   ncols=min(4, len(handles) + 2))

@@ -7,19 +7,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.model_loads import loads_from_ps, truncated_prompts
-from bench.analysis.ollama_semantics import semantics_for
 from bench.records import KV_JSON
 from bench import numbers as fmt
 from bench.report import plotting, server_memory
 from bench.report.data import RunView, gpu_capacity, server_spans, shared_time_range
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 GIB = 2**30
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     several = len(views) > 1
     xlim = shared_time_range(views)  # a comparison: every run's panels on one time axis
     for view in views:
@@ -36,7 +34,7 @@ def build(views: list[RunView]) -> Section | None:
         blocks.extend(server_memory.blocks(view, suffix))
         ps = view.run.ps
         if ps is not None and len(ps) and "name" in ps and ps["name"].notna().any():
-            semantics = semantics_for(view.manifest.target.version)
+            semantics = view.analysis.semantics
             what = ("the buffers llama-server allocated (weights, KV cache, compute, output); with every layer on "
                     "the GPU size equals size_vram" if semantics.llama_server else
                     "Ollama's estimate (weights + KV cache + compute graph)")
@@ -44,7 +42,7 @@ def build(views: list[RunView]) -> Section | None:
                                  "the GPU. size_vram below size means part of the model runs on the CPU "
                                  f"(read as {semantics.label}). Labels: the server setting live at the time; dotted line: "
                                  "the GPU's memory."))
-            table = _loads_table(view, ps, semantics, suffix)
+            table = _loads_table(view, suffix)
             if table is not None:
                 blocks.append(table)
         truncation = _truncation_note(view)
@@ -59,25 +57,13 @@ def build(views: list[RunView]) -> Section | None:
                    tuple(blocks))
 
 
-def _training_contexts(view: RunView) -> dict[str, int]:
-    contexts: dict[str, int] = {}
-    for name, shown in view.manifest.models.items():
-        info = (shown or {}).get("model_info") or {}
-        arch = info.get("general.architecture")
-        value = info.get(f"{arch}.context_length") if arch else None
-        if isinstance(value, int):
-            contexts[str(name)] = value
-            contexts[str(name) if ":" in str(name) else f"{name}:latest"] = value
-    return contexts
-
-
 def _requested_num_ctx(view: RunView) -> int | None:
     values = {v for v in view.cells.get("num_ctx", pd.Series(dtype=float)).dropna().tolist()} if "num_ctx" in view.cells else set()
     return int(next(iter(values))) if len(values) == 1 else None
 
 
-def _loads_table(view: RunView, ps: pd.DataFrame, semantics: Any, suffix: str) -> Table | None:
-    loads = loads_from_ps(ps, semantics, _training_contexts(view))
+def _loads_table(view: RunView, suffix: str) -> Table | None:
+    loads = view.analysis.model_loads
     if not loads:
         return None
     requested = _requested_num_ctx(view)
@@ -111,10 +97,7 @@ def _cells_during(view: RunView, first_s: float, last_s: float) -> str:
 
 
 def _truncation_note(view: RunView) -> Note | None:
-    intended = {}
-    if "prompt_tokens" in view.cells:
-        intended = {str(c): v for c, v in view.cells["prompt_tokens"].items() if isinstance(v, (int, float))}
-    found = truncated_prompts(view.measured, intended)
+    found = view.analysis.truncated_prompts
     if not found:
         return None
     parts = [f"{view.cells.at[c, 'label'] if c in view.cells.index else c}: {counted:,.0f} of ~{sent:,.0f}"
@@ -206,7 +189,7 @@ def _ps_figure(ps: pd.DataFrame, suffix: str, view: RunView,
 
 
 def _kv_blocks(kv: dict[str, Any], suffix: str) -> list[Any]:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     rows = []
     sources: set[str] = set()
     for group in kv["groups"]:

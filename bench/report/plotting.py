@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import matplotlib
 
@@ -30,7 +31,10 @@ from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-_STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 9.5,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
@@ -51,7 +55,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf")
 # Tableau 10: distinct hues for categories (offered loads, settings); never a sequential map.
 QUALITATIVE = PALETTE
-RUN_LINESTYLES = ("--", "-", ":", "-.")  # baseline dashed, current solid
+RUN_LINESTYLES: tuple[Literal["--", "-", ":", "-."], ...] = ("--", "-", ":", "-.")  # baseline dashed, current solid
 SERIES_LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 WIDTH_IN = 9.5
@@ -256,11 +260,12 @@ def bar_height_in(count: int) -> float:
     return min(12.0, 1.2 + 0.32 * max(count, 1))
 
 
-def series_style(names: list[str], name: str, run_index: int, runs: int) -> dict[str, object]:
-    """Colour by series, line style by run (baseline dashed when comparing)."""
+def series_style(names: list[str], name: str, run_index: int, runs: int) -> dict[str, Any]:
+    """Colour by series, line style by run (baseline dashed when comparing): keyword arguments of
+    Axes.plot, whose **kwargs matplotlib types as Any."""
     index = names.index(name) if name in names else 0
     # Hollow markers and distinct dashes keep lines that coincide (native and OpenAI often do) visible.
-    style: dict[str, object] = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)],
+    style: dict[str, Any] = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)],
                                 "markersize": 6, "markerfacecolor": "none", "markeredgewidth": 1.4,
                                 "linewidth": 1.6, "alpha": 0.9}
     if runs > 1:

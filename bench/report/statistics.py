@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from bench.outputs.statistics import SMALL_N_NOTE, statistics_rows
 from bench.report.data import RunView
-from bench.report.page import Section, Table
+from bench.report.page import Block, Section, Table
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks = []
+    blocks: list[Block] = []
     for view in views:
         if view.cells.empty:
             continue

@@ -9,7 +9,7 @@ import numpy as np
 from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView, describe_settings
-from bench.report.page import Figure, Section, Table
+from bench.report.page import Block, Figure, Section, Table
 
 _METRICS = (("TTFT p50", "ttft_p50_s", True), ("TPOT p50", "tpot_p50_s", True),
             ("output tok/s", "output_tps", False))
@@ -40,7 +40,7 @@ def build(views: list[RunView]) -> Section | None:
     pairs = {view.label: matched_pairs(view) for view in views}
     if not any(pairs.values()):
         return None
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     several = len(views) > 1
     for view in views:
         if not pairs[view.label]:

@@ -12,11 +12,11 @@ from bench.errors import BenchError
 from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     for view in views:
         results = _results(view)
         for result in results:
@@ -66,6 +66,8 @@ def _figure(result: SweepResult) -> plotting.Plot:
         ttft_ax.plot(offered[order], values[order] * scale, marker="o", color=color,
                      label=name.removesuffix("_s").replace("_", " "))
     for step in closed:
+        if step.achieved_rps is None:
+            continue  # a step with no measured request has no point to draw
         rate_ax.plot([step.achieved_rps], [step.achieved_rps], marker="X", markersize=9, linestyle="none",
                      color=plotting.PALETTE[3], label="throughput step (closed loop)")
         if step.ttft_p95_s is not None:

@@ -13,13 +13,13 @@ from bench.report import plotting
 from bench.report.data import (RunView, describe_settings, gpu_capacity, load_label, load_series,
                                request_spread, series_settings, throughput_spread)
 from bench import numbers as fmt
-from bench.report.page import Figure, Note, Section, Table
+from bench.report.page import Block, Figure, Note, Section, Table
 
 NUM_PARALLEL = "OLLAMA_NUM_PARALLEL"
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks = []
+    blocks: list[Block] = []
     for kind in ("closed", "open"):
         lines = load_series(views, kind)
         # A cell with no successful request has throughput 0 by definition, not a measurement.

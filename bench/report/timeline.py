@@ -19,7 +19,7 @@ from bench.analysis.recommend import scenario_slos
 from bench.errors import BenchError
 from bench.report import plotting
 from bench.report.data import RunView, shared_time_range
-from bench.report.page import Figure, Section
+from bench.report.page import Block, Figure, Section
 
 GIB = 2**30
 # Enough bins to show a stall of a few percent of the run, few enough that each holds tokens.
@@ -36,7 +36,7 @@ class _Span:
 
 
 def build(views: list[RunView]) -> Section | None:
-    blocks = []
+    blocks: list[Block] = []
     xlim = shared_time_range(views)  # a comparison: every run on one time axis
     for view in views:
         if view.requests.empty or "sent_s" not in view.requests:
@@ -202,6 +202,8 @@ def _failure_panel(ax: Axes, errors: np.ndarray, rejected: np.ndarray, edges: np
 
 def _ps_panel(ax: Axes, view: RunView) -> None:
     ps = view.run.ps
+    if ps is None:
+        return
     polls = ps.groupby("t_s")[["size_bytes", "size_vram_bytes"]].sum(min_count=1).fillna(0.0).sort_index()
     ax.step(polls.index, polls["size_bytes"] / GIB, where="post", color=plotting.PALETTE[5],
             label="size (server-reported)")

@@ -94,7 +94,7 @@ class ManifestWriter:
         self.annotators: list[Callable[[Manifest], None]] = []
 
     def write(self, status: str, state: RunState, servers: list[dict[str, Any]],
-              calibrations: dict[tuple[str, ...], Calibration], stop_reason: str | None,
+              calibrations: dict[tuple[str, str, str], Calibration], stop_reason: str | None,
               ended: bool = False) -> None:
         """Record where the run stands (`failure` and `stop_reason` only once set) and write the file."""
         health = client_health(state.outcomes)

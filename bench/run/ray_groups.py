@@ -38,11 +38,11 @@ from bench.scenario import Scenario
 
 
 class RayExecutor:
-    """Hands each server group of the cell loop to a Ray task; the rest of the run is the loop's."""
+    """Hands each server group of the cell loop to a Ray task; the rest of the run is the loop's.
+    `address`: the Ray cluster's (--ray ADDRESS); None starts a local one."""
 
-    uses_ray = True
-
-    def __init__(self) -> None:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
         self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
         self.earlier_tasks: list[dict[str, Any]] = []
         self.in_flight: dict[int, str] = {}  # server group -> the cell its task has begun, not ended
@@ -58,7 +58,7 @@ class RayExecutor:
 
     def _annotate_tasks(self, manifest: Manifest) -> None:
         tasks = [{"group": group, **task} for group, task in sorted(self.tasks.items())]
-        manifest.ray = {"address": self.loop.run.ray_address or "local", "tasks": self.earlier_tasks + tasks}
+        manifest.ray = {"address": self.address or "local", "tasks": self.earlier_tasks + tasks}
 
     def _groups(self) -> dict[int, list[Cell]]:
         groups: dict[int, list[Cell]] = {}
@@ -67,18 +67,17 @@ class RayExecutor:
                 groups.setdefault(cell.server_group, []).append(cell)
         return groups
 
-    def _task_options(self, cells: list[Cell]) -> RunOptions:
-        """What the run on the node is asked: this run's settings, its cells, the driver's clock."""
+    def _task_options(self) -> RunOptions:
+        """What the run on the node is asked: this run's settings and the driver's clock."""
         run = self.loop.run
         return RunOptions(target=run.target_override, overrides=run.overrides, sim_speed=run.sim_speed,
                           grace_s=run.grace_s, transport=run.transport, adaptive=run.adaptive,
-                          full_grid=run.full_grid, workers=run.workers,
-                          only_cells=frozenset(c.cell_id for c in cells), t0_epoch_s=self.loop.clock.t0_epoch_s)
+                          full_grid=run.full_grid, workers=run.workers, t0_epoch_s=self.loop.clock.t0_epoch_s)
 
     async def run_cells(self, loop: CellLoop) -> str:
         self._attach(loop)
         ray = import_ray()
-        with _ray_session(ray, self.loop.run.ray_address) as queue_cls:
+        with _ray_session(ray, self.address) as queue_cls:
             queue = queue_cls()
             writer = RecordWriter(self.loop.run.run_dir)
             try:
@@ -91,15 +90,16 @@ class RayExecutor:
     async def _dispatch(self, ray: Any, queue: Any, writer: RecordWriter) -> str:
         placement = self.loop.run.scenario.placement
         check_placement(placement.resources, placement.num_cpus, ray.cluster_resources(),
-                        self.loop.run.ray_address or "local")
+                        self.address or "local")
         task = ray.remote(run_group).options(num_cpus=placement.num_cpus, resources=placement.resources or None,
                                              max_retries=0)
         scenario = self.loop.run.scenario.model_dump(mode="json")
         pending: dict[Any, tuple[int, list[Cell]]] = {}
         for group, cells in self._groups().items():
-            pending[task.remote(GroupJob(scenario, self._task_options(cells), group), queue)] = (group, cells)
+            job = GroupJob(scenario, self._task_options(), group, frozenset(c.cell_id for c in cells))
+            pending[task.remote(job, queue)] = (group, cells)
         self.loop.progress.note(f"ray: {len(pending)} server group(s) submitted to "
-                                f"{self.loop.run.ray_address or 'a local Ray cluster'}")
+                                f"{self.address or 'a local Ray cluster'}")
         lost = False
         while pending:
             self._drain(queue, writer)
@@ -288,6 +288,8 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
             ray.shutdown()
 
 
-def run_on_ray(scenario: Scenario, options: RunOptions, console: Console | None = None) -> RunResult:
-    """`bench run --ray`: the whole run, each server group a Ray task (options.use_ray is set)."""
-    return run_scenario(scenario, options, console, executor=RayExecutor())
+def run_on_ray(scenario: Scenario, options: RunOptions, address: str | None = None,
+               console: Console | None = None) -> RunResult:
+    """`bench run --ray [ADDRESS]`: the whole run, each server group a Ray task on the cluster at
+    `address` (None: a local one)."""
+    return run_scenario(scenario, options, console, executor=RayExecutor(address))

@@ -1,6 +1,6 @@
 """The node side of `bench run --ray`: one server group's cells as a Ray task (`run_group`).
 
-The task is an ordinary bench run restricted to its group's cells (RunOptions.only_cells) in a
+The task is an ordinary bench run restricted to its group's cells (GroupJob.cell_ids) in a
 scratch directory on the node, on the driver's clock. Its records go to the driver's Ray queue in
 batches; each cell's start, and its end after its last record, go at once, in order on the queue
 (bench.run.ray_groups reads them). Server logs, the /api/ps timeline, calibrations and notes come
@@ -24,8 +24,9 @@ from rich.console import Console
 
 from bench.errors import UsageError
 from bench.records import RequestRecord, read_json
+from bench.run.observers import CellEvent
 from bench.run.resolve import RunOptions
-from bench.run.runner import run_scenario
+from bench.run.runner import LocalExecutor, run_scenario
 from bench.scenario import Scenario
 
 # Records are sent to the driver in batches, this often.
@@ -51,13 +52,15 @@ class GroupJob:
     """What a Ray task needs to run one server group (picklable)."""
 
     scenario: dict[str, Any]
-    options: RunOptions  # the driver's options with only_cells and the driver's t0
+    options: RunOptions  # the driver's options with the driver's t0
     group: int
+    cell_ids: frozenset[str]  # the group's cells: the task runs only these
 
 
 class _Batcher:
-    """Buffers a task's records and puts them on the driver's queue every BATCH_INTERVAL_S; a
-    cell's start and end go out at once, after every record before them (one order on the queue)."""
+    """The task run's observer (bench.run.observers.RunObserver): buffers its records and puts them
+    on the driver's queue every BATCH_INTERVAL_S; a cell's start and end go out at once, after every
+    record before them (one order on the queue)."""
 
     def __init__(self, queue: Any, group: int) -> None:
         self.queue, self.group = queue, group
@@ -70,12 +73,12 @@ class _Batcher:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def add(self, record: RequestRecord) -> None:
+    def record_seen(self, record: RequestRecord) -> None:
         with self.lock:
             self.buffer.append(record)
 
-    def cell(self, event: str, cell_id: str, details: dict[str, Any]) -> None:
-        """A cell started or ended (bench.run.resolve.CellHook): sent after its records."""
+    def cell_event(self, event: CellEvent, cell_id: str, details: dict[str, Any]) -> None:
+        """A cell started or ended: sent after its records."""
         with self.send_lock:
             self._flush_locked()
             self.queue.put(("cell", self.group, (event, cell_id, details)))
@@ -129,9 +132,9 @@ def run_group(job: GroupJob, queue: Any) -> dict[str, Any]:
     queue.put(("started", job.group, node))
     batcher = _Batcher(queue, job.group)
     try:
-        options = replace(job.options, out_dir=scratch / "run", report=False, record_hook=batcher.add,
-                          cell_hook=batcher.cell)
-        result = run_scenario(Scenario.model_validate(job.scenario), options, Console(file=io.StringIO()))
+        options = replace(job.options, out_dir=scratch / "run", report=False)
+        result = run_scenario(Scenario.model_validate(job.scenario), options, Console(file=io.StringIO()),
+                              executor=LocalExecutor(job.cell_ids), observers=(batcher,))
         batcher.close()
         run_dir = result.run_dir
         logs = {path.name: path.read_text(encoding="utf-8", errors="replace")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +18,7 @@ from bench.records.atomic import check_run_dir, make_run_dir
 from bench.errors import UsageError
 from bench.plan import Cell, Overrides, plan_cells
 from bench.workload.prompts import PromptSource, prompt_source
-from bench.records import MANIFEST_FILE, RequestRecord
+from bench.records import MANIFEST_FILE
 from bench.run.checks import check_before_run
 from bench.run.resume import ResumePoint
 from bench.run.targets import check_ollama_target, check_sim_speed, preflight
@@ -32,11 +31,6 @@ DEFAULT_GRACE_S = 10.0
 _SLUG_CHARS = 80
 
 TargetKind = Literal["url", "urls", "sim", "managed", "ollama"]
-# (event, cell_id, details): "started" as a cell begins; "ended" once its last record is out,
-# with details {status, stop, skip_reason, server} (bench.run.runner.CellLoop._tell_cell).
-CellHook = Callable[[str, str, dict[str, Any]], None]
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """Everything the command line adds to a scenario."""
@@ -55,15 +49,9 @@ class RunOptions:
     adaptive: bool = False  # --adaptive: stop_when and prune, with defaults where the scenario has none
     full_grid: bool = False  # --full-grid: the scenario's stop_when and prune off
     workers: int = 1  # --workers N: client processes per cell (bench.load.workers)
-    use_ray: bool = False  # --ray [ADDRESS]: server groups as Ray tasks (bench.run.ray_groups)
-    ray_address: str | None = None  # None: a local Ray cluster
-    # Set by bench.run.ray_groups and ray_task for the run inside a Ray task: its group's cells, the driver's
-    # clock, where every record goes besides the task's own scratch run directory, and who hears
-    # each cell start and end (so a lost task's finished cells stay finished).
-    only_cells: frozenset[str] | None = None
+    # The clock's origin (wall time) of a run this one continues: a Ray task's run keeps its
+    # driver's (bench.run.ray_groups), so every record shares one time axis.
     t0_epoch_s: float | None = None
-    record_hook: Callable[[RequestRecord], None] | None = None
-    cell_hook: CellHook | None = None
 
 
 @dataclass(frozen=True)
@@ -93,12 +81,7 @@ class ResolvedRun:
     adaptive: bool = False
     full_grid: bool = False
     workers: int = 1
-    use_ray: bool = False
-    ray_address: str | None = None
-    only_cells: frozenset[str] | None = None
     t0_epoch_s: float | None = None
-    record_hook: Callable[[RequestRecord], None] | None = field(default=None, repr=False, compare=False)
-    cell_hook: CellHook | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
         """What manifest.json keeps of the resolution (`options`), so --resume plans the same cells."""
@@ -162,8 +145,7 @@ def resolve_run(scenario: Scenario, options: RunOptions) -> ResolvedRun:
         resume=options.resume, baseline=options.baseline, grace_s=options.grace_s,
         report=options.report, made_run_dir=made_run_dir, prompts=prompts, api_key=api_key,
         adaptive=options.adaptive, full_grid=options.full_grid, workers=options.workers,
-        use_ray=options.use_ray, ray_address=options.ray_address, only_cells=options.only_cells,
-        t0_epoch_s=options.t0_epoch_s, record_hook=options.record_hook, cell_hook=options.cell_hook,
+        t0_epoch_s=options.t0_epoch_s,
     )
 
 

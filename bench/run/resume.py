@@ -177,7 +177,8 @@ def keep_complete_records(run_dir: Path, complete_cells: frozenset[str]) -> int:
     path = run_dir / REQUESTS_JSONL
     if not path.exists():
         return 0
-    kept, superseded = [], []
+    kept: list[bytes] = []
+    superseded: list[bytes] = []
     with open(path, "rb") as lines:
         for raw_line in lines:
             try:

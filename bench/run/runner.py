@@ -12,6 +12,7 @@ import dataclasses
 import re
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRe
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
 from bench.run.managed_server import check_models
 from bench.run.manifest_writer import ManifestWriter, RunState, new_manifest, resumed_manifest
+from bench.run.observers import CellEvent, RunObserver
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
 from bench.run.resume import keep_complete_records, stash_telemetry
@@ -53,28 +55,30 @@ _SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
 
 class CellExecutor(Protocol):
     """Where a run's cells are measured: here, one after another (LocalExecutor), or each server
-    group as a Ray task (bench.run.ray_groups.RayExecutor). Within a cell, --workers N spreads the
-    load over client processes (CellLoop._measure_in_workers) with either executor."""
-
-    uses_ray: bool
+    group as a Ray task (bench.run.ray_groups.RayExecutor, with its own options). Within a cell,
+    --workers N spreads the load over client processes (bench.load.workers) with either executor."""
 
     async def run_cells(self, loop: CellLoop) -> str: ...
 
 
 class LocalExecutor:
-    """The cells one after another in this process, against servers it starts or is given."""
+    """The cells one after another in this process, against servers it starts or is given;
+    `only_cells`: just these (a Ray task's server group, bench.run.ray_task)."""
 
-    uses_ray = False
+    def __init__(self, only_cells: frozenset[str] | None = None) -> None:
+        self.only_cells = only_cells
 
     async def run_cells(self, loop: CellLoop) -> str:
-        return await loop.run_cells_here()
+        return await loop.run_cells_here(self.only_cells)
 
 
 class CellLoop:
     """Runs a resolved run's cells; owns the clock, the stop control and the manifest's state."""
 
-    def __init__(self, run: ResolvedRun, console: Console, executor: CellExecutor | None = None) -> None:
+    def __init__(self, run: ResolvedRun, console: Console, executor: CellExecutor | None = None,
+                 observers: Sequence[RunObserver] = ()) -> None:
         self.executor: CellExecutor = executor if executor is not None else LocalExecutor()
+        self.observers = tuple(observers)
         self.run = run
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
@@ -113,8 +117,9 @@ class CellLoop:
             # complete, or skipped by a pruned study (decided, not interrupted)
             self.state.cell_status[cell_id] = stored[cell_id].status
             self.state.cell_server[cell_id] = stored[cell_id].server_id
-            if stored[cell_id].node is not None:  # measured on a Ray node in an earlier session
-                self.state.cell_node[cell_id] = stored[cell_id].node
+            node = stored[cell_id].node
+            if node is not None:  # measured on a Ray node in an earlier session
+                self.state.cell_node[cell_id] = node
         self.prompts.calibrations.update(resume.calibrations())
         for note in resume.manifest.notes:
             self.state.add_note(note)
@@ -133,7 +138,7 @@ class CellLoop:
     # --- signals -----------------------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed = []
+        installed: list[int] = []
 
         def on_signal(signum: int) -> None:
             name = signal.Signals(signum).name
@@ -160,8 +165,8 @@ class CellLoop:
         """Every cell not yet complete, by the run's executor; the run's status (complete, partial, failed)."""
         return await self.executor.run_cells(self)
 
-    async def run_cells_here(self) -> str:
-        """Every cell not yet complete, in order, in this process."""
+    async def run_cells_here(self, only_cells: frozenset[str] | None = None) -> str:
+        """Every cell not yet complete (of `only_cells`, when given), in order, in this process."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         writer = RecordWriter(self.run.run_dir)
@@ -172,7 +177,7 @@ class CellLoop:
                     break
                 if self.state.cell_status[cell.cell_id] in ("complete", "skipped"):
                     continue  # done by an earlier session (--resume)
-                if self.run.only_cells is not None and cell.cell_id not in self.run.only_cells:
+                if only_cells is not None and cell.cell_id not in only_cells:
                     continue  # another Ray task's group (bench.run.ray_groups)
                 if self.study.skip_reason(cell) is not None:
                     self._skip(cell)
@@ -350,11 +355,10 @@ class CellLoop:
         self.write_manifest("running")
         self._tell_cell("ended", cell, outcome)
 
-    def _tell_cell(self, event: str, cell: Cell, outcome: CellOutcome | None = None) -> None:
-        """A Ray task's driver hears each cell start and end (after the cell's last record), so a
-        task lost later still leaves the cells it finished finished (bench.run.ray_task)."""
-        hook = self.run.cell_hook
-        if hook is None:
+    def _tell_cell(self, event: CellEvent, cell: Cell, outcome: CellOutcome | None = None) -> None:
+        """The observers hear each cell start and end (after the cell's last record): a Ray task's
+        driver, so a task lost later still leaves the cells it finished finished (bench.run.ray_task)."""
+        if not self.observers:
             return
         details: dict[str, Any] = {}
         if event == "ended":
@@ -365,14 +369,15 @@ class CellLoop:
                        "server": next((dict(s) for s in self.targets.servers if s.get("server_id") == server_id),
                                       None),
                        "outcome": outcome}  # the client's CPU and dispatch lags, for client health
-        hook(event, cell.cell_id, details)
+        for observer in self.observers:
+            observer.cell_event(event, cell.cell_id, details)
 
     def _record_seen(self, record: RequestRecord) -> None:
-        """Every record of the run, once written: the study's busy time, a Ray task's stream."""
+        """Every record of the run, once written: the study's busy time, then the observers."""
         if self.study.active:
             self.study.observe(record)
-        if self.run.record_hook is not None:
-            self.run.record_hook(record)
+        for observer in self.observers:
+            observer.record_seen(record)
 
     def _worker_plans(self, cell: Cell, load: CellLoad, http: httpx.AsyncClient) -> list[CellWorkerPlan]:
         """The cell's load in --workers shares, each with what a fresh process needs."""
@@ -447,21 +452,17 @@ def _continued_clock(t0_epoch_s: float | None) -> Clock:
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, console: Console | None = None,
-                 executor: CellExecutor | None = None) -> RunResult:
+                 executor: CellExecutor | None = None, observers: Sequence[RunObserver] = ()) -> RunResult:
     """Run a scenario end to end; returns where the results are and how it ended.
 
     The CLI passes its `output_console()` (160 columns when stdout is not a terminal); without a
     console, progress and the summary go to a plain rich Console. `--ray` runs come through
     bench.run.ray_groups.run_on_ray, which passes its RayExecutor (so this module never imports
-    Ray's: no import circle).
+    Ray's: no import circle); `observers` hear every record and cell (bench.run.observers).
     """
     console = console if console is not None else Console()
     run = resolve_run(scenario, options)
-    executor = executor if executor is not None else LocalExecutor()
-    if run.use_ray != executor.uses_ray:
-        raise ValueError(f"use_ray={run.use_ray} needs an executor with uses_ray={run.use_ray}, "
-                         f"got {type(executor).__name__} (call bench.run.ray_groups.run_on_ray for --ray)")
-    loop = CellLoop(run, console, executor)
+    loop = CellLoop(run, console, executor, observers)
     try:
         loop.begin()
     except BaseException as error:  # a full disk at the first manifest write: nothing measured yet

@@ -389,7 +389,7 @@ class Prune(_Strict):
     """Pruned studies: skip cells that cannot win (bench.analysis.pruning)."""
 
     knee_growth: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.05, description="throughput growing less than this fraction over the lower concurrency is flat")
+        default=0.05, description="throughput growing less than this fraction over the lower concurrency is flat")
 
 
 class Placement(_Strict):

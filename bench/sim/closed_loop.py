@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bench.sim import roofline
 from bench.sim.catalog import GpuProfile, ModelSpec
-from bench.sim.device import DeviceQueue, device_for
+from bench.sim.device import DeviceQueue
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class _Runner:
 def predict(model: ModelSpec, gpu: GpuProfile, workload: Workload, gpu_fraction: float | None = None) -> Prediction:
     """Output tok/s over the measured requests' window, and their TTFT and TPOT medians."""
     fraction = (1.0 if gpu.memory_bytes > 0 else 0.0) if gpu_fraction is None else gpu_fraction
-    runner = _Runner(model, gpu, fraction, workload, device_for(gpu.memory_bytes, workload.num_batch))
+    runner = _Runner(model, gpu, fraction, workload, DeviceQueue(num_batch=workload.num_batch))
     total = workload.warmup_requests + workload.requests
     events: list[tuple[float, int, str, _Request]] = []
     done: list[_Request] = []

@@ -26,15 +26,10 @@ class _Prompt:
 
 @dataclass
 class DeviceQueue:
-    """Prompts booked on the device in order, and the batches they are packed into.
-
-    shared: prompts and decode share the device (above). False keeps the older timing, each prompt
-    beside the batch at no cost to it: what GPU profiles still do until the documentation's GPU
-    numbers are re-measured with the shared device (docs/simulator.md, "How a batch is timed").
-    """
+    """Prompts booked on the device in order, and the batches they are packed into (every profile,
+    GPU or CPU: llama-server's loop is the same on both)."""
 
     num_batch: int = 512
-    shared: bool = True
     free_at_s: float = 0.0
     _booked: deque[_Prompt] = field(default_factory=deque)
     _forgotten: int = 0  # prompts dropped from the left of _booked (indices are absolute)
@@ -47,8 +42,6 @@ class DeviceQueue:
 
         step_wall_s: the decode step of the slots decoding now, which they get between two batches.
         """
-        if not self.shared:
-            return now_s + prefill_wall_s, 0
         while self._booked and self._booked[0].end_s < now_s - FORGET_AFTER_S:
             self._booked.popleft()
             self._forgotten += 1
@@ -84,8 +77,3 @@ class DeviceQueue:
             position += 1
         return stall_s, position + self._forgotten
 
-
-def device_for(memory_bytes: int, num_batch: int) -> DeviceQueue:
-    """The device of a runner on a profile: shared by prompts and decode on a machine without GPU
-    memory (measured here: tests/sim/test_calibration_predicts.py); see DeviceQueue.shared."""
-    return DeviceQueue(num_batch=num_batch, shared=memory_bytes == 0)

@@ -25,7 +25,7 @@ from bench.sim.backend import (
     RunnerRequestError,
 )
 from bench.sim.catalog import GpuProfile
-from bench.sim.device import device_for
+from bench.sim.device import DeviceQueue
 from bench.sim.prompt_cache import SlotCache
 
 
@@ -74,7 +74,7 @@ class SimulatedRunner:
         self.generating = 0  # requests in the runner: prompt queued, prefilling or decoding
         self.max_generating = 0
         self.decoding = 0  # the decode batch: slots past their prompt
-        self.device = device_for(backend.hardware.gpu.memory_bytes, report.num_batch)
+        self.device = DeviceQueue(num_batch=report.num_batch)
         self.context_tokens_total = 0
 
     async def health(self) -> bool:

@@ -1,7 +1,7 @@
 """The shipped sizing study, scaled down, adaptive (its own stop_when and prune) against --full-grid:
 same recommendation, at most half the target's busy time; every skip and stop verdict in the manifest.
 
-The shipped study takes ~8 min adaptive and ~12 min as a full grid on a busy 2-core machine, so the
+The shipped study takes ~7 min adaptive and ~16 min as a full grid on a busy 2-core machine, so the
 comparison runs a copy of it with its model, GPU profile, context, server and speed kept (so the
 memory answer is the same: NP=16 spills at load) and its time cut: 1k-token prompts (a request is
 ~330 ms at --speed 10, its TTFT ~40 ms), NUM_PARALLEL 1, 4, 16 x concurrency 1, 2, 4, 8, 24 requests

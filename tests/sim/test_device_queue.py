@@ -33,3 +33,20 @@ def test_a_decoder_is_not_stalled_by_prompts_booked_before_its_own() -> None:
     done_s, index = device.book_prefill(0.0, 0.4, step_wall_s=0.0, prompt_tokens=500)
     next_token_s, _ = device.decode_token(done_s, 0.01, index)
     assert next_token_s == pytest.approx(done_s + 0.01)
+
+
+def test_on_a_gpu_profile_concurrent_prompts_queue_and_bound_throughput() -> None:
+    """The quick start's shape (L4, llama3.2:1b, 4096-token prompts, 32 tokens out): prompts share
+    the one device, so eight users get at most one prompt's prefill per prompt time, not eight."""
+    from bench.sim.catalog import load_catalog
+    from bench.sim.closed_loop import Workload, predict
+    from bench.sim import roofline
+
+    catalog = load_catalog()
+    model, l4 = catalog.resolve("llama3.2:1b"), catalog.gpus["l4"]
+    assert model is not None
+    one, eight = (predict(model, l4, Workload(4096, 32, c, 40, num_batch=2048)) for c in (1, 8))
+    prefill_s = roofline.prefill_s(model, l4, 1.0, 4096, 2048)
+    assert eight.ttft_p50_s > 1.5 * one.ttft_p50_s  # beside the batch for free it stayed at one prefill
+    # requests/s can never beat the device's prompt rate: 1 / prefill (each request carries 32 tokens)
+    assert eight.output_tokens_per_s <= 32 / prefill_s * 1.01
