@@ -72,8 +72,8 @@ def test_a_stored_recommendation_reads_back_typed() -> None:
 
 
 def test_prompts_the_server_cut_to_fit_the_context_are_noted(make_run: Callable[..., Path]) -> None:
-    """Cells planned with 6,000-token prompts whose server counted 512: the analysis reads the
-    planned length from the typed cell settings (an integer), so the note appears."""
+    """Cells planned with 6,000-token prompts whose server counted 512: the note appears (the
+    planned length read from the typed cell settings)."""
     run_dir = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None,
                        extra_settings={"prompt_tokens": 6000})
     page = _report(run_dir)
