@@ -104,10 +104,9 @@ def training_contexts(manifest: Manifest) -> dict[str, int]:
 
 
 def _intended_prompt_tokens(run: Run) -> dict[str, float]:
-    if run.cells.empty or "prompt_tokens" not in run.cells:
-        return {}
-    return {str(cell_id): float(tokens) for cell_id, tokens in zip(run.cells["cell_id"], run.cells["prompt_tokens"])
-            if isinstance(tokens, (int, float))}
+    """Each cell's prompt length as planned, read from the typed settings (None: prompts from a file)."""
+    return {cell_id: float(settings.prompt_tokens) for cell_id, settings in run.manifest.cell_settings().items()
+            if settings.prompt_tokens is not None}
 
 
 def _summary(measured: pd.DataFrame, manifest: Manifest, percentiles: tuple[float, ...]) -> pd.DataFrame:

@@ -69,3 +69,18 @@ def test_a_stored_recommendation_reads_back_typed() -> None:
     assert [(slo.metric, slo.threshold) for slo in read.slos] == [("ttft_p95", 0.5), ("output_tps", 100.0)]
     candidate = read.candidates[0]
     assert candidate.outcome == "chosen" and candidate.fits_in_gpu is None and candidate.output_tps != candidate.output_tps
+
+
+def test_prompts_the_server_cut_to_fit_the_context_are_noted(make_run: Callable[..., Path]) -> None:
+    """Cells planned with 6,000-token prompts whose server counted 512: the analysis reads the
+    planned length from the typed cell settings (an integer), so the note appears."""
+    run_dir = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None,
+                       extra_settings={"prompt_tokens": 6000})
+    page = _report(run_dir)
+    assert "Prompts cut to fit the context" in page
+    assert "6,000" in page or "6000" in page
+
+
+def test_prompts_the_server_counted_whole_get_no_note(make_run: Callable[..., Path]) -> None:
+    run_dir = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None)
+    assert "Prompts cut to fit the context" not in _report(run_dir)
