@@ -68,11 +68,10 @@ def cells_of(run_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster (2 CPUs, on loopback) started once for this module: its GCS address."""
+    """A local Ray cluster started once for this module, as `bench run --ray` starts one: its GCS address."""
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
