@@ -34,6 +34,11 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 SECONDS_PER_TOKEN_CEILING = 1.0
 DEFAULT_UNBOUNDED_TOKENS = 4096
 CHUNK_SLACK = 64
+# Ollama bounds an answer without num_predict at 10 x num_ctx tokens (v0.33 llm/llama_server.go
+# boundedNumPredict, openEndedGenerationContextMultiplier); its largest default context is 256k
+# tokens (chosen by VRAM: 4k/32k/256k). The chunk cap of a request without max_tokens follows them.
+OPEN_ENDED_CONTEXT_MULTIPLIER = 10
+LARGEST_DEFAULT_CONTEXT_TOKENS = 262_144
 # An NDJSON line, an SSE line or event's data, or a whole non-streamed body longer than this is no
 # Ollama answer (the largest real one, /api/generate's final `context` at num_ctx 131072, is ~1 MB):
 # the reader stops there with `bad_stream` instead of buffering until the request deadline.
@@ -74,12 +79,19 @@ def request_deadline_s(spec: RequestSpec) -> float:
     return min(spec.timeout_s + tokens * SECONDS_PER_TOKEN_CEILING, MAX_SECONDS)
 
 
-def max_chunks(spec: RequestSpec) -> int | None:
-    """How many streamed chunks a request may carry: max_tokens and as many again, plus slack
-    (a chunk is at most a token; thinking and role-only chunks come on top). None: no max_tokens."""
-    if not spec.max_tokens or spec.max_tokens <= 0:
-        return None
-    return 2 * spec.max_tokens + CHUNK_SLACK
+def max_chunks(spec: RequestSpec) -> int:
+    """How many streamed chunks a request may carry: its token budget and as many again, plus
+    slack (a chunk is at most a token; thinking and role-only chunks come on top).
+
+    The budget is max_tokens; without it, what Ollama itself allows an open-ended answer
+    (OPEN_ENDED_CONTEXT_MULTIPLIER × num_ctx, the largest default context when num_ctx is unset),
+    so a server that floods an answer without max_tokens stops at a bound, not only at the deadline.
+    """
+    if spec.max_tokens and spec.max_tokens > 0:
+        tokens = spec.max_tokens
+    else:
+        tokens = OPEN_ENDED_CONTEXT_MULTIPLIER * (spec.num_ctx or LARGEST_DEFAULT_CONTEXT_TOKENS)
+    return 2 * tokens + CHUNK_SLACK
 
 
 class IdleWatchdog:

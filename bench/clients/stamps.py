@@ -28,7 +28,7 @@ class TextStamps:
     when the spec asks to store it). On the hot path: slots, no logging, nothing allocated per
     chunk beyond the stamp itself."""
 
-    __slots__ = ("chunk_times", "chunks_left", "output_chars", "record", "run_chunks", "run_text", "t0",
+    __slots__ = ("chunk_cap", "chunk_times", "chunks_left", "output_chars", "record", "run_chunks", "run_text", "t0",
                  "text_parts")
 
     def __init__(self, record: RequestRecord, t0: float, store_text: bool, max_chunks: int | None = None) -> None:
@@ -36,7 +36,8 @@ class TextStamps:
         self.chunk_times = record.chunk_times_s
         self.text_parts: list[str] | None = [] if store_text else None
         self.output_chars = 0
-        self.chunks_left = max_chunks if max_chunks is not None else -1  # -1: no cap
+        self.chunk_cap = max_chunks if max_chunks is not None else -1
+        self.chunks_left = self.chunk_cap  # -1: no cap
         # The run of text chunks at the stream's end that carried the same text:
         # only read when a stream ends without its final line (ended_without()).
         self.run_text = ""
@@ -47,8 +48,9 @@ class TextStamps:
 
         A stream far past max_tokens (max_chunks) is a server that does not stop: bad_stream."""
         if self.chunks_left == 0:
-            raise StreamFailure("bad_stream", f"more chunks than max_tokens allows (2 x max_tokens + "
-                                              f"{CHUNK_SLACK}): the server does not stop")
+            raise StreamFailure("bad_stream", f"more than {self.chunk_cap:,} chunks (2 x the token budget + {CHUNK_SLACK}; "
+                                              "the budget is max_tokens, else Ollama's own 10 x num_ctx): "
+                                              "the server does not stop")
         self.chunks_left -= 1
         # A role-only delta ({"role": "assistant", "content": ""}) is not a token.
         has_content = type(content) is str and content != ""

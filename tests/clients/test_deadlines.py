@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bench.clients import send
-from bench.clients._exchange import request_deadline_s
+from bench.clients._exchange import max_chunks, request_deadline_s
 from bench.clients.base import RequestSpec
 from bench.clients.http import make_http_client
 
@@ -93,3 +93,20 @@ def test_a_whole_body_that_never_ends_is_a_bad_stream_at_the_cap(endless, transp
     record = _send(server.url, _spec("native", timeout_s=300.0, deadline_s=600.0, stream=stream), transport)
     assert record.error_class == "bad_stream", record
     assert "16777216 bytes" in (record.error_message or ""), record.error_message
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_chunks_without_max_tokens_stop_at_ollamas_own_bound(endless, transport: str) -> None:  # noqa: ANN001
+    """No max_tokens: the cap is Ollama's bound for an open-ended answer, 10 x num_ctx tokens
+    (llm/llama_server.go boundedNumPredict), so a flood ends there and not only at the deadline."""
+    server = endless("forever")
+    record = _send(server.url, _spec("native", timeout_s=30.0, num_ctx=8), transport)
+    assert record.error_class == "bad_stream", record
+    assert "more than 224 chunks" in (record.error_message or "")
+    assert len(record.chunk_times_s) == 2 * 10 * 8 + 64
+
+
+def test_the_chunk_cap_without_num_ctx_is_ollamas_largest_default_context() -> None:
+    assert max_chunks(_spec("native", max_tokens=100)) == 264
+    assert max_chunks(_spec("native", num_ctx=4096)) == 2 * 10 * 4096 + 64
+    assert max_chunks(_spec("native")) == 2 * 10 * 262_144 + 64
