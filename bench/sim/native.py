@@ -152,6 +152,9 @@ async def completion(request: Request, kind: str) -> Response:
         if faults.error:
             raise FrontError(500, "simulated fault: internal server error")
         loaded = await acquire(sim, schedule)
+        # Ollama stamps load_duration's end right after scheduleRunner (server/routes.go checkpointLoaded),
+        # before templating and tokenizing: those wait on the runner and must not read as a load.
+        timings = Timings.after_acquire(arrival_s, loaded)
         truncate = body.get("truncate", True) is not False
         try:
             if kind == "chat" and front.native_chat(sim):
@@ -171,7 +174,6 @@ async def completion(request: Request, kind: str) -> Response:
             raise
     except FrontError as error:
         return error_response(error.status, error.message)
-    timings = Timings.after_acquire(arrival_s, loaded)
     request_id = sim.request_id(request.headers.get("x-request-id"))
     lease = Lease(sim, loaded)
     if body.get("stream", True) is False:

@@ -122,6 +122,9 @@ async def completions(request: Request, kind: str) -> Response:
         if faults.error:
             raise FrontError(500, "simulated fault: internal server error")
         loaded = await acquire(sim, schedule)
+        # Ollama stamps load_duration's end right after scheduleRunner (server/routes.go checkpointLoaded),
+        # before templating and tokenizing: those wait on the runner and must not read as a load.
+        timings = Timings.after_acquire(arrival_s, loaded)
         try:
             if kind == "chat" and front.native_chat(sim):
                 # The middleware turns this into an /api/chat request (truncate unset: on).
@@ -136,7 +139,6 @@ async def completions(request: Request, kind: str) -> Response:
             raise
     except FrontError as error:
         return openai_error(error.status, error.message)
-    timings = Timings.after_acquire(arrival_s, loaded)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     completion_id = f"{prefix}-{sim.request_id(None)}"
     request_id = request.headers.get("x-request-id") or completion_id
