@@ -142,7 +142,7 @@ def scenario_flags(command):  # noqa: ANN001, ANN201 - a click decorator
                    "loop) spread over N processes on one clock, records merged.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run each server group as a Ray task (pip install 'bench[ray]'): on a local Ray "
-                   "cluster, or the one at ADDRESS (ray://host:10001, or `auto` for the cluster "
+                   "cluster on loopback only, or the one at ADDRESS (ray://host:10001, or `auto` for the cluster "
                    "this machine belongs to). Give the scenario first: `bench run FILE --ray`.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Finish an interrupted run: run only its cells not yet complete, in RUN_DIR.")

@@ -41,6 +41,31 @@ def _address(hex_address: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(ordered)), int(port_hex, 16)
 
 
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return [root]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Field 2 (comm) may hold spaces and parentheses; the ppid is the second field after it.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) >= 2:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    pids, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        pids.append(pid)
+        pending.extend(children.get(pid, []))
+    return sorted(pids)
+
+
 def non_loopback_listeners(pids: list[int], proc: Path = Path("/proc")) -> list[str]:
     """`host:port` of every listening TCP socket of `pids` that is not on a loopback address."""
     inodes = _socket_inodes(pids, proc)

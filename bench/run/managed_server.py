@@ -20,6 +20,7 @@ import httpx
 from bench.errors import TargetError
 from bench.telemetry.server_info import show_model
 from bench.processes import NotReady, child_options, free_port, is_loopback, log_tail, stop_group, wait_ready
+from bench.run.listeners import descendants
 from bench.run.reaper import RELEASE
 from bench.run.redacted_log import RedactedLogCopier
 from bench.run.server_marks import MARK_ENV, marked_pids, new_mark, stop_marked
@@ -245,31 +246,7 @@ def server_pids(server: ManagedServer) -> list[int]:
     marked = marked_pids(server.mark)
     if not server.is_alive():
         return marked
-    return sorted(set(_descendants(root)) | set(marked))
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return [root]
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # Field 2 (comm) may hold spaces and parentheses; the ppid is the second field after it.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 2:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    pids, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        pids.append(pid)
-        pending.extend(children.get(pid, []))
-    return sorted(pids)
+    return sorted(set(descendants(root)) | set(marked))
 
 
 def check_models(base_url: str, models: list[str], timeout_s: float = 10,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,12 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from bench.errors import UsageError
+from bench.processes import is_loopback
 from bench.records.manifest import Manifest
 from bench.plan import Cell
 from bench.records import RecordWriter
 from bench.records.atomic import write_text_atomically
+from bench.run.listeners import descendants, non_loopback_listeners
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
 from bench.run.resolve import RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
@@ -269,9 +272,46 @@ def check_placement(resources: dict[str, float], num_cpus: float, cluster: dict[
                          f"has {{{have}}} in all")
 
 
+# Ray's single-machine mode (its default on macOS and Windows; read when ray is imported): the node
+# address is 127.0.0.1, so Ray's gRPC servers (GCS, raylet, each worker and the driver) and its
+# agents bind loopback. On Linux Ray would advertise the host's address and bind 0.0.0.0 (measured:
+# 7 listeners beyond loopback), and ray.init turns `_node_ip_address="127.0.0.1"` back into the
+# host's address, so the switch itself is what holds a local cluster to loopback.
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _on_this_host(address: str | None) -> bool:
+    """A local cluster (no address), or one at a loopback GCS address (`127.0.0.1:PORT`)."""
+    return address is None or (not address.startswith("ray://") and is_loopback(address.rsplit(":", 1)[0]))
+
+
+def _init_loopback_cluster(ray: Any, kwargs: dict[str, Any]) -> None:
+    """ray.init of (or onto) a cluster on this host that listens on loopback only; refused (and shut
+    down) if any process of this one's listens beyond loopback all the same."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_MACHINE_ENV] = "0"  # for Ray's processes: they inherit this environment
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this one, whose ray may be imported already
+    try:
+        ray.init(**kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[_SINGLE_MACHINE_ENV] = saved_env
+    exposed = non_loopback_listeners(descendants(os.getpid()))
+    if exposed:
+        ray.shutdown()
+        raise UsageError(f"--ray: the local Ray cluster listened on {', '.join(exposed)}; bench's "
+                         "listeners are loopback (127.0.0.1) only, so bench stopped it")
+
+
 @contextmanager
 def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
-    """ray.init for this run (a local cluster when no address), the queue class; shut down after."""
+    """ray.init for this run (a local cluster on loopback when no address), the queue class; shut
+    down after."""
     from ray.util.queue import Queue
 
     started = not ray.is_initialized()
@@ -280,7 +320,10 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[Any]:
                                   "configure_logging": False}
         if address:
             kwargs["address"] = address
-        ray.init(**kwargs)
+        if _on_this_host(address):
+            _init_loopback_cluster(ray, kwargs)
+        else:
+            ray.init(**kwargs)
     try:
         yield Queue
     finally:

@@ -21,6 +21,7 @@ import pytest
 
 from bench.analysis.recommend import recommend, scenario_slos
 from bench.records import load_run
+from bench.run.ray_groups import _ray_session
 from bench.report import write_report
 from polling import wait_for
 
@@ -68,14 +69,12 @@ def cells_of(run_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster started once for this module, as `bench run --ray` starts one: its GCS address."""
+    """A local Ray cluster started once for this module, as `bench run --ray` starts one (on loopback):
+    its GCS address, 127.0.0.1:PORT."""
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    with _ray_session(ray, None):
         yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
