@@ -18,6 +18,7 @@ import pyarrow as pa
 from bench.records.atomic import write_parquet_atomically
 from bench.endpoints import PS_PATH
 from bench.inputs.server_json import server_json
+from bench.secrets import redact
 
 PS_COLUMNS: tuple[str, ...] = (
     "t_s",
@@ -55,6 +56,10 @@ class PsRow:
 # Sizes and lengths are counts: a negative one, a fraction or one past int64 (a parquet column)
 # is a server's error, kept out of the timeline rather than failing its write at the end.
 _MAX_COUNT = 2**62
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -162,7 +167,9 @@ class PsPoller:
             self.failed_polls = 0
 
     def to_table(self) -> pa.Table:
-        columns = {name: [getattr(row, name) for row in self.rows] for name in PS_COLUMNS}
+        """The polls as ps.parquet's table; a server's text (model names, expiry) goes through
+        redact() as every stored text does: a server that echoes the key puts it nowhere."""
+        columns = {name: [_redacted(getattr(row, name)) for row in self.rows] for name in PS_COLUMNS}
         return pa.table(columns, schema=PS_SCHEMA)
 
     def write(self, path: Path) -> Path | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from bench.telemetry import start_telemetry
 from bench.telemetry.ollama_ps import PS_COLUMNS, PsPoller
@@ -120,3 +121,28 @@ def test_no_successful_poll_writes_no_file(tmp_path: Path) -> None:
     poller.stop()
     assert poller.write(tmp_path / "ps.parquet") is None
     assert not (tmp_path / "ps.parquet").exists()
+
+
+def test_a_server_echoing_the_key_in_ps_leaves_it_out_of_ps_parquet(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model name or expiry from /api/ps carrying the key (as sent, upper-cased, a fragment) is
+    stored redacted, as every other stored text is (issue 26, class 4)."""
+    import bench.secrets
+
+    key = "sk-ps-echo-4f9a8b7c6d5e"
+    monkeypatch.setattr(bench.secrets, "_KNOWN_SECRETS", set())
+    bench.secrets.remember(key)
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": [
+            {"name": f"m-{key}", "size": 10, "size_vram": 10, "context_length": 4096,
+             "expires_at": f"{key.upper()[:12]}-later"}]})
+
+    poller = PsPoller(0.0, "http://127.0.0.1:1", 0.01, transport=httpx.MockTransport(echo))
+    poller.poll_once()
+    poller.stop()
+    written = poller.write(tmp_path / "ps.parquet")
+    assert written is not None
+    stored = (tmp_path / "ps.parquet").read_bytes()
+    assert key.encode() not in stored and key.upper()[:12].encode() not in stored
+    assert b"[redacted]" in stored
