@@ -198,17 +198,23 @@ def error_text(error_value: Any) -> str:
     return truncate(repr(error_value))
 
 
-async def read_error_body(response: httpx.Response) -> bytes:
-    """The first ERROR_BODY_BYTES of an error answer: enough for its message, bounded however
-    long the server keeps sending."""
+async def read_at_most(response: httpx.Response, limit_bytes: int) -> tuple[bytes, bool]:
+    """A body read up to `limit_bytes` and no further: (the bytes, whether more was sent). The one
+    bounded reader of a whole body, however long the server keeps sending."""
     parts: list[bytes] = []
     size_bytes = 0
     async for piece in response.aiter_bytes():
         parts.append(piece)
         size_bytes += len(piece)
-        if size_bytes >= ERROR_BODY_BYTES:
-            break
-    return b"".join(parts)[:ERROR_BODY_BYTES]
+        if size_bytes > limit_bytes:
+            return b"".join(parts)[:limit_bytes], True
+    return b"".join(parts), False
+
+
+async def read_error_body(response: httpx.Response) -> bytes:
+    """The first ERROR_BODY_BYTES of an error answer: enough for its message."""
+    body, _ = await read_at_most(response, ERROR_BODY_BYTES)
+    return body
 
 
 def error_text_from_body(body: bytes) -> str:
@@ -250,15 +256,10 @@ async def read_whole_body(
     """A non-streamed body; its arrival is the request's end (and, for text, its one chunk).
 
     One JSON document: past MAX_LINE_BYTES it is a bad_stream, read no further."""
-    parts: list[bytes] = []
-    size_bytes = 0
-    async for piece in response.aiter_bytes():
-        size_bytes += len(piece)
-        if size_bytes > MAX_LINE_BYTES:
-            raise StreamFailure("bad_stream", f"a response body longer than {MAX_LINE_BYTES} bytes: "
-                                              "not an Ollama answer")
-        parts.append(piece)
-    body = b"".join(parts)
+    body, cut = await read_at_most(response, MAX_LINE_BYTES)
+    if cut:
+        raise StreamFailure("bad_stream", f"a response body longer than {MAX_LINE_BYTES} bytes: "
+                                          "not an Ollama answer")
     now = arrival_s(response)
     watchdog.last_byte = now
     record.end_s = now - t0

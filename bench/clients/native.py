@@ -205,8 +205,10 @@ async def _read_whole_chat(
 ) -> None:
     parsed = await _read_whole(response, record, watchdog, t0)
     message = parsed.get("message")
-    if type(message) is not dict or parsed.get("done") is not True:
-        raise StreamFailure("bad_stream", "response has no message or no done: true" + _NOT_DONE_HINT)
+    if type(message) is not dict:
+        raise StreamFailure("bad_stream", "response has no message")
+    if parsed.get("done") is not True:
+        raise StreamFailure("bad_stream", "response has no done: true" + _NOT_DONE_HINT)
     _take_whole_text(record, message.get("content"), message.get("thinking"), store)
     _take_final_metrics(record, parsed)
 
