@@ -82,6 +82,36 @@ def column(values: Iterable[Any], scale: float = 1.0) -> list[str]:
 
 # The report's and the statistics tables' cells: '–' where nothing was measured.
 DASH = "–"
+# A figure missing from a one-line reason ('ttft_p95 n/a (SLO 500ms)').
+NOT_AVAILABLE = "n/a"
+
+
+def figure(value: Any, decimals: int, unit: str = "", *, scale: float = 1.0, sign: bool = False,
+           missing: str = DASH) -> str:
+    """`value` × `scale` at `decimals` decimals, `unit` appended as given ('%', ' ms'), with a sign
+    when `sign`: (0.1234, 1, '%', scale=100) → '12.3%'; `missing` when not a finite number."""
+    number = _number(value)
+    if number is None:
+        return missing
+    return f"{number * scale:{'+' if sign else ''}.{decimals}f}{unit}"
+
+
+def significant(value: Any, figures: int = 3, unit: str = "", *, scale: float = 1.0, sign: bool = False,
+                missing: str = DASH) -> str:
+    """`value` × `scale` to `figures` significant figures ('g': no trailing zeros), `unit` appended as
+    given: (0.0123,) → '0.0123'; (0.1, 6, '%', scale=100, sign=True) → '+10%'; `missing` when not finite."""
+    number = _number(value)
+    if number is None:
+        return missing
+    return f"{number * scale:{'+' if sign else ''}.{figures}g}{unit}"
+
+
+def compact_seconds(value_s: Any, missing: str = NOT_AVAILABLE) -> str:
+    """A duration in a one-line reason, no space: 0.5123 → '512ms', 1.5 → '1.50s'."""
+    number = _number(value_s)
+    if number is None:
+        return missing
+    return significant(number, 3, "ms", scale=1000) if number < 1 else figure(number, 2, "s")
 
 
 def milliseconds(value_s: Any) -> str:

@@ -469,5 +469,9 @@ def compare_paths(baseline_path: str | Path, current_path: str | Path,
                   max_regression: Iterable[str] = ()) -> Comparison:
     """`bench compare` as a function (also for `bench run --baseline`): paths are run
     directories or baseline files; thresholds as in thresholds_for."""
-    baseline, current = load_baseline(baseline_path), load_baseline(current_path)
+    return compare_baselines(load_baseline(baseline_path), load_baseline(current_path), max_regression)
+
+
+def compare_baselines(baseline: Baseline, current: Baseline, max_regression: Iterable[str] = ()) -> Comparison:
+    """compare_paths of runs already reduced (`bench run --baseline`: the run it just analysed)."""
     return compare(baseline, current, thresholds_for(max_regression, current, baseline))

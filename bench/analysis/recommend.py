@@ -14,15 +14,16 @@ from typing import Any, Literal
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.analysis.gpu_fit import memory_fit
 from bench.analysis.metrics import cell_summary, higher_is_better, parse_metric_name
 from bench.analysis.recommend_basis import TIE_FRACTION, SampleBasis
 from bench.records.manifest import Manifest
 from bench.records import Run, missing_as_none
 from bench.scenario import seconds_of
+from bench import numbers as fmt
 from bench.numbers import gib
 
 SETTING = "OLLAMA_NUM_PARALLEL"
-_PS_SLACK_S = 1.0
 
 Outcome = Literal["chosen", "runner-up", "lost"]
 
@@ -88,11 +89,12 @@ def is_num_parallel_sweep(run: Run) -> bool:
 
 
 def _format_value(column: str, value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "n/a"
+    """A summary figure in a one-line reason: durations '512ms'/'1.50s', rates 3 figures, else 1 decimal."""
     if column.endswith("_s"):
-        return f"{value * 1000:.3g}ms" if value < 1 else f"{value:.2f}s"
-    return f"{value:.3g}" if "rate" in column else f"{value:.1f}"
+        return fmt.compact_seconds(value)
+    if "rate" in column:
+        return fmt.significant(value, 3, missing=fmt.NOT_AVAILABLE)
+    return fmt.figure(value, 1, missing=fmt.NOT_AVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -162,31 +164,6 @@ class Recommendation:
                 for candidate in self.candidates
             ],
         }
-
-
-def memory_fit(run: Run, cell_ids: list[str], models: set[str]) -> tuple[bool | None, int | None, int | None]:
-    """Whether the server behind these cells kept the model wholly on the GPU (size_vram == size)."""
-    if run.ps is None or run.ps.empty:
-        return None, None, None
-    requests = run.requests[run.requests["cell_id"].isin(cell_ids)]
-    if requests.empty or requests["sent_s"].isna().all():
-        return None, None, None
-    start, end = float(requests["sent_s"].min()), float(requests["end_s"].max())
-    # Polls just after the last request still see this server (the next one starts cold), so
-    # cells shorter than the poll interval still get a reading; stop at the next server's first send.
-    later = run.requests.loc[~run.requests["cell_id"].isin(cell_ids) & (run.requests["sent_s"] > end), "sent_s"]
-    end = min(end + _PS_SLACK_S, float(later.min()) if len(later) else math.inf)
-    rows = run.ps[(run.ps["t_s"] >= start) & (run.ps["t_s"] <= end) & run.ps["name"].isin(models)]
-    rows = rows.dropna(subset=["size_bytes", "size_vram_bytes"])
-    if rows.empty:
-        return None, None, None
-    worst = rows.loc[(rows["size_bytes"] - rows["size_vram_bytes"]).idxmax()]
-    size, vram = int(worst["size_bytes"]), int(worst["size_vram_bytes"])
-    if not (run.ps["size_vram_bytes"].fillna(0) > 0).any():
-        # A CPU-only server (a real `ollama serve` with no GPU) reports size_vram 0 for every
-        # model: there is no GPU to fit in, so the fit is not a question, not a spill.
-        return None, size, vram
-    return vram >= size, size, vram
 
 
 def slo_failures(row: pd.Series | dict[str, Any], slos: tuple[Slo, ...], min_user_tps: float | None = None) -> list[str]:

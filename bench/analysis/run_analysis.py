@@ -1,7 +1,8 @@
 """One run analysed once: its requests with derived metrics, the per-cell summary, the SLOs its
-verdicts use and the NUM_PARALLEL recommendation (stored or computed). The terminal summary, the
-summary files, the report and the recommendation printed after a run all draw from this value;
-they format it and compute nothing of their own.
+verdicts use, the NUM_PARALLEL recommendation (stored or computed), where closed loops saturated
+and which cells' models fit in GPU memory. The terminal summary, the summary files, the report,
+the recommendation printed after a run and the gate of `bench run --baseline` all draw from this
+value; they format it and compute nothing of their own.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from bench.analysis.baseline import Baseline, baseline_of
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics
 from bench.analysis.model_loads import Load, loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import Semantics, semantics_for
+from bench.analysis.gpu_fit import memory_fits
 from bench.analysis.recommend import (SETTING, Candidate, Recommendation, Slo, is_num_parallel_sweep, parse_slo,
                                       recommend, scenario_slos)
+from bench.analysis.saturation import Saturation, run_saturations
 from bench.errors import BenchError
 from bench.records import RECOMMENDATION_JSON, Run, number_or_none
 from bench.records.manifest import Manifest
@@ -41,6 +44,8 @@ class RunAnalysis:
     semantics: Semantics  # how the target's Ollama version reads /api/ps
     model_loads: tuple[Load, ...]  # every load /api/ps showed, with the context each runner really had
     truncated_prompts: dict[str, tuple[float, float]]  # cell_id → (prompt tokens sent, median counted)
+    saturations: tuple[Saturation, ...]  # closed-loop series whose throughput went flat while TTFT climbed
+    gpu_fit: Mapping[str, bool | None]  # cell_id → whether /api/ps showed its model wholly on the GPU
 
     @property
     def manifest(self) -> Manifest:
@@ -86,7 +91,15 @@ def analyse_run(run: Run, summary: pd.DataFrame | None = None) -> RunAnalysis:
     loads = loads_from_ps(run.ps, semantics, training_contexts(run.manifest)) if run.ps is not None else []
     return RunAnalysis(run, requests, measured, summary, percentiles, slos, recommendation,
                        isinstance(stored, dict), error, semantics, tuple(loads),
-                       truncated_prompts(measured, _intended_prompt_tokens(run)))
+                       truncated_prompts(measured, _intended_prompt_tokens(run)),
+                       run_saturations(run.manifest, summary), memory_fits(run))
+
+
+def run_summary(run: Run) -> pd.DataFrame:
+    """The run's cell_summary as analyse_run and summary.csv have it (measured requests, the
+    scenario's percentiles, goodput against its SLOs): for a caller that needs only the summary
+    first (`bench recommend`) and hands it to analyse_run after."""
+    return _summary(run.requests, run.manifest, scenario_percentiles(run.manifest))
 
 
 def training_contexts(manifest: Manifest) -> dict[str, int]:
@@ -184,4 +197,4 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["SETTING", "RunAnalysis", "analyse_run", "scenario_percentiles", "stored_recommendation"]
+__all__ = ["SETTING", "RunAnalysis", "analyse_run", "run_summary", "scenario_percentiles", "stored_recommendation"]

@@ -23,17 +23,20 @@ CONFIDENCE = 0.95
 
 
 def min_samples_for_percentile(percentile: float) -> int:
-    """Samples needed before the `percentile`-th percentile is shown as a measurement (p95: 40)."""
+    """Samples needed before the `percentile`-th percentile is shown as a measurement (p95: 40).
+
+    A percentile is below 100 (the scenario, --slo and metric names refuse others): p100 is the
+    maximum, which no number of samples makes a measured percentile, so it is a ValueError here."""
     tail = 1.0 - float(percentile) / 100.0
     if tail <= 0:
-        return math.inf  # type: ignore[return-value]  # p100 is the maximum: no interval ever
+        raise ValueError(f"p{percentile:g}: a percentile bench states is below 100 (p100 is the maximum)")
     return max(MIN_SAMPLES, math.ceil(SAMPLES_BEYOND_PERCENTILE / tail - 1e-9))
 
 
 def min_samples_for(metric: str) -> int:
     """The minimum for a metric name: `ttft_p95` → 40; means, rates and throughputs → MIN_SAMPLES."""
     family, sep, tail = metric.removesuffix("_s").rpartition("_p")
-    if sep and family and tail.isdigit():
+    if sep and family and tail.isdigit() and int(tail) < 100:
         return min_samples_for_percentile(float(tail))
     return MIN_SAMPLES
 

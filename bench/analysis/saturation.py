@@ -13,12 +13,22 @@ did not set; for a server bench did not start, only what /api/ps and /api/versio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.plan import describe_cell, varying_settings
+from bench.records.cell_settings import CellSettings
+from bench.records.manifest import Manifest
+
 FLAT_GROWTH = 0.05  # throughput growing less than this between two concurrencies is flat
 TTFT_GROWTH = 1.5  # ...while the median TTFT grows by more than this factor: requests queue
+
+# Settings that never split a run's cells into series: the repeat index, and the offered load itself
+# (the axis a series runs along; the report's plots against load draw the same lines).
+_NOT_SERIES = ("repeat", "concurrency", "rate_rps")
+_OPEN = ("constant", "poisson")  # open-loop arrivals: a concurrency there is only a cap
 
 # Ollama v0.33 envconfig defaults of the settings that decide serving capacity.
 OLLAMA_DEFAULTS: dict[str, str] = {
@@ -83,7 +93,7 @@ def find_saturation(cells: pd.DataFrame, series: str, num_parallel: str) -> Satu
                       num_parallel)
 
 
-def effective_num_parallel(cell_setting: str | None, server_env: dict[str, str] | None) -> str:
+def effective_num_parallel(cell_setting: str | None, server_env: Mapping[str, str] | None) -> str:
     """The NUM_PARALLEL a cell's server ran with: the cell's own axis value, the managed server's
     environment, Ollama's default when bench started the server without it, else 'unknown'."""
     if cell_setting is not None:
@@ -100,3 +110,47 @@ def effective_settings(server_env: dict[str, str]) -> list[tuple[str, str]]:
             for name, default in OLLAMA_DEFAULTS.items()]
     rows += [(name, value) for name, value in sorted(server_env.items()) if name not in OLLAMA_DEFAULTS]
     return rows
+
+
+def run_saturations(manifest: Manifest, summary: pd.DataFrame) -> tuple[Saturation, ...]:
+    """Every closed-loop series of a run that stopped scaling, in cell order (`summary`: its
+    cell_summary). A series is the closed-loop cells that differ only in concurrency, named by the
+    other settings that vary across the run, as the report's lines against load are."""
+    settings = {cell.cell_id: cell.settings for cell in sorted(manifest.cells, key=lambda c: c.cell_index)}
+    if summary.empty or not settings:
+        return ()
+    rows = {cell_id: cell.row() for cell_id, cell in settings.items()}
+    names = [name for name in varying_settings(rows.values()) if name not in _NOT_SERIES]
+    series: dict[str, list[str]] = {}
+    for cell_id, cell in settings.items():
+        if _is_closed(cell):
+            series.setdefault(describe_cell(rows[cell_id], names), []).append(cell_id)
+    found = []
+    for name, cell_ids in series.items():
+        ordered = sorted(cell_ids, key=lambda cell_id: _concurrency(settings[cell_id]))
+        cells = summary.reindex(ordered).assign(concurrency=[_concurrency(settings[c]) for c in ordered])
+        num_parallel = effective_num_parallel(settings[ordered[0]].server_setting("OLLAMA_NUM_PARALLEL"),
+                                              _server_env(manifest, ordered[0]))
+        saturation = find_saturation(cells, name, num_parallel)
+        if saturation is not None:
+            found.append(saturation)
+    return tuple(found)
+
+
+def _is_closed(cell: CellSettings) -> bool:
+    """A closed-loop cell with a concurrency: a point on a line against offered load."""
+    return cell.rate_rps is None and cell.arrival not in _OPEN and cell.concurrency is not None
+
+
+def _concurrency(cell: CellSettings) -> int:
+    return cell.concurrency if cell.concurrency is not None else 0
+
+
+def _server_env(manifest: Manifest, cell_id: str) -> Mapping[str, str] | None:
+    """The environment of the server a cell ran on; {} for a managed server bench knows nothing
+    of; None for a server bench did not start (its settings are unknown, not Ollama's defaults)."""
+    if manifest.target.kind not in ("sim", "managed") and not manifest.servers:
+        return None
+    server_id = next((cell.server_id for cell in manifest.cells if cell.cell_id == cell_id), None)
+    env = {server.server_id: dict(server.env) for server in manifest.servers}
+    return env.get(server_id, {}) if server_id is not None else {}

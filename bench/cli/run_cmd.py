@@ -17,6 +17,7 @@ from bench.errors import BenchError, ScenarioError, UsageError
 from bench.escape import plain_terminal
 
 if TYPE_CHECKING:
+    from bench.analysis.run_analysis import RunAnalysis
     from bench.run.runner import RunOptions, RunResult
 
 # Exit codes: 0 complete, 2 user error (BenchError, via bench.cli), 3 failed (abort_on),
@@ -249,7 +250,8 @@ def _resume(run_dir: Path, scenario_file: Path | None, given_options: RunOptions
 
 def _exit_for(result: RunResult) -> None:
     baseline = result.manifest.baseline
-    regressed = bool(baseline) and result.status == "complete" and gate_run(Path(baseline), result.run_dir)
+    regressed = bool(baseline) and result.status == "complete" and gate_run(Path(baseline), result.run_dir,
+                                                                            result.analysis)
     if result.status == "failed":
         sys.exit(EXIT_FAILED)
     if result.status == "partial":
@@ -259,12 +261,15 @@ def _exit_for(result: RunResult) -> None:
         sys.exit(EXIT_REGRESSED)  # 1: a gate regressed or a threshold is broken
 
 
-def gate_run(baseline: Path, run_dir: Path) -> bool:
-    """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?"""
-    from bench.analysis.compare import compare_paths
+def gate_run(baseline: Path, run_dir: Path, analysis: RunAnalysis | None = None) -> bool:
+    """`bench compare BASELINE RUN_DIR` in one step: print the gates, keep them in the run; regressed?
+    `analysis`: the run's, made at its end, so its records are not loaded again."""
+    from bench.analysis.baseline import load_baseline
+    from bench.analysis.compare import compare_baselines, compare_paths
     from bench.outputs.gate_tables import headline, render_table, to_markdown
 
-    comparison = compare_paths(baseline, run_dir)
+    comparison = (compare_paths(baseline, run_dir) if analysis is None
+                  else compare_baselines(load_baseline(baseline), analysis.baseline))
     console = output_console()
     console.print(render_table(comparison, width=console.width))
     console.print(headline(comparison), highlight=False, soft_wrap=True, markup=False)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench import numbers as fmt
 from bench.analysis.compare import Comparison, GateResult, is_rate
 from bench.escape import for_markdown, for_terminal, plain_terminal
 from bench.records.atomic import begins_with
@@ -20,38 +21,35 @@ VERDICT_STYLES: dict[str, str] = {"pass": "", "warn": "yellow", "fail": "bold re
 
 
 def format_threshold(metric: str, threshold: float) -> str:
-    if is_rate(metric):
-        return f"{threshold * 100:+g} pt"
-    return f"{threshold * 100:+g}%"
+    return fmt.significant(threshold, 6, " pt" if is_rate(metric) else "%", scale=100, sign=True)
 
 
 def format_value(metric: str, value: float) -> str:
-    if not np.isfinite(value):
-        return "–"
     if is_rate(metric):
-        return f"{value * 100:.1f}%"
+        return fmt.figure(value, 1, "%", scale=100)
     if metric == "rps":
-        return f"{value:.2f} req/s"
+        return fmt.figure(value, 2, " req/s")
     if metric in ("output_tps", "user_tps_p50"):
-        return f"{value:.1f} tok/s"
-    return f"{value * 1000:.2f} ms"
+        return fmt.figure(value, 1, " tok/s")
+    return fmt.figure(value, 2, " ms", scale=1000)
+
+
+def _change_unit(gate: GateResult) -> str:
+    """A relative change in %, a rate's (error rate) in percentage points."""
+    return "%" if gate.relative else " pt"
 
 
 def format_change(gate: GateResult) -> str:
-    if not np.isfinite(gate.change):
-        return "–"
-    if gate.relative:
-        return f"{gate.change * 100:+.1f}%"
-    return f"{gate.change * 100:+.1f} pt"
+    return fmt.figure(gate.change, 1, _change_unit(gate), scale=100, sign=True)
 
 
 def format_interval(gate: GateResult) -> str:
     if not np.isfinite(gate.ci_low):
-        return "–"
-    scale, unit = 100.0, ("%" if gate.relative else " pt")
+        return fmt.DASH
     runs = f" (runs {gate.interval_basis.rpartition(' + ')[2].removesuffix(' repeats')})" \
         if gate.interval_basis != "requests" else ""  # widened by run-to-run variation
-    return f"[{gate.ci_low * scale:+.1f}, {gate.ci_high * scale:+.1f}]{unit}{runs}"
+    low, high = (fmt.figure(bound, 1, scale=100, sign=True) for bound in (gate.ci_low, gate.ci_high))
+    return f"[{low}, {high}]{_change_unit(gate)}{runs}"
 
 
 def format_n(gate: GateResult) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -20,10 +20,6 @@ from bench.numbers import column
 from bench.outputs.statistics import statistics_table
 from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
 from bench.records.cell_settings import CellSettings
-
-if TYPE_CHECKING:
-    from bench.plan import Cell
-
 
 # Below this many terminal columns the end-of-run table drops low-value columns (the live bars in
 # bench.run.progress switch layout at the same width).
@@ -93,43 +89,14 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                       markup=False)
 
 
-def saturation_lines(summary: pd.DataFrame | None, cells: list[Cell], managed: bool) -> list[str]:
-    """'saturated at concurrency N, server NUM_PARALLEL=M: ...' per closed-loop series of the run
-    (`cells`: bench.plan.Cell; `managed`: bench started the server, so its unset settings are defaults)."""
-    from bench.analysis.saturation import effective_num_parallel, find_saturation
-    from bench.plan import describe_cell, varying_settings
-
-    if summary is None or summary.empty:
-        return []
-    closed = [c for c in cells if c.settings.arrival == "closed" and c.cell_id in summary.index
-              and c.settings.concurrency is not None]
-    rows = {c.cell_id: c.settings.row() for c in closed}
-    others = [n for n in varying_settings(rows.values()) if n not in ("concurrency", "requests")]
-    series: dict[str, list[Cell]] = {}
-    for cell in closed:
-        series.setdefault(describe_cell(rows[cell.cell_id], others), []).append(cell)
-    lines = []
-    for name, members in series.items():
-        frame = summary.loc[[c.cell_id for c in members]].assign(
-            concurrency=[c.settings.concurrency for c in members])
-        env = dict(members[0].server_env) if managed else None
-        num_parallel = members[0].settings.server_setting("OLLAMA_NUM_PARALLEL")
-        found = find_saturation(frame, name, effective_num_parallel(num_parallel, env))
-        if found is not None:
-            lines.append(found.sentence())
-    return lines
-
-
-def write_kv(run_dir: Path, console: Console) -> None:
-    """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it)."""
+def write_kv(run_dir: Path) -> str | None:
+    """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it); the
+    line to print about it (where it is, or why it failed), None when the run needs none."""
     try:
         path = write_kv_analysis(run_dir)
     except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
-        console.print(f"warning: KV analysis failed: {type(error).__name__}: {error}",
-                      highlight=False, soft_wrap=True)
-        return
-    if path is not None:
-        console.print(f"kv analysis: {path}", highlight=False, soft_wrap=True)
+        return f"warning: KV analysis failed: {type(error).__name__}: {error}"
+    return None if path is None else f"kv analysis: {path}"
 
 
 def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:

@@ -246,26 +246,9 @@ def run_warnings(view: RunView, prefix: str = "") -> list[Note]:
 
 
 def saturation_warnings(view: RunView, prefix: str = "") -> list[Note]:
-    """Closed-loop series whose throughput went flat while TTFT climbed, with the server's NUM_PARALLEL."""
-    from bench.analysis.saturation import effective_num_parallel, find_saturation
-    from bench.report.data import load_series
-
-    if view.cells.empty or not {"ok", "output_tps", "ttft_p50_s", "concurrency"} <= set(view.cells.columns):
-        return []
-    managed = view.manifest.target.kind in ("sim", "managed") or bool(view.manifest.servers)
-    env_of = {server.server_id: dict(server.env) for server in view.manifest.servers}
-    server_of = {cell.cell_id: cell.server_id for cell in view.manifest.cells}
-    settings_of = view.manifest.cell_settings()
-    notes = []
-    for line in load_series([view], "closed"):
-        first = line.cells.index[0]
-        server_id = server_of.get(first)
-        env = (env_of.get(server_id, {}) if server_id is not None else {}) if managed else None
-        setting = settings_of[first].server_setting("OLLAMA_NUM_PARALLEL") if first in settings_of else None
-        found = find_saturation(line.cells, line.name, effective_num_parallel(setting, env))
-        if found is not None:
-            notes.append(Note(prefix + found.sentence(), "warning"))
-    return notes
+    """Closed-loop series whose throughput went flat while TTFT climbed, with the server's NUM_PARALLEL
+    (found by bench.analysis.saturation when the run was analysed)."""
+    return [Note(prefix + saturation.sentence(), "warning") for saturation in view.analysis.saturations]
 
 
 def _adaptive_notes(manifest: Manifest, prefix: str) -> list[Note]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,19 +22,6 @@ _NOT_SETTINGS = ("cell_id", "cell_index", "label", "repeat")
 # The settings that make up "offered load": the x axis of most plots.
 LOAD_SETTINGS = ("concurrency", "rate_rps")
 _OPEN = ("constant", "poisson")  # open-loop arrivals (a concurrency there is only a cap)
-
-def is_missing(value: Any) -> bool:
-    """None, NaN and pandas' NA all mean 'not set'."""
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False  # lists, dicts
-
-
-def clean(value: Any) -> Any:
-    return None if is_missing(value) else value
 
 
 @dataclass(frozen=True)

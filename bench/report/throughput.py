@@ -161,11 +161,8 @@ def saturation_notes(lines: list[Any], kind: str, several: bool) -> list[Note]:
 
 
 def _ruled_out(view: RunView, cells: pd.DataFrame) -> bool:
-    """Whether /api/ps showed these cells' model partly on the CPU (size_vram < size)."""
-    from bench.analysis.recommend import memory_fit
-
-    models = set(cells["model"].dropna().astype(str)) if "model" in cells else set()
-    return bool(models) and memory_fit(view.run, list(cells.index), models)[0] is False
+    """Whether /api/ps showed any of these cells' model partly on the CPU (size_vram < size)."""
+    return any(view.analysis.gpu_fit.get(str(cell_id)) is False for cell_id in cells.index)
 
 
 def _band(spread: pd.DataFrame, cell_ids: pd.Index, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

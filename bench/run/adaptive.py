@@ -27,11 +27,12 @@ def records_frame(records: list[RequestRecord]) -> pd.DataFrame:
 
 
 class CellStopper:
-    """One cell's stop rule: `observe` every record; `done` is set when the rule is met."""
+    """One cell's stop rule: `observe` every record; `done` is set when the rule is met (the cell's
+    own event when given: whatever else sets it ends the cell too, and the rule stops judging)."""
 
-    def __init__(self, rule: StopRule) -> None:
+    def __init__(self, rule: StopRule, done: asyncio.Event | None = None) -> None:
         self.rule = rule
-        self.done = asyncio.Event()
+        self.done = done if done is not None else asyncio.Event()
         self.records: list[RequestRecord] = []
         self.verdict: StopVerdict | None = None
         self.judged = 0  # bootstraps run for this cell (the cost docs/scaling.md states)

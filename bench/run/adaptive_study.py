@@ -7,6 +7,7 @@ stop_when / prune); `--full-grid` turns off what the scenario asks for.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,9 @@ class AdaptiveStudy:
             return requests, duration_s
         return self.rule.max_requests, self.rule.max_s
 
-    def stopper(self) -> CellStopper | None:
-        return CellStopper(self.rule) if self.rule is not None else None
+    def stopper(self, done: asyncio.Event | None = None) -> CellStopper | None:
+        """A cell's stopper (None: no stop rule); it sets `done` once the rule is met."""
+        return CellStopper(self.rule, done) if self.rule is not None else None
 
     def skip_reason(self, cell: Cell) -> str | None:
         return self.pruner.skipped.get(cell.cell_id) if self.pruner is not None else None

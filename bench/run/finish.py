@@ -15,11 +15,12 @@ from rich.console import Console
 
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
 from bench.analysis.run_analysis import RunAnalysis, analyse_run
+from bench.analysis.saturation import Saturation, run_saturations
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load.health import client_health
 from bench.records.manifest import Manifest
 from bench.outputs.recommendation import print_run_recommendation
-from bench.outputs.summary import print_summary, saturation_lines, write_kv, write_summary
+from bench.outputs.summary import print_summary, write_kv, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
 from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, load_run, write_requests_parquet
 from bench.run.progress import busy
@@ -37,6 +38,9 @@ class RunResult:
     status: str  # complete | partial | failed
     summary: pd.DataFrame | None
     manifest: Manifest
+    # The run analysed once at its end (None: not loaded back, see finish_run): the gate of
+    # `bench run --baseline` compares it instead of loading the run again.
+    analysis: RunAnalysis | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -91,20 +95,32 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
-    for line in saturation_lines(summary, list(state.cells), managed=run.target_kind in ("sim", "managed")):
-        console.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
-    print_sweep(console, sweeps)
-    write_kv(run.run_dir, console)
+    kv_line = write_kv(run.run_dir)  # before the analysis: the report's KV table reads kv.json
     wanted = summary is not None and (run.report or status == "complete")
-    # The one analysis of this run (the summary above reused): the report and the recommendation draw from it.
+    # The one analysis of this run (the summary above reused): the warnings, the report and the
+    # recommendation draw from it.
     analysis = analyse_stored_run(run.run_dir, summary, console) if wanted else None
+    for saturation in _saturations(analysis, loop.manifest.manifest, summary):
+        console.print(f"warning: {saturation.sentence()}", highlight=False, soft_wrap=True, markup=False)
+    print_sweep(console, sweeps)
+    if kv_line is not None:
+        console.print(kv_line, highlight=False, soft_wrap=True, markup=False)
     if run.report and analysis is not None:
         with busy(console, "drawing report.html"):
             write_run_report(analysis, console)
     if analysis is not None and status == "complete":
         # Last, so the answer of a sizing sweep is what the user sees when the run ends.
         print_run_recommendation(console, analysis)
-    return result
+    return dataclasses.replace(result, analysis=analysis)
+
+
+def _saturations(analysis: RunAnalysis | None, manifest: Manifest,
+                 summary: pd.DataFrame | None) -> tuple[Saturation, ...]:
+    """The run's saturated series: its analysis's; without one (a partial run with --no-report is
+    not loaded back, nor one whose analysis failed), found from the summary in hand."""
+    if analysis is not None:
+        return analysis.saturations
+    return run_saturations(manifest, summary) if summary is not None else ()
 
 
 def analyse_stored_run(run_dir: Path, summary: pd.DataFrame | None, console: Console) -> RunAnalysis | None:

@@ -34,6 +34,7 @@ from bench.plan import Cell
 from bench.records import RecordWriter
 from bench.records.atomic import write_text_atomically
 from bench.run.listeners import descendants, non_loopback_listeners
+from bench.run.observers import CellReport
 from bench.run.ray_task import BATCH_INTERVAL_S, PS_FILE, GroupJob, import_ray, run_group
 from bench.run.resolve import RunOptions
 from bench.run.runner import CellLoop, RunResult, run_scenario
@@ -49,7 +50,7 @@ class RayExecutor:
         self.tasks: dict[int, dict[str, Any]] = {}  # server group -> its task's node and lifetime
         self.earlier_tasks: list[dict[str, Any]] = []
         self.in_flight: dict[int, str] = {}  # server group -> the cell its task has begun, not ended
-        self.ended: dict[str, dict[str, Any]] = {}  # cell_id -> what its task said at the cell's end
+        self.ended: dict[str, CellReport] = {}  # cell_id -> what its task said at the cell's end
         self._ps_tables: list[pa.Table] = []
 
     def _attach(self, loop: CellLoop) -> None:
@@ -144,27 +145,25 @@ class RayExecutor:
                 continue
             for record in payload:
                 writer.append(record)
-                if self.loop.study.active:
-                    self.loop.study.observe(record)
-                self.loop.observe(record)
+                self.loop.record_seen(record)
         if cells_ended:  # the records before it are written already (unbuffered, bench.records)
             self.loop.write_manifest("running")
 
-    def _cell_event(self, group: int, event: str, cell_id: str, details: dict[str, Any]) -> bool:
+    def _cell_event(self, group: int, event: str, cell_id: str, report: CellReport | None) -> bool:
         """A task began or finished a cell; True when one finished (the manifest says so at once)."""
-        if event == "started":
+        if event == "started" or report is None:
             self.in_flight[group] = cell_id
             return False
         if self.in_flight.get(group) == cell_id:
             del self.in_flight[group]
-        self.ended[cell_id] = details
-        self.loop.state.cell_status[cell_id] = details["status"]
-        if details.get("outcome") is not None:
-            self.loop.state.outcomes.append(details["outcome"])
-        if details.get("stop") is not None:
-            self.loop.study.verdicts[cell_id] = details["stop"]
-        if details.get("skip_reason") and self.loop.study.pruner is not None:
-            self.loop.study.pruner.skipped[cell_id] = details["skip_reason"]
+        self.ended[cell_id] = report
+        self.loop.state.cell_status[cell_id] = report.status
+        if report.outcome is not None:
+            self.loop.state.outcomes.append(report.outcome)
+        if report.stop is not None:
+            self.loop.study.verdicts[cell_id] = report.stop
+        if report.skip_reason and self.loop.study.pruner is not None:
+            self.loop.study.pruner.skipped[cell_id] = report.skip_reason
         return True
 
     def _lost(self, group: int, cells: list[Cell], error: BaseException) -> None:
@@ -203,7 +202,7 @@ class RayExecutor:
         stayed on the node in the task's scratch directory)."""
         driver_ids: dict[int, int] = {}
         for cell in finished:
-            server = self.ended[cell.cell_id].get("server")
+            server = self.ended[cell.cell_id].server
             if server is None:
                 continue
             if server["server_id"] not in driver_ids:

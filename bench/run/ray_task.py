@@ -24,7 +24,7 @@ from rich.console import Console
 
 from bench.errors import UsageError
 from bench.records import RequestRecord, read_json
-from bench.run.observers import CellEvent
+from bench.run.observers import CellReport, CellRun, SilentObserver
 from bench.run.resolve import RunOptions
 from bench.run.runner import LocalExecutor, run_scenario
 from bench.scenario import Scenario
@@ -57,7 +57,7 @@ class GroupJob:
     cell_ids: frozenset[str]  # the group's cells: the task runs only these
 
 
-class _Batcher:
+class _Batcher(SilentObserver):
     """The task run's observer (bench.run.observers.RunObserver): buffers its records and puts them
     on the driver's queue every BATCH_INTERVAL_S; a cell's start and end go out at once, after every
     record before them (one order on the queue)."""
@@ -77,11 +77,17 @@ class _Batcher:
         with self.lock:
             self.buffer.append(record)
 
-    def cell_event(self, event: CellEvent, cell_id: str, details: dict[str, Any]) -> None:
+    def cell_started(self, run: CellRun) -> None:
+        self._send_cell("started", run.cell.cell_id, None)
+
+    async def cell_ended(self, run: CellRun) -> None:
+        self._send_cell("ended", run.cell.cell_id, run.report())
+
+    def _send_cell(self, event: str, cell_id: str, report: CellReport | None) -> None:
         """A cell started or ended: sent after its records."""
         with self.send_lock:
             self._flush_locked()
-            self.queue.put(("cell", self.group, (event, cell_id, details)))
+            self.queue.put(("cell", self.group, (event, cell_id, report)))
 
     def _flush(self) -> None:
         with self.send_lock:

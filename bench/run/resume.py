@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
@@ -26,6 +26,9 @@ from bench.plan import Cell, Overrides, plan_cells
 from bench.workload.prompts import Calibration
 from bench.records import MANIFEST_FILE, REQUESTS_JSONL
 from bench.scenario import Scenario
+
+if TYPE_CHECKING:
+    from bench.run.runner import CellLoop
 
 # Records of cells that are re-run are moved here (not deleted): a partial cell's requests were
 # real, but counting them next to the re-run's would measure the cell twice.
@@ -223,3 +226,28 @@ def merge_telemetry(run_dir: Path) -> None:
         merged = pd.concat(frames, ignore_index=True)
         write_atomically(path, lambda temp: merged.to_parquet(temp, index=False))
         previous.unlink()
+
+
+def pick_up_session(loop: CellLoop, resume: ResumePoint) -> None:
+    """A resumed run's loop takes up the earlier sessions' state: cells done, calibrations, notes,
+    the study's verdicts and skips, a sweep's rates; unfinished cells' records set aside."""
+    stored = {cell.cell_id: cell for cell in resume.manifest.cells}
+    loop.study.pick_up(resume.manifest)
+    for cell_id in resume.complete_cells:
+        # complete, or skipped by a pruned study (decided, not interrupted)
+        loop.state.cell_status[cell_id] = stored[cell_id].status
+        loop.state.cell_server[cell_id] = stored[cell_id].server_id
+        node = stored[cell_id].node
+        if node is not None:  # measured on a Ray node in an earlier session
+            loop.state.cell_node[cell_id] = node
+    loop.prompts.calibrations.update(resume.calibrations())
+    for note in resume.manifest.notes:
+        loop.state.add_note(note)
+    moved = keep_complete_records(loop.run.run_dir, resume.complete_cells)
+    if moved:
+        loop.state.add_note(f"resume: {moved} records of unfinished cells moved to "
+                            "requests.superseded.jsonl; those cells were run again")
+    for settled in loop.sweep.pick_up(loop.run.cells, stored, resume.complete_cells,
+                                      loop.run.run_dir / REQUESTS_JSONL):
+        loop.state.settle(settled)
+    stash_telemetry(loop.run.run_dir)

@@ -1,57 +1,55 @@
-"""The cell loop: a resolved run's cells in order against the target, with telemetry, progress,
-interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
+"""The cell loop: a resolved run's cells in order against the target. Per cell it is thin: start
+the cell, calibrate, wait its gap, run its load (here, or over --workers client processes), end it;
+its observers (bench.run.observers) hear each step in one order, its own features first
+(bench.run.cell_observers: stop rule, sweep, progress, the manifest's write, pruning, abort_on and a
+vanished server). Where the cells run is the executor's: LocalExecutor here, or bench.run.ray_groups'
+RayExecutor. `run_scenario` is a whole run: resolve, loop, finish.
 
 The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
-bench.workload.specs (the requests), bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
+bench.run.connect (a new server checked), bench.workload.specs (the requests),
+bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 from rich.console import Console
 
 from bench import clients
 from bench.clients.base import RequestSpec
-from bench.clients.http import make_http_client, resolve_transport
 from bench.errors import BenchError
 from bench.load.arrival_shapes import shape_for
-from bench.load.control import AbortTracker, StopControl
+from bench.load.control import StopControl
 from bench.load.cell import CellLoad, run_cell_load
 from bench.load.health import CellOutcome
 from bench.load.clock import Clock, run_async
 from bench.plan import Cell, cell_labels
-from bench.records import MANIFEST_FILE, REQUESTS_JSONL, RecordWriter, RequestRecord
+from bench.records import MANIFEST_FILE, RecordWriter, RequestRecord
 from bench.run.finish import RunResult, discard_empty_run, finish_run, write_scenario_yaml
-from bench.run.managed_server import check_models
 from bench.run.manifest_writer import ManifestWriter, RunState, new_manifest, resumed_manifest
-from bench.run.observers import CellEvent, RunObserver
+from bench.run.cell_observers import feature_observers
+from bench.run.observers import CellRun, RunObserver
 from bench.run.progress import RunProgress
 from bench.run.resolve import DEFAULT_GRACE_S, ResolvedRun, RunOptions, resolve_run
-from bench.run.resume import keep_complete_records, stash_telemetry
+from bench.run.resume import pick_up_session
+from bench.run.connect import connect_server
 from bench.load.workers import CellWorkerPlan, run_cell_in_workers, split_load
 from bench.run.adaptive_study import AdaptiveStudy
 from bench.run.sweep import SweepTracker, sweep_slos
-from bench.run.targets import Targets, check_openai_models, identify_server
+from bench.run.targets import Targets
 from bench.scenario import Scenario
-from bench.secrets import auth_headers
 from bench.workload.specs import calibrate_cell, calibration_key, calibration_needed, cell_requests
-from bench.telemetry import TelemetrySession, start_telemetry
+from bench.telemetry import TelemetrySession
 
 __all__ = ["DEFAULT_GRACE_S", "CellLoop", "RunOptions", "RunResult", "run_scenario"]
-
-# /api/show fields kept in the manifest (the template and modelfile are long and say nothing
-# about performance).
-_SHOW_KEYS = ("details", "model_info", "capabilities", "parameters")
-
 
 class CellExecutor(Protocol):
     """Where a run's cells are measured: here, one after another (LocalExecutor), or each server
@@ -78,7 +76,6 @@ class CellLoop:
     def __init__(self, run: ResolvedRun, console: Console, executor: CellExecutor | None = None,
                  observers: Sequence[RunObserver] = ()) -> None:
         self.executor: CellExecutor = executor if executor is not None else LocalExecutor()
-        self.observers = tuple(observers)
         self.run = run
         self.state = RunState(cells=run.cells, labels=cell_labels(run.cells),
                               cell_status={cell.cell_id: "pending" for cell in run.cells})
@@ -87,15 +84,14 @@ class CellLoop:
         self.clock = _continued_clock(run.resume.manifest.t0_epoch_s if run.resume is not None else run.t0_epoch_s)
         self.stop = StopControl()
         self.prompts = run.prompts
-        abort_on = run.scenario.abort_on
-        self.abort = AbortTracker(abort_on.error_rate, abort_on.consecutive_failures, abort_on.min_requests)
         self.telemetry: TelemetrySession | None = None
         self.progress = RunProgress(console, len(run.cells))
         self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE)
         self.sweep = SweepTracker(run.scenario.load.sweep, sweep_slos(run.scenario))
         self.study = AdaptiveStudy.for_run(run.scenario, list(run.cells), run.adaptive, run.full_grid)
         self.manifest.annotators.append(self.study.annotate)
-        self._cell_records: dict[str, list[RequestRecord]] = {}
+        # The loop's own features first, in their order (bench.run.cell_observers), then the given ones.
+        self.observers: tuple[RunObserver, ...] = (*feature_observers(self), *observers)
 
     # --- manifest ----------------------------------------------------------------------------
 
@@ -111,28 +107,9 @@ class CellLoop:
             self.write_manifest("running")
             write_scenario_yaml(self.run)
             return
-        stored = {cell.cell_id: cell for cell in resume.manifest.cells}
-        self.study.pick_up(resume.manifest)
-        for cell_id in resume.complete_cells:
-            # complete, or skipped by a pruned study (decided, not interrupted)
-            self.state.cell_status[cell_id] = stored[cell_id].status
-            self.state.cell_server[cell_id] = stored[cell_id].server_id
-            node = stored[cell_id].node
-            if node is not None:  # measured on a Ray node in an earlier session
-                self.state.cell_node[cell_id] = node
-        self.prompts.calibrations.update(resume.calibrations())
-        for note in resume.manifest.notes:
-            self.state.add_note(note)
         rerun = [c.cell_id for c in self.run.cells if c.cell_id not in resume.complete_cells]
         self.manifest.manifest = resumed_manifest(resume.manifest, rerun)
-        moved = keep_complete_records(self.run.run_dir, resume.complete_cells)
-        if moved:
-            self.state.add_note(f"resume: {moved} records of unfinished cells moved to "
-                                "requests.superseded.jsonl; those cells were run again")
-        for settled in self.sweep.pick_up(self.run.cells, stored, resume.complete_cells,
-                                          self.run.run_dir / REQUESTS_JSONL):
-            self.state.settle(settled)
-        stash_telemetry(self.run.run_dir)
+        pick_up_session(self, resume)
         self.write_manifest("running")
 
     # --- signals -----------------------------------------------------------------------------
@@ -180,24 +157,12 @@ class CellLoop:
                 if only_cells is not None and cell.cell_id not in only_cells:
                     continue  # another Ray task's group (bench.run.ray_groups)
                 if self.study.skip_reason(cell) is not None:
-                    self._skip(cell)
+                    await self._skip(cell)
                     continue
-                if self.targets.needs_start(cell):
-                    self.progress.status(f"starting {self.targets.describe_start(cell)}…")
-                base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
-                if fresh:
-                    if http is not None:
-                        await http.aclose()
-                    http = await self._connect(base_url)
-                assert http is not None
-                self.state.cell_server[cell.cell_id] = self.targets.server_id
-                prepared = self._sweep_step(cell)
-                if prepared is None:
-                    continue
-                cell = prepared
-                await self._run_cell(cell, http, writer)
-                if self.state.cell_status[cell.cell_id] == "complete":
-                    await self._prune_after(cell, http)
+                http = await self._server_for(cell, http)
+                prepared = await self._sweep_step(cell)
+                if prepared is not None:
+                    await self._run_cell(prepared, http, writer)
             if self.state.failed_reason:
                 return "failed"
             return "partial" if self.stop.stopped else "complete"
@@ -212,69 +177,42 @@ class CellLoop:
             await asyncio.to_thread(self.stop_telemetry)
             await asyncio.to_thread(self.targets.stop)
 
-    def _skip(self, cell: Cell) -> None:
-        self.state.cell_status[cell.cell_id] = "skipped"
-        self._tell_cell("ended", cell)
+    async def _server_for(self, cell: Cell, http: httpx.AsyncClient | None) -> httpx.AsyncClient:
+        """The cell's server started if need be, and a client for it (the same one while it stays)."""
+        if self.targets.needs_start(cell):
+            self.progress.status(f"starting {self.targets.describe_start(cell)}…")
+        base_url, fresh = await asyncio.to_thread(self.targets.ensure, cell)
+        if fresh:
+            if http is not None:
+                await http.aclose()
+            http = await connect_server(self, base_url)
+        assert http is not None
+        self.state.cell_server[cell.cell_id] = self.targets.server_id
+        return http
 
-    def _sweep_step(self, cell: Cell) -> Cell | None:
+    async def _skip(self, cell: Cell) -> None:
+        """A cell skipped before it ran (pruned, or after its sweep stopped): its end alone is told."""
+        self.state.cell_status[cell.cell_id] = "skipped"
+        await self._tell_end(CellRun(cell, self.state.labels[cell.cell_id], _cell_load(cell, self.run.scenario),
+                                     status="skipped", skip_reason=self.study.skip_reason(cell)))
+
+    async def _sweep_step(self, cell: Cell) -> Cell | None:
         """The cell to run (a sweep's rate step with its rate, set now), or None: skipped, as the
         sweep stopped at its SLOs."""
         prepared = self.sweep.prepare(cell)
         if isinstance(prepared, str):
-            self._skip(cell)
+            await self._skip(cell)
             return None
         if prepared is not cell:
             self.state.settle(prepared)
             self.state.labels[cell.cell_id] += f" rps={prepared.settings.rate_rps:g}"
         return prepared
 
-    async def _connect(self, base_url: str) -> httpx.AsyncClient:
-        """Check a (new) server: what it is, its models; start telemetry on the first; make the client."""
-        self.progress.status(f"checking {base_url}: version and models…")
-        identity = await identify_server(base_url, self.run.api_key)
-        ollama_note = self.targets.ollama_note()
-        if ollama_note is not None:
-            self.state.add_note(ollama_note)
-        target = self.manifest.manifest.target
-        target.base_url, target.version, target.server, target.api = (base_url, identity.version,
-                                                                      identity.name, identity.api)
-        target.speed_basis = identity.speed_basis
-        if self.run.target_kind == "urls":
-            self.manifest.manifest.targets = self.manifest.manifest.targets or {}
-            self.manifest.manifest.targets[base_url] = {
-                "version": identity.version, "server": identity.name}
-        models = sorted({str(cell.settings.model) for cell in self.run.cells})
-        if identity.is_ollama:
-            shown = await asyncio.to_thread(check_models, base_url, models, api_key=self.run.api_key)
-        else:
-            # Not Ollama: /api/show does not exist; the OpenAI model list is all there is to check.
-            check_openai_models(base_url, identity, models, {cell.surface for cell in self.run.cells})
-            shown = {}
-            self.state.add_note(f"{identity.name} is not Ollama: /api/version and /api/ps probes skipped")
-        self.manifest.manifest.models = {
-            name: {key: info[key] for key in _SHOW_KEYS if key in info} for name, info in shown.items()
-        }
-        self._start_or_move_telemetry(base_url if identity.is_ollama else None)
-        max_in_flight = max(cell.settings.in_flight_cap for cell in self.run.cells)
-        transport = resolve_transport(self.run.transport, base_url)
-        self.manifest.manifest.transport = transport  # what measured, not what was asked ("auto")
-        self.write_manifest("running")
-        return make_http_client(base_url, self.run.api_key, max_in_flight,
-                                timeout_s=self.run.scenario.load.timeout_s, transport=transport)
-
-    def _start_or_move_telemetry(self, base_url: str | None) -> None:
-        if self.telemetry is not None:
-            self.telemetry.set_target(base_url, self.targets.pids())
-            return
-        self.telemetry = start_telemetry(self.run.run_dir, self.clock.t0, base_url, self.targets.pids(),
-                                         ps_headers=auth_headers(self.run.api_key))
-        self.manifest.manifest.gpu = self.telemetry.gpu_info
-
     async def _calibrate(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
         async def send_probe(spec: RequestSpec) -> RequestRecord:
             record = await clients.send(http, spec, self.clock.t0)
             writer.append(record)
-            self._record_seen(record)
+            self.record_seen(record)
             return record
 
         if calibration_needed(cell, self.run.scenario, self.prompts):
@@ -284,7 +222,12 @@ class CellLoop:
             self.state.add_note(f"prompt calibration {'/'.join(calibration_key(cell))}: {calibration.source}")
 
     async def _run_cell(self, cell: Cell, http: httpx.AsyncClient, writer: RecordWriter) -> None:
-        self._tell_cell("started", cell)
+        """Start the cell, calibrate, wait its gap, run its load, end it; the observers hear each step."""
+        run = CellRun(cell, self.state.labels[cell.cell_id], _cell_load(cell, self.run.scenario), http,
+                      pending_after=tuple(c for c in self.run.cells if c.cell_index > cell.cell_index
+                                          and self.state.cell_status[c.cell_id] == "pending"))
+        for observer in self.observers:
+            observer.cell_started(run)
         await self._calibrate(cell, http, writer)
         if cell.gap_s > 0 and not self.stop.stopped:
             try:
@@ -293,23 +236,27 @@ class CellLoop:
                 pass
         if self.stop.stopped:
             return
+        for observer in self.observers:
+            observer.load_started(run)
+        run.outcome = await self._load(run, writer)
+        self.state.outcomes.append(run.outcome)
+        run.skip_reason = self.study.skip_reason(cell)  # pruned while it ran (a spilled model)
+        run.status = ("skipped" if run.skip_reason is not None else
+                      "complete" if run.outcome.complete else "partial")
+        self.state.cell_status[cell.cell_id] = run.status
+        await self._tell_end(run)
 
-        stopper = self.study.stopper()
-        load = _cell_load(cell, self.run.scenario)
-        requests, duration_s = self.study.limits(load.requests, load.duration_s)
-        load = dataclasses.replace(load, requests=requests, duration_s=duration_s)
-        cell_records: list[RequestRecord] = []
-        keep = self.study.pruner is not None
-
+    async def _load(self, run: CellRun, writer: RecordWriter) -> CellOutcome:
+        """The cell's load, here or over --workers N client processes; each record written, then told."""
         def on_record(record: RequestRecord) -> None:
             writer.append(record)
-            self.sweep.observe(cell, record)
-            self._record_seen(record)
-            if stopper is not None:
-                stopper.observe(record)
-            if keep:
-                cell_records.append(record)
-            self.observe(record)
+            self.record_seen(record)
+
+        assert run.http is not None
+        if self.run.workers > 1:
+            return await run_cell_in_workers(self._worker_plans(run.cell, run.load, run.http), self.clock.t0,
+                                             on_record, self.stop, run.enough)
+        http = run.http
 
         async def send(spec: RequestSpec) -> RequestRecord:
             self.progress.request_sent()  # the live view's in-flight count
@@ -318,64 +265,23 @@ class CellLoop:
             finally:
                 self.progress.request_done()
 
-        enough = stopper.done if stopper is not None else asyncio.Event()
+        async def warm() -> None:
+            for observer in self.observers:
+                await observer.load_warm(run)
 
-        async def after_warmup() -> None:
-            # The model is loaded now: a server setting that spilled it is skipped from here on.
-            skip = await self.study.check_load(cell, http, self._pending_after(cell))
-            if skip is not None:
-                enough.set()
-                self.progress.note(f"skipped: {skip.reason}")
+        return await run_cell_load(run.load, cell_requests(run.cell, self.run.scenario, self.prompts), send,
+                                   on_record, self.clock, self.stop, enough=run.enough, ready=warm)
 
-        settings = cell.settings
-        expected = (requests or 0) * settings.repeat or None
-        warmup = settings.warmup_requests * settings.repeat
-        self.progress.start_cell(cell.cell_index, self.state.labels[cell.cell_id], expected, warmup)
-        if self.run.workers > 1:  # --workers N: the cell's load over N client processes
-            outcome = await run_cell_in_workers(self._worker_plans(cell, load, http), self.clock.t0,
-                                                on_record, self.stop, enough)
-        else:
-            outcome = await run_cell_load(load, cell_requests(cell, self.run.scenario, self.prompts), send,
-                                          on_record, self.clock, self.stop, enough=enough, ready=after_warmup)
-        self.state.outcomes.append(outcome)
-        status = "complete" if outcome.complete else "partial"
-        if self.study.skip_reason(cell) is not None:
-            status = "skipped"
-        elif stopper is not None:
-            ended_by = self.study.ended_by(outcome.complete, self.stop.reason, stopper, requests, duration_s)
-            verdict = await self.study.finish_cell(cell, stopper, ended_by)
-            self.progress.note(f"{self.state.labels[cell.cell_id]}: {verdict.reason}")
-        self._cell_records[cell.cell_id] = cell_records
-        self.state.cell_status[cell.cell_id] = status
-        stopped = self.sweep.finished(cell)
-        if stopped is not None:
-            self.state.add_note(stopped)
-            self.progress.note(stopped)
-        self.progress.end_cell(status)
-        self.write_manifest("running")
-        self._tell_cell("ended", cell, outcome)
-
-    def _tell_cell(self, event: CellEvent, cell: Cell, outcome: CellOutcome | None = None) -> None:
-        """The observers hear each cell start and end (after the cell's last record): a Ray task's
-        driver, so a task lost later still leaves the cells it finished finished (bench.run.ray_task)."""
-        if not self.observers:
-            return
-        details: dict[str, Any] = {}
-        if event == "ended":
-            server_id = self.state.cell_server.get(cell.cell_id)
-            details = {"status": self.state.cell_status[cell.cell_id],
-                       "stop": self.study.verdicts.get(cell.cell_id),
-                       "skip_reason": self.study.skip_reason(cell),
-                       "server": next((dict(s) for s in self.targets.servers if s.get("server_id") == server_id),
-                                      None),
-                       "outcome": outcome}  # the client's CPU and dispatch lags, for client health
+    async def _tell_end(self, run: CellRun) -> None:
+        """Every observer hears the cell's end, in order (a Ray task's driver after the loop's own, so a
+        task lost later still leaves the cells it finished finished: bench.run.ray_task)."""
+        server_id = self.state.cell_server.get(run.cell.cell_id)
+        run.server = next((dict(s) for s in self.targets.servers if s.get("server_id") == server_id), None)
         for observer in self.observers:
-            observer.cell_event(event, cell.cell_id, details)
+            await observer.cell_ended(run)
 
-    def _record_seen(self, record: RequestRecord) -> None:
-        """Every record of the run, once written: the study's busy time, then the observers."""
-        if self.study.active:
-            self.study.observe(record)
+    def record_seen(self, record: RequestRecord) -> None:
+        """Every record of the run, once written (probes too; on a Ray driver, the tasks'): each observer in order."""
         for observer in self.observers:
             observer.record_seen(record)
 
@@ -389,43 +295,10 @@ class CellLoop:
                                transport=transport)
                 for share in split_load(load, self.run.workers)]
 
-    def _pending_after(self, cell: Cell) -> list[Cell]:
-        return [c for c in self.run.cells if c.cell_index > cell.cell_index
-                and self.state.cell_status[c.cell_id] == "pending"]
-
-    async def _prune_after(self, cell: Cell, http: httpx.AsyncClient) -> None:
-        records = self._cell_records.pop(cell.cell_id, [])
-        for skip in await self.study.after_cell(cell, records, http, self._pending_after(cell)):
-            self.progress.note(f"skipped: {skip.reason}")
-
     def conclude(self) -> None:
         """Before the run's end is written: the study's lines (skips, unmet cells, busy time) as notes."""
         for note in self.study.notes(self.state.labels):
             self.state.add_note(note)
-
-    def observe(self, record: RequestRecord) -> None:
-        """Per record: progress, abort_on, and whether the server is gone."""
-        self.progress.record(record)
-        reason = self.abort.observe(record)
-        if reason is not None and not self.stop.stopped:
-            self.state.failed_reason = reason
-            self.stop.request_stop(reason)
-            self.progress.note(reason)
-        if record.error_class == "disconnected":
-            self._check_server_gone(record)
-
-    def _check_server_gone(self, record: RequestRecord) -> None:
-        """Stop (partial) when the server is gone, instead of recording a flood of instant failures.
-
-        A managed server that exited is gone; for any target, a refused connection means nothing
-        listens any more (a cut stream or a reset alone does not: the server may live on).
-        """
-        refused = (record.error_message or "").startswith("ConnectError")
-        # Blocking the loop for up to a second is fine here: refused means the run stops anyway.
-        if self.targets.server_died(wait_s=1.0 if refused else 0.0):
-            self.stop.request_stop("the managed server exited during the run")
-        elif refused:
-            self.stop.request_stop("the server stopped accepting connections during the run")
 
     def stop_telemetry(self) -> None:
         if self.telemetry is None:

@@ -26,7 +26,6 @@ MODULE_REASONS = {
     "bench/analysis/metrics.py": "per-request and per-cell metrics plus their definitions text (docs/metrics.md)",
     "bench/clients/transport.py": "one HTTP/1.1 transport (pool, connection, parser callbacks) kept "
                                   "together on purpose: the hot path, measured by bench perf",
-    "bench/run/runner.py": "the cell loop with the adaptive, sweep and --workers hooks of issues 18/19",
     "bench/sim/scheduler.py": "the simulator's scheduler mirrors Ollama's server/sched.go",
     "bench/sim/native.py": "the simulator's native routes mirror Ollama's server/routes.go",
 }
@@ -34,7 +33,6 @@ FUNCTION_REASONS = {
     "bench/sim/config.py:build_config": "one flag or variable per line, in Ollama's envconfig order",
     "bench/clients/native.py:_read_stream": "the NDJSON hot loop: one function keeps per-line cost down",
     "bench/sim/openai_api.py:completions": "mirrors Ollama's openai middleware, branch by branch",
-    "bench/run/runner.py:_run_cell": "one cell with the stop rule, pruning and --workers branches",
     "bench/cli/run_cmd.py:run_command": "flag-only runs, resume and plain runs share one click command",
     "bench/report/latency.py:_ttft_cdfs": "one figure of small multiples, drawn in one place",
     "bench/analysis/metrics.py:request_metrics": "one vectorised pass, column by column",

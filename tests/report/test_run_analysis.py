@@ -84,3 +84,67 @@ def test_prompts_the_server_cut_to_fit_the_context_are_noted(make_run: Callable[
 def test_prompts_the_server_counted_whole_get_no_note(make_run: Callable[..., Path]) -> None:
     run_dir = make_run(surfaces=("native",), concurrencies=(1,), rejected_at=None)
     assert "Prompts cut to fit the context" not in _report(run_dir)
+
+
+def test_the_report_and_the_end_of_run_warnings_render_the_analysis_without_redoing_it(
+        make_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saturation, the GPU fit per cell, the recommendation and the cell summary are found once, in
+    analyse_run; rendering the page (and the saturation lines `bench run` prints) only reads them."""
+    from bench.analysis import gpu_fit, saturation
+    from bench.analysis.run_analysis import analyse_run
+    from bench.records import load_run
+    from bench.report import render_report
+    from bench.run.finish import _saturations
+
+    run_dir = make_run(sweep=True, spill=True, surfaces=("native",), concurrencies=(1, 2, 4), rejected_at=None,
+                       slos={"ttft_p95": "2s"})
+    analysis = analyse_run(load_run(run_dir))
+    assert analysis.gpu_fit and set(analysis.gpu_fit.values()) == {False}
+
+    def analysed_again(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("analysis at render time")
+
+    for module, name in ((saturation, "find_saturation"), (saturation, "run_saturations"), (gpu_fit, "memory_fit"),
+                         (gpu_fit, "memory_fits"), (recommend, "recommend"), (metrics, "cell_summary")):
+        monkeypatch.setattr(module, name, analysed_again)
+    page = render_report([analysis])
+    assert "CPU spill" in page and "offer more load" not in page  # the fit per cell, found once
+    assert _saturations(analysis, analysis.manifest, analysis.summary) == analysis.saturations
+
+
+def test_recommend_write_summarises_the_run_once_and_redraws_its_report(make_run: Callable[..., Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = make_run(sweep=True, surfaces=("native",), concurrencies=(1, 2, 4), rejected_at=None)
+    assert "stored by bench recommend" not in _report(run_dir)
+    recommendations = _counted(monkeypatch, recommend, "sweep_cells")
+    summaries = _counted(monkeypatch, metrics, "_slo_columns")
+    result = CliRunner().invoke(cli, ["recommend", str(run_dir), "--slo", "ttft_p95=2s", "--write"])
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "stored by bench recommend (recommendation.json)" in page and "SLOs: ttft_p95 ≤ 2000 ms" in page
+    assert len(recommendations) == 1
+    assert len(summaries) == 1
+
+
+def test_the_gate_of_bench_run_baseline_compares_the_run_in_hand_as_compare_reads_it_from_disk(
+        make_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.analysis import baseline
+    from bench.analysis.run_analysis import analyse_run
+    from bench.cli.run_cmd import GATES_MARKDOWN, gate_run
+    from bench.records import load_run
+
+    base = make_run(run_id="base", requests_per_cell=40)
+    current = make_run(run_id="next", requests_per_cell=40, speed_factor=1.5)
+    regressed = gate_run(base, current)  # as `bench compare BASE NEXT` reads both from disk
+    gates = (current / GATES_MARKDOWN).read_text(encoding="utf-8")
+    analysis = analyse_run(load_run(current))
+    from_disk = baseline.baseline_from_run
+
+    def only_the_baseline(path: Any) -> Any:
+        assert Path(path) != current, "the finished run loaded again"
+        return from_disk(path)
+
+    monkeypatch.setattr(baseline, "baseline_from_run", only_the_baseline)
+    (current / GATES_MARKDOWN).unlink()
+    assert gate_run(base, current, analysis) is regressed is True
+    assert (current / GATES_MARKDOWN).read_text(encoding="utf-8") == gates

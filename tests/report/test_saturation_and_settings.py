@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis.saturation import effective_num_parallel, find_saturation
-from bench.outputs.summary import saturation_lines
+from bench.analysis.saturation import effective_num_parallel, find_saturation, run_saturations
 from bench.records.cell_settings import CellSettings
-from bench.plan import Cell
+from bench.records.manifest import Manifest
 from bench.report import write_report
 
 # The README's flag-only example on the simulator's default NUM_PARALLEL=1 (measured: TTFT p50
@@ -32,12 +31,29 @@ def test_flat_throughput_with_climbing_ttft_is_saturation_at_the_servers_num_par
     assert find_saturation(growing, "", "4") is None
 
 
-def test_bench_run_prints_the_saturation_warning(tmp_path: Path) -> None:
-    cells = [Cell(cell_id, index, CellSettings(arrival="closed", concurrency=concurrency, model="m"))
+def _manifest(kind: str, servers: list[dict[str, object]], num_parallel: str | None = None) -> Manifest:
+    server_env = {"OLLAMA_NUM_PARALLEL": num_parallel} if num_parallel else {}
+    cells = [{"cell_id": cell_id, "cell_index": index, "server_id": 0 if servers else None,
+              "settings": CellSettings(arrival="closed", concurrency=int(concurrency), model="m",
+                                       server_env=server_env)}
              for index, (cell_id, concurrency) in enumerate(zip(FLAT.index, FLAT["concurrency"]))]
-    lines = saturation_lines(FLAT.drop(columns=["concurrency"]), cells, managed=True)
-    assert lines and "saturated at concurrency 1, server NUM_PARALLEL=1 (default)" in lines[0]
-    assert "unknown" in saturation_lines(FLAT.drop(columns=["concurrency"]), cells, managed=False)[0]
+    return Manifest.model_validate({"target": {"kind": kind}, "cells": cells, "servers": servers})
+
+
+def test_a_run_names_where_its_closed_loop_saturated_and_the_servers_num_parallel() -> None:
+    summary = FLAT.drop(columns=["concurrency"])
+    found = run_saturations(_manifest("sim", [{"server_id": 0, "env": {}}]), summary)
+    assert [s.sentence().split(": from")[0] for s in found] == [
+        "saturated at concurrency 1, server NUM_PARALLEL=1 (default)"]
+    assert "NUM_PARALLEL=4:" in run_saturations(_manifest("managed", [], num_parallel="4"), summary)[0].sentence()
+    assert "unknown" in run_saturations(_manifest("url", []), summary)[0].sentence()
+    # A series per setting that varies besides concurrency, named by it (the report's plot lines).
+    two = _manifest("sim", [])
+    two.cells += [cell.model_copy(update={"cell_id": f"{cell.cell_id}2", "cell_index": cell.cell_index + 3,
+                                          "settings": cell.settings.model_copy(update={"model": "n"})})
+                  for cell in two.cells]
+    doubled = pd.concat([summary, summary.rename(index=lambda cell_id: f"{cell_id}2")])
+    assert [s.series for s in run_saturations(two, doubled)] == ["model=m", "model=n"]
 
 
 def test_no_more_load_is_advised_for_a_setting_that_spilled_to_the_cpu(make_run: Callable[..., Path]) -> None:
