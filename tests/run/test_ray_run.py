@@ -26,7 +26,9 @@ from bench.report import write_report
 from polling import wait_for
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# One xdist worker runs every Ray test (tests/conftest.py): a Ray task removes the scratch runs of
+# dead tasks on its node (bench.run.ray_task), another test's kept scratch included.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("ray")]
 
 # Two NUM_PARALLEL settings x two concurrencies: small enough for two CPUs, and NP=1 at two users
 # queues while NP=2 does not, so the recommendation is not a coin toss.
