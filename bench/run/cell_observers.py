@@ -1,13 +1,15 @@
 """The cell loop's own features, each an observer (bench.run.observers.RunObserver) with its own
-state: the stop rule, the sweep, the progress display, study pruning, and abort_on with the check
-for a vanished server. `feature_observers` gives them in the order the loop tells them: the stop
-rule's verdict is printed before the sweep's stop and the cell's line, pruning follows the line
-whose cell it judged."""
+state: the stop rule, the sweep, the progress display, the manifest's write after each cell, study
+pruning, and abort_on with the check for a vanished server. `feature_observers` gives them in the
+order the loop tells them: the stop rule's verdict is printed before the sweep's stop and the
+cell's line, the manifest holds the cell before pruning judges it, and pruning's notes follow the
+line of the cell it judged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from bench.load.control import AbortTracker, StopControl
 from bench.records import RequestRecord
@@ -17,6 +19,9 @@ from bench.run.manifest_writer import RunState
 from bench.run.observers import CellRun, RunObserver, SilentObserver
 from bench.run.progress import RunProgress
 from bench.run.sweep import SweepTracker
+
+if TYPE_CHECKING:
+    from bench.run.runner import CellLoop
 
 
 class StopRuleFeature(SilentObserver):
@@ -157,9 +162,25 @@ class AbortFeature(SilentObserver):
             self.stop.request_stop("the server stopped accepting connections during the run")
 
 
-def feature_observers(study: AdaptiveStudy, sweep: SweepTracker, abort: AbortTracker, state: RunState,
-                      stop: StopControl, progress: RunProgress,
-                      server_died: Callable[[float], bool]) -> tuple[RunObserver, ...]:
+class ManifestFeature(SilentObserver):
+    """manifest.json says where the run stands after each cell that ran (before pruning judges it:
+    a run killed then resumes with the cell kept)."""
+
+    def __init__(self, write_manifest: Callable[[str], None]) -> None:
+        self.write_manifest = write_manifest  # CellLoop.write_manifest(status)
+
+    async def cell_ended(self, run: CellRun) -> None:
+        if run.ran:
+            self.write_manifest("running")
+
+
+def feature_observers(loop: CellLoop) -> tuple[RunObserver, ...]:
     """The loop's features in the order it tells them (the module's docstring says why)."""
-    return (StopRuleFeature(study, stop, progress), SweepFeature(sweep, state, progress), ProgressFeature(progress),
-            PruneFeature(study, progress), AbortFeature(abort, stop, state, progress, server_died))
+    abort_on = loop.run.scenario.abort_on
+    abort = AbortTracker(abort_on.error_rate, abort_on.consecutive_failures, abort_on.min_requests)
+    return (StopRuleFeature(loop.study, loop.stop, loop.progress),
+            SweepFeature(loop.sweep, loop.state, loop.progress),
+            ProgressFeature(loop.progress),
+            ManifestFeature(loop.write_manifest),
+            PruneFeature(loop.study, loop.progress),
+            AbortFeature(abort, loop.stop, loop.state, loop.progress, loop.targets.server_died))

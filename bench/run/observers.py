@@ -1,7 +1,8 @@
 """Who hears a run as it goes: each cell's start, its load's start, every record once written
 (calibration probes included), the end of the warmup and each cell's end. The cell loop
 (bench.run.runner.CellLoop) tells its observers in one fixed order: its own features first
-(bench.run.cell_observers: stop rule, sweep, progress, pruning, abort_on and a vanished server),
+(bench.run.cell_observers: stop rule, sweep, progress, the manifest's write, pruning, abort_on and a
+vanished server),
 then those it was given (a Ray task's stream to its driver, bench.run.ray_task)."""
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""The cell loop: a resolved run's cells in order against the target, with telemetry, progress,
-interrupts and dead-server detection. `run_scenario` is a whole run: resolve, loop, finish.
+"""The cell loop: a resolved run's cells in order against the target. Per cell it is thin: start
+the cell, calibrate, wait its gap, run its load (here, or over --workers client processes), end it;
+its observers (bench.run.observers) hear each step in one order, its own features first
+(bench.run.cell_observers: stop rule, sweep, progress, the manifest's write, pruning, abort_on and a
+vanished server). Where the cells run is the executor's: LocalExecutor here, or bench.run.ray_groups'
+RayExecutor. `run_scenario` is a whole run: resolve, loop, finish.
 
 The pieces live beside it: bench.run.resolve (what a run is), bench.run.targets (the server),
-bench.workload.specs (the requests), bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
+bench.run.connect (a new server checked), bench.workload.specs (the requests),
+bench.run.manifest_writer (the one manifest writer), bench.run.finish (the end).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from bench import clients
 from bench.clients.base import RequestSpec
 from bench.errors import BenchError
 from bench.load.arrival_shapes import shape_for
-from bench.load.control import AbortTracker, StopControl
+from bench.load.control import StopControl
 from bench.load.cell import CellLoad, run_cell_load
 from bench.load.health import CellOutcome
 from bench.load.clock import Clock, run_async
@@ -79,8 +84,6 @@ class CellLoop:
         self.clock = _continued_clock(run.resume.manifest.t0_epoch_s if run.resume is not None else run.t0_epoch_s)
         self.stop = StopControl()
         self.prompts = run.prompts
-        abort_on = run.scenario.abort_on
-        abort = AbortTracker(abort_on.error_rate, abort_on.consecutive_failures, abort_on.min_requests)
         self.telemetry: TelemetrySession | None = None
         self.progress = RunProgress(console, len(run.cells))
         self.manifest = ManifestWriter(run.run_dir / MANIFEST_FILE)
@@ -88,9 +91,7 @@ class CellLoop:
         self.study = AdaptiveStudy.for_run(run.scenario, list(run.cells), run.adaptive, run.full_grid)
         self.manifest.annotators.append(self.study.annotate)
         # The loop's own features first, in their order (bench.run.cell_observers), then the given ones.
-        self.observers: tuple[RunObserver, ...] = (
-            *feature_observers(self.study, self.sweep, abort, self.state, self.stop, self.progress,
-                               self.targets.server_died), *observers)
+        self.observers: tuple[RunObserver, ...] = (*feature_observers(self), *observers)
 
     # --- manifest ----------------------------------------------------------------------------
 
@@ -244,7 +245,6 @@ class CellLoop:
                       "complete" if run.outcome.complete else "partial")
         self.state.cell_status[cell.cell_id] = run.status
         await self._tell_end(run)
-        self.write_manifest("running")
 
     async def _load(self, run: CellRun, writer: RecordWriter) -> CellOutcome:
         """The cell's load, here or over --workers N client processes; each record written, then told."""

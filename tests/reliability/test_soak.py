@@ -87,7 +87,8 @@ def test_dispatch_lags_are_sampled_not_accumulated() -> None:
 @pytest.mark.e2e
 def test_short_soak_writes_samples_verdict_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "soak"
-    result = bench("soak", "--duration", "10s", "--sample-every", "0.25s", "--concurrency", "4",
+    # 5 s of load sampled every 0.1 s: ~50 samples, the judge's 10-under-load five times over.
+    result = bench("soak", "--duration", "5s", "--sample-every", "0.1s", "--concurrency", "4",
                    "--out", str(out))
     soak = json.loads((out / "soak.json").read_text())
     verdict = soak["verdict"]

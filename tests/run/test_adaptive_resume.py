@@ -12,18 +12,20 @@ from bench.cli import cli
 
 pytestmark = pytest.mark.e2e
 
-# NUM_PARALLEL=1 queues a second user: TTFT grows from ~15 ms to a whole request (~250 ms: 256
-# tokens at ~1.9 ms on the L4 profile, at --speed 2) past the SLO and throughput grows only by the
-# client's turnaround between requests (~40 ms on a busy 2-core box: +15%; with 64-token answers
-# it was +30%), under the knee's 50%, so the knee rule skips concurrency 4. NUM_PARALLEL=2 nearly
-# doubles from c=1 to c=2 (not flat) and keeps its c=4.
+# NUM_PARALLEL=1 queues a second user: TTFT grows from ~15 ms to a whole request (~150 ms: 128
+# tokens at ~1.2 ms on the L4 profile, at --speed 2) past the SLO and throughput grows only by the
+# client's turnaround between requests (+3% at load ~9 on a 2-core box, +1% with 256-token
+# answers; with 64-token answers it was +30%), under the knee's 50%, so the knee rule skips
+# concurrency 4. NUM_PARALLEL=2 nearly doubles from c=1 to c=2 (not flat) and keeps its c=4.
+# 8 requests a cell: the knee compares throughput, and the SLO is missed by NP=1 c=2 with every
+# request queued behind another (the run's load ~7 s of its 27 s with 12 requests of 256 tokens).
 SWEEP = """
 name: knee
 server:
   command: python -m bench sim --speed 2 --gpu l4
   env: {OLLAMA_NUM_PARALLEL: [1, 2], OLLAMA_KEEP_ALIVE: "-1"}
-workload: {endpoint: native/chat, model: qwen2.5:0.5b, prompt: {tokens: 512}, max_tokens: 256, seed: 3}
-load: {arrival: closed, concurrency: [1, 2, 4], requests: 12, warmup_requests: 1}
+workload: {endpoint: native/chat, model: qwen2.5:0.5b, prompt: {tokens: 512}, max_tokens: 128, seed: 3}
+load: {arrival: closed, concurrency: [1, 2, 4], requests: 8, warmup_requests: 1}
 prune: {knee_growth: 0.5}
 slos: {ttft_p95: 100ms}
 """

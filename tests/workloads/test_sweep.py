@@ -18,6 +18,7 @@ from bench.records import RequestRecord
 from bench.records.cell_settings import CellSettings
 from bench.run.sweep import SweepTracker, rate_for_step
 from bench.scenario import SweepSpec, parse_scenario
+from bench.sim.testing import running_sim
 
 
 def test_a_sweep_plans_sync_throughput_and_rate_steps_with_stable_ids() -> None:
@@ -101,41 +102,48 @@ def configured_capacity_rps(num_parallel: int, prompt_tokens: int, max_tokens: i
 
 
 SWEEP = """\
-workload: {{model: llama3.2:1b, prompt: {{tokens: 64}}, max_tokens: 128, seed: 1}}
+workload: {model: llama3.2:1b, prompt: {tokens: 64}, max_tokens: 128, seed: 1}
 load:
   arrival: sweep
-  sweep: {{rates: 5, max_concurrency: 8, max_rate_factor: 2.0}}
+  sweep: {rates: 5, max_concurrency: 8, max_rate_factor: 2.0}
   requests: 32
   warmup_requests: 2
-{slos}"""
+slos: {ttft_p95: 100ms}
+"""
+SPEED = 5.0
 
 
-def sweep_run(sim, tmp_path: Path, slos: str = ""):  # noqa: ANN001, ANN201
-    base_url = sim(speed=5.0, gpu="l4", env={"OLLAMA_NUM_PARALLEL": "4"})
+@pytest.fixture(scope="module")
+def sweep_with_slos(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, dict]:
+    """One sweep with an SLO for the tests below (~15 s): what `bench run` printed, its sweep.json
+    entry and its manifest. The capacity comes from the throughput step, before any SLO is judged."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     scenario = tmp_path / "sweep.yaml"
-    scenario.write_text(SWEEP.format(slos=slos))
+    scenario.write_text(SWEEP)
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", str(scenario), "--target", base_url, "--out", str(out),
-                                      "--no-report"], catch_exceptions=False)
+    with running_sim(speed=SPEED, gpu="l4", env={"OLLAMA_NUM_PARALLEL": "4"}) as base_url:
+        result = CliRunner().invoke(cli, ["run", str(scenario), "--target", base_url, "--out", str(out),
+                                          "--no-report"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output, json.loads((out / "sweep.json").read_text())[0], \
         json.loads((out / "manifest.json").read_text())
 
 
 @pytest.mark.e2e
-def test_the_sweep_finds_the_simulators_configured_capacity(sim, tmp_path: Path) -> None:  # noqa: ANN001
-    output, result, _ = sweep_run(sim, tmp_path)
-    capacity = configured_capacity_rps(4, 64, 128, speed=5.0)
+def test_the_sweep_finds_the_simulators_configured_capacity(sweep_with_slos: tuple[str, dict, dict]) -> None:
+    output, result, _ = sweep_with_slos
+    capacity = configured_capacity_rps(4, 64, 128, speed=SPEED)
     assert result["capacity_rps"] == pytest.approx(capacity, rel=0.10), (result, capacity)
     assert "sweep: synchronous" in output and "capacity" in output
 
 
 @pytest.mark.e2e
-def test_with_slos_the_sweep_stops_at_the_highest_load_that_meets_them(sim, tmp_path: Path) -> None:  # noqa: ANN001
+def test_with_slos_the_sweep_stops_at_the_highest_load_that_meets_them(
+        sweep_with_slos: tuple[str, dict, dict]) -> None:
     # Constant arrivals below capacity never queue (TTFT stays near prefill); above it the backlog
     # grows with every request, so TTFT p95 passes 100 ms soon after the rate passes capacity.
-    output, result, manifest = sweep_run(sim, tmp_path, "slos: {ttft_p95: 100ms}\n")
-    capacity = configured_capacity_rps(4, 64, 128, speed=5.0)
+    output, result, manifest = sweep_with_slos
+    capacity = configured_capacity_rps(4, 64, 128, speed=SPEED)
     rates = [s for s in result["steps"] if s["step"].startswith("rate ")]
     status = {c["cell_id"]: c["status"] for c in manifest["cells"]}
     for step in rates:
