@@ -1,8 +1,9 @@
-"""Whether a cell's model stayed wholly in GPU memory, from the /api/ps timeline: the worst reading
-of its model while the cell's requests ran (size_vram < size: part of it spilled to the CPU).
+"""GPU memory per cell from the /api/ps timeline: whether a cell's model stayed wholly in it (the
+worst reading of its model while the cell's requests ran; size_vram < size: part of it spilled to
+the CPU), and the most the server said it held during the cell.
 
-Pure functions on a loaded run; the recommendation rules a spilled setting out with it, the
-report draws no "offer more load" for one.
+Pure functions on a loaded run; the recommendation rules a spilled setting out with the fit, the
+report draws no "offer more load" for one, and shows the peaks where NVML measured nothing.
 """
 
 from __future__ import annotations
@@ -69,3 +70,21 @@ def _fit_between(ps: pd.DataFrame, start: float, end: float, next_send: float,
         # model: there is no GPU to fit in, so the fit is not a question, not a spill.
         return None, size, vram
     return vram >= size, size, vram
+
+
+def ps_peaks(ps: pd.DataFrame | None, requests: pd.DataFrame, cell_ids: list[str]) -> pd.DataFrame:
+    """Per cell (index cell_id, in `cell_ids` order): the largest /api/ps size and size_vram, summed
+    over the models loaded at one poll, among the polls between the cell's first send and last end;
+    cells without such a poll are left out."""
+    columns = ["size_bytes", "size_vram_bytes"]
+    if ps is None or ps.empty or requests.empty or "size_bytes" not in ps:
+        return pd.DataFrame(columns=columns)
+    polls = ps.groupby("t_s")[columns].sum(min_count=1)
+    rows = {}
+    for cell_id in cell_ids:
+        cell = requests[requests["cell_id"] == cell_id]
+        start, end = pd.to_numeric(cell["sent_s"], errors="coerce").min(), pd.to_numeric(cell["end_s"], errors="coerce").max()
+        during = polls[(polls.index >= start) & (polls.index <= end)]
+        if len(during) and during["size_bytes"].notna().any():
+            rows[cell_id] = {"size_bytes": during["size_bytes"].max(), "size_vram_bytes": during["size_vram_bytes"].max()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)

@@ -1,6 +1,7 @@
 """One run analysed once: its requests with derived metrics, the per-cell summary, the SLOs its
 verdicts use, the NUM_PARALLEL recommendation (stored or computed), where closed loops saturated,
-which cells' models fit in GPU memory and each saturation sweep's answer. The terminal summary, the summary files, the report,
+which cells' models fit in GPU memory and what /api/ps said each held, and each saturation
+sweep's answer. The terminal summary, the summary files, the report,
 the recommendation printed after a run and the gate of `bench run --baseline` all draw from this
 value; they format it and compute nothing of their own.
 """
@@ -19,7 +20,7 @@ from bench.analysis.baseline import Baseline, baseline_of
 from bench.analysis.metrics import PERCENTILES, cell_summary, request_metrics
 from bench.analysis.model_loads import Load, loads_from_ps, truncated_prompts
 from bench.analysis.ollama_semantics import Semantics, semantics_for
-from bench.analysis.gpu_fit import memory_fits
+from bench.analysis.gpu_fit import memory_fits, ps_peaks
 from bench.analysis.recommend import (SETTING, Candidate, Recommendation, Slo, is_num_parallel_sweep, parse_slo,
                                       recommend, scenario_slos)
 from bench.analysis.saturation import Saturation, run_saturations
@@ -48,6 +49,7 @@ class RunAnalysis:
     saturations: tuple[Saturation, ...]  # closed-loop series whose throughput went flat while TTFT climbed
     gpu_fit: Mapping[str, bool | None]  # cell_id → whether /api/ps showed its model wholly on the GPU
     sweeps: tuple[SweepResult, ...]  # each saturation sweep's capacity, knee and highest load within SLOs
+    ps_peaks: pd.DataFrame  # per cell: the most /api/ps said the server held (size_bytes, size_vram_bytes)
 
     @property
     def manifest(self) -> Manifest:
@@ -94,7 +96,15 @@ def analyse_run(run: Run, summary: pd.DataFrame | None = None) -> RunAnalysis:
     return RunAnalysis(run, requests, measured, summary, percentiles, slos, recommendation,
                        isinstance(stored, dict), error, semantics, tuple(loads),
                        truncated_prompts(measured, _intended_prompt_tokens(run)),
-                       run_saturations(run.manifest, summary), memory_fits(run), run_sweeps(run.manifest, summary))
+                       run_saturations(run.manifest, summary), memory_fits(run), run_sweeps(run.manifest, summary),
+                       ps_peaks(run.ps, requests, _cell_ids(run.manifest, measured)))
+
+
+def _cell_ids(manifest: Manifest, measured: pd.DataFrame) -> list[str]:
+    """The run's cells in cell order; for a run whose manifest lists none, those its records name."""
+    if manifest.cells:
+        return [cell.cell_id for cell in sorted(manifest.cells, key=lambda cell: cell.cell_index)]
+    return list(dict.fromkeys(measured["cell_id"].dropna().astype(str))) if len(measured) else []
 
 
 def run_summary(run: Run) -> pd.DataFrame:

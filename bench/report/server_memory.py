@@ -3,8 +3,6 @@ itself reports in /api/ps, per cell, labelled as the server's figure and never a
 
 from __future__ import annotations
 
-import pandas as pd
-
 from bench import numbers as fmt
 from bench.report.data import RunView
 from bench.report.page import Block, Note, Table
@@ -15,30 +13,12 @@ def has_nvml(view: RunView) -> bool:
     return gpu is not None and len(gpu) > 0 and "mem_used_bytes" in gpu and gpu["mem_used_bytes"].notna().any()
 
 
-def per_cell_peaks(view: RunView) -> pd.DataFrame:
-    """Per cell (index cell_id): the largest /api/ps size and size_vram, summed over the models
-    loaded at one poll, among the polls taken between the cell's first send and last end."""
-    ps, requests = view.run.ps, view.requests
-    columns = ["size_bytes", "size_vram_bytes"]
-    if ps is None or ps.empty or requests.empty or "size_bytes" not in ps:
-        return pd.DataFrame(columns=columns)
-    polls = ps.groupby("t_s")[columns].sum(min_count=1)
-    rows = {}
-    for cell_id in view.cells.index:
-        cell = requests[requests["cell_id"] == cell_id]
-        start, end = pd.to_numeric(cell["sent_s"], errors="coerce").min(), pd.to_numeric(cell["end_s"], errors="coerce").max()
-        during = polls[(polls.index >= start) & (polls.index <= end)]
-        if len(during) and during["size_bytes"].notna().any():
-            rows[cell_id] = {"size_bytes": during["size_bytes"].max(), "size_vram_bytes": during["size_vram_bytes"].max()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
-
-
 def blocks(view: RunView, suffix: str) -> list[Block]:
     """A note saying whose figure it is, and the per-cell peaks; nothing when NVML measured the GPU
     or the server reported nothing."""
     if has_nvml(view):
         return []
-    peaks = per_cell_peaks(view)
+    peaks = view.analysis.ps_peaks
     if peaks.empty:
         return []
     note = Note(f"No NVML on this host{suffix} (Apple Silicon, AMD, or a server bench does not run on): the memory "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from bench.analysis.sweep import KNEE_TTFT_FACTOR, SweepResult

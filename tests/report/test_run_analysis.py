@@ -88,8 +88,8 @@ def test_prompts_the_server_counted_whole_get_no_note(make_run: Callable[..., Pa
 
 def test_the_report_and_the_end_of_run_warnings_render_the_analysis_without_redoing_it(
         make_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Saturation, the GPU fit per cell, the recommendation and the cell summary are found once, in
-    analyse_run; rendering the page (and the saturation lines `bench run` prints) only reads them."""
+    """Saturation, the GPU fit and /api/ps peaks per cell, sweeps, the recommendation and the cell
+    summary are found once, in analyse_run; rendering the page only reads them."""
     from bench.analysis import gpu_fit, saturation, sweep
     from bench.analysis.run_analysis import analyse_run
     from bench.records import load_run
@@ -108,7 +108,7 @@ def test_the_report_and_the_end_of_run_warnings_render_the_analysis_without_redo
 
     for module, name in ((saturation, "find_saturation"), (saturation, "run_saturations"), (gpu_fit, "memory_fit"),
                          (gpu_fit, "memory_fits"), (recommend, "recommend"), (metrics, "cell_summary"),
-                         (sweep, "sweep_results"), (sweep, "run_sweeps")):
+                         (gpu_fit, "ps_peaks"), (sweep, "sweep_results"), (sweep, "run_sweeps")):
         monkeypatch.setattr(module, name, analysed_again)
     page = render_report([analysis])
     assert "CPU spill" in page and "offer more load" not in page  # the fit per cell, found once

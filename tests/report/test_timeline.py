@@ -15,7 +15,6 @@ from bench.analysis.run_analysis import analyse_run
 from bench.records import load_run
 from bench.report import write_report
 from bench.report.data import build_views
-from bench.report.server_memory import per_cell_peaks
 from bench.report.timeline import cell_spans, in_flight, output_rate
 
 
@@ -55,8 +54,7 @@ def test_every_run_gets_a_timeline_with_its_cells_numbered(make_run: Callable[..
 
 def test_hosts_without_nvml_get_the_servers_memory_figure_labelled_as_such(make_run: Callable[..., Path]) -> None:
     run = make_run(ps=True, gpu=False, surfaces=("native",), concurrencies=(1, 2))
-    view = build_views([analyse_run(load_run(run))])[0]
-    peaks = per_cell_peaks(view)
+    peaks = analyse_run(load_run(run)).ps_peaks
     assert (peaks["size_bytes"] == 3.4 * 2**30).all()
     memory = _section(_html(run), "memory")
     assert "No NVML on this host" in memory and "size (server-reported)" in memory
