@@ -17,7 +17,7 @@ from bench.analysis.kv_model import ModelArch
 from bench.errors import TargetError
 from bench.records.cell_settings import CellSettings
 from bench.records.manifest import Manifest
-from bench.records import KV_JSON, Run, load_run, write_json
+from bench.records import KV_JSON, Run, write_json
 
 
 # --- The measured fit --------------------------------------------------------------------------
@@ -361,14 +361,14 @@ def analyze_run(run: Run) -> dict[str, Any]:
     }
 
 
-def write_kv_analysis(run_dir: str | Path) -> Path | None:
-    """Analyse a finished run directory and write kv.json when some model has ≥ 2 context sizes.
+def write_kv_analysis(run: Run) -> Path | None:
+    """Analyse a finished run (loaded back) and write kv.json when some model has ≥ 2 context sizes.
 
     For the runner's end of run: a run that never varied num_ctx / NUM_PARALLEL gets no kv.json.
     """
-    payload = analyze_run(load_run(run_dir))
+    payload = analyze_run(run)
     if not any(any(group["fits"].values()) for group in payload["groups"]):
         return None
-    path = Path(run_dir) / KV_JSON
+    path = run.path / KV_JSON
     write_json(path, payload)
     return path

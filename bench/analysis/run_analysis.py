@@ -1,6 +1,6 @@
 """One run analysed once: its requests with derived metrics, the per-cell summary, the SLOs its
-verdicts use, the NUM_PARALLEL recommendation (stored or computed), where closed loops saturated
-and which cells' models fit in GPU memory. The terminal summary, the summary files, the report,
+verdicts use, the NUM_PARALLEL recommendation (stored or computed), where closed loops saturated,
+which cells' models fit in GPU memory and each saturation sweep's answer. The terminal summary, the summary files, the report,
 the recommendation printed after a run and the gate of `bench run --baseline` all draw from this
 value; they format it and compute nothing of their own.
 """
@@ -23,6 +23,7 @@ from bench.analysis.gpu_fit import memory_fits
 from bench.analysis.recommend import (SETTING, Candidate, Recommendation, Slo, is_num_parallel_sweep, parse_slo,
                                       recommend, scenario_slos)
 from bench.analysis.saturation import Saturation, run_saturations
+from bench.analysis.sweep import SweepResult, run_sweeps
 from bench.errors import BenchError
 from bench.records import RECOMMENDATION_JSON, Run, number_or_none
 from bench.records.manifest import Manifest
@@ -46,6 +47,7 @@ class RunAnalysis:
     truncated_prompts: dict[str, tuple[float, float]]  # cell_id → (prompt tokens sent, median counted)
     saturations: tuple[Saturation, ...]  # closed-loop series whose throughput went flat while TTFT climbed
     gpu_fit: Mapping[str, bool | None]  # cell_id → whether /api/ps showed its model wholly on the GPU
+    sweeps: tuple[SweepResult, ...]  # each saturation sweep's capacity, knee and highest load within SLOs
 
     @property
     def manifest(self) -> Manifest:
@@ -92,7 +94,7 @@ def analyse_run(run: Run, summary: pd.DataFrame | None = None) -> RunAnalysis:
     return RunAnalysis(run, requests, measured, summary, percentiles, slos, recommendation,
                        isinstance(stored, dict), error, semantics, tuple(loads),
                        truncated_prompts(measured, _intended_prompt_tokens(run)),
-                       run_saturations(run.manifest, summary), memory_fits(run))
+                       run_saturations(run.manifest, summary), memory_fits(run), run_sweeps(run.manifest, summary))
 
 
 def run_summary(run: Run) -> pd.DataFrame:

@@ -17,8 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.records import number_or_none
 from bench.records.cell_settings import CellSettings
+from bench.records.manifest import Manifest
 
 KNEE_TTFT_FACTOR = 2.0
 
@@ -100,6 +102,26 @@ def sweep_results(cells: Mapping[str, CellSettings], summary: pd.DataFrame,
     if len(results) == 1:
         results[0] = replace(results[0], sweep="")  # one sweep needs no name
     return results
+
+
+def run_sweeps(manifest: Manifest, summary: pd.DataFrame) -> tuple[SweepResult, ...]:
+    """The answer of every sweep of a run (`summary`: its cell_summary) against its scenario's SLOs
+    (none when bench cannot read them); () for a run without one. A step that measured nothing is
+    listed with its figures missing (and, with SLOs, as missing them)."""
+    from bench.analysis.recommend import scenario_slos
+
+    cells = {cell.cell_id: cell.settings for cell in manifest.cells}
+    if not any(settings.sweep_step is not None for settings in cells.values()):
+        return ()
+    try:
+        slos = scenario_slos(manifest)
+    except BenchError:
+        slos = ()
+    every_step = summary.reindex(list(cells))
+    for column in ("requests", "ok", "rejected", "errors"):
+        if column in every_step:
+            every_step[column] = every_step[column].fillna(0).astype(int)
+    return tuple(sweep_results(cells, every_step, slos))
 
 
 def _describe(settings: CellSettings) -> str:

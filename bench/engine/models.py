@@ -64,7 +64,9 @@ def preset_path(preset: str) -> Path:
     path = cache_dir() / "gguf" / f"{preset}-v{MAKER_VERSION}-{corpus.sha256[:12]}.gguf"
     with _make_lock:
         if not path.is_file():
-            partial = path.with_suffix(".partial")
+            # One partial file per process: two processes (pytest-xdist workers, two bench runs)
+            # making the same preset each write their own, and the last atomic replace wins.
+            partial = path.with_suffix(f".{os.getpid()}.partial")
             make_model(partial, PRESETS[preset].shape, preset, seed=0, corpus=corpus)
             partial.replace(path)  # atomic: a half-written model is never served
     return path

@@ -3,6 +3,7 @@ printed to the console and kv.json (report.html: bench.run.finish)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from bench.load.health import ClientHealth
 from bench.escape import for_terminal
 from bench.numbers import column
 from bench.outputs.statistics import statistics_table
-from bench.records import SUMMARY_CSV, SUMMARY_JSON, write_json
+from bench.records import KV_JSON, SUMMARY_CSV, SUMMARY_JSON, Run, read_json, write_json
 from bench.records.cell_settings import CellSettings
 
 # Below this many terminal columns the end-of-run table drops low-value columns (the live bars in
@@ -89,14 +90,17 @@ def print_summary(console: Console, run_dir: Path, status: str, why: str | None,
                       markup=False)
 
 
-def write_kv(run_dir: Path) -> str | None:
-    """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it); the
-    line to print about it (where it is, or why it failed), None when the run needs none."""
+def write_kv(run: Run) -> tuple[Run, str | None]:
+    """kv.json for runs that varied num_ctx / NUM_PARALLEL (the report's KV table reads it): the run
+    with it among its extras as load_run reads it back, and the line to print about it (where it
+    is, or why it failed; None when the run needs none)."""
     try:
-        path = write_kv_analysis(run_dir)
+        path = write_kv_analysis(run)
     except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
-        return f"warning: KV analysis failed: {type(error).__name__}: {error}"
-    return None if path is None else f"kv analysis: {path}"
+        return run, f"warning: KV analysis failed: {type(error).__name__}: {error}"
+    if path is None:
+        return run, None
+    return dataclasses.replace(run, extras={**run.extras, KV_JSON: read_json(path)}), f"kv analysis: {path}"
 
 
 def _column(summary: pd.DataFrame, name: str, scale: float = 1.0) -> list[str]:

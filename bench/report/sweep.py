@@ -6,9 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis.recommend import scenario_slos
-from bench.analysis.sweep import KNEE_TTFT_FACTOR, SweepResult, sweep_results
-from bench.errors import BenchError
+from bench.analysis.sweep import KNEE_TTFT_FACTOR, SweepResult
 from bench import numbers as fmt
 from bench.report import plotting
 from bench.report.data import RunView
@@ -18,8 +16,7 @@ from bench.report.page import Block, Figure, Note, Section, Table
 def build(views: list[RunView]) -> Section | None:
     blocks: list[Block] = []
     for view in views:
-        results = _results(view)
-        for result in results:
+        for result in view.analysis.sweeps:
             prefix = f"{view.label}: " if len(views) > 1 else ""
             blocks.append(Note(prefix + " · ".join(result.lines()), "answer"))
             blocks.append(Figure(_figure(result), "Left: what the server delivered against what was "
@@ -35,17 +32,6 @@ def build(views: list[RunView]) -> Section | None:
                    f"Knee: the highest rate whose median TTFT stayed within {KNEE_TTFT_FACTOR:g}× the "
                    "synchronous step's. With SLOs, the highest rate whose cell met them.",
                    tuple(blocks))
-
-
-def _results(view: RunView) -> list[SweepResult]:
-    cells = {cell.cell_id: cell.settings for cell in view.manifest.cells}
-    if not any(settings.sweep_step is not None for settings in cells.values()):
-        return []
-    try:
-        slos = scenario_slos(view.manifest)
-    except BenchError:
-        slos = ()
-    return sweep_results(cells, view.cells, slos)
 
 
 def _figure(result: SweepResult) -> plotting.Plot:

@@ -120,6 +120,13 @@ class AdaptiveStudy:
         self.verdicts[cell.cell_id] = {**verdict.to_json(), "evaluations": stopper.judged}
         return verdict
 
+    def take_up(self, cell_id: str, stop: dict[str, Any] | None, skip_reason: str | None) -> None:
+        """A cell measured elsewhere (a Ray task): its stop verdict and skip, as if decided here."""
+        if stop is not None:
+            self.verdicts[cell_id] = stop
+        if skip_reason and self.pruner is not None:
+            self.pruner.skipped[cell_id] = skip_reason
+
     def pick_up(self, manifest: Manifest) -> None:
         """A resumed run keeps the earlier session's verdicts and skips (skipped cells stay skipped)."""
         for cell in manifest.cells:

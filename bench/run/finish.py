@@ -16,13 +16,14 @@ from rich.console import Console
 from bench.analysis.metrics import SUMMARY_INPUT_COLUMNS, cell_summary
 from bench.analysis.run_analysis import RunAnalysis, analyse_run
 from bench.analysis.saturation import Saturation, run_saturations
+from bench.analysis.sweep import SweepResult, run_sweeps
 from bench.analysis.thresholds import evaluate as evaluate_thresholds
 from bench.load.health import client_health
 from bench.records.manifest import Manifest
 from bench.outputs.recommendation import print_run_recommendation
 from bench.outputs.summary import print_summary, write_kv, write_summary
 from bench.outputs.sweep import print_sweep, write_sweep
-from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, load_run, write_requests_parquet
+from bench.records import REPORT_HTML, REQUESTS_JSONL, SCENARIO_YAML, Run, load_run, write_requests_parquet
 from bench.run.progress import busy
 from bench.run.resume import merge_telemetry
 from bench.scenario import scenario_to_yaml, with_run_settings
@@ -84,10 +85,10 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
         verdicts = evaluate_thresholds(summary if summary is not None else pd.DataFrame(),
                                        run.scenario.threshold_limits(), state.labels)
         loop.manifest.manifest.thresholds = [verdict.to_dict() for verdict in verdicts]
-    sweeps = write_sweep(run.run_dir, summary, {c.cell_id: c.settings for c in state.cells}, loop.sweep.slos)
     loop.write_manifest(status, ended=True)
     result = RunResult(run.run_dir, status, summary, loop.manifest.manifest)
-    if quiet:
+    if quiet:  # a run that raised: its files, nothing printed, nothing loaded back
+        write_sweep(run.run_dir, run_sweeps(loop.manifest.manifest, summary) if summary is not None else ())
         return result
     print_summary(console, run.run_dir, status, state.failed_reason or loop.stop.reason, summary,
                   {cell.cell_id: cell.cell_index for cell in run.cells}, state.labels,
@@ -95,13 +96,24 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
                   tuple(run.scenario.percentiles) if run.scenario.percentiles else None)
     for verdict in verdicts:
         console.print(verdict.line(), highlight=False, soft_wrap=True, markup=False)
-    kv_line = write_kv(run.run_dir)  # before the analysis: the report's KV table reads kv.json
+    return dataclasses.replace(result, analysis=_conclude(loop, status, summary, console))
+
+
+def _conclude(loop: CellLoop, status: str, summary: pd.DataFrame | None, console: Console) -> RunAnalysis | None:
+    """The finished run read back once: kv.json, then its one analysis (the summary reused), which the
+    warnings, sweep.json and the sweep's answer, report.html and the recommendation are drawn from."""
+    run = loop.run
+    loaded = _load_back(run.run_dir, console)
+    kv_line = None
+    if loaded is not None:
+        loaded, kv_line = write_kv(loaded)  # before the analysis: the report's KV table reads kv.json
     wanted = summary is not None and (run.report or status == "complete")
-    # The one analysis of this run (the summary above reused): the warnings, the report and the
-    # recommendation draw from it.
-    analysis = analyse_stored_run(run.run_dir, summary, console) if wanted else None
-    for saturation in _saturations(analysis, loop.manifest.manifest, summary):
+    analysis = _analyse(loaded, summary, console) if loaded is not None and wanted else None
+    saturations, sweeps = ((analysis.saturations, analysis.sweeps) if analysis is not None
+                           else _found_without_analysis(loop.manifest.manifest, summary))
+    for saturation in saturations:
         console.print(f"warning: {saturation.sentence()}", highlight=False, soft_wrap=True, markup=False)
+    write_sweep(run.run_dir, sweeps)
     print_sweep(console, sweeps)
     if kv_line is not None:
         console.print(kv_line, highlight=False, soft_wrap=True, markup=False)
@@ -111,22 +123,32 @@ def finish_run(loop: CellLoop, status: str, console: Console, quiet: bool = Fals
     if analysis is not None and status == "complete":
         # Last, so the answer of a sizing sweep is what the user sees when the run ends.
         print_run_recommendation(console, analysis)
-    return dataclasses.replace(result, analysis=analysis)
+    return analysis
 
 
-def _saturations(analysis: RunAnalysis | None, manifest: Manifest,
-                 summary: pd.DataFrame | None) -> tuple[Saturation, ...]:
-    """The run's saturated series: its analysis's; without one (a partial run with --no-report is
-    not loaded back, nor one whose analysis failed), found from the summary in hand."""
-    if analysis is not None:
-        return analysis.saturations
-    return run_saturations(manifest, summary) if summary is not None else ()
+def _found_without_analysis(manifest: Manifest, summary: pd.DataFrame | None
+                            ) -> tuple[tuple[Saturation, ...], tuple[SweepResult, ...]]:
+    """What the analysis would say of saturation and sweeps, for a run not analysed (a partial run
+    with --no-report, one that raised, one whose analysis failed): found from the summary in hand."""
+    if summary is None:
+        return (), ()
+    return run_saturations(manifest, summary), run_sweeps(manifest, summary)
 
 
-def analyse_stored_run(run_dir: Path, summary: pd.DataFrame | None, console: Console) -> RunAnalysis | None:
-    """The run directory loaded back and analysed once; a failure is a warning (the records are what matter)."""
+def _load_back(run_dir: Path, console: Console) -> Run | None:
+    """The run directory read back, once; a failure is a warning (the records are what matter)."""
     try:
-        return analyse_run(load_run(run_dir), summary)
+        return load_run(run_dir)
+    except Exception as error:  # noqa: BLE001 - a bug reading the run back must not lose it
+        console.print(f"warning: could not read the run back: {type(error).__name__}: {error}",
+                      highlight=False, soft_wrap=True, markup=False)
+        return None
+
+
+def _analyse(run: Run, summary: pd.DataFrame | None, console: Console) -> RunAnalysis | None:
+    """The run's one analysis; a failure is a warning (the records are what matter)."""
+    try:
+        return analyse_run(run, summary)
     except Exception as error:  # noqa: BLE001 - an analysis bug must not lose the run
         console.print(f"warning: analysis failed: {type(error).__name__}: {error}",
                       highlight=False, soft_wrap=True, markup=False)

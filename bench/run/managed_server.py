@@ -159,7 +159,11 @@ class ManagedServer:
         return self._process.poll() if self._process is not None else None
 
     def last_log_lines(self, n: int = 20) -> list[str]:
-        """The last n non-empty lines of the server's log."""
+        """The last n non-empty lines of the server's log (after an exit, its last words included)."""
+        if self._log_copier is not None and not self.is_alive():
+            # With a key set the log is copied by a thread: the child's last line (its crash
+            # message) may still be in the pipe when waitpid() has already reported the exit.
+            self._log_copier.join(timeout_s=2.0)
         return log_tail(self.log_path, n)
 
     # --- stop --------------------------------------------------------------------------------

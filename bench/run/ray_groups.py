@@ -160,10 +160,7 @@ class RayExecutor:
         self.loop.state.cell_status[cell_id] = report.status
         if report.outcome is not None:
             self.loop.state.outcomes.append(report.outcome)
-        if report.stop is not None:
-            self.loop.study.verdicts[cell_id] = report.stop
-        if report.skip_reason and self.loop.study.pruner is not None:
-            self.loop.study.pruner.skipped[cell_id] = report.skip_reason
+        self.loop.study.take_up(cell_id, report.stop, report.skip_reason)
         return True
 
     def _lost(self, group: int, cells: list[Cell], error: BaseException) -> None:
@@ -234,10 +231,8 @@ class RayExecutor:
             if stored is not None and stored.settings.rate_rps != cell.settings.rate_rps:
                 # A sweep's rate step: its rate was set on the node, while it ran.
                 self.loop.state.settle(replace(cell, settings=stored.settings))
-            if stored is not None and stored.stop is not None:
-                self.loop.study.verdicts[cell.cell_id] = stored.stop
-            if stored is not None and stored.skip_reason and self.loop.study.pruner is not None:
-                self.loop.study.pruner.skipped[cell.cell_id] = stored.skip_reason
+            if stored is not None:
+                self.loop.study.take_up(cell.cell_id, stored.stop, stored.skip_reason)
         self.loop.study.earlier_skips.extend((manifest.adaptive or {}).get("skips") or [])
         # What the task's own run learnt about its server: version, models, transport, calibration.
         driver = self.loop.manifest.manifest

@@ -1,21 +1,21 @@
 """What one simulated runner serves a closed loop of N clients, computed in virtual time.
 
-The same timing as the live simulator (bench/sim/simulated.py): prompts queue on the runner's
-device (bench/sim/device.py), the first token comes one decode step after the prompt, every step
-costs roofline.decode_step_s for the slots decoding then, and prompts processed meanwhile stall it.
-Here no one sleeps and there is no jitter (its mean is 1), so the answer is exact and repeatable:
-the deterministic form of what `bench sim` serves, for predictions checked against real runs.
+The same batches as the live simulator (bench/sim/live_device.py): llama-server's update_slots
+loop planned by bench/sim/device.py, each batch a decode step for the slots that get a token plus
+its prompt chunk. Here no one sleeps and there is no jitter (its mean is 1), so the answer is exact
+and repeatable: the deterministic form of what `bench sim` serves, for predictions checked against
+real runs. A client's next request reaches the server after the loop has planned its next batch
+(llama-server goes on at once; the request needs an HTTP round trip), so it joins the one after.
 """
 
 from __future__ import annotations
 
-import heapq
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.sim import roofline
 from bench.sim.catalog import GpuProfile, ModelSpec
-from bench.sim.device import DeviceQueue
+from bench.sim.device import Device, SlotWork
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class Workload:
     warmup_requests: int = 0
     kv_bytes_per_element: float = 2.0  # f16 cache
     num_batch: int = roofline.NUM_BATCH  # Ollama's choice for the context (1024 at 8 x 4096 on v0.33)
+    # Per request, cycled (a real run's): identical lengths lock identical clients into one packing
+    # of the batch (two 512-token prompts fill a 1024 batch alone, not beside a decoder).
+    prompt_lengths: tuple[int, ...] = ()
+
+    def prompt_tokens_of(self, index: int) -> int:
+        return self.prompt_lengths[index % len(self.prompt_lengths)] if self.prompt_lengths else self.prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -42,83 +48,77 @@ class Prediction:
 class _Request:
     index: int
     sent_s: float
+    work: SlotWork
     first_token_s: float = 0.0
     end_s: float = 0.0
-    tokens: int = 0
-    stall_index: int = 0
-    deadline_s: float = 0.0
-
-
-@dataclass
-class _Runner:
-    model: ModelSpec
-    gpu: GpuProfile
-    gpu_fraction: float
-    workload: Workload
-    device: DeviceQueue = field(default_factory=DeviceQueue)
-    decoding: int = 0
-    context_tokens_total: int = 0
-
-    def step_s(self) -> float:
-        return roofline.decode_step_s(self.model, self.gpu, self.gpu_fraction, self.decoding,
-                                      self.context_tokens_total, self.workload.kv_bytes_per_element)
 
 
 def predict(model: ModelSpec, gpu: GpuProfile, workload: Workload, gpu_fraction: float | None = None) -> Prediction:
     """Output tok/s over the measured requests' window, and their TTFT and TPOT medians."""
     fraction = (1.0 if gpu.memory_bytes > 0 else 0.0) if gpu_fraction is None else gpu_fraction
-    runner = _Runner(model, gpu, fraction, workload, DeviceQueue(num_batch=workload.num_batch))
+    device = Device(
+        workload.num_batch,
+        lambda slots, kv_tokens: roofline.decode_step_s(model, gpu, fraction, slots, kv_tokens, workload.kv_bytes_per_element),
+        lambda tokens: roofline.prefill_s(model, gpu, fraction, tokens, workload.num_batch),
+    )
     total = workload.warmup_requests + workload.requests
-    events: list[tuple[float, int, str, _Request]] = []
+    slots = _LeastRecentlyUsed(workload.concurrency)
+    running: list[_Request] = []
     done: list[_Request] = []
-    sequence = 0
+    now_s = 0.0
 
-    def push(time_s: float, kind: str, request: _Request) -> None:
-        nonlocal sequence
-        sequence += 1
-        heapq.heappush(events, (time_s, sequence, kind, request))
+    def request(index: int) -> _Request:
+        tokens = workload.prompt_tokens_of(index)
+        work = SlotWork(slots.take(), tokens, tokens, workload.output_tokens)
+        running.append(_Request(index, now_s, work))
+        return running[-1]
 
-    def send(now_s: float, index: int) -> None:
-        request = _Request(index, now_s)
-        prefill_s = roofline.prefill_s(model, gpu, fraction, workload.prompt_tokens, workload.num_batch)
-        between_s = runner.step_s() if runner.decoding else 0.0
-        prompt_done_s, request.stall_index = runner.device.book_prefill(now_s, prefill_s, between_s, workload.prompt_tokens)
-        push(prompt_done_s, "prompt", request)
-
-    sent = 0
-    for _ in range(min(workload.concurrency, total)):
-        send(0.0, sent)
-        sent += 1
-    while events:
-        now_s, _, kind, request = heapq.heappop(events)
-        if kind == "prompt":
-            runner.decoding += 1
-            runner.context_tokens_total += workload.prompt_tokens
-            request.deadline_s = now_s
-        else:
-            request.tokens += 1
-            runner.context_tokens_total += 1
-            request.first_token_s = request.first_token_s or now_s
-            if request.tokens == workload.output_tokens:
-                request.end_s = now_s
-                runner.decoding -= 1
-                runner.context_tokens_total -= workload.prompt_tokens + request.tokens
-                done.append(request)
-                if sent < total:
-                    send(now_s, sent)
-                    sent += 1
+    for index in range(min(workload.concurrency, total)):
+        device.add(request(index).work)
+    sent = len(running)
+    arriving: list[SlotWork] = []
+    while (batch := device.plan()) is not None:
+        for work in arriving:  # sent when the last batch ended: they reach the loop during this one
+            device.add(work)
+        arriving.clear()
+        now_s += batch.duration_s
+        device.apply(batch)
+        for finished in [r for r in running if r.work.produced or r.work.done]:
+            finished.first_token_s = finished.first_token_s or now_s
+            if not finished.work.done:
                 continue
-        request.deadline_s, request.stall_index = runner.device.decode_token(
-            request.deadline_s, runner.step_s(), request.stall_index)
-        push(request.deadline_s, "token", request)
+            finished.end_s = now_s
+            running.remove(finished)
+            done.append(finished)
+            slots.give_back(finished.work.slot)
+            if sent < total:
+                arriving.append(request(sent).work)
+                sent += 1
+        if not device.works:  # an idle loop takes them at once
+            for work in arriving:
+                device.add(work)
+            arriving.clear()
     return _summary(done, workload)
+
+
+class _LeastRecentlyUsed:
+    """llama-server gives a prompt it has no cache for the least recently used idle slot."""
+
+    def __init__(self, count: int) -> None:
+        self._idle = list(range(count))
+
+    def take(self) -> int:
+        return self._idle.pop(0)
+
+    def give_back(self, slot: int) -> None:
+        self._idle.append(slot)
 
 
 def _summary(done: list[_Request], workload: Workload) -> Prediction:
     measured = [request for request in done if request.index >= workload.warmup_requests]
     window_s = max(r.end_s for r in measured) - min(r.sent_s for r in measured)
-    tokens = sum(r.tokens for r in measured)
-    tpots = [(r.end_s - r.first_token_s) / max(1, r.tokens - 1) for r in measured]
+    tokens = sum(r.work.produced for r in measured)
+    tpots = [(r.end_s - r.first_token_s) / max(1, r.work.produced - 1) for r in measured]
     return Prediction(
         output_tokens_per_s=tokens / window_s,
         ttft_p50_s=statistics.median(r.first_token_s - r.sent_s for r in measured),

@@ -1,79 +1,106 @@
-"""One runner's device, shared by prompt processing and the decode batch, as llama-server shares it.
+"""One runner's device, iteration by iteration, as llama-server's update_slots loop runs it (b10488).
 
-llama-server's update_slots loop runs one batch at a time: the decode tokens of every generating
-slot plus up to num_batch tokens of waiting prompts (two 500-token prompts share a 1024 batch).
-So prompts are processed one batch after another, and the slots that are decoding get one token
-per batch: a batch's prompt time is added to the decode step it falls in (the prefill stall that
-chunked-prefill servers avoid). Times here are wall-clock (time.monotonic), already divided by --speed.
+Each iteration is one batch: a token of every generating slot first, then prompt tokens of the
+slots still processing their prompt, in slot order, until the batch holds `num_batch` tokens
+(decode tokens take room too). So a 4096-token prompt at -b 2048 is split over two or three
+batches, the slots that are decoding get a token after each, and a later prompt waits only for
+the batch room, not for the whole of an earlier prompt. A slot whose last prompt token is in the
+batch samples its first token from that batch.
+
+The cost of a batch is its decode step (roofline.decode_step_s for the slots that get a token)
+plus the prefill of its prompt tokens (roofline.prefill_s, one chunk): the prompt stall that
+chunked-prefill servers avoid. This module only plans and applies batches; the live simulator
+(bench/sim/live_device.py) sleeps through them, bench/sim/closed_loop.py adds them up in virtual time.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# A booked prompt is forgotten this long after it ended: every decoder has counted it by then
-# (a decoder's deadline never lags the clock by more than a scheduling hiccup).
-FORGET_AFTER_S = 30.0
+StepCost = Callable[[int, int], float]  # (slots getting a token, their KV tokens) -> seconds
+PrefillCost = Callable[[int], float]  # prompt tokens in one batch -> seconds
+
+
+@dataclass(eq=False)
+class SlotWork:
+    """One request on the device: its prompt, then its tokens."""
+
+    slot: int  # llama-server's slot index: prompts join a batch in slot order
+    prompt_tokens: int  # tokens to evaluate (after the prompt cache; at least 1)
+    context_tokens: int  # tokens it holds in the KV cache once its prompt is in
+    max_tokens: int | None  # tokens to generate; None: until its owner removes it
+    prompt_left: int = 0
+    produced: int = 0
+    prefill_s: float = 0.0  # its share of the batches' prefill time (simulated seconds)
+
+    def __post_init__(self) -> None:
+        self.prompt_left = self.prompt_tokens
+
+    @property
+    def done(self) -> bool:
+        return self.prompt_left == 0 and self.max_tokens is not None and self.produced >= self.max_tokens
 
 
 @dataclass(frozen=True)
-class _Prompt:
-    start_s: float
-    end_s: float
-    batch: int  # prompts of one batch share a number: a decoder waits for all of them in one step
+class Batch:
+    """One update_slots iteration: who gets a token, which prompt chunks go in, and what it costs."""
+
+    tokens: tuple[SlotWork, ...]  # decoding slots, and slots whose prompt ends in this batch
+    chunks: tuple[tuple[SlotWork, int], ...]
+    step_s: float
+    prefill_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.step_s + self.prefill_s
 
 
 @dataclass
-class DeviceQueue:
-    """Prompts booked on the device in order, and the batches they are packed into (every profile,
-    GPU or CPU: llama-server's loop is the same on both)."""
+class Device:
+    """The works a runner holds, and the next batch llama-server would build from them."""
 
-    num_batch: int = 512
-    free_at_s: float = 0.0
-    _booked: deque[_Prompt] = field(default_factory=deque)
-    _forgotten: int = 0  # prompts dropped from the left of _booked (indices are absolute)
-    _batches: int = 0
-    _batch_tokens: int = 0  # prompt tokens in the last batch
+    num_batch: int
+    step_cost: StepCost
+    prefill_cost: PrefillCost
+    works: list[SlotWork] = field(default_factory=list)
 
-    def book_prefill(self, now_s: float, prefill_wall_s: float, step_wall_s: float, prompt_tokens: int) -> tuple[float, int]:
-        """Queue one prompt behind those already queued: when its prefill ends, and the index of
-        the first prompt its own decode will wait for (those booked after it).
+    def add(self, work: SlotWork) -> None:
+        self.works.append(work)
 
-        step_wall_s: the decode step of the slots decoding now, which they get between two batches.
-        """
-        while self._booked and self._booked[0].end_s < now_s - FORGET_AFTER_S:
-            self._booked.popleft()
-            self._forgotten += 1
-        waiting = bool(self._booked) and self._booked[-1].start_s > now_s  # the last batch has not started
-        if waiting and self._batch_tokens + prompt_tokens <= self.num_batch:
-            start_s = self.free_at_s
-            self._batch_tokens += prompt_tokens
-        else:
-            start_s = self.free_at_s + step_wall_s if self.free_at_s > now_s else now_s
-            self._batches += 1
-            self._batch_tokens = prompt_tokens
-        self.free_at_s = start_s + prefill_wall_s
-        self._booked.append(_Prompt(start_s, self.free_at_s, self._batches))
-        return self.free_at_s, self._forgotten + len(self._booked)
+    def remove(self, work: SlotWork) -> None:
+        if work in self.works:
+            self.works.remove(work)
 
-    def decode_token(self, deadline_s: float, step_wall_s: float, next_index: int) -> tuple[float, int]:
-        """When a decoding slot's next token is out: one step after the last, plus the prompt
-        batch processed meanwhile; and the index to continue from."""
-        stall_s, index = self.stall_before(deadline_s + step_wall_s, next_index)
-        return deadline_s + step_wall_s + stall_s, index
+    def plan(self) -> Batch | None:
+        """The next batch, or None when no slot has anything to process."""
+        decoding = [work for work in self.works if work.prompt_left == 0 and not work.done]
+        room = self.num_batch - len(decoding)
+        chunks: list[tuple[SlotWork, int]] = []
+        for work in sorted((w for w in self.works if w.prompt_left > 0), key=lambda w: w.slot):
+            if room <= 0:
+                break
+            take = min(room, work.prompt_left)
+            chunks.append((work, take))
+            room -= take
+        finishing = [work for work, take in chunks if take == work.prompt_left and work.max_tokens != 0]
+        tokens = tuple(decoding + finishing)
+        if not tokens and not chunks:
+            return None
+        kv_tokens = sum(work.context_tokens + work.produced for work in tokens)
+        step_s = self.step_cost(len(tokens), kv_tokens) if tokens else 0.0
+        prompt_tokens = sum(take for _, take in chunks)
+        return Batch(tokens, tuple(chunks), step_s, self.prefill_cost(prompt_tokens) if chunks else 0.0)
 
-    def stall_before(self, deadline_s: float, next_index: int) -> tuple[float, int]:
-        """Prompt time a decode step due at `deadline_s` waits for (the next batch of prompts from
-        `next_index` if it starts before then: one batch per step), and the index to continue from."""
-        index = max(next_index, self._forgotten)
-        position = index - self._forgotten
-        if position >= len(self._booked) or self._booked[position].start_s > deadline_s:
-            return 0.0, index
-        batch = self._booked[position].batch
-        stall_s = 0.0
-        while position < len(self._booked) and self._booked[position].batch == batch:
-            stall_s += self._booked[position].end_s - self._booked[position].start_s
-            position += 1
-        return stall_s, position + self._forgotten
-
+    def apply(self, batch: Batch, factor: float = 1.0) -> list[SlotWork]:
+        """The batch ran (its costs scaled by `factor`): the works that got a token, in order.
+        Works removed meanwhile (a client that went away) get nothing."""
+        prompt_tokens = sum(take for _, take in batch.chunks)
+        for work, take in batch.chunks:
+            work.prompt_left -= take
+            work.prefill_s += batch.prefill_s * factor * take / prompt_tokens
+        served = [work for work in batch.tokens if work in self.works]
+        for work in served:
+            work.produced += 1
+        self.works = [work for work in self.works if not work.done]
+        return served

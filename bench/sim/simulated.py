@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,8 @@ from bench.sim.backend import (
     RunnerRequestError,
 )
 from bench.sim.catalog import GpuProfile
-from bench.sim.device import DeviceQueue
+from bench.sim.device import Device, SlotWork
+from bench.sim.live_device import LiveDevice, Ticket
 from bench.sim.prompt_cache import SlotCache
 
 
@@ -70,12 +70,9 @@ class SimulatedRunner:
         bpe_type = request.kv_cache_type if not backend.hardware.legacy_memory or request.flash_attention == "on" else None
         self._kv_bpe = memory.KV_TYPE_BYTES[bpe_type or "f16"]
         self.closed = False
-        # Decode bookkeeping read by the perf model on every step.
         self.generating = 0  # requests in the runner: prompt queued, prefilling or decoding
         self.max_generating = 0
-        self.decoding = 0  # the decode batch: slots past their prompt
-        self.device = DeviceQueue(num_batch=report.num_batch)
-        self.context_tokens_total = 0
+        self.device = LiveDevice(Device(report.num_batch, self._decode_step_s, self._prefill_s), backend.scaled, backend.jitter.factor)
 
     async def health(self) -> bool:
         return not self.closed
@@ -109,7 +106,6 @@ class SimulatedRunner:
         return pieces, "eos"
 
     async def completion(self, request: CompletionRequest) -> AsyncIterator[str | CompletionTimings]:
-        jitter = self.backend.jitter
         prompt = tokens.tokenize(request.prompt) if isinstance(request.prompt, str) else list(request.prompt)
         pieces, stop_type = self._plan(request)
         if not self.request.context_shift:
@@ -122,53 +118,43 @@ class SimulatedRunner:
         produced: list[str] = []
         self.generating += 1
         self.max_generating = max(self.max_generating, self.generating)
-        held_tokens = 0
-        decoding = False
+        ticket = self._submit(slot.index, len(prompt), prompt_n, pieces, request.n_predict)
+        last_token_s = 0.0
         try:
-            prefill_wall_s, deadline_s, stall_index = self._book_prompt(prompt_n)
-            # One deadline chain from the prompt's end: a late wake-up shortens the next wait.
-            await asyncio.sleep(max(0.0, deadline_s - time.monotonic()))
-            self.context_tokens_total += len(prompt)
-            held_tokens = len(prompt)
-            self.decoding += 1
-            decoding = True
-            eval_start_s = deadline_s
             for piece in pieces:
-                deadline_s, stall_index = self.device.decode_token(
-                    deadline_s, self.backend.scaled(self._decode_step_s() * jitter.factor()), stall_index
-                )
-                delay_s = deadline_s - time.monotonic()
-                if delay_s > 0:
-                    await asyncio.sleep(delay_s)
-                self.context_tokens_total += 1
-                held_tokens += 1
+                last_token_s = await ticket.events.get()
                 produced.append(piece)
                 yield piece
+            if not produced:
+                last_token_s = await ticket.events.get()  # the prompt still runs before the answer
             yield CompletionTimings(
-                cache_n=cache_n, prompt_n=prompt_n, prompt_ms=prefill_wall_s * 1000,
-                predicted_n=len(produced), predicted_ms=max(0.0, deadline_s - eval_start_s) * 1000, stop_type=stop_type,
+                cache_n=cache_n, prompt_n=prompt_n, prompt_ms=self.backend.scaled(ticket.work.prefill_s) * 1000,
+                predicted_n=len(produced), predicted_ms=max(0.0, last_token_s - ticket.prompt_done_s) * 1000,
+                stop_type=stop_type,
             )
         finally:
             self.generating -= 1
-            self.decoding -= 1 if decoding else 0
-            self.context_tokens_total -= held_tokens
+            self.device.withdraw(ticket)
             self.slots.give_back(slot, prompt + tokens.tokenize("".join(produced)))
 
-    def _book_prompt(self, prompt_n: int) -> tuple[float, float, int]:
-        """Queue the prompt on the device: its prefill time, when it ends, and its stall index."""
-        hardware = self.backend.hardware
-        prefill_wall_s = self.backend.scaled(
-            roofline.prefill_s(self.request.model, hardware.gpu, self.memory.gpu_fraction, prompt_n, self.memory.num_batch)
-            * self.backend.jitter.factor()
-        )
-        between_s = self.backend.scaled(self._decode_step_s()) if self.decoding else 0.0
-        done_at_s, stall_index = self.device.book_prefill(time.monotonic(), prefill_wall_s, between_s, max(1, prompt_n))
-        return prefill_wall_s, done_at_s, stall_index
+    def _submit(self, slot: int, context_tokens: int, prompt_n: int, pieces: Iterable[str], n_predict: int) -> Ticket:
+        """Put the request on the device: its prompt (at least one token: llama-server evaluates
+        the last one again for its logits), then as many tokens as it has pieces."""
+        if isinstance(pieces, Sequence):
+            max_tokens: int | None = len(pieces)
+        else:  # an endless model's generator: n_predict, or until the client goes away
+            max_tokens = n_predict if n_predict >= 0 else None
+        return self.device.submit(SlotWork(slot, max(1, prompt_n), context_tokens, max_tokens))
 
-    def _decode_step_s(self) -> float:
-        """One step of the slots decoding now (simulated seconds)."""
+    def _decode_step_s(self, slots: int, context_tokens_total: int) -> float:
+        """One batch's decode step for `slots` sequences holding `context_tokens_total` tokens (simulated seconds)."""
         return roofline.decode_step_s(self.request.model, self.backend.hardware.gpu, self.memory.gpu_fraction,
-                                      self.decoding, self.context_tokens_total, self._kv_bpe)
+                                      slots, context_tokens_total, self._kv_bpe)
+
+    def _prefill_s(self, prompt_tokens: int) -> float:
+        """One batch's prompt tokens (simulated seconds)."""
+        return roofline.prefill_s(self.request.model, self.backend.hardware.gpu, self.memory.gpu_fraction,
+                                  prompt_tokens, self.memory.num_batch)
 
     async def embed(self, texts: Sequence[str], truncate: bool = True) -> EmbedResult:
         num_ctx = self.memory.context_length  # the front's loaded.options.num_ctx

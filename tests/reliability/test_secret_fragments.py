@@ -159,6 +159,7 @@ def test_a_scenario_target_with_credentials_is_not_printed(tmp_path: Path) -> No
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
+@pytest.mark.xdist_group("ray")  # with the other Ray tests (tests/run/test_ray_run.py says why)
 def test_a_managed_server_in_a_ray_task_printing_the_key_leaves_it_out_of_every_file(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     # The server starts on the Ray node, inside the task's own bench run; its log comes back to the

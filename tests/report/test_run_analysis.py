@@ -90,26 +90,28 @@ def test_the_report_and_the_end_of_run_warnings_render_the_analysis_without_redo
         make_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Saturation, the GPU fit per cell, the recommendation and the cell summary are found once, in
     analyse_run; rendering the page (and the saturation lines `bench run` prints) only reads them."""
-    from bench.analysis import gpu_fit, saturation
+    from bench.analysis import gpu_fit, saturation, sweep
     from bench.analysis.run_analysis import analyse_run
     from bench.records import load_run
     from bench.report import render_report
-    from bench.run.finish import _saturations
+    from bench.run.finish import _found_without_analysis
 
     run_dir = make_run(sweep=True, spill=True, surfaces=("native",), concurrencies=(1, 2, 4), rejected_at=None,
                        slos={"ttft_p95": "2s"})
     analysis = analyse_run(load_run(run_dir))
     assert analysis.gpu_fit and set(analysis.gpu_fit.values()) == {False}
+    # What `bench run` prints without an analysis (a partial run with --no-report) says the same.
+    assert _found_without_analysis(analysis.manifest, analysis.summary) == (analysis.saturations, analysis.sweeps)
 
     def analysed_again(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("analysis at render time")
 
     for module, name in ((saturation, "find_saturation"), (saturation, "run_saturations"), (gpu_fit, "memory_fit"),
-                         (gpu_fit, "memory_fits"), (recommend, "recommend"), (metrics, "cell_summary")):
+                         (gpu_fit, "memory_fits"), (recommend, "recommend"), (metrics, "cell_summary"),
+                         (sweep, "sweep_results"), (sweep, "run_sweeps")):
         monkeypatch.setattr(module, name, analysed_again)
     page = render_report([analysis])
     assert "CPU spill" in page and "offer more load" not in page  # the fit per cell, found once
-    assert _saturations(analysis, analysis.manifest, analysis.summary) == analysis.saturations
 
 
 def test_recommend_write_summarises_the_run_once_and_redraws_its_report(make_run: Callable[..., Path],

@@ -15,7 +15,7 @@ from bench.run.listeners import descendants, non_loopback_listeners
 from bench.run.ray_groups import _SINGLE_MACHINE_ENV, _ray_session
 
 ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.xdist_group("ray"),
               pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")]
 
 

@@ -26,7 +26,9 @@ from bench.report import write_report
 from polling import wait_for
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# One xdist worker runs every Ray test (tests/conftest.py): a Ray task removes the scratch runs of
+# dead tasks on its node (bench.run.ray_task), another test's kept scratch included.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("ray")]
 
 # Two NUM_PARALLEL settings x two concurrencies: small enough for two CPUs, and NP=1 at two users
 # queues while NP=2 does not, so the recommendation is not a coin toss.
@@ -292,3 +294,36 @@ def test_workers_inside_a_ray_task_share_its_clock_and_merge_their_records(ray_c
     assert (t0 + measured["end_s"] <= task["ended_epoch_s"]).all()
     windows = measured.groupby("worker").agg(first=("sent_s", "min"), last=("end_s", "max"))
     assert windows["first"].max() < windows["last"].min()
+
+
+# One server group of two cells with a stop rule: the tasks' verdicts reach the driver's manifest.
+ADAPTIVE = """
+name: ray-adaptive
+target: sim
+sim: {speed: 20, gpu: l4}
+placement: {num_cpus: 1}
+workload:
+  endpoint: native/chat
+  model: qwen2.5:0.5b
+  prompt: {tokens: 128}
+  max_tokens: 16
+  seed: 3
+load:
+  concurrency: [1, 2]
+  requests: 8
+  warmup_requests: 1
+stop_when: {within: {output_tps: "90%"}, min_requests: 4}
+"""
+
+
+def test_a_ray_tasks_stop_verdicts_and_busy_time_reach_the_driver(ray_cluster: str, tmp_path: Path) -> None:
+    scenario, out = tmp_path / "adaptive.yaml", tmp_path / "adaptive"
+    scenario.write_text(ADAPTIVE)
+    code, output = run("run", str(scenario), "--out", str(out), "--no-report", "--ray", ray_cluster)
+    assert code == 0, output
+    manifest = load_run(out).manifest
+    assert [cell.status for cell in manifest.cells] == ["complete", "complete"]
+    assert all(cell.stop is not None and cell.stop["requests"] >= 4 for cell in manifest.cells), manifest.cells
+    # The driver heard every record: the target's busy time covers both cells.
+    assert manifest.adaptive is not None and manifest.adaptive["target_busy_s"] > 0
+    assert "met in" in output or "stop_when not met" in output

@@ -97,10 +97,15 @@ def test_concurrency_one_agrees_with_the_simulators_configuration(sim, tmp_path:
     # Fully offloaded (gpu fraction 1); the L4's 23034 MiB gives the 4096 context tier, batch 512.
     step_s = roofline.decode_step_s(model, gpu, 1.0, 1, 2048 + 12, 2)
     ttft_s = roofline.prefill_s(model, gpu, 1.0, 2048, 512) + step_s
-    summary = pd.read_csv(out / "summary.csv").iloc[0]
-    # The quick start's claim is 10%; on a busy CI host allow 25% so the test is not flaky.
-    assert summary["ttft_p50_s"] == pytest.approx(ttft_s, rel=0.25)
-    assert summary["tpot_p50_s"] == pytest.approx(step_s, rel=0.25)
+    measured = load_run(out).requests.query("phase == 'measure'")
+    ttft = measured["first_token_s"] - measured["sent_s"]
+    tpot = (measured["end_s"] - measured["first_token_s"]) / (measured["output_tokens"] - 1)
+    # A busy box only ever adds time (the simulator sleeps its model; here it shares the client's
+    # process): at load 20 the median TTFT came out 42% long. The least disturbed of the five is
+    # the fastest, and none can be faster than the model: the quick start's claim is 10%.
+    assert len(measured) == 5 and ttft.min() == pytest.approx(ttft_s, rel=0.1)
+    assert tpot.min() == pytest.approx(step_s, rel=0.1)
+    assert (ttft >= 0.95 * ttft_s).all() and (tpot >= 0.95 * step_s).all()
 
 
 def test_target_sim_starts_and_stops_the_embedded_simulator(tmp_path: Path) -> None:
