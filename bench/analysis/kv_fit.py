@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from bench.analysis.kv_formulas import kv_bytes_per_token, rule_of_thumb_bytes_per_token
 from bench.analysis.kv_model import ModelArch
@@ -67,6 +66,8 @@ def fit_bytes_per_token(ctx_totals: Any, memory_bytes: Any, batch_tiers: Any = N
     tiers = np.asarray(batch_tiers)[keep] if batch_tiers is not None else np.zeros(len(x))
     mask = np.asarray(mask_cells, dtype=float)[keep] if mask_cells is not None else None
     if len(np.unique(tiers)) == 1 and mask is None:
+        from scipy import stats  # here: every `bench run` imports this module, few runs fit KV
+
         result = stats.linregress(x, y)
         ci: tuple[float, float] | None = None
         if len(x) >= 3:
@@ -95,6 +96,8 @@ def _fit_with_tier_intercepts(x: Any, y: Any, tiers: Any, mask: Any) -> LinearFi
     dof = len(x) - design.shape[1]
     ci: tuple[float, float] | None = None
     if dof > 0:
+        from scipy import stats
+
         sigma2 = float(residuals @ residuals) / dof
         slope_se = math.sqrt(max(0.0, sigma2 * np.linalg.inv(design.T @ design)[0, 0]))
         half_width = float(stats.t.ppf(0.975, dof) * slope_se)

@@ -88,12 +88,13 @@ def t_interval(values: list[float] | np.ndarray, confidence: float = CONFIDENCE)
     With two or three repeats this interval is wide (t = 12.7 at two): that is the honest answer
     about run-to-run noise from so few runs, not a flaw to hide.
     """
-    from scipy import stats  # imported here: `bench --help` must not pay for scipy
-
     data = np.asarray(values, dtype=float)
     data = data[np.isfinite(data)]
     if len(data) < 2:
         return math.nan, math.nan
+    # Imported only here, after the check: a run of one repeat (most) never pays for scipy.
+    from scipy import stats
+
     mean = float(data.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2, len(data) - 1)) * float(data.std(ddof=1)) / math.sqrt(len(data))
     return mean - half, mean + half

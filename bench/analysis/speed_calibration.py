@@ -7,7 +7,8 @@ they give the machine's achieved prefill FLOP/s and its decode bandwidth, with t
 from the run's /api/show. The fixed per-step time cannot be told apart from the bandwidth with one
 model at one context, so it is folded into the bandwidth (step_overhead_s 0): exact for the
 measured model, and on a GPU a batch's extra sequences only add their KV and compute. A run without
-a GPU is read as compute-bound decode instead (cpu_decode_flops): a batch of B costs B steps.
+a GPU splits the measured step instead: CPU_DECODE_SHARED_FRACTION of it a read the batch shares,
+the rest per-sequence work (cpu_decode_flops), so a batch of B costs (alpha + (1 - alpha) B) steps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from bench.errors import RunDirError, TargetError
 from bench.records import Run, load_run
 
 F16_KV_BYTES = 2.0
+# The share of a c=1 CPU decode step that a batch shares (the weight read); the rest is per sequence.
+# Measured, not fitted to the calibration runs: `llama-batched-bench -m tiny-llama3.2-1b.gguf -c 8192
+# -b 1024 -ub 1024 -npp 512 -ntg 64 -npl 1,2,4,8 -t 1 -fa on|off` (llama.cpp b10488, this project's
+# 2-core Xeon, quiet: load ~1, 2026-12-08 00:33 UTC). TG step, B=1 -> B=8: fa on 4.14 -> 26.31 ms
+# (242 -> 304 tok/s aggregate), fa off 1.77 -> 11.27 ms (567 -> 711): shared + B x per-sequence through
+# the two ends is 0.97 + 3.17 B ms and 0.41 + 1.36 B ms, alpha 0.235 and 0.231. B=2 and 4 gain less
+# than the line says (their own alpha 0.00-0.11: steps 10-14% longer than the line).
+CPU_DECODE_SHARED_FRACTION = 0.23
 PROFILE_NAME = "calibrated"
 # Bits per weight of Ollama's quantization levels, for a model the simulator's catalog lacks
 # (weights = parameters x bits / 8; llama.cpp's block formats, scales included).
@@ -106,11 +115,15 @@ def calibrate(run: Run, shape: ModelShape, memory: str, token_overhead_s: float)
         "cpu_bandwidth": decode_bandwidth, "cpu_flops": prefill_flops, "speed_basis": basis,
     }  # fmt: skip
     if memory == "0":
-        # llama.cpp's CPU decode is compute-bound per sequence (matrix-vector kernels; a batch of B
-        # costs B steps: llama-batched-bench on a 2-core Xeon, docs/simulator.md), so the measured
-        # step is per-sequence compute, not a weight read the batch could share.
-        entry["cpu_decode_flops"] = 2.0 * shape.parameter_count / (bytes_per_step / decode_bandwidth)
-        entry["speed_basis"] = basis + "; CPU decode taken as compute-bound (no batching gain)"
+        # llama.cpp's CPU decode shares only part of a step across the batch (matrix-vector kernels
+        # per sequence): split the measured step into a shared read and per-sequence work that add
+        # up to it at c=1 (bench/sim/roofline.py decode_step_s).
+        alpha = CPU_DECODE_SHARED_FRACTION
+        step_one_s = bytes_per_step / decode_bandwidth
+        entry["cpu_bandwidth"] = bytes_per_step / (alpha * step_one_s)
+        entry["cpu_decode_flops"] = 2.0 * shape.parameter_count / ((1 - alpha) * step_one_s)
+        entry["speed_basis"] = (basis + f"; CPU decode step split {alpha:.0%} shared by the batch, {1 - alpha:.0%} "
+                                "per sequence (llama-batched-bench on a 2-core Xeon, 2026-12-08)")
     return Calibration(run_id=run_id, model=shape.name, requests=len(chosen), prefill_tokens_per_s=prefill_rate,
                        decode_tokens_per_s=1 / step_s, mean_context_tokens=context, gpu_entry=entry)
 

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.analysis.metrics import request_metrics
 from bench.analysis.samples import MIN_SAMPLES, min_samples_for, percentile_interval
@@ -126,6 +125,8 @@ def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Any, confidence: floa
         # Identical values: the interval is that value (scipy would warn about a degenerate sample).
         value = float(statistic(*samples, axis=-1))
         return value, value
+    from scipy import stats  # here: `bench run` imports this module; only adaptive cells need scipy
+
     result = stats.bootstrap(samples, statistic, confidence_level=confidence, paired=len(samples) > 1,
                              vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
                              random_state=np.random.default_rng(BOOTSTRAP_SEED))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from bench.records.atomic import check_output_file, write_text_atomically
 from bench.cli.console import output_console, working
 from bench.errors import UsageError
 from bench.escape import plain_terminal
@@ -17,6 +16,8 @@ EXIT_REGRESSED = 1
 
 
 def _write(path: Path, text: str, option: str) -> None:
+    from bench.records.atomic import write_text_atomically
+
     try:
         write_text_atomically(path, text)
     except UsageError as error:
@@ -42,6 +43,7 @@ def compare_command(baseline_path: Path, current_path: Path, max_regression: tup
     unmatched cell, unreadable input).
     """
     from bench.outputs.gate_tables import not_a_junit_table, not_a_markdown_table
+    from bench.records.atomic import check_output_file
 
     for path, option, own in ((junit_path, "--junit", not_a_junit_table),
                               (markdown_path, "--markdown", not_a_markdown_table)):
@@ -81,6 +83,7 @@ def save_command(run_dir: Path, path: Path) -> None:
     """Write RUN_DIR's per-request samples, settings and environment to PATH (JSON)."""
     with working(output_console(), f"reading {run_dir}"):
         from bench.analysis.baseline import load_baseline, not_a_baseline, save_baseline
+        from bench.records.atomic import check_output_file
 
         check_output_file(path, "baseline save", inputs=(run_dir,), own_output=not_a_baseline)
 

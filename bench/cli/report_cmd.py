@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from bench.records.atomic import check_output_file
 from bench.cli.console import output_console, working
 
 
@@ -23,6 +22,7 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Write one self-contained HTML report of RUN_DIR (several: a comparison, the first is the baseline)."""
     with working(output_console(), f"drawing the report of {', '.join(str(d) for d in run_dirs)}"):
         from bench.records import REPORT_HTML
+        from bench.records.atomic import check_output_file
         from bench.report import write_report
 
         if out is None:

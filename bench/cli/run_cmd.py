@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bench.records.atomic import write_text_atomically
 from bench.cli import params
 from bench.cli.console import output_console, working
 from bench.errors import BenchError, ScenarioError, UsageError
@@ -267,6 +266,7 @@ def gate_run(baseline: Path, run_dir: Path, analysis: RunAnalysis | None = None)
     from bench.analysis.baseline import load_baseline
     from bench.analysis.compare import compare_baselines, compare_paths
     from bench.outputs.gate_tables import headline, render_table, to_markdown
+    from bench.records.atomic import write_text_atomically
 
     comparison = (compare_paths(baseline, run_dir) if analysis is None
                   else compare_baselines(load_baseline(baseline), analysis.baseline))

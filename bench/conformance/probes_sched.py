@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 import time
 from datetime import datetime
 from typing import Any
@@ -123,13 +124,16 @@ async def probe_fast_path(session: ProbeSession) -> dict[str, Check]:
         inconclusive = record(f"inconclusive: no warm request inside the {cold_load_s * 1000:.0f} ms load")
         return {
             "warm sent during load": inconclusive,
-            "their load_duration < 10% of cold": inconclusive,
+            "their median load_duration < 10% of cold": inconclusive,
             "loading model in /api/ps": exact(any(listed)) if listed else inconclusive,
             "cold load_duration ms": record(round(cold_load_s * 1000)),
         }
     return {
         "warm sent during load": exact(bool(during)),
-        "their load_duration < 10% of cold": exact(bool(during) and max(during) < cold_load_s * 1e9 / 10),
+        # The median, not the slowest: queued behind the load, every warm request would wait for
+        # its end; at load 8 on two cores one admitted at once still took over a tenth of the load
+        # on the real server (its CPU, not its queue).
+        "their median load_duration < 10% of cold": exact(bool(during) and statistics.median(during) < cold_load_s * 1e9 / 10),
         # No poll answered before the load ended (a short load, a slow /api/ps on a busy CPU):
         # nothing seen, so nothing to compare.
         "loading model in /api/ps": exact(any(listed)) if listed else record("not polled"),

@@ -94,8 +94,10 @@ class GpuProfile:
     decode_bandwidth: bytes/s llama.cpp's decode kernels reach reading weights and KV (not the spec
     sheet's peak); step_overhead_s: fixed time per decode step on the device; prefill_flops: the
     FLOP/s its prompt processing reaches (2 x parameters per token). cpu_decode_flops: the FLOP/s
-    decode reaches per sequence on the CPU (llama.cpp's matrix-vector kernels, far below prefill's
-    matrix products there; None: cpu_flops). speed_basis: where these come from and how far to
+    decode's per-sequence work reaches on the CPU (llama.cpp's matrix-vector kernels, far below
+    prefill's matrix products there); when set, a CPU decode step is that work for each sequence
+    plus a read of weights and KV at cpu_bandwidth that the batch shares, added, not overlapped
+    (None: the roofline's max of the two at cpu_flops). speed_basis: where these come from and how far to
     trust them, shown with every sizing answer made on this profile.
     """
 

@@ -45,11 +45,13 @@ def decode_step_s(
     gpu_share = gpu_fraction
     # A batch is a small matrix product: at most as fast as prefill's (measured) FLOP/s.
     gpu_s = gpu_share * max(bytes_read / gpu.decode_bandwidth_bytes_per_s, flops / gpu.prefill_flops)
-    # On the CPU llama.cpp decodes each sequence with matrix-vector kernels that may reach far less
-    # than prefill's matrix products (a profile calibrated from a CPU run says how much less): there
-    # a batch of B costs B single steps (llama-batched-bench, docs/simulator.md).
-    cpu_decode_flops = gpu.cpu_decode_flops or gpu.cpu_flops
-    cpu_s = (1 - gpu_share) * max(bytes_read / gpu.cpu_bandwidth_bytes_per_s, flops / cpu_decode_flops)
+    if gpu.cpu_decode_flops is None:  # layers spilled off a GPU: the same roofline at host speed
+        cpu_s = (1 - gpu_share) * max(bytes_read / gpu.cpu_bandwidth_bytes_per_s, flops / gpu.cpu_flops)
+    else:
+        # A profile calibrated from a CPU run: llama.cpp's CPU decode is a shared read plus per-sequence
+        # work that does not overlap it, step(B) = shared + B x per-sequence (llama-batched-bench,
+        # docs/simulator.md), so the two terms add.
+        cpu_s = (1 - gpu_share) * (bytes_read / gpu.cpu_bandwidth_bytes_per_s + flops / gpu.cpu_decode_flops)
     return gpu_s + cpu_s + gpu.step_overhead_s + TOKEN_OVERHEAD_S * slots
 
 

@@ -45,6 +45,24 @@ def test_importing_the_cli_imports_no_heavy_library():
     assert done.stdout.strip() == "[]"
 
 
+
+
+def test_the_simulator_process_imports_no_run_records():
+    # `bench sim` starts once per managed server: the run records' pydantic models (bench.records,
+    # ~0.4 s to build on a quiet 2-core box, ~1 s busy) are the client's, not the simulator's.
+    done = subprocess.run([sys.executable, "-c", "import sys, bench.cli, bench.cli.sim_cmd, bench.sim.server; "
+                           "print(sorted(m for m in sys.modules if m.startswith('bench.records') or m in "
+                           f"{HEAVY!r}))"], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+def test_the_run_loop_imports_no_scipy():
+    # scipy.stats takes ~1-3 s to import on a busy 2-core box, before the first request: only the
+    # analyses that need it (intervals of 10+ samples, repeats, KV fits, stop rules) import it.
+    done = subprocess.run([sys.executable, "-c", "import sys, bench.run.runner, bench.run.adaptive; "
+                           "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
 def test_kv_cache_type_choices_match_the_calculator():
     from bench.cli.kv_cmd import CACHE_TYPES
     from bench.analysis.kv_formulas import CACHE_TYPES as KV_CACHE_TYPES

@@ -66,13 +66,16 @@ def test_simulator_slowed_by_30_percent_is_flagged_on_decode_latency_and_through
             if line.startswith("| ") and "c=" in line]
     change_pct = {(row[2].strip(), row[3].strip(" *")): float(row[7].replace("pt", "").strip(" +%")) for row in rows}
     cells = {"native/chat c=1", "native/chat c=4", "openai/chat c=1", "openai/chat c=4"}
-    # Decode slows in every cell (TPOT +31-34%, its interval from +29% on a 2-core box at load ~9-13
-    # with two busy loops, beyond the 20% gate), so it is flagged everywhere. Throughput drops
-    # ~21-23%; it is flagged
-    # against the -15% gate unless a neighbour's CPU load disturbed the baseline cell, so only its
-    # point estimate is held to every cell. TTFT and e2e slow by the same 30%, near their gates,
-    # so they may or may not be flagged; error_rate never.
-    assert {cell for cell, name in failed if name == "tpot_p50"} == cells, result.output
+    # Decode slows by 30% in every cell. At c=1 TPOT is the decode step alone (+29-34%, its interval
+    # from +28% on a 2-core box at load ~9-13, beyond the 20% gate), so it is flagged there. At c=4
+    # a TPOT mixes decode steps with the stalls of other slots' prompt batches (the simulator's batch
+    # loop, as llama-server's update_slots): its p50 is bimodal (14 or 34 ms in one baseline) and
+    # its interval wide, so no TPOT verdict is held there; each c=4 cell is still flagged on some
+    # gate. Throughput drops ~21-24%; it is flagged against the -15% gate unless a neighbour's CPU
+    # load disturbed the baseline cell, so only its point estimate is held to every cell. TTFT and
+    # e2e slow by the same 30%, near their gates, so they may or may not be flagged; error_rate never.
+    assert {cell for cell, name in failed if name == "tpot_p50"} >= {"native/chat c=1", "openai/chat c=1"}, result.output
+    assert {cell for cell, _ in failed} == cells, result.output
     assert all(change_pct[(cell, "output_tps")] < -10.0 for cell in cells), result.output
     assert {name for _, name in failed} <= {"tpot_p50", "e2e_p95", "output_tps", "ttft_p95"}, result.output
     assert f"REGRESSION: {len(failed)} of 20 gates failed" in result.output

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.records import load_run
 from reliability.support import (
-    bench,
     json_lines,
     manifest,
     manifest_or_empty,
@@ -26,6 +25,11 @@ from reliability.support import (
 )
 
 pytestmark = pytest.mark.e2e
+
+
+def _cli(*args: str):  # noqa: ANN202
+    return CliRunner().invoke(cli, list(args))
+
 
 MAX_TOKENS = 40  # below the simulator's shortest natural answer: every done line is at index 40
 KILL_SCENARIO = f"""\
@@ -66,9 +70,9 @@ def test_kill_9_keeps_every_request_the_client_had_received(sim, tmp_path: Path)
     assert done_before_kill - 2 <= len(rows) <= done_before_kill
     assert not rows.duplicated(["cell_id", "repeat", "request_index"]).any()
 
-    # A killed run resumes like an interrupted one.
-    result = bench("run", "--resume", str(out), "--no-report")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # A killed run resumes like an interrupted one (in-process: the kill above is the process test).
+    result = _cli("run", "--resume", str(out), "--no-report")
+    assert result.exit_code == 0, result.output
     resumed = load_run(out)
     assert resumed.manifest.status == "complete"
     final = resumed.requests[resumed.requests["phase"] == "measure"]
@@ -124,9 +128,10 @@ def test_resume_runs_only_unfinished_cells_and_counts_each_once(tmp_path: Path) 
     first_cell_before = [r for r in measured(out) if r["cell_id"] == cell_ids[0]]
     partial_before = [r for r in json_lines(out / "requests.jsonl") if r["cell_id"] == cell_ids[1]]
 
-    result = bench("run", str(scenario), "--resume", str(out))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "resuming" in result.stdout and "2 of 3 cells" in result.stdout
+    # In-process: the interrupt above is the process test; the resume's exit and output are the CLI's.
+    result = _cli("run", str(scenario), "--resume", str(out))
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "2 of 3 cells" in result.output
 
     final = manifest(out)
     assert final["status"] == "complete"
@@ -146,10 +151,6 @@ def test_resume_runs_only_unfinished_cells_and_counts_each_once(tmp_path: Path) 
     assert sorted(row["ok"] for row in summary) == [4, 5, 300]
     assert (out / "report.html").exists()
     assert len(load_run(out).requests.query("phase == 'measure'")) == 309
-
-
-def _cli(*args: str):  # noqa: ANN202
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_resume_refuses_what_it_cannot_resume(tmp_path: Path) -> None:
@@ -172,7 +173,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path: Path) -> None:
 def test_resume_refuses_a_different_scenario_and_a_finished_run(tmp_path: Path) -> None:
     scenario = write_scenario(tmp_path, RESUME_SCENARIO.replace("[4, 300, 5]", "[2, 3, 2]"))
     out = tmp_path / "run"
-    assert bench("run", str(scenario), "--out", str(out), "--no-report").returncode == 0
+    assert _cli("run", str(scenario), "--out", str(out), "--no-report").exit_code == 0
 
     other = write_scenario(tmp_path, RESUME_SCENARIO.replace("[4, 300, 5]", "[2, 4, 2]"), "other.yaml")
     differs = _cli("run", str(other), "--resume", str(out))

@@ -33,7 +33,7 @@ workload:
   seed: 7
 load:
   arrival: constant
-  rate_rps: 8
+  rate_rps: 16
   concurrency: 8
   requests: 32
   warmup_requests: 2
