@@ -34,10 +34,15 @@ def min_samples_for_percentile(percentile: float) -> int:
 
 
 def min_samples_for(metric: str) -> int:
-    """The minimum for a metric name: `ttft_p95` → 40; means, rates and throughputs → MIN_SAMPLES."""
+    """The minimum for a metric name: `ttft_p95` → 40, `ttft_p99.9` → 2,000; means, rates and
+    throughputs → MIN_SAMPLES."""
     family, sep, tail = metric.removesuffix("_s").rpartition("_p")
-    if sep and family and tail.isdigit() and int(tail) < 100:
-        return min_samples_for_percentile(float(tail))
+    try:
+        percentile = float(tail)  # 95, or 99.9 (a threshold may name any percentile)
+    except ValueError:
+        return MIN_SAMPLES
+    if sep and family and 0 < percentile < 100:
+        return min_samples_for_percentile(percentile)
     return MIN_SAMPLES
 
 

@@ -61,8 +61,18 @@ class Saturation:
                 f"from concurrency {self.concurrency} to {self.next_concurrency} output tok/s went "
                 f"{self.output_tps:.0f} → {self.next_output_tps:.0f} "
                 f"({self.next_output_tps / self.output_tps - 1:+.0%}) while TTFT p50 went "
-                f"{self.ttft_p50_s * 1000:.0f} → {self.next_ttft_p50_s * 1000:.0f} ms: the extra requests "
-                "only queue. Raise NUM_PARALLEL (if memory allows) or offer no more load than this.")
+                f"{self.ttft_p50_s * 1000:.0f} → {self.next_ttft_p50_s * 1000:.0f} ms: {self.advice()}")
+
+    def advice(self) -> str:
+        """Why the extra requests only waited, and what would help: with a slot for every one of
+        them (NUM_PARALLEL at least the next concurrency) they waited for the device, which one
+        batch loop serves in turn, so more slots cannot help."""
+        slots = self.num_parallel.split(" ")[0]
+        if slots.isdigit() and int(slots) >= self.next_concurrency:
+            return (f"every request had a slot (NUM_PARALLEL {slots} ≥ {self.next_concurrency}), so they "
+                    "waited for the device: a larger NUM_PARALLEL will not help; offer no more load than "
+                    "this, or a faster device or smaller model.")
+        return "the extra requests only queue. Raise NUM_PARALLEL (if memory allows) or offer no more load than this."
 
 
 def saturation_point(cells: pd.DataFrame) -> tuple[int, int] | None:

@@ -16,6 +16,8 @@ def test_a_percentile_needs_two_samples_beyond_it_and_never_fewer_than_ten():
     assert [min_samples_for_percentile(p) for p in (50, 90, 95, 99)] == [10, 20, 40, 200]
     assert min_samples_for("ttft_p95") == 40 and min_samples_for("user_tps_p50") == 10
     assert min_samples_for("output_tps") == 10 and min_samples_for("error_rate") == 10
+    # A fractional percentile is a percentile too (it was read as a plain metric: 10 samples).
+    assert min_samples_for("ttft_p99.9") == 2000 and min_samples_for("ttft_p99.9_s") == 2000
     assert not_enough(6, 40) == "not enough samples (n=6, needs ≥40)"
 
 

@@ -27,8 +27,22 @@ def test_flat_throughput_with_climbing_ttft_is_saturation_at_the_servers_num_par
     found = find_saturation(FLAT, "", effective_num_parallel(None, {}))
     assert found is not None
     assert found.sentence().startswith("saturated at concurrency 1, server NUM_PARALLEL=1 (default):")
+    assert "Raise NUM_PARALLEL" in found.sentence()
     growing = FLAT.assign(output_tps=[250.0, 900.0, 1700.0], ttft_p50_s=[0.026, 0.03, 0.035])
     assert find_saturation(growing, "", "4") is None
+
+
+def test_with_a_slot_for_every_request_saturation_is_the_device_not_num_parallel() -> None:
+    """The quiet engine run (scenarios/calibrate-engine.yaml, NUM_PARALLEL 8): 191 → 191 tok/s from
+    c=2 to 4 while TTFT p50 went 177 → 311 ms; every request had a slot, so more cannot help."""
+    found = find_saturation(FLAT, "", "8")
+    assert found is not None and "Raise NUM_PARALLEL" not in found.sentence()
+    assert found.sentence().endswith("every request had a slot (NUM_PARALLEL 8 ≥ 4), so they waited for the "
+                                     "device: a larger NUM_PARALLEL will not help; offer no more load than "
+                                     "this, or a faster device or smaller model.")
+    for fewer_slots in ("2", "unknown (a server bench did not start)"):
+        found = find_saturation(FLAT, "", fewer_slots)
+        assert found is not None and "Raise NUM_PARALLEL" in found.sentence()
 
 
 def _manifest(kind: str, servers: list[dict[str, object]], num_parallel: str | None = None) -> Manifest:
