@@ -11,6 +11,7 @@ import pytest
 
 from bench.sim.testing import running_sim
 from endless_server import EndlessServer
+from run_wide import group_by_shared_fixture
 
 # bench's console takes COLUMNS as the width when stdout is not a terminal (bench.cli.console);
 # pytest-xdist's workers get COLUMNS=80, a shell may export its own: the CLI's tables in these
@@ -46,29 +47,7 @@ def endless() -> Iterator[Callable[[str], EndlessServer]]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 4 --dist loadgroup`, the README's test command), the tests that share
-    a module- or session-scoped fixture of ours (a Ray cluster, a real `ollama serve`, a rendered
-    report, a baseline run) run on one worker, so each such fixture is built once, not once per
-    worker. Runs before xdist's own hook, which reads the marks (tryfirst)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue  # grouped by its own file (the Ray tests)
-        group = _shared_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def _shared_fixture_group(item: pytest.Item) -> str | None:
-    """Where the first module/session fixture of ours that `item` uses is defined (its module or
-    conftest folder), or None; pytest's own fixtures (tmp_path_factory, ...) have no base id."""
-    fixture_info = getattr(item, "_fixtureinfo", None)
-    if fixture_info is None:
-        return None
-    for name in fixture_info.names_closure:
-        definitions = fixture_info.name2fixturedefs.get(name)
-        if not definitions:
-            continue
-        definition = definitions[-1]
-        if definition.scope in ("module", "session") and definition.baseid:
-            return definition.baseid
-    return None
+    """Under pytest-xdist (`-n 4 --dist loadgroup`, the README's test command) the tests that share
+    a module- or session-scoped fixture of ours run on one worker (tests/run_wide.py). Runs before
+    xdist's own hook, which reads the marks (tryfirst)."""
+    group_by_shared_fixture(items)

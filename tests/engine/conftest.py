@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from run_wide import once_per_run, run_wide
 
 from bench.engine.binary import EngineError, find_llama_server
 from bench.engine.gguf_maker import make_model
@@ -12,6 +13,7 @@ from bench.engine.shapes import resolve_shape
 
 
 @pytest.fixture(scope="session")
+@run_wide  # a lookup on PATH: no reason to keep the engine tests on one worker
 def llama_server_binary() -> Path:
     try:
         return find_llama_server()
@@ -19,16 +21,19 @@ def llama_server_binary() -> Path:
         pytest.skip(str(error))
 
 
+def _made(path: Path, shape: str | None, name: str, weight_type: str | None = None) -> Path:
+    make_model(path, resolve_shape(shape, weight_type=weight_type) if weight_type else resolve_shape(shape), name)
+    return path
+
+
 @pytest.fixture(scope="session")
+@run_wide
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default preset (GQA 4:1), f16: what `bench gguf make` writes without options."""
-    path = tmp_path_factory.mktemp("models") / "tiny.gguf"
-    make_model(path, resolve_shape(None), "tiny")
-    return path
+    """The default preset (GQA 4:1), f16: what `bench gguf make` writes without options (once per run)."""
+    return once_per_run(tmp_path_factory, "tiny-gguf", lambda folder: _made(folder / "tiny.gguf", None, "tiny"))
 
 
 @pytest.fixture(scope="session")
+@run_wide
 def mha_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "mha.gguf"
-    make_model(path, resolve_shape("tiny-mha", weight_type="f32"), "mha")
-    return path
+    return once_per_run(tmp_path_factory, "mha-gguf", lambda folder: _made(folder / "mha.gguf", "tiny-mha", "mha", "f32"))

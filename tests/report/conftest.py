@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from run_wide import once_per_run, run_wide
 
 from bench.records import (GPU_PARQUET, KV_JSON, MANIFEST_FILE, PS_PARQUET, RECOMMENDATION_JSON, RecordWriter,
                            RequestRecord, write_json)
@@ -210,17 +211,18 @@ SHARED_RUNS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="session")
+@run_wide
 def shared_report(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """`shared_report("full")` → the report.html of SHARED_RUNS["full"], rendered on first use; read it, never change it."""
+    """`shared_report("full")` → the report.html of SHARED_RUNS["full"], rendered on first use, once
+    per test run over every xdist worker (tests/run_wide.py); read it, never change it."""
     from bench.report import write_report
 
-    pages: dict[str, Path] = {}
+    def render(kind: str, folder: Path) -> Path:
+        run = build_run(folder, RunSpec(**SHARED_RUNS[kind]))
+        return write_report([run], run / "report.html")
 
     def page(kind: str) -> Path:
-        if kind not in pages:
-            run = build_run(tmp_path_factory.mktemp(f"shared-{kind}"), RunSpec(**SHARED_RUNS[kind]))
-            pages[kind] = write_report([run], run / "report.html")
-        return pages[kind]
+        return once_per_run(tmp_path_factory, f"report-{kind}", lambda folder: render(kind, folder))
 
     return page
 
