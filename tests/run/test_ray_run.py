@@ -36,7 +36,7 @@ SWEEP = """
 name: ray-sweep
 server:
   command: python -m bench sim --speed 1 --gpu l4
-  env: {OLLAMA_NUM_PARALLEL: [1, 2], OLLAMA_KEEP_ALIVE: "-1"}
+  env: {OLLAMA_NUM_PARALLEL: [1, 4], OLLAMA_KEEP_ALIVE: "-1"}
   ready_timeout_s: 60
 placement: {num_cpus: 1}
 workload:
@@ -48,7 +48,7 @@ workload:
   seed: 3
 load:
   arrival: closed
-  concurrency: [1, 2]
+  concurrency: [1, 4]
   requests: 12
   warmup_requests: 1
 slos:
