@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group
 # Two NUM_PARALLEL settings x two concurrencies: small enough for two CPUs, and NP=1 at four users
 # queues while NP=4 does not (2.9x the throughput), so the recommendation is not a coin toss even
 # when a busy box halves one cell (NP 1 and 2 were 1.9x apart: beside a compile that flipped it).
+# The SLO is wide (30 s) because meeting it is not what is checked: beside a compile with the
+# suite's four workers (load 8-10) the Ray run's NP=4 cell missed a 2 s TTFT p95.
 SWEEP = """
 name: ray-sweep
 server:
@@ -53,7 +55,7 @@ load:
   requests: 12
   warmup_requests: 1
 slos:
-  ttft_p95: 2s
+  ttft_p95: 30s
 """
 
 
