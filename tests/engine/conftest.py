@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from run_wide import once_per_run, run_wide
 
 from bench.engine.binary import EngineError, find_llama_server
 from bench.engine.gguf_maker import make_model
 from bench.engine.shapes import resolve_shape
+from run_wide import once_per_run, run_wide
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def llama_server_binary() -> Path:
 
 
 def _made(path: Path, shape: str | None, name: str, weight_type: str | None = None) -> Path:
-    make_model(path, resolve_shape(shape, weight_type=weight_type) if weight_type else resolve_shape(shape), name)
+    make_model(path, resolve_shape(shape, weight_type=weight_type), name)  # None: the preset's own
     return path
 
 
